@@ -1,0 +1,3 @@
+from cann_distill.cli import main
+
+main()

@@ -1,0 +1,152 @@
+"""Typer CLI: parse → call the library → print a table or JSON → exit code. No logic here."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+from rich.table import Table
+from typing_extensions import Annotated
+
+from cann_distill import __version__
+from cann_distill.errors import CannDistillError
+from cann_distill.ui import ui
+
+app = typer.Typer(
+    name="cann-distill",
+    help="Distill a timm teacher into a small student and prove it deploys: INT8 ONNX, measured accuracy and latency.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+RecipeArg = Annotated[Path, typer.Argument(help="YAML recipe file.", show_default=False)]
+RunDirOpt = Annotated[Optional[Path], typer.Option("--run-dir", help="Run directory (default: recipe's run_dir, else runs/<name>).")]
+SetOpt = Annotated[Optional[List[str]], typer.Option("--set", help="Override a recipe key, e.g. --set distill.epochs=2 (repeatable).")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Rerun even if inputs are unchanged.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print only the machine-readable result on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or messages (warnings and errors still shown).")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _print_results(results: list) -> None:
+    table = Table(title="cann-distill", title_justify="left")
+    for col in ("stage", "status", "seconds", "key results"):
+        table.add_column(col)
+    for r in results:
+        s = r.summary
+        key = {
+            "teacher": lambda: f"{s.get('arch')} val {100 * s.get('val_acc', 0):.2f}%",
+            "select": lambda: f"{s.get('num_critical')}/{s.get('num_samples')} critical ({s.get('strategy')})",
+            "distill": lambda: f"{s.get('arch')} val {100 * s.get('val_acc', 0):.2f}%",
+            "validate": lambda: (f"INT8 {100 * s['accuracy']['onnx_int8']:.2f}% (drop {100 * s['accuracy']['int8_drop']:.2f} pt), "
+                                 f"latency ×{s['int8_over_fp32']:.2f} vs FP32"),
+            "report": lambda: s.get("title", ""),
+        }.get(r.stage, lambda: "")()
+        table.add_row(r.stage, r.status, f"{r.seconds:.1f}", key)
+    ui.console.print(table)
+    for r in results:
+        if r.stage == "report":
+            t = Table(title=f"report: {r.summary.get('title')}", title_justify="left")
+            for col in ("model", "top-1", "latency median (b=1)", "latency p99", "size"):
+                t.add_column(col)
+            for row in r.summary.get("rows", []):
+                t.add_row(*row)
+            ui.console.print(t)
+            ui.console.print(f"report: {Path(r.run_dir) / 'report' / 'report.json'}", highlight=False)
+
+
+def _invoke(fn: Callable[[], list], as_json: bool, quiet: bool, debug: bool) -> None:
+    ui.configure(quiet=quiet or as_json)
+    try:
+        results = fn()
+    except CannDistillError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"Error: {exc}", file=sys.stderr)
+        raise typer.Exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("Error: interrupted; partial outputs were discarded", file=sys.stderr)
+        raise typer.Exit(130)
+    except Exception as exc:  # a bug or an unexpected library failure
+        if debug:
+            traceback.print_exc()
+        print(f"Error: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        raise typer.Exit(1)
+    if as_json:
+        print(json.dumps({"stages": [r.to_dict() for r in results]}, indent=2))
+    elif not quiet:
+        _print_results(results)
+
+
+def _stage_command(stage: str, help_text: str, example: str) -> None:
+    def command(
+        recipe: RecipeArg, run_dir: RunDirOpt = None, set_: SetOpt = None, force: ForceOpt = False,
+        as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+    ) -> None:
+        from cann_distill.pipeline import run_stages
+
+        _invoke(lambda: run_stages(recipe, [stage], run_dir=run_dir, force=force, overrides=set_ or []), as_json, quiet, debug)
+
+    command.__doc__ = help_text
+    app.command(name=stage, help=help_text, epilog=f"Example: {example}")(command)
+
+
+_stage_command("teacher", "Train the teacher on the training split (or load its checkpoint / pretrained weights).",
+               "cann-distill teacher recipes/mobilenetv2_050_from_resnet18_digits.yaml --set teacher.train.epochs=3")
+_stage_command("select", "Run the teacher once over the training set, cache its logits and write the critical-sample index.",
+               "cann-distill select recipes/mobilenetv2_050_from_resnet18_digits.yaml --set select.top_k_ratio=0.5")
+_stage_command("distill", "Train the student with CE + KD from the cached teacher logits and the critical-sample index.",
+               "cann-distill distill recipes/mobilenetv2_050_from_resnet18_digits.yaml --set distill.epochs=2 --force")
+_stage_command("validate", "Export ONNX, quantize to INT8 with onnxruntime and measure accuracy, latency and size.",
+               "cann-distill validate recipes/mobilenetv2_050_from_resnet18_digits.yaml --json > validation.json")
+_stage_command("report", "Write report.json from every stage's artifacts and print a summary table.",
+               "cann-distill report recipes/mobilenetv2_050_from_resnet18_digits.yaml")
+
+
+@app.command(
+    "run",
+    help="Run every stage in order (teacher → select → distill → validate → report), skipping those up to date. "
+    "Without RECIPE, runs the packaged default recipe (digits, offline).",
+    epilog="Example: cann-distill run recipes/mobilenetv2_050_from_resnet18_digits.yaml --set distill.epochs=2",
+)
+def run_cmd(
+    recipe: Annotated[Optional[Path], typer.Argument(help="YAML recipe file (default: the packaged default recipe).", show_default=False)] = None,
+    run_dir: RunDirOpt = None, set_: SetOpt = None, force: ForceOpt = False,
+    as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+) -> None:
+    from cann_distill.pipeline import run_pipeline
+
+    _invoke(lambda: run_pipeline(recipe, run_dir=run_dir, force=force, overrides=set_ or []), as_json, quiet, debug)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"cann-distill {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """Distill a timm teacher into a small student and prove it deploys."""
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""Loss interface: losses know nothing about models, only named outputs."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+
+from cann_distill.registry import Registry
+
+Outputs = Mapping[str, torch.Tensor]
+"""Named tensors for one batch: `student.logits`, `teacher.logits`, `targets`, ..."""
+
+
+class Loss:
+    """A loss term. `requires` lists the output names it reads (checked before training)."""
+
+    name: str = ""
+    requires: tuple[str, ...] = ()
+
+    def __call__(self, outputs: Outputs) -> torch.Tensor:
+        """Per-sample loss, shape [B]; the trainer applies sample weights and reduces."""
+        raise NotImplementedError
+
+
+LOSSES: Registry[type[Loss]] = Registry("loss")

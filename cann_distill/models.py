@@ -1,0 +1,79 @@
+"""timm models by name, checkpoints (always loaded with weights_only=True)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from cann_distill.errors import ArtifactError, StageError
+from cann_distill.recipe import ModelConfig, timm_archs
+from cann_distill.registry import suggest
+
+
+def create_model(arch: str, num_classes: int, in_chans: int, pretrained: bool = False) -> nn.Module:
+    import timm
+
+    if arch not in timm_archs():
+        raise StageError(f"unknown timm architecture '{arch}'{suggest(arch, sorted(timm_archs()))}")
+    try:
+        return timm.create_model(arch, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans)
+    except Exception as exc:  # network / hub failures surface here for pretrained=True
+        raise StageError(f"could not create '{arch}' (pretrained={pretrained}): {str(exc).splitlines()[0]}") from exc
+
+
+def save_checkpoint(path: Path, model: nn.Module, arch: str, num_classes: int, in_chans: int, **meta: Any) -> None:
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save({"arch": arch, "num_classes": num_classes, "in_chans": in_chans, "meta": meta, "state_dict": state}, path)
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """Our checkpoint dict, or a bare state_dict wrapped as one (arch unknown)."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ArtifactError(f"checkpoint not found: {path}") from None
+    except Exception as exc:
+        raise ArtifactError(f"{path}: not a loadable weights-only checkpoint ({str(exc).splitlines()[0][:200]})") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        return obj
+    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return {"arch": None, "state_dict": obj}
+    raise ArtifactError(f"{path}: expected a state_dict or a cann-distill checkpoint")
+
+
+def load_weights(model: nn.Module, ckpt: dict[str, Any], arch: str, source: str) -> None:
+    """Load strictly; on mismatch say how (arch recorded, missing/unexpected keys, shapes)."""
+    if ckpt.get("arch") and ckpt["arch"] != arch:
+        raise ArtifactError(f"{source}: checkpoint is for arch '{ckpt['arch']}', not '{arch}'")
+    state = ckpt["state_dict"]
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+        if shapes:
+            parts.append(f"{len(shapes)} shape mismatches (e.g. {shapes[0]})")
+        raise ArtifactError(f"{source}: checkpoint does not match arch '{arch}': {', '.join(parts)}")
+    model.load_state_dict(state, strict=True)
+
+
+def build_model(cfg: ModelConfig, num_classes: int, in_chans: int, checkpoint: Optional[Path] = None, role: str = "model") -> nn.Module:
+    """Create from the recipe; load `checkpoint` (a stage artifact) or the recipe's own checkpoint."""
+    ckpt_path = checkpoint or (Path(cfg.checkpoint) if cfg.checkpoint else None)
+    model = create_model(cfg.arch, num_classes, in_chans, pretrained=cfg.pretrained and ckpt_path is None)
+    if ckpt_path is not None:
+        source = f"{role}.checkpoint {ckpt_path}" if checkpoint is None else str(ckpt_path)
+        load_weights(model, read_checkpoint(ckpt_path), cfg.arch, source)
+    return model
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

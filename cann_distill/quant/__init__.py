@@ -1,0 +1,1 @@
+"""ONNX export and onnxruntime INT8 static quantization (QAT fake-quant will live here too)."""

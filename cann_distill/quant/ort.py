@@ -1,0 +1,164 @@
+"""onnxruntime: static INT8 quantization, sessions, accuracy and latency measurement."""
+
+from __future__ import annotations
+
+import collections
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+
+from cann_distill.errors import RecipeError, StageError
+from cann_distill.quant.export import INPUT
+from cann_distill.ui import ui
+
+
+def cpu_features() -> dict[str, Any]:
+    """ISA facts that decide the INT8 scheme on this host."""
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags") or line.startswith("Features"):
+                flags.update(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    machine = platform.machine().lower()
+    return {
+        "machine": machine,
+        "x86": machine in ("x86_64", "amd64", "i686"),
+        "avx2": "avx2" in flags,
+        "avx512": "avx512f" in flags,
+        "vnni": bool({"avx512_vnni", "avx_vnni"} & flags),
+    }
+
+
+def choose_scheme(activation_type: str, reduce_range: Any, feats: dict[str, Any]) -> dict[str, Any]:
+    """Activation type and reduce_range: recipe value, else the CPU's best (reason recorded).
+
+    On x86 without VNNI, u8×s8 products can overflow the 16-bit intermediate, so onnxruntime
+    documents `reduce_range=True` there; x86 kernels are fastest with uint8 activations.
+    """
+    why = []
+    if activation_type == "auto":
+        act = "uint8" if feats["x86"] else "int8"
+        why.append(f"activations {act}: {'x86 kernels are fastest with U8 activations' if feats['x86'] else 'non-x86 CPU'}")
+    else:
+        act = activation_type
+        why.append(f"activations {act}: set in the recipe")
+    if reduce_range == "auto":
+        rr = bool(feats["x86"] and not feats["vnni"])
+        why.append(f"reduce_range {rr}: {'x86 without VNNI (avoids 8-bit overflow)' if rr else 'VNNI or non-x86 CPU'}")
+    else:
+        rr = bool(reduce_range)
+        why.append(f"reduce_range {rr}: set in the recipe")
+    return {"activation_type": act, "weight_type": "int8", "reduce_range": rr, "reasons": why}
+
+
+class ArrayReader:
+    """CalibrationDataReader over an array; one pass only, so build a fresh one per use."""
+
+    def __init__(self, images: np.ndarray, batch_size: int = 32) -> None:
+        self._it: Iterator[np.ndarray] = iter([images[i : i + batch_size] for i in range(0, len(images), batch_size)])
+
+    def get_next(self) -> Optional[dict[str, np.ndarray]]:
+        batch = next(self._it, None)
+        return None if batch is None else {INPUT: batch}
+
+
+def quantize_int8(fp32: Path, out: Path, calib: np.ndarray, scheme: dict[str, Any], per_channel: bool, method: str, work: Path) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prep = work / "prep.onnx"
+    try:
+        quant_pre_process(str(fp32), str(prep), skip_symbolic_shape=False)
+    except Exception as exc:  # pre-processing is an optimisation; fall back to the raw model
+        ui.warn(f"onnxruntime quant_pre_process failed ({str(exc).splitlines()[0][:120]}); quantizing the raw export")
+        prep = fp32
+    qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    calib_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
+    try:
+        quantize_static(
+            model_input=str(prep), model_output=str(out), calibration_data_reader=ArrayReader(calib),
+            quant_format=QuantFormat.QDQ, op_types_to_quantize=None, per_channel=per_channel,
+            reduce_range=scheme["reduce_range"], activation_type=qtype[scheme["activation_type"]],
+            weight_type=qtype[scheme["weight_type"]], nodes_to_quantize=None, nodes_to_exclude=None,
+            use_external_data_format=False, calibrate_method=calib_method[method], calibration_providers=["CPUExecutionProvider"],
+            extra_options={},
+        )
+    except Exception as exc:
+        raise StageError(f"onnxruntime static quantization failed: {str(exc).splitlines()[0][:300]}") from exc
+    finally:
+        if prep != fp32 and prep.exists():
+            prep.unlink()
+
+
+def resolve_provider(name: str) -> tuple[str, Optional[str]]:
+    """(provider to use, warning or None). Unknown names are a recipe error."""
+    import onnxruntime as ort
+
+    if name not in ort.get_all_providers():
+        raise RecipeError(f"validate.provider: onnxruntime does not know '{name}' (known: {', '.join(ort.get_all_providers())})")
+    if name not in ort.get_available_providers():
+        hint = " (install onnxruntime-cann)" if name == "CANNExecutionProvider" else ""
+        return "CPUExecutionProvider", f"{name} is not available in this onnxruntime build{hint}; falling back to CPUExecutionProvider"
+    return name, None
+
+
+def session(path: Path, provider: str, threads: int = 0, optimized_out: Optional[Path] = None):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    if optimized_out is not None:
+        so.optimized_model_filepath = str(optimized_out)
+    return ort.InferenceSession(str(path), sess_options=so, providers=[provider])
+
+
+def run_logits(sess, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    return np.concatenate([sess.run(None, {INPUT: images[i : i + batch_size]})[0] for i in range(0, len(images), batch_size)])
+
+
+def latency(sess, sample: np.ndarray, warmup: int, runs: int, desc: str) -> dict[str, float]:
+    """Batch-1 latency in ms after warm-up."""
+    feed = {INPUT: sample[:1]}
+    for _ in range(warmup):
+        sess.run(None, feed)
+    times = []
+    for _ in ui.track(range(runs), desc, total=runs):
+        t0 = time.perf_counter()
+        sess.run(None, feed)
+        times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    return {
+        "median_ms": statistics.median(times),
+        "p99_ms": times[min(len(times) - 1, int(round(0.99 * (len(times) - 1))))],
+        "mean_ms": statistics.fmean(times),
+        "runs": runs,
+    }
+
+
+def op_histogram(path: Path) -> dict[str, int]:
+    import onnx
+
+    model = onnx.load(str(path))
+    return dict(collections.Counter(n.op_type for n in model.graph.node).most_common())
+
+
+QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
+SHAPE_OPS = {"Reshape", "Flatten", "Shape", "Gather", "Unsqueeze", "Concat", "Squeeze", "Constant", "Identity"}
+
+
+def float_ops(optimized_hist: dict[str, int]) -> dict[str, int]:
+    """Compute ops that stayed in float after graph optimization (not QLinear*/QDQ/int ops)."""
+    return {
+        op: n for op, n in optimized_hist.items()
+        if op not in QDQ_OPS and op not in SHAPE_OPS and not op.startswith(("QLinear", "QGemm", "QAttention"))
+        and "Integer" not in op and op != "DynamicQuantizeLinear"
+    }

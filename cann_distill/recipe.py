@@ -1,0 +1,333 @@
+"""Typed recipe schema, YAML loading, `--set` overrides and semantic checks.
+
+Everything is checked before any work starts, and all problems are reported at once,
+each with its key path (`distill.losses[1].kind: unknown loss 'kdd' (known: ce, kd)`).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cann_distill.errors import RecipeError, UsageError
+from cann_distill.losses import LOSSES
+from cann_distill.registry import suggest
+from cann_distill.selectors import SELECTORS
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Strict):
+    source: Literal["digits", "imagefolder"] = "digits"
+    root: Optional[str] = Field(None, description="imagefolder: folder holding train/<class>/* and val/<class>/*")
+    image_size: int = Field(32, ge=8, le=2048)
+    channels: Optional[Literal[1, 3]] = Field(None, description="default: 1 for digits, 3 for imagefolder")
+    mean: Optional[list[float]] = None
+    std: Optional[list[float]] = None
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="digits: share of samples held out (stratified)")
+    split_seed: int = Field(0, description="digits: seed of the train/val split, fixed apart from the training seed")
+    max_samples: Optional[int] = Field(None, ge=20, description="digits: keep only this many samples (quick runs)")
+    batch_size: int = Field(64, ge=1)
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(10, ge=0)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    batch_size: Optional[int] = Field(None, ge=1, description="default: data.batch_size")
+
+
+class ModelConfig(Strict):
+    arch: str
+    pretrained: bool = False
+    checkpoint: Optional[str] = Field(None, description="local state_dict (loaded with weights_only=True)")
+
+
+class TeacherConfig(ModelConfig):
+    arch: str = "resnet18"
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=10))
+    train_when_checkpoint: bool = Field(False, description="fine-tune even when a checkpoint is given")
+
+
+class StudentConfig(ModelConfig):
+    arch: str = "mobilenetv2_050"
+
+
+class SelectConfig(Strict):
+    strategy: str = "margin"
+    top_k_ratio: float = Field(0.35, gt=0, le=1)
+    class_balanced: bool = False
+    batch_size: int = Field(256, ge=1)
+
+
+class LossSpec(BaseModel):
+    """`kind` names a registered loss; other keys are its keyword arguments."""
+
+    model_config = ConfigDict(extra="allow")
+    kind: str
+    weight: float = Field(1.0, ge=0, allow_inf_nan=False)
+
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class CriticalConfig(Strict):
+    mode: Literal["none", "weight", "subset"] = "weight"
+    weight: float = Field(2.0, gt=0, description="mode=weight: loss weight of a critical sample (others: 1)")
+
+
+class DistillConfig(TrainConfig):
+    losses: list[LossSpec] = Field(
+        default_factory=lambda: [LossSpec(kind="ce", weight=0.5), LossSpec(kind="kd", weight=0.5, temperature=4.0)],
+        min_length=1,
+    )
+    critical: CriticalConfig = Field(default_factory=CriticalConfig)
+
+
+class CalibrationConfig(Strict):
+    method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    samples: int = Field(256, ge=1)
+
+
+class LatencyConfig(Strict):
+    warmup: int = Field(10, ge=0)
+    runs: int = Field(100, ge=5)
+    threads: int = Field(1, ge=1)
+
+
+class ValidateConfig(Strict):
+    target: str = Field("cpu", description="hardware profile in configs/hardware/")
+    provider: Optional[str] = Field(None, description="onnxruntime execution provider; default: the profile's")
+    opset: int = Field(17, ge=13, le=21)
+    per_channel: bool = True
+    activation_type: Literal["auto", "uint8", "int8"] = "auto"
+    reduce_range: Union[Literal["auto"], bool] = "auto"
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    latency: LatencyConfig = Field(default_factory=LatencyConfig)
+
+
+class ReportConfig(Strict):
+    title: Optional[str] = None
+
+
+class Recipe(Strict):
+    name: Optional[str] = None
+    seed: int = 0
+    run_dir: Optional[str] = Field(None, description="default: runs/<name>")
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    select: SelectConfig = Field(default_factory=SelectConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
+    report: ReportConfig = Field(default_factory=ReportConfig)
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A recipe section as plain data (what a stage fingerprints)."""
+        return self.model_dump(mode="json", by_alias=True)[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+# ----------------------------------------------------------------------------- resources
+
+
+def resource_dir(kind: Literal["configs", "recipes"]) -> Path:
+    """Top-level `configs/` and `recipes/`, installed as `cann_distill.configs` / `.recipes`."""
+    return Path(str(resources.files(f"cann_distill.{kind}")))
+
+
+def default_recipe_path() -> Path:
+    return resource_dir("recipes") / "mobilenetv2_050_from_resnet18_digits.yaml"
+
+
+def hardware_profiles() -> dict[str, Path]:
+    return {p.stem: p for p in sorted((resource_dir("configs") / "hardware").glob("*.yaml"))}
+
+
+def load_hardware_profile(name: str) -> dict[str, Any]:
+    profiles = hardware_profiles()
+    if name not in profiles:
+        raise RecipeError(f"validate.target: unknown hardware profile '{name}' (known: {', '.join(profiles)})")
+    return yaml.safe_load(profiles[name].read_text()) or {}
+
+
+@lru_cache(maxsize=1)
+def timm_archs() -> frozenset[str]:
+    import timm
+
+    return frozenset(timm.list_models())
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + ("validate" if part == "validate_" else str(part))
+    return out
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise UsageError(f"recipe not found: {path}")
+    if path.is_dir():
+        raise UsageError(f"recipe is a directory, not a YAML file: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(f"{path}{where}: YAML syntax error: {problem}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe must be a YAML mapping, got {type(data).__name__}")
+    return data
+
+
+_INDEX = re.compile(r"^(\w+)\[(\d+)\]$")
+
+
+def split_key(key: str) -> list[Union[str, int]]:
+    parts: list[Union[str, int]] = []
+    for raw in key.split("."):
+        m = _INDEX.match(raw)
+        if m:
+            parts += [m.group(1), int(m.group(2))]
+        elif raw.isdigit():
+            parts.append(int(raw))
+        elif raw:
+            parts.append(raw)
+        else:
+            raise UsageError(f"--set {key}: empty key segment")
+    return parts
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b=c` / `a.list[1].k=v` overrides; values are parsed as YAML scalars/lists."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise UsageError(f"--set {item}: expected KEY=VALUE, e.g. --set distill.epochs=2")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        parts = split_key(key.strip())
+        node: Any = data
+        for i, part in enumerate(parts[:-1]):
+            nxt = parts[i + 1]
+            if isinstance(part, int):
+                if not isinstance(node, list) or part >= len(node):
+                    raise UsageError(f"--set {key}: index [{part}] out of range")
+                node = node[part]
+                continue
+            if not isinstance(node, dict):
+                raise UsageError(f"--set {key}: '{part}' is not inside a mapping")
+            if part not in node or node[part] is None:
+                node[part] = [] if isinstance(nxt, int) else {}
+            node = node[part]
+        last = parts[-1]
+        if isinstance(last, int):
+            if not isinstance(node, list) or last >= len(node):
+                raise UsageError(f"--set {key}: index [{last}] out of range")
+            node[last] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise UsageError(f"--set {key}: '{last}' is not inside a mapping")
+    return data
+
+
+def semantic_errors(recipe: Recipe) -> list[str]:
+    """Checks that need the registries, timm or the file system."""
+    errors: list[str] = []
+    archs = timm_archs()
+    for role in ("teacher", "student"):
+        cfg: ModelConfig = getattr(recipe, role)
+        if cfg.arch not in archs:
+            errors.append(f"{role}.arch: unknown timm architecture '{cfg.arch}'{suggest(cfg.arch, sorted(archs))}")
+        if cfg.checkpoint and not Path(cfg.checkpoint).is_file():
+            errors.append(f"{role}.checkpoint: file not found: {cfg.checkpoint}")
+    if recipe.data.source == "imagefolder":
+        if not recipe.data.root:
+            errors.append("data.root: required when data.source is 'imagefolder'")
+        else:
+            root = Path(recipe.data.root)
+            for split in ("train", "val"):
+                if not (root / split).is_dir():
+                    errors.append(f"data.root: dataset folder not found: {root / split} (expected <root>/{split}/<class>/*)")
+    channels = recipe.data.channels or (1 if recipe.data.source == "digits" else 3)
+    for key in ("mean", "std"):
+        value = getattr(recipe.data, key)
+        if value is not None and len(value) != channels:
+            errors.append(f"data.{key}: needs {channels} value(s), one per channel, got {len(value)}")
+    if recipe.data.std is not None and any(s <= 0 for s in recipe.data.std):
+        errors.append("data.std: every value must be > 0")
+    if recipe.select.strategy not in SELECTORS:
+        errors.append(f"select.strategy: {SELECTORS.unknown_message(recipe.select.strategy)}")
+    for i, spec in enumerate(recipe.distill.losses):
+        path = f"distill.losses[{i}]"
+        if spec.kind not in LOSSES:
+            errors.append(f"{path}.kind: {LOSSES.unknown_message(spec.kind)}{suggest(spec.kind, LOSSES.names())}")
+            continue
+        bad = LOSSES.check_kwargs(spec.kind, spec.kwargs())
+        errors += [f"{path}.{arg}: {msg}" for arg, msg in bad]
+        if not bad:
+            try:
+                LOSSES.build(spec.kind, **spec.kwargs())
+            except (ValueError, TypeError) as exc:
+                errors.append(f"{path}: {exc}")
+    if all(spec.weight == 0 for spec in recipe.distill.losses):
+        errors.append("distill.losses: at least one loss needs a weight > 0")
+    profiles = hardware_profiles()
+    if recipe.validate_.target not in profiles:
+        errors.append(f"validate.target: unknown hardware profile '{recipe.validate_.target}' (known: {', '.join(profiles)})")
+    return errors
+
+
+def resolve(data: dict[str, Any], source: str = "recipe", name: Optional[str] = None) -> Recipe:
+    """Validate raw recipe data; raise one RecipeError listing every problem with its key path."""
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        msgs = []
+        for err in exc.errors():
+            loc = format_loc(tuple(err["loc"]))
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            msgs.append(f"{loc}: {msg}")
+        raise RecipeError(f"{source}: " + "; ".join(msgs)) from None
+    errors = semantic_errors(recipe)
+    if errors:
+        raise RecipeError(f"{source}: " + "; ".join(errors))
+    if recipe.name is None:
+        recipe.name = name or "recipe"
+    return recipe
+
+
+def load_recipe(path: Union[str, Path, None] = None, overrides: Optional[list[str]] = None) -> Recipe:
+    """Load, override and validate a recipe. `None` loads the packaged default recipe."""
+    path = Path(path) if path is not None else default_recipe_path()
+    data = apply_overrides(read_yaml(path), list(overrides or []))
+    return resolve(data, source=str(path), name=path.stem)

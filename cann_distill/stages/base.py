@@ -1,0 +1,128 @@
+"""Stage protocol and the runner: fingerprint inputs, skip if up to date, stage outputs atomically."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from cann_distill.errors import MissingInputError
+from cann_distill.recipe import Recipe
+from cann_distill.rundir import RunDir, StageRecord, library_versions, sha256_file, sha256_json
+from cann_distill.ui import ui
+
+STAGE_ORDER = ("teacher", "select", "distill", "validate", "report")
+
+
+@dataclass
+class StageResult:
+    stage: str
+    status: Literal["done", "skipped"]
+    run_dir: str
+    outputs: dict[str, str]
+    summary: dict[str, Any]
+    seconds: float
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Context:
+    """What a stage gets: the recipe, the run dir and the upstream artifacts it declared."""
+
+    recipe: Recipe
+    run: RunDir
+    out: Path  # staging folder: write outputs here
+    artifacts: dict[str, Path] = field(default_factory=dict)  # "select/index.csv" -> path
+
+
+class Stage:
+    """A stage declares its recipe sections and upstream artifacts; `execute` does the work."""
+
+    name: str = ""
+    version: int = 1  # bump when the stage's code changes what it writes
+    sections: tuple[str, ...] = ()
+    needs: tuple[str, ...] = ()  # artifacts "stage/file" produced upstream
+
+    def extra_inputs(self, recipe: Recipe) -> dict[str, Any]:
+        """Inputs beyond recipe sections and artifacts (file listings, external checkpoints)."""
+        return {}
+
+    def execute(self, ctx: Context) -> dict[str, Any]:
+        """Write outputs into ctx.out; return a small JSON summary for the manifest."""
+        raise NotImplementedError
+
+
+def _checkpoint_hashes(recipe: Recipe) -> dict[str, Optional[str]]:
+    out = {}
+    for role in ("teacher", "student"):
+        ckpt = getattr(recipe, role).checkpoint
+        out[role] = sha256_file(Path(ckpt)) if ckpt and Path(ckpt).is_file() else None
+    return out
+
+
+def compute_inputs(stage: Stage, recipe: Recipe, run: RunDir) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Fingerprint inputs and upstream artifact paths; raises if an upstream stage is missing or stale."""
+    artifacts: dict[str, Path] = {}
+    hashes: dict[str, str] = {}
+    for rel in stage.needs:
+        upstream = rel.split("/", 1)[0]
+        if not is_current(STAGES[upstream], recipe, run):
+            rec = run.record(upstream)
+            why = "has not run" if rec is None else "is out of date for this recipe"
+            raise MissingInputError(
+                f"{stage.name} needs {rel}, but the '{upstream}' stage {why}: run `cann-distill {upstream}` first"
+                " (or `cann-distill run`)"
+            )
+        path, digest = run.require(upstream, rel, stage.name)
+        artifacts[rel], hashes[rel] = path, digest
+    inputs = {
+        "stage_version": stage.version,
+        "sections": {s: (recipe.section(s) if s != "seed" else recipe.seed) for s in stage.sections},
+        "artifacts": hashes,
+        "extra": stage.extra_inputs(recipe),
+    }
+    return inputs, artifacts
+
+
+def is_current(stage: Stage, recipe: Recipe, run: RunDir) -> bool:
+    rec = run.record(stage.name)
+    if rec is None:
+        return False
+    try:
+        inputs, _ = compute_inputs(stage, recipe, run)
+    except MissingInputError:
+        return False
+    return rec.fingerprint == sha256_json(inputs) and run.outputs_intact(rec)
+
+
+def run_stage(stage: Stage, recipe: Recipe, run: RunDir, force: bool = False) -> StageResult:
+    """Run one stage (the caller holds the run-dir lock)."""
+    inputs, artifacts = compute_inputs(stage, recipe, run)
+    fingerprint = sha256_json(inputs)
+    rec = run.record(stage.name)
+    if not force and rec is not None and rec.fingerprint == fingerprint and run.outputs_intact(rec):
+        ui.info(f"[dim]{stage.name}: up to date, skipped (--force reruns it)[/dim]")
+        return StageResult(stage.name, "skipped", str(run.root), rec.outputs, rec.summary, 0.0, "up to date")
+    ui.info(f"[bold cyan]{stage.name}[/bold cyan]: running")
+    started = time.time()
+    t0 = time.perf_counter()
+    with run.staging(stage.name) as out:
+        summary = stage.execute(Context(recipe, run, out, artifacts))
+        outputs = {f"{stage.name}/{p.relative_to(out).as_posix()}": sha256_file(p) for p in sorted(out.rglob("*")) if p.is_file()}
+        run.forget(stage.name)  # the old record must not vouch for the folder being replaced
+    seconds = time.perf_counter() - t0
+    run.write_record(stage.name, StageRecord(fingerprint, inputs, outputs, started, seconds, library_versions(), summary))
+    ui.info(f"[green]{stage.name}[/green]: done in {seconds:.1f}s")
+    return StageResult(stage.name, "done", str(run.root), outputs, summary, seconds)
+
+
+STAGES: dict[str, Stage] = {}
+
+
+def register_stage(stage: Stage) -> Stage:
+    STAGES[stage.name] = stage
+    return stage

@@ -1,0 +1,1 @@
+"""Reusable config pieces (hardware profiles), installed as cann_distill.configs."""

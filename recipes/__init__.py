@@ -1,0 +1,1 @@
+"""Shareable example recipes, installed as cann_distill.recipes."""
