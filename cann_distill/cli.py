@@ -66,13 +66,20 @@ def _print_results(results: list) -> None:
             ui.console.print(f"report: {Path(r.run_dir) / 'report' / 'report.json'}", highlight=False)
 
 
-def _invoke(fn: Callable[[], list], as_json: bool, quiet: bool, debug: bool) -> None:
+def _invoke(fn: Callable[[], list], as_json: bool, quiet: bool, debug: bool, after: Optional[Callable[[list], None]] = None) -> None:
     ui.configure(quiet=quiet or as_json)
+    results: list = []
     try:
         results = fn()
+        if after is not None:
+            after(results)
     except CannDistillError as exc:
         if debug:
             traceback.print_exc()
+        if results and as_json:
+            print(json.dumps({"stages": [r.to_dict() for r in results]}, indent=2))
+        elif results and not quiet:
+            _print_results(results)
         print(f"Error: {exc}", file=sys.stderr)
         raise typer.Exit(exc.exit_code)
     except KeyboardInterrupt:
@@ -104,31 +111,74 @@ def _stage_command(stage: str, help_text: str, example: str) -> None:
 
 
 _stage_command("teacher", "Train the teacher on the training split (or load its checkpoint / pretrained weights).",
-               "cann-distill teacher recipes/mobilenetv2_050_from_resnet18_digits.yaml --set teacher.train.epochs=3")
+               "cann-distill teacher recipes/resnet10t_from_resnet18_digits.yaml --set teacher.train.epochs=3")
 _stage_command("select", "Run the teacher once over the training set, cache its logits and write the critical-sample index.",
-               "cann-distill select recipes/mobilenetv2_050_from_resnet18_digits.yaml --set select.top_k_ratio=0.5")
+               "cann-distill select recipes/resnet10t_from_resnet18_digits.yaml --set select.top_k_ratio=0.5")
 _stage_command("distill", "Train the student with CE + KD from the cached teacher logits and the critical-sample index.",
-               "cann-distill distill recipes/mobilenetv2_050_from_resnet18_digits.yaml --set distill.epochs=2 --force")
-_stage_command("validate", "Export ONNX, quantize to INT8 with onnxruntime and measure accuracy, latency and size.",
-               "cann-distill validate recipes/mobilenetv2_050_from_resnet18_digits.yaml --json > validation.json")
+               "cann-distill distill recipes/resnet10t_from_resnet18_digits.yaml --set distill.epochs=2 --force")
+ProviderOpt = Annotated[Optional[str], typer.Option("--provider", help="onnxruntime execution provider (overrides validate.provider).")]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Exit 1 when a deployment budget (hardware profile / validate.budgets) fails.")]
+
+
+def _validate_after(strict: bool, apply_fb: Optional[Path]) -> Callable[[list], None]:
+    from cann_distill.pipeline import apply_feedback, check_gate
+
+    def after(results: list) -> None:
+        for r in results:
+            for line in r.summary.get("gate", []) if r.stage == "validate" else []:
+                mark = "[green]pass[/green]" if line["pass"] else "[red]FAIL[/red]"
+                ui.info(f"  gate {mark} {line['budget']}: {line['value']:.4g} (limit {line['limit']:.4g}, {line['source']})")
+        if apply_fb is not None:
+            out = apply_feedback(apply_fb, results)
+            ui.info(f"feedback: wrote {out}; run `cann-distill run {out}` to re-validate with it" if out
+                    else "feedback: nothing to apply (INT8 within thresholds)")
+        if strict:
+            check_gate(results)
+
+    return after
+
+
+def _with_provider(overrides: Optional[List[str]], provider: Optional[str]) -> list[str]:
+    return list(overrides or []) + ([f"validate.provider={provider}"] if provider else [])
+
+
+@app.command(
+    "validate",
+    help="Export ONNX, quantize to INT8 with onnxruntime, measure accuracy/latency/size of FP32 vs INT8, "
+    "find the layers INT8 hurts most and suggest measured fixes; check the hardware profile's budgets.",
+    epilog="Example: cann-distill validate recipes/resnet10t_from_resnet18_digits.yaml --strict --apply-feedback",
+)
+def validate_cmd(
+    recipe: RecipeArg, run_dir: RunDirOpt = None, set_: SetOpt = None, force: ForceOpt = False,
+    provider: ProviderOpt = None, strict: StrictOpt = False,
+    apply_fb: Annotated[bool, typer.Option("--apply-feedback", help="Write <recipe>.feedback.yaml with the suggested changes.")] = False,
+    as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+) -> None:
+    from cann_distill.pipeline import run_stages
+
+    _invoke(lambda: run_stages(recipe, ["validate"], run_dir=run_dir, force=force, overrides=_with_provider(set_, provider)),
+            as_json, quiet, debug, after=_validate_after(strict, recipe if apply_fb else None))
+
 _stage_command("report", "Write report.json from every stage's artifacts and print a summary table.",
-               "cann-distill report recipes/mobilenetv2_050_from_resnet18_digits.yaml")
+               "cann-distill report recipes/resnet10t_from_resnet18_digits.yaml")
 
 
 @app.command(
     "run",
     help="Run every stage in order (teacher → select → distill → validate → report), skipping those up to date. "
     "Without RECIPE, runs the packaged default recipe (digits, offline).",
-    epilog="Example: cann-distill run recipes/mobilenetv2_050_from_resnet18_digits.yaml --set distill.epochs=2",
+    epilog="Example: cann-distill run recipes/resnet10t_from_resnet18_digits.yaml --set distill.epochs=2",
 )
 def run_cmd(
     recipe: Annotated[Optional[Path], typer.Argument(help="YAML recipe file (default: the packaged default recipe).", show_default=False)] = None,
     run_dir: RunDirOpt = None, set_: SetOpt = None, force: ForceOpt = False,
+    provider: ProviderOpt = None, strict: StrictOpt = False,
     as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     from cann_distill.pipeline import run_pipeline
 
-    _invoke(lambda: run_pipeline(recipe, run_dir=run_dir, force=force, overrides=set_ or []), as_json, quiet, debug)
+    _invoke(lambda: run_pipeline(recipe, run_dir=run_dir, force=force, overrides=_with_provider(set_, provider)),
+            as_json, quiet, debug, after=_validate_after(strict, None))
 
 
 def _version(value: bool) -> None:

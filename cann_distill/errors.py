@@ -33,3 +33,7 @@ class MissingInputError(StageError):
 
 class ArtifactError(StageError):
     """An artifact on disk is corrupt, does not match its hash, or does not fit the recipe."""
+
+
+class GateError(StageError):
+    """A deployment budget failed under --strict (the stage itself completed and wrote its outputs)."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
-from cann_distill.errors import UsageError
-from cann_distill.recipe import Recipe, load_recipe
+from cann_distill.errors import GateError, UsageError
+from cann_distill.recipe import Recipe, load_recipe, read_yaml
 from cann_distill.rundir import RunDir
 from cann_distill.stages import STAGE_ORDER, STAGES, StageResult, run_stage
 
@@ -44,3 +44,26 @@ def run_stages(
 def run_pipeline(recipe: Union[Recipe, str, Path, None] = None, **kwargs) -> list[StageResult]:
     """All stages, teacher → report."""
     return run_stages(recipe, STAGE_ORDER, **kwargs)
+
+
+def failed_budgets(results: Sequence[StageResult]) -> list[dict]:
+    return [line for r in results if r.stage == "validate" for line in r.summary.get("gate", []) if not line["pass"]]
+
+
+def check_gate(results: Sequence[StageResult]) -> None:
+    """Raise GateError naming every failed budget (for --strict)."""
+    failed = failed_budgets(results)
+    if failed:
+        raise GateError("deployment gate failed: " + "; ".join(f"{f['budget']} {f['value']:.4g} > {f['limit']:.4g}" for f in failed))
+
+
+def apply_feedback(recipe_path: Union[str, Path], results: Sequence[StageResult]) -> Optional[Path]:
+    """Write `<recipe>.feedback.yaml` next to the recipe with validate's suggested changes (never the original)."""
+    from cann_distill.quant.feedback import write_patched_recipe
+
+    fb = next((r.summary.get("feedback") for r in results if r.stage == "validate"), None)
+    if not fb or not fb.get("apply"):
+        return None
+    recipe_path = Path(recipe_path)
+    changes = ", ".join(f"validate.{k}" for k in fb["apply"])
+    return write_patched_recipe(recipe_path, read_yaml(recipe_path), fb["apply"], f"feedback applied: {changes}")

@@ -61,7 +61,7 @@ class TeacherConfig(ModelConfig):
 
 
 class StudentConfig(ModelConfig):
-    arch: str = "mobilenetv2_050"
+    arch: str = "resnet10t"
 
 
 class SelectConfig(Strict):
@@ -106,6 +106,27 @@ class LatencyConfig(Strict):
     threads: int = Field(1, ge=1)
 
 
+class GapConfig(Strict):
+    samples: int = Field(128, ge=1, description="validation images used to compare FP32 and INT8 activations")
+    top: int = Field(10, ge=1, description="worst layers listed")
+
+
+class FeedbackConfig(Strict):
+    max_int8_drop: float = Field(0.01, ge=0, le=1, description="INT8 top-1 drop (fraction) above which fixes are searched")
+    min_local_sqnr_db: float = Field(20.0, description="a layer whose own Q/DQ SQNR is below this is a float candidate")
+    max_exclude: int = Field(4, ge=0, description="most nodes suggested to keep in float")
+    search: bool = Field(True, description="measure each candidate fix (quantize + evaluate) before suggesting it")
+
+
+class BudgetConfig(Strict):
+    """Deployment budgets; a null value inherits the hardware profile's."""
+
+    latency_ms_p99: Optional[float] = Field(None, gt=0)
+    size_mb: Optional[float] = Field(None, gt=0)
+    params_m: Optional[float] = Field(None, gt=0)
+    max_accuracy_drop: Optional[float] = Field(None, ge=0, le=1, description="ONNX FP32 → INT8 top-1 drop (fraction)")
+
+
 class ValidateConfig(Strict):
     target: str = Field("cpu", description="hardware profile in configs/hardware/")
     provider: Optional[str] = Field(None, description="onnxruntime execution provider; default: the profile's")
@@ -113,8 +134,13 @@ class ValidateConfig(Strict):
     per_channel: bool = True
     activation_type: Literal["auto", "uint8", "int8"] = "auto"
     reduce_range: Union[Literal["auto"], bool] = "auto"
+    nodes_to_exclude: list[str] = Field(default_factory=list, description="ONNX node names kept in float")
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
+    throughput_batch: int = Field(64, ge=1)
+    gap: GapConfig = Field(default_factory=GapConfig)
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
+    budgets: BudgetConfig = Field(default_factory=BudgetConfig)
 
 
 class ReportConfig(Strict):
@@ -152,7 +178,7 @@ def resource_dir(kind: Literal["configs", "recipes"]) -> Path:
 
 
 def default_recipe_path() -> Path:
-    return resource_dir("recipes") / "mobilenetv2_050_from_resnet18_digits.yaml"
+    return resource_dir("recipes") / "resnet10t_from_resnet18_digits.yaml"
 
 
 def hardware_profiles() -> dict[str, Path]:
@@ -301,6 +327,12 @@ def semantic_errors(recipe: Recipe) -> list[str]:
                 errors.append(f"{path}: {exc}")
     if all(spec.weight == 0 for spec in recipe.distill.losses):
         errors.append("distill.losses: at least one loss needs a weight > 0")
+    if recipe.validate_.provider is not None:
+        import onnxruntime as ort
+
+        if recipe.validate_.provider not in ort.get_all_providers():
+            errors.append(f"validate.provider: onnxruntime does not know '{recipe.validate_.provider}'"
+                          f"{suggest(recipe.validate_.provider, ort.get_all_providers())}")
     profiles = hardware_profiles()
     if recipe.validate_.target not in profiles:
         errors.append(f"validate.target: unknown hardware profile '{recipe.validate_.target}' (known: {', '.join(profiles)})")
@@ -326,8 +358,20 @@ def resolve(data: dict[str, Any], source: str = "recipe", name: Optional[str] = 
     return recipe
 
 
+def merge_defaults(defaults: Any, data: Any) -> Any:
+    """Recipe values over schema defaults (mappings merge, everything else replaces)."""
+    if isinstance(defaults, dict) and isinstance(data, dict):
+        return {**defaults, **{k: merge_defaults(defaults.get(k), v) for k, v in data.items()}}
+    return data
+
+
 def load_recipe(path: Union[str, Path, None] = None, overrides: Optional[list[str]] = None) -> Recipe:
-    """Load, override and validate a recipe. `None` loads the packaged default recipe."""
+    """Load, override and validate a recipe. `None` loads the packaged default recipe.
+
+    Overrides apply on top of the schema defaults, so `--set distill.losses[1].temperature=2`
+    works on a recipe that relies on the default loss list.
+    """
     path = Path(path) if path is not None else default_recipe_path()
-    data = apply_overrides(read_yaml(path), list(overrides or []))
+    data = merge_defaults(Recipe().to_dict(), read_yaml(path))
+    data = apply_overrides(data, list(overrides or []))
     return resolve(data, source=str(path), name=path.stem)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from cann_distill.losses.base import LOSSES, Loss, Outputs
-from cann_distill.losses import logit  # noqa: F401  (registers ce, kd)
+from cann_distill.losses import logit  # noqa: F401  (registers ce, kd, dkd)
+from cann_distill.losses import feature  # noqa: F401  (registers fitnet, cw_mse, at, attn_mse)
+from cann_distill.losses import relation  # noqa: F401  (registers sp, rkd)
 
 __all__ = ["LOSSES", "Loss", "Outputs"]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import collections
 import platform
+import shutil
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -59,7 +60,10 @@ def choose_scheme(activation_type: str, reduce_range: Any, feats: dict[str, Any]
 
 
 class ArrayReader:
-    """CalibrationDataReader over an array; one pass only, so build a fresh one per use."""
+    """CalibrationDataReader over an array; one pass only, so build a fresh one per use.
+
+    Also iterable, as `qdq_loss_debug.collect_activations` wants.
+    """
 
     def __init__(self, images: np.ndarray, batch_size: int = 32) -> None:
         self._it: Iterator[np.ndarray] = iter([images[i : i + batch_size] for i in range(0, len(images), batch_size)])
@@ -68,17 +72,29 @@ class ArrayReader:
         batch = next(self._it, None)
         return None if batch is None else {INPUT: batch}
 
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        while (feed := self.get_next()) is not None:
+            yield feed
 
-def quantize_int8(fp32: Path, out: Path, calib: np.ndarray, scheme: dict[str, Any], per_channel: bool, method: str, work: Path) -> None:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+def preprocess(fp32: Path, out: Path) -> None:
+    """onnxruntime's quantization pre-processing (shape inference + graph optimization)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    prep = work / "prep.onnx"
     try:
-        quant_pre_process(str(fp32), str(prep), skip_symbolic_shape=False)
-    except Exception as exc:  # pre-processing is an optimisation; fall back to the raw model
+        quant_pre_process(str(fp32), str(out), skip_symbolic_shape=False)
+    except Exception as exc:  # pre-processing is an optimisation; fall back to the raw export
         ui.warn(f"onnxruntime quant_pre_process failed ({str(exc).splitlines()[0][:120]}); quantizing the raw export")
-        prep = fp32
+        shutil.copyfile(fp32, out)
+
+
+def quantize_int8(
+    prep: Path, out: Path, calib: np.ndarray, scheme: dict[str, Any], per_channel: bool, method: str,
+    nodes_to_exclude: Sequence[str] = (),
+) -> None:
+    """Static QDQ quantization; every argument passed explicitly (defaults changed across versions)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
     qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     calib_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
     try:
@@ -86,15 +102,22 @@ def quantize_int8(fp32: Path, out: Path, calib: np.ndarray, scheme: dict[str, An
             model_input=str(prep), model_output=str(out), calibration_data_reader=ArrayReader(calib),
             quant_format=QuantFormat.QDQ, op_types_to_quantize=None, per_channel=per_channel,
             reduce_range=scheme["reduce_range"], activation_type=qtype[scheme["activation_type"]],
-            weight_type=qtype[scheme["weight_type"]], nodes_to_quantize=None, nodes_to_exclude=None,
+            weight_type=qtype[scheme["weight_type"]], nodes_to_quantize=None, nodes_to_exclude=list(nodes_to_exclude) or None,
             use_external_data_format=False, calibrate_method=calib_method[method], calibration_providers=["CPUExecutionProvider"],
             extra_options={},
         )
     except Exception as exc:
         raise StageError(f"onnxruntime static quantization failed: {str(exc).splitlines()[0][:300]}") from exc
-    finally:
-        if prep != fp32 and prep.exists():
-            prep.unlink()
+
+
+def throughput(sess, images: np.ndarray, batch: int, runs: int) -> float:
+    """Images per second at a fixed batch size (after one warm-up run)."""
+    x = np.resize(images, (batch, *images.shape[1:])).astype(np.float32)
+    sess.run(None, {INPUT: x})
+    t0 = time.perf_counter()
+    for _ in range(runs):
+        sess.run(None, {INPUT: x})
+    return batch * runs / (time.perf_counter() - t0)
 
 
 def resolve_provider(name: str) -> tuple[str, Optional[str]]:
@@ -138,6 +161,7 @@ def latency(sess, sample: np.ndarray, warmup: int, runs: int, desc: str) -> dict
     times.sort()
     return {
         "median_ms": statistics.median(times),
+        "p90_ms": times[min(len(times) - 1, int(round(0.90 * (len(times) - 1))))],
         "p99_ms": times[min(len(times) - 1, int(round(0.99 * (len(times) - 1))))],
         "mean_ms": statistics.fmean(times),
         "runs": runs,

@@ -17,7 +17,7 @@ from cann_distill.models import build_model, count_params, save_checkpoint
 from cann_distill.recipe import Recipe
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
 from cann_distill.stages.select import INDEX, INDEX_FIELDS, LOGITS
-from cann_distill.train import accuracy, fit, predict
+from cann_distill.train import accuracy, fit, predict, seed_everything
 
 CHECKPOINT = "distill/student.pt"
 METRICS = "distill/metrics.json"
@@ -74,7 +74,7 @@ class DistillStage(Stage):
                 total = total + weight * value
             return total, parts
 
-        torch.manual_seed(r.seed)
+        seed_everything(r.seed)
         model = build_model(r.student, len(train.classes), channels_of(r.data), role="student")
         history = fit(model, train, cfg, cfg.batch_size or r.data.batch_size, step, r.seed, "distill", val=val, sampler=sampler)
         val_acc = accuracy(predict(model, val, desc="student eval"), val.targets)

@@ -12,7 +12,7 @@ from cann_distill.data import channels_of, data_fingerprint, load_splits
 from cann_distill.models import build_model, count_params, save_checkpoint
 from cann_distill.recipe import Recipe
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
-from cann_distill.train import accuracy, fit, predict
+from cann_distill.train import accuracy, fit, predict, seed_everything
 
 CHECKPOINT = "teacher/teacher.pt"
 METRICS = "teacher/metrics.json"
@@ -36,6 +36,7 @@ class TeacherStage(Stage):
         cfg = r.teacher
         train, val = load_splits(r.data)
         in_chans = channels_of(r.data)
+        seed_everything(r.seed)  # the initial weights too
         model = build_model(cfg, len(train.classes), in_chans, role="teacher")
         epochs = cfg.train.epochs if (cfg.checkpoint is None or cfg.train_when_checkpoint) else 0
         source = "checkpoint" if cfg.checkpoint else ("pretrained" if cfg.pretrained else "scratch")

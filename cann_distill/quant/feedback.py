@@ -1,0 +1,137 @@
+"""The distill–deploy feedback loop and the deployment gate.
+
+From the measured INT8 drop and the per-layer gap, propose only fixes the tool can apply today
+(keep nodes in float via the quantizer's node exclusion, calibration method, per-channel weights,
+reduce_range, activation type), optionally measure each one, and write a patched recipe.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import yaml
+
+from cann_distill.recipe import BudgetConfig, FeedbackConfig, ValidateConfig
+
+# Student families whose ops (depthwise conv + ReLU6/hard-swish/squeeze-excite) stay partly in
+# float or quantize badly under onnxruntime static INT8; dense-conv students do better.
+QUANT_UNFRIENDLY = ("mobilenet", "efficientnet", "lcnet", "ghostnet", "mnasnet", "fbnet", "tinynet")
+
+Evaluate = Callable[[dict[str, Any]], float]
+"""Given validate-section changes, quantize with them and return INT8 top-1."""
+
+
+def candidate_changes(cfg: ValidateConfig, worst_nodes: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """(why, validate-section changes) for each fix worth trying, most targeted first."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    if worst_nodes:
+        nodes = sorted(set(cfg.nodes_to_exclude) | set(worst_nodes))
+        out.append((f"keep the {len(worst_nodes)} layer(s) with the largest quantization gap in float", {"nodes_to_exclude": nodes}))
+    for method in ("percentile", "entropy"):
+        if cfg.calibration.method != method:
+            out.append((f"calibrate with {method} instead of {cfg.calibration.method} (clips activation outliers)",
+                        {"calibration.method": method}))
+    if not cfg.per_channel:
+        out.append(("quantize weights per channel", {"per_channel": True}))
+    if cfg.reduce_range is not True:
+        out.append(("7-bit weights (reduce_range) to avoid 8-bit overflow in u8×s8 kernels", {"reduce_range": True}))
+    if cfg.activation_type != "uint8":
+        out.append(("uint8 activations (asymmetric range fits ReLU outputs)", {"activation_type": "uint8"}))
+    return out
+
+
+def suggest_fixes(
+    cfg: ValidateConfig, fb: FeedbackConfig, drop: float, gap_rows: list[dict[str, Any]], arch: str,
+    baseline_acc: float, evaluate: Optional[Evaluate] = None,
+) -> dict[str, Any]:
+    """Suggestions (with measured INT8 accuracy when `evaluate` is given) and the changes to apply."""
+    worst = [r for r in gap_rows if r.get("local_sqnr_db", float("inf")) < fb.min_local_sqnr_db and r.get("node")]
+    worst_nodes = [r["node"] for r in worst[: fb.max_exclude]]
+    triggered = drop > fb.max_int8_drop or bool(worst_nodes)
+    result: dict[str, Any] = {"triggered": triggered, "int8_drop": drop, "threshold": fb.max_int8_drop, "suggestions": [], "apply": {}}
+    if not triggered:
+        return result
+    suggestions = []
+    for why, changes in candidate_changes(cfg, worst_nodes):
+        s: dict[str, Any] = {"why": why, "changes": changes}
+        if evaluate is not None and fb.search:
+            acc = evaluate(changes)
+            s["int8_acc"] = acc
+            s["gain"] = acc - baseline_acc
+        suggestions.append(s)
+    if any(f in arch for f in QUANT_UNFRIENDLY):
+        suggestions.append({
+            "why": f"'{arch}' uses depthwise/ReLU6/hard-swish/SE ops that quantize poorly with onnxruntime static INT8; "
+                   "a dense-conv student (e.g. resnet10t) quantizes well — change student.arch and re-distill",
+            "changes": {}, "manual": True,
+        })
+    result["suggestions"] = suggestions
+    measured = [s for s in suggestions if "gain" in s]
+    if measured:
+        # combine every measured fix that helped on its own, best first
+        helpful = sorted((s for s in measured if s["gain"] > 0), key=lambda s: -s["gain"])
+        combined: dict[str, Any] = {}
+        for s in helpful:
+            combined.update(s["changes"])
+        if helpful and len(helpful) > 1 and evaluate is not None:
+            acc = evaluate(combined)
+            best = helpful[0]
+            if acc < best["int8_acc"]:
+                combined = dict(best["changes"])
+                acc = best["int8_acc"]
+            result["combined_int8_acc"] = acc
+        elif helpful:
+            result["combined_int8_acc"] = helpful[0]["int8_acc"]
+        result["apply"] = combined
+    else:
+        result["apply"] = {k: v for s in suggestions for k, v in s["changes"].items()}
+    return result
+
+
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def patched_recipe(original: dict[str, Any], apply: dict[str, Any]) -> dict[str, Any]:
+    """The user's raw recipe with only the applied validate keys changed."""
+    data = copy.deepcopy(original)
+    section = data.setdefault("validate", {})
+    for key, value in apply.items():
+        set_dotted(section, key, value)
+    return data
+
+
+def feedback_path(recipe_path: Path) -> Path:
+    return recipe_path.with_name(f"{recipe_path.stem}.feedback.yaml")
+
+
+def write_patched_recipe(recipe_path: Path, original: dict[str, Any], apply: dict[str, Any], header: str) -> Path:
+    from cann_distill.rundir import write_text_atomic
+
+    out = feedback_path(recipe_path)
+    text = yaml.safe_dump(patched_recipe(original, apply), sort_keys=False)
+    write_text_atomic(out, f"# {header}\n# generated by `cann-distill validate --apply-feedback` from {recipe_path.name}\n{text}")
+    return out
+
+
+def gate(budgets: BudgetConfig, profile_budgets: dict[str, Any], measured: dict[str, float]) -> list[dict[str, Any]]:
+    """One pass/fail line per budget set in the recipe or the hardware profile."""
+    lines = []
+    for key in ("latency_ms_p99", "size_mb", "params_m", "max_accuracy_drop"):
+        limit = getattr(budgets, key)
+        source = "recipe"
+        if limit is None:
+            limit, source = profile_budgets.get(key), "profile"
+        if limit is None:
+            continue
+        value = measured[key]
+        lines.append({"budget": key, "limit": float(limit), "value": float(value), "pass": bool(value <= limit), "source": source})
+    return lines

@@ -1,0 +1,105 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cann_distill.errors import RecipeError, UsageError
+from cann_distill.recipe import apply_overrides, default_recipe_path, load_recipe, resource_dir
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "recipes").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_validates(path: Path) -> None:
+    recipe = load_recipe(path)
+    assert recipe.name == path.stem  # recipe names follow <student>_from_<teacher>_<dataset>
+    assert "_from_" in path.stem
+
+
+def test_default_recipe_is_packaged() -> None:
+    assert default_recipe_path().is_file()
+    assert (resource_dir("configs") / "hardware" / "cpu.yaml").is_file()
+    assert load_recipe(None).data.source == "digits"
+
+
+def test_unknown_key_is_named_with_its_path(write_recipe) -> None:
+    with pytest.raises(RecipeError, match=r"distill\.epoch: unknown key"):
+        load_recipe(write_recipe(distill={"epoch": 2}))
+
+
+def test_wrong_type_is_named_with_its_path(write_recipe) -> None:
+    with pytest.raises(RecipeError, match=r"data\.image_size: Input should be a valid integer"):
+        load_recipe(write_recipe(data={"image_size": "big"}))
+
+
+def test_unknown_loss_names_index_and_known_losses(write_recipe) -> None:
+    path = write_recipe(distill={"losses": [{"kind": "ce"}, {"kind": "kdd"}]})
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(path)
+    assert "distill.losses[1].kind: unknown loss 'kdd' (known: " in str(exc.value)
+    assert ", kd, " in str(exc.value)
+    assert "did you mean: kd" in str(exc.value)
+
+
+def test_bad_loss_argument_and_value(write_recipe) -> None:
+    with pytest.raises(RecipeError, match=r"distill\.losses\[0\]\.temperture: unexpected argument for loss 'kd'"):
+        load_recipe(write_recipe(distill={"losses": [{"kind": "kd", "temperture": 3}]}))
+    with pytest.raises(RecipeError, match=r"distill\.losses\[0\]: temperature must be > 0"):
+        load_recipe(write_recipe(distill={"losses": [{"kind": "kd", "temperature": 0}]}))
+    with pytest.raises(RecipeError, match=r"distill\.losses\[0\]\.weight: Input should be greater than or equal to 0"):
+        load_recipe(write_recipe(distill={"losses": [{"kind": "kd", "weight": -1}]}))
+
+
+def test_unknown_arch_suggests_close_names(write_recipe) -> None:
+    with pytest.raises(RecipeError, match=r"student\.arch: unknown timm architecture 'resnet181' \(did you mean: .*resnet18"):
+        load_recipe(write_recipe(student={"arch": "resnet181"}))
+
+
+def test_all_errors_reported_at_once(write_recipe) -> None:
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(write_recipe(teacher={"arch": "nope_net"}, select={"strategy": "psychic"}))
+    msg = str(exc.value)
+    assert "teacher.arch" in msg and "select.strategy: unknown selector 'psychic'" in msg
+    assert "\n" not in msg
+
+
+def test_yaml_syntax_error_has_line_number(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndata:\n  source: digits\n  image_size: [32\nseed: 1\n")
+    with pytest.raises(RecipeError, match=r"bad\.yaml:\d+:\d+: YAML syntax error"):
+        load_recipe(bad)
+
+
+def test_missing_recipe_and_missing_dataset(tmp_path: Path, write_recipe) -> None:
+    with pytest.raises(UsageError, match="recipe not found"):
+        load_recipe(tmp_path / "nope.yaml")
+    with pytest.raises(RecipeError, match=r"data\.root: dataset folder not found: .*nowhere/train"):
+        load_recipe(write_recipe(data={"source": "imagefolder", "root": str(tmp_path / "nowhere")}))
+
+
+def test_overrides_scalars_nested_and_list_items(write_recipe) -> None:
+    recipe = load_recipe(
+        write_recipe(),
+        ["distill.epochs=7", "distill.losses=[{kind: ce}, {kind: kd, temperature: 2}]", "distill.losses[1].weight=0.25",
+         "validate.reduce_range=true", "teacher.train.lr=1e-3"],
+    )
+    assert recipe.distill.epochs == 7
+    assert recipe.distill.losses[1].weight == 0.25
+    assert recipe.distill.losses[1].kwargs() == {"temperature": 2}
+    assert recipe.validate_.reduce_range is True
+    assert recipe.teacher.train.lr == pytest.approx(1e-3)
+
+
+def test_override_errors(write_recipe) -> None:
+    with pytest.raises(RecipeError, match=r"distill\.epochz: unknown key"):
+        load_recipe(write_recipe(), ["distill.epochz=2"])
+    with pytest.raises(UsageError, match="expected KEY=VALUE"):
+        load_recipe(write_recipe(), ["distill.epochs"])
+    with pytest.raises(UsageError, match=r"index \[5\] out of range"):
+        apply_overrides({"a": [1]}, ["a[5]=2"])
+
+
+def test_resolved_recipe_round_trips(write_recipe) -> None:
+    recipe = load_recipe(write_recipe())
+    again = load_recipe(write_recipe(yaml.safe_load(yaml.safe_dump(recipe.to_dict())), name="again.yaml"))
+    assert again.to_dict() == recipe.to_dict()
