@@ -137,9 +137,12 @@ def load_splits(cfg: DataConfig) -> tuple[Split, Split]:
     return _digits(cfg) if cfg.source == "digits" else _imagefolder(cfg)
 
 
-def data_fingerprint(cfg: DataConfig) -> str:
-    """Recipe section + (for folders) the file listing, so edits on disk invalidate caches."""
-    h = hashlib.sha256(cfg.model_dump_json().encode())
+def data_fingerprint(cfg: DataConfig, ignore: frozenset[str] = frozenset()) -> str:
+    """Recipe section + (for folders) the file listing, so edits on disk invalidate caches.
+
+    `ignore` drops keys that cannot change the samples (e.g. `batch_size` for cached outputs).
+    """
+    h = hashlib.sha256(cfg.model_dump_json(exclude=set(ignore)).encode())
     if cfg.source == "imagefolder" and cfg.root:
         for p in sorted(Path(cfg.root).rglob("*")):
             if p.is_file() and p.suffix.lower() in IMAGE_EXTS:

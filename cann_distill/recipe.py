@@ -7,6 +7,7 @@ each with its key path (`distill.losses[1].kind: unknown loss 'kdd' (known: ce, 
 from __future__ import annotations
 
 import copy
+import inspect
 import re
 from functools import lru_cache
 from importlib import resources
@@ -20,6 +21,7 @@ from cann_distill.errors import RecipeError, UsageError
 from cann_distill.losses import LOSSES
 from cann_distill.registry import suggest
 from cann_distill.selectors import SELECTORS
+from cann_distill.temperature import SCHEDULES
 
 
 class Strict(BaseModel):
@@ -64,11 +66,26 @@ class StudentConfig(ModelConfig):
     arch: str = "resnet10t"
 
 
+class SelectTemperatureConfig(Strict):
+    """Per-sample distillation temperature from the strategy's score (see cann_distill.temperature)."""
+
+    base: float = Field(3.0, gt=0, description="temperature of the median-difficulty sample")
+    t_min: float = Field(1.0, gt=0, description="lower clip, also applied after the distill schedule")
+    t_max: float = Field(8.0, gt=0, description="upper clip, also applied after the distill schedule")
+    t_easy: float = Field(2.1, gt=0, description="temperature of the easiest sample")
+    t_hard: float = Field(4.7, gt=0, description="temperature of the hardest sample")
+    per_sample: bool = Field(True, description="false: every sample gets `base` in the index and KD keeps its own temperature")
+
+
 class SelectConfig(Strict):
     strategy: str = "margin"
+    strategy_args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the strategy")
     top_k_ratio: float = Field(0.35, gt=0, le=1)
     class_balanced: bool = False
     batch_size: int = Field(256, ge=1)
+    cache_dir: Optional[str] = Field(None, description="teacher-output cache; default $XDG_CACHE_HOME/cann-distill or ~/.cache/cann-distill")
+    probe_epochs: int = Field(0, ge=0, description="strategies that need a student (disagreement): CE epochs of the probe, 0 = at init")
+    temperature: SelectTemperatureConfig = Field(default_factory=SelectTemperatureConfig)
 
 
 class LossSpec(BaseModel):
@@ -83,8 +100,26 @@ class LossSpec(BaseModel):
 
 
 class CriticalConfig(Strict):
-    mode: Literal["none", "weight", "subset"] = "weight"
+    mode: Literal["none", "weight", "subset", "curriculum"] = "weight"
     weight: float = Field(2.0, gt=0, description="mode=weight: loss weight of a critical sample (others: 1)")
+    curriculum_epochs: Optional[int] = Field(
+        None, ge=0, description="mode=curriculum: epochs on the critical samples only before all; default half of distill.epochs"
+    )
+
+
+class ScheduleSpec(BaseModel):
+    """`kind` names a registered temperature schedule; other keys are its keyword arguments."""
+
+    model_config = ConfigDict(extra="allow")
+    kind: str = "constant"
+
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+    @property
+    def is_default(self) -> bool:
+        """The plain `constant` schedule with no arguments: KD keeps its own temperature."""
+        return self.kind == "constant" and not self.kwargs()
 
 
 class DistillConfig(TrainConfig):
@@ -93,6 +128,9 @@ class DistillConfig(TrainConfig):
         min_length=1,
     )
     critical: CriticalConfig = Field(default_factory=CriticalConfig)
+    temperature_schedule: ScheduleSpec = Field(
+        default_factory=ScheduleSpec, description="per-epoch temperature: constant | linear | cosine | adaptive, plus its arguments"
+    )
 
 
 class CalibrationConfig(Strict):
@@ -113,7 +151,7 @@ class GapConfig(Strict):
 
 class FeedbackConfig(Strict):
     max_int8_drop: float = Field(0.01, ge=0, le=1, description="INT8 top-1 drop (fraction) above which fixes are searched")
-    min_local_sqnr_db: float = Field(20.0, description="a layer whose own Q/DQ SQNR is below this is a float candidate")
+    max_layer_gap_db: float = Field(10.0, gt=0, description="a layer that loses more SQNR than this (dB) is a float candidate")
     max_exclude: int = Field(4, ge=0, description="most nodes suggested to keep in float")
     search: bool = Field(True, description="measure each candidate fix (quantize + evaluate) before suggesting it")
 
@@ -311,8 +349,7 @@ def semantic_errors(recipe: Recipe) -> list[str]:
             errors.append(f"data.{key}: needs {channels} value(s), one per channel, got {len(value)}")
     if recipe.data.std is not None and any(s <= 0 for s in recipe.data.std):
         errors.append("data.std: every value must be > 0")
-    if recipe.select.strategy not in SELECTORS:
-        errors.append(f"select.strategy: {SELECTORS.unknown_message(recipe.select.strategy)}")
+    errors += _select_errors(recipe)
     for i, spec in enumerate(recipe.distill.losses):
         path = f"distill.losses[{i}]"
         if spec.kind not in LOSSES:
@@ -327,6 +364,7 @@ def semantic_errors(recipe: Recipe) -> list[str]:
                 errors.append(f"{path}: {exc}")
     if all(spec.weight == 0 for spec in recipe.distill.losses):
         errors.append("distill.losses: at least one loss needs a weight > 0")
+    errors += _schedule_errors(recipe)
     if recipe.validate_.provider is not None:
         import onnxruntime as ort
 
@@ -336,6 +374,54 @@ def semantic_errors(recipe: Recipe) -> list[str]:
     profiles = hardware_profiles()
     if recipe.validate_.target not in profiles:
         errors.append(f"validate.target: unknown hardware profile '{recipe.validate_.target}' (known: {', '.join(profiles)})")
+    return errors
+
+
+def _component_errors(registry: Any, name: str, kwargs: dict[str, Any], path: str, args_path: str) -> list[str]:
+    """Bind `kwargs` against a registered component and build it once; errors carry their key path."""
+    bad = registry.check_kwargs(name, kwargs)
+    if bad:
+        return [f"{args_path}.{arg}: {msg}" for arg, msg in bad]
+    try:
+        registry.build(name, **kwargs)
+    except (ValueError, TypeError) as exc:
+        # "alpha must be in [0, 1]" → "<args_path>.alpha: must be in [0, 1]"
+        first, _, rest = str(exc).partition(" ")
+        if first in kwargs and rest:
+            return [f"{args_path}.{first}: {rest}"]
+        return [f"{path}: {exc}"]
+    return []
+
+
+def _select_errors(recipe: Recipe) -> list[str]:
+    sel = recipe.select
+    errors: list[str] = []
+    if sel.strategy not in SELECTORS:
+        errors.append(f"select.strategy: {SELECTORS.unknown_message(sel.strategy)}{suggest(sel.strategy, SELECTORS.names())}")
+    else:
+        errors += _component_errors(SELECTORS, sel.strategy, sel.strategy_args, "select.strategy_args", "select.strategy_args")
+    t = sel.temperature
+    if t.t_min > t.t_max:
+        errors.append(f"select.temperature.t_min: must be <= t_max, got t_min={t.t_min} > t_max={t.t_max}")
+    elif not t.t_min <= t.base <= t.t_max:
+        errors.append(f"select.temperature.base: must lie in [t_min, t_max] = [{t.t_min}, {t.t_max}], got {t.base}")
+    if not t.t_easy <= t.base:
+        errors.append(f"select.temperature.t_easy: must be <= base ({t.base}), got {t.t_easy}")
+    if not t.base <= t.t_hard:
+        errors.append(f"select.temperature.t_hard: must be >= base ({t.base}), got {t.t_hard}")
+    return errors
+
+
+def _schedule_errors(recipe: Recipe) -> list[str]:
+    spec = recipe.distill.temperature_schedule
+    path = "distill.temperature_schedule"
+    if spec.kind not in SCHEDULES:
+        return [f"{path}.kind: {SCHEDULES.unknown_message(spec.kind)}{suggest(spec.kind, SCHEDULES.names())}"]
+    errors = _component_errors(SCHEDULES, spec.kind, spec.kwargs(), path, path)
+    reads_temperature = ("temperature" in inspect.signature(LOSSES.get(s.kind)).parameters
+                         for s in recipe.distill.losses if s.kind in LOSSES)
+    if not spec.is_default and not any(reads_temperature):
+        errors.append(f"{path}: a temperature schedule needs a loss that reads a temperature (kd, dkd)")
     return errors
 
 

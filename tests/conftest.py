@@ -21,6 +21,14 @@ TINY: dict[str, Any] = {
 }
 
 
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Keep the teacher-output cache out of the user's ~/.cache (one cache per test)."""
+    cache = tmp_path_factory.mktemp("xdg_cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    return cache / "cann-distill"
+
+
 @pytest.fixture
 def write_recipe(tmp_path: Path) -> Callable[..., Path]:
     """Write a recipe (TINY updated with top-level keys) to tmp and return its path."""

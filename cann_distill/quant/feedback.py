@@ -47,7 +47,7 @@ def suggest_fixes(
     baseline_acc: float, evaluate: Optional[Evaluate] = None,
 ) -> dict[str, Any]:
     """Suggestions (with measured INT8 accuracy when `evaluate` is given) and the changes to apply."""
-    worst = [r for r in gap_rows if r.get("local_sqnr_db", float("inf")) < fb.min_local_sqnr_db and r.get("node")]
+    worst = [r for r in gap_rows if r["gap_db"] > fb.max_layer_gap_db and r.get("node")]
     worst_nodes = [r["node"] for r in worst[: fb.max_exclude]]
     triggered = drop > fb.max_int8_drop or bool(worst_nodes)
     result: dict[str, Any] = {"triggered": triggered, "int8_drop": drop, "threshold": fb.max_int8_drop, "suggestions": [], "apply": {}}

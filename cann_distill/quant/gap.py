@@ -34,40 +34,109 @@ def _sqnr(ref: np.ndarray, test: np.ndarray) -> float:
     return float(10 * np.log10(signal / noise)) if signal > 0 else -math.inf
 
 
-def layer_gap(fp32: Path, int8: Path, images: np.ndarray, work: Path) -> list[dict[str, Any]]:
+def augment(model_path: Path, out: Path) -> None:
+    """Expose every float intermediate tensor as a graph output, shape kept.
+
+    (onnxruntime's `modify_model_output_intermediate_tensors` flattens them, losing the channel axis.)
+    """
+    import onnx
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(model_path)))
+    g = model.graph
+    existing = {o.name for o in g.output}
+    produced = {t for n in g.node for t in n.output}
+    for vi in g.value_info:
+        if vi.type.tensor_type.elem_type == onnx.TensorProto.FLOAT and vi.name in produced and vi.name not in existing:
+            g.output.append(onnx.helper.make_tensor_value_info(vi.name, onnx.TensorProto.FLOAT, None))
+    onnx.save(model, str(out))
+
+
+def collect(augmented: Path, images: np.ndarray) -> dict[str, list[np.ndarray]]:
+    """Every graph output per batch, unoptimized graph (so each Q/DQ pair is really executed)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(str(augmented), sess_options=so, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    out: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for feed in ArrayReader(images):
+        for name, value in zip(names, sess.run(names, feed)):
+            out[name].append(value)
+        for name, value in feed.items():  # the graph input, so its own quantization noise is measured
+            out.setdefault(name, []).append(value)
+    return out
+
+
+def channel_sqnr(ref: np.ndarray, test: np.ndarray, lo: float = -20.0, hi: float = 60.0) -> float:
+    """Mean over channels (axis 1) of each channel's SQNR in dB, clipped to [lo, hi].
+
+    Plain SQNR is energy-weighted: one large channel that quantizes well hides small channels
+    that per-tensor activation quantization crushes to zero, which the next BatchNorm rescales.
+    Averaging per channel exposes that.
+    """
+    if ref.ndim < 2:
+        return float(np.clip(_sqnr(ref, test), lo, hi))
+    r = np.moveaxis(ref, 1, 0).reshape(ref.shape[1], -1).astype(np.float64)
+    t = np.moveaxis(test, 1, 0).reshape(test.shape[1], -1).astype(np.float64)
+    signal = (r**2).sum(axis=1)
+    noise = ((r - t) ** 2).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        db = 10 * np.log10(signal / noise)
+    db = np.where(noise == 0, hi, db)
+    return float(np.clip(np.nan_to_num(db, nan=hi, posinf=hi, neginf=lo), lo, hi).mean())
+
+
+def layer_gap(fp32: Path, int8: Path, images: np.ndarray, work: Path, input_cap_db: float = 60.0) -> list[dict[str, Any]]:
     """One row per activation tensor found in both models, worst first.
 
     `fp32` must be the float model that was quantized (after pre-processing), so tensor and node
-    names line up. `local_sqnr_db` compares the INT8 model's tensor just before and after its own
-    Q/DQ pair: the error this layer adds, which ranks the rows. `sqnr_db` compares the float
-    model's activation with the INT8 model's: the error accumulated up to this layer.
+    names line up. `sqnr_db` compares the float model's activation with the INT8 model's (mean
+    per-channel SQNR, see `channel_sqnr`): the error accumulated up to this layer. `gap_db` is how much SQNR this layer loses relative to
+    its (measured) inputs, i.e. the error the layer itself adds; rows are ranked by it. The
+    network input counts as `input_cap_db`.
     """
     import onnx
-    from onnxruntime.quantization.qdq_loss_debug import (
-        collect_activations,
-        create_activation_matching,
-        modify_model_output_intermediate_tensors,
-    )
+    from onnxruntime.quantization.qdq_loss_debug import create_activation_matching
 
     aug32, aug8 = work / "gap_fp32.onnx", work / "gap_int8.onnx"
-    modify_model_output_intermediate_tensors(str(fp32), str(aug32))
-    modify_model_output_intermediate_tensors(str(int8), str(aug8))
-    providers = ["CPUExecutionProvider"]
-    f_act = collect_activations(str(aug32), ArrayReader(images), execution_providers=providers)
-    q_act = collect_activations(str(aug8), ArrayReader(images), execution_providers=providers)
-    match = create_activation_matching(q_act, f_act)
-    producers = {out: (n.name, n.op_type) for n in onnx.load(str(fp32)).graph.node for out in n.output}
-    rows = []
+    augment(fp32, aug32)
+    augment(int8, aug8)
+    match = create_activation_matching(collect(aug8, images), collect(aug32, images))
+    graph = onnx.load(str(fp32)).graph
+    producers = {out: n for n in graph.node for out in n.output}
+    sqnr: dict[str, float] = {}
+    cos: dict[str, float] = {}
     for tensor, m in match.items():
-        if "float" not in m or tensor not in producers:
+        if "float" in m and m.get("post_qdq") is not None and tensor in producers:
+            ref, got = np.concatenate(m["float"]), np.concatenate(m["post_qdq"])
+            sqnr[tensor], cos[tensor] = channel_sqnr(ref, got), _cosine(ref, got)
+    graph_inputs = {i.name for i in graph.input}
+    for tensor, m in match.items():  # input quantization noise seeds the chain
+        if tensor in graph_inputs and m.get("pre_qdq") is not None and m.get("post_qdq") is not None:
+            sqnr[tensor] = channel_sqnr(np.concatenate(m["pre_qdq"]), np.concatenate(m["post_qdq"]))
+
+    def input_sqnr(tensor: str, depth: int = 0) -> float:
+        """SQNR entering the node that produces `tensor`: min over its measured inputs, walking back."""
+        node = producers.get(tensor)
+        values = []
+        for name in node.input if node is not None else []:
+            if name in sqnr:
+                values.append(sqnr[name])
+            elif name in producers and depth < 4:
+                values.append(input_sqnr(name, depth + 1) if producers[name].input else input_cap_db)
+        return min(values) if values else input_cap_db
+
+    rows = []
+    for tensor, value in sqnr.items():
+        if tensor not in producers:
             continue
-        ref = np.concatenate(m["float"])
-        got = np.concatenate(m["post_qdq"])
-        node, op = producers[tensor]
-        row = {"tensor": tensor, "node": node, "module": module_path(node), "op": op, "sqnr_db": _sqnr(ref, got),
-               "cosine": _cosine(ref, got)}
-        if m.get("pre_qdq") is not None:
-            row["local_sqnr_db"] = _sqnr(np.concatenate(m["pre_qdq"]), got)
-        rows.append(row)
-    rows.sort(key=lambda r: (r.get("local_sqnr_db", math.inf), r["sqnr_db"]))
+        node = producers[tensor]
+        before = min(input_sqnr(tensor), input_cap_db)
+        rows.append({
+            "tensor": tensor, "node": node.name, "module": module_path(node.name), "op": node.op_type,
+            "sqnr_db": value, "input_sqnr_db": before, "gap_db": before - min(value, input_cap_db), "cosine": cos[tensor],
+        })
+    rows.sort(key=lambda r: -r["gap_db"])
     return rows

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import collections
+import contextlib
+import sys
 import platform
 import shutil
 import statistics
@@ -98,14 +100,16 @@ def quantize_int8(
     qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     calib_method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
     try:
-        quantize_static(
-            model_input=str(prep), model_output=str(out), calibration_data_reader=ArrayReader(calib),
-            quant_format=QuantFormat.QDQ, op_types_to_quantize=None, per_channel=per_channel,
-            reduce_range=scheme["reduce_range"], activation_type=qtype[scheme["activation_type"]],
-            weight_type=qtype[scheme["weight_type"]], nodes_to_quantize=None, nodes_to_exclude=list(nodes_to_exclude) or None,
-            use_external_data_format=False, calibrate_method=calib_method[method], calibration_providers=["CPUExecutionProvider"],
-            extra_options={},
-        )
+        # onnxruntime's calibrators print progress on stdout, which belongs to --json
+        with contextlib.redirect_stdout(sys.stderr):
+            quantize_static(
+                model_input=str(prep), model_output=str(out), calibration_data_reader=ArrayReader(calib),
+                quant_format=QuantFormat.QDQ, op_types_to_quantize=None, per_channel=per_channel,
+                reduce_range=scheme["reduce_range"], activation_type=qtype[scheme["activation_type"]],
+                weight_type=qtype[scheme["weight_type"]], nodes_to_quantize=None,
+                nodes_to_exclude=list(nodes_to_exclude) or None, use_external_data_format=False,
+                calibrate_method=calib_method[method], calibration_providers=["CPUExecutionProvider"], extra_options={},
+            )
     except Exception as exc:
         raise StageError(f"onnxruntime static quantization failed: {str(exc).splitlines()[0][:300]}") from exc
 

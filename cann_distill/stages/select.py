@@ -1,25 +1,30 @@
-"""select: run the teacher once over the training split, cache its logits, mine critical samples."""
+"""select: teacher logits (from the shared cache when possible), critical samples and their temperatures."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
-from cann_distill.data import channels_of, data_fingerprint, load_splits
-from cann_distill.models import build_model
-from cann_distill.recipe import Recipe, SelectConfig
+from cann_distill.cache import OutputCache, cache_key, resolve_cache_dir, weights_fingerprint
+from cann_distill.data import Split, channels_of, data_fingerprint, load_splits
+from cann_distill.errors import StageError
+from cann_distill.models import build_model, read_checkpoint
+from cann_distill.recipe import Recipe, SelectConfig, SelectTemperatureConfig, TrainConfig
 from cann_distill.selectors import SELECTORS
-from cann_distill.stages.base import Context, Stage, register_stage
+from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
 from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT
-from cann_distill.train import accuracy, predict
+from cann_distill.temperature import per_sample_temperature
+from cann_distill.train import accuracy, ce_step, fit, predict, seed_everything
 
 LOGITS = "select/teacher_logits.npy"
 INDEX = "select/index.csv"
 SUMMARY = "select/summary.json"
-INDEX_FIELDS = ("id", "target", "score", "rank", "critical")
+INDEX_FIELDS = ("id", "target", "score", "rank", "critical", "temperature")
+HIST_BINS = 10
 
 
 def pick_critical(scores: np.ndarray, targets: np.ndarray, cfg: SelectConfig) -> np.ndarray:
@@ -37,39 +42,107 @@ def pick_critical(scores: np.ndarray, targets: np.ndarray, cfg: SelectConfig) ->
     return mask
 
 
+def index_temperatures(scores: np.ndarray, cfg: SelectTemperatureConfig) -> np.ndarray:
+    """Per-sample temperature by difficulty, or `base` for every sample when per_sample is off."""
+    if not cfg.per_sample:
+        return np.full(len(scores), cfg.base)
+    return per_sample_temperature(scores, base=cfg.base, t_min=cfg.t_min, t_max=cfg.t_max, t_easy=cfg.t_easy, t_hard=cfg.t_hard)
+
+
+def histogram(values: np.ndarray, bins: int = HIST_BINS) -> dict[str, list[float]]:
+    counts, edges = np.histogram(values, bins=bins)
+    return {"counts": counts.tolist(), "edges": [float(e) for e in edges]}
+
+
+def probe_config(recipe: Recipe) -> TrainConfig:
+    """How the student probe trains: distill's optimizer settings for `select.probe_epochs` epochs."""
+    d = recipe.distill
+    return TrainConfig(epochs=recipe.select.probe_epochs, optimizer=d.optimizer, lr=d.lr, momentum=d.momentum,
+                       weight_decay=d.weight_decay, batch_size=d.batch_size)
+
+
+def probe_logits(recipe: Recipe, train: Split) -> np.ndarray:
+    """Student logits over the training split: the recipe's student, seeded, CE-trained `probe_epochs` epochs."""
+    cfg = probe_config(recipe)
+    seed_everything(recipe.seed)
+    student = build_model(recipe.student, len(train.classes), channels_of(recipe.data), role="student")
+    if cfg.epochs:
+        fit(student, train, cfg, cfg.batch_size or recipe.data.batch_size, ce_step, recipe.seed, "student probe")
+    return predict(student, train, batch_size=recipe.select.batch_size, desc="student probe logits").astype(np.float32)
+
+
+def teacher_logits_key(recipe: Recipe, train: Split, teacher_weights: str) -> str:
+    """What the teacher's logits depend on: arch, weights, samples and preprocessing (not the batch size)."""
+    return cache_key({
+        "outputs": "logits", "arch": recipe.teacher.arch, "weights": teacher_weights,
+        "data": data_fingerprint(recipe.data, ignore=frozenset({"batch_size"})),
+        "ids": hashlib.sha256("\n".join(train.ids).encode()).hexdigest(), "classes": train.classes,
+    })
+
+
 class SelectStage(Stage):
     name = "select"
+    version = 2
     sections = ("data", "select", "seed")
     needs = (TEACHER_CKPT,)
 
     def extra_inputs(self, recipe: Recipe) -> dict[str, Any]:
-        return {"data": data_fingerprint(recipe.data)}
+        inputs: dict[str, Any] = {"data": data_fingerprint(recipe.data)}
+        if recipe.select.strategy in SELECTORS and SELECTORS.get(recipe.select.strategy).needs_student:
+            inputs["probe"] = {"student": recipe.section("student"), "train": probe_config(recipe).model_dump(mode="json"),
+                               "checkpoint": _checkpoint_hashes(recipe)["student"]}
+        return inputs
 
     def execute(self, ctx: Context) -> dict[str, Any]:
         r = ctx.recipe
+        cfg = r.select
         train, _ = load_splits(r.data)
-        teacher = build_model(r.teacher, len(train.classes), channels_of(r.data), checkpoint=ctx.artifacts[TEACHER_CKPT])
-        logits = predict(teacher, train, batch_size=r.select.batch_size, desc="teacher logits").astype(np.float32)
-        np.save(ctx.out / "teacher_logits.npy", logits)
-        scores = SELECTORS.build(r.select.strategy).score(logits, train.targets, seed=r.seed)
-        critical = pick_critical(scores, train.targets, r.select)
+        n, n_classes = len(train), len(train.classes)
+        teacher_path = ctx.artifacts[TEACHER_CKPT]
+        key = teacher_logits_key(r, train, weights_fingerprint(read_checkpoint(teacher_path)["state_dict"]))
+
+        def teacher_forward() -> np.ndarray:
+            teacher = build_model(r.teacher, n_classes, channels_of(r.data), checkpoint=teacher_path)
+            return predict(teacher, train, batch_size=cfg.batch_size, desc="teacher logits").astype(np.float32)
+
+        cache = OutputCache(resolve_cache_dir(cfg.cache_dir))
+        logits, cache_status = cache.get_or_compute(key, (n, n_classes), teacher_forward,
+                                                    info={"outputs": "logits", "arch": r.teacher.arch, "samples": n})
+        np.save(ctx.out / "teacher_logits.npy", logits, allow_pickle=False)
+
+        selector = SELECTORS.build(cfg.strategy, **cfg.strategy_args)
+        student_logits: Optional[np.ndarray] = probe_logits(r, train) if selector.needs_student else None
+        scores = np.asarray(selector.score(logits, train.targets, seed=r.seed, student_logits=student_logits), dtype=np.float64)
+        if scores.shape != (n,):
+            raise StageError(f"select.strategy '{cfg.strategy}': {scores.shape} scores for {n} samples")
+        if not np.all(np.isfinite(scores)):
+            raise StageError(f"select.strategy '{cfg.strategy}': scores contain NaN or inf")
+        critical = pick_critical(scores, train.targets, cfg)
+        temps = index_temperatures(scores, cfg.temperature)
         order = np.argsort(-scores, kind="stable")
-        rank = np.empty(len(scores), dtype=np.int64)
-        rank[order] = np.arange(1, len(scores) + 1)
+        rank = np.empty(n, dtype=np.int64)
+        rank[order] = np.arange(1, n + 1)
         with open(ctx.out / "index.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(INDEX_FIELDS)
             for i, sid in enumerate(train.ids):
-                w.writerow([sid, int(train.targets[i]), f"{scores[i]:.6g}", int(rank[i]), int(critical[i])])
-        per_class = {train.classes[c]: int(critical[train.targets == c].sum()) for c in range(len(train.classes))}
+                w.writerow([sid, int(train.targets[i]), f"{scores[i]:.6g}", int(rank[i]), int(critical[i]), f"{temps[i]:.6g}"])
+
+        t = cfg.temperature
         summary = {
-            "strategy": r.select.strategy, "num_samples": len(train), "num_critical": int(critical.sum()),
-            "ratio": float(critical.mean()), "per_class_critical": per_class,
+            "strategy": cfg.strategy, "strategy_args": cfg.strategy_args, "num_samples": n,
+            "num_critical": int(critical.sum()), "ratio": float(critical.mean()),
+            "per_class_critical": {train.classes[c]: int(critical[train.targets == c].sum()) for c in range(n_classes)},
             "teacher_train_acc": accuracy(logits, train.targets),
             "score_mean": float(scores.mean()), "score_critical_min": float(scores[critical].min()),
+            "temperature": {"per_sample": t.per_sample, "base": t.base, "t_min": t.t_min, "t_max": t.t_max,
+                            "mean": float(temps.mean()), "min": float(temps.min()), "max": float(temps.max())},
+            "cached": "logits", "cache_key": key,
         }
-        (ctx.out / "summary.json").write_text(json.dumps(summary, indent=2))
-        return summary
+        hists = {"score_histogram": histogram(scores), "temperature_histogram": histogram(temps)}
+        # summary.json holds only what the recipe and data determine, so an identical rerun leaves distill up to date
+        (ctx.out / "summary.json").write_text(json.dumps({**summary, **hists}, indent=2))
+        return {**summary, "cache": cache_status, "cache_dir": str(cache.dir)}
 
 
 register_stage(SelectStage())

@@ -5,27 +5,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-
 from cann_distill.data import channels_of, data_fingerprint, load_splits
 from cann_distill.models import build_model, count_params, save_checkpoint
 from cann_distill.recipe import Recipe
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
-from cann_distill.train import accuracy, fit, predict, seed_everything
+from cann_distill.train import accuracy, ce_step, fit, predict, seed_everything
 
 CHECKPOINT = "teacher/teacher.pt"
 METRICS = "teacher/metrics.json"
 
 
-def ce_step(model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
-    x, y, _ = batch
-    loss = F.cross_entropy(model(x), y)
-    return loss, {"ce": loss.item()}
-
-
 class TeacherStage(Stage):
     name = "teacher"
+    version = 2
     sections = ("data", "teacher", "seed")
 
     def extra_inputs(self, recipe: Recipe) -> dict[str, Any]:

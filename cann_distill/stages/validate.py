@@ -188,7 +188,7 @@ class ValidateStage(Stage):
             "throughput": tput,
             "size_bytes": {"fp32": fp32.stat().st_size, "int8": int8.stat().st_size},
             "int8_optimized_ops": optimized_ops, "int8_float_ops": float_ops,
-            "layer_gap": {"samples": min(cfg.gap.samples, len(val_x)), "metric": "local_sqnr_db (own Q/DQ), sqnr_db (vs FP32 model)",
+            "layer_gap": {"samples": min(cfg.gap.samples, len(val_x)), "metric": "sqnr_db: mean per-channel SQNR of the INT8 activation vs FP32; gap_db: SQNR lost in this layer",
                           "worst": gap_rows[: cfg.gap.top]},
             "feedback": feedback, "gate": budgets, "notes": notes,
         }
@@ -199,7 +199,7 @@ class ValidateStage(Stage):
             "accuracy": result["accuracy"], "latency_ms": {"fp32": lat32["median_ms"], "int8": lat8["median_ms"]},
             "int8_over_fp32": ratio, "size_bytes": result["size_bytes"],
             "scheme": {k: scheme[k] for k in ("activation_type", "reduce_range")},
-            "worst_layers": [{k: row.get(k) for k in ("module", "node", "local_sqnr_db")} for row in gap_rows[:3]],
+            "worst_layers": [{k: row.get(k) for k in ("module", "node", "gap_db", "sqnr_db")} for row in gap_rows[:3]],
             "feedback": {"triggered": feedback["triggered"], "apply": feedback["apply"]}, "gate": budgets,
         }
 

@@ -1,0 +1,114 @@
+"""Teacher-output cache shared by run dirs: outputs are computed once per teacher weights + data.
+
+An entry is `<cache_dir>/teacher_outputs/<key>.npy` (read with `allow_pickle=False`) plus
+`<key>.json`, a sidecar holding the key, the .npy's sha256, shape and dtype. The key hashes
+what the outputs depend on (teacher arch and weights, samples, preprocessing), never the run
+dir, so two recipes that share a teacher and a dataset share the entry. An entry whose sidecar
+is missing or disagrees with the file is reported and recomputed, never used silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping, Optional
+
+import numpy as np
+import torch
+
+from cann_distill.rundir import atomic_path, sha256_file, write_json_atomic
+from cann_distill.ui import ui
+
+CACHE_VERSION = 1
+CacheStatus = Literal["hit", "miss", "invalid"]
+
+
+def default_cache_dir() -> Path:
+    """$XDG_CACHE_HOME/cann-distill, else ~/.cache/cann-distill."""
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "cann-distill"
+
+
+def resolve_cache_dir(configured: Optional[str]) -> Path:
+    return Path(configured).expanduser() if configured else default_cache_dir()
+
+
+def weights_fingerprint(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over names, dtypes, shapes and bytes: checkpoint files differ between saves, weights do not."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def cache_key(parts: dict[str, Any]) -> str:
+    payload = json.dumps({"cache_version": CACHE_VERSION, **parts}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class OutputCache:
+    """One folder of keyed .npy entries with verifying sidecars."""
+
+    def __init__(self, root: Path, kind: str = "teacher_outputs") -> None:
+        self.dir = Path(root) / kind
+
+    def paths(self, key: str) -> tuple[Path, Path]:
+        return self.dir / f"{key}.npy", self.dir / f"{key}.json"
+
+    def load(self, key: str, shape: tuple[int, ...]) -> tuple[Optional[np.ndarray], Optional[str]]:
+        """(array, None) on a verified hit; (None, None) when absent; (None, why) when unusable."""
+        npy, side = self.paths(key)
+        if not npy.exists() and not side.exists():
+            return None, None
+        if not npy.is_file():
+            return None, f"{npy} is missing (its sidecar is there)"
+        try:
+            meta = json.loads(side.read_text())
+        except FileNotFoundError:
+            return None, f"{side} is missing"
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None, f"{side} is not valid JSON"
+        if not isinstance(meta, dict) or meta.get("key") != key:
+            return None, f"{side} names another key"
+        if sha256_file(npy) != meta.get("sha256"):
+            return None, f"{npy}: sha256 does not match its sidecar (modified or corrupt)"
+        if tuple(meta.get("shape") or ()) != tuple(shape):
+            return None, f"{npy}: shape {tuple(meta.get('shape') or ())} recorded, {tuple(shape)} expected"
+        try:
+            arr = np.load(npy, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            return None, f"{npy}: unreadable ({str(exc).splitlines()[0][:120]})"
+        if arr.shape != tuple(shape) or arr.dtype.str != meta.get("dtype"):
+            return None, f"{npy}: holds {arr.dtype} {arr.shape}, sidecar says {meta.get('dtype')} {tuple(shape)}"
+        return arr, None
+
+    def store(self, key: str, arr: np.ndarray, info: Optional[dict[str, Any]] = None) -> None:
+        """Write the .npy then its sidecar, each atomically; a half-written entry fails the hash check."""
+        npy, side = self.paths(key)
+        with atomic_path(npy) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, arr, allow_pickle=False)
+        write_json_atomic(side, {"key": key, "sha256": sha256_file(npy), "shape": list(arr.shape), "dtype": arr.dtype.str,
+                                 **(info or {})})
+
+    def get_or_compute(
+        self, key: str, shape: tuple[int, ...], compute: Callable[[], np.ndarray], info: Optional[dict[str, Any]] = None
+    ) -> tuple[np.ndarray, CacheStatus]:
+        """The cached array for `key`, or `compute()` stored under it; status says which."""
+        arr, problem = self.load(key, shape)
+        if arr is not None:
+            return arr, "hit"
+        if problem:
+            ui.warn(f"teacher-output cache: {problem}; recomputing")
+        arr = compute()
+        if arr.shape != tuple(shape):
+            raise ValueError(f"computed outputs have shape {arr.shape}, expected {tuple(shape)}")
+        try:
+            self.store(key, arr, info)
+        except OSError as exc:  # a read-only or full cache must not fail the stage
+            ui.warn(f"teacher-output cache: could not write {self.dir} ({exc.strerror or exc}); continuing without it")
+        return arr, "invalid" if problem else "miss"

@@ -1,0 +1,145 @@
+"""validate: per-layer gap, deployment gate (--strict), providers, and the feedback loop (--apply-feedback)."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from cann_distill.models import create_model
+from cann_distill.pipeline import run_stages
+from cann_distill.quant import ort as q
+from cann_distill.quant.export import export_onnx
+from cann_distill.quant.gap import layer_gap
+from cann_distill.recipe import load_recipe
+
+pytestmark = pytest.mark.slow
+
+
+def quantized_gap(model: torch.nn.Module, work: Path) -> list[dict]:
+    x = np.random.default_rng(0).standard_normal((64, 1, 16, 16)).astype(np.float32)
+    export_onnx(model, work / "f.onnx", 1, 16, 17)
+    q.preprocess(work / "f.onnx", work / "p.onnx")
+    q.quantize_int8(work / "p.onnx", work / "q.onnx", x[:32], q.choose_scheme("auto", "auto", q.cpu_features()), True, "minmax")
+    return layer_gap(work / "p.onnx", work / "q.onnx", x, work)
+
+
+def test_layer_gap_finds_a_deliberately_damaged_layer(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = create_model("test_resnet", 10, 1).eval()
+    (tmp_path / "healthy").mkdir()
+    healthy = quantized_gap(model, tmp_path / "healthy")
+    assert healthy[0]["module"] != "layer2.0.act2"
+    # one huge channel in layer2.0's output: per-tensor activation quantization crushes its other channels
+    with torch.no_grad():
+        model.layer2[0].bn2.bias[0] += 1e5
+    (tmp_path / "damaged").mkdir()
+    damaged = quantized_gap(model, tmp_path / "damaged")
+    worst = damaged[0]
+    assert worst["module"] == "layer2.0.act2", [r["module"] for r in damaged[:5]]
+    assert worst["gap_db"] > 15 and worst["sqnr_db"] < 20
+    assert worst["node"] == "/layer2/layer2.0/act2/Relu"
+
+
+@pytest.fixture(scope="module")
+def distilled(tmp_path_factory) -> tuple[Path, dict]:
+    """A tiny run dir with teacher, select and distill done, shared by the CLI tests below."""
+    from tests.conftest import TINY
+
+    root = tmp_path_factory.mktemp("validate")
+    data = {**TINY, "run_dir": str(root / "run"),
+            "validate": {**TINY["validate"], "gap": {"samples": 32}, "feedback": {"search": True, "max_exclude": 2}}}
+    path = root / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    run_stages(load_recipe(path), ["teacher", "select", "distill"])
+    return path, data
+
+
+def test_strict_gate_fails_and_passes(cli, distilled) -> None:
+    path, _ = distilled
+    result = cli("validate", path, "--strict", "--set", "validate.budgets.params_m=0.0001")
+    assert result.exit_code == 1
+    assert "Error: deployment gate failed: params_m" in result.stderr
+    assert "FAIL" in result.stderr
+    result = cli("validate", path, "--strict", "--json", "--set", "validate.budgets.params_m=100",
+                 "--set", "validate.budgets.max_accuracy_drop=1.0")
+    assert result.exit_code == 0, result.stderr
+    gate = json.loads(result.stdout)["stages"][0]["summary"]["gate"]
+    assert {g["budget"] for g in gate} == {"latency_ms_p99", "size_mb", "params_m", "max_accuracy_drop"}
+    assert all(g["pass"] for g in gate)
+    # without --strict a failed budget is reported but does not fail the job
+    assert cli("validate", path, "--set", "validate.budgets.params_m=0.0001").exit_code == 0
+
+
+def test_providers(cli, distilled) -> None:
+    path, _ = distilled
+    result = cli("validate", path, "--provider", "NoSuchExecutionProvider")
+    assert result.exit_code == 2
+    assert "validate.provider: onnxruntime does not know 'NoSuchExecutionProvider'" in result.stderr
+    result = cli("validate", path, "--provider", "CANNExecutionProvider", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert "CANNExecutionProvider is not available" in result.stderr
+    run = Path(yaml.safe_load(path.read_text())["run_dir"])
+    v = json.loads((run / "validate" / "validation.json").read_text())
+    assert v["provider"] == "CPUExecutionProvider" and "falling back" in v["provider_warning"]
+
+
+def test_validation_json_measurements(cli, distilled) -> None:
+    path, _ = distilled
+    assert cli("validate", path).exit_code == 0
+    run = Path(yaml.safe_load(path.read_text())["run_dir"])
+    v = json.loads((run / "validate" / "validation.json").read_text())
+    for key in ("teacher", "torch_fp32", "onnx_fp32", "onnx_int8"):
+        assert 0 <= v["accuracy"][key] <= v["top5"][key] <= 1
+    assert v["agreement"]["torch_vs_onnx_fp32_top1"] >= 0.99
+    assert v["agreement"]["torch_vs_onnx_fp32_max_abs_logit_diff"] < 1e-3
+    lat = v["latency_batch1"]["int8"]
+    assert lat["median_ms"] <= lat["p90_ms"] <= lat["p99_ms"]
+    assert v["throughput"]["int8_img_s"] > 0 and v["flops"] > 0 and v["params"] > 0
+    assert v["int8_optimized_ops"] and v["layer_gap"]["worst"]
+    assert v["layer_gap"]["worst"][0]["gap_db"] >= v["layer_gap"]["worst"][-1]["gap_db"]
+
+
+def test_apply_feedback_writes_a_patched_recipe(cli, distilled, tmp_path: Path) -> None:
+    path, data = distilled
+    # thresholds so low that every layer is a float candidate: the loop must trigger
+    data = {**data, "validate": {**data["validate"], "feedback": {"max_layer_gap_db": 0.001, "max_exclude": 2, "search": True}}}
+    recipe = path.with_name("strict_fb.yaml")
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+    original_text = recipe.read_text()
+    result = cli("validate", recipe, "--apply-feedback", "--json")
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)["stages"][0]["summary"]
+    assert summary["feedback"]["triggered"]
+    patched = recipe.with_name("strict_fb.feedback.yaml")
+    assert patched.is_file() and recipe.read_text() == original_text  # the user's file is untouched
+    new = yaml.safe_load(patched.read_text())
+    applied = summary["feedback"]["apply"]
+    assert applied
+    # differs only where suggested
+    assert {k: v for k, v in new.items() if k != "validate"} == {k: v for k, v in data.items() if k != "validate"}
+    flat_old, flat_new = _flatten(data["validate"]), _flatten(new["validate"])
+    changed = {k for k in flat_old.keys() | flat_new.keys() if flat_old.get(k) != flat_new.get(k)}
+    assert changed == set(applied)
+    v = json.loads((Path(data["run_dir"]) / "validate" / "validation.json").read_text())
+    for s in v["feedback"]["suggestions"]:
+        if not s.get("manual"):
+            assert 0 <= s["int8_acc"] <= 1  # every automatic suggestion was measured
+    # the patched recipe is valid and re-validates without re-distilling
+    result = cli("run", patched, "--json")
+    assert result.exit_code == 0, result.stderr
+    statuses = {s["stage"]: s["status"] for s in json.loads(result.stdout)["stages"]}
+    assert statuses["teacher"] == statuses["select"] == statuses["distill"] == "skipped"
+    assert statuses["validate"] == "done"
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
