@@ -23,7 +23,7 @@ Evaluate = Callable[[dict[str, Any]], float]
 """Given validate-section changes, quantize with them and return INT8 top-1."""
 
 
-def candidate_changes(cfg: ValidateConfig, worst_nodes: list[str]) -> list[tuple[str, dict[str, Any]]]:
+def candidate_changes(cfg: ValidateConfig, worst_nodes: list[str], scheme: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """(why, validate-section changes) for each fix worth trying, most targeted first."""
     out: list[tuple[str, dict[str, Any]]] = []
     if worst_nodes:
@@ -35,16 +35,16 @@ def candidate_changes(cfg: ValidateConfig, worst_nodes: list[str]) -> list[tuple
                         {"calibration.method": method}))
     if not cfg.per_channel:
         out.append(("quantize weights per channel", {"per_channel": True}))
-    if cfg.reduce_range is not True:
+    if not scheme["reduce_range"]:
         out.append(("7-bit weights (reduce_range) to avoid 8-bit overflow in u8×s8 kernels", {"reduce_range": True}))
-    if cfg.activation_type != "uint8":
+    if scheme["activation_type"] != "uint8":
         out.append(("uint8 activations (asymmetric range fits ReLU outputs)", {"activation_type": "uint8"}))
     return out
 
 
 def suggest_fixes(
     cfg: ValidateConfig, fb: FeedbackConfig, drop: float, gap_rows: list[dict[str, Any]], arch: str,
-    baseline_acc: float, evaluate: Optional[Evaluate] = None,
+    baseline_acc: float, scheme: dict[str, Any], evaluate: Optional[Evaluate] = None,
 ) -> dict[str, Any]:
     """Suggestions (with measured INT8 accuracy when `evaluate` is given) and the changes to apply."""
     worst = [r for r in gap_rows if r["gap_db"] > fb.max_layer_gap_db and r.get("node")]
@@ -54,7 +54,7 @@ def suggest_fixes(
     if not triggered:
         return result
     suggestions = []
-    for why, changes in candidate_changes(cfg, worst_nodes):
+    for why, changes in candidate_changes(cfg, worst_nodes, scheme):
         s: dict[str, Any] = {"why": why, "changes": changes}
         if evaluate is not None and fb.search:
             acc = evaluate(changes)

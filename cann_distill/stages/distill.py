@@ -28,6 +28,7 @@ from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, registe
 from cann_distill.stages.select import INDEX, INDEX_FIELDS, LOGITS, SUMMARY
 from cann_distill.temperature import SCHEDULES, temperature_at
 from cann_distill.train import SubsetSampler, accuracy, fit, predict, seed_everything
+from cann_distill.ui import ui
 
 CHECKPOINT = "distill/student.pt"
 METRICS = "distill/metrics.json"
@@ -99,15 +100,17 @@ class DistillStage(Stage):
         tempered = [kind for kind, _, loss in losses if hasattr(loss, "temperature")]
         spec = cfg.temperature_schedule
         schedule = SCHEDULES.build(spec.kind, **spec.kwargs())
-        if temp_cfg["per_sample"]:
-            source = "per_sample"
-        else:
-            source = "loss" if spec.is_default else "schedule"
+        source = "per_sample" if temp_cfg["per_sample"] else ("loss" if spec.is_default else "schedule")
         own_temperature = next((float(loss.temperature) for _, _, loss in losses if hasattr(loss, "temperature")), None)
+        overridden = [f"{s.kind}.temperature={s.kwargs()['temperature']}" for s in cfg.losses if "temperature" in s.kwargs()]
+        if source != "loss" and overridden:
+            by = {"per_sample": "per-sample temperatures from select (select.temperature.per_sample=false keeps it)",
+                  "schedule": f"the '{spec.kind}' temperature schedule"}[source]
+            ui.info(f"[dim]distill: {', '.join(overridden)} replaced by {by}[/dim]")
 
         mode = cfg.critical.mode
         all_idx = list(range(n))
-        critical_idx = torch.flatnonzero(critical).tolist()
+        critical_idx = np.flatnonzero(index.critical).tolist()
         warmup = curriculum_epochs(r) if mode == "curriculum" else (cfg.epochs if mode == "subset" else 0)
         sampler = SubsetSampler(critical_idx, seed=r.seed) if mode in ("subset", "curriculum") else None
         sample_w = torch.ones(n)

@@ -139,7 +139,7 @@ class ValidateStage(Stage):
                 quantizer.quantize(apply_changes(cfg, changes), trial)
                 return topk(q.run_logits(q.session(trial, "CPUExecutionProvider"), val_x), y, 1)
 
-            feedback = suggest_fixes(cfg, cfg.feedback, drop, gap_rows, r.student.arch, topk(onnx8, y, 1), evaluate)
+            feedback = suggest_fixes(cfg, cfg.feedback, drop, gap_rows, r.student.arch, topk(onnx8, y, 1), scheme, evaluate)
 
         lat32 = q.latency(s32, val_x, cfg.latency.warmup, cfg.latency.runs, "latency fp32")
         lat8 = q.latency(s8, val_x, cfg.latency.warmup, cfg.latency.runs, "latency int8")

@@ -46,7 +46,7 @@ def test_every_stage_then_skip_then_force(cli, write_recipe, tmp_path: Path) -> 
     recipe = load_recipe(recipe_path)
     train, val = load_splits(recipe.data)
     lines = (run / "select" / "index.csv").read_text().splitlines()
-    assert lines[0] == "id,target,score,rank,critical"
+    assert lines[0] == "id,target,score,rank,critical,temperature"
     rows = [line.split(",") for line in lines[1:]]
     assert [r[0] for r in rows] == train.ids
     assert sorted(int(r[3]) for r in rows) == list(range(1, len(train) + 1))
@@ -96,7 +96,7 @@ def test_tampered_artifact_is_detected_and_rebuilt(cli, write_recipe, tmp_path: 
     recipe_path = write_recipe(teacher={"arch": "test_resnet", "train": {"epochs": 1}})
     assert stage_statuses(cli("teacher", recipe_path, "--json")) == {"teacher": "done"}
     assert stage_statuses(cli("select", recipe_path, "--json")) == {"select": "done"}
-    (tmp_path / "run" / "select" / "index.csv").write_text("id,target,score,rank,critical\n")
+    (tmp_path / "run" / "select" / "index.csv").write_text("id,target,score,rank,critical,temperature\n")
     # the damaged output makes select out of date, so it reruns instead of being trusted
     assert stage_statuses(cli("select", recipe_path, "--json")) == {"select": "done"}
     assert len((tmp_path / "run" / "select" / "index.csv").read_text().splitlines()) > 100

@@ -103,3 +103,42 @@ def test_resolved_recipe_round_trips(write_recipe) -> None:
     recipe = load_recipe(write_recipe())
     again = load_recipe(write_recipe(yaml.safe_load(yaml.safe_dump(recipe.to_dict())), name="again.yaml"))
     assert again.to_dict() == recipe.to_dict()
+
+
+def test_select_temperature_bounds_are_checked(write_recipe) -> None:
+    with pytest.raises(RecipeError, match=r"select\.temperature\.t_min: must be <= t_max"):
+        load_recipe(write_recipe(), ["select.temperature.t_min=9", "select.temperature.t_max=8"])
+    with pytest.raises(RecipeError, match=r"select\.temperature\.t_hard: must be >= base"):
+        load_recipe(write_recipe(), ["select.temperature.t_hard=2"])
+    with pytest.raises(RecipeError, match=r"select\.top_k_ratio: Input should be less than or equal to 1"):
+        load_recipe(write_recipe(), ["select.top_k_ratio=1.5"])
+    with pytest.raises(RecipeError, match=r"select\.top_k_ratio: Input should be greater than 0"):
+        load_recipe(write_recipe(), ["select.top_k_ratio=0"])
+
+
+def test_strategy_args_are_bound_against_the_selector(write_recipe) -> None:
+    recipe = load_recipe(write_recipe(), ["select.strategy=confidence_entropy_balance", "select.strategy_args.alpha=0.25"])
+    assert recipe.select.strategy_args == {"alpha": 0.25}
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(write_recipe(), ["select.strategy=confidence_entropy_balance", "select.strategy_args.alpah=0.2"])
+    assert "select.strategy_args.alpah: unexpected argument for selector 'confidence_entropy_balance' (accepts: alpha)" in str(exc.value)
+    with pytest.raises(RecipeError, match=r"select\.strategy_args\.alpha: must be in \[0, 1\], got 2"):
+        load_recipe(write_recipe(), ["select.strategy=confidence_entropy_balance", "select.strategy_args.alpha=2"])
+    with pytest.raises(RecipeError, match=r"select\.strategy_args\.temperature: unexpected argument for selector 'margin'"):
+        load_recipe(write_recipe(), ["select.strategy_args.temperature=2"])
+
+
+def test_temperature_schedule_is_checked(write_recipe) -> None:
+    recipe = load_recipe(write_recipe(), ["distill.temperature_schedule={kind: linear, start: 4, end: 1}"])
+    assert recipe.distill.temperature_schedule.kwargs() == {"start": 4, "end": 1}
+    assert load_recipe(write_recipe()).distill.temperature_schedule.is_default
+    with pytest.raises(RecipeError, match=r"distill\.temperature_schedule\.kind: unknown temperature schedule 'lineer' .*did you mean: linear"):
+        load_recipe(write_recipe(), ["distill.temperature_schedule.kind=lineer"])
+    with pytest.raises(RecipeError, match=r"distill\.temperature_schedule\.end: missing argument"):
+        load_recipe(write_recipe(), ["distill.temperature_schedule={kind: cosine, start: 4}"])
+    with pytest.raises(RecipeError, match=r"distill\.temperature_schedule\.start: must be > 0"):
+        load_recipe(write_recipe(), ["distill.temperature_schedule={kind: linear, start: -1, end: 1}"])
+    with pytest.raises(RecipeError, match=r"distill\.temperature_schedule: a temperature schedule needs a loss"):
+        load_recipe(write_recipe(), ["distill.losses=[{kind: ce}]", "distill.temperature_schedule={kind: linear, start: 4, end: 1}"])
+    with pytest.raises(RecipeError, match=r"distill\.critical\.mode: Input should be 'none', 'weight', 'subset' or 'curriculum'"):
+        load_recipe(write_recipe(), ["distill.critical.mode=sometimes"])
