@@ -5,6 +5,8 @@ An entry is `<cache_dir>/teacher_outputs/<key>.npy` (read with `allow_pickle=Fal
 what the outputs depend on (teacher arch and weights, samples, preprocessing), never the run
 dir, so two recipes that share a teacher and a dataset share the entry. An entry whose sidecar
 is missing or disagrees with the file is reported and recomputed, never used silently.
+`<cache_dir>/weights/<checkpoint sha256>.txt` memoises the weights fingerprint of a checkpoint
+file, so a warm lookup does not load and hash the teacher's weights again.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, Callable, Literal, Mapping, Optional
 import numpy as np
 import torch
 
+from cann_distill.models import read_checkpoint
 from cann_distill.rundir import atomic_path, sha256_file, write_json_atomic
 from cann_distill.ui import ui
 
@@ -45,6 +48,27 @@ def weights_fingerprint(state_dict: Mapping[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def checkpoint_weights_fingerprint(cache_root: Path, path: Path, file_sha256: str) -> str:
+    """weights_fingerprint of a checkpoint, memoised by the file's sha256 (which the runner already knows).
+
+    A file determines its weights, so the memo never goes stale; a damaged memo only costs a cache miss.
+    """
+    memo = Path(cache_root) / "weights" / f"{file_sha256}.txt"
+    try:
+        known = memo.read_text().strip()
+        if len(known) == 64 and all(c in "0123456789abcdef" for c in known):
+            return known
+    except (OSError, UnicodeDecodeError):
+        pass
+    fingerprint = weights_fingerprint(read_checkpoint(path)["state_dict"])
+    try:
+        with atomic_path(memo) as tmp:
+            tmp.write_text(fingerprint + "\n")
+    except OSError:
+        pass  # an unwritable cache is reported when the outputs are stored
+    return fingerprint
+
+
 def cache_key(parts: dict[str, Any]) -> str:
     payload = json.dumps({"cache_version": CACHE_VERSION, **parts}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()
@@ -54,7 +78,8 @@ class OutputCache:
     """One folder of keyed .npy entries with verifying sidecars."""
 
     def __init__(self, root: Path, kind: str = "teacher_outputs") -> None:
-        self.dir = Path(root) / kind
+        self.root = Path(root)
+        self.dir = self.root / kind
 
     def paths(self, key: str) -> tuple[Path, Path]:
         return self.dir / f"{key}.npy", self.dir / f"{key}.json"

@@ -76,7 +76,7 @@ def _digits(cfg: DataConfig) -> tuple[Split, Split]:
     x = torch.from_numpy(images).unsqueeze(1)
     x = F.interpolate(x, size=(cfg.image_size, cfg.image_size), mode="bilinear", align_corners=False)
     x = x.repeat(1, channels_of(cfg), 1, 1)
-    x = torch.stack([_normalize(img, cfg) for img in x])
+    x = _normalize(x, cfg)  # [N, C, H, W] against per-channel [C, 1, 1]
     classes = [str(c) for c in range(10)]
 
     def make(idx: np.ndarray) -> Split:

@@ -74,7 +74,7 @@ class SelectTemperatureConfig(Strict):
     t_max: float = Field(8.0, gt=0, description="upper clip, also applied after the distill schedule")
     t_easy: float = Field(2.1, gt=0, description="temperature of the easiest sample")
     t_hard: float = Field(4.7, gt=0, description="temperature of the hardest sample")
-    per_sample: bool = Field(True, description="false: every sample gets `base` in the index and KD keeps its own temperature")
+    per_sample: bool = Field(False, description="true: KD uses each sample's index temperature; false: every sample gets `base` in the index and KD keeps its own temperature")
 
 
 class SelectConfig(Strict):

@@ -9,11 +9,12 @@ from typing import Any, Optional
 
 import numpy as np
 
-from cann_distill.cache import OutputCache, cache_key, resolve_cache_dir, weights_fingerprint
+from cann_distill.cache import OutputCache, cache_key, checkpoint_weights_fingerprint, resolve_cache_dir
 from cann_distill.data import Split, channels_of, data_fingerprint, load_splits
 from cann_distill.errors import StageError
-from cann_distill.models import build_model, read_checkpoint
+from cann_distill.models import build_model
 from cann_distill.recipe import Recipe, SelectConfig, SelectTemperatureConfig, TrainConfig
+from cann_distill.rundir import sha256_file
 from cann_distill.selectors import SELECTORS
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
 from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT
@@ -99,13 +100,14 @@ class SelectStage(Stage):
         train, _ = load_splits(r.data)
         n, n_classes = len(train), len(train.classes)
         teacher_path = ctx.artifacts[TEACHER_CKPT]
-        key = teacher_logits_key(r, train, weights_fingerprint(read_checkpoint(teacher_path)["state_dict"]))
+        cache = OutputCache(resolve_cache_dir(cfg.cache_dir))
+        file_sha = ctx.hashes.get(TEACHER_CKPT) or sha256_file(teacher_path)
+        key = teacher_logits_key(r, train, checkpoint_weights_fingerprint(cache.root, teacher_path, file_sha))
 
         def teacher_forward() -> np.ndarray:
             teacher = build_model(r.teacher, n_classes, channels_of(r.data), checkpoint=teacher_path)
             return predict(teacher, train, batch_size=cfg.batch_size, desc="teacher logits").astype(np.float32)
 
-        cache = OutputCache(resolve_cache_dir(cfg.cache_dir))
         logits, cache_status = cache.get_or_compute(key, (n, n_classes), teacher_forward,
                                                     info={"outputs": "logits", "arch": r.teacher.arch, "samples": n})
         np.save(ctx.out / "teacher_logits.npy", logits, allow_pickle=False)

@@ -66,7 +66,7 @@ def test_teacher_logits_are_cached_shared_and_verified(cli, write_recipe, tmp_pa
 def test_index_temperature_column_and_summary(cli, write_recipe, tmp_path: Path) -> None:
     recipe = write_recipe(teacher=QUICK_TEACHER)
     run = tmp_path / "run"
-    bounds = ["--set", "select.temperature.t_min=2.5", "--set", "select.temperature.t_max=4"]
+    bounds = ["--set", "select.temperature.t_min=2.5", "--set", "select.temperature.t_max=4", "--set", "select.temperature.per_sample=true"]
     summary = run_ok(cli, "run", recipe, "--set", "distill.epochs=0", *bounds)["select"]["summary"]
     rows = read_rows(run)
     assert list(rows[0]) == ["id", "target", "score", "rank", "critical", "temperature"]
@@ -124,8 +124,9 @@ def test_temperature_per_epoch_in_history(cli, write_recipe, tmp_path: Path) -> 
     assert json.loads((run / "distill" / "metrics.json").read_text())["temperature"]["source"] == "schedule"
 
     # per-sample temperatures follow the schedule's shape (×1, ×0.75, ×0.5), clipped to [t_min, t_max]
-    run_ok(cli, "select", recipe)
-    run_ok(cli, "distill", recipe, *linear)
+    per_sample = ["--set", "select.temperature.per_sample=true"]
+    run_ok(cli, "select", recipe, *per_sample)
+    run_ok(cli, "distill", recipe, *per_sample, *linear)
     rows = history(run)
     means = [r["temperature_mean"] for r in rows]
     assert means[1] / means[0] == pytest.approx(0.75) and means[2] / means[0] == pytest.approx(0.5)

@@ -5,7 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from cann_distill.cache import OutputCache, cache_key, default_cache_dir, resolve_cache_dir, weights_fingerprint
+from cann_distill.cache import (
+    OutputCache,
+    cache_key,
+    checkpoint_weights_fingerprint,
+    default_cache_dir,
+    resolve_cache_dir,
+    weights_fingerprint,
+)
 from cann_distill.rundir import sha256_file
 
 ARR = np.arange(12, dtype=np.float32).reshape(4, 3)
@@ -99,3 +106,17 @@ def test_weights_fingerprint_depends_on_weights_not_on_the_file(tmp_path: Path) 
     changed["0.weight"][0, 0, 0, 0] += 1e-3
     assert weights_fingerprint(changed) != weights_fingerprint(state)
     assert cache_key({"a": 1, "b": 2}) == cache_key({"b": 2, "a": 1}) != cache_key({"a": 1, "b": 3})
+
+
+def test_checkpoint_fingerprint_is_memoised_by_file_hash(tmp_path: Path) -> None:
+    state = torch.nn.Linear(3, 2).state_dict()
+    ckpt = tmp_path / "t.pt"
+    torch.save({"arch": "x", "state_dict": state}, ckpt)
+    digest = sha256_file(ckpt)
+    first = checkpoint_weights_fingerprint(tmp_path / "cache", ckpt, digest)
+    assert first == weights_fingerprint(state)
+    assert (tmp_path / "cache" / "weights" / f"{digest}.txt").read_text().strip() == first
+    # known file hash: the checkpoint is not read again
+    assert checkpoint_weights_fingerprint(tmp_path / "cache", tmp_path / "gone.pt", digest) == first
+    (tmp_path / "cache" / "weights" / f"{digest}.txt").write_text("garbage")
+    assert checkpoint_weights_fingerprint(tmp_path / "cache", ckpt, digest) == first
