@@ -180,13 +180,21 @@ def op_histogram(path: Path) -> dict[str, int]:
 
 
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
-SHAPE_OPS = {"Reshape", "Flatten", "Shape", "Gather", "Unsqueeze", "Concat", "Squeeze", "Constant", "Identity"}
 
 
-def float_ops(optimized_hist: dict[str, int]) -> dict[str, int]:
-    """Compute ops that stayed in float after graph optimization (not QLinear*/QDQ/int ops)."""
-    return {
-        op: n for op, n in optimized_hist.items()
-        if op not in QDQ_OPS and op not in SHAPE_OPS and not op.startswith(("QLinear", "QGemm", "QAttention"))
-        and "Integer" not in op and op != "DynamicQuantizeLinear"
-    }
+def float_ops(graph) -> dict[str, int]:
+    """Ops of an optimized graph that compute in float: fed by a DequantizeLinear (or by another
+    float op), as opposed to QLinear*/integer kernels and layout ops on quantized tensors."""
+    producer = {out: n for n in graph.node for out in n.output}
+    float_tensors: set[str] = set()
+    counts: collections.Counter[str] = collections.Counter()
+    for node in graph.node:  # ONNX graphs are topologically sorted
+        if node.op_type == "DequantizeLinear":
+            float_tensors.update(node.output)
+            continue
+        if node.op_type in QDQ_OPS:
+            continue
+        if any(i in float_tensors for i in node.input if i in producer):
+            float_tensors.update(node.output)
+            counts[node.op_type] += 1
+    return dict(counts.most_common())

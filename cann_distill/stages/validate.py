@@ -130,6 +130,7 @@ class ValidateStage(Stage):
             s32 = q.session(fp32, provider, threads=cfg.latency.threads)
             s8 = q.session(int8, provider, threads=cfg.latency.threads, optimized_out=work / "int8_opt.onnx")
             optimized_ops = q.op_histogram(work / "int8_opt.onnx")
+            float_ops = q.float_ops(onnx.load(str(work / "int8_opt.onnx")).graph)
             onnx32, onnx8 = q.run_logits(s32, val_x), q.run_logits(s8, val_x)
             gap_rows = layer_gap(quantizer.prep, int8, val_x[: cfg.gap.samples], work)
             drop = topk(onnx32, y, 1) - topk(onnx8, y, 1)
@@ -155,7 +156,6 @@ class ValidateStage(Stage):
         top5 = {"teacher": topk(teacher_logits, y, 5), "torch_fp32": topk(torch_logits, y, 5),
                 "onnx_fp32": topk(onnx32, y, 5), "onnx_int8": topk(onnx8, y, 5)}
         ratio = lat8["median_ms"] / lat32["median_ms"]
-        float_ops = q.float_ops(optimized_ops)
         notes = []
         if ratio > 1.0:
             stay = ", ".join(f"{k}×{v}" for k, v in list(float_ops.items())[:6]) or "none"

@@ -143,3 +143,23 @@ def _flatten(d: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def test_export_failure_names_the_op_and_layer(tmp_path: Path) -> None:
+    from cann_distill.errors import StageError
+
+    class Spectrum(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.fft.rfft(x, dim=-1).abs()
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = torch.nn.Conv2d(1, 4, 3)
+            self.block = torch.nn.Sequential(torch.nn.ReLU(), Spectrum())
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.block(self.stem(x)).mean((2, 3))
+
+    with pytest.raises(StageError, match=r"failed \(op aten::fft_rfft in layer 'block\.1'\)"):
+        export_onnx(Net().eval(), tmp_path / "net.onnx", 1, 8, 17)

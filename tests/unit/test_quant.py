@@ -21,6 +21,17 @@ def test_recipe_choice_wins_and_is_recorded() -> None:
     assert all("set in the recipe" in r for r in s["reasons"])
 
 
-def test_float_ops_excludes_quantized_and_shape_ops() -> None:
-    hist = {"QLinearConv": 5, "QGemm": 1, "QuantizeLinear": 3, "DequantizeLinear": 4, "HardSigmoid": 2, "Reshape": 1, "Mul": 2}
-    assert float_ops(hist) == {"HardSigmoid": 2, "Mul": 2}
+def test_float_ops_are_the_ones_fed_by_dequantize() -> None:
+    from onnx import helper
+
+    nodes = [
+        helper.make_node("QLinearConv", ["xq", "s", "z", "w", "s", "z", "s", "z"], ["c"], name="conv"),
+        helper.make_node("Transpose", ["c"], ["ct"], name="layout_on_uint8"),
+        helper.make_node("DequantizeLinear", ["ct", "s", "z"], ["f"], name="dq"),
+        helper.make_node("HardSigmoid", ["f"], ["h"], name="hs"),
+        helper.make_node("Mul", ["f", "h"], ["m"], name="mul"),
+        helper.make_node("QuantizeLinear", ["m", "s", "z"], ["mq"], name="q"),
+        helper.make_node("QLinearGlobalAveragePool", ["mq", "s", "z", "s", "z"], ["p"], name="pool"),
+    ]
+    graph = helper.make_graph(nodes, "g", [], [])
+    assert float_ops(graph) == {"HardSigmoid": 1, "Mul": 1}
