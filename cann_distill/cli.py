@@ -6,7 +6,7 @@ import json
 import sys
 import traceback
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
 from rich.table import Table
@@ -66,9 +66,14 @@ def _print_results(results: list) -> None:
             ui.console.print(f"report: {Path(r.run_dir) / 'report' / 'report.json'}", highlight=False)
 
 
-def _invoke(fn: Callable[[], list], as_json: bool, quiet: bool, debug: bool, after: Optional[Callable[[list], None]] = None) -> None:
+def _stages_json(results: list) -> dict:
+    return {"stages": [r.to_dict() for r in results]}
+
+
+def _invoke(fn: Callable[[], Any], as_json: bool, quiet: bool, debug: bool, after: Optional[Callable[[Any], None]] = None,
+            render: Callable[[Any], None] = _print_results, to_json: Callable[[Any], Any] = _stages_json) -> None:
     ui.configure(quiet=quiet or as_json)
-    results: list = []
+    results: Any = []
     try:
         results = fn()
         if after is not None:
@@ -77,9 +82,9 @@ def _invoke(fn: Callable[[], list], as_json: bool, quiet: bool, debug: bool, aft
         if debug:
             traceback.print_exc()
         if results and as_json:
-            print(json.dumps({"stages": [r.to_dict() for r in results]}, indent=2))
+            print(json.dumps(to_json(results), indent=2))
         elif results and not quiet:
-            _print_results(results)
+            render(results)
         print(f"Error: {exc}", file=sys.stderr)
         raise typer.Exit(exc.exit_code)
     except KeyboardInterrupt:
@@ -92,9 +97,9 @@ def _invoke(fn: Callable[[], list], as_json: bool, quiet: bool, debug: bool, aft
               file=sys.stderr)
         raise typer.Exit(1)
     if as_json:
-        print(json.dumps({"stages": [r.to_dict() for r in results]}, indent=2))
+        print(json.dumps(to_json(results), indent=2))
     elif not quiet:
-        _print_results(results)
+        render(results)
 
 
 def _stage_command(stage: str, help_text: str, example: str) -> None:
@@ -114,8 +119,51 @@ _stage_command("teacher", "Train the teacher on the training split (or load its 
                "cann-distill teacher recipes/resnet10t_from_resnet18_digits.yaml --set teacher.train.epochs=3")
 _stage_command("select", "Run the teacher once over the training set, cache its logits and write the critical-sample index.",
                "cann-distill select recipes/resnet10t_from_resnet18_digits.yaml --set select.top_k_ratio=0.5")
-_stage_command("distill", "Train the student with CE + KD from the cached teacher logits and the critical-sample index.",
-               "cann-distill distill recipes/resnet10t_from_resnet18_digits.yaml --set distill.epochs=2 --force")
+
+
+@app.command(
+    "distill",
+    help="Train the student from the teacher: any mix of logit, feature and relation losses (feature taps by timm "
+    "feature_info index or module path, see `cann-distill inspect`), the critical-sample index, warmup + cosine, EMA, "
+    "best-epoch selection. A resumable checkpoint is saved every epoch and on Ctrl-C.",
+    epilog="Example: cann-distill distill recipes/resnet10t_from_resnet18_digits_mgd.yaml --set distill.epochs=2 --resume",
+)
+def distill_cmd(
+    recipe: RecipeArg, run_dir: RunDirOpt = None, set_: SetOpt = None, force: ForceOpt = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from <run_dir>/.distill.resume.pt "
+                                         "(refused if the recipe changed since).")] = False,
+    as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+) -> None:
+    from cann_distill.pipeline import run_stages
+
+    _invoke(lambda: run_stages(recipe, ["distill"], run_dir=run_dir, force=force, overrides=set_ or [], resume=resume),
+            as_json, quiet, debug)
+
+
+@app.command(
+    "inspect",
+    help="List an architecture's feature taps (timm feature_info index, module, channels, stride, output shape) "
+    "to name them in a recipe's feature losses (student: '2', teacher: '3'); any module path works too.",
+    epilog="Example: cann-distill inspect resnet10t --image-size 32",
+)
+def inspect_cmd(
+    arch: Annotated[str, typer.Argument(help="timm architecture name.", show_default=False)],
+    image_size: Annotated[int, typer.Option("--image-size", help="Input height and width for the output shapes.")] = 224,
+    as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+) -> None:
+    from cann_distill.taps import inspect_arch
+
+    def render(info: dict) -> None:
+        t = Table(title=f"{info['arch']} taps at {info['image_size']}x{info['image_size']}", title_justify="left")
+        for col in ("tap", "module", "channels", "stride", "output shape"):
+            t.add_column(col)
+        for row in info["taps"]:
+            t.add_row(row["tap"], row["module"], str(row["channels"]), "" if row["stride"] is None else str(row["stride"]),
+                      "x".join(str(d) for d in row["shape"]))
+        ui.console.print(t)
+        ui.console.print(f"or any module path, e.g. {info['module_path_example']}", highlight=False)
+
+    _invoke(lambda: inspect_arch(arch, image_size), as_json, quiet, debug, render=render, to_json=lambda info: info)
 ProviderOpt = Annotated[Optional[str], typer.Option("--provider", help="onnxruntime execution provider (overrides validate.provider).")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Exit 1 when a deployment budget (hardware profile / validate.budgets) fails.")]
 

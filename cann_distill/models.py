@@ -1,9 +1,9 @@
-"""timm models by name, checkpoints (always loaded with weights_only=True)."""
+"""timm models by name, checkpoints (always loaded with weights_only=True), teacher input re-normalisation."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
@@ -77,3 +77,24 @@ def build_model(cfg: ModelConfig, num_classes: int, in_chans: int, checkpoint: O
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+class Renormalize(nn.Module):
+    """Map inputs normalised with the student's (data's) mean/std onto the teacher's.
+
+    x_teacher = (x * std_s + mean_s - mean_t) / std_t, per channel. A teacher that sees inputs
+    normalised for another model silently distills worse, so distill applies this whenever
+    `teacher.mean` / `teacher.std` differ from the data's.
+    """
+
+    def __init__(self, mean_s: Sequence[float], std_s: Sequence[float], mean_t: Sequence[float], std_t: Sequence[float]) -> None:
+        super().__init__()
+        ms, ss, mt, st = (torch.tensor(list(v), dtype=torch.float32).view(1, -1, 1, 1) for v in (mean_s, std_s, mean_t, std_t))
+        self.register_buffer("scale", ss / st)
+        self.register_buffer("shift", (ms - mt) / st)
+        self.identity = bool(torch.equal(ms, mt) and torch.equal(ss, st))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.identity:
+            return x
+        return x * self.scale.to(x.dtype) + self.shift.to(x.dtype)

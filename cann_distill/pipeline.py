@@ -21,11 +21,15 @@ def run_stages(
     run_dir: Union[str, Path, None] = None,
     force: Union[bool, Iterable[str]] = False,
     overrides: Optional[list[str]] = None,
+    resume: bool = False,
 ) -> list[StageResult]:
     """Run `stages` in order, skipping those whose inputs have not changed.
 
-    `force=True` reruns all of them; an iterable of names reruns just those.
+    `force=True` reruns all of them; an iterable of names reruns just those. `resume=True` lets
+    distill continue from its resume checkpoint (saved every epoch and on Ctrl-C).
     """
+    from cann_distill.stages.distill import resume_path, resuming
+
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides)
     unknown = [s for s in stages if s not in STAGES]
@@ -34,7 +38,9 @@ def run_stages(
     forced = set(stages) if force is True else set(force or ())
     run = run_dir_of(recipe, run_dir)
     results = []
-    with run.lock():
+    if resume and "distill" in stages and resume_path(run).exists():
+        forced.add("distill")  # an interrupted --force run leaves the older, still valid outputs in place
+    with run.lock(), resuming(resume):
         run.write_resolved_recipe(recipe.to_dict())
         for name in stages:
             results.append(run_stage(STAGES[name], recipe, run, force=name in forced))

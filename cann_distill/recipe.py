@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 import re
 from functools import lru_cache
 from importlib import resources
@@ -48,6 +49,11 @@ class TrainConfig(Strict):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
     batch_size: Optional[int] = Field(None, ge=1, description="default: data.batch_size")
+    warmup_epochs: float = Field(0.0, ge=0, description="linear learning-rate warmup (epochs, fractions allowed) before the cosine decay")
+    grad_clip: Optional[float] = Field(None, gt=0, allow_inf_nan=False, description="clip the global gradient L2 norm to this value")
+    amp: Literal["none", "bf16"] = Field("none", description="bf16: forward and losses under bfloat16 autocast (CPU or GPU)")
+    ema_decay: Optional[float] = Field(None, gt=0, lt=1, description="keep an exponential moving average of the weights; evaluate and export it")
+    select_best: bool = Field(False, description="export the weights of the epoch with the best validation accuracy instead of the last")
 
 
 class ModelConfig(Strict):
@@ -58,6 +64,8 @@ class ModelConfig(Strict):
 
 class TeacherConfig(ModelConfig):
     arch: str = "resnet18"
+    mean: Optional[list[float]] = Field(None, description="input mean the teacher expects; default data.mean (distill re-normalises when they differ)")
+    std: Optional[list[float]] = Field(None, description="input std the teacher expects; default data.std")
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=10))
     train_when_checkpoint: bool = Field(False, description="fine-tune even when a checkpoint is given")
 
@@ -130,6 +138,9 @@ class DistillConfig(TrainConfig):
     critical: CriticalConfig = Field(default_factory=CriticalConfig)
     temperature_schedule: ScheduleSpec = Field(
         default_factory=ScheduleSpec, description="per-epoch temperature: constant | linear | cosine | adaptive, plus its arguments"
+    )
+    loss_balance: Literal["none", "uncertainty"] = Field(
+        "none", description="uncertainty: learnable log-variance s_i per loss, weight_i * (exp(-s_i) * L_i + s_i) (Kendall et al. 2018)"
     )
 
 
@@ -347,8 +358,15 @@ def semantic_errors(recipe: Recipe) -> list[str]:
         value = getattr(recipe.data, key)
         if value is not None and len(value) != channels:
             errors.append(f"data.{key}: needs {channels} value(s), one per channel, got {len(value)}")
-    if recipe.data.std is not None and any(s <= 0 for s in recipe.data.std):
-        errors.append("data.std: every value must be > 0")
+    for section in ("data", "teacher"):
+        for key in ("mean", "std"):
+            value = getattr(getattr(recipe, section), key)
+            if section == "teacher" and value is not None and len(value) != channels:
+                errors.append(f"teacher.{key}: needs {channels} value(s), one per channel, got {len(value)}")
+            if value is not None and not all(math.isfinite(v) for v in value):
+                errors.append(f"{section}.{key}: every value must be finite")
+            elif key == "std" and value is not None and any(v <= 0 for v in value):
+                errors.append(f"{section}.std: every value must be > 0")
     errors += _select_errors(recipe)
     for i, spec in enumerate(recipe.distill.losses):
         path = f"distill.losses[{i}]"

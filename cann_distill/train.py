@@ -1,10 +1,25 @@
-"""One training loop, shared by the teacher and distill stages."""
+"""One training loop, shared by the teacher and distill stages.
+
+`fit` runs SGD/AdamW with linear warmup then cosine decay, optional gradient clipping, bf16
+autocast and an exponential moving average (EMA) of the weights, evaluates on the validation
+split after every epoch and can keep the best epoch's weights. Given a `Checkpointing`, it
+saves a resumable state after every epoch and on Ctrl-C (mid-epoch, at the batch it reached),
+and resumes from it bit for bit: the loader's and sampler's generators are restored to the
+start of the interrupted epoch, the batches already trained on are skipped, and the global RNG
+is restored to where the interrupted batch began.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import math
 import random
-from typing import Callable, Iterator, Optional, Sequence
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -12,8 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from cann_distill.data import Split, loader
-from cann_distill.errors import StageError
+from cann_distill.errors import ArtifactError, StageError, UsageError
 from cann_distill.recipe import TrainConfig
+from cann_distill.rundir import atomic_path
 from cann_distill.ui import ui
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -21,7 +37,10 @@ StepFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, dict[str, float]]]
 EpochStart = Callable[[int], dict[str, float]]
 """Called before epoch `e` (0-based); returns extra fields for that epoch's history row."""
 EpochEnd = Callable[[int, dict[str, float]], None]
-"""Called after epoch `e` with its finished history row."""
+"""Called after epoch `e` with its finished history row. It must depend only on the rows it is
+given: on resume it is replayed over the restored history to rebuild its state."""
+
+RESUME_FORMAT = 1
 
 
 def ce_step(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
@@ -52,10 +71,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: TrainConfig, no_decay: Sequence[str] = ()) -> torch.optim.Optimizer:
+    """Parameters whose name starts with a `no_decay` prefix get no weight decay (e.g. loss-balance log-variances)."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    plain = [p for n, p in named if not n.startswith(tuple(no_decay))] if no_decay else [p for _, p in named]
+    exempt = [p for n, p in named if n.startswith(tuple(no_decay))] if no_decay else []
+    groups: list[dict[str, Any]] = [{"params": plain}] + ([{"params": exempt, "weight_decay": 0.0}] if exempt else [])
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=cfg.momentum > 0)
 
 
 @torch.no_grad()
@@ -78,6 +102,124 @@ def cosine_factor(progress: float) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
 
 
+def lr_factor(epoch_progress: float, epochs: int, warmup: float = 0.0, step: float = 0.0) -> float:
+    """Linear warmup over the first `warmup` epochs, then cosine decay over the rest.
+
+    `epoch_progress` counts epochs (2.5 = halfway through the third). During warmup the factor is
+    that of the end of the current step (`step` = one batch in epochs), so the first step does not
+    run at lr 0.
+    """
+    if warmup > 0 and epoch_progress < warmup:
+        return min(1.0, (epoch_progress + step) / warmup)
+    if epochs <= warmup:
+        return 1.0
+    return cosine_factor((epoch_progress - warmup) / (epochs - warmup))
+
+
+class EmaWeights:
+    """Exponential moving average of a module's floating-point state (parameters and BN statistics).
+
+    ema = decay * ema + (1 - decay) * current after each optimizer step; integer buffers are copied.
+    """
+
+    def __init__(self, module: nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.module = copy.deepcopy(module).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        current = module.state_dict()
+        for name, avg in self.module.state_dict().items():
+            value = current[name].detach()
+            if avg.dtype.is_floating_point:
+                avg.mul_(self.decay).add_(value.to(avg.dtype), alpha=1 - self.decay)
+            else:
+                avg.copy_(value)
+
+
+@contextlib.contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends, so an optimizer update and its bookkeeping happen together or not at all."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if pending:
+            raise KeyboardInterrupt
+
+
+def state_copy(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+class History(list):
+    """Per-epoch rows (a plain list to JSON) plus what `fit` selected."""
+
+    best_epoch: Optional[int] = None  # 1-based epoch with the best val accuracy (None without validation)
+    selected: str = "last"  # which weights the model holds after fit: last | best
+    resumed_from: Optional[dict[str, int]] = None  # {"epoch": e, "step": s} when fit resumed a checkpoint
+
+
+@dataclass
+class Checkpointing:
+    """Where `fit` keeps its resumable state and the fingerprint that state must carry."""
+
+    path: Path
+    fingerprint: str  # of everything the training depends on; a checkpoint with another one is refused
+    resume: bool = False  # continue from `path` when it exists
+    command: str = ""  # how to resume, for messages
+
+
+def read_resume(ckpt: Checkpointing) -> Optional[dict[str, Any]]:
+    """The resume state at `ckpt.path`, None when there is none; refuses another recipe's checkpoint."""
+    if not ckpt.path.exists():
+        return None
+    try:
+        state = torch.load(ckpt.path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ArtifactError(f"{ckpt.path}: not a loadable resume checkpoint ({str(exc).splitlines()[0][:160]}); "
+                            "delete it or rerun without --resume") from None
+    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
+        raise ArtifactError(f"{ckpt.path}: not a cann-distill resume checkpoint; delete it or rerun without --resume")
+    if state.get("fingerprint") != ckpt.fingerprint:
+        raise UsageError(f"--resume: {ckpt.path} was saved by another configuration (recipe, data or upstream artifacts "
+                         "changed since); rerun without --resume to start over")
+    return state
+
+
+def _nonfinite_message(desc: str, epoch: int, step: int, loss: torch.Tensor, parts: dict[str, float],
+                       ckpt: Optional[Checkpointing], last_saved: Optional[int]) -> str:
+    bad = [k for k, v in parts.items() if not math.isfinite(v)]
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in parts.items())
+    which = f"non-finite component(s): {', '.join(bad)}" if bad else "the weighted sum overflowed"
+    msg = f"{desc}: loss is {loss.item()} at epoch {epoch + 1} step {step + 1}, {which} ({shown})"
+    if ckpt is not None and last_saved is not None:
+        msg += f"; the last good checkpoint ({ckpt.path}, end of epoch {last_saved}) is kept"
+    return msg + "; lower the learning rate or set grad_clip"
+
+
+def _status(epoch: int, epochs: int, means: dict[str, float], lr: float, extra: dict[str, float],
+            last_val: Optional[float], best: Optional[tuple[float, int]]) -> str:
+    """The live progress line: every loss component, lr, temperature and validation accuracy."""
+    parts = [f"epoch {epoch + 1}/{epochs}", f"loss {means.get('loss', float('nan')):.4f}"]
+    comps = " ".join(f"{k} {v:.3g}" for k, v in means.items() if k not in ("loss", "grad_norm") and not k.startswith("balance."))
+    if comps:
+        parts.append(comps)
+    parts.append(f"lr {lr:.3g}")
+    if "temperature_mean" in extra:
+        parts.append(f"T {extra['temperature_mean']:.2f}")
+    if last_val is not None:
+        parts.append(f"val {100 * last_val:.1f}%" + (f" (best {100 * best[0]:.1f}% @{best[1]})" if best else ""))
+    return " | ".join(parts)
+
+
 def fit(
     model: nn.Module,
     train: Split,
@@ -90,57 +232,190 @@ def fit(
     sampler: Optional[torch.utils.data.Sampler] = None,
     on_epoch_start: Optional[EpochStart] = None,
     on_epoch_end: Optional[EpochEnd] = None,
-) -> list[dict[str, float]]:
-    """SGD/AdamW with cosine decay; per-epoch history of mean loss components and val accuracy.
+    *,
+    deploy: Optional[nn.Module] = None,
+    checkpoint: Optional[Checkpointing] = None,
+    no_decay: Sequence[str] = (),
+) -> History:
+    """Train `model`; per-epoch history of mean loss components, lr and val accuracy.
+
+    `deploy` is the part of `model` that is evaluated, averaged (EMA) and selected (best epoch);
+    default the whole model. Distill passes the plain student while `model` also holds connectors
+    and loss-balance parameters. After fit, `deploy` holds the EMA weights when `ema_decay` is set
+    and the best epoch's weights when `select_best` is (best among the evaluated, i.e. EMA, weights).
 
     The cosine follows epoch progress rather than a step count, so an epoch hook may change
     the sampler (and so the epoch length) without bending the schedule.
     """
     seed_everything(seed)
-    opt = make_optimizer(model, cfg)
+    deploy = deploy if deploy is not None else model
+    opt = make_optimizer(model, cfg, no_decay)
     base_lrs = [g["lr"] for g in opt.param_groups]
     batches = loader(train, batch_size, shuffle=True, seed=seed, sampler=sampler)
+    ema = EmaWeights(deploy, cfg.ema_decay) if cfg.ema_decay else None
+    device_type = next((p.device.type for p in model.parameters()), "cpu")
+    params = [p for p in model.parameters() if p.requires_grad]
 
-    def set_lr(progress: float) -> float:
-        factor = cosine_factor(progress)
+    def autocast() -> contextlib.AbstractContextManager:
+        if cfg.amp == "bf16":
+            return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def set_lr(progress: float, step_size: float = 0.0) -> float:
+        factor = lr_factor(progress, cfg.epochs, cfg.warmup_epochs, step_size)
         for g, lr in zip(opt.param_groups, base_lrs):
             g["lr"] = lr * factor
         return base_lrs[0] * factor
 
-    history: list[dict[str, float]] = []
+    def generators() -> dict[str, Any]:
+        gens = {"loader": batches.generator}
+        if sampler is not None and isinstance(getattr(sampler, "generator", None), torch.Generator):
+            gens["sampler"] = sampler.generator
+        return gens
+
+    history = History()
+    best: Optional[tuple[float, int, dict[str, torch.Tensor]]] = None  # (val_acc, epoch, deploy state)
+    start_epoch, start_batch = 0, 0
+    partial: tuple[dict[str, float], int] = ({}, 0)
+    restored: Optional[dict[str, Any]] = None
+    last_saved: Optional[int] = None
+
+    if checkpoint is not None and checkpoint.resume:
+        restored = read_resume(checkpoint)
+        if restored is None:
+            ui.info(f"[dim]{desc}: no resume checkpoint at {checkpoint.path}; starting from scratch[/dim]")
+    elif checkpoint is not None and checkpoint.path.exists():
+        ui.info(f"[dim]{desc}: starting over; {checkpoint.path} will be replaced (--resume continues it)[/dim]")
+    if restored is not None:
+        model.load_state_dict(restored["model"])
+        opt.load_state_dict(restored["optimizer"])
+        if ema is not None and restored.get("ema") is not None:
+            ema.module.load_state_dict(restored["ema"])
+        if restored.get("best") is not None:
+            b = restored["best"]
+            best = (float(b["val_acc"]), int(b["epoch"]), b["state"])
+        history.extend(restored["history"])
+        start_epoch, start_batch = int(restored["epoch"]), int(restored["batch"])
+        partial = (dict(restored["sums"]), int(restored["n"]))
+        last_saved = start_epoch if start_batch == 0 else None
+        if on_epoch_end is not None:
+            for e, row in enumerate(history):
+                on_epoch_end(e, row)
+        history.resumed_from = {"epoch": start_epoch + 1, "step": start_batch + 1}
+        ui.info(f"{desc}: resuming from {checkpoint.path} at epoch {start_epoch + 1} step {start_batch + 1}")  # type: ignore[union-attr]
+
+    # where the loop is, for the Ctrl-C checkpoint
+    pos: dict[str, Any] = {"epoch": start_epoch, "batch": start_batch, "epoch_rng": None, "rng": None, "sums": {}, "n": 0}
+
+    def save(epoch: int, batch: int, epoch_rng: dict[str, torch.Tensor], rng: dict[str, Any], sums: dict[str, float], n: int) -> None:
+        assert checkpoint is not None
+        state = {
+            "format": RESUME_FORMAT, "fingerprint": checkpoint.fingerprint, "epoch": epoch, "batch": batch,
+            "model": state_copy(model), "optimizer": opt.state_dict(), "ema": state_copy(ema.module) if ema else None,
+            "best": {"val_acc": best[0], "epoch": best[1], "state": best[2]} if best else None,
+            "history": [dict(r) for r in history[:epoch]], "sums": dict(sums), "n": n,
+            "epoch_rng": epoch_rng, "rng": rng,
+        }
+        with atomic_path(checkpoint.path) as tmp:
+            torch.save(state, tmp)
+
+    def rng_state() -> dict[str, Any]:
+        # numpy / random states as plain lists so the checkpoint loads with weights_only=True
+        np_state = np.random.get_state()
+        return {"torch": torch.get_rng_state(), "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+                "random": list(random.getstate()[1]) + [random.getstate()[0], random.getstate()[2]]}
+
+    def set_rng_state(state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["torch"])
+        kind, keys, *rest = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+        *internal, version, gauss = state["random"]
+        random.setstate((version, tuple(internal), gauss))
+
+    last_val: Optional[float] = history[-1].get("val_acc") if history else None
     with ui.progress() as prog:
         task = prog.add_task(desc, total=max(1, cfg.epochs * len(batches)), status="") if prog else None
-        done = 0
-        for epoch in range(cfg.epochs):
-            extra = on_epoch_start(epoch) if on_epoch_start is not None else {}
-            n_batches = len(batches)
-            if prog is not None and task is not None:
-                prog.update(task, total=max(1, done + (cfg.epochs - epoch) * n_batches))
-            model.train()
-            sums: dict[str, float] = {}
-            n = 0
-            for bi, batch in enumerate(batches):
-                set_lr((epoch + bi / n_batches) / cfg.epochs)
-                loss, parts = step(model, batch)
-                if not torch.isfinite(loss):
-                    raise StageError(f"{desc}: loss is {loss.item()} at epoch {epoch + 1} step {bi + 1} ({parts}); lower the learning rate")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                bs = batch[0].shape[0]
-                n += bs
-                done += 1
-                for k, v in {"loss": loss.item(), **parts}.items():
-                    sums[k] = sums.get(k, 0.0) + v * bs
-                if prog is not None and task is not None:
-                    prog.update(task, advance=1, status=f"epoch {epoch + 1}/{cfg.epochs} loss {sums['loss'] / n:.4f}")
-            row = {"epoch": epoch + 1, "lr": set_lr((epoch + 1) / cfg.epochs), **extra, **{k: v / max(n, 1) for k, v in sums.items()}}
-            if val is not None:
-                row["val_acc"] = accuracy(predict(model, val, desc=f"{desc} eval"), val.targets)
-            history.append(row)
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, row)
+        done = start_epoch * len(batches) + start_batch
         if prog is not None and task is not None:
-            prog.remove_task(task)
+            prog.update(task, completed=done)
+        try:
+            for epoch in range(start_epoch, cfg.epochs):
+                pos.update(epoch=epoch, batch=0)
+                extra = on_epoch_start(epoch) if on_epoch_start is not None else {}
+                n_batches = len(batches)
+                if prog is not None and task is not None:
+                    prog.update(task, total=max(1, done + (cfg.epochs - epoch) * n_batches))
+                skip = 0
+                if restored is not None and epoch == start_epoch:
+                    for name, gen in generators().items():
+                        gen.set_state(restored["epoch_rng"][name])
+                    set_rng_state(restored["rng"])
+                    skip = start_batch
+                    sums, n = partial
+                else:
+                    sums, n = {}, 0
+                pos["epoch_rng"] = {name: gen.get_state() for name, gen in generators().items()}
+                model.train()
+                for bi, batch in enumerate(batches):
+                    if bi < skip:
+                        continue  # trained on before the interruption; iterating keeps the order
+                    pos.update(batch=bi, rng=rng_state(), sums=dict(sums), n=n)
+                    lr = set_lr(epoch + bi / n_batches, 1 / n_batches)
+                    with autocast():
+                        loss, parts = step(model, batch)
+                    if not torch.isfinite(loss):
+                        raise StageError(_nonfinite_message(desc, epoch, bi, loss, parts, checkpoint, last_saved))
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    with deferred_interrupt():
+                        if cfg.grad_clip is not None:
+                            parts = {**parts, "grad_norm": float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))}
+                        opt.step()
+                        if ema is not None:
+                            ema.update(deploy)
+                        bs = batch[0].shape[0]
+                        n += bs
+                        done += 1
+                        for k, v in {"loss": loss.item(), **parts}.items():
+                            sums[k] = sums.get(k, 0.0) + v * bs
+                        pos.update(batch=bi + 1, rng=None)
+                    if prog is not None and task is not None:
+                        means = {k: v / n for k, v in sums.items()}
+                        prog.update(task, advance=1, status=_status(epoch, cfg.epochs, means, lr, extra, last_val,
+                                                                    best[:2] if best else None))
+                pos.update(batch=n_batches, rng=rng_state(), sums=dict(sums), n=n)
+                row = {"epoch": epoch + 1, "lr": set_lr(epoch + 1), **extra, **{k: v / max(n, 1) for k, v in sums.items()}}
+                evaluated = ema.module if ema is not None else deploy
+                if val is not None:
+                    row["val_acc"] = last_val = accuracy(predict(evaluated, val, desc=f"{desc} eval"), val.targets)
+                    if best is None or row["val_acc"] > best[0]:
+                        best = (row["val_acc"], epoch + 1, state_copy(evaluated) if cfg.select_best else {})
+                    row["best_val_acc"] = best[0]
+                with deferred_interrupt():  # the row, the hook's state and the checkpoint move on together
+                    history.append(row)
+                    if on_epoch_end is not None:
+                        on_epoch_end(epoch, row)
+                    pos.update(epoch=epoch + 1, batch=0, epoch_rng=None, rng=None, sums={}, n=0)
+                    if checkpoint is not None:
+                        save(epoch + 1, 0, {name: gen.get_state() for name, gen in generators().items()}, rng_state(), {}, 0)
+                        last_saved = epoch + 1
+        except KeyboardInterrupt:
+            if checkpoint is not None and pos["epoch"] < cfg.epochs:
+                if pos["epoch_rng"] is None:  # between epochs: the next one starts from the current generators
+                    pos["epoch_rng"] = {name: gen.get_state() for name, gen in generators().items()}
+                save(pos["epoch"], pos["batch"], pos["epoch_rng"], pos["rng"] or rng_state(), pos["sums"], pos["n"])
+                ui.warn(f"{desc}: interrupted at epoch {pos['epoch'] + 1} step {pos['batch'] + 1}; saved {checkpoint.path}"
+                        + (f"; continue with `{checkpoint.command}`" if checkpoint.command else ""))
+            raise
+        finally:
+            if prog is not None and task is not None:
+                prog.remove_task(task)
+    if ema is not None:
+        deploy.load_state_dict(ema.module.state_dict())
+    if best is not None:
+        history.best_epoch = best[1]
+        if cfg.select_best and best[2]:
+            deploy.load_state_dict(best[2])
+            history.selected = "best"
     model.eval()
     return history

@@ -56,8 +56,11 @@ def timed_select(recipe: Recipe, run_dir: Path, force: bool) -> tuple[float, str
     return result.seconds, result.summary["cache"]
 
 
-def steps_per_second(recipe: Recipe, teacher_ckpt: Path, cached_logits: np.ndarray, epochs: int) -> dict[str, float]:
-    """Distill's training loop (same losses, optimizer, loader) with cached logits vs a teacher forward per step."""
+def steps_per_second(recipe: Recipe, teacher_ckpt: Path | None, cached_logits: np.ndarray, epochs: int) -> dict[str, float]:
+    """Distill's training loop (same losses, optimizer, loader) with cached logits vs a teacher forward per step.
+
+    With `teacher_ckpt=None` the teacher keeps its random init: only its cost matters here.
+    """
     train, _ = load_splits(recipe.data)
     n_classes, chans = len(train.classes), channels_of(recipe.data)
     teacher = build_model(recipe.teacher, n_classes, chans, checkpoint=teacher_ckpt).eval()
@@ -104,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="fixed (default): KD's own temperature in every arm, so only the subset differs; "
                          "per-sample: select.temperature.per_sample=true (the random arm then gets random temperatures)")
     ap.add_argument("--work-dir", type=Path, default=None, help="run dirs and the cache (default: a fresh temp dir, removed after)")
+    ap.add_argument("--speed-teachers", default="resnet34,resnet50",
+                    help="also time the cached vs teacher-forward loop with these (untrained) teachers; '' for none")
     ap.add_argument("--out", type=Path, required=True, help="write the results here as JSON")
     ap.add_argument("--verbose", action="store_true", help="show the stages' progress messages")
     args = ap.parse_args(argv)
@@ -157,6 +162,12 @@ def main(argv: list[str] | None = None) -> int:
         throughput = steps_per_second(base_recipe, ckpt, logits, args.throughput_epochs)
         print(f"distill steps/s: cached {throughput['cached_steps_per_s']:.2f}, teacher forward per step "
               f"{throughput['teacher_forward_steps_per_s']:.2f}: {throughput['ratio']:.2f}x (target >= 1.5x)", flush=True)
+        by_teacher = {base_recipe.teacher.arch: throughput}
+        for arch in [a for a in args.speed_teachers.split(",") if a]:
+            other = base_recipe.model_copy(update={"teacher": base_recipe.teacher.model_copy(update={"arch": arch, "checkpoint": None, "pretrained": False})})
+            by_teacher[arch] = steps_per_second(other, None, logits, args.throughput_epochs)
+            print(f"distill steps/s with teacher {arch}: cached {by_teacher[arch]['cached_steps_per_s']:.2f}, teacher forward "
+                  f"{by_teacher[arch]['teacher_forward_steps_per_s']:.2f}: {by_teacher[arch]['ratio']:.2f}x", flush=True)
 
         results = {
             "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
@@ -164,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             "distill_epochs": base_recipe.distill.epochs, "teacher_epochs": teacher["epochs"], "teacher_val_acc": teacher["val_acc"],
             "top_k_ratio": base_recipe.select.top_k_ratio, "strategy": base_recipe.select.strategy, "temperature": args.temperature,
             "seeds": seeds, "std": "sample standard deviation (ddof=1) over seeds",
-            "arms": arms, "cache": cache_result, "throughput": throughput,
+            "arms": arms, "cache": cache_result, "throughput": throughput, "throughput_by_teacher": by_teacher,
             "targets": {"warm_over_cold_below_0.10": cache_result["warm_over_cold"] < 0.10, "steps_ratio_at_least_1.5": throughput["ratio"] >= 1.5},
             "seconds": time.perf_counter() - started,
         }

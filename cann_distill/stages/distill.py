@@ -1,4 +1,10 @@
-"""distill: train the student from cached teacher logits and the critical-sample index.
+"""distill: train the student from the teacher (cached logits, or online feature taps) and the critical-sample index.
+
+The teacher runs (eval mode, no grad) only when a loss reads a teacher feature tap or the teacher
+expects another input normalisation than the data's; otherwise its logits come from select's cache.
+Connectors and loss-balance parameters train with the student and are dropped at export:
+distill/student.pt holds the plain timm student. A resumable state is saved after every epoch and
+on Ctrl-C to <run_dir>/.distill.resume.pt (outside the staging folder); `--resume` continues it.
 
 Temperature, per epoch e of E (the choice when select.temperature.per_sample is off is deliberate:
 a recipe that asks for neither per-sample nor scheduled temperatures gets classic KD):
@@ -10,28 +16,51 @@ a recipe that asks for neither per-sample nor scheduled temperatures gets classi
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import json
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
 
-from cann_distill.data import Split, channels_of, load_splits
+from cann_distill.cache import OutputCache, cache_key, checkpoint_weights_fingerprint, resolve_cache_dir
+from cann_distill.data import Split, channels_of, data_fingerprint, load_splits, loader, norm_stats
+from cann_distill.distiller import Distiller, teacher_feature_taps
 from cann_distill.errors import ArtifactError
-from cann_distill.losses import LOSSES, Loss
-from cann_distill.models import build_model, count_params, save_checkpoint
+from cann_distill.models import Renormalize, build_model, count_params, save_checkpoint
 from cann_distill.recipe import Recipe
+from cann_distill.rundir import RunDir, sha256_json
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
 from cann_distill.stages.select import INDEX, INDEX_FIELDS, LOGITS, SUMMARY
+from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT
 from cann_distill.temperature import SCHEDULES, temperature_at
-from cann_distill.train import SubsetSampler, accuracy, fit, predict, seed_everything
+from cann_distill.train import Checkpointing, SubsetSampler, accuracy, fit, predict, seed_everything
 from cann_distill.ui import ui
 
 CHECKPOINT = "distill/student.pt"
 METRICS = "distill/metrics.json"
+RESUME = ".distill.resume.pt"  # in the run dir, outside the staging folder, so an interrupted run keeps it
+
+_resume: ContextVar[bool] = ContextVar("cann_distill_distill_resume", default=False)
+
+
+@contextlib.contextmanager
+def resuming(enabled: bool = True) -> Iterator[None]:
+    """Within this block the distill stage continues from its resume checkpoint when there is one."""
+    token = _resume.set(enabled)
+    try:
+        yield
+    finally:
+        _resume.reset(token)
+
+
+def resume_path(run: RunDir) -> Path:
+    return run.root / RESUME
 
 
 @dataclass
@@ -76,32 +105,62 @@ def curriculum_epochs(recipe: Recipe) -> int:
     return c.curriculum_epochs if c.curriculum_epochs is not None else recipe.distill.epochs // 2
 
 
+def teacher_input(recipe: Recipe) -> Renormalize:
+    """Re-normalisation from the data's mean/std to the teacher's (identity when the teacher's are unset or equal)."""
+    mean_s, std_s = norm_stats(recipe.data)
+    return Renormalize(mean_s, std_s, recipe.teacher.mean or mean_s, recipe.teacher.std or std_s)
+
+
+def sensitivity_key(recipe: Recipe, train: Split, teacher_weights: str, tap: str) -> str:
+    mean, std = norm_stats(recipe.data)
+    return cache_key({
+        "outputs": "channel_sensitivity", "tap": tap, "arch": recipe.teacher.arch, "weights": teacher_weights,
+        "teacher_input": {"mean": recipe.teacher.mean or mean, "std": recipe.teacher.std or std},
+        "data": data_fingerprint(recipe.data, ignore=frozenset({"batch_size"})),
+        "ids": hashlib.sha256("\n".join(train.ids).encode()).hexdigest(),
+    })
+
+
 class DistillStage(Stage):
     name = "distill"
-    version = 3
+    version = 4
     sections = ("data", "student", "distill", "seed")
-    needs = (LOGITS, INDEX, SUMMARY)
+    needs = (LOGITS, INDEX, SUMMARY, TEACHER_CKPT)
 
     def extra_inputs(self, recipe: Recipe) -> dict[str, Any]:
-        return {"checkpoint": _checkpoint_hashes(recipe)["student"]}
+        return {"checkpoint": _checkpoint_hashes(recipe)["student"],
+                "teacher_input": {"arch": recipe.teacher.arch, "mean": recipe.teacher.mean, "std": recipe.teacher.std}}
 
     def execute(self, ctx: Context) -> dict[str, Any]:
         r = ctx.recipe
         cfg = r.distill
         train, val = load_splits(r.data)
         n = len(train)
-        teacher_logits = torch.from_numpy(np.load(ctx.artifacts[LOGITS], allow_pickle=False))
-        if teacher_logits.shape != (n, len(train.classes)):
-            raise ArtifactError(f"{ctx.artifacts[LOGITS]}: shape {tuple(teacher_logits.shape)} does not fit {n} samples × {len(train.classes)} classes")
+        n_classes, in_chans = len(train.classes), channels_of(r.data)
+        cached_logits = torch.from_numpy(np.load(ctx.artifacts[LOGITS], allow_pickle=False))
+        if cached_logits.shape != (n, n_classes):
+            raise ArtifactError(f"{ctx.artifacts[LOGITS]}: shape {tuple(cached_logits.shape)} does not fit {n} samples × {n_classes} classes")
         index = read_index(ctx.artifacts[INDEX], train)
         temp_cfg = read_temperature_config(ctx.artifacts[SUMMARY])
         critical = torch.from_numpy(index.critical)
-        losses: list[tuple[str, float, Loss]] = [(s.kind, s.weight, LOSSES.build(s.kind, **s.kwargs())) for s in cfg.losses]
-        tempered = [kind for kind, _, loss in losses if hasattr(loss, "temperature")]
+
+        # models, taps and connectors first: a bad tap fails before any training
+        seed_everything(r.seed)
+        student = build_model(r.student, n_classes, in_chans, role="student")
+        renorm = teacher_input(r)
+        needs_teacher = bool(teacher_feature_taps(cfg.losses)) or not renorm.identity
+        teacher = build_model(r.teacher, n_classes, in_chans, checkpoint=ctx.artifacts[TEACHER_CKPT]) if needs_teacher else None
+        sample = torch.stack([train.fetch(i) for i in range(min(2, n))])
+        distiller = Distiller(cfg.losses, student, student_arch=r.student.arch, sample=sample, teacher=teacher,
+                              teacher_arch=r.teacher.arch, teacher_input=renorm, balance=cfg.loss_balance, force_teacher=needs_teacher)
+        sensitivity = self._channel_sensitivity(ctx, distiller, train)
+
+        terms = distiller.terms
+        tempered = [t.name for t in terms if hasattr(t.loss, "temperature")]
         spec = cfg.temperature_schedule
         schedule = SCHEDULES.build(spec.kind, **spec.kwargs())
         source = "per_sample" if temp_cfg["per_sample"] else ("loss" if spec.is_default else "schedule")
-        own_temperature = next((float(loss.temperature) for _, _, loss in losses if hasattr(loss, "temperature")), None)
+        own_temperature = next((float(t.loss.temperature) for t in terms if hasattr(t.loss, "temperature")), None)
         overridden = [f"{s.kind}.temperature={s.kwargs()['temperature']}" for s in cfg.losses if "temperature" in s.kwargs()]
         if source != "loss" and overridden:
             by = {"per_sample": "per-sample temperatures from select (select.temperature.per_sample=false keeps it)",
@@ -142,36 +201,65 @@ class DistillStage(Stage):
 
         def on_epoch_end(epoch: int, row: dict[str, float]) -> None:
             if tempered:
-                schedule.update(sum(row[kind] for kind in tempered))
+                schedule.update(sum(row[name] for name in tempered))
 
         def step(model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
             x, y, idx = batch
-            outputs = {"student.logits": model(x), "teacher.logits": teacher_logits[idx], "targets": y}
+            outputs = distiller.outputs(x)
+            if not distiller.runs_teacher:
+                outputs["teacher.logits"] = cached_logits[idx]
+            outputs["targets"] = y
             if state["temperature"] is not None:
                 outputs["temperature"] = state["temperature"][idx]
-            w = sample_w[idx]
-            total = torch.zeros(())
-            parts = {}
-            for kind, weight, loss in losses:
-                value = (loss(outputs) * w).sum() / w.sum()
-                parts[kind] = value.item()
-                total = total + weight * value
-            return total, parts
+            return distiller.loss(outputs, sample_w[idx])
 
-        seed_everything(r.seed)
-        model = build_model(r.student, len(train.classes), channels_of(r.data), role="student")
-        history = fit(model, train, cfg, cfg.batch_size or r.data.batch_size, step, r.seed, "distill", val=val, sampler=sampler,
-                      on_epoch_start=on_epoch_start, on_epoch_end=on_epoch_end)
-        val_acc = accuracy(predict(model, val, desc="student eval"), val.targets)
-        save_checkpoint(ctx.out / "student.pt", model, r.student.arch, len(train.classes), channels_of(r.data), classes=train.classes)
+        fingerprint = sha256_json({"stage_version": self.version, "sections": {s: (r.section(s) if s != "seed" else r.seed) for s in self.sections},
+                                   "artifacts": ctx.hashes, "extra": self.extra_inputs(r)})
+        resume = Checkpointing(resume_path(ctx.run), fingerprint, resume=_resume.get(),
+                               command="cann-distill distill RECIPE --resume")
+        history = fit(distiller.model, train, cfg, cfg.batch_size or r.data.batch_size, step, r.seed, "distill", val=val,
+                      sampler=sampler, on_epoch_start=on_epoch_start, on_epoch_end=on_epoch_end,
+                      deploy=student, checkpoint=resume, no_decay=("balance.",))
+        val_acc = accuracy(predict(student, val, desc="student eval"), val.targets)
+        save_checkpoint(ctx.out / "student.pt", student, r.student.arch, n_classes, in_chans, classes=train.classes)
         summary = {
-            "arch": r.student.arch, "params": count_params(model), "epochs": cfg.epochs, "val_acc": val_acc,
-            "losses": [s.model_dump() for s in cfg.losses], "critical_mode": mode,
+            "arch": r.student.arch, "params": count_params(student), "epochs": cfg.epochs, "val_acc": val_acc,
+            "best_epoch": history.best_epoch, "weights": history.selected if not cfg.ema_decay else f"ema ({history.selected})",
+            "losses": [s.model_dump() for s in cfg.losses], "loss_balance": cfg.loss_balance, "critical_mode": mode,
             "num_critical": int(critical.sum()), "critical_only_epochs": min(warmup, cfg.epochs),
             "temperature": {"source": source, "schedule": spec.kind, **spec.kwargs()},
+            "teacher": {"forward": distiller.runs_teacher, "logits": "online" if distiller.runs_teacher else "cached",
+                        "renormalized": not renorm.identity, "taps": distiller.teacher_taps},
+            "student_taps": distiller.student_taps,
+            "connectors": {k: {"params": count_params(m)} for k, m in distiller.model.connectors.items()},
+            "tap_shapes": {k: v for k, v in distiller.shapes.items() if ".feat." in k},
+            "channel_sensitivity": sensitivity,
         }
+        if history.resumed_from:
+            summary["resumed_from"] = history.resumed_from
         (ctx.out / "metrics.json").write_text(json.dumps({**summary, "history": history}, indent=2))
+        resume.path.unlink(missing_ok=True)  # the stage's outputs supersede it
         return summary
+
+    def _channel_sensitivity(self, ctx: Context, distiller: Distiller, train: Split) -> dict[str, str]:
+        """Teacher channel sensitivity for every cw_mse tap: computed once per teacher + data + tap, kept in select's cache."""
+        taps = list(dict.fromkeys(t.loss.weights_key.split(".", 2)[2] for t in distiller.terms if hasattr(t.loss, "weights_key")))
+        if not taps:
+            return {}
+        r = ctx.recipe
+        cache = OutputCache(resolve_cache_dir(r.select.cache_dir))
+        teacher_path = ctx.artifacts[TEACHER_CKPT]
+        weights = checkpoint_weights_fingerprint(cache.root, teacher_path, ctx.hashes[TEACHER_CKPT])
+        status = {}
+        for tap in taps:
+            channels = distiller.shapes[f"teacher.feat.{tap}"][0]
+            batches = loader(train, r.select.batch_size)
+            arr, status[tap] = cache.get_or_compute(
+                sensitivity_key(r, train, weights, tap), (channels,),
+                lambda: distiller.channel_sensitivity(tap, ui.track(batches, f"teacher sensitivity {tap}", total=len(batches))),
+                info={"outputs": "channel_sensitivity", "arch": r.teacher.arch, "tap": tap})
+            distiller.constants[f"teacher.chw.{tap}"] = torch.from_numpy(np.asarray(arr, dtype=np.float32))
+        return status
 
 
 register_stage(DistillStage())

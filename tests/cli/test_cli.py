@@ -8,7 +8,7 @@ import torch
 from cann_distill.cli import app
 from cann_distill.models import create_model, save_checkpoint
 
-COMMANDS = ["teacher", "select", "distill", "validate", "report", "run"]
+COMMANDS = ["teacher", "select", "distill", "validate", "report", "run", "inspect"]
 
 
 def one_line_error(result) -> str:
@@ -93,3 +93,18 @@ def test_debug_shows_traceback(cli, tmp_path: Path) -> None:
 def test_version(cli, flag: str) -> None:
     result = cli(flag)
     assert result.exit_code == 0 and result.stdout.startswith("cann-distill ")
+
+
+def test_inspect_lists_taps_as_table_and_json(cli) -> None:
+    result = cli("inspect", "test_resnet", "--image-size", "16")
+    assert result.exit_code == 0, result.stderr
+    text = " ".join(result.stderr.split())
+    assert "layer2 │ 48 │ 8 │ 48x2x2" in text and "layer2.0" in text
+    result = cli("inspect", "test_resnet", "--image-size", "16", "--json")
+    import json
+
+    info = json.loads(result.stdout)
+    assert [r["tap"] for r in info["taps"]] == ["0", "1", "2", "3", "4", "logits"]
+    assert info["taps"][3] == {"tap": "3", "module": "layer3", "channels": 192, "stride": 16, "shape": [192, 1, 1]}
+    result = cli("inspect", "resnet181")
+    assert result.exit_code == 2 and "unknown timm architecture 'resnet181'" in one_line_error(result)

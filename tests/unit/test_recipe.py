@@ -142,3 +142,19 @@ def test_temperature_schedule_is_checked(write_recipe) -> None:
         load_recipe(write_recipe(), ["distill.losses=[{kind: ce}]", "distill.temperature_schedule={kind: linear, start: 4, end: 1}"])
     with pytest.raises(RecipeError, match=r"distill\.critical\.mode: Input should be 'none', 'weight', 'subset' or 'curriculum'"):
         load_recipe(write_recipe(), ["distill.critical.mode=sometimes"])
+
+
+def test_nan_loss_weight_and_teacher_normalisation_are_checked(write_recipe) -> None:
+    with pytest.raises(RecipeError, match=r"distill\.losses\[1\]\.weight: Input should be a finite number"):
+        load_recipe(write_recipe(distill={"losses": [{"kind": "ce"}, {"kind": "kd", "weight": float("nan")}]}))
+    with pytest.raises(RecipeError, match=r"distill\.losses\[0\]\.weight: Input should be a finite number"):
+        load_recipe(write_recipe(), ["distill.losses[0].weight=.nan"])
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(write_recipe(teacher={"arch": "test_resnet", "mean": [0.1, 0.2], "std": [0.0]}))
+    assert "teacher.mean: needs 1 value(s), one per channel, got 2" in str(exc.value)
+    assert "teacher.std: every value must be > 0" in str(exc.value)
+    recipe = load_recipe(write_recipe(), ["teacher.mean=[0.1]", "teacher.std=[0.3]", "distill.loss_balance=uncertainty",
+                                          "distill.warmup_epochs=0.5", "distill.amp=bf16", "distill.ema_decay=0.99"])
+    assert recipe.teacher.mean == [0.1] and recipe.distill.loss_balance == "uncertainty" and recipe.distill.amp == "bf16"
+    with pytest.raises(RecipeError, match=r"distill\.loss_balance: Input should be 'none' or 'uncertainty'"):
+        load_recipe(write_recipe(), ["distill.loss_balance=magic"])

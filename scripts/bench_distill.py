@@ -1,0 +1,119 @@
+"""Benchmark distillation objectives: CE from scratch vs Hinton KD vs multi-granularity (logits + features + attention).
+
+Arms, each over several student seeds with one teacher trained once and loaded by every run as
+`teacher.checkpoint` (its own run dir per arm and seed; select's teacher-output cache is shared):
+
+  scratch          distill.losses = ce (1.0): the student without a teacher
+  kd               ce 0.5 + kd 0.5 (T = 4): Hinton et al. 2015
+  mgd              the recipe's losses; the shipped recipe: ce 0.3 + kd 0.3 (logits 0.6), fitnet on
+                   layer3 (features 0.3), at on layer2 (attention 0.1)
+  mgd_uncertainty  (opt-in) mgd with distill.loss_balance=uncertainty
+
+Every arm shares the recipe's other distill settings (optimizer, lr, warmup, grad clip, epochs) and
+trains on every sample (distill.critical.mode=none), so only the objective differs.
+
+Example (the reduced run reported in the pull request):
+    .venv/bin/python scripts/bench_distill.py --epochs 10 --seeds 3 --out runs/bench_distill.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from cann_distill.pipeline import run_stages
+from cann_distill.recipe import load_recipe, resource_dir
+from cann_distill.ui import ui
+
+ARMS: dict[str, list[str]] = {
+    "scratch": ["distill.losses=[{kind: ce, weight: 1.0}]"],
+    "kd": ["distill.losses=[{kind: ce, weight: 0.5}, {kind: kd, weight: 0.5, temperature: 4.0}]"],
+    "mgd": [],
+    "mgd_uncertainty": ["distill.loss_balance=uncertainty"],
+}
+DEFAULT_ARMS = ("scratch", "kd", "mgd")
+
+
+def mean_std(values: list[float]) -> dict[str, Any]:
+    """Mean and sample standard deviation (ddof=1; 0 for a single seed)."""
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="Example: .venv/bin/python scripts/bench_distill.py --epochs 10 --seeds 3 --out runs/bench_distill.json")
+    ap.add_argument("--recipe", type=Path, default=resource_dir("recipes") / "resnet10t_from_resnet18_digits_mgd.yaml",
+                    help="the multi-granularity recipe; its losses are the mgd arm (default: the shipped digits one)")
+    ap.add_argument("--epochs", type=int, default=None, help="distill epochs per run (default: the recipe's)")
+    ap.add_argument("--seeds", type=int, default=3, help="student seeds per arm: recipe seed, +1, ... (default 3)")
+    ap.add_argument("--teacher-epochs", type=int, default=None, help="teacher training epochs (default: the recipe's)")
+    ap.add_argument("--arms", default=",".join(DEFAULT_ARMS), help=f"comma-separated, from {', '.join(ARMS)} (default: %(default)s)")
+    ap.add_argument("--work-dir", type=Path, default=None, help="run dirs and the cache (default: a fresh temp dir, removed after)")
+    ap.add_argument("--out", type=Path, required=True, help="write the results here as JSON")
+    ap.add_argument("--verbose", action="store_true", help="show the stages' progress messages")
+    args = ap.parse_args(argv)
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    if args.seeds < 1:
+        ap.error("--seeds must be >= 1")
+    if unknown := [a for a in arms if a not in ARMS]:
+        ap.error(f"unknown arm(s) {', '.join(unknown)} (known: {', '.join(ARMS)})")
+    ui.configure(quiet=not args.verbose)
+
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench_distill."))
+    work.mkdir(parents=True, exist_ok=True)
+    common = [f"select.cache_dir={work / 'cache'}", "distill.critical.mode=none"]
+    if args.epochs is not None:
+        common.append(f"distill.epochs={args.epochs}")
+    if args.teacher_epochs is not None:
+        common.append(f"teacher.train.epochs={args.teacher_epochs}")
+    started = time.perf_counter()
+    try:
+        base_recipe = load_recipe(args.recipe, common)
+        base = work / "base"
+        teacher = run_stages(base_recipe, ["teacher"], run_dir=base)[0].summary
+        ckpt = base / "teacher" / "teacher.pt"
+        print(f"teacher {base_recipe.teacher.arch}: val {100 * teacher['val_acc']:.2f}% ({teacher['epochs']} epochs)", flush=True)
+
+        seeds = [base_recipe.seed + i for i in range(args.seeds)]
+        results_by_arm: dict[str, Any] = {}
+        for arm in arms:
+            accs, seconds, losses = [], [], None
+            for seed in seeds:
+                recipe = load_recipe(args.recipe, [*common, f"seed={seed}", f"teacher.checkpoint={ckpt}", *ARMS[arm]])
+                losses = [s.model_dump() for s in recipe.distill.losses]
+                res = {r.stage: r for r in run_stages(recipe, ["teacher", "select", "distill"], run_dir=work / arm / f"seed{seed}")}
+                accs.append(res["distill"].summary["val_acc"])
+                seconds.append(res["distill"].seconds)
+                print(f"  {arm:16s} seed {seed}: val {100 * accs[-1]:.2f}% ({seconds[-1]:.0f}s)", flush=True)
+            results_by_arm[arm] = {**mean_std(accs), "losses": losses, "loss_balance": recipe.distill.loss_balance,
+                                   "distill_seconds_mean": statistics.fmean(seconds)}
+            print(f"{arm:16s} {100 * results_by_arm[arm]['mean']:.2f} ± {100 * results_by_arm[arm]['std']:.2f} % "
+                  f"({len(seeds)} seeds)", flush=True)
+
+        results = {
+            "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
+            "recipe": str(args.recipe), "teacher": base_recipe.teacher.arch, "student": base_recipe.student.arch,
+            "distill_epochs": base_recipe.distill.epochs, "teacher_epochs": teacher["epochs"], "teacher_val_acc": teacher["val_acc"],
+            "seeds": seeds, "std": "sample standard deviation (ddof=1) over seeds", "critical_mode": "none",
+            "arms": results_by_arm, "seconds": time.perf_counter() - started,
+        }
+        print(f"teacher          {100 * teacher['val_acc']:.2f} %", flush=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.out} ({results['seconds']:.0f}s)")
+    finally:
+        if args.work_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
