@@ -34,9 +34,6 @@ from cann_distill.losses.feature import channel_sensitivity
 from cann_distill.recipe import LossSpec
 from cann_distill.taps import FeatureTapper, tap_error
 
-ELEMENTWISE = frozenset({"fitnet", "cw_mse", "attn_mse"})
-"""Losses that compare student and teacher maps element by element, so the student tap goes through a connector.
-A loss class can also declare `elementwise = True`."""
 
 
 @dataclass
@@ -168,7 +165,7 @@ class Distiller:
 
         connectors: dict[str, nn.Module] = {}
         for term in self.terms:
-            if not (term.kind in ELEMENTWISE or getattr(term.loss, "elementwise", False)):
+            if not term.loss.elementwise:
                 continue
             s_key, t_key = term.loss.requires[0], term.loss.requires[1]
             if s_key not in dry or t_key not in dry:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from cann_distill.errors import ArtifactError, StageError
-from cann_distill.recipe import ModelConfig, timm_archs
+from cann_distill.recipe import DataConfig, ModelConfig, TeacherConfig, timm_archs
 from cann_distill.registry import suggest
 
 
@@ -98,3 +98,17 @@ class Renormalize(nn.Module):
         if self.identity:
             return x
         return x * self.scale.to(x.dtype) + self.shift.to(x.dtype)
+
+
+def teacher_input(data: "DataConfig", teacher: "TeacherConfig") -> Renormalize:
+    """Re-normalisation from the data's mean/std to the teacher's (identity when the teacher's are unset or equal)."""
+    from cann_distill.data import norm_stats
+
+    mean_s, std_s = norm_stats(data)
+    return Renormalize(mean_s, std_s, teacher.mean or mean_s, teacher.std or std_s)
+
+
+def with_teacher_input(model: nn.Module, data: "DataConfig", teacher: "TeacherConfig") -> nn.Module:
+    """The teacher as every stage must run it: inputs re-normalised to its own statistics first."""
+    renorm = teacher_input(data, teacher)
+    return model if renorm.identity else nn.Sequential(renorm, model)

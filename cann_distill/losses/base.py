@@ -17,6 +17,9 @@ class Loss:
 
     name: str = ""
     requires: tuple[str, ...] = ()
+    elementwise: bool = False
+    """True when student and teacher maps are compared element by element, so the student tap
+    goes through a connector (1x1 conv + BN + resize) onto the teacher tap's shape."""
 
     def __call__(self, outputs: Outputs) -> torch.Tensor:
         """Per-sample loss, shape [B]; the trainer applies sample weights and reduces."""

@@ -92,6 +92,8 @@ class FitNet(_FeaturePair):
     scale does not depend on the map size (the recipe's weight absorbs the constant).
     """
 
+    elementwise = True
+
     def __init__(self, student: str, teacher: str) -> None:
         super().__init__(student, teacher)
 
@@ -111,6 +113,8 @@ class ChannelWeightedMSE(_FeaturePair):
     uniform sensitivity reduces to `fitnet`. Without that key the weights are uniform.
     Loss per sample: mean over (c, h, w) of w_c * (s - t)^2.
     """
+
+    elementwise = True
 
     def __init__(self, student: str, teacher: str) -> None:
         super().__init__(student, teacher)
@@ -173,6 +177,8 @@ class AttentionMaskedMSE(_FeaturePair):
     positions per sample and detached; loss per sample = sum over positions of
     mask * mean over channels of (s - t)^2. An all-zero teacher map gives a uniform mask.
     """
+
+    elementwise = True
 
     def __init__(self, student: str, teacher: str, p: float = 2.0) -> None:
         super().__init__(student, teacher)

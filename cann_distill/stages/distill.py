@@ -32,6 +32,7 @@ from cann_distill.cache import OutputCache, cache_key, checkpoint_weights_finger
 from cann_distill.data import Split, channels_of, data_fingerprint, load_splits, loader, norm_stats
 from cann_distill.distiller import Distiller, teacher_feature_taps
 from cann_distill.errors import ArtifactError
+from cann_distill import models
 from cann_distill.models import Renormalize, build_model, count_params, save_checkpoint
 from cann_distill.recipe import Recipe
 from cann_distill.rundir import RunDir, sha256_json
@@ -106,9 +107,7 @@ def curriculum_epochs(recipe: Recipe) -> int:
 
 
 def teacher_input(recipe: Recipe) -> Renormalize:
-    """Re-normalisation from the data's mean/std to the teacher's (identity when the teacher's are unset or equal)."""
-    mean_s, std_s = norm_stats(recipe.data)
-    return Renormalize(mean_s, std_s, recipe.teacher.mean or mean_s, recipe.teacher.std or std_s)
+    return models.teacher_input(recipe.data, recipe.teacher)
 
 
 def sensitivity_key(recipe: Recipe, train: Split, teacher_weights: str, tap: str) -> str:

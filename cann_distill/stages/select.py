@@ -12,7 +12,7 @@ import numpy as np
 from cann_distill.cache import OutputCache, cache_key, checkpoint_weights_fingerprint, resolve_cache_dir
 from cann_distill.data import Split, channels_of, data_fingerprint, load_splits
 from cann_distill.errors import StageError
-from cann_distill.models import build_model
+from cann_distill.models import build_model, with_teacher_input
 from cann_distill.recipe import Recipe, SelectConfig, SelectTemperatureConfig, TrainConfig
 from cann_distill.rundir import sha256_file
 from cann_distill.selectors import SELECTORS
@@ -77,13 +77,14 @@ def teacher_logits_key(recipe: Recipe, train: Split, teacher_weights: str) -> st
     return cache_key({
         "outputs": "logits", "arch": recipe.teacher.arch, "weights": teacher_weights,
         "data": data_fingerprint(recipe.data, ignore=frozenset({"batch_size"})),
+        "teacher_norm": [recipe.teacher.mean, recipe.teacher.std],
         "ids": hashlib.sha256("\n".join(train.ids).encode()).hexdigest(), "classes": train.classes,
     })
 
 
 class SelectStage(Stage):
     name = "select"
-    version = 2
+    version = 3
     sections = ("data", "select", "seed")
     needs = (TEACHER_CKPT,)
 
@@ -106,6 +107,7 @@ class SelectStage(Stage):
 
         def teacher_forward() -> np.ndarray:
             teacher = build_model(r.teacher, n_classes, channels_of(r.data), checkpoint=teacher_path)
+            teacher = with_teacher_input(teacher, r.data, r.teacher)
             return predict(teacher, train, batch_size=cfg.batch_size, desc="teacher logits").astype(np.float32)
 
         logits, cache_status = cache.get_or_compute(key, (n, n_classes), teacher_forward,

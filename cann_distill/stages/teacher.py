@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from cann_distill.data import channels_of, data_fingerprint, load_splits
-from cann_distill.models import build_model, count_params, save_checkpoint
+from cann_distill.models import build_model, count_params, save_checkpoint, with_teacher_input
 from cann_distill.recipe import Recipe
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
 from cann_distill.train import accuracy, ce_step, fit, predict, seed_everything
@@ -17,7 +17,7 @@ METRICS = "teacher/metrics.json"
 
 class TeacherStage(Stage):
     name = "teacher"
-    version = 2
+    version = 3
     sections = ("data", "teacher", "seed")
 
     def extra_inputs(self, recipe: Recipe) -> dict[str, Any]:
@@ -33,10 +33,11 @@ class TeacherStage(Stage):
         epochs = cfg.train.epochs if (cfg.checkpoint is None or cfg.train_when_checkpoint) else 0
         source = "checkpoint" if cfg.checkpoint else ("pretrained" if cfg.pretrained else "scratch")
         history = []
+        net = with_teacher_input(model, r.data, cfg)  # a pretrained teacher sees inputs normalised its own way
         if epochs:
             tcfg = cfg.train.model_copy(update={"epochs": epochs})
-            history = fit(model, train, tcfg, tcfg.batch_size or r.data.batch_size, ce_step, r.seed, "teacher train", val=val)
-        val_acc = accuracy(predict(model, val, desc="teacher eval"), val.targets)
+            history = fit(net, train, tcfg, tcfg.batch_size or r.data.batch_size, ce_step, r.seed, "teacher train", val=val)
+        val_acc = accuracy(predict(net, val, desc="teacher eval"), val.targets)
         save_checkpoint(ctx.out / "teacher.pt", model, cfg.arch, len(train.classes), in_chans, classes=train.classes)
         summary = {
             "arch": cfg.arch, "source": source, "epochs": epochs, "params": count_params(model),

@@ -13,7 +13,7 @@ import torch
 
 from cann_distill.data import Split, channels_of, load_splits
 from cann_distill.errors import StageError
-from cann_distill.models import build_model, count_params
+from cann_distill.models import build_model, count_params, with_teacher_input
 from cann_distill.quant import ort as q
 from cann_distill.quant.export import export_onnx
 from cann_distill.quant.feedback import gate, suggest_fixes
@@ -109,7 +109,7 @@ class ValidateStage(Stage):
         train, val = load_splits(r.data)
         in_chans, classes = channels_of(r.data), len(train.classes)
         student = build_model(r.student, classes, in_chans, checkpoint=ctx.artifacts[STUDENT_CKPT])
-        teacher = build_model(r.teacher, classes, in_chans, checkpoint=ctx.artifacts[TEACHER_CKPT])
+        teacher = with_teacher_input(build_model(r.teacher, classes, in_chans, checkpoint=ctx.artifacts[TEACHER_CKPT]), r.data, r.teacher)
         torch_logits = predict(student, val, desc="student eval")
         teacher_logits = predict(teacher, val, desc="teacher eval")
         val_x = stack(val, np.arange(len(val)))

@@ -37,3 +37,17 @@ def test_garbage_checkpoint_and_unknown_arch(tmp_path: Path) -> None:
         read_checkpoint(tmp_path / "junk.pt")
     with pytest.raises(StageError, match="did you mean"):
         create_model("resnet181", 10, 1)
+
+
+def test_teacher_input_renormalises_to_the_teachers_statistics() -> None:
+    from cann_distill.models import with_teacher_input
+    from cann_distill.recipe import DataConfig, TeacherConfig
+
+    m = create_model("test_resnet", 10, 1).eval()
+    data = DataConfig(mean=[0.5], std=[0.5])
+    assert with_teacher_input(m, data, TeacherConfig(arch="test_resnet")) is m  # same stats: untouched
+    wrapped = with_teacher_input(m, data, TeacherConfig(arch="test_resnet", mean=[0.1307], std=[0.3081])).eval()
+    x = torch.randn(2, 1, 16, 16)  # normalised with the data's stats
+    raw = x * 0.5 + 0.5
+    with torch.no_grad():
+        assert torch.allclose(wrapped(x), m((raw - 0.1307) / 0.3081), atol=1e-5)
