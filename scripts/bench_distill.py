@@ -33,6 +33,8 @@ from cann_distill.pipeline import run_stages
 from cann_distill.recipe import load_recipe, resource_dir
 from cann_distill.ui import ui
 
+from bench_common import epoch_overrides, train_base_teacher  # noqa: E402  (scripts/ is on sys.path)
+
 ARMS: dict[str, list[str]] = {
     "scratch": ["distill.losses=[{kind: ce, weight: 1.0}]"],
     "kd": ["distill.losses=[{kind: ce, weight: 0.5}, {kind: kd, weight: 0.5, temperature: 4.0}]"],
@@ -70,17 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench_distill."))
     work.mkdir(parents=True, exist_ok=True)
     common = [f"select.cache_dir={work / 'cache'}", "distill.critical.mode=none"]
-    if args.epochs is not None:
-        common.append(f"distill.epochs={args.epochs}")
-    if args.teacher_epochs is not None:
-        common.append(f"teacher.train.epochs={args.teacher_epochs}")
+    common += epoch_overrides(args)
     started = time.perf_counter()
     try:
-        base_recipe = load_recipe(args.recipe, common)
-        base = work / "base"
-        teacher = run_stages(base_recipe, ["teacher"], run_dir=base)[0].summary
-        ckpt = base / "teacher" / "teacher.pt"
-        print(f"teacher {base_recipe.teacher.arch}: val {100 * teacher['val_acc']:.2f}% ({teacher['epochs']} epochs)", flush=True)
+        base_recipe, base, teacher, ckpt = train_base_teacher(args.recipe, common, work)
 
         seeds = [base_recipe.seed + i for i in range(args.seeds)]
         results_by_arm: dict[str, Any] = {}

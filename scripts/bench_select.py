@@ -39,6 +39,8 @@ from cann_distill.recipe import Recipe, default_recipe_path, load_recipe
 from cann_distill.train import fit, seed_everything
 from cann_distill.ui import ui
 
+from bench_common import epoch_overrides, train_base_teacher  # noqa: E402  (scripts/ is on sys.path)
+
 ARMS: dict[str, list[str]] = {
     "critical": ["distill.critical.mode=subset"],
     "random": ["distill.critical.mode=subset", "select.strategy=random", "select.strategy_args={}"],
@@ -121,17 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     cache = work / "cache"
     shutil.rmtree(cache, ignore_errors=True)  # the first select must be a cold one
     common = [f"select.cache_dir={cache}", f"select.temperature.per_sample={str(args.temperature == 'per-sample').lower()}"]
-    if args.epochs is not None:
-        common.append(f"distill.epochs={args.epochs}")
-    if args.teacher_epochs is not None:
-        common.append(f"teacher.train.epochs={args.teacher_epochs}")
+    common += epoch_overrides(args)
     started = time.perf_counter()
     try:
-        base_recipe = load_recipe(args.recipe, common)
-        base = work / "base"
-        teacher = run_stages(base_recipe, ["teacher"], run_dir=base)[0].summary
-        ckpt = base / "teacher" / "teacher.pt"
-        print(f"teacher {base_recipe.teacher.arch}: val {100 * teacher['val_acc']:.2f}% ({teacher['epochs']} epochs)", flush=True)
+        base_recipe, base, teacher, ckpt = train_base_teacher(args.recipe, common, work)
 
         cold, cold_status = timed_select(base_recipe, base, force=True)
         warm_runs = [timed_select(base_recipe, base, force=True) for _ in range(3)]
