@@ -33,12 +33,6 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars 
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
 
 
-def _fmt(v: object) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
 def _print_results(results: list) -> None:
     table = Table(title="cann-distill", title_justify="left")
     for col in ("stage", "status", "seconds", "key results"):

@@ -38,6 +38,7 @@ class Context:
     out: Path  # staging folder: write outputs here
     artifacts: dict[str, Path] = field(default_factory=dict)  # "select/index.csv" -> path
     hashes: dict[str, str] = field(default_factory=dict)  # "select/index.csv" -> sha256, as verified by the runner
+    fingerprint: str = ""  # of this stage's inputs, as the manifest will record it
 
 
 class Stage:
@@ -112,7 +113,7 @@ def run_stage(stage: Stage, recipe: Recipe, run: RunDir, force: bool = False) ->
     started = time.time()
     t0 = time.perf_counter()
     with run.staging(stage.name) as out:
-        summary = stage.execute(Context(recipe, run, out, artifacts, dict(inputs["artifacts"])))
+        summary = stage.execute(Context(recipe, run, out, artifacts, dict(inputs["artifacts"]), fingerprint))
         outputs = {f"{stage.name}/{p.relative_to(out).as_posix()}": sha256_file(p) for p in sorted(out.rglob("*")) if p.is_file()}
         run.forget(stage.name)  # the old record must not vouch for the folder being replaced
     seconds = time.perf_counter() - t0

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import json
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -28,16 +27,15 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import torch
 
-from cann_distill.cache import OutputCache, cache_key, checkpoint_weights_fingerprint, resolve_cache_dir
-from cann_distill.data import Split, channels_of, data_fingerprint, load_splits, loader, norm_stats
+from cann_distill.cache import OutputCache, checkpoint_weights_fingerprint, resolve_cache_dir
+from cann_distill.data import Split, channels_of, load_splits, loader
 from cann_distill.distiller import Distiller, teacher_feature_taps
 from cann_distill.errors import ArtifactError
-from cann_distill import models
-from cann_distill.models import Renormalize, build_model, count_params, save_checkpoint
+from cann_distill.models import build_model, count_params, save_checkpoint, teacher_input
 from cann_distill.recipe import Recipe
-from cann_distill.rundir import RunDir, sha256_json
+from cann_distill.rundir import RunDir
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
-from cann_distill.stages.select import INDEX, INDEX_FIELDS, LOGITS, SUMMARY
+from cann_distill.stages.select import INDEX, INDEX_FIELDS, LOGITS, SUMMARY, teacher_output_key
 from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT
 from cann_distill.temperature import SCHEDULES, temperature_at
 from cann_distill.train import Checkpointing, SubsetSampler, accuracy, fit, predict, seed_everything
@@ -106,20 +104,6 @@ def curriculum_epochs(recipe: Recipe) -> int:
     return c.curriculum_epochs if c.curriculum_epochs is not None else recipe.distill.epochs // 2
 
 
-def teacher_input(recipe: Recipe) -> Renormalize:
-    return models.teacher_input(recipe.data, recipe.teacher)
-
-
-def sensitivity_key(recipe: Recipe, train: Split, teacher_weights: str, tap: str) -> str:
-    mean, std = norm_stats(recipe.data)
-    return cache_key({
-        "outputs": "channel_sensitivity", "tap": tap, "arch": recipe.teacher.arch, "weights": teacher_weights,
-        "teacher_input": {"mean": recipe.teacher.mean or mean, "std": recipe.teacher.std or std},
-        "data": data_fingerprint(recipe.data, ignore=frozenset({"batch_size"})),
-        "ids": hashlib.sha256("\n".join(train.ids).encode()).hexdigest(),
-    })
-
-
 class DistillStage(Stage):
     name = "distill"
     version = 4
@@ -146,7 +130,7 @@ class DistillStage(Stage):
         # models, taps and connectors first: a bad tap fails before any training
         seed_everything(r.seed)
         student = build_model(r.student, n_classes, in_chans, role="student")
-        renorm = teacher_input(r)
+        renorm = teacher_input(r.data, r.teacher)
         needs_teacher = bool(teacher_feature_taps(cfg.losses)) or not renorm.identity
         teacher = build_model(r.teacher, n_classes, in_chans, checkpoint=ctx.artifacts[TEACHER_CKPT]) if needs_teacher else None
         sample = torch.stack([train.fetch(i) for i in range(min(2, n))])
@@ -212,9 +196,7 @@ class DistillStage(Stage):
                 outputs["temperature"] = state["temperature"][idx]
             return distiller.loss(outputs, sample_w[idx])
 
-        fingerprint = sha256_json({"stage_version": self.version, "sections": {s: (r.section(s) if s != "seed" else r.seed) for s in self.sections},
-                                   "artifacts": ctx.hashes, "extra": self.extra_inputs(r)})
-        resume = Checkpointing(resume_path(ctx.run), fingerprint, resume=_resume.get(),
+        resume = Checkpointing(resume_path(ctx.run), ctx.fingerprint, resume=_resume.get(),
                                command="cann-distill distill RECIPE --resume")
         history = fit(distiller.model, train, cfg, cfg.batch_size or r.data.batch_size, step, r.seed, "distill", val=val,
                       sampler=sampler, on_epoch_start=on_epoch_start, on_epoch_end=on_epoch_end,
@@ -254,7 +236,7 @@ class DistillStage(Stage):
             channels = distiller.shapes[f"teacher.feat.{tap}"][0]
             batches = loader(train, r.select.batch_size)
             arr, status[tap] = cache.get_or_compute(
-                sensitivity_key(r, train, weights, tap), (channels,),
+                teacher_output_key(r, train, weights, "channel_sensitivity", tap=tap), (channels,),
                 lambda: distiller.channel_sensitivity(tap, ui.track(batches, f"teacher sensitivity {tap}", total=len(batches))),
                 info={"outputs": "channel_sensitivity", "arch": r.teacher.arch, "tap": tap})
             distiller.constants[f"teacher.chw.{tap}"] = torch.from_numpy(np.asarray(arr, dtype=np.float32))

@@ -10,7 +10,7 @@ from typing import Any, Optional
 import numpy as np
 
 from cann_distill.cache import OutputCache, cache_key, checkpoint_weights_fingerprint, resolve_cache_dir
-from cann_distill.data import Split, channels_of, data_fingerprint, load_splits
+from cann_distill.data import Split, channels_of, data_fingerprint, load_splits, norm_stats
 from cann_distill.errors import StageError
 from cann_distill.models import build_model, with_teacher_input
 from cann_distill.recipe import Recipe, SelectConfig, SelectTemperatureConfig, TrainConfig
@@ -72,13 +72,18 @@ def probe_logits(recipe: Recipe, train: Split) -> np.ndarray:
     return predict(student, train, batch_size=recipe.select.batch_size, desc="student probe logits").astype(np.float32)
 
 
-def teacher_logits_key(recipe: Recipe, train: Split, teacher_weights: str) -> str:
-    """What the teacher's logits depend on: arch, weights, samples and preprocessing (not the batch size)."""
+def teacher_output_key(recipe: Recipe, train: Split, teacher_weights: str, outputs: str, **extra: Any) -> str:
+    """Cache key of a teacher output over the training split (logits here, channel sensitivity in distill).
+
+    What it depends on: arch, weights, the teacher's input normalisation, samples and
+    preprocessing (not the batch size), plus `extra` (e.g. the tap).
+    """
+    mean, std = norm_stats(recipe.data)
     return cache_key({
-        "outputs": "logits", "arch": recipe.teacher.arch, "weights": teacher_weights,
+        "outputs": outputs, "arch": recipe.teacher.arch, "weights": teacher_weights,
+        "teacher_input": {"mean": recipe.teacher.mean or mean, "std": recipe.teacher.std or std},
         "data": data_fingerprint(recipe.data, ignore=frozenset({"batch_size"})),
-        "teacher_norm": [recipe.teacher.mean, recipe.teacher.std],
-        "ids": hashlib.sha256("\n".join(train.ids).encode()).hexdigest(), "classes": train.classes,
+        "ids": hashlib.sha256("\n".join(train.ids).encode()).hexdigest(), **extra,
     })
 
 
@@ -103,7 +108,8 @@ class SelectStage(Stage):
         teacher_path = ctx.artifacts[TEACHER_CKPT]
         cache = OutputCache(resolve_cache_dir(cfg.cache_dir))
         file_sha = ctx.hashes.get(TEACHER_CKPT) or sha256_file(teacher_path)
-        key = teacher_logits_key(r, train, checkpoint_weights_fingerprint(cache.root, teacher_path, file_sha))
+        key = teacher_output_key(r, train, checkpoint_weights_fingerprint(cache.root, teacher_path, file_sha), "logits",
+                                 classes=train.classes)
 
         def teacher_forward() -> np.ndarray:
             teacher = build_model(r.teacher, n_classes, channels_of(r.data), checkpoint=teacher_path)
