@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import functools
 import contextlib
 import sys
 import platform
@@ -20,7 +21,12 @@ from cann_distill.ui import ui
 
 
 def cpu_features() -> dict[str, Any]:
-    """ISA facts that decide the INT8 scheme on this host."""
+    """ISA facts that decide the INT8 scheme on this host (read once per process; a fresh dict each call)."""
+    return dict(_cpu_features())
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_features() -> dict[str, Any]:
     flags: set[str] = set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -152,6 +158,11 @@ def run_logits(sess, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     return np.concatenate([sess.run(None, {INPUT: images[i : i + batch_size]})[0] for i in range(0, len(images), batch_size)])
 
 
+def nearest_rank(sorted_values: list[float], q: float) -> float:
+    """The q-quantile of already sorted values (nearest rank, no interpolation)."""
+    return sorted_values[min(len(sorted_values) - 1, int(round(q * (len(sorted_values) - 1))))]
+
+
 def latency(sess, sample: np.ndarray, warmup: int, runs: int, desc: str) -> dict[str, float]:
     """Batch-1 latency in ms after warm-up."""
     feed = {INPUT: sample[:1]}
@@ -165,18 +176,16 @@ def latency(sess, sample: np.ndarray, warmup: int, runs: int, desc: str) -> dict
     times.sort()
     return {
         "median_ms": statistics.median(times),
-        "p90_ms": times[min(len(times) - 1, int(round(0.90 * (len(times) - 1))))],
-        "p99_ms": times[min(len(times) - 1, int(round(0.99 * (len(times) - 1))))],
+        "p90_ms": nearest_rank(times, 0.90),
+        "p99_ms": nearest_rank(times, 0.99),
         "mean_ms": statistics.fmean(times),
         "runs": runs,
     }
 
 
-def op_histogram(path: Path) -> dict[str, int]:
-    import onnx
-
-    model = onnx.load(str(path))
-    return dict(collections.Counter(n.op_type for n in model.graph.node).most_common())
+def op_histogram(graph) -> dict[str, int]:
+    """Node count per op type of an ONNX graph, most common first."""
+    return dict(collections.Counter(n.op_type for n in graph.node).most_common())
 
 
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}

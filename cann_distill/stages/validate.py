@@ -16,7 +16,7 @@ from cann_distill.errors import StageError
 from cann_distill.models import build_model, count_params, with_teacher_input
 from cann_distill.quant import ort as q
 from cann_distill.quant.export import export_onnx
-from cann_distill.quant.feedback import gate, suggest_fixes
+from cann_distill.quant.feedback import gate, set_dotted, suggest_fixes
 from cann_distill.quant.gap import layer_gap
 from cann_distill.recipe import Recipe, ValidateConfig, load_hardware_profile
 from cann_distill.stages.base import Context, Stage, register_stage
@@ -60,13 +60,10 @@ def flops(model: torch.nn.Module, in_chans: int, size: int) -> int:
 
 
 def apply_changes(cfg: ValidateConfig, changes: dict[str, Any]) -> ValidateConfig:
+    """The validate config with feedback changes (dotted keys) applied, as the patched recipe would have it."""
     data = cfg.model_dump()
     for key, value in changes.items():
-        node = data
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node[part]
-        node[parts[-1]] = value
+        set_dotted(data, key, value)
     return ValidateConfig.model_validate(data)
 
 
@@ -129,18 +126,21 @@ class ValidateStage(Stage):
             onnx.checker.check_model(str(int8), full_check=True)
             s32 = q.session(fp32, provider, threads=cfg.latency.threads)
             s8 = q.session(int8, provider, threads=cfg.latency.threads, optimized_out=work / "int8_opt.onnx")
-            optimized_ops = q.op_histogram(work / "int8_opt.onnx")
-            float_ops = q.float_ops(onnx.load(str(work / "int8_opt.onnx")).graph)
+            optimized = onnx.load(str(work / "int8_opt.onnx")).graph
+            optimized_ops, float_ops = q.op_histogram(optimized), q.float_ops(optimized)
             onnx32, onnx8 = q.run_logits(s32, val_x), q.run_logits(s8, val_x)
+            logits = {"teacher": teacher_logits, "torch_fp32": torch_logits, "onnx_fp32": onnx32, "onnx_int8": onnx8}
+            acc = {name: topk(value, y, 1) for name, value in logits.items()}
+            top5 = {name: topk(value, y, 5) for name, value in logits.items()}
+            drop = acc["onnx_fp32"] - acc["onnx_int8"]
             gap_rows = layer_gap(quantizer.prep, int8, val_x[: cfg.gap.samples], work)
-            drop = topk(onnx32, y, 1) - topk(onnx8, y, 1)
 
             def evaluate(changes: dict[str, Any]) -> float:
                 trial = work / "trial.onnx"
                 quantizer.quantize(apply_changes(cfg, changes), trial)
                 return topk(q.run_logits(q.session(trial, "CPUExecutionProvider"), val_x), y, 1)
 
-            feedback = suggest_fixes(cfg, cfg.feedback, drop, gap_rows, r.student.arch, topk(onnx8, y, 1), scheme, evaluate)
+            feedback = suggest_fixes(cfg, cfg.feedback, drop, gap_rows, r.student.arch, acc["onnx_int8"], scheme, evaluate)
 
         lat32 = q.latency(s32, val_x, cfg.latency.warmup, cfg.latency.runs, "latency fp32")
         lat8 = q.latency(s8, val_x, cfg.latency.warmup, cfg.latency.runs, "latency int8")
@@ -149,12 +149,6 @@ class ValidateStage(Stage):
             "fp32_img_s": q.throughput(s32, val_x, cfg.throughput_batch, cfg.latency.runs // 10 + 3),
             "int8_img_s": q.throughput(s8, val_x, cfg.throughput_batch, cfg.latency.runs // 10 + 3),
         }
-        acc = {
-            "teacher": topk(teacher_logits, y, 1), "torch_fp32": topk(torch_logits, y, 1),
-            "onnx_fp32": topk(onnx32, y, 1), "onnx_int8": topk(onnx8, y, 1),
-        }
-        top5 = {"teacher": topk(teacher_logits, y, 5), "torch_fp32": topk(torch_logits, y, 5),
-                "onnx_fp32": topk(onnx32, y, 5), "onnx_int8": topk(onnx8, y, 5)}
         ratio = lat8["median_ms"] / lat32["median_ms"]
         notes = []
         if ratio > 1.0:
