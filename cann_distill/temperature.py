@@ -131,27 +131,26 @@ class Constant(TemperatureSchedule):
         return self.start
 
 
-@SCHEDULES.register("linear")
-class Linear(TemperatureSchedule):
-    """T = start + (end - start) * t, t = epoch / (epochs - 1): soft targets early, sharp late."""
+class _Anneal(TemperatureSchedule):
+    """A schedule that moves from `start` to `end` over the run."""
 
     def __init__(self, start: float, end: float) -> None:
         _check_positive(start=start, end=end)
         self.start = start
         self.end = end
+
+
+@SCHEDULES.register("linear")
+class Linear(_Anneal):
+    """T = start + (end - start) * t, t = epoch / (epochs - 1): soft targets early, sharp late."""
 
     def value(self, epoch: int, epochs: int) -> float:
         return self.start + (self.end - self.start) * progress(epoch, epochs)
 
 
 @SCHEDULES.register("cosine")
-class Cosine(TemperatureSchedule):
+class Cosine(_Anneal):
     """T = end + (start - end) * (1 + cos(pi * t)) / 2: like `linear`, but flat at both ends."""
-
-    def __init__(self, start: float, end: float) -> None:
-        _check_positive(start=start, end=end)
-        self.start = start
-        self.end = end
 
     def value(self, epoch: int, epochs: int) -> float:
         t = progress(epoch, epochs)

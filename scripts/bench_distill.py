@@ -19,8 +19,6 @@ Example (the reduced run reported in the pull request):
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
 import shutil
 import statistics
 import sys
@@ -33,7 +31,7 @@ from cann_distill.pipeline import run_stages
 from cann_distill.recipe import load_recipe, resource_dir
 from cann_distill.ui import ui
 
-from bench_common import epoch_overrides, train_base_teacher  # noqa: E402  (scripts/ is on sys.path)
+from bench_common import epoch_overrides, mean_std, train_base_teacher, write_results  # noqa: E402  (scripts/ is on sys.path)
 
 ARMS: dict[str, list[str]] = {
     "scratch": ["distill.losses=[{kind: ce, weight: 1.0}]"],
@@ -42,11 +40,6 @@ ARMS: dict[str, list[str]] = {
     "mgd_uncertainty": ["distill.loss_balance=uncertainty"],
 }
 DEFAULT_ARMS = ("scratch", "kd", "mgd")
-
-
-def mean_std(values: list[float]) -> dict[str, Any]:
-    """Mean and sample standard deviation (ddof=1; 0 for a single seed)."""
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,17 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{arm:16s} {100 * results_by_arm[arm]['mean']:.2f} ± {100 * results_by_arm[arm]['std']:.2f} % "
                   f"({len(seeds)} seeds)", flush=True)
 
-        results = {
-            "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
-            "recipe": str(args.recipe), "teacher": base_recipe.teacher.arch, "student": base_recipe.student.arch,
-            "distill_epochs": base_recipe.distill.epochs, "teacher_epochs": teacher["epochs"], "teacher_val_acc": teacher["val_acc"],
-            "seeds": seeds, "std": "sample standard deviation (ddof=1) over seeds", "critical_mode": "none",
-            "arms": results_by_arm, "seconds": time.perf_counter() - started,
-        }
         print(f"teacher          {100 * teacher['val_acc']:.2f} %", flush=True)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"wrote {args.out} ({results['seconds']:.0f}s)")
+        write_results(args.out, args.recipe, base_recipe, teacher, seeds, started, critical_mode="none", arms=results_by_arm)
     finally:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)

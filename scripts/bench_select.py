@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import shutil
 import statistics
 import sys
@@ -39,18 +38,13 @@ from cann_distill.recipe import Recipe, default_recipe_path, load_recipe
 from cann_distill.train import fit, seed_everything
 from cann_distill.ui import ui
 
-from bench_common import epoch_overrides, train_base_teacher  # noqa: E402  (scripts/ is on sys.path)
+from bench_common import epoch_overrides, mean_std, train_base_teacher, write_results  # noqa: E402  (scripts/ is on sys.path)
 
 ARMS: dict[str, list[str]] = {
     "critical": ["distill.critical.mode=subset"],
     "random": ["distill.critical.mode=subset", "select.strategy=random", "select.strategy_args={}"],
     "full": ["distill.critical.mode=none"],
 }
-
-
-def mean_std(values: list[float]) -> dict[str, Any]:
-    """Mean and sample standard deviation (ddof=1; 0 for a single seed)."""
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}
 
 
 def timed_select(recipe: Recipe, run_dir: Path, force: bool) -> tuple[float, str]:
@@ -164,19 +158,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"distill steps/s with teacher {arch}: cached {by_teacher[arch]['cached_steps_per_s']:.2f}, teacher forward "
                   f"{by_teacher[arch]['teacher_forward_steps_per_s']:.2f}: {by_teacher[arch]['ratio']:.2f}x", flush=True)
 
-        results = {
-            "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
-            "recipe": str(args.recipe), "teacher": base_recipe.teacher.arch, "student": base_recipe.student.arch,
-            "distill_epochs": base_recipe.distill.epochs, "teacher_epochs": teacher["epochs"], "teacher_val_acc": teacher["val_acc"],
-            "top_k_ratio": base_recipe.select.top_k_ratio, "strategy": base_recipe.select.strategy, "temperature": args.temperature,
-            "seeds": seeds, "std": "sample standard deviation (ddof=1) over seeds",
-            "arms": arms, "cache": cache_result, "throughput": throughput, "throughput_by_teacher": by_teacher,
-            "targets": {"warm_over_cold_below_0.10": cache_result["warm_over_cold"] < 0.10, "steps_ratio_at_least_1.5": throughput["ratio"] >= 1.5},
-            "seconds": time.perf_counter() - started,
-        }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"wrote {args.out} ({results['seconds']:.0f}s)")
+        write_results(
+            args.out, args.recipe, base_recipe, teacher, seeds, started,
+            top_k_ratio=base_recipe.select.top_k_ratio, strategy=base_recipe.select.strategy, temperature=args.temperature,
+            arms=arms, cache=cache_result, throughput=throughput, throughput_by_teacher=by_teacher,
+            targets={"warm_over_cold_below_0.10": cache_result["warm_over_cold"] < 0.10,
+                     "steps_ratio_at_least_1.5": throughput["ratio"] >= 1.5},
+        )
     finally:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
