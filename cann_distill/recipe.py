@@ -354,18 +354,16 @@ def semantic_errors(recipe: Recipe) -> list[str]:
                 if not (root / split).is_dir():
                     errors.append(f"data.root: dataset folder not found: {root / split} (expected <root>/{split}/<class>/*)")
     channels = recipe.data.channels or (1 if recipe.data.source == "digits" else 3)
-    for key in ("mean", "std"):
-        value = getattr(recipe.data, key)
-        if value is not None and len(value) != channels:
-            errors.append(f"data.{key}: needs {channels} value(s), one per channel, got {len(value)}")
     for section in ("data", "teacher"):
         for key in ("mean", "std"):
             value = getattr(getattr(recipe, section), key)
-            if section == "teacher" and value is not None and len(value) != channels:
-                errors.append(f"teacher.{key}: needs {channels} value(s), one per channel, got {len(value)}")
-            if value is not None and not all(math.isfinite(v) for v in value):
+            if value is None:
+                continue
+            if len(value) != channels:
+                errors.append(f"{section}.{key}: needs {channels} value(s), one per channel, got {len(value)}")
+            if not all(math.isfinite(v) for v in value):
                 errors.append(f"{section}.{key}: every value must be finite")
-            elif key == "std" and value is not None and any(v <= 0 for v in value):
+            elif key == "std" and any(v <= 0 for v in value):
                 errors.append(f"{section}.std: every value must be > 0")
     errors += _select_errors(recipe)
     for i, spec in enumerate(recipe.distill.losses):
@@ -373,13 +371,7 @@ def semantic_errors(recipe: Recipe) -> list[str]:
         if spec.kind not in LOSSES:
             errors.append(f"{path}.kind: {LOSSES.unknown_message(spec.kind)}{suggest(spec.kind, LOSSES.names())}")
             continue
-        bad = LOSSES.check_kwargs(spec.kind, spec.kwargs())
-        errors += [f"{path}.{arg}: {msg}" for arg, msg in bad]
-        if not bad:
-            try:
-                LOSSES.build(spec.kind, **spec.kwargs())
-            except (ValueError, TypeError) as exc:
-                errors.append(f"{path}: {exc}")
+        errors += _component_errors(LOSSES, spec.kind, spec.kwargs(), path, path, arg_in_path=False)
     if all(spec.weight == 0 for spec in recipe.distill.losses):
         errors.append("distill.losses: at least one loss needs a weight > 0")
     errors += _schedule_errors(recipe)
@@ -395,8 +387,13 @@ def semantic_errors(recipe: Recipe) -> list[str]:
     return errors
 
 
-def _component_errors(registry: Any, name: str, kwargs: dict[str, Any], path: str, args_path: str) -> list[str]:
-    """Bind `kwargs` against a registered component and build it once; errors carry their key path."""
+def _component_errors(registry: Any, name: str, kwargs: dict[str, Any], path: str, args_path: str,
+                      arg_in_path: bool = True) -> list[str]:
+    """Bind `kwargs` against a registered component and build it once; errors carry their key path.
+
+    With `arg_in_path`, a constructor error that starts with an argument's name is moved onto
+    that argument's path; without it, it is reported on `path` as raised (loss messages).
+    """
     bad = registry.check_kwargs(name, kwargs)
     if bad:
         return [f"{args_path}.{arg}: {msg}" for arg, msg in bad]
@@ -405,7 +402,7 @@ def _component_errors(registry: Any, name: str, kwargs: dict[str, Any], path: st
     except (ValueError, TypeError) as exc:
         # "alpha must be in [0, 1]" → "<args_path>.alpha: must be in [0, 1]"
         first, _, rest = str(exc).partition(" ")
-        if first in kwargs and rest:
+        if arg_in_path and first in kwargs and rest:
             return [f"{args_path}.{first}: {rest}"]
         return [f"{path}: {exc}"]
     return []
