@@ -75,15 +75,12 @@ def suggest_fixes(
         combined: dict[str, Any] = {}
         for s in helpful:
             combined.update(s["changes"])
-        if helpful and len(helpful) > 1 and evaluate is not None:
-            acc = evaluate(combined)
+        if helpful:
             best = helpful[0]
-            if acc < best["int8_acc"]:
-                combined = dict(best["changes"])
-                acc = best["int8_acc"]
+            acc = evaluate(combined) if len(helpful) > 1 and evaluate is not None else best["int8_acc"]
+            if acc < best["int8_acc"]:  # the fixes do not add up: keep the best single one
+                combined, acc = dict(best["changes"]), best["int8_acc"]
             result["combined_int8_acc"] = acc
-        elif helpful:
-            result["combined_int8_acc"] = helpful[0]["int8_acc"]
         result["apply"] = combined
     else:
         result["apply"] = {k: v for s in suggestions for k, v in s["changes"].items()}
