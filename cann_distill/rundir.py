@@ -96,6 +96,19 @@ class RunDir:
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
+        self._hashes: dict[tuple[str, int, int], str] = {}
+
+    def file_hash(self, path: Path) -> str:
+        """sha256 of an artifact, computed once per file version for the life of this object.
+
+        Checking whether stages are up to date walks the upstream chain again for every
+        downstream stage; without this each walk would re-read every checkpoint.
+        """
+        st = path.stat()
+        key = (str(path), st.st_mtime_ns, st.st_size)
+        if key not in self._hashes:
+            self._hashes[key] = sha256_file(path)
+        return self._hashes[key]
 
     # ----------------------------------------------------------------- paths
     def stage_dir(self, stage: str) -> Path:
@@ -138,7 +151,7 @@ class RunDir:
         """True when every recorded output exists and still has its recorded hash."""
         for rel, digest in rec.outputs.items():
             p = self.path(rel)
-            if not p.is_file() or sha256_file(p) != digest:
+            if not p.is_file() or self.file_hash(p) != digest:
                 return False
         return True
 
@@ -150,7 +163,7 @@ class RunDir:
         p = self.path(rel)
         if not p.is_file():
             raise MissingInputError(f"{needed_by} needs {p}, which is missing: rerun `cann-distill {stage} --force`")
-        digest = sha256_file(p)
+        digest = self.file_hash(p)
         if digest != rec.outputs[rel]:
             raise ArtifactError(f"{p}: hash does not match the manifest (modified or corrupt): rerun `cann-distill {stage} --force`")
         return p, digest
