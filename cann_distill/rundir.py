@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -214,7 +213,3 @@ class RunDir:
 
     def write_resolved_recipe(self, recipe_dict: dict[str, Any]) -> None:
         write_text_atomic(self.root / RESOLVED, yaml.safe_dump(recipe_dict, sort_keys=False))
-
-
-def now() -> float:
-    return time.time()
