@@ -52,20 +52,21 @@ def _absent(spec: str, why: str) -> UsageError:
     return UsageError(f"device '{spec}' is not available: {why} (available here: {', '.join(available_devices())})")
 
 
-def resolve_device(spec: str = "auto") -> torch.device:
-    """The torch device for a recipe's `runtime.device` / `--device`; raises UsageError when it is absent."""
+def device_string(spec: str = "auto") -> str:
+    """The concrete device ('cpu', 'cuda:0', 'npu:1') for a recipe's `runtime.device` / `--device`.
+
+    Raises UsageError when it is unknown or absent, naming the devices that exist.
+    """
     m = _SPEC.match(spec or "auto")
     if m is None:
         raise UsageError(f"unknown device '{spec[:40]}' (expected auto, cpu, cuda, cuda:N, npu or npu:N)")
     kind, index = m.group(1), (int(m.group(2)[1:]) if m.group(2) else None)
     if kind == "auto":
         if _cuda_count():
-            return torch.device("cuda", 0)
-        if _npu_count():
-            return torch.device("npu", 0)
-        return torch.device("cpu")
+            return "cuda:0"
+        return "npu:0" if _npu_count() else "cpu"
     if kind == "cpu":
-        return torch.device("cpu")
+        return "cpu"
     if kind == "cuda":
         count = _cuda_count()
         if not count:
@@ -78,7 +79,12 @@ def resolve_device(spec: str = "auto") -> torch.device:
             raise _absent(spec, "torch_npu is not installed or sees no Ascend NPU")
     if index is not None and index >= count:
         raise _absent(spec, f"only {count} {kind.upper()} device(s)")
-    return torch.device(kind, index or 0)
+    return f"{kind}:{index or 0}"
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """`device_string` as a torch device (an NPU needs torch_npu imported, which `_npu_count` did)."""
+    return torch.device(device_string(spec))
 
 
 def device_name(device: torch.device) -> str:

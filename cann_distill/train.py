@@ -294,7 +294,7 @@ def fit(
     keyed = batches.sampler
     ema = EmaWeights(deploy, cfg.ema_decay) if cfg.ema_decay else None
     if runtime.compile:
-        model.compile()  # in place: the state dict keeps its keys
+        deploy.compile()  # in place, so the state dict keeps its keys; in distill this is the student's forward
     scaler = runtime.grad_scaler(cfg.amp)
     params = [p for p in model.parameters() if p.requires_grad]
     stopper = EarlyStop(cfg.patience if val is not None else None)

@@ -130,11 +130,12 @@ class DistillStage(Stage):
 
         # models, taps and connectors first: a bad tap fails before any training
         seed_everything(r.seed)
-        student = build_model(r.student, n_classes, in_chans, role="student")
+        student = build_model(r.student, n_classes, in_chans, role="student", classes=train.classes)
         renorm = teacher_input(r.data, r.teacher)
         # cached logits label the un-augmented image: with augmentation the teacher labels each view online
         needs_teacher = bool(teacher_feature_taps(cfg.losses)) or not renorm.identity or splits.augmented
-        teacher = build_model(r.teacher, n_classes, in_chans, checkpoint=ctx.artifacts[TEACHER_CKPT]) if needs_teacher else None
+        teacher = (build_model(r.teacher, n_classes, in_chans, checkpoint=ctx.artifacts[TEACHER_CKPT], classes=train.classes)
+                   if needs_teacher else None)
         sample = torch.stack([train.fetch(i) for i in range(min(2, n))])
         distiller = Distiller(cfg.losses, student, student_arch=r.student.arch, sample=sample, teacher=teacher,
                               teacher_arch=r.teacher.arch, teacher_input=renorm, balance=cfg.loss_balance, force_teacher=needs_teacher)

@@ -114,7 +114,7 @@ class SelectStage(Stage):
                                  classes=train.classes)
 
         def teacher_forward() -> np.ndarray:
-            teacher = build_model(r.teacher, n_classes, channels_of(r.data), checkpoint=teacher_path)
+            teacher = build_model(r.teacher, n_classes, channels_of(r.data), checkpoint=teacher_path, classes=train.classes)
             teacher = with_teacher_input(teacher, r.data, r.teacher)
             return predict(teacher, train, batch_size=cfg.batch_size, desc="teacher logits", runtime=ctx.runtime).astype(np.float32)
 

@@ -41,7 +41,7 @@ class TeacherStage(Stage):
         train, val, rt = splits.train, splits.val, ctx.runtime
         in_chans = channels_of(r.data)
         seed_everything(r.seed)  # the initial weights too
-        model = build_model(cfg, len(train.classes), in_chans, role="teacher")
+        model = build_model(cfg, len(train.classes), in_chans, role="teacher", classes=train.classes)
         epochs = cfg.train.epochs if (cfg.checkpoint is None or cfg.train_when_checkpoint) else 0
         source = "checkpoint" if cfg.checkpoint else ("pretrained" if cfg.pretrained else "scratch")
         history = []

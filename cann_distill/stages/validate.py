@@ -138,8 +138,10 @@ class ValidateStage(Stage):
         splits = load_splits(r.data)
         evaluated = {"val": splits.val, **({"test": splits.test} if splits.test is not None else {})}
         in_chans, classes = channels_of(r.data), len(splits.train.classes)
-        student = build_model(r.student, classes, in_chans, checkpoint=ctx.artifacts[STUDENT_CKPT])
-        teacher = with_teacher_input(build_model(r.teacher, classes, in_chans, checkpoint=ctx.artifacts[TEACHER_CKPT]), r.data, r.teacher)
+        names = splits.train.classes
+        student = build_model(r.student, classes, in_chans, checkpoint=ctx.artifacts[STUDENT_CKPT], classes=names)
+        teacher = with_teacher_input(build_model(r.teacher, classes, in_chans, checkpoint=ctx.artifacts[TEACHER_CKPT], classes=names),
+                                     r.data, r.teacher)
         torch_logits = {name: {"teacher": predict(teacher, split, desc=f"teacher {name}", runtime=rt),
                                "torch_fp32": predict(student, split, desc=f"student {name}", runtime=rt)}
                         for name, split in evaluated.items()}
