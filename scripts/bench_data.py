@@ -26,6 +26,8 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 from typing import Any
 
 from cann_distill.pipeline import run_stages
@@ -45,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
                                  epilog="Example: .venv/bin/python scripts/bench_data.py --epochs 15 --seeds 3 --out runs/bench_data.json")
     add_common_args(ap, resource_dir("recipes") / "mobilenetv3_small_050_from_resnet18_digits.yaml", "recipe with the augmentation to test (default: the shipped mobilenetv3 digits recipe)")
     ap.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of %(default)s")
-    ap.add_argument("--timing-repeats", type=int, default=2, help="interleaved 0/2-worker epoch timings (default 2)")
+    ap.add_argument("--timing-repeats", type=int, default=2, help="interleaved 0/2-worker epoch timings (default 2; 0 skips them)")
     args = ap.parse_args(argv)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     if unknown := [a for a in arms if a not in ARMS]:
@@ -85,12 +87,16 @@ def main(argv: list[str] | None = None) -> int:
                 res = run_stages(recipe, ["distill"], run_dir=run_dir)[0]
                 timing[workers].append(res.seconds)
                 print(f"distill epoch, {workers} workers: {res.seconds:.2f}s", flush=True)
-        ratio = statistics.median(timing["2"]) / statistics.median(timing["0"])
-        print(f"epoch time 2 workers / 0 workers: {ratio:.2f}", flush=True)
+        epoch_seconds: dict[str, Any] = {}
+        if args.timing_repeats:
+            ratio = statistics.median(timing["2"]) / statistics.median(timing["0"])
+            print(f"epoch time 2 workers / 0 workers: {ratio:.2f}", flush=True)
+            epoch_seconds = {"workers_0": mean_std(timing["0"]), "workers_2": mean_std(timing["2"]), "ratio_2_over_0": ratio,
+                             "note": "one distill stage of 1 epoch incl. its validation pass"}
         write_results(args.out, args.recipe, base_recipe, teacher, seeds, started, arms=by_arm,
-                      augment=base_recipe.data.augment.model_dump(mode="json"), headline_split=base_recipe.data.test_fraction and "test",
-                      epoch_seconds={"workers_0": mean_std(timing["0"]), "workers_2": mean_std(timing["2"]),
-                                     "ratio_2_over_0": ratio, "note": "one distill stage of 1 epoch incl. its validation pass"})
+                      augment=base_recipe.data.augment.model_dump(mode="json"),
+                      headline_split="test" if base_recipe.data.test_fraction else "val", epoch_seconds=epoch_seconds,
+                      torch_threads=torch.get_num_threads())
     finally:
         if args.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -31,6 +31,7 @@ from cann_distill.cache import OutputCache, checkpoint_weights_fingerprint, reso
 from cann_distill.data import Split, channels_of, load_splits, loader, make_mixup
 from cann_distill.distiller import Distiller, teacher_feature_taps
 from cann_distill.errors import ArtifactError
+from cann_distill.losses import LOSSES
 from cann_distill.models import build_model, count_params, save_checkpoint, teacher_input
 from cann_distill.recipe import Recipe
 from cann_distill.rundir import RunDir
@@ -133,7 +134,8 @@ class DistillStage(Stage):
         student = build_model(r.student, n_classes, in_chans, role="student", classes=train.classes)
         renorm = teacher_input(r.data, r.teacher)
         # cached logits label the un-augmented image: with augmentation the teacher labels each view online
-        needs_teacher = bool(teacher_feature_taps(cfg.losses)) or not renorm.identity or splits.augmented
+        reads_teacher = any(k.startswith("teacher.") for s in cfg.losses for k in LOSSES.build(s.kind, **s.kwargs()).requires)
+        needs_teacher = reads_teacher and (bool(teacher_feature_taps(cfg.losses)) or not renorm.identity or splits.augmented)
         teacher = (build_model(r.teacher, n_classes, in_chans, checkpoint=ctx.artifacts[TEACHER_CKPT], classes=train.classes)
                    if needs_teacher else None)
         sample = torch.stack([train.fetch(i) for i in range(min(2, n))])
@@ -225,7 +227,7 @@ class DistillStage(Stage):
             "temperature": {"source": source, "schedule": spec.kind, **spec.kwargs()},
             "teacher": {"forward": distiller.runs_teacher, "logits": "online" if distiller.runs_teacher else "cached",
                         "why_online": [why for why, on in (("feature taps", bool(distiller.teacher_taps)), ("re-normalised input", not renorm.identity),
-                                                           ("augmented views", splits.augmented)) if on],
+                                                           ("augmented views", splits.augmented)) if on and distiller.runs_teacher],
                         "renormalized": not renorm.identity, "taps": distiller.teacher_taps},
             "student_taps": distiller.student_taps,
             "connectors": {k: {"params": count_params(m)} for k, m in distiller.model.connectors.items()},
