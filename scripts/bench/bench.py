@@ -45,6 +45,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
 
+import arm_common
 import bench_report
 
 HERE = Path(__file__).resolve().parent
@@ -133,23 +134,17 @@ def git_commit() -> str:
 
 
 def project_versions() -> dict[str, Any]:
-    out: dict[str, Any] = {"python": platform.python_version()}
-    for name in ("torch", "torchvision", "timm", "numpy", "onnxruntime", "cann-distill"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    out["cann-distill commit"] = git_commit()
-    return out
+    return {**arm_common.versions("torch", "torchvision", "timm", "numpy", "onnxruntime", "cann-distill"),
+            "cann-distill commit": git_commit()}
 
 
 def peer_status(python: str) -> dict[str, Any]:
     """Whether the benchmark environment can run torchdistill, with its versions or the reason it cannot."""
     if not Path(python).exists():
         return {"python": python, "available": False, "reason": f"no python at {python} (make the benchmark environment: {PEER_SETUP})"}
-    probe = ("import json, platform, importlib.metadata as m; import torchdistill, timm; "
-             "print(json.dumps({'python': platform.python_version(), **{k: m.version(k) for k in ('torchdistill', 'torch', 'torchvision', 'timm')}}))")
-    res = subprocess.run([python, "-c", probe], capture_output=True, text=True, env=clean_env())
+    probe = ("import json, torchdistill, timm, arm_common; "
+             "print(json.dumps(arm_common.versions('torchdistill', 'torch', 'torchvision', 'timm')))")
+    res = subprocess.run([python, "-c", probe], capture_output=True, text=True, env=clean_env(PYTHONPATH=str(HERE)))
     if res.returncode != 0:
         last = (res.stderr.strip().splitlines() or ["?"])[-1]
         return {"python": python, "available": False, "reason": f"{python} cannot import torchdistill and timm ({last})"}
@@ -284,12 +279,17 @@ def arm_plan(args: argparse.Namespace, peer: dict[str, Any], modes: Optional[lis
     return {a: plan[a] for a in args.arms}
 
 
+def not_runnable(arm: str, plan: dict[str, Any], seed: int) -> Optional[dict[str, Any]]:
+    """The record of an arm that cannot run here (with the reason), None when it can."""
+    if "unavailable" in plan:
+        return {"arm": arm, "status": "not available in this version", "reason": plan["unavailable"], "seed": seed, "repeat": 0}
+    if "skipped" in plan:
+        return {"arm": arm, "status": "skipped", "reason": plan["skipped"], "seed": seed, "repeat": 0}
+    return None
+
+
 def run_arm(arm: str, plan: dict[str, Any], spec: dict[str, Any], out: Path, args: argparse.Namespace) -> dict[str, Any]:
     """One arm run in its own process; its result, or why there is none."""
-    if "unavailable" in plan:
-        return {"arm": arm, "status": "not available in this version", "reason": plan["unavailable"], "seed": spec["seed"]}
-    if "skipped" in plan:
-        return {"arm": arm, "status": "skipped", "reason": plan["skipped"], "seed": spec["seed"]}
     out.parent.mkdir(parents=True, exist_ok=True)
     for old in out.parent.glob(f"{out.stem}.*"):  # a previous run's result, run dir and caches: every run starts cold
         if old.is_dir():
@@ -356,11 +356,9 @@ def interleaved(arms: list[str], rounds: int) -> list[tuple[int, list[str]]]:
 def run_part(part: str, label: str, st: dict[str, Any], plan: dict[str, dict[str, Any]], args: argparse.Namespace, work: Path,
              teacher: str, ckpt: Path, epochs: int, seeds: list[int], recipe_path: Path, save: Any) -> list[dict[str, Any]]:
     """Every arm once per round (a repeat, or a seed), interleaved; each result is saved as it comes."""
-    runs: list[dict[str, Any]] = []
-    runnable = [a for a in plan if not ({"unavailable", "skipped"} & set(plan[a]))]
-    for a in plan:
-        if a not in runnable:  # recorded once, with the reason
-            runs.append({**run_arm(a, plan[a], {"seed": seeds[0]}, work, args), "repeat": 0})
+    blocked = {a: rec for a in plan if (rec := not_runnable(a, plan[a], seeds[0])) is not None}
+    runs: list[dict[str, Any]] = list(blocked.values())  # recorded once, with the reason
+    runnable = [a for a in plan if a not in blocked]
     evaluate = part == "accuracy"
     for rnd, order in interleaved(runnable, len(seeds)):
         seed = seeds[rnd]

@@ -85,7 +85,6 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
                 if b.get("status") != "done":
                     continue
                 s[f"x_{base}"] = s["loop"]["median"] / b["loop"]["median"]
-                s[f"x_{base}_amortised"] = s["amortised"]["median"] / b["amortised"]["median"]
                 per_repeat = [loop_rate(a) / loop_rate(p) for a in _done([r for r in runs if r["arm"] == arm])
                               for p in _done([r for r in runs if r["arm"] == base]) if a["repeat"] == p["repeat"]]
                 s[f"x_{base}_per_repeat"] = _spread(per_repeat) if per_repeat else None
