@@ -1,0 +1,132 @@
+"""What every arm runner shares: the spec it is given, threads and seeds, timm models and transforms,
+the loop timer, test accuracy and the result file. torch, torchvision and timm only, so it runs in
+the project environment and in the benchmark environment (torchdistill) alike.
+
+An arm runner is started as `PYTHON scripts/bench/arm_<name>.py --spec SPEC.json --out RESULT.json`
+by `bench.py`; SPEC holds everything the arm must do the same way as the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+import torch
+
+
+def parse_args(description: str) -> tuple[dict[str, Any], Path]:
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--spec", type=Path, required=True, help="the arm's spec (JSON, written by bench.py)")
+    ap.add_argument("--out", type=Path, required=True, help="where to write the arm's result (JSON)")
+    args = ap.parse_args()
+    return json.loads(args.spec.read_text()), args.out
+
+
+def setup(spec: dict[str, Any]) -> None:
+    """Same thread count and global seeds in every arm."""
+    torch.set_num_threads(int(spec["threads"]))
+    seed = int(spec["seed"])
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def versions(*packages: str) -> dict[str, Optional[str]]:
+    """Versions of the packages as this arm's interpreter sees them (None: not installed)."""
+    out: dict[str, Optional[str]] = {"python": platform.python_version()}
+    for name in packages:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def transforms(spec: dict[str, Any]) -> tuple[Callable[[Any], torch.Tensor], Callable[[Any], torch.Tensor]]:
+    """(training, evaluation) transforms from timm's `create_transform` with the spec's keyword arguments.
+
+    The training transform is the evaluation one when the spec turns augmentation off.
+    """
+    from timm.data import create_transform
+
+    tf = spec["transforms"]
+    eval_tf = create_transform(**tf["eval"])
+    return (create_transform(**tf["train"]) if spec["augment"] else eval_tf), eval_tf
+
+
+def state_dict_of(obj: Any) -> dict[str, torch.Tensor]:
+    """The weights in a cann-distill checkpoint ({"state_dict": ...}), a torchdistill one ({"model": ...}) or a bare state dict."""
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            return obj[key]
+    return obj
+
+
+def create_model(arch: str, num_classes: int, in_chans: int, checkpoint: Optional[str] = None) -> torch.nn.Module:
+    import timm
+
+    model = timm.create_model(arch, pretrained=False, num_classes=num_classes, in_chans=in_chans)
+    if checkpoint:
+        model.load_state_dict(state_dict_of(torch.load(checkpoint, map_location="cpu", weights_only=True)), strict=True)
+    return model
+
+
+def model_from_spec(spec: dict[str, Any], role: str) -> torch.nn.Module:
+    m = spec[role]
+    return create_model(m["arch"], spec["num_classes"], spec["in_chans"], m.get("checkpoint"))
+
+
+class TimedLoader:
+    """Wraps a training DataLoader and times each pass over it, from `iter()` until it is used up.
+
+    The time between two batches is the loop body (teacher, student, backward, step), so one pass
+    is one epoch of the training loop, data loading included and evaluation excluded.
+    """
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.epochs: list[dict[str, float]] = []
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "loader":  # not set yet (e.g. while unpickling)
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
+    def __iter__(self) -> Iterator[Any]:
+        start = time.perf_counter()
+        samples = steps = 0
+        for batch in self.loader:
+            samples += int(batch[0].shape[0])
+            steps += 1
+            yield batch
+        self.epochs.append({"seconds": time.perf_counter() - start, "samples": samples, "steps": steps})
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, loader: Any) -> float:
+    """Top-1 over a loader of (images, targets, ...) batches, in eval mode."""
+    model.eval()
+    correct = total = 0
+    for batch in loader:
+        x, y = batch[0], batch[1]
+        correct += int((model(x).argmax(1) == y).sum())
+        total += int(y.shape[0])
+    return correct / max(total, 1)
+
+
+def write_result(out: Path, spec: dict[str, Any], started: float, **fields: Any) -> None:
+    result = {"arm": spec["arm"], "status": "done", "seed": spec["seed"], "pid": os.getpid(), **fields,
+              "wall_seconds": time.perf_counter() - started}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")

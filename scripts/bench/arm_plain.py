@@ -1,0 +1,63 @@
+"""Plain PyTorch Hinton KD: the baseline every tool must beat. The teacher runs on every batch.
+
+loss = w_ce * CE(s, y) + w_kd * T^2 * KL(softmax(t/T) || softmax(s/T)) (batch mean), SGD with
+Nesterov momentum, cosine decay per step, no warmup. The teacher is in eval mode (BatchNorm uses
+its running statistics) under no_grad; torchdistill's example leaves it in training mode.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torchvision.datasets import ImageFolder
+
+import arm_common as ac
+
+
+def main() -> int:
+    spec, out = ac.parse_args(__doc__.splitlines()[0])
+    started = time.perf_counter()
+    ac.setup(spec)
+    train_tf, eval_tf = ac.transforms(spec)
+    root, workers, opt_cfg, loss_cfg = Path(spec["data_root"]), int(spec["workers"]), spec["optimizer"], spec["loss"]
+    train = ImageFolder(str(root / "train"), train_tf)
+    loader = ac.TimedLoader(DataLoader(train, batch_size=spec["batch_size"], shuffle=True, drop_last=True, num_workers=workers,
+                                       persistent_workers=workers > 0, generator=torch.Generator().manual_seed(spec["seed"])))
+
+    ac.setup(spec)  # the student's initial weights come straight from the seed, as in cann-distill
+    student = ac.model_from_spec(spec, "student")
+    teacher = ac.model_from_spec(spec, "teacher").eval()
+    teacher.requires_grad_(False)
+    opt = torch.optim.SGD(student.parameters(), lr=opt_cfg["lr"], momentum=opt_cfg["momentum"],
+                          weight_decay=opt_cfg["weight_decay"], nesterov=opt_cfg["nesterov"])
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=spec["epochs"] * len(loader))
+    w_ce, w_kd, t = loss_cfg["ce_weight"], loss_cfg["kd_weight"], loss_cfg["temperature"]
+
+    for _ in range(spec["epochs"]):
+        student.train()
+        for x, y in loader:
+            with torch.no_grad():
+                t_logits = teacher(x)
+            s_logits = student(x)
+            kd = F.kl_div(F.log_softmax(s_logits / t, 1), F.log_softmax(t_logits / t, 1), reduction="batchmean", log_target=True)
+            loss = w_ce * F.cross_entropy(s_logits, y) + w_kd * t * t * kd
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+
+    test_acc = None
+    if spec["evaluate"]:
+        test = DataLoader(ImageFolder(str(root / "test"), eval_tf), batch_size=256)
+        test_acc = ac.accuracy(student, test)
+    ac.write_result(out, spec, started, epochs=loader.epochs, test_acc=test_acc, teacher_targets="online", augmented=spec["augment"],
+                    teacher_mode="eval", transform_repr=repr(train_tf), versions=ac.versions("torch", "torchvision", "timm"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,291 @@
+"""The benchmark's numbers from its raw JSON (`summarize`) and docs/benchmarks.md from them (`render`).
+
+Both are pure functions of the JSON that `bench.py` writes: nothing in the page is typed by hand,
+so `python scripts/bench/bench.py --render --out RUN.json --docs docs/benchmarks.md` regenerates it.
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any, Optional
+
+ARM_ORDER = ("plain", "torchdistill", "online", "cached", "replay")
+BASELINES = ("plain", "torchdistill")
+# issue 10: replay's training samples/s over each baseline, per teacher
+SPEED_TARGETS = {"resnet50": 2.5, "resnet18": 2.0}
+ACCURACY_TOLERANCE_PT = 0.5
+
+
+# ----------------------------------------------------------------------------- per run
+
+
+def loop_rate(run: dict[str, Any]) -> float:
+    """Samples/s of the training loop; the first epoch is warm-up and left out when there are more."""
+    epochs = run["epochs"]
+    timed = epochs[1:] if len(epochs) > 1 else epochs
+    return sum(e["samples"] for e in timed) / sum(e["seconds"] for e in timed)
+
+
+def one_time_seconds(run: dict[str, Any]) -> float:
+    """What an arm pays once before its loop: cann-distill's select stage (teacher pass, replay draws); 0 for the others."""
+    return float(run.get("stages", {}).get("select", {}).get("seconds", 0.0))
+
+
+def amortised_rate(run: dict[str, Any]) -> float:
+    """Samples/s at the loop's steady rate with the one-time cost spread over the run's epochs.
+
+    Not projected to other epoch counts: replay's one-time cost grows with its number of draws.
+    """
+    samples = sum(e["samples"] for e in run["epochs"])
+    return samples / (samples / loop_rate(run) + one_time_seconds(run))
+
+
+def _spread(values: list[float]) -> dict[str, Any]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values), "values": values}
+
+
+def _mean_std(values: list[float]) -> dict[str, Any]:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values),
+            "values": values}
+
+
+def _done(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r for r in runs if r.get("status") == "done"]
+
+
+def _why_not(runs: list[dict[str, Any]]) -> Optional[str]:
+    """The status and reason of an arm none of whose runs finished."""
+    if not runs or _done(runs):
+        return None
+    r = runs[0]
+    return f"{r.get('status', 'failed')}: {r.get('reason') or r.get('error') or 'no result'}"
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def summarize(data: dict[str, Any]) -> dict[str, Any]:
+    """Medians, spreads, ratios within the invocation, mean ± std over seeds and the issue's criteria."""
+    out: dict[str, Any] = {"speed": {}, "accuracy": {}, "criteria": []}
+    for teacher, part in data.get("speed", {}).items():
+        by_arm: dict[str, Any] = {}
+        runs = part["runs"]
+        for arm in _arms(runs):
+            arm_runs = [r for r in runs if r["arm"] == arm]
+            ok = _done(arm_runs)
+            if not ok:
+                by_arm[arm] = {"status": _why_not(arm_runs)}
+                continue
+            by_arm[arm] = {"status": "done", **_rates(ok)}
+        for arm, s in by_arm.items():
+            if s["status"] != "done":
+                continue
+            for base in BASELINES:
+                b = by_arm.get(base, {})
+                if b.get("status") != "done":
+                    continue
+                s[f"x_{base}"] = s["loop"]["median"] / b["loop"]["median"]
+                per_repeat = [loop_rate(a) / loop_rate(p) for a in _done([r for r in runs if r["arm"] == arm])
+                              for p in _done([r for r in runs if r["arm"] == base]) if a["repeat"] == p["repeat"]]
+                s[f"x_{base}_per_repeat"] = _spread(per_repeat) if per_repeat else None
+        out["speed"][teacher] = by_arm
+        target = SPEED_TARGETS.get(teacher)
+        if target is not None:
+            for base in BASELINES:
+                out["criteria"].append(_speed_criterion(by_arm, teacher, base, target))
+
+    acc = data.get("accuracy") or {}
+    if acc.get("runs"):
+        for arm in _arms(acc["runs"]):
+            arm_runs = [r for r in acc["runs"] if r["arm"] == arm]
+            ok = [r for r in _done(arm_runs) if r.get("test_acc") is not None]
+            out["accuracy"][arm] = ({"status": "done", "test_acc": _mean_std([100 * r["test_acc"] for r in ok]),
+                                     "seeds": [r["seed"] for r in ok], **_rates(ok)}
+                                    if ok else {"status": _why_not(arm_runs) or "no test accuracy"})
+        out["criteria"] += _accuracy_criteria(out["accuracy"])
+    return out
+
+
+def _rates(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Loop samples/s, one-time seconds and amortised samples/s over finished runs, with what they trained on."""
+    return {"loop": _spread([loop_rate(r) for r in runs]), "one_time_seconds": _spread([one_time_seconds(r) for r in runs]),
+            "amortised": _spread([amortised_rate(r) for r in runs]), "teacher_targets": _targets(runs),
+            "notes": sorted({n for r in runs for n in r.get("notes", [])})}
+
+
+def _targets(runs: list[dict[str, Any]]) -> list[str]:
+    """Where the runs' teacher targets came from, as the arms reported it, and whether they trained without augmentation."""
+    return sorted({str(r.get("teacher_targets")) + (", no augmentation" if r.get("augmented") is False else "") for r in runs})
+
+
+def _arms(runs: list[dict[str, Any]]) -> list[str]:
+    seen = {r["arm"] for r in runs}
+    return [a for a in ARM_ORDER if a in seen] + sorted(seen - set(ARM_ORDER))
+
+
+def _criterion(what: str, value: Optional[float], target: str, passed: Optional[bool], why: str = "") -> dict[str, Any]:
+    return {"what": what, "value": value, "target": target, "status": "n/a" if passed is None else ("pass" if passed else "fail"),
+            "why": why}
+
+
+def _speed_criterion(by_arm: dict[str, Any], teacher: str, base: str, target: float) -> dict[str, Any]:
+    what = f"replay samples/s ÷ {base}, teacher {teacher}"
+    missing = [a for a in ("replay", base) if by_arm.get(a, {}).get("status") != "done"]
+    if missing:
+        return _criterion(what, None, f"≥ {target:g}×", None, "; ".join(f"{a} {by_arm.get(a, {}).get('status', 'not run')}" for a in missing))
+    ratio = by_arm["replay"][f"x_{base}"]
+    return _criterion(what, ratio, f"≥ {target:g}×", ratio >= target)
+
+
+def _accuracy_criteria(acc: dict[str, Any]) -> list[dict[str, Any]]:
+    def mean(arm: str) -> Optional[float]:
+        a = acc.get(arm, {})
+        return a["test_acc"]["mean"] if a.get("status") == "done" else None
+
+    def missing(*arms: str) -> str:
+        return "; ".join(f"{a} {acc.get(a, {}).get('status', 'not run')}" for a in arms if mean(a) is None)
+
+    replay, online, cached = mean("replay"), mean("online"), mean("cached")
+    gap = None if replay is None or online is None else replay - online
+    lead = None if replay is None or cached is None else replay - cached
+    return [
+        _criterion("replay − online test top-1 (pt, mean over seeds)", gap, f"≥ −{ACCURACY_TOLERANCE_PT} pt",
+                   None if gap is None else gap >= -ACCURACY_TOLERANCE_PT, missing("replay", "online")),
+        _criterion("replay − cached test top-1 (pt, augmentation on)", lead, "> 0 pt", None if lead is None else lead > 0,
+                   missing("replay", "cached")),
+    ]
+
+
+# ----------------------------------------------------------------------------- markdown
+
+
+def _num(x: Optional[float], digits: int = 1) -> str:
+    return "–" if x is None else f"{x:,.{digits}f}"
+
+
+def _cell(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(map(_cell, r)) + " |" for r in rows]
+
+
+def _speed_rows(by_arm: dict[str, Any], arms_info: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for arm, s in by_arm.items():
+        label = arms_info.get(arm, {}).get("label", arm)
+        if s["status"] != "done":
+            rows.append([label, s["status"]] + ["–"] * 6)
+            continue
+        loop = s["loop"]
+        ratios = []
+        for base in BASELINES:
+            r = s.get(f"x_{base}")
+            per = s.get(f"x_{base}_per_repeat")
+            ratios.append("–" if r is None else f"{r:.2f}×" + (f" ({per['min']:.2f}–{per['max']:.2f})" if per and per["n"] > 1 else ""))
+        rows.append([label, "; ".join(s["teacher_targets"]), _num(loop["median"]), f"{_num(loop['min'])}–{_num(loop['max'])} (n={loop['n']})",
+                     *ratios, *_one_time_cells(s)])
+    return rows
+
+
+def _one_time_cells(s: dict[str, Any]) -> list[str]:
+    one_time = s["one_time_seconds"]["median"]
+    return [_num(one_time, 2) if one_time else "–", _num(s["amortised"]["median"])]
+
+
+def render(data: dict[str, Any]) -> str:
+    """docs/benchmarks.md from the benchmark JSON."""
+    s = summarize(data)
+    st = data.get("settings", {})
+    arms_info = data.get("arms", {})
+    m, v = data.get("machine", {}), data.get("versions", {})
+    lines = ["# Benchmarks", ""]
+    if data.get("smoke"):
+        lines += [f"> **Smoke run — not a measurement.** Made with `--quick` ({data.get('quick_note', 'tiny settings')}) on a "
+                  "shared machine to check that every arm runs end to end. Regenerate this page from the full run "
+                  "on a quiet machine (command below, without `--quick`).", ""]
+    lines += [f"Generated by `scripts/bench/bench.py` from `{data.get('out', 'the JSON')}`; nothing on this page is typed by hand "
+              f"(`--render` rebuilds it from the JSON).", ""]
+    lines += ["## Command", "", "```", data.get("command", "?"), "```", "",
+              f"Started {data.get('date', '?')}, {_num(data.get('wall_seconds'), 0)} s wall in all.", ""]
+    flags = m.get("flags", {})
+    lines += ["## Machine", ""] + _table(["", ""], [
+        ["CPU", f"{m.get('cpu_model', '?')} ({m.get('machine', '?')})"],
+        ["cores", f"{m.get('cores_usable', '?')} usable of {m.get('cores_total', '?')}"],
+        ["CPU flags", ", ".join(f"{k} {'yes' if on else 'no'}" for k, on in flags.items()) or "?"],
+        ["memory", f"{_num(m.get('memory_gib'))} GiB"],
+        ["load average (1 min) at start / end", f"{_num(m.get('load_start'), 2)} / {_num(m.get('load_end'), 2)}"],
+        ["OS", m.get("os", "?")],
+    ]) + [""]
+    lines += ["## Versions", ""] + _table(["package", "version"], [[k, str(val)] for k, val in v.items()]) + [""]
+
+    lines += ["## Setup (the same for every arm)", ""]
+    d = st.get("data", {})
+    lines += [f"- **Data**: scikit-learn digits split as cann-distill's `digits` source splits it (val {d.get('val_fraction')}, "
+              f"test {d.get('test_fraction')}, split seed {d.get('split_seed')}"
+              + (f", {d.get('max_samples')} samples" if d.get("max_samples") else "")
+              + f"), upsampled to {d.get('image_size')} px and exported once as PNG to an ImageFolder tree "
+              f"(train {d.get('sizes', {}).get('train')}, val {d.get('sizes', {}).get('val')}, test {d.get('sizes', {}).get('test')}); "
+              "every arm reads and decodes those files (cann-distill `data.source: imagefolder`, the others torchvision `ImageFolder`).",
+              f"- **Transforms**: timm `create_transform`, training `{st.get('transforms', {}).get('train')}`, evaluation "
+              f"`{st.get('transforms', {}).get('eval')}`. The transform each arm built was compared: "
+              f"{'identical in every arm' if data.get('transforms_identical') else 'NOT identical (see the JSON)'}.",
+              f"- **Training**: batch {st.get('batch_size')} (last partial batch dropped), {st.get('optimizer_text')}, "
+              f"loss {st.get('loss_text')}, {st.get('threads')} torch threads, {st.get('workers')} DataLoader worker(s) "
+              "(persistent), every arm in its own fresh process.",
+              f"- **Student** `{st.get('student')}`.", ""]
+    lines += ["**Arms**", ""] + [f"- **{info.get('label', arm)}**: {info.get('text', '')}" for arm, info in arms_info.items()] + [""]
+
+    if s["speed"]:
+        sp = st.get("speed", {})
+        lines += ["## Speed", "",
+                  f"Training-loop samples/s (data loading, teacher, student, backward, step; evaluation excluded), "
+                  f"{sp.get('epochs')} epoch(s) per run with the first left out as warm-up, arms interleaved with the order "
+                  f"rotated each repeat, {sp.get('repeats')} repeat(s). Teachers untrained (timing only). Ratios are of medians "
+                  "from this one invocation (range: per-repeat ratios). *One-time* is cann-distill's select stage (teacher pass "
+                  "over the training split; for `replay` also the stored augmentation draws), paid once per run; *amortised* "
+                  f"spreads it over the run's {sp.get('epochs')} epoch(s) at the steady loop rate (the accuracy part "
+                  "reports it over its longer runs).", ""]
+        for teacher, by_arm in s["speed"].items():
+            lines += [f"### teacher `{teacher}` → student `{st.get('student')}`", ""]
+            lines += _table(["arm", "teacher targets", "samples/s (median)", "range", "× plain", "× torchdistill", "one-time (s)",
+                             "amortised samples/s"], _speed_rows(by_arm, arms_info)) + [""]
+
+    if s["accuracy"]:
+        a = st.get("accuracy", {})
+        t = (data.get("accuracy") or {}).get("teacher", {})
+        lines += ["## Accuracy", "",
+                  f"Teacher `{a.get('teacher')}` trained once with cann-distill's teacher stage ({t.get('epochs')} epochs, "
+                  f"test {_num(100 * t['test_acc'], 2) if t.get('test_acc') is not None else '–'}%) and given to every arm; student "
+                  f"`{st.get('student')}`, {a.get('epochs')} epochs, augmentation on (unless the teacher-targets column says otherwise), seeds "
+                  f"{a.get('seeds')}. Test top-1 of the last epoch's weights (nothing chosen on the test split); std is the "
+                  "sample std over seeds.", ""]
+        rows = []
+        for arm, r in s["accuracy"].items():
+            label = arms_info.get(arm, {}).get("label", arm)
+            if r["status"] != "done":
+                rows.append([label, r["status"]] + ["–"] * 5)
+                continue
+            ta = r["test_acc"]
+            rows.append([label, f"{ta['mean']:.2f} ± {ta['std']:.2f}%", ", ".join(f"{x:.2f}" for x in ta["values"]),
+                         "; ".join(r["teacher_targets"]), _num(r["loop"]["median"]), *_one_time_cells(r)])
+        lines += _table(["arm", "test top-1 (mean ± std)", "per seed (%)", "teacher targets", "loop samples/s (median)",
+                         "one-time (s)", f"amortised samples/s over {a.get('epochs')} epochs"], rows) + [""]
+
+    if s["criteria"]:
+        lines += ["## Issue 10 criteria", ""]
+        rows = [[c["what"], c["target"], _num(c["value"], 2), c["status"] + (f" ({c['why']})" if c["why"] else "")]
+                for c in s["criteria"]]
+        lines += _table(["criterion", "target", "measured", "status"], rows) + [""]
+
+    notes = sorted({(arm, n) for part in (s["speed"].values()) for arm, r in part.items() for n in r.get("notes", [])}
+                   | {(arm, n) for arm, r in s["accuracy"].items() for n in r.get("notes", [])})
+    if notes or data.get("differences"):
+        lines += ["## Where the arms differ", ""] + [f"- {d}" for d in data.get("differences", [])] \
+                 + [f"- **{arms_info.get(arm, {}).get('label', arm)}**: {n}" for arm, n in notes] + [""]
+    if data.get("torchdistill_config"):
+        lines += ["## torchdistill config used", "",
+                  "Written by `scripts/bench/arm_torchdistill.py` (one per run; this one from the first run; paths are the "
+                  "run's):", "", "```yaml", data["torchdistill_config"].rstrip(), "```", ""]
+    return "\n".join(lines)

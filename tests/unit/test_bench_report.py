@@ -1,0 +1,111 @@
+"""scripts/bench/bench_report.py: docs/benchmarks.md is a pure function of the benchmark JSON."""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "bench"))
+import bench_report  # noqa: E402  (scripts/bench is not a package)
+
+N = 640  # samples per epoch
+
+
+def speed_run(arm: str, repeat: int, seconds: float, select: float | None = None) -> dict[str, Any]:
+    """3 epochs: a slow warm-up epoch, then two of `seconds` each (rate N / seconds)."""
+    run: dict[str, Any] = {"arm": arm, "status": "done", "repeat": repeat, "seed": 0, "teacher_targets": "online",
+                           "epochs": [{"seconds": 99.0, "samples": N, "steps": 10}] + [{"seconds": seconds, "samples": N, "steps": 10}] * 2}
+    if select is not None:
+        run["stages"] = {"select": {"seconds": select}}
+    return run
+
+
+def acc_run(arm: str, seed: int, acc: float) -> dict[str, Any]:
+    """Two epochs at 64 samples/s; replay's select takes 20 s."""
+    return {"arm": arm, "status": "done", "seed": seed, "test_acc": acc, "teacher_targets": arm,
+            "epochs": [{"seconds": 10.0, "samples": N, "steps": 10}] * 2, "stages": {"select": {"seconds": 20.0 if arm == "replay" else 0.0}}}
+
+
+@pytest.fixture
+def data() -> dict[str, Any]:
+    plain = [speed_run("plain", r, N / rate) for r, rate in enumerate((64.0, 32.0, 40.0))]  # median 40
+    replay = [speed_run("replay", r, N / rate, select=5.0) for r, rate in enumerate((200.0, 160.0, 128.0))]  # median 160
+    skipped = {"arm": "torchdistill", "status": "skipped", "reason": "no python at /nowhere", "seed": 0, "repeat": 0}
+    accuracy = [acc_run(arm, s, a) for arm, accs in {"online": (0.98, 0.97, 0.99), "cached": (0.95, 0.96, 0.94),
+                                                      "replay": (0.979, 0.981, 0.98)}.items() for s, a in enumerate(accs)]
+    return {
+        "smoke": False, "command": "python scripts/bench/bench.py --out x.json", "out": "x.json",
+        "settings": {"student": "mobilenetv3_small_050", "speed": {"epochs": 3, "repeats": 3},
+                     "accuracy": {"teacher": "resnet18", "epochs": 30, "seeds": [0, 1, 2]}},
+        "arms": {"plain": {"label": "plain PyTorch KD"}, "torchdistill": {"label": "torchdistill KD"},
+                 "online": {"label": "cann-distill online"}, "cached": {"label": "cann-distill cached"},
+                 "replay": {"label": "cann-distill replay"}},
+        "speed": {"resnet50": {"runs": [skipped, *plain, *replay]}},
+        "accuracy": {"teacher": {"epochs": 15, "test_acc": 0.98}, "runs": accuracy},
+    }
+
+
+def row(page: str, label: str, section: str = "") -> list[str]:
+    """The cells of the first table row whose first cell is `label` (after the heading `section`)."""
+    line = next(ln for ln in page[page.index(section):].splitlines() if ln.startswith(f"| {label} |"))
+    return [c.strip() for c in line.strip("|").split(" | ")]
+
+
+def test_speed_rows_are_medians_and_ratios_of_the_json(data: dict[str, Any]) -> None:
+    page = bench_report.render(data)
+    plain, replay = row(page, "plain PyTorch KD"), row(page, "cann-distill replay")
+    assert plain[2] == "40.0" and plain[3] == "32.0–64.0 (n=3)"  # warm-up epoch (99 s) left out
+    assert replay[2] == "160.0" and replay[3] == "128.0–200.0 (n=3)"
+    assert replay[4].startswith("4.00×")  # 160 / 40, with the per-repeat range after it
+    assert replay[6] == "5.00"  # select, the one-time cost
+    assert replay[7] == "112.9"  # median over runs of 1920 / (1920 / rate + 5): 3 epochs at the steady rate + select
+    assert row(page, "torchdistill KD")[1] == "skipped: no python at /nowhere"
+
+
+def test_an_arm_without_augmentation_says_so(data: dict[str, Any]) -> None:
+    for run in data["speed"]["resnet50"]["runs"]:
+        if run["arm"] == "replay":
+            run.update(teacher_targets="cached", augmented=False)
+    assert row(bench_report.render(data), "cann-distill replay")[1] == "cached, no augmentation"
+
+
+def test_changing_the_json_changes_the_page(data: dict[str, Any]) -> None:
+    slower = copy.deepcopy(data)
+    for run in slower["speed"]["resnet50"]["runs"]:
+        if run["arm"] == "plain":
+            run["epochs"] = [{**e, "seconds": 2 * e["seconds"]} for e in run["epochs"]]
+    page = bench_report.render(slower)
+    assert row(page, "plain PyTorch KD")[2] == "20.0"
+    assert row(page, "cann-distill replay")[4].startswith("8.00×")
+
+
+def test_criteria_follow_the_numbers(data: dict[str, Any]) -> None:
+    page = bench_report.render(data)
+    assert row(page, "replay samples/s ÷ plain, teacher resnet50")[1:] == ["≥ 2.5×", "4.00", "pass"]
+    td = row(page, "replay samples/s ÷ torchdistill, teacher resnet50")
+    assert td[2] == "–" and td[3].startswith("n/a") and "skipped" in td[3]
+    assert row(page, "replay − online test top-1 (pt, mean over seeds)")[2:] == ["0.00", "pass"]
+    assert row(page, "replay − cached test top-1 (pt, augmentation on)")[2:] == ["3.00", "pass"]
+    data["accuracy"]["runs"] = [r if r["arm"] != "replay" else {**r, "test_acc": r["test_acc"] - 0.01} for r in data["accuracy"]["runs"]]
+    assert row(bench_report.render(data), "replay − online test top-1 (pt, mean over seeds)")[2:] == ["-1.00", "fail"]
+
+
+def test_accuracy_rows_are_mean_and_sample_std_over_seeds(data: dict[str, Any]) -> None:
+    page = bench_report.render(data)
+    assert row(page, "cann-distill online", "## Accuracy")[1:3] == ["98.00 ± 1.00%", "98.00, 97.00, 99.00"]
+    assert row(page, "cann-distill cached", "## Accuracy")[1] == "95.00 ± 1.00%"
+    assert row(page, "cann-distill replay", "## Accuracy")[1:] == ["98.00 ± 0.10%", "97.90, 98.10, 98.00", "replay", "64.0", "20.00", "32.0"]
+
+
+def test_smoke_runs_are_labelled_and_failures_do_not_break_tables(data: dict[str, Any]) -> None:
+    assert "Smoke run" not in bench_report.render(data)
+    data["smoke"] = True
+    data["speed"]["resnet50"]["runs"].append({"arm": "online", "status": "failed", "error": "exit code 1: a | b", "seed": 0, "repeat": 0})
+    page = bench_report.render(data)
+    assert "Smoke run — not a measurement" in page
+    online = next(ln for ln in page.splitlines() if ln.startswith("| cann-distill online | failed"))
+    assert online.count(" | ") == len(row(page, "plain PyTorch KD")) - 1  # the '|' in the error is escaped
