@@ -341,14 +341,22 @@ def fit(
         history.resumed_from = {"epoch": start_epoch + 1, "step": start_batch + 1}
         ui.info(f"{desc}: resuming from {checkpoint.path} at epoch {start_epoch + 1} step {start_batch + 1}")  # type: ignore[union-attr]
 
-    # where the loop is, for the Ctrl-C checkpoint
-    pos: dict[str, Any] = {"epoch": start_epoch, "batch": start_batch, "epoch_rng": None, "rng": None, "sums": {}, "n": 0}
+    # where the loop is, for the Ctrl-C checkpoint; `buffers`: the model's buffers as the current batch found them
+    # (its forward pass moves BatchNorm statistics before an interrupt can land, and the resumed run repeats that batch)
+    pos: dict[str, Any] = {"epoch": start_epoch, "batch": start_batch, "epoch_rng": None, "rng": None, "sums": {}, "n": 0,
+                           "buffers": None}
 
-    def save(epoch: int, batch: int, epoch_rng: dict[str, torch.Tensor], rng: dict[str, Any], sums: dict[str, float], n: int) -> None:
+    def buffers() -> Optional[dict[str, torch.Tensor]]:
+        return {k: v.detach().clone() for k, v in model.named_buffers()} if checkpoint is not None else None
+
+    def save(epoch: int, batch: int, epoch_rng: dict[str, torch.Tensor], rng: dict[str, Any], sums: dict[str, float], n: int,
+             batch_buffers: Optional[dict[str, torch.Tensor]] = None) -> None:
         assert checkpoint is not None
+        model_state = state_copy(model)
+        model_state.update({k: v.cpu() for k, v in (batch_buffers or {}).items() if k in model_state})
         state = {
             "format": RESUME_FORMAT, "fingerprint": checkpoint.fingerprint, "epoch": epoch, "batch": batch,
-            "model": state_copy(model), "optimizer": opt.state_dict(), "ema": state_copy(ema.module) if ema else None,
+            "model": model_state, "optimizer": opt.state_dict(), "ema": state_copy(ema.module) if ema else None,
             "scaler": scaler.state_dict() if scaler is not None else None,
             "best": {"val_acc": best[0], "epoch": best[1], "state": best[2]} if best else None,
             "history": [dict(r) for r in history[:epoch]], "sums": dict(sums), "n": n,
@@ -420,7 +428,7 @@ def fit(
                 for bi, batch in enumerate(batches):
                     if bi < skip:
                         continue  # trained on before the interruption; iterating keeps the order
-                    pos.update(batch=bi, rng=_rng_state(), sums=dict(sums), n=n)
+                    pos.update(batch=bi, rng=_rng_state(), sums=dict(sums), n=n, buffers=buffers())
                     lr = set_lr(epoch + bi / n_batches, 1 / n_batches)
                     loss, parts = forward_backward(to_device(batch))
                     with deferred_interrupt():
@@ -430,7 +438,7 @@ def fit(
                         done += 1
                         for k, v in {"loss": loss.item(), **parts}.items():
                             sums[k] = sums.get(k, 0.0) + v * bs
-                        pos.update(batch=bi + 1, rng=None)
+                        pos.update(batch=bi + 1, rng=None, buffers=None)
                     if prog is not None and task is not None:
                         means = {k: v / n for k, v in sums.items()}
                         prog.update(task, advance=1, status=_status(epoch, cfg.epochs, means, lr, extra, last_val,
@@ -455,7 +463,7 @@ def fit(
             if checkpoint is not None and pos["epoch"] < cfg.epochs:
                 if pos["epoch_rng"] is None:  # between epochs: the next one starts from the current generators
                     pos["epoch_rng"] = {name: gen.get_state() for name, gen in generators().items()}
-                save(pos["epoch"], pos["batch"], pos["epoch_rng"], pos["rng"] or _rng_state(), pos["sums"], pos["n"])
+                save(pos["epoch"], pos["batch"], pos["epoch_rng"], pos["rng"] or _rng_state(), pos["sums"], pos["n"], pos["buffers"])
                 ui.warn(f"{desc}: interrupted at epoch {pos['epoch'] + 1} step {pos['batch'] + 1}; saved {checkpoint.path}"
                         + (f"; continue with `{checkpoint.command}`" if checkpoint.command else ""))
             raise
