@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ StepFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, dict[str, float]]]
 TeacherFn = Callable[[Batch, int, Optional[float]], dict[str, torch.Tensor]]
 """Teacher outputs for a batch as the student sees it (on the device, mixed), its epoch and the
 mixing λ (None: not mixed). Given one, `fit` times it as teacher time and calls `step(model, batch, outputs)`."""
+TaughtStepFn = Callable[[nn.Module, Batch, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
 EpochStart = Callable[[int], dict[str, float]]
 """Called before epoch `e` (0-based); returns extra fields for that epoch's history row."""
 EpochEnd = Callable[[int, dict[str, float]], None]
@@ -300,7 +301,7 @@ def fit(
     train: Split,
     cfg: TrainConfig,
     batch_size: int,
-    step: StepFn,
+    step: Union[StepFn, TaughtStepFn],
     seed: int,
     desc: str,
     val: Optional[Split] = None,
@@ -430,7 +431,7 @@ def fit(
             else:
                 with times.timed("teacher"):
                     taught = teacher(batch, pos["epoch"], lam)
-                loss, parts = step(model, batch, taught)  # type: ignore[call-arg]
+                loss, parts = step(model, batch, taught)  # type: ignore[call-arg]  # a TaughtStepFn with a teacher
         if not torch.isfinite(loss):
             raise StageError(_nonfinite_message(desc, pos["epoch"], pos["batch"], loss, parts, checkpoint, last_saved))
         opt.zero_grad(set_to_none=True)
