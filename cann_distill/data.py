@@ -22,6 +22,8 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from timm.data import Mixup
+from timm.data.mixup import mixup_target
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
 from cann_distill.devices import CPU, Runtime, worker_count
@@ -29,7 +31,8 @@ from cann_distill.errors import StageError
 from cann_distill.images import IMAGE_EXTS, BadImageError, FileEntry, find_bad_images, open_image, scan_tree
 from cann_distill.recipe import AugmentConfig, DataConfig
 
-__all__ = ["IMAGE_EXTS", "Split", "Splits", "load_splits", "loader", "data_fingerprint", "build_transforms", "make_mixup"]
+__all__ = ["IMAGE_EXTS", "Split", "Splits", "load_splits", "loader", "draw_loader", "data_fingerprint", "build_transforms",
+           "make_mixup", "mix_distributions", "count_classes"]
 
 Transform = Callable[[Any], torch.Tensor]
 
@@ -137,15 +140,37 @@ def build_transforms(cfg: DataConfig) -> tuple[Optional[Transform], Transform]:
     return train_tf, eval_tf
 
 
-def make_mixup(cfg: DataConfig, num_classes: int) -> Optional[Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]]:
+def make_mixup(cfg: DataConfig, num_classes: int) -> Optional["BatchMixup"]:
     """timm's Mixup/CutMix for a training batch, or None when the recipe does not mix."""
     aug = cfg.augment
     if not aug.mixes:
         return None
-    from timm.data import Mixup
+    return BatchMixup(mixup_alpha=aug.mixup_alpha, cutmix_alpha=aug.cutmix_alpha, prob=aug.mix_prob, switch_prob=aug.mix_switch_prob,
+                      mode="batch", label_smoothing=aug.label_smoothing, num_classes=num_classes)
 
-    return Mixup(mixup_alpha=aug.mixup_alpha, cutmix_alpha=aug.cutmix_alpha, prob=aug.mix_prob, switch_prob=aug.mix_switch_prob,
-                 mode="batch", label_smoothing=aug.label_smoothing, num_classes=num_classes)
+
+class BatchMixup(Mixup):
+    """timm's batch-mode Mixup that also says how it mixed: `mix_batch` returns λ with the batch.
+
+    Batch mode mixes every sample i with the same partner, sample B-1-i (`x.flip(0)`), by one λ per
+    batch (for cutmix, the pasted box's area corrected λ). Teacher targets that cannot see the mixed
+    image (cached, replayed) are mixed with the same λ and partner (`mix_distributions`).
+    """
+
+    def mix_batch(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Mix `x` in place; (x, soft targets [B, C], λ). Draws exactly what timm's __call__ draws."""
+        assert self.mode == "batch" and len(x) % 2 == 0, "batch-mode mixup needs an even batch"
+        lam = float(self._mix_batch(x))
+        return x, mixup_target(target, self.num_classes, lam, self.label_smoothing), lam
+
+    def __call__(self, x: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y, _ = self.mix_batch(x, target)
+        return x, y
+
+
+def mix_distributions(p: torch.Tensor, lam: float) -> torch.Tensor:
+    """Class distributions [B, C] mixed as `BatchMixup` mixed their images: λ·p_i + (1 − λ)·p_(B−1−i)."""
+    return p if lam == 1.0 else lam * p + (1.0 - lam) * p.flip(0)
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -205,21 +230,40 @@ class SplitDataset(Dataset):
 
 class KeyedSampler(Sampler):
     """Wraps an index sampler and yields (epoch, index): the epoch reaches the dataset even in
-    persistent workers. `generator` is the one that orders the samples (saved for resume)."""
+    persistent workers. `generator` is the one that orders the samples (saved for resume).
 
-    def __init__(self, base: Sampler, generator: Optional[torch.Generator] = None) -> None:
+    With a `period` K the key is (epoch mod K, index): epoch e shows the views of epoch e mod K
+    again (replayed teacher targets label K views per sample, `cann_distill.targets`).
+    """
+
+    def __init__(self, base: Sampler, generator: Optional[torch.Generator] = None, period: Optional[int] = None) -> None:
         self.base = base
         self.generator = generator if generator is not None else getattr(base, "generator", None)
         self.epoch = 0
+        self.period = period
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        return ((self.epoch, int(i)) for i in self.base)
+        view = self.epoch % self.period if self.period else self.epoch
+        return ((view, int(i)) for i in self.base)
 
     def __len__(self) -> int:
         return len(self.base)  # type: ignore[arg-type]
+
+
+class DrawSampler(Sampler):
+    """Keys (d, i) for d in 0..draws-1, i in split order: every training view of `draws` epochs, in order."""
+
+    def __init__(self, n: int, draws: int) -> None:
+        self.n, self.draws = n, draws
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((d, i) for d in range(self.draws) for i in range(self.n))
+
+    def __len__(self) -> int:
+        return self.n * self.draws
 
 
 def _worker_init(worker_id: int) -> None:
@@ -230,24 +274,37 @@ def _worker_init(worker_id: int) -> None:
 
 
 def loader(split: Split, batch_size: int, *, train: bool = False, seed: int = 0, sampler: Optional[Sampler] = None,
-           transform: Optional[Transform] = None, runtime: Runtime = CPU) -> DataLoader:
+           transform: Optional[Transform] = None, runtime: Runtime = CPU, period: Optional[int] = None) -> DataLoader:
     """Evaluation batches in split order, or (train=True) shuffled training batches.
 
     Training drops the last incomplete batch when the split has more than one batch (a last
     batch of one sample would crash BatchNorm) and shuffles with its own generator, so the order
-    does not depend on the worker count.
+    does not depend on the worker count. `period`: see `KeyedSampler`.
     """
     dataset = SplitDataset(split, transform if train else None, seed)
     if train:
         base = sampler if sampler is not None else RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
-        keyed: Sampler = KeyedSampler(base)
+        keyed: Sampler = KeyedSampler(base, period=period)
         drop_last = len(base) > batch_size  # type: ignore[arg-type]
     else:
         keyed, drop_last = SequentialSampler(dataset), False
-    workers = split.workers
+    return _data_loader(dataset, batch_size, keyed, drop_last, seed, runtime, persistent=train)
+
+
+def draw_loader(split: Split, batch_size: int, draws: int, *, seed: int, transform: Optional[Transform],
+                runtime: Runtime = CPU) -> DataLoader:
+    """The training views of epochs 0..draws-1 of every sample, in (draw, split) order and in batches
+    that may span two draws: the very views `loader(train=True, seed=seed, transform=transform)` shows."""
+    dataset = SplitDataset(split, transform, seed)
+    return _data_loader(dataset, batch_size, DrawSampler(len(split), draws), False, seed, runtime, persistent=False)
+
+
+def _data_loader(dataset: SplitDataset, batch_size: int, sampler: Sampler, drop_last: bool, seed: int, runtime: Runtime,
+                 persistent: bool) -> DataLoader:
+    workers = dataset.split.workers
     return DataLoader(
-        dataset, batch_size=batch_size, sampler=keyed, drop_last=drop_last, num_workers=workers,
-        pin_memory=runtime.pin_memory, persistent_workers=train and workers > 0,
+        dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=workers,
+        pin_memory=runtime.pin_memory, persistent_workers=persistent and workers > 0,
         worker_init_fn=_worker_init if workers else None, generator=torch.Generator().manual_seed(seed),
     )
 
@@ -331,7 +388,7 @@ def _imagefolder(cfg: DataConfig, eval_tf: Transform, workers: int) -> tuple[Spl
         if len(parts) < 3 or parts[0] not in ("train", "val", "test") or e.rel in bad:
             continue
         by_split.setdefault(parts[0], {}).setdefault(parts[1], []).append(e.rel)
-    classes = sorted(d.name for d in (root / "train").iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = _class_folders(root / "train")
     if not classes:
         raise StageError(f"{root / 'train'}: no class folders (expected {root / 'train'}/<class>/*.jpg|png)")
 
@@ -339,7 +396,7 @@ def _imagefolder(cfg: DataConfig, eval_tf: Transform, workers: int) -> tuple[Spl
         folder = root / name
         if not folder.is_dir():
             return None
-        found = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+        found = _class_folders(folder)
         if found != classes:
             missing, extra = sorted(set(classes) - set(found)), sorted(set(found) - set(classes))
             raise StageError(f"{folder}: class folders do not match train/ (missing: {', '.join(missing[:5]) or '-'}; "
@@ -360,6 +417,18 @@ def _imagefolder(cfg: DataConfig, eval_tf: Transform, workers: int) -> tuple[Spl
     train, val = make("train"), make("val")
     assert train is not None and val is not None  # the recipe check requires both folders
     return train, val, make("test")
+
+
+def _class_folders(folder: Path) -> list[str]:
+    return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def count_classes(cfg: DataConfig) -> int:
+    """The class count without loading any image: 10 for digits, the class folders of <root>/train (0 when absent)."""
+    if cfg.source == "digits":
+        return 10
+    train = Path(cfg.root or "") / "train"
+    return len(_class_folders(train)) if train.is_dir() else 0
 
 
 def load_splits(cfg: DataConfig) -> Splits:

@@ -158,8 +158,34 @@ class Runtime:
     def pin_memory(self) -> bool:
         return self.device.type == "cuda"
 
+    def synchronize(self) -> None:
+        """Wait for the device's queued work, so a host timer measures it (no-op on the CPU)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elif self.device.type == "npu":
+            torch.npu.synchronize(self.device)  # type: ignore[attr-defined]
+
+    def reset_peak_memory(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak_memory_mb(self) -> Optional[float]:
+        """Peak tensor memory allocated on the device since `reset_peak_memory` (MiB); None off CUDA."""
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        return None
+
 
 CPU = Runtime(torch.device("cpu"))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far (MiB); DataLoader workers are not included."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
 def worker_count(requested: Optional[int], in_memory: bool = False) -> int:

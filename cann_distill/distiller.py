@@ -14,8 +14,8 @@ A `Distiller` turns the recipe's loss list into one training objective for a tim
   exp(-s_i) = 1 / L_i: each term's gradient is normalised by its own scale and the recipe
   weights keep setting the relative importance. The total can then go below zero.
 
-The teacher runs in eval mode under no_grad, and only when a feature tap needs it; otherwise
-the caller supplies cached `teacher.logits`.
+The teacher runs in eval mode under no_grad (`teacher_outputs`), when the caller's teacher-target
+source is online (`cann_distill.targets`); other sources supply `teacher.logits` themselves.
 """
 
 from __future__ import annotations
@@ -210,13 +210,17 @@ class Distiller:
         with torch.no_grad():
             return {f"teacher.{k}": v for k, v in self.teacher_tapper(self.teacher_input(x)).items()}
 
+    def student_outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Student taps (with grad) for one batch, plus the constants (e.g. channel weights)."""
+        return {**self._student(x), **self.constants}
+
+    def teacher_outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The teacher's logits and taps (eval mode, no grad) for one batch of student-normalised inputs."""
+        return self._teacher(x)
+
     def outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Student taps (with grad) and, when needed, the teacher's (no grad) for one batch."""
-        out = self._student(x)
-        if self.runs_teacher:
-            out.update(self._teacher(x))
-        out.update(self.constants)
-        return out
+        """Student taps and, when the teacher runs here, the teacher's, for one batch."""
+        return {**self.student_outputs(x), **(self._teacher(x) if self.runs_teacher else {})}
 
     def _term_outputs(self, term: Term, outputs: dict[str, torch.Tensor], connected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if term.connector is None or term.student_key is None:

@@ -31,9 +31,11 @@ def run_stages(
     distill continue from its resume checkpoint (saved every epoch and on Ctrl-C).
     """
     from cann_distill.stages.distill import resume_path, resuming
+    from cann_distill.targets import check_recipe
 
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides)
+    check_recipe(recipe)  # what the teacher-target source cannot give the losses: exit 2 before any work
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise UsageError(f"unknown stage(s) {', '.join(unknown)} (known: {', '.join(STAGE_ORDER)})")

@@ -160,6 +160,13 @@ class ScheduleSpec(BaseModel):
         return self.kind == "constant" and not self.kwargs()
 
 
+class ReplayConfig(Strict):
+    """distill.teacher_targets: replay (FKD, Shen & Xing, ECCV 2022): select labels `draws` augmented views per sample."""
+
+    draws: Optional[int] = Field(None, ge=1, description="views per sample the teacher labels in select; epoch e replays view e mod draws; default distill.epochs")
+    top_k: Optional[int] = Field(None, ge=1, description="teacher probabilities kept per view (fp16 + class index), the rest spread uniformly; default min(10, classes)")
+
+
 class DistillConfig(TrainConfig):
     losses: list[LossSpec] = Field(
         default_factory=lambda: [LossSpec(kind="ce", weight=0.5), LossSpec(kind="kd", weight=0.5, temperature=4.0)],
@@ -172,6 +179,12 @@ class DistillConfig(TrainConfig):
     loss_balance: Literal["none", "uncertainty"] = Field(
         "none", description="uncertainty: learnable log-variance s_i per loss, weight_i * (exp(-s_i) * L_i + s_i) (Kendall et al. 2018)"
     )
+    teacher_targets: Optional[Literal["cached", "online", "replay"]] = Field(
+        None, description="cached: select's logits on the evaluation view; online: the teacher on each training batch; "
+        "replay: select's top-k labels of the replayed augmented views (FKD). Default: online when training views are random "
+        "(augmentation) or a loss reads teacher features, else cached"
+    )
+    replay: ReplayConfig = Field(default_factory=ReplayConfig)
 
 
 class CalibrationConfig(Strict):

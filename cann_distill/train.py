@@ -17,17 +17,18 @@ import math
 import random
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cann_distill.data import Split, Transform, loader
-from cann_distill.devices import CPU, Runtime
+from cann_distill.data import BatchMixup, Split, Transform, loader
+from cann_distill.devices import CPU, Runtime, peak_rss_mb
 from cann_distill.errors import ArtifactError, StageError, UsageError
 from cann_distill.recipe import TrainConfig
 from cann_distill.rundir import atomic_path
@@ -35,6 +36,10 @@ from cann_distill.ui import ui
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 StepFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, dict[str, float]]]
+TeacherFn = Callable[[Batch, int, Optional[float]], dict[str, torch.Tensor]]
+"""Teacher outputs for a batch as the student sees it (on the device, mixed), its epoch and the
+mixing λ (None: not mixed). Given one, `fit` times it as teacher time and calls `step(model, batch, outputs)`."""
+TaughtStepFn = Callable[[nn.Module, Batch, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
 EpochStart = Callable[[int], dict[str, float]]
 """Called before epoch `e` (0-based); returns extra fields for that epoch's history row."""
 EpochEnd = Callable[[int, dict[str, float]], None]
@@ -222,6 +227,46 @@ def _status(epoch: int, epochs: int, means: dict[str, float], lr: float, extra: 
     return " | ".join(parts)
 
 
+class EpochTimes:
+    """Where one epoch's training time goes, for its history row.
+
+    data: waiting on the loader; teacher: in the teacher-target source; student: the rest of each step
+    (transfer, mixing, forward, backward, update). The device is synchronised after the teacher so
+    queued accelerator work is not billed to the student.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.start()
+
+    def start(self) -> None:
+        self.data = self.teacher = self.step = 0.0
+        self.samples = 0
+        self.runtime.reset_peak_memory()
+
+    @contextlib.contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if phase == "teacher":
+                self.runtime.synchronize()
+            setattr(self, phase, getattr(self, phase) + time.perf_counter() - t0)
+
+    def row(self) -> dict[str, float]:
+        total = self.data + self.step
+        share = (lambda v: v / total) if total > 0 else (lambda v: 0.0)
+        student = max(self.step - self.teacher, 0.0)
+        row = {"samples_per_s": self.samples / total if total > 0 else 0.0, "train_s": total,
+               "data_share": share(self.data), "teacher_share": share(self.teacher), "student_share": share(student),
+               "peak_rss_mb": peak_rss_mb()}
+        device_peak = self.runtime.peak_memory_mb()
+        if device_peak is not None:
+            row["peak_device_mb"] = device_peak
+        return row
+
+
 def _rng_state() -> dict[str, Any]:
     """Global RNG states as plain tensors/lists, so the checkpoint loads with weights_only=True."""
     np_state = np.random.get_state()
@@ -256,7 +301,7 @@ def fit(
     train: Split,
     cfg: TrainConfig,
     batch_size: int,
-    step: StepFn,
+    step: Union[StepFn, TaughtStepFn],
     seed: int,
     desc: str,
     val: Optional[Split] = None,
@@ -269,9 +314,11 @@ def fit(
     no_decay: Sequence[str] = (),
     runtime: Runtime = CPU,
     transform: Optional[Transform] = None,
-    mix: Optional[Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]] = None,
+    mix: Optional[BatchMixup] = None,
+    teacher: Optional[TeacherFn] = None,
+    period: Optional[int] = None,
 ) -> History:
-    """Train `model`; per-epoch history of mean loss components, lr and val accuracy.
+    """Train `model`; per-epoch history of mean loss components, lr, val accuracy and where the time went.
 
     `deploy` is the part of `model` that is evaluated, averaged (EMA) and selected (best epoch);
     default the whole model. Distill passes the plain student while `model` also holds connectors
@@ -279,7 +326,10 @@ def fit(
     and the best epoch's weights when `select_best` is (best among the evaluated, i.e. EMA, weights).
     `transform` is the training transform (None: the split's evaluation transform); `mix` mixes a
     batch's images and labels (timm Mixup) before `step` sees it. Batches reach `step` on the
-    runtime's device; `cfg.patience` stops early on the validation accuracy.
+    runtime's device; `cfg.patience` stops early on the validation accuracy. `teacher` (see
+    `TeacherFn`) supplies teacher outputs per batch; `period` makes epoch e show the views of epoch
+    e mod period (`KeyedSampler`). Each history row has samples/s, the shares of data / teacher /
+    student time (`EpochTimes`) and peak memory (process RSS; device memory on CUDA).
 
     The cosine follows epoch progress rather than a step count, so an epoch hook may change
     the sampler (and so the epoch length) without bending the schedule.
@@ -290,7 +340,7 @@ def fit(
     runtime.model(model)
     opt = make_optimizer(model, cfg, no_decay)
     base_lrs = [g["lr"] for g in opt.param_groups]
-    batches = loader(train, batch_size, train=True, seed=seed, sampler=sampler, transform=transform, runtime=runtime)
+    batches = loader(train, batch_size, train=True, seed=seed, sampler=sampler, transform=transform, runtime=runtime, period=period)
     keyed = batches.sampler
     ema = EmaWeights(deploy, cfg.ema_decay) if cfg.ema_decay else None
     if runtime.compile:
@@ -341,14 +391,22 @@ def fit(
         history.resumed_from = {"epoch": start_epoch + 1, "step": start_batch + 1}
         ui.info(f"{desc}: resuming from {checkpoint.path} at epoch {start_epoch + 1} step {start_batch + 1}")  # type: ignore[union-attr]
 
-    # where the loop is, for the Ctrl-C checkpoint
-    pos: dict[str, Any] = {"epoch": start_epoch, "batch": start_batch, "epoch_rng": None, "rng": None, "sums": {}, "n": 0}
+    # where the loop is, for the Ctrl-C checkpoint; `buffers`: the model's buffers as the current batch found them
+    # (its forward pass moves BatchNorm statistics before an interrupt can land, and the resumed run repeats that batch)
+    pos: dict[str, Any] = {"epoch": start_epoch, "batch": start_batch, "epoch_rng": None, "rng": None, "sums": {}, "n": 0,
+                           "buffers": None}
 
-    def save(epoch: int, batch: int, epoch_rng: dict[str, torch.Tensor], rng: dict[str, Any], sums: dict[str, float], n: int) -> None:
+    def buffers() -> Optional[dict[str, torch.Tensor]]:
+        return {k: v.detach().clone() for k, v in model.named_buffers()} if checkpoint is not None else None
+
+    def save(epoch: int, batch: int, epoch_rng: dict[str, torch.Tensor], rng: dict[str, Any], sums: dict[str, float], n: int,
+             batch_buffers: Optional[dict[str, torch.Tensor]] = None) -> None:
         assert checkpoint is not None
+        model_state = state_copy(model)
+        model_state.update({k: v.cpu() for k, v in (batch_buffers or {}).items() if k in model_state})
         state = {
             "format": RESUME_FORMAT, "fingerprint": checkpoint.fingerprint, "epoch": epoch, "batch": batch,
-            "model": state_copy(model), "optimizer": opt.state_dict(), "ema": state_copy(ema.module) if ema else None,
+            "model": model_state, "optimizer": opt.state_dict(), "ema": state_copy(ema.module) if ema else None,
             "scaler": scaler.state_dict() if scaler is not None else None,
             "best": {"val_acc": best[0], "epoch": best[1], "state": best[2]} if best else None,
             "history": [dict(r) for r in history[:epoch]], "sums": dict(sums), "n": n,
@@ -357,15 +415,23 @@ def fit(
         with atomic_path(checkpoint.path) as tmp:
             torch.save(state, tmp)
 
-    def to_device(batch: Batch) -> Batch:
-        x, y, idx = runtime.batch(batch[0]), runtime.to(batch[1]), runtime.to(batch[2])
-        if mix is not None:
-            x, y = mix(x, y)  # y becomes class probabilities [B, C]
-        return x, y, idx
+    times = EpochTimes(runtime)
 
-    def forward_backward(batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def to_device(batch: Batch) -> tuple[Batch, Optional[float]]:
+        x, y, idx = runtime.batch(batch[0]), runtime.to(batch[1]), runtime.to(batch[2])
+        lam = None
+        if mix is not None:
+            x, y, lam = mix.mix_batch(x, y)  # y becomes class probabilities [B, C]
+        return (x, y, idx), lam
+
+    def forward_backward(batch: Batch, lam: Optional[float]) -> tuple[torch.Tensor, dict[str, float]]:
         with runtime.autocast(cfg.amp):
-            loss, parts = step(model, batch)
+            if teacher is None:
+                loss, parts = step(model, batch)
+            else:
+                with times.timed("teacher"):
+                    taught = teacher(batch, pos["epoch"], lam)
+                loss, parts = step(model, batch, taught)  # type: ignore[call-arg]  # a TaughtStepFn with a teacher
         if not torch.isfinite(loss):
             raise StageError(_nonfinite_message(desc, pos["epoch"], pos["batch"], loss, parts, checkpoint, last_saved))
         opt.zero_grad(set_to_none=True)
@@ -417,26 +483,34 @@ def fit(
                     sums, n = {}, 0
                 pos["epoch_rng"] = {name: gen.get_state() for name, gen in generators().items()}
                 model.train()
+                times.start()
+                waited = time.perf_counter()
                 for bi, batch in enumerate(batches):
                     if bi < skip:
+                        waited = time.perf_counter()
                         continue  # trained on before the interruption; iterating keeps the order
-                    pos.update(batch=bi, rng=_rng_state(), sums=dict(sums), n=n)
-                    lr = set_lr(epoch + bi / n_batches, 1 / n_batches)
-                    loss, parts = forward_backward(to_device(batch))
-                    with deferred_interrupt():
-                        parts = update(parts)
-                        bs = batch[0].shape[0]
-                        n += bs
-                        done += 1
-                        for k, v in {"loss": loss.item(), **parts}.items():
-                            sums[k] = sums.get(k, 0.0) + v * bs
-                        pos.update(batch=bi + 1, rng=None)
+                    times.data += time.perf_counter() - waited
+                    with times.timed("step"):
+                        pos.update(batch=bi, rng=_rng_state(), sums=dict(sums), n=n, buffers=buffers())
+                        lr = set_lr(epoch + bi / n_batches, 1 / n_batches)
+                        loss, parts = forward_backward(*to_device(batch))
+                        with deferred_interrupt():
+                            parts = update(parts)
+                            bs = batch[0].shape[0]
+                            n += bs
+                            times.samples += bs
+                            done += 1
+                            for k, v in {"loss": loss.item(), **parts}.items():
+                                sums[k] = sums.get(k, 0.0) + v * bs
+                            pos.update(batch=bi + 1, rng=None, buffers=None)
                     if prog is not None and task is not None:
                         means = {k: v / n for k, v in sums.items()}
                         prog.update(task, advance=1, status=_status(epoch, cfg.epochs, means, lr, extra, last_val,
                                                                     best[:2] if best else None))
+                    waited = time.perf_counter()
                 pos.update(batch=n_batches, rng=_rng_state(), sums=dict(sums), n=n)
-                row = {"epoch": epoch + 1, "lr": set_lr(epoch + 1), **extra, **{k: v / max(n, 1) for k, v in sums.items()}}
+                row = {"epoch": epoch + 1, "lr": set_lr(epoch + 1), **extra, **{k: v / max(n, 1) for k, v in sums.items()},
+                       **times.row()}
                 evaluated = ema.module if ema is not None else deploy
                 if val is not None:
                     row["val_acc"] = last_val = accuracy(predict(evaluated, val, desc=f"{desc} eval", runtime=runtime), val.targets)
@@ -455,7 +529,7 @@ def fit(
             if checkpoint is not None and pos["epoch"] < cfg.epochs:
                 if pos["epoch_rng"] is None:  # between epochs: the next one starts from the current generators
                     pos["epoch_rng"] = {name: gen.get_state() for name, gen in generators().items()}
-                save(pos["epoch"], pos["batch"], pos["epoch_rng"], pos["rng"] or _rng_state(), pos["sums"], pos["n"])
+                save(pos["epoch"], pos["batch"], pos["epoch_rng"], pos["rng"] or _rng_state(), pos["sums"], pos["n"], pos["buffers"])
                 ui.warn(f"{desc}: interrupted at epoch {pos['epoch'] + 1} step {pos['batch'] + 1}; saved {checkpoint.path}"
                         + (f"; continue with `{checkpoint.command}`" if checkpoint.command else ""))
             raise

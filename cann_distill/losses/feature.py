@@ -17,6 +17,11 @@ def feat_key(role: str, name: str) -> str:
     return f"{role}.feat.{name}"
 
 
+def channel_weights_key(teacher_tap: str) -> str:
+    """Output key of the per-channel weights of a teacher tap (`Loss.channel_weights`)."""
+    return f"teacher.chw.{teacher_tap}"
+
+
 def check_tap_name(arg: str, value: object) -> str:
     """Validate a `student=` / `teacher=` tap-name argument (recipes may pass a bare YAML int)."""
     if not isinstance(value, str) or not value:
@@ -118,7 +123,8 @@ class ChannelWeightedMSE(_FeaturePair):
 
     def __init__(self, student: str, teacher: str) -> None:
         super().__init__(student, teacher)
-        self.weights_key = f"teacher.chw.{check_tap_name('teacher', teacher)}"
+        self.channel_weights = check_tap_name("teacher", teacher)
+        self.weights_key = channel_weights_key(self.channel_weights)
 
     def __call__(self, outputs: Outputs) -> torch.Tensor:
         s, t = self._pair(outputs, same_shape=True)

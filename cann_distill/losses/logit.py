@@ -44,9 +44,15 @@ class HintonKD(Loss):
 
     KL(softmax(t/T) || softmax(s/T)) * T^2, so the gradient scale does not shrink with T.
     A per-sample temperature (`outputs["temperature"]`, shape [B]) overrides the fixed one.
+
+    `teacher.logits` may be log-probabilities: T then applies to them, softmax(log p / T), which for a
+    full distribution is exactly softmax(t / T). Replayed targets (`distill.teacher_targets: replay`,
+    FKD, Shen & Xing, ECCV 2022) arrive so: the teacher's top-k probabilities of the view with the
+    remaining mass spread uniformly over the other classes, as FKD does (`cann_distill.targets`).
     """
 
     requires = ("student.logits", "teacher.logits")
+    teacher_logits = "distribution"
 
     def __init__(self, temperature: float = 4.0) -> None:
         if not temperature > 0:
@@ -74,8 +80,11 @@ class DecoupledKD(Loss):
     This is the authors' batch loss without the division by B (the trainer
     averages). NCKD is computed with the target class masked out exactly rather
     than the reference code's ``- 1000`` logit shift. A per-sample temperature
-    (`outputs["temperature"]`, shape [B]) overrides the fixed one, as in `kd`.
+    (`outputs["temperature"]`, shape [B]) overrides the fixed one, as in `kd`, and
+    `teacher.logits` may be log-probabilities (top-k replayed targets), as in `kd`.
     """
+
+    teacher_logits = "distribution"
 
     def __init__(self, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0) -> None:
         if not temperature > 0:

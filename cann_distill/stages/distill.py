@@ -1,9 +1,11 @@
-"""distill: train the student from the teacher (cached logits, or online feature taps) and the critical-sample index.
+"""distill: train the student from the teacher's targets and the critical-sample index.
 
-The teacher runs (eval mode, no grad) only when a loss reads a teacher feature tap or the teacher
-expects another input normalisation than the data's; otherwise its logits come from select's cache.
-Connectors and loss-balance parameters train with the student and are dropped at export:
-distill/student.pt holds the plain timm student. A resumable state is saved after every epoch and
+Teacher targets come from one source (`distill.teacher_targets`, `cann_distill.targets`): select's
+cached logits, the teacher online on each batch (the only source of teacher feature taps), or the
+top-k labels select stored for replayed augmented views (no teacher forward here). `execute` reads
+the inputs (IO), builds the target source and the temperature / critical-sample plans (policy) and
+hands `DistillStep` (math) to the shared training loop. Connectors and loss-balance parameters train
+with the student and are dropped at export: distill/student.pt holds the plain timm student. A resumable state is saved after every epoch and
 on Ctrl-C to <run_dir>/.distill.resume.pt (outside the staging folder); `--resume` continues it.
 
 Temperature, per epoch e of E (the choice when select.temperature.per_sample is off is deliberate:
@@ -22,24 +24,27 @@ import json
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
 from cann_distill.cache import OutputCache, checkpoint_weights_fingerprint, resolve_cache_dir
-from cann_distill.data import Split, channels_of, load_splits, loader, make_mixup
-from cann_distill.distiller import Distiller, teacher_feature_taps
+from cann_distill.data import Split, Splits, channels_of, load_splits, loader, make_mixup
+from cann_distill.distiller import Distiller, Term
 from cann_distill.errors import ArtifactError
-from cann_distill.losses import LOSSES
+from cann_distill.losses.feature import channel_weights_key
 from cann_distill.models import build_model, count_params, save_checkpoint, teacher_input
-from cann_distill.recipe import Recipe
+from cann_distill.recipe import DistillConfig, LossSpec, Recipe
+from cann_distill.replay import ReplayStore
 from cann_distill.rundir import RunDir
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
 from cann_distill.stages.select import INDEX, INDEX_FIELDS, LOGITS, SUMMARY, teacher_output_key
 from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT, headline
+from cann_distill.targets import (CachedTargets, OnlineTargets, ReplayTargets, TeacherTargets, check_recipe, describe_mixing,
+                                  resolve_mode, why_online)
 from cann_distill.temperature import SCHEDULES, temperature_at
-from cann_distill.train import Checkpointing, SubsetSampler, accuracy, fit, predict, seed_everything
+from cann_distill.train import Batch, Checkpointing, History, SubsetSampler, accuracy, fit, predict, seed_everything
 from cann_distill.ui import ui
 
 CHECKPOINT = "distill/student.pt"
@@ -89,12 +94,19 @@ def read_index(path: Path, train: Split) -> CriticalIndex:
     return CriticalIndex(np.array([row["critical"] == "1" for row in rows]), temperature)
 
 
+def read_select_summary(path: Path) -> dict[str, Any]:
+    try:
+        summary = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        summary = None
+    if not isinstance(summary, dict):
+        raise ArtifactError(f"{path}: not a select summary; rerun `cann-distill select --force`")
+    return summary
+
+
 def read_temperature_config(path: Path) -> dict[str, Any]:
     """select.temperature as select recorded it in its summary."""
-    try:
-        temp = json.loads(path.read_text()).get("temperature")
-    except (json.JSONDecodeError, AttributeError):
-        temp = None
+    temp = read_select_summary(path).get("temperature")
     if not isinstance(temp, dict) or not {"per_sample", "t_min", "t_max"} <= set(temp):
         raise ArtifactError(f"{path}: no temperature settings in the select summary; rerun `cann-distill select --force`")
     return temp
@@ -105,9 +117,190 @@ def curriculum_epochs(recipe: Recipe) -> int:
     return c.curriculum_epochs if c.curriculum_epochs is not None else recipe.distill.epochs // 2
 
 
+# ----------------------------------------------------------------------------- IO
+
+
+@dataclass
+class DistillInputs:
+    """What distill reads: the data and select's artifacts."""
+
+    splits: Splits
+    index: CriticalIndex
+    select_temperature: dict[str, Any]  # select.temperature as select recorded it
+    select_summary: dict[str, Any]
+
+    @property
+    def train(self) -> Split:
+        return self.splits.train
+
+
+def read_inputs(ctx: Context) -> DistillInputs:
+    splits = load_splits(ctx.recipe.data)
+    return DistillInputs(splits, read_index(ctx.artifacts[INDEX], splits.train), read_temperature_config(ctx.artifacts[SUMMARY]),
+                         read_select_summary(ctx.artifacts[SUMMARY]))
+
+
+def read_cached_logits(path: Path, train: Split) -> torch.Tensor:
+    logits = torch.from_numpy(np.load(path, allow_pickle=False))
+    if logits.shape != (len(train), len(train.classes)):
+        raise ArtifactError(f"{path}: shape {tuple(logits.shape)} does not fit {len(train)} samples × {len(train.classes)} classes")
+    return logits
+
+
+def open_replay(recipe: Recipe, summary_path: Path, summary: dict[str, Any], train: Split) -> ReplayTargets:
+    """The replayed targets select stored (its summary names the cache entry)."""
+    entry = summary.get("replay")
+    if not isinstance(entry, dict) or "key" not in entry:
+        raise ArtifactError(f"{summary_path}: select stored no replay draws; rerun `cann-distill select --force`")
+    n_classes = len(train.classes)
+    shape = tuple(entry.get("shape") or ())
+    if len(shape) != 3 or shape[1] != len(train):
+        raise ArtifactError(f"{summary_path}: replay draws of shape {shape} do not fit {len(train)} samples; rerun `cann-distill select --force`")
+    draws, problem = ReplayStore(resolve_cache_dir(recipe.select.cache_dir)).open(entry["key"], shape, n_classes, verify=False)  # type: ignore[arg-type]
+    if draws is None:
+        raise ArtifactError(f"replay draws named by {summary_path}: {problem or 'no longer in the cache'}; rerun `cann-distill select --force`")
+    return ReplayTargets(draws, n_classes)
+
+
+def build_distiller(ctx: Context, train: Split, online: bool) -> Distiller:
+    """Student (seeded), the teacher when it runs here, taps and connectors: a bad tap fails before any training."""
+    r = ctx.recipe
+    n_classes, in_chans = len(train.classes), channels_of(r.data)
+    seed_everything(r.seed)
+    student = build_model(r.student, n_classes, in_chans, role="student", classes=train.classes)
+    teacher = (build_model(r.teacher, n_classes, in_chans, checkpoint=ctx.artifacts[TEACHER_CKPT], classes=train.classes)
+               if online else None)
+    sample = torch.stack([train.fetch(i) for i in range(min(2, len(train)))])
+    return Distiller(r.distill.losses, student, student_arch=r.student.arch, sample=sample, teacher=teacher,
+                     teacher_arch=r.teacher.arch, teacher_input=teacher_input(r.data, r.teacher) if online else None,
+                     balance=r.distill.loss_balance, force_teacher=online)
+
+
+def build_targets(ctx: Context, mode: str, distiller: Distiller, inputs: DistillInputs) -> TeacherTargets:
+    """The recipe's teacher-target source, on the training device."""
+    check_recipe(ctx.recipe, len(inputs.train.classes))
+    if mode == "online":
+        targets: TeacherTargets = OnlineTargets(distiller)
+    elif mode == "cached":
+        targets = CachedTargets(read_cached_logits(ctx.artifacts[LOGITS], inputs.train), inputs.splits.augmented)
+    else:
+        targets = open_replay(ctx.recipe, ctx.artifacts[SUMMARY], inputs.select_summary, inputs.train)
+    targets.prepare(ctx.runtime)
+    return targets
+
+
+# ----------------------------------------------------------------------------- policy
+
+
+class TemperaturePlan:
+    """The temperature the tempered losses (those that declare one) get in each epoch; see the module docstring."""
+
+    def __init__(self, cfg: DistillConfig, terms: Sequence[Term], index_temperature: np.ndarray, select_temperature: dict[str, Any]) -> None:
+        self.spec, self.epochs = cfg.temperature_schedule, cfg.epochs
+        self.schedule = SCHEDULES.build(self.spec.kind, **self.spec.kwargs())
+        self.source = "per_sample" if select_temperature["per_sample"] else ("loss" if self.spec.is_default else "schedule")
+        self.index_temperature = index_temperature
+        self.bounds = (select_temperature["t_min"], select_temperature["t_max"])
+        tempered = [t for t in terms if t.loss.temperature is not None]
+        self.tempered = [t.name for t in tempered]
+        self.own = float(tempered[0].loss.temperature) if tempered else None  # type: ignore[arg-type]
+
+    def replaced(self, specs: Sequence[LossSpec]) -> Optional[str]:
+        """The message when the recipe sets a loss's temperature that a schedule or per-sample map replaces."""
+        overridden = [f"{s.kind}.temperature={s.kwargs()['temperature']}" for s in specs if "temperature" in s.kwargs()]
+        if self.source == "loss" or not overridden:
+            return None
+        by = {"per_sample": "per-sample temperatures from select (select.temperature.per_sample=false keeps it)",
+              "schedule": f"the '{self.spec.kind}' temperature schedule"}[self.source]
+        return f"distill: {', '.join(overridden)} replaced by {by}"
+
+    def at(self, epoch: int) -> Optional[np.ndarray]:
+        """Per-sample temperatures [N] for `epoch`, or None when the losses keep their own."""
+        if self.source == "per_sample":
+            return np.clip(temperature_at(self.schedule, epoch, self.epochs, self.index_temperature), *self.bounds)
+        if self.source == "schedule":
+            return np.full(len(self.index_temperature), temperature_at(self.schedule, epoch, self.epochs))
+        return None
+
+    def row(self, temps: Optional[np.ndarray], active: Sequence[int]) -> dict[str, float]:
+        if temps is not None:
+            t = temps[list(active)]
+            return {"temperature_mean": float(t.mean()), "temperature_min": float(t.min()), "temperature_max": float(t.max())}
+        if self.own is not None:
+            return {"temperature_mean": self.own, "temperature_min": self.own, "temperature_max": self.own}
+        return {}
+
+    def end_epoch(self, row: dict[str, float]) -> None:
+        if self.tempered:
+            self.schedule.update(sum(row[name] for name in self.tempered))
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": self.source, "schedule": self.spec.kind, **self.spec.kwargs()}
+
+
+class CriticalPlan:
+    """Which samples each epoch trains on and how much each weighs (`distill.critical`)."""
+
+    def __init__(self, recipe: Recipe, index: CriticalIndex) -> None:
+        cfg = recipe.distill
+        self.mode = cfg.critical.mode
+        self.all = list(range(len(index.critical)))
+        self.critical = np.flatnonzero(index.critical).tolist()
+        self.warmup = curriculum_epochs(recipe) if self.mode == "curriculum" else (cfg.epochs if self.mode == "subset" else 0)
+        self.sampler = SubsetSampler(self.critical, seed=recipe.seed) if self.mode in ("subset", "curriculum") else None
+        self.sample_weight = torch.ones(len(self.all))
+        if self.mode == "weight":
+            self.sample_weight[torch.from_numpy(index.critical)] = cfg.critical.weight
+
+    def select(self, epoch: int) -> tuple[list[int], bool]:
+        """The samples of `epoch` (the sampler follows) and whether they are the critical ones only."""
+        critical_only = epoch < self.warmup
+        active = self.critical if critical_only else self.all
+        if self.sampler is not None:
+            self.sampler.indices = active
+        return active, critical_only
+
+
+# ----------------------------------------------------------------------------- math
+
+
+class DistillStep:
+    """One batch's fused loss: student outputs, the teacher's targets, labels and the epoch's temperatures, weighted per sample."""
+
+    def __init__(self, distiller: Distiller, sample_weight: torch.Tensor) -> None:
+        self.distiller, self.sample_weight = distiller, sample_weight
+        self.temperature: Optional[torch.Tensor] = None  # [N] for the current epoch, None: the losses' own
+
+    def __call__(self, model: torch.nn.Module, batch: Batch, teacher: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        x, y, idx = batch
+        outputs = {**self.distiller.student_outputs(x), **teacher, "targets": y}
+        if self.temperature is not None:
+            outputs["temperature"] = self.temperature[idx]
+        return self.distiller.loss(outputs, self.sample_weight[idx])
+
+
+class Epochs:
+    """fit's epoch hooks: the critical plan picks the samples, the temperature plan feeds the step."""
+
+    def __init__(self, temperature: TemperaturePlan, critical: CriticalPlan, step: DistillStep, ctx: Context) -> None:
+        self.temperature, self.critical, self.step, self.runtime = temperature, critical, step, ctx.runtime
+
+    def start(self, epoch: int) -> dict[str, float]:
+        active, critical_only = self.critical.select(epoch)
+        temps = self.temperature.at(epoch)
+        self.step.temperature = None if temps is None else self.runtime.to(torch.from_numpy(temps).float())
+        return {"samples": len(active), "critical_only": int(critical_only), **self.temperature.row(temps, active)}
+
+    def end(self, epoch: int, row: dict[str, float]) -> None:
+        self.temperature.end_epoch(row)
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
 class DistillStage(Stage):
     name = "distill"
-    version = 5
+    version = 6
     sections = ("data", "student", "distill", "seed")
     needs = (LOGITS, INDEX, SUMMARY, TEACHER_CKPT)
 
@@ -116,133 +309,66 @@ class DistillStage(Stage):
                 "teacher_input": {"arch": recipe.teacher.arch, "mean": recipe.teacher.mean, "std": recipe.teacher.std}}
 
     def execute(self, ctx: Context) -> dict[str, Any]:
-        r = ctx.recipe
-        cfg = r.distill
-        splits = load_splits(r.data)
-        train, val, rt = splits.train, splits.val, ctx.runtime
-        n = len(train)
-        n_classes, in_chans = len(train.classes), channels_of(r.data)
-        cached_logits = torch.from_numpy(np.load(ctx.artifacts[LOGITS], allow_pickle=False))
-        if cached_logits.shape != (n, n_classes):
-            raise ArtifactError(f"{ctx.artifacts[LOGITS]}: shape {tuple(cached_logits.shape)} does not fit {n} samples × {n_classes} classes")
-        index = read_index(ctx.artifacts[INDEX], train)
-        temp_cfg = read_temperature_config(ctx.artifacts[SUMMARY])
-        critical = torch.from_numpy(index.critical)
-
-        # models, taps and connectors first: a bad tap fails before any training
-        seed_everything(r.seed)
-        student = build_model(r.student, n_classes, in_chans, role="student", classes=train.classes)
-        renorm = teacher_input(r.data, r.teacher)
-        # cached logits label the un-augmented image: with augmentation the teacher labels each view online
-        reads_teacher = any(k.startswith("teacher.") for s in cfg.losses for k in LOSSES.build(s.kind, **s.kwargs()).requires)
-        needs_teacher = reads_teacher and (bool(teacher_feature_taps(cfg.losses)) or not renorm.identity or splits.augmented)
-        teacher = (build_model(r.teacher, n_classes, in_chans, checkpoint=ctx.artifacts[TEACHER_CKPT], classes=train.classes)
-                   if needs_teacher else None)
-        sample = torch.stack([train.fetch(i) for i in range(min(2, n))])
-        distiller = Distiller(cfg.losses, student, student_arch=r.student.arch, sample=sample, teacher=teacher,
-                              teacher_arch=r.teacher.arch, teacher_input=renorm, balance=cfg.loss_balance, force_teacher=needs_teacher)
-        if teacher is not None:
-            rt.model(teacher)
-            rt.model(distiller.teacher_input)
-        sensitivity = self._channel_sensitivity(ctx, distiller, train)
+        r, cfg, rt = ctx.recipe, ctx.recipe.distill, ctx.runtime
+        inputs = read_inputs(ctx)
+        mode = resolve_mode(r)
+        distiller = build_distiller(ctx, inputs.train, online=mode == "online")
+        targets = build_targets(ctx, mode, distiller, inputs)
+        ui.info(f"[dim]distill: teacher targets: {mode} ({targets.describe()['teacher_view']})[/dim]")
+        sensitivity = self._channel_sensitivity(ctx, distiller, inputs.train)
         distiller.constants = {k: rt.to(v) for k, v in distiller.constants.items()}
-        cached_logits = rt.to(cached_logits)
-
-        terms = distiller.terms
-        tempered = [t.name for t in terms if hasattr(t.loss, "temperature")]
-        spec = cfg.temperature_schedule
-        schedule = SCHEDULES.build(spec.kind, **spec.kwargs())
-        source = "per_sample" if temp_cfg["per_sample"] else ("loss" if spec.is_default else "schedule")
-        own_temperature = next((float(t.loss.temperature) for t in terms if hasattr(t.loss, "temperature")), None)
-        overridden = [f"{s.kind}.temperature={s.kwargs()['temperature']}" for s in cfg.losses if "temperature" in s.kwargs()]
-        if source != "loss" and overridden:
-            by = {"per_sample": "per-sample temperatures from select (select.temperature.per_sample=false keeps it)",
-                  "schedule": f"the '{spec.kind}' temperature schedule"}[source]
-            ui.info(f"[dim]distill: {', '.join(overridden)} replaced by {by}[/dim]")
-
-        mode = cfg.critical.mode
-        all_idx = list(range(n))
-        critical_idx = np.flatnonzero(index.critical).tolist()
-        warmup = curriculum_epochs(r) if mode == "curriculum" else (cfg.epochs if mode == "subset" else 0)
-        sampler = SubsetSampler(critical_idx, seed=r.seed) if mode in ("subset", "curriculum") else None
-        sample_w = torch.ones(n)
-        if mode == "weight":
-            sample_w[critical] = cfg.critical.weight
-        sample_w = rt.to(sample_w)
-        state: dict[str, Optional[torch.Tensor]] = {"temperature": None}  # read by `step`, set per epoch
-
-        def epoch_temperature(epoch: int) -> Optional[np.ndarray]:
-            if source == "per_sample":
-                return np.clip(temperature_at(schedule, epoch, cfg.epochs, index.temperature), temp_cfg["t_min"], temp_cfg["t_max"])
-            if source == "schedule":
-                return np.full(n, temperature_at(schedule, epoch, cfg.epochs))
-            return None
-
-        def on_epoch_start(epoch: int) -> dict[str, float]:
-            critical_only = epoch < warmup
-            active = critical_idx if critical_only else all_idx
-            if sampler is not None:
-                sampler.indices = active
-            temps = epoch_temperature(epoch)
-            state["temperature"] = None if temps is None else rt.to(torch.from_numpy(temps).float())
-            row: dict[str, float] = {"samples": len(active), "critical_only": int(critical_only)}
-            if temps is not None:
-                t = temps[active]
-                row.update(temperature_mean=float(t.mean()), temperature_min=float(t.min()), temperature_max=float(t.max()))
-            elif own_temperature is not None:
-                row.update(temperature_mean=own_temperature, temperature_min=own_temperature, temperature_max=own_temperature)
-            return row
-
-        def on_epoch_end(epoch: int, row: dict[str, float]) -> None:
-            if tempered:
-                schedule.update(sum(row[name] for name in tempered))
-
-        def step(model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
-            x, y, idx = batch
-            outputs = distiller.outputs(x)
-            if not distiller.runs_teacher:
-                outputs["teacher.logits"] = cached_logits[idx]
-            outputs["targets"] = y
-            if state["temperature"] is not None:
-                outputs["temperature"] = state["temperature"][idx]
-            return distiller.loss(outputs, sample_w[idx])
-
+        temperature = TemperaturePlan(cfg, distiller.terms, inputs.index.temperature, inputs.select_temperature)
+        if (message := temperature.replaced(cfg.losses)) is not None:
+            ui.info(f"[dim]{message}[/dim]")
+        critical = CriticalPlan(r, inputs.index)
+        step = DistillStep(distiller, rt.to(critical.sample_weight))
+        epochs = Epochs(temperature, critical, step, ctx)
         resume = Checkpointing(resume_path(ctx.run), ctx.fingerprint, resume=_resume.get(),
                                command="cann-distill distill RECIPE --resume")
-        history = fit(distiller.model, train, cfg, cfg.batch_size or r.data.batch_size, step, r.seed, "distill", val=val,
-                      sampler=sampler, on_epoch_start=on_epoch_start, on_epoch_end=on_epoch_end,
-                      deploy=student, checkpoint=resume, no_decay=("balance.",), runtime=rt,
-                      transform=splits.train_transform, mix=make_mixup(r.data, n_classes))
+        history = fit(distiller.model, inputs.train, cfg, cfg.batch_size or r.data.batch_size, step, r.seed, "distill",
+                      val=inputs.splits.val, sampler=critical.sampler, on_epoch_start=epochs.start, on_epoch_end=epochs.end,
+                      deploy=distiller.student, checkpoint=resume, no_decay=("balance.",), runtime=rt,
+                      transform=inputs.splits.train_transform, mix=make_mixup(r.data, len(inputs.train.classes)),
+                      teacher=targets, period=targets.period)
+        summary = self._finish(ctx, distiller, inputs, history, targets, temperature, critical, sensitivity)
+        resume.path.unlink(missing_ok=True)  # the stage's outputs supersede it
+        return summary
+
+    def _finish(self, ctx: Context, distiller: Distiller, inputs: DistillInputs, history: History, targets: TeacherTargets,
+                temperature: TemperaturePlan, critical: CriticalPlan, sensitivity: dict[str, str]) -> dict[str, Any]:
+        """Evaluate and save the student; write metrics.json; the summary for the manifest."""
+        r, cfg, rt, student = ctx.recipe, ctx.recipe.distill, ctx.runtime, distiller.student
+        train, val, test = inputs.train, inputs.splits.val, inputs.splits.test
         val_acc = accuracy(predict(student, val, desc="student eval", runtime=rt), val.targets)
-        test = splits.test
         test_acc = accuracy(predict(student, test, desc="student test", runtime=rt), test.targets) if test is not None else None
-        save_checkpoint(ctx.out / "student.pt", student, r.student.arch, n_classes, in_chans, classes=train.classes)
+        save_checkpoint(ctx.out / "student.pt", student, r.student.arch, len(train.classes), channels_of(r.data), classes=train.classes)
+        mixes = inputs.splits.augmented and r.data.augment.mixes
         summary = {
             "arch": r.student.arch, "params": count_params(student), "epochs": cfg.epochs, "val_acc": val_acc,
             "test_acc": test_acc, "headline": headline(val_acc, test_acc), "stopped_early": history.stopped_early,
-            "augmented": splits.augmented, "mixup": splits.augmented and r.data.augment.mixes, "runtime": rt.describe(),
+            "augmented": inputs.splits.augmented, "mixup": mixes, "runtime": rt.describe(),
             "best_epoch": history.best_epoch, "weights": history.selected if not cfg.ema_decay else f"ema ({history.selected})",
-            "losses": [s.model_dump() for s in cfg.losses], "loss_balance": cfg.loss_balance, "critical_mode": mode,
-            "num_critical": int(critical.sum()), "critical_only_epochs": min(warmup, cfg.epochs),
-            "temperature": {"source": source, "schedule": spec.kind, **spec.kwargs()},
-            "teacher": {"forward": distiller.runs_teacher, "logits": "online" if distiller.runs_teacher else "cached",
-                        "why_online": [why for why, on in (("feature taps", bool(distiller.teacher_taps)), ("re-normalised input", not renorm.identity),
-                                                           ("augmented views", splits.augmented)) if on and distiller.runs_teacher],
-                        "renormalized": not renorm.identity, "taps": distiller.teacher_taps},
+            "losses": [s.model_dump() for s in cfg.losses], "loss_balance": cfg.loss_balance, "critical_mode": critical.mode,
+            "num_critical": len(critical.critical), "critical_only_epochs": min(critical.warmup, cfg.epochs),
+            "temperature": temperature.describe(),
+            "teacher_targets": targets.mode,
+            "teacher": {**targets.describe(), "forward": targets.runs_teacher, "logits": targets.mode, "why_online": why_online(r),
+                        "mixing": describe_mixing(targets, mixes), "renormalized": not teacher_input(r.data, r.teacher).identity,
+                        "taps": distiller.teacher_taps},
             "student_taps": distiller.student_taps,
             "connectors": {k: {"params": count_params(m)} for k, m in distiller.model.connectors.items()},
             "tap_shapes": {k: v for k, v in distiller.shapes.items() if ".feat." in k},
             "channel_sensitivity": sensitivity,
+            "throughput": throughput(history),
         }
         if history.resumed_from:
             summary["resumed_from"] = history.resumed_from
         (ctx.out / "metrics.json").write_text(json.dumps({**summary, "history": history}, indent=2))
-        resume.path.unlink(missing_ok=True)  # the stage's outputs supersede it
         return summary
 
     def _channel_sensitivity(self, ctx: Context, distiller: Distiller, train: Split) -> dict[str, str]:
-        """Teacher channel sensitivity for every cw_mse tap: computed once per teacher + data + tap, kept in select's cache."""
-        taps = list(dict.fromkeys(t.loss.weights_key.split(".", 2)[2] for t in distiller.terms if hasattr(t.loss, "weights_key")))
+        """Teacher channel sensitivity for every tap a loss weighs channels of: computed once per teacher + data + tap, kept in select's cache."""
+        taps = list(dict.fromkeys(t.loss.channel_weights for t in distiller.terms if t.loss.channel_weights))
         if not taps:
             return {}
         r = ctx.recipe
@@ -258,8 +384,20 @@ class DistillStage(Stage):
                 teacher_output_key(r, train, weights, "channel_sensitivity", tap=tap), (channels,),
                 lambda: distiller.channel_sensitivity(tap, ui.track(on_device, f"teacher sensitivity {tap}", total=len(batches))),
                 info={"outputs": "channel_sensitivity", "arch": r.teacher.arch, "tap": tap})
-            distiller.constants[f"teacher.chw.{tap}"] = torch.from_numpy(np.asarray(arr, dtype=np.float32))
+            distiller.constants[channel_weights_key(tap)] = torch.from_numpy(np.asarray(arr, dtype=np.float32))
         return status
+
+
+def throughput(history: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Means over the epochs of samples/s and the data / teacher / student time shares; the peak memory."""
+    rows = [row for row in history if "samples_per_s" in row]
+    if not rows:
+        return {}
+    out = {k: float(np.mean([row[k] for row in rows])) for k in ("samples_per_s", "data_share", "teacher_share", "student_share")}
+    out["peak_rss_mb"] = max(row["peak_rss_mb"] for row in rows)
+    if any("peak_device_mb" in row for row in rows):
+        out["peak_device_mb"] = max(row.get("peak_device_mb", 0.0) for row in rows)
+    return out
 
 
 register_stage(DistillStage())

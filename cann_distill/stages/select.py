@@ -1,26 +1,32 @@
-"""select: teacher logits (from the shared cache when possible), critical samples and their temperatures."""
+"""select: teacher logits (from the shared cache when possible), critical samples and their temperatures;
+with `distill.teacher_targets: replay`, also the teacher's top-k labels of K augmented views per sample."""
 
 from __future__ import annotations
 
 import csv
 import hashlib
 import json
+from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+import torch
 
-from cann_distill.cache import OutputCache, cache_key, checkpoint_weights_fingerprint, resolve_cache_dir
-from cann_distill.data import Split, channels_of, data_fingerprint, load_splits, norm_stats
+from cann_distill.cache import CacheStatus, OutputCache, cache_key, checkpoint_weights_fingerprint, resolve_cache_dir
+from cann_distill.data import Split, Splits, channels_of, count_classes, data_fingerprint, load_splits, norm_stats
 from cann_distill.devices import CPU, Runtime
 from cann_distill.errors import StageError
 from cann_distill.models import build_model, with_teacher_input
 from cann_distill.recipe import Recipe, SelectConfig, SelectTemperatureConfig, TrainConfig
+from cann_distill.replay import ReplayStore, index_dtype
 from cann_distill.rundir import sha256_file
 from cann_distill.selectors import SELECTORS
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
 from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT
+from cann_distill.targets import ReplaySpec, check_recipe, label_draws, replay_spec, resolve_mode
 from cann_distill.temperature import per_sample_temperature
 from cann_distill.train import accuracy, ce_step, fit, predict, seed_everything
+from cann_distill.ui import ui
 
 LOGITS = "select/teacher_logits.npy"
 INDEX = "select/index.csv"
@@ -88,30 +94,73 @@ def teacher_output_key(recipe: Recipe, train: Split, teacher_weights: str, outpu
     })
 
 
+MIXING = frozenset({"mixup_alpha", "cutmix_alpha", "mix_prob", "mix_switch_prob", "label_smoothing"})
+
+
+def replay_inputs(recipe: Recipe, num_classes: int) -> dict[str, Any]:
+    """What replayed views and their labels depend on beyond the teacher and the samples: the per-image
+    augmentation (mixing happens later, in distill), K, top-k, the seed that keys every view, the
+    teacher's autocast, and the libraries that draw the views (another timm may crop differently)."""
+    import timm
+    import torchvision
+
+    spec = replay_spec(recipe, num_classes)
+    return {"augment": recipe.data.augment.model_dump(mode="json", exclude=set(MIXING)), "draws": spec.draws, "top_k": spec.top_k,
+            "seed": recipe.seed, "amp": recipe.distill.amp,
+            "libraries": {"timm": timm.__version__, "torchvision": torchvision.__version__, "torch": torch.__version__}}
+
+
+def make_replay(recipe: Recipe, splits: Splits, teacher_path: Path, weights: str, runtime: Runtime) -> tuple[dict[str, Any], CacheStatus]:
+    """The teacher's top-k labels of K views per training sample, from the shared cache or computed into it."""
+    train = splits.train
+    n_classes = len(train.classes)
+    spec: ReplaySpec = replay_spec(recipe, n_classes)
+    key = teacher_output_key(recipe, train, weights, "replay", classes=train.classes, **replay_inputs(recipe, n_classes))
+    shape = (spec.draws, len(train), spec.top_k)
+
+    def fill(values: np.ndarray, indices: np.ndarray) -> None:
+        teacher = build_model(recipe.teacher, n_classes, channels_of(recipe.data), checkpoint=teacher_path, classes=train.classes)
+        label_draws(with_teacher_input(teacher, recipe.data, recipe.teacher), train, splits.train_transform, recipe.seed, spec,
+                    values, indices, batch_size=recipe.select.batch_size, runtime=runtime, amp=recipe.distill.amp,
+                    progress=lambda it, total: ui.track(it, f"teacher replay labels ({spec.draws} views)", total=total))
+
+    store = ReplayStore(resolve_cache_dir(recipe.select.cache_dir))
+    _, status = store.get_or_compute(key, shape, n_classes, fill, info={"outputs": "replay", "arch": recipe.teacher.arch,
+                                                                         "samples": len(train), "draws": spec.draws, "top_k": spec.top_k})
+    entry = {"key": key, "shape": list(shape), "draws": spec.draws, "top_k": spec.top_k, "index_dtype": index_dtype(n_classes).name}
+    return entry, status
+
+
 class SelectStage(Stage):
     name = "select"
-    version = 4
+    version = 5
     sections = ("data", "select", "seed")
     needs = (TEACHER_CKPT,)
-    ignore = ("data.augment",)  # the teacher labels un-augmented training images here
+    ignore = ("data.augment",)  # the teacher labels un-augmented training images here (replayed views: see extra_inputs)
 
     def extra_inputs(self, recipe: Recipe) -> dict[str, Any]:
         inputs: dict[str, Any] = {"data": data_fingerprint(recipe.data, ignore=frozenset({"augment"}))}
         if recipe.select.strategy in SELECTORS and SELECTORS.get(recipe.select.strategy).needs_student:
             inputs["probe"] = {"student": recipe.section("student"), "train": probe_config(recipe).model_dump(mode="json"),
                                "checkpoint": _checkpoint_hashes(recipe)["student"]}
+        if resolve_mode(recipe) == "replay":
+            inputs["replay"] = replay_inputs(recipe, count_classes(recipe.data))
         return inputs
 
     def execute(self, ctx: Context) -> dict[str, Any]:
         r = ctx.recipe
         cfg = r.select
-        train = load_splits(r.data).train
+        splits = load_splits(r.data)
+        train = splits.train
         n, n_classes = len(train), len(train.classes)
+        replaying = resolve_mode(r) == "replay"
+        if replaying:
+            check_recipe(r, n_classes)
         teacher_path = ctx.artifacts[TEACHER_CKPT]
         cache = OutputCache(resolve_cache_dir(cfg.cache_dir))
         file_sha = ctx.hashes.get(TEACHER_CKPT) or sha256_file(teacher_path)
-        key = teacher_output_key(r, train, checkpoint_weights_fingerprint(cache.root, teacher_path, file_sha), "logits",
-                                 classes=train.classes)
+        weights = checkpoint_weights_fingerprint(cache.root, teacher_path, file_sha)
+        key = teacher_output_key(r, train, weights, "logits", classes=train.classes)
 
         def teacher_forward() -> np.ndarray:
             teacher = build_model(r.teacher, n_classes, channels_of(r.data), checkpoint=teacher_path, classes=train.classes)
@@ -151,10 +200,13 @@ class SelectStage(Stage):
                             "mean": float(temps.mean()), "min": float(temps.min()), "max": float(temps.max())},
             "cached": "logits", "cache_key": key,
         }
+        statuses: dict[str, Any] = {"cache": cache_status}
+        if replaying:
+            summary["replay"], statuses["replay_cache"] = make_replay(r, splits, teacher_path, weights, ctx.runtime)
         hists = {"score_histogram": histogram(scores), "temperature_histogram": histogram(temps)}
         # summary.json holds only what the recipe and data determine, so an identical rerun leaves distill up to date
         (ctx.out / "summary.json").write_text(json.dumps({**summary, **hists}, indent=2))
-        return {**summary, "cache": cache_status, "cache_dir": str(cache.dir)}
+        return {**summary, **statuses, "cache_dir": str(cache.dir)}
 
 
 register_stage(SelectStage())

@@ -164,20 +164,23 @@ def test_bf16_autocast_trains() -> None:
 
 
 class Interrupt:
-    """A step function that raises KeyboardInterrupt once, at global step `at` (0-based)."""
+    """A step function that raises KeyboardInterrupt once, at global step `at` (0-based), before or after its forward pass."""
 
-    def __init__(self, at: int) -> None:
-        self.at, self.calls = at, 0
+    def __init__(self, at: int, after_forward: bool = False) -> None:
+        self.at, self.calls, self.after_forward = at, 0, after_forward
 
     def __call__(self, model, batch):
         self.calls += 1
         if self.calls == self.at + 1:
+            if self.after_forward:
+                ce_step(model, batch)  # the forward moves BatchNorm statistics before Ctrl-C lands
             raise KeyboardInterrupt
         return ce_step(model, batch)
 
 
+@pytest.mark.parametrize("after_forward", [False, True])
 @pytest.mark.parametrize("at", [4, 6])  # mid-epoch (3 batches per epoch) and at an epoch's first batch
-def test_ctrl_c_saves_and_resume_is_bit_exact(tmp_path: Path, at: int) -> None:
+def test_ctrl_c_saves_and_resume_is_bit_exact(tmp_path: Path, at: int, after_forward: bool) -> None:
     split = toy_images()
     cfg = TrainConfig(epochs=3, lr=0.05, warmup_epochs=1, ema_decay=0.9, select_best=True)
     sampler_seed = 3
@@ -187,7 +190,8 @@ def test_ctrl_c_saves_and_resume_is_bit_exact(tmp_path: Path, at: int) -> None:
     ckpt = Checkpointing(tmp_path / "resume.pt", "fp-1", command="resume me")
     model = toy_net()
     with pytest.raises(KeyboardInterrupt):
-        fit(model, split, cfg, 8, Interrupt(at), 0, "toy", val=split, sampler=SubsetSampler(range(24), sampler_seed), checkpoint=ckpt)
+        fit(model, split, cfg, 8, Interrupt(at, after_forward), 0, "toy", val=split, sampler=SubsetSampler(range(24), sampler_seed),
+            checkpoint=ckpt)
     saved = torch.load(ckpt.path, weights_only=True)
     assert (saved["epoch"], saved["batch"]) == divmod(at, 3)
 
