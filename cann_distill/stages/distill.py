@@ -35,7 +35,7 @@ from cann_distill.models import build_model, count_params, save_checkpoint, teac
 from cann_distill.recipe import Recipe
 from cann_distill.rundir import RunDir
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
-from cann_distill.stages.select import INDEX, INDEX_FIELDS, LOGITS, SUMMARY, teacher_output_key
+from cann_distill.stages.select import INDEX, INDEX_FIELDS, LOGITS, SUMMARY, teacher_output_parts
 from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT
 from cann_distill.temperature import SCHEDULES, temperature_at
 from cann_distill.train import Checkpointing, SubsetSampler, accuracy, fit, predict, seed_everything
@@ -236,9 +236,8 @@ class DistillStage(Stage):
             channels = distiller.shapes[f"teacher.feat.{tap}"][0]
             batches = loader(train, r.select.batch_size)
             arr, status[tap] = cache.get_or_compute(
-                teacher_output_key(r, train, weights, "channel_sensitivity", tap=tap), (channels,),
-                lambda: distiller.channel_sensitivity(tap, ui.track(batches, f"teacher sensitivity {tap}", total=len(batches))),
-                info={"outputs": "channel_sensitivity", "arch": r.teacher.arch, "tap": tap})
+                teacher_output_parts(r, train, weights, "channel_sensitivity", tap=tap), (channels,),
+                lambda: distiller.channel_sensitivity(tap, ui.track(batches, f"teacher sensitivity {tap}", total=len(batches))))
             distiller.constants[f"teacher.chw.{tap}"] = torch.from_numpy(np.asarray(arr, dtype=np.float32))
         return status
 
