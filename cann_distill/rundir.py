@@ -296,10 +296,13 @@ class RunDir:
                 shutil.rmtree(tmp, ignore_errors=True)
 
     def clean_stale_staging(self) -> None:
+        """What a killed command leaves behind: staging folders, swapped-out folders, half-written files."""
         for p in self.root.glob(".*.staging"):
             shutil.rmtree(p, ignore_errors=True)
         for p in self.root.glob(".*.old"):
             shutil.rmtree(p, ignore_errors=True)
+        for p in [*self.root.glob(".*.tmp"), *(self.root / RECORDS).glob(".*.tmp")]:
+            p.unlink(missing_ok=True)
 
     # ----------------------------------------------------------------- lock
     @contextlib.contextmanager
