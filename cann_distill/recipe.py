@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import json
 import math
 import re
 from functools import lru_cache
@@ -41,9 +42,9 @@ from cann_distill.temperature import SCHEDULES
 
 
 class Strict(BaseModel):
-    """Base of every section: unknown keys, type coercions (`true` → 1, `"3"` → 3) and NaN/inf are errors."""
+    """Base of every section: unknown keys and NaN/inf are errors (and, as `resolve` validates, coercions)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 def _plain_text(value: str) -> str:
@@ -131,7 +132,7 @@ class ComponentSpec(BaseModel):
     are held to what any recipe value must be (finite numbers, plain strings).
     """
 
-    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     kind: str
 
     def kwargs(self) -> dict[str, Any]:
@@ -510,7 +511,8 @@ def resolve(data: dict[str, Any], source: str = "recipe", name: Optional[str] = 
     """
     errors = value_errors(data)
     try:
-        recipe: Optional[Recipe] = Recipe.model_validate(data)
+        # strict, as JSON: `true` is no int, "3" no number, 2.0 no int, while a list fills a tuple field
+        recipe: Optional[Recipe] = Recipe.model_validate_json(json.dumps(data, skipkeys=True, default=str), strict=True)
     except ValidationError as exc:
         recipe = None
         # a value the walk above already refused is not reported again by the schema

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import json
 import typing
 from functools import lru_cache
 from typing import Any, Callable, Generic, Iterator, Optional, TypeVar, overload
@@ -117,7 +118,7 @@ def _adapter(hint: Any) -> TypeAdapter:
 def _type_problem(hint: Any, value: Any) -> Optional[str]:
     """Strict check of a recipe argument against its annotation: `true` is no float, `"2"` no int, NaN no number."""
     try:
-        _adapter(hint).validate_python(value)
+        _adapter(hint).validate_json(json.dumps(value, default=str))
     except ValidationError as exc:
         msg = exc.errors()[0]["msg"]
         quote = " (quote numbers in YAML: '2')" if hint is str and isinstance(value, (int, float)) else ""
