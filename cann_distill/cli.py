@@ -31,6 +31,14 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Rerun even if inputs ar
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print only the machine-readable result on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or messages (warnings and errors still shown).")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="Where torch work runs: auto, cpu, cuda, cuda:N, npu or npu:N "
+                                                  "(overrides runtime.device; auto = CUDA, then NPU, then CPU).")]
+
+
+def _overrides(overrides: Optional[List[str]], device: Optional[str] = None, provider: Optional[str] = None) -> list[str]:
+    """--set values plus the shortcuts that are recipe keys too (--device, --provider)."""
+    return (list(overrides or []) + ([f"runtime.device={device}"] if device else [])
+            + ([f"validate.provider={provider}"] if provider else []))
 
 
 def _print_results(results: list) -> None:
@@ -52,7 +60,7 @@ def _print_results(results: list) -> None:
     for r in results:
         if r.stage == "report":
             t = Table(title=f"report: {r.summary.get('title')}", title_justify="left")
-            for col in ("model", "top-1", "latency median (b=1)", "latency p99", "size"):
+            for col in ("model", f"top-1 ({r.summary.get('split', 'val')})", "latency median (b=1)", "latency p99", "size"):
                 t.add_column(col)
             for row in r.summary.get("rows", []):
                 t.add_row(*row)
@@ -98,12 +106,12 @@ def _invoke(fn: Callable[[], Any], as_json: bool, quiet: bool, debug: bool, afte
 
 def _stage_command(stage: str, help_text: str, example: str) -> None:
     def command(
-        recipe: RecipeArg, run_dir: RunDirOpt = None, set_: SetOpt = None, force: ForceOpt = False,
+        recipe: RecipeArg, run_dir: RunDirOpt = None, set_: SetOpt = None, force: ForceOpt = False, device: DeviceOpt = None,
         as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
     ) -> None:
         from cann_distill.pipeline import run_stages
 
-        _invoke(lambda: run_stages(recipe, [stage], run_dir=run_dir, force=force, overrides=set_ or []), as_json, quiet, debug)
+        _invoke(lambda: run_stages(recipe, [stage], run_dir=run_dir, force=force, overrides=_overrides(set_, device)), as_json, quiet, debug)
 
     command.__doc__ = help_text
     app.command(name=stage, help=help_text, epilog=f"Example: {example}")(command)
@@ -123,14 +131,14 @@ _stage_command("select", "Run the teacher once over the training set, cache its 
     epilog="Example: cann-distill distill recipes/resnet10t_from_resnet18_digits_mgd.yaml --set distill.epochs=2 --resume",
 )
 def distill_cmd(
-    recipe: RecipeArg, run_dir: RunDirOpt = None, set_: SetOpt = None, force: ForceOpt = False,
+    recipe: RecipeArg, run_dir: RunDirOpt = None, set_: SetOpt = None, force: ForceOpt = False, device: DeviceOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from <run_dir>/.distill.resume.pt "
                                          "(refused if the recipe changed since).")] = False,
     as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     from cann_distill.pipeline import run_stages
 
-    _invoke(lambda: run_stages(recipe, ["distill"], run_dir=run_dir, force=force, overrides=set_ or [], resume=resume),
+    _invoke(lambda: run_stages(recipe, ["distill"], run_dir=run_dir, force=force, overrides=_overrides(set_, device), resume=resume),
             as_json, quiet, debug)
 
 
@@ -180,10 +188,6 @@ def _validate_after(strict: bool, apply_fb: Optional[Path]) -> Callable[[list], 
     return after
 
 
-def _with_provider(overrides: Optional[List[str]], provider: Optional[str]) -> list[str]:
-    return list(overrides or []) + ([f"validate.provider={provider}"] if provider else [])
-
-
 @app.command(
     "validate",
     help="Export ONNX, quantize to INT8 with onnxruntime, measure accuracy/latency/size of FP32 vs INT8, "
@@ -191,14 +195,14 @@ def _with_provider(overrides: Optional[List[str]], provider: Optional[str]) -> l
     epilog="Example: cann-distill validate recipes/resnet10t_from_resnet18_digits.yaml --strict --apply-feedback",
 )
 def validate_cmd(
-    recipe: RecipeArg, run_dir: RunDirOpt = None, set_: SetOpt = None, force: ForceOpt = False,
+    recipe: RecipeArg, run_dir: RunDirOpt = None, set_: SetOpt = None, force: ForceOpt = False, device: DeviceOpt = None,
     provider: ProviderOpt = None, strict: StrictOpt = False,
     apply_fb: Annotated[bool, typer.Option("--apply-feedback", help="Write <recipe>.feedback.yaml with the suggested changes.")] = False,
     as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     from cann_distill.pipeline import run_stages
 
-    _invoke(lambda: run_stages(recipe, ["validate"], run_dir=run_dir, force=force, overrides=_with_provider(set_, provider)),
+    _invoke(lambda: run_stages(recipe, ["validate"], run_dir=run_dir, force=force, overrides=_overrides(set_, device, provider)),
             as_json, quiet, debug, after=_validate_after(strict, recipe if apply_fb else None))
 
 _stage_command("report", "Write report.json from every stage's artifacts and print a summary table.",
@@ -213,13 +217,13 @@ _stage_command("report", "Write report.json from every stage's artifacts and pri
 )
 def run_cmd(
     recipe: Annotated[Optional[Path], typer.Argument(help="YAML recipe file (default: the packaged default recipe).", show_default=False)] = None,
-    run_dir: RunDirOpt = None, set_: SetOpt = None, force: ForceOpt = False,
+    run_dir: RunDirOpt = None, set_: SetOpt = None, force: ForceOpt = False, device: DeviceOpt = None,
     provider: ProviderOpt = None, strict: StrictOpt = False,
     as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     from cann_distill.pipeline import run_pipeline
 
-    _invoke(lambda: run_pipeline(recipe, run_dir=run_dir, force=force, overrides=_with_provider(set_, provider)),
+    _invoke(lambda: run_pipeline(recipe, run_dir=run_dir, force=force, overrides=_overrides(set_, device, provider)),
             as_json, quiet, debug, after=_validate_after(strict, None))
 
 

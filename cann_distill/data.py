@@ -1,47 +1,113 @@
-"""Datasets: the built-in `digits` (scikit-learn, offline) and `imagefolder`; stable sample ids."""
+"""Datasets through timm's data module: the built-in `digits` (scikit-learn, offline, in memory) and
+`imagefolder` (`train/`, `val/`, optional `test/`), stable sample ids, transforms, loaders.
+
+- Images are decoded to the recipe's channels by `cann_distill.images` (16-bit, palette, CMYK,
+  alpha handled; huge images reduced while decoding) and transformed by timm's `create_transform`:
+  RandomResizedCrop / flips / colour jitter / auto-augment / random erasing for training, resize +
+  center crop by `crop_pct` for evaluation, both normalised with the recipe's (resolved) mean/std.
+- A training sample's augmentation is a function of (seed, epoch, index) alone: the sampler yields
+  (epoch, index) keys and the dataset seeds the RNGs from them. So results do not depend on
+  `num_workers`, a resumed run replays the exact views, and a view can be regenerated later.
+- The folder listing is walked once per process and run (`scan`); the same walk fingerprints the
+  data and feeds the bad-image check (memoised per file in the cache dir).
+"""
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import random
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
+from cann_distill.devices import CPU, Runtime, worker_count
 from cann_distill.errors import StageError
-from cann_distill.recipe import DataConfig
+from cann_distill.images import IMAGE_EXTS, BadImageError, FileEntry, find_bad_images, open_image, scan_tree
+from cann_distill.recipe import AugmentConfig, DataConfig
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+__all__ = ["IMAGE_EXTS", "Split", "Splits", "load_splits", "loader", "data_fingerprint", "build_transforms", "make_mixup"]
+
+Transform = Callable[[Any], torch.Tensor]
+
+
+# ----------------------------------------------------------------------------- image sources
+
+
+class ArrayImages:
+    """In-memory uint8 images [N, H, W] (digits); picklable for DataLoader workers."""
+
+    def __init__(self, pixels: np.ndarray, mode: str) -> None:
+        self.pixels, self.mode = pixels, mode
+
+    def __call__(self, i: int) -> Any:
+        from PIL import Image
+
+        im = Image.fromarray(self.pixels[i], "L")
+        return im if self.mode == "L" else im.convert(self.mode)
+
+
+class FolderImages:
+    """Files under a root, decoded on demand (in the workers) to the recipe's channels."""
+
+    def __init__(self, root: Path, rels: Sequence[str], mode: str, min_side: int) -> None:
+        self.root, self.rels, self.mode, self.min_side = root, list(rels), mode, min_side
+
+    def __call__(self, i: int) -> Any:
+        try:
+            return open_image(self.root / self.rels[i], self.mode, min_side=self.min_side)  # type: ignore[arg-type]
+        except BadImageError as exc:  # changed on disk since the check before training
+            raise StageError(f"{exc}; the file changed since it was checked, set data.on_bad_image: skip or fix it") from None
 
 
 @dataclass
 class Split:
-    """One split: ids stable across runs, integer targets, and a way to get image i."""
+    """One split: ids stable across runs, integer targets, decoded images and the evaluation transform."""
 
+    name: str
     ids: list[str]
     targets: np.ndarray
     classes: list[str]
-    fetch: Callable[[int], torch.Tensor]
+    images: Callable[[int], Any]
+    transform: Transform  # evaluation transform (resize + center crop + normalise)
+    workers: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)  # bad images left out: id -> reason
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    def fetch(self, i: int) -> torch.Tensor:
+        """Image i as the model sees it at evaluation."""
+        return self.transform(self.images(i))
 
-class SplitDataset(Dataset):
-    """Yields (image, target, index); the index keys cached teacher outputs and the critical index."""
 
-    def __init__(self, split: Split) -> None:
-        self.split = split
+@dataclass
+class Splits:
+    train: Split
+    val: Split
+    test: Optional[Split] = None
+    train_transform: Optional[Transform] = None  # None: training images get the evaluation transform
+    in_memory: bool = False
 
-    def __len__(self) -> int:
-        return len(self.split)
+    @property
+    def augmented(self) -> bool:
+        """True when a training image's pixels change from epoch to epoch (cached teacher outputs would go stale)."""
+        return self.train_transform is not None
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
-        return self.split.fetch(i), int(self.split.targets[i]), i
+    @property
+    def headline(self) -> Split:
+        """The split headline numbers come from: test when there is one, else val."""
+        return self.test if self.test is not None else self.val
+
+
+# ----------------------------------------------------------------------------- transforms
+
+
+def _mode(cfg: DataConfig) -> str:
+    return "L" if channels_of(cfg) == 1 else "RGB"
 
 
 def channels_of(cfg: DataConfig) -> int:
@@ -53,107 +119,272 @@ def norm_stats(cfg: DataConfig) -> tuple[list[float], list[float]]:
     return (cfg.mean or [0.5] * c), (cfg.std or [0.5] * c)
 
 
-def _normalize(x: torch.Tensor, cfg: DataConfig) -> torch.Tensor:
+def build_transforms(cfg: DataConfig) -> tuple[Optional[Transform], Transform]:
+    """(training transform or None when augmentation is off, evaluation transform), both from timm."""
+    from timm.data import create_transform
+
     mean, std = norm_stats(cfg)
-    m = torch.tensor(mean, dtype=x.dtype).view(-1, 1, 1)
-    s = torch.tensor(std, dtype=x.dtype).view(-1, 1, 1)
-    return (x - m) / s
+    size = int(cfg.image_size or 32)
+    common = {"interpolation": cfg.interpolation or "bilinear", "mean": tuple(mean), "std": tuple(std)}
+    eval_tf = create_transform(size, is_training=False, crop_pct=cfg.crop_pct or 1.0, **common)
+    aug: AugmentConfig = cfg.augment
+    if not aug.enabled:
+        return None, eval_tf
+    train_tf = create_transform(
+        size, is_training=True, scale=tuple(aug.scale), ratio=tuple(aug.ratio), hflip=aug.hflip, vflip=aug.vflip,
+        color_jitter=aug.color_jitter, auto_augment=aug.auto_augment, re_prob=aug.re_prob, **common,
+    )
+    return train_tf, eval_tf
 
 
-def _digits(cfg: DataConfig) -> tuple[Split, Split]:
+def make_mixup(cfg: DataConfig, num_classes: int) -> Optional[Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]]:
+    """timm's Mixup/CutMix for a training batch, or None when the recipe does not mix."""
+    aug = cfg.augment
+    if not aug.mixes:
+        return None
+    from timm.data import Mixup
+
+    return Mixup(mixup_alpha=aug.mixup_alpha, cutmix_alpha=aug.cutmix_alpha, prob=aug.mix_prob, switch_prob=aug.mix_switch_prob,
+                 mode="batch", label_smoothing=aug.label_smoothing, num_classes=num_classes)
+
+
+# ----------------------------------------------------------------------------- datasets
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 32-bit seed for one sample's augmentation in one epoch (splitmix64 over the three)."""
+    z = (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + index * 0x94D049BB133111EB) & (2**64 - 1)
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & (2**64 - 1)
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & (2**64 - 1)
+    return (z ^ (z >> 31)) & 0xFFFFFFFF
+
+
+class _Seeded:
+    """Seed python, numpy and torch RNGs for one sample; restore them after when in the main process."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.saved: Optional[tuple[Any, Any, Any]] = None
+
+    def __enter__(self) -> None:
+        if torch.utils.data.get_worker_info() is None:
+            self.saved = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+        random.seed(self.seed)
+        np.random.seed(self.seed)
+        torch.manual_seed(self.seed)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.saved is not None:
+            random.setstate(self.saved[0])
+            np.random.set_state(self.saved[1])
+            torch.set_rng_state(self.saved[2])
+
+
+class SplitDataset(Dataset):
+    """Yields (image, target, index). Keys are an index or an (epoch, index) pair from KeyedSampler;
+    a random transform is seeded from (seed, epoch, index)."""
+
+    def __init__(self, split: Split, transform: Optional[Transform] = None, seed: int = 0) -> None:
+        self.split, self.seed = split, seed
+        self.random = transform is not None
+        self.transform = transform or split.transform
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, key: Union[int, tuple[int, int]]) -> tuple[torch.Tensor, int, int]:
+        epoch, i = key if isinstance(key, tuple) else (0, key)
+        image = self.split.images(i)
+        if self.random:
+            with _Seeded(sample_seed(self.seed, epoch, i)):
+                x = self.transform(image)
+        else:
+            x = self.transform(image)
+        return x, int(self.split.targets[i]), i
+
+
+class KeyedSampler(Sampler):
+    """Wraps an index sampler and yields (epoch, index): the epoch reaches the dataset even in
+    persistent workers. `generator` is the one that orders the samples (saved for resume)."""
+
+    def __init__(self, base: Sampler, generator: Optional[torch.Generator] = None) -> None:
+        self.base = base
+        self.generator = generator if generator is not None else getattr(base, "generator", None)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((self.epoch, int(i)) for i in self.base)
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+
+def _worker_init(worker_id: int) -> None:
+    # transforms outside our seeding (e.g. a user's) still get distinct, reproducible streams per worker
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def loader(split: Split, batch_size: int, *, train: bool = False, seed: int = 0, sampler: Optional[Sampler] = None,
+           transform: Optional[Transform] = None, runtime: Runtime = CPU) -> DataLoader:
+    """Evaluation batches in split order, or (train=True) shuffled training batches.
+
+    Training drops the last incomplete batch when the split has more than one batch (a last
+    batch of one sample would crash BatchNorm) and shuffles with its own generator, so the order
+    does not depend on the worker count.
+    """
+    dataset = SplitDataset(split, transform if train else None, seed)
+    if train:
+        base = sampler if sampler is not None else RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
+        keyed: Sampler = KeyedSampler(base)
+        drop_last = len(base) > batch_size  # type: ignore[arg-type]
+    else:
+        keyed, drop_last = SequentialSampler(dataset), False
+    workers = split.workers
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=keyed, drop_last=drop_last, num_workers=workers,
+        pin_memory=runtime.pin_memory, persistent_workers=train and workers > 0,
+        worker_init_fn=_worker_init if workers else None, generator=torch.Generator().manual_seed(seed),
+    )
+
+
+# ----------------------------------------------------------------------------- splits
+
+
+def _digits(cfg: DataConfig, eval_tf: Transform) -> tuple[Split, Split, Optional[Split]]:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     bunch = load_digits()
-    images = bunch.images.astype(np.float32) / 16.0
     targets = bunch.target.astype(np.int64)
     index = np.arange(len(targets))
     if cfg.max_samples is not None and cfg.max_samples < len(index):
         index, _ = train_test_split(index, train_size=cfg.max_samples, stratify=targets, random_state=cfg.split_seed)
         index = np.sort(index)
-    tr, va = train_test_split(index, test_size=cfg.val_fraction, stratify=targets[index], random_state=cfg.split_seed)
-    tr, va = np.sort(tr), np.sort(va)
-    x = torch.from_numpy(images).unsqueeze(1)
-    x = F.interpolate(x, size=(cfg.image_size, cfg.image_size), mode="bilinear", align_corners=False)
-    x = x.repeat(1, channels_of(cfg), 1, 1)
-    x = _normalize(x, cfg)  # [N, C, H, W] against per-channel [C, 1, 1]
+    held = cfg.val_fraction + cfg.test_fraction
+    tr, rest = train_test_split(index, test_size=held, stratify=targets[index], random_state=cfg.split_seed)
+    if cfg.test_fraction > 0:
+        va, te = train_test_split(rest, test_size=cfg.test_fraction / held, stratify=targets[rest], random_state=cfg.split_seed)
+    else:
+        va, te = rest, None
+    # 8x8 images of 0..16, upsampled once to the recipe's size and kept in memory as 8-bit grayscale
+    x = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
+    size = int(cfg.image_size or 32)
+    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    pixels = (x.squeeze(1).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     classes = [str(c) for c in range(10)]
+    images = ArrayImages(pixels, _mode(cfg))
 
-    def make(idx: np.ndarray) -> Split:
-        imgs = x[torch.from_numpy(idx)].contiguous()
-        return Split([f"digits/{i}" for i in idx], targets[idx], classes, lambda i: imgs[i])
+    def make(name: str, idx: np.ndarray) -> Split:
+        idx = np.sort(idx)
+        sub = ArrayImages(images.pixels[idx], images.mode)
+        return Split(name, [f"digits/{i}" for i in idx], targets[idx], classes, sub, eval_tf)
 
-    return make(tr), make(va)
-
-
-def _list_folder(root: Path, classes: Optional[list[str]] = None) -> tuple[list[Path], list[int], list[str]]:
-    if not root.is_dir():
-        raise StageError(f"dataset folder not found: {root}")
-    found = sorted(d.name for d in root.iterdir() if d.is_dir())
-    classes = classes or found
-    unknown = sorted(set(found) - set(classes))
-    if unknown:
-        raise StageError(f"{root}: class folders not in the training split: {', '.join(unknown)}")
-    paths, targets = [], []
-    for ci, cname in enumerate(classes):
-        cdir = root / cname
-        if not cdir.is_dir():
-            continue
-        for p in sorted(cdir.rglob("*")):
-            if p.suffix.lower() in IMAGE_EXTS and p.is_file():
-                paths.append(p)
-                targets.append(ci)
-    if not paths:
-        raise StageError(f"{root}: no images found (expected {root}/<class>/*.png|jpg)")
-    return paths, targets, classes
+    return make("train", tr), make("val", va), (make("test", te) if te is not None else None)
 
 
-def _imagefolder(cfg: DataConfig) -> tuple[Split, Split]:
-    from PIL import Image
+_LISTINGS: dict[str, list[FileEntry]] = {}
 
+
+def scan(root: Path) -> list[FileEntry]:
+    """The image files under `root`, walked once per process until `forget_listings()`."""
+    key = str(Path(root).resolve())
+    if key not in _LISTINGS:
+        if not Path(root).is_dir():
+            raise StageError(f"dataset folder not found: {root}")
+        _LISTINGS[key] = scan_tree(Path(root))
+    return _LISTINGS[key]
+
+
+def forget_listings() -> None:
+    """Called when a command starts, so files changed since the last command are seen."""
+    _LISTINGS.clear()
+
+
+def _bad_images(cfg: DataConfig, root: Path, entries: list[FileEntry]) -> dict[str, str]:
+    from cann_distill.cache import default_cache_dir
+    from cann_distill.ui import ui
+
+    def progress(items: Any) -> Any:
+        items = list(items)
+        return ui.track(items, "checking images", total=len(items)) if len(items) > 200 else items
+
+    bad = find_bad_images(root, entries, default_cache_dir(), progress=progress)
+    if bad and cfg.on_bad_image == "error":
+        first = sorted(bad)[0]
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise StageError(f"bad image {root / first}: {bad[first]}{more}; fix or remove it, or set data.on_bad_image: skip")
+    return bad
+
+
+def _imagefolder(cfg: DataConfig, eval_tf: Transform, workers: int) -> tuple[Split, Split, Optional[Split]]:
     root = Path(cfg.root or "")
-    mode = "L" if channels_of(cfg) == 1 else "RGB"
+    entries = scan(root)
+    bad = _bad_images(cfg, root, entries)
+    by_split: dict[str, dict[str, list[str]]] = {}
+    for e in entries:
+        parts = e.rel.split("/")
+        if len(parts) < 3 or parts[0] not in ("train", "val", "test") or e.rel in bad:
+            continue
+        by_split.setdefault(parts[0], {}).setdefault(parts[1], []).append(e.rel)
+    classes = sorted(d.name for d in (root / "train").iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise StageError(f"{root / 'train'}: no class folders (expected {root / 'train'}/<class>/*.jpg|png)")
 
-    def make(split: str, classes: Optional[list[str]]) -> Split:
-        paths, targets, classes = _list_folder(root / split, classes)
+    def make(name: str) -> Optional[Split]:
+        folder = root / name
+        if not folder.is_dir():
+            return None
+        found = sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+        if found != classes:
+            missing, extra = sorted(set(classes) - set(found)), sorted(set(found) - set(classes))
+            raise StageError(f"{folder}: class folders do not match train/ (missing: {', '.join(missing[:5]) or '-'}; "
+                             f"not in train: {', '.join(extra[:5]) or '-'})")
+        files = by_split.get(name, {})
+        empty = [c for c in classes if not files.get(c)]
+        if empty:
+            skipped = sum(1 for rel in bad if rel.startswith(f"{name}/{empty[0]}/"))
+            why = f" (its {skipped} image(s) were skipped as bad)" if skipped else ""
+            raise StageError(f"{folder / empty[0]}: class folder has no images{why}"
+                             + (f" ({len(empty) - 1} more empty)" if len(empty) > 1 else ""))
+        rels = [rel for c in classes for rel in files[c]]
+        targets = np.array([ci for ci, c in enumerate(classes) for _ in files[c]], dtype=np.int64)
+        skipped = {rel: why for rel, why in bad.items() if rel.startswith(f"{name}/")}
+        images = FolderImages(root, rels, _mode(cfg), min_side=int(cfg.image_size or 224))
+        return Split(name, rels, targets, classes, images, eval_tf, workers=workers, skipped=skipped)
 
-        def fetch(i: int) -> torch.Tensor:
-            with Image.open(paths[i]) as im:
-                im = im.convert(mode).resize((cfg.image_size, cfg.image_size), Image.BILINEAR)
-                arr = np.asarray(im, dtype=np.float32) / 255.0
-            t = torch.from_numpy(arr)
-            t = t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)
-            return _normalize(t.contiguous(), cfg)
-
-        ids = [p.relative_to(root).as_posix() for p in paths]
-        return Split(ids, np.asarray(targets, dtype=np.int64), classes, fetch)
-
-    train = make("train", None)
-    return train, make("val", train.classes)
+    train, val = make("train"), make("val")
+    assert train is not None and val is not None  # the recipe check requires both folders
+    return train, val, make("test")
 
 
-def load_splits(cfg: DataConfig) -> tuple[Split, Split]:
-    """(train, val) for the recipe's data section."""
-    return _digits(cfg) if cfg.source == "digits" else _imagefolder(cfg)
+def load_splits(cfg: DataConfig) -> Splits:
+    """train / val (/ test) splits and the training transform for the recipe's data section."""
+    train_tf, eval_tf = build_transforms(cfg)
+    in_memory = cfg.source == "digits"
+    workers = worker_count(cfg.num_workers, in_memory=in_memory)
+    if in_memory:
+        train, val, test = _digits(cfg, eval_tf)
+        for s in (train, val, test):
+            if s is not None:
+                s.workers = workers
+    else:
+        train, val, test = _imagefolder(cfg, eval_tf, workers)
+    return Splits(train, val, test, train_transform=train_tf, in_memory=in_memory)
 
 
 def data_fingerprint(cfg: DataConfig, ignore: frozenset[str] = frozenset()) -> str:
     """Recipe section + (for folders) the file listing, so edits on disk invalidate caches.
 
     `ignore` drops keys that cannot change the samples (e.g. `batch_size` for cached outputs).
+    `num_workers` never changes a sample (augmentation is seeded per sample), so it is always ignored.
     """
-    h = hashlib.sha256(cfg.model_dump_json(exclude=set(ignore)).encode())
+    h = hashlib.sha256(cfg.model_dump_json(exclude=set(ignore) | {"num_workers"}).encode())
     if cfg.source == "imagefolder" and cfg.root:
-        for p in sorted(Path(cfg.root).rglob("*")):
-            if p.is_file() and p.suffix.lower() in IMAGE_EXTS:
-                st = p.stat()
-                h.update(f"{p.relative_to(cfg.root).as_posix()}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+        for e in scan(Path(cfg.root)):
+            h.update(f"{e.rel}:{e.size}:{e.mtime_ns}\n".encode())
     return h.hexdigest()
-
-
-def loader(split: Split, batch_size: int, shuffle: bool = False, seed: int = 0, sampler=None) -> DataLoader:
-    g = torch.Generator().manual_seed(seed)
-    return DataLoader(
-        SplitDataset(split), batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler, generator=g,
-        num_workers=0,
-    )

@@ -65,13 +65,32 @@ def load_weights(model: nn.Module, ckpt: dict[str, Any], arch: str, source: str)
     model.load_state_dict(state, strict=True)
 
 
-def build_model(cfg: ModelConfig, num_classes: int, in_chans: int, checkpoint: Optional[Path] = None, role: str = "model") -> nn.Module:
-    """Create from the recipe; load `checkpoint` (a stage artifact) or the recipe's own checkpoint."""
+def check_classes(ckpt: dict[str, Any], classes: Sequence[str], source: str) -> None:
+    """A checkpoint that records its class list must have been trained on these classes, in this order."""
+    saved = (ckpt.get("meta") or {}).get("classes")
+    if saved is None or list(saved) == list(classes):
+        return
+    if sorted(saved) == sorted(classes):
+        raise ArtifactError(f"{source}: checkpoint has the same classes in another order (output i would mean another class)")
+    missing, extra = sorted(set(classes) - set(saved)), sorted(set(saved) - set(classes))
+    raise ArtifactError(f"{source}: checkpoint was trained on other classes (dataset has {len(classes)}, checkpoint {len(saved)}; "
+                        f"not in checkpoint: {', '.join(missing[:5]) or '-'}; not in dataset: {', '.join(extra[:5]) or '-'})")
+
+
+def build_model(cfg: ModelConfig, num_classes: int, in_chans: int, checkpoint: Optional[Path] = None, role: str = "model",
+                classes: Optional[Sequence[str]] = None) -> nn.Module:
+    """Create from the recipe; load `checkpoint` (a stage artifact) or the recipe's own checkpoint.
+
+    With `classes`, a checkpoint that records its class list is refused when they differ.
+    """
     ckpt_path = checkpoint or (Path(cfg.checkpoint) if cfg.checkpoint else None)
     model = create_model(cfg.arch, num_classes, in_chans, pretrained=cfg.pretrained and ckpt_path is None)
     if ckpt_path is not None:
         source = f"{role}.checkpoint {ckpt_path}" if checkpoint is None else str(ckpt_path)
-        load_weights(model, read_checkpoint(ckpt_path), cfg.arch, source)
+        ckpt = read_checkpoint(ckpt_path)
+        if classes is not None:
+            check_classes(ckpt, classes, source)
+        load_weights(model, ckpt, cfg.arch, source)
     return model
 
 

@@ -7,6 +7,8 @@ from typing import Iterable, Optional, Sequence, Union
 
 from rich.markup import escape
 
+from cann_distill.data import forget_listings
+from cann_distill.devices import Runtime, resolve_device
 from cann_distill.errors import ArtifactError, GateError, UsageError
 from cann_distill.recipe import Recipe, load_recipe, read_yaml
 from cann_distill.rundir import RunDir
@@ -40,6 +42,8 @@ def run_stages(
     if unknown:
         raise UsageError(f"unknown stage(s) {', '.join(unknown)} (known: {', '.join(STAGE_ORDER)})")
     forced = set(stages) if force is True else set(force or ())
+    runtime = make_runtime(recipe)  # an absent device fails here, before any work
+    forget_listings()
     run = run_dir_of(recipe, run_dir)
     results = []
     if resume and "distill" in stages and resume_path(run).exists():
@@ -50,8 +54,13 @@ def run_stages(
             forced = {"distill"} & forced if resume else set()
         run.write_resolved_recipe(recipe.to_dict())
         for name in stages:
-            results.append(run_stage(STAGES[name], recipe, run, force=name in forced))
+            results.append(run_stage(STAGES[name], recipe, run, force=name in forced, runtime=runtime))
     return results
+
+
+def make_runtime(recipe: Recipe) -> Runtime:
+    rt = recipe.runtime
+    return Runtime(resolve_device(rt.device), channels_last=rt.channels_last, compile=rt.compile)
 
 
 def recover_manifest(run: RunDir, recipe: Recipe, stages: Sequence[str], repair: bool) -> None:

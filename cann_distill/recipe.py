@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cann_distill.devices import DEVICE_PATTERN
 from cann_distill.errors import RecipeError, UsageError, preview
 from cann_distill.losses import LOSSES
 from cann_distill.registry import suggest
@@ -58,14 +59,42 @@ Text = Annotated[str, AfterValidator(_plain_text)]  # names and paths: no NUL or
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what numpy, torch and scikit-learn all accept
 
 
+class AugmentConfig(Strict):
+    """Training-time augmentation through timm's data module (`create_transform`, `Mixup`); names follow timm's."""
+
+    enabled: bool = Field(True, description="false: training images get the evaluation transform (resize + center crop)")
+    scale: tuple[float, float] = Field((0.08, 1.0), description="RandomResizedCrop area range (timm's default)")
+    ratio: tuple[float, float] = Field((3 / 4, 4 / 3), description="RandomResizedCrop aspect-ratio range")
+    hflip: float = Field(0.5, ge=0, le=1)
+    vflip: float = Field(0.0, ge=0, le=1)
+    color_jitter: float = Field(0.4, ge=0, description="brightness/contrast/saturation strength; ignored when auto_augment is set (timm)")
+    auto_augment: Optional[str] = Field(None, description="timm policy string, e.g. rand-m9-mstd0.5 or augmix-m5-w3")
+    re_prob: float = Field(0.0, ge=0, le=1, description="random erasing probability")
+    mixup_alpha: float = Field(0.0, ge=0, description="> 0 turns on mixup (timm Mixup); KD targets follow the mixed image")
+    cutmix_alpha: float = Field(0.0, ge=0, description="> 0 turns on cutmix")
+    mix_prob: float = Field(1.0, ge=0, le=1, description="probability of mixing a batch")
+    mix_switch_prob: float = Field(0.5, ge=0, le=1, description="probability of cutmix instead of mixup when both are on")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="smoothing of the mixed one-hot labels")
+
+    @property
+    def mixes(self) -> bool:
+        return self.enabled and (self.mixup_alpha > 0 or self.cutmix_alpha > 0)
+
+
 class DataConfig(Strict):
     source: Literal["digits", "imagefolder"] = "digits"
-    root: Optional[str] = Field(None, description="imagefolder: folder holding train/<class>/* and val/<class>/*")
-    image_size: int = Field(32, ge=8, le=2048)
+    root: Optional[str] = Field(None, description="imagefolder: folder holding train/<class>/*, val/<class>/* and optionally test/<class>/*")
+    image_size: Optional[int] = Field(None, ge=8, le=2048, description="default: the teacher's pretrained input size (digits: 32)")
     channels: Optional[Literal[1, 3]] = Field(None, description="default: 1 for digits, 3 for imagefolder")
-    mean: Optional[list[float]] = None
-    std: Optional[list[float]] = None
-    val_fraction: float = Field(0.2, gt=0, lt=1, description="digits: share of samples held out (stratified)")
+    mean: Optional[list[float]] = Field(None, description="default: the teacher's pretrained_cfg (digits: 0.5)")
+    std: Optional[list[float]] = Field(None, description="default: the teacher's pretrained_cfg (digits: 0.5)")
+    crop_pct: Optional[float] = Field(None, gt=0, le=1, description="evaluation center-crop fraction; default the teacher's (digits: 1.0)")
+    interpolation: Optional[Literal["bilinear", "bicubic", "nearest"]] = Field(None, description="default: the teacher's")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    num_workers: Optional[int] = Field(None, ge=0, description="DataLoader workers; default cores - 1 (max 8), 0 for in-memory digits")
+    on_bad_image: Literal["error", "skip"] = Field("error", description="a zero-byte, truncated or non-image file: stop, or skip it and count it")
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="digits: share of samples held out for validation (stratified)")
+    test_fraction: float = Field(0.0, ge=0, lt=1, description="digits: share held out as a test split (0: none)")
     split_seed: int = Field(0, description="digits: seed of the train/val split, fixed apart from the training seed")
     max_samples: Optional[int] = Field(None, ge=20, description="digits: keep only this many samples (quick runs)")
     batch_size: int = Field(64, ge=1)
@@ -80,9 +109,10 @@ class TrainConfig(Strict):
     batch_size: Optional[int] = Field(None, ge=1, description="default: data.batch_size")
     warmup_epochs: float = Field(0.0, ge=0, description="linear learning-rate warmup (epochs, fractions allowed) before the cosine decay")
     grad_clip: Optional[float] = Field(None, gt=0, allow_inf_nan=False, description="clip the global gradient L2 norm to this value")
-    amp: Literal["none", "bf16"] = Field("none", description="bf16: forward and losses under bfloat16 autocast (CPU or GPU)")
+    amp: Literal["none", "bf16", "fp16"] = Field("none", description="bf16: bfloat16 autocast (any device); fp16: float16 autocast + grad scaler (CUDA/NPU)")
     ema_decay: Optional[float] = Field(None, gt=0, lt=1, description="keep an exponential moving average of the weights; evaluate and export it")
     select_best: bool = Field(False, description="export the weights of the epoch with the best validation accuracy instead of the last")
+    patience: Optional[int] = Field(None, ge=1, description="early stopping: stop after this many epochs without a better validation accuracy")
 
 
 class ModelConfig(Strict):
@@ -233,6 +263,14 @@ class ValidateConfig(Strict):
     budgets: BudgetConfig = Field(default_factory=BudgetConfig)
 
 
+class RuntimeConfig(Strict):
+    """Where torch work runs; not part of any stage's fingerprint (moving a run to a GPU does not redo it)."""
+
+    device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto | cpu | cuda | cuda:N | npu | npu:N (auto: CUDA, then NPU, then CPU)")
+    channels_last: bool = Field(False, description="NHWC memory format for models and batches (faster convolutions on GPUs)")
+    compile: bool = Field(False, description="torch.compile the training forward")
+
+
 class ReportConfig(Strict):
     title: Optional[str] = None
 
@@ -248,6 +286,7 @@ class Recipe(Strict):
     distill: DistillConfig = Field(default_factory=DistillConfig)
     validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
     report: ReportConfig = Field(default_factory=ReportConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -390,14 +429,7 @@ def semantic_errors(recipe: Recipe) -> list[str]:
             errors.append(f"{role}.arch: unknown timm architecture {preview(cfg.arch)}{suggest(cfg.arch, sorted(archs))}")
         if cfg.checkpoint and not Path(cfg.checkpoint).is_file():
             errors.append(f"{role}.checkpoint: file not found: {cfg.checkpoint}")
-    if recipe.data.source == "imagefolder":
-        if not recipe.data.root:
-            errors.append("data.root: required when data.source is 'imagefolder'")
-        else:
-            root = Path(recipe.data.root)
-            for split in ("train", "val"):
-                if not (root / split).is_dir():
-                    errors.append(f"data.root: dataset folder not found: {root / split} (expected <root>/{split}/<class>/*)")
+    errors += _data_errors(recipe)
     channels = recipe.data.channels or (1 if recipe.data.source == "digits" else 3)
     for section in ("data", "teacher"):
         for key in ("mean", "std"):
@@ -430,6 +462,85 @@ def semantic_errors(recipe: Recipe) -> list[str]:
     if recipe.validate_.target not in profiles:
         errors.append(f"validate.target: unknown hardware profile {preview(recipe.validate_.target)} (known: {', '.join(profiles)})")
     return errors
+
+
+def _class_dirs(folder: Path) -> list[str]:
+    return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def _data_errors(recipe: Recipe) -> list[str]:
+    """Dataset folders and class folders that match across splits; augmentation that timm and the losses accept."""
+    data, errors = recipe.data, []
+    if data.source == "imagefolder":
+        if not data.root:
+            errors.append("data.root: required when data.source is 'imagefolder'")
+        else:
+            root = Path(data.root)
+            for split in ("train", "val"):
+                if not (root / split).is_dir():
+                    errors.append(f"data.root: dataset folder not found: {root / split} (expected <root>/{split}/<class>/*)")
+            if not errors:
+                train = _class_dirs(root / "train")
+                if not train:
+                    errors.append(f"data.root: no class folders in {root / 'train'} (expected {root / 'train'}/<class>/*)")
+                for split in ("val", "test"):
+                    if split == "test" and not (root / split).is_dir():
+                        continue
+                    other = _class_dirs(root / split)
+                    missing, extra = sorted(set(train) - set(other)), sorted(set(other) - set(train))
+                    if missing or extra:
+                        diff = ", ".join(([f"missing in {split}: {', '.join(missing[:5])}"] if missing else [])
+                                         + ([f"not in train: {', '.join(extra[:5])}"] if extra else []))
+                        errors.append(f"data.root: class folders of {split}/ do not match train/ ({diff})")
+    aug = data.augment
+    if aug.enabled and aug.auto_augment:
+        from timm.data import create_transform
+
+        try:
+            create_transform(32, is_training=True, auto_augment=aug.auto_augment)
+        except Exception as exc:  # timm raises AssertionError / KeyError / ValueError for bad policy strings
+            errors.append(f"data.augment.auto_augment: timm does not accept '{aug.auto_augment[:60]}' ({type(exc).__name__}: "
+                          f"{str(exc)[:80]}); e.g. rand-m9-mstd0.5, augmix-m5-w3, original")
+    for lo_hi in ("scale", "ratio"):
+        lo, hi = getattr(aug, lo_hi)
+        if not 0 < lo <= hi or (lo_hi == "scale" and hi > 1):
+            errors.append(f"data.augment.{lo_hi}: needs 0 < low <= high{' <= 1' if lo_hi == 'scale' else ''}, got [{lo}, {hi}]")
+    if aug.mixes:
+        for i, spec in enumerate(recipe.distill.losses):
+            cls = LOSSES.get(spec.kind) if spec.kind in LOSSES else None
+            if cls is not None and "targets" in LOSSES.build(spec.kind, **spec.kwargs()).requires and not cls.soft_targets:
+                errors.append(f"distill.losses[{i}].kind: '{spec.kind}' needs hard labels, but data.augment mixes images "
+                              "(mixup_alpha/cutmix_alpha > 0) into soft targets; use ce + kd, or turn mixing off")
+        sizes = {"data.batch_size": data.batch_size, "teacher.train.batch_size": recipe.teacher.train.batch_size,
+                 "distill.batch_size": recipe.distill.batch_size}
+        for key, size in sizes.items():
+            if size is not None and size % 2:
+                errors.append(f"{key}: mixup/cutmix pairs images within a batch, so the batch size must be even, got {size}")
+    return errors
+
+
+def fill_data_defaults(recipe: Recipe) -> None:
+    """Input size, mean/std, crop and interpolation the recipe leaves open, from the teacher's pretrained_cfg
+    (timm's `resolve_data_config`); digits: 32 px, 0.5/0.5, no crop, bilinear. The resolved recipe records them."""
+    data = recipe.data
+    channels = data.channels or (1 if data.source == "digits" else 3)
+    if data.source == "digits":
+        resolved = {"input_size": (channels, 32, 32), "mean": (0.5,) * channels, "std": (0.5,) * channels,
+                    "crop_pct": 1.0, "interpolation": "bilinear"}
+    else:
+        import timm
+        from timm.data import resolve_data_config
+
+        cfg = timm.models.get_pretrained_cfg(recipe.teacher.arch)
+        resolved = resolve_data_config({}, pretrained_cfg=cfg.to_dict() if cfg is not None else {})
+    mean, std = list(resolved["mean"]), list(resolved["std"])
+    if channels == 1 and len(mean) != 1:  # a grayscale dataset: one channel of the teacher's statistics' mean
+        mean, std = [sum(mean) / len(mean)], [sum(std) / len(std)]
+    updates = {"image_size": data.image_size or int(resolved["input_size"][-1]), "mean": data.mean or mean, "std": data.std or std,
+               "crop_pct": data.crop_pct or float(resolved.get("crop_pct") or 1.0),
+               "interpolation": data.interpolation or (resolved.get("interpolation") if resolved.get("interpolation") in ("bilinear", "bicubic", "nearest") else "bilinear"),
+               "channels": channels}
+    recipe.data = data.model_copy(update=updates)
 
 
 def _component_errors(registry: Any, name: str, kwargs: dict[str, Any], path: str, args_path: str,
@@ -524,6 +635,7 @@ def resolve(data: dict[str, Any], source: str = "recipe", name: Optional[str] = 
     semantic = semantic_errors(recipe)
     if semantic:
         raise RecipeError(render_errors(source, [_path_and_message(e) for e in semantic], doc))
+    fill_data_defaults(recipe)
     if recipe.name is None:
         try:
             recipe.name = name or "recipe"

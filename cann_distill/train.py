@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cann_distill.data import Split, loader
+from cann_distill.data import Split, Transform, loader
+from cann_distill.devices import CPU, Runtime
 from cann_distill.errors import ArtifactError, StageError, UsageError
 from cann_distill.recipe import TrainConfig
 from cann_distill.rundir import atomic_path
@@ -40,13 +41,13 @@ EpochEnd = Callable[[int, dict[str, float]], None]
 """Called after epoch `e` with its finished history row. It must depend only on the rows it is
 given: on resume it is replayed over the restored history to rebuild its state."""
 
-RESUME_FORMAT = 1
+RESUME_FORMAT = 2  # 2: the sampler owns the shuffle generator (keyed, worker-independent sampling)
 
 
 def ce_step(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-    """Plain cross-entropy against the labels (teacher training, student probes)."""
+    """Plain cross-entropy against the labels, or against mixed soft targets [B, C] (teacher training, student probes)."""
     x, y, _ = batch
-    loss = F.cross_entropy(model(x), y)
+    loss = F.cross_entropy(model(x), y)  # class-probability targets are accepted as they are
     return loss, {"ce": loss.item()}
 
 
@@ -83,13 +84,13 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, no_decay: Sequence[str] =
 
 
 @torch.no_grad()
-def predict(model: nn.Module, split: Split, batch_size: int = 256, desc: str = "predict") -> np.ndarray:
-    """Logits for every sample of a split, in split order."""
-    model.eval()
+def predict(model: nn.Module, split: Split, batch_size: int = 256, desc: str = "predict", runtime: Runtime = CPU) -> np.ndarray:
+    """Logits for every sample of a split, in split order (evaluation transform, on the runtime's device)."""
+    runtime.model(model).eval()
     out = []
-    batches = loader(split, batch_size)
+    batches = loader(split, batch_size, runtime=runtime)
     for x, _, _ in ui.track(batches, desc, total=len(batches)):
-        out.append(model(x).float().cpu())
+        out.append(model(runtime.batch(x)).float().cpu())
     return torch.cat(out).numpy()
 
 
@@ -165,6 +166,7 @@ class History(list):
     best_epoch: Optional[int] = None  # 1-based epoch with the best val accuracy (None without validation)
     selected: str = "last"  # which weights the model holds after fit: last | best
     resumed_from: Optional[dict[str, int]] = None  # {"epoch": e, "step": s} when fit resumed a checkpoint
+    stopped_early: Optional[int] = None  # the last epoch trained when early stopping ended the run
 
 
 @dataclass
@@ -220,6 +222,35 @@ def _status(epoch: int, epochs: int, means: dict[str, float], lr: float, extra: 
     return " | ".join(parts)
 
 
+def _rng_state() -> dict[str, Any]:
+    """Global RNG states as plain tensors/lists, so the checkpoint loads with weights_only=True."""
+    np_state = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+            "random": list(random.getstate()[1]) + [random.getstate()[0], random.getstate()[2]]}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    *internal, version, gauss = state["random"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+class EarlyStop:
+    """Stop when validation accuracy has not improved for `patience` epochs (None: never)."""
+
+    def __init__(self, patience: Optional[int]) -> None:
+        self.patience = patience
+
+    def should_stop(self, history: Sequence[dict[str, float]]) -> bool:
+        accs = [row["val_acc"] for row in history if "val_acc" in row]
+        if self.patience is None or len(accs) <= self.patience:
+            return False
+        best_at = int(np.argmax(accs))  # first epoch reaching the best
+        return len(accs) - 1 - best_at >= self.patience
+
+
 def fit(
     model: nn.Module,
     train: Split,
@@ -236,6 +267,9 @@ def fit(
     deploy: Optional[nn.Module] = None,
     checkpoint: Optional[Checkpointing] = None,
     no_decay: Sequence[str] = (),
+    runtime: Runtime = CPU,
+    transform: Optional[Transform] = None,
+    mix: Optional[Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]] = None,
 ) -> History:
     """Train `model`; per-epoch history of mean loss components, lr and val accuracy.
 
@@ -243,23 +277,27 @@ def fit(
     default the whole model. Distill passes the plain student while `model` also holds connectors
     and loss-balance parameters. After fit, `deploy` holds the EMA weights when `ema_decay` is set
     and the best epoch's weights when `select_best` is (best among the evaluated, i.e. EMA, weights).
+    `transform` is the training transform (None: the split's evaluation transform); `mix` mixes a
+    batch's images and labels (timm Mixup) before `step` sees it. Batches reach `step` on the
+    runtime's device; `cfg.patience` stops early on the validation accuracy.
 
     The cosine follows epoch progress rather than a step count, so an epoch hook may change
     the sampler (and so the epoch length) without bending the schedule.
     """
     seed_everything(seed)
+    runtime.check_amp(cfg.amp)
     deploy = deploy if deploy is not None else model
+    runtime.model(model)
     opt = make_optimizer(model, cfg, no_decay)
     base_lrs = [g["lr"] for g in opt.param_groups]
-    batches = loader(train, batch_size, shuffle=True, seed=seed, sampler=sampler)
+    batches = loader(train, batch_size, train=True, seed=seed, sampler=sampler, transform=transform, runtime=runtime)
+    keyed = batches.sampler
     ema = EmaWeights(deploy, cfg.ema_decay) if cfg.ema_decay else None
-    device_type = next((p.device.type for p in model.parameters()), "cpu")
+    if runtime.compile:
+        deploy.compile()  # in place, so the state dict keeps its keys; in distill this is the student's forward
+    scaler = runtime.grad_scaler(cfg.amp)
     params = [p for p in model.parameters() if p.requires_grad]
-
-    def autocast() -> contextlib.AbstractContextManager:
-        if cfg.amp == "bf16":
-            return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    stopper = EarlyStop(cfg.patience if val is not None else None)
 
     def set_lr(progress: float, step_size: float = 0.0) -> float:
         factor = lr_factor(progress, cfg.epochs, cfg.warmup_epochs, step_size)
@@ -268,10 +306,7 @@ def fit(
         return base_lrs[0] * factor
 
     def generators() -> dict[str, Any]:
-        gens = {"loader": batches.generator}
-        if sampler is not None and isinstance(getattr(sampler, "generator", None), torch.Generator):
-            gens["sampler"] = sampler.generator
-        return gens
+        return {"sampler": keyed.generator} if isinstance(getattr(keyed, "generator", None), torch.Generator) else {}
 
     history = History()
     best: Optional[tuple[float, int, dict[str, torch.Tensor]]] = None  # (val_acc, epoch, deploy state)
@@ -291,6 +326,8 @@ def fit(
         opt.load_state_dict(restored["optimizer"])
         if ema is not None and restored.get("ema") is not None:
             ema.module.load_state_dict(restored["ema"])
+        if scaler is not None and restored.get("scaler"):
+            scaler.load_state_dict(restored["scaler"])
         if restored.get("best") is not None:
             b = restored["best"]
             best = (float(b["val_acc"]), int(b["epoch"]), b["state"])
@@ -312,6 +349,7 @@ def fit(
         state = {
             "format": RESUME_FORMAT, "fingerprint": checkpoint.fingerprint, "epoch": epoch, "batch": batch,
             "model": state_copy(model), "optimizer": opt.state_dict(), "ema": state_copy(ema.module) if ema else None,
+            "scaler": scaler.state_dict() if scaler is not None else None,
             "best": {"val_acc": best[0], "epoch": best[1], "state": best[2]} if best else None,
             "history": [dict(r) for r in history[:epoch]], "sums": dict(sums), "n": n,
             "epoch_rng": epoch_rng, "rng": rng,
@@ -319,20 +357,38 @@ def fit(
         with atomic_path(checkpoint.path) as tmp:
             torch.save(state, tmp)
 
-    def rng_state() -> dict[str, Any]:
-        # numpy / random states as plain lists so the checkpoint loads with weights_only=True
-        np_state = np.random.get_state()
-        return {"torch": torch.get_rng_state(), "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-                "random": list(random.getstate()[1]) + [random.getstate()[0], random.getstate()[2]]}
+    def to_device(batch: Batch) -> Batch:
+        x, y, idx = runtime.batch(batch[0]), runtime.to(batch[1]), runtime.to(batch[2])
+        if mix is not None:
+            x, y = mix(x, y)  # y becomes class probabilities [B, C]
+        return x, y, idx
 
-    def set_rng_state(state: dict[str, Any]) -> None:
-        torch.set_rng_state(state["torch"])
-        kind, keys, *rest = state["numpy"]
-        np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
-        *internal, version, gauss = state["random"]
-        random.setstate((version, tuple(internal), gauss))
+    def forward_backward(batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        with runtime.autocast(cfg.amp):
+            loss, parts = step(model, batch)
+        if not torch.isfinite(loss):
+            raise StageError(_nonfinite_message(desc, pos["epoch"], pos["batch"], loss, parts, checkpoint, last_saved))
+        opt.zero_grad(set_to_none=True)
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        return loss, parts
+
+    def update(parts: dict[str, float]) -> dict[str, float]:
+        """Clip, step, scale and average; the caller holds Ctrl-C so the update and its bookkeeping stay together."""
+        if scaler is not None:
+            scaler.unscale_(opt)
+        if cfg.grad_clip is not None:
+            parts = {**parts, "grad_norm": float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))}
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+        if ema is not None:
+            ema.update(deploy)
+        return parts
 
     last_val: Optional[float] = history[-1].get("val_acc") if history else None
+    stopped_early = False
     with ui.progress() as prog:
         task = prog.add_task(desc, total=max(1, cfg.epochs * len(batches)), status="") if prog else None
         done = start_epoch * len(batches) + start_batch
@@ -340,8 +396,13 @@ def fit(
             prog.update(task, completed=done)
         try:
             for epoch in range(start_epoch, cfg.epochs):
+                if stopper.should_stop(history):
+                    stopped_early = True
+                    break
                 pos.update(epoch=epoch, batch=0)
                 extra = on_epoch_start(epoch) if on_epoch_start is not None else {}
+                if hasattr(keyed, "set_epoch"):
+                    keyed.set_epoch(epoch)
                 n_batches = len(batches)
                 if prog is not None and task is not None:
                     prog.update(task, total=max(1, done + (cfg.epochs - epoch) * n_batches))
@@ -349,7 +410,7 @@ def fit(
                 if restored is not None and epoch == start_epoch:
                     for name, gen in generators().items():
                         gen.set_state(restored["epoch_rng"][name])
-                    set_rng_state(restored["rng"])
+                    _set_rng_state(restored["rng"])
                     skip = start_batch
                     sums, n = partial
                 else:
@@ -359,20 +420,11 @@ def fit(
                 for bi, batch in enumerate(batches):
                     if bi < skip:
                         continue  # trained on before the interruption; iterating keeps the order
-                    pos.update(batch=bi, rng=rng_state(), sums=dict(sums), n=n)
+                    pos.update(batch=bi, rng=_rng_state(), sums=dict(sums), n=n)
                     lr = set_lr(epoch + bi / n_batches, 1 / n_batches)
-                    with autocast():
-                        loss, parts = step(model, batch)
-                    if not torch.isfinite(loss):
-                        raise StageError(_nonfinite_message(desc, epoch, bi, loss, parts, checkpoint, last_saved))
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
+                    loss, parts = forward_backward(to_device(batch))
                     with deferred_interrupt():
-                        if cfg.grad_clip is not None:
-                            parts = {**parts, "grad_norm": float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))}
-                        opt.step()
-                        if ema is not None:
-                            ema.update(deploy)
+                        parts = update(parts)
                         bs = batch[0].shape[0]
                         n += bs
                         done += 1
@@ -383,11 +435,11 @@ def fit(
                         means = {k: v / n for k, v in sums.items()}
                         prog.update(task, advance=1, status=_status(epoch, cfg.epochs, means, lr, extra, last_val,
                                                                     best[:2] if best else None))
-                pos.update(batch=n_batches, rng=rng_state(), sums=dict(sums), n=n)
+                pos.update(batch=n_batches, rng=_rng_state(), sums=dict(sums), n=n)
                 row = {"epoch": epoch + 1, "lr": set_lr(epoch + 1), **extra, **{k: v / max(n, 1) for k, v in sums.items()}}
                 evaluated = ema.module if ema is not None else deploy
                 if val is not None:
-                    row["val_acc"] = last_val = accuracy(predict(evaluated, val, desc=f"{desc} eval"), val.targets)
+                    row["val_acc"] = last_val = accuracy(predict(evaluated, val, desc=f"{desc} eval", runtime=runtime), val.targets)
                     if best is None or row["val_acc"] > best[0]:
                         best = (row["val_acc"], epoch + 1, state_copy(evaluated) if cfg.select_best else {})
                     row["best_val_acc"] = best[0]
@@ -397,19 +449,22 @@ def fit(
                         on_epoch_end(epoch, row)
                     pos.update(epoch=epoch + 1, batch=0, epoch_rng=None, rng=None, sums={}, n=0)
                     if checkpoint is not None:
-                        save(epoch + 1, 0, {name: gen.get_state() for name, gen in generators().items()}, rng_state(), {}, 0)
+                        save(epoch + 1, 0, {name: gen.get_state() for name, gen in generators().items()}, _rng_state(), {}, 0)
                         last_saved = epoch + 1
         except KeyboardInterrupt:
             if checkpoint is not None and pos["epoch"] < cfg.epochs:
                 if pos["epoch_rng"] is None:  # between epochs: the next one starts from the current generators
                     pos["epoch_rng"] = {name: gen.get_state() for name, gen in generators().items()}
-                save(pos["epoch"], pos["batch"], pos["epoch_rng"], pos["rng"] or rng_state(), pos["sums"], pos["n"])
+                save(pos["epoch"], pos["batch"], pos["epoch_rng"], pos["rng"] or _rng_state(), pos["sums"], pos["n"])
                 ui.warn(f"{desc}: interrupted at epoch {pos['epoch'] + 1} step {pos['batch'] + 1}; saved {checkpoint.path}"
                         + (f"; continue with `{checkpoint.command}`" if checkpoint.command else ""))
             raise
         finally:
             if prog is not None and task is not None:
                 prog.remove_task(task)
+    if stopped_early:
+        ui.info(f"{desc}: stopped early after epoch {len(history)} (no better val accuracy for {cfg.patience} epochs)")
+        history.stopped_early = len(history)
     if ema is not None:
         deploy.load_state_dict(ema.module.state_dict())
     if best is not None:

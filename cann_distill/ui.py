@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Iterable, Iterator, Optional, TypeVar
 
 from rich.console import Console
@@ -18,7 +19,13 @@ class UI:
         self._progress: Optional[Progress] = None
 
     def configure(self, quiet: bool = False) -> None:
+        """Called by the CLI: library warnings logged under `cann_distill` reach stderr as `Warning: ...` lines."""
         self.quiet = quiet
+        logger = logging.getLogger("cann_distill")
+        if not any(isinstance(h, _ToUI) for h in logger.handlers):
+            logger.addHandler(_ToUI(self))
+            logger.setLevel(logging.WARNING)
+            logger.propagate = False
 
     @property
     def bars_enabled(self) -> bool:
@@ -61,6 +68,15 @@ class UI:
                     prog.advance(task)
             finally:
                 prog.remove_task(task)
+
+
+class _ToUI(logging.Handler):
+    def __init__(self, target: UI) -> None:
+        super().__init__(logging.WARNING)
+        self.target = target
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.target.warn(record.getMessage())
 
 
 ui = UI()

@@ -15,6 +15,17 @@ from cann_distill.pipeline import run_stages
 from cann_distill.recipe import Recipe, load_recipe
 
 
+def add_common_args(ap: argparse.ArgumentParser, recipe: Path, recipe_help: str) -> None:
+    """The options every benchmark takes: recipe, epochs, teacher epochs, seeds, work dir, output, verbosity."""
+    ap.add_argument("--recipe", type=Path, default=recipe, help=recipe_help)
+    ap.add_argument("--epochs", type=int, default=None, help="distill epochs per run (default: the recipe's)")
+    ap.add_argument("--teacher-epochs", type=int, default=None, help="teacher training epochs (default: the recipe's)")
+    ap.add_argument("--seeds", type=int, default=3, help="student seeds per arm: recipe seed, +1, ... (default 3)")
+    ap.add_argument("--work-dir", type=Path, default=None, help="run dirs and the cache (default: a fresh temp dir, removed after)")
+    ap.add_argument("--out", type=Path, required=True, help="write the results here as JSON")
+    ap.add_argument("--verbose", action="store_true", help="show the stages' progress messages")
+
+
 def epoch_overrides(args: argparse.Namespace) -> list[str]:
     """`--epochs` / `--teacher-epochs` as recipe overrides."""
     out = []

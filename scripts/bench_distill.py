@@ -31,7 +31,7 @@ from cann_distill.pipeline import run_stages
 from cann_distill.recipe import load_recipe, resource_dir
 from cann_distill.ui import ui
 
-from bench_common import epoch_overrides, mean_std, train_base_teacher, write_results  # noqa: E402  (scripts/ is on sys.path)
+from bench_common import add_common_args, epoch_overrides, mean_std, train_base_teacher, write_results  # noqa: E402  (scripts/ is on sys.path)
 
 ARMS: dict[str, list[str]] = {
     "scratch": ["distill.losses=[{kind: ce, weight: 1.0}]"],
@@ -45,15 +45,8 @@ DEFAULT_ARMS = ("scratch", "kd", "mgd")
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="Example: .venv/bin/python scripts/bench_distill.py --epochs 10 --seeds 3 --out runs/bench_distill.json")
-    ap.add_argument("--recipe", type=Path, default=resource_dir("recipes") / "resnet10t_from_resnet18_digits_mgd.yaml",
-                    help="the multi-granularity recipe; its losses are the mgd arm (default: the shipped digits one)")
-    ap.add_argument("--epochs", type=int, default=None, help="distill epochs per run (default: the recipe's)")
-    ap.add_argument("--seeds", type=int, default=3, help="student seeds per arm: recipe seed, +1, ... (default 3)")
-    ap.add_argument("--teacher-epochs", type=int, default=None, help="teacher training epochs (default: the recipe's)")
+    add_common_args(ap, resource_dir("recipes") / "resnet10t_from_resnet18_digits_mgd.yaml", "the multi-granularity recipe; its losses are the mgd arm (default: the shipped digits one)")
     ap.add_argument("--arms", default=",".join(DEFAULT_ARMS), help=f"comma-separated, from {', '.join(ARMS)} (default: %(default)s)")
-    ap.add_argument("--work-dir", type=Path, default=None, help="run dirs and the cache (default: a fresh temp dir, removed after)")
-    ap.add_argument("--out", type=Path, required=True, help="write the results here as JSON")
-    ap.add_argument("--verbose", action="store_true", help="show the stages' progress messages")
     args = ap.parse_args(argv)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     if args.seeds < 1:

@@ -57,7 +57,7 @@ def steps_per_second(recipe: Recipe, teacher_ckpt: Path | None, cached_logits: n
 
     With `teacher_ckpt=None` the teacher keeps its random init: only its cost matters here.
     """
-    train, _ = load_splits(recipe.data)
+    train = load_splits(recipe.data).train
     n_classes, chans = len(train.classes), channels_of(recipe.data)
     teacher = build_model(recipe.teacher, n_classes, chans, checkpoint=teacher_ckpt).eval()
     logits = torch.from_numpy(cached_logits)

@@ -12,7 +12,7 @@ from cann_distill.cli import app
 TINY: dict[str, Any] = {
     "name": "tiny",
     "seed": 0,
-    "data": {"source": "digits", "image_size": 16, "max_samples": 300, "batch_size": 32},
+    "data": {"source": "digits", "image_size": 16, "max_samples": 300, "batch_size": 32, "augment": {"enabled": False}},
     "teacher": {"arch": "test_resnet", "train": {"epochs": 4, "lr": 0.05}},
     "student": {"arch": "test_efficientnet"},
     "select": {"strategy": "margin", "top_k_ratio": 0.35},

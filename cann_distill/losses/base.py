@@ -20,6 +20,9 @@ class Loss:
     elementwise: bool = False
     """True when student and teacher maps are compared element by element, so the student tap
     goes through a connector (1x1 conv + BN + resize) onto the teacher tap's shape."""
+    soft_targets: bool = False
+    """True when the loss accepts `targets` as class probabilities [B, C] (mixup/cutmix) as well as
+    labels [B]. Only matters for losses that read `targets`; the recipe check refuses the others."""
 
     def __call__(self, outputs: Outputs) -> torch.Tensor:
         """Per-sample loss, shape [B]; the trainer applies sample weights and reduces."""

@@ -18,9 +18,13 @@ def _temperature(outputs: Outputs, default: float, like: torch.Tensor) -> torch.
 
 @LOSSES.register("ce")
 class CrossEntropy(Loss):
-    """Cross-entropy of the student against the labels (optional label smoothing)."""
+    """Cross-entropy of the student against the labels (optional label smoothing).
+
+    Takes soft targets too (mixup/cutmix: class probabilities [B, C], already smoothed by timm's Mixup).
+    """
 
     requires = ("student.logits", "targets")
+    soft_targets = True
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
         if not 0.0 <= label_smoothing < 1.0:
@@ -28,9 +32,10 @@ class CrossEntropy(Loss):
         self.label_smoothing = label_smoothing
 
     def __call__(self, outputs: Outputs) -> torch.Tensor:
-        return F.cross_entropy(
-            outputs["student.logits"], outputs["targets"], reduction="none", label_smoothing=self.label_smoothing
-        )
+        s, y = outputs["student.logits"], outputs["targets"]
+        if y.dim() == 2:  # probabilities: smoothing was applied when they were mixed
+            return -(y.to(s.dtype) * F.log_softmax(s, dim=1)).sum(dim=1)
+        return F.cross_entropy(s, y, reduction="none", label_smoothing=self.label_smoothing)
 
 
 @LOSSES.register("kd")

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+from cann_distill.devices import CPU, Runtime
 from cann_distill.errors import MissingInputError
 from cann_distill.recipe import Recipe
 from cann_distill.rundir import RunDir, StageRecord, library_versions, sha256_file, sha256_json
@@ -39,6 +40,7 @@ class Context:
     artifacts: dict[str, Path] = field(default_factory=dict)  # "select/index.csv" -> path
     hashes: dict[str, str] = field(default_factory=dict)  # "select/index.csv" -> sha256, as verified by the runner
     fingerprint: str = ""  # of this stage's inputs, as the manifest will record it
+    runtime: Runtime = CPU  # the device torch work runs on (not part of the fingerprint)
 
 
 class Stage:
@@ -48,6 +50,7 @@ class Stage:
     version: int = 1  # bump when the stage's code changes what it writes
     sections: tuple[str, ...] = ()
     needs: tuple[str, ...] = ()  # artifacts "stage/file" produced upstream
+    ignore: tuple[str, ...] = ()  # "section.key" paths that cannot change this stage's outputs
 
     def extra_inputs(self, recipe: Recipe) -> dict[str, Any]:
         """Inputs beyond recipe sections and artifacts (file listings, external checkpoints)."""
@@ -64,6 +67,18 @@ def _checkpoint_hashes(recipe: Recipe) -> dict[str, Optional[str]]:
         ckpt = getattr(recipe, role).checkpoint
         out[role] = sha256_file(Path(ckpt)) if ckpt and Path(ckpt).is_file() else None
     return out
+
+
+ALWAYS_IGNORED = ("data.num_workers",)  # augmentation is seeded per sample, so the worker count changes no result
+
+
+def _section(recipe: Recipe, name: str, ignore: tuple[str, ...]) -> Any:
+    section = recipe.section(name)
+    for path in ignore + ALWAYS_IGNORED:
+        head, _, key = path.partition(".")
+        if head == name:
+            section.pop(key, None)
+    return section
 
 
 def compute_inputs(stage: Stage, recipe: Recipe, run: RunDir) -> tuple[dict[str, Any], dict[str, Path]]:
@@ -83,7 +98,7 @@ def compute_inputs(stage: Stage, recipe: Recipe, run: RunDir) -> tuple[dict[str,
         artifacts[rel], hashes[rel] = path, digest
     inputs = {
         "stage_version": stage.version,
-        "sections": {s: (recipe.section(s) if s != "seed" else recipe.seed) for s in stage.sections},
+        "sections": {s: (_section(recipe, s, stage.ignore) if s != "seed" else recipe.seed) for s in stage.sections},
         "artifacts": hashes,
         "extra": stage.extra_inputs(recipe),
     }
@@ -101,7 +116,7 @@ def is_current(stage: Stage, recipe: Recipe, run: RunDir) -> bool:
     return rec.fingerprint == sha256_json(inputs) and run.outputs_intact(rec)
 
 
-def run_stage(stage: Stage, recipe: Recipe, run: RunDir, force: bool = False) -> StageResult:
+def run_stage(stage: Stage, recipe: Recipe, run: RunDir, force: bool = False, runtime: Runtime = CPU) -> StageResult:
     """Run one stage (the caller holds the run-dir lock)."""
     inputs, artifacts = compute_inputs(stage, recipe, run)
     fingerprint = sha256_json(inputs)
@@ -113,7 +128,7 @@ def run_stage(stage: Stage, recipe: Recipe, run: RunDir, force: bool = False) ->
     started = time.time()
     t0 = time.perf_counter()
     with run.staging(stage.name) as out:
-        summary = stage.execute(Context(recipe, run, out, artifacts, dict(inputs["artifacts"]), fingerprint))
+        summary = stage.execute(Context(recipe, run, out, artifacts, dict(inputs["artifacts"]), fingerprint, runtime))
         outputs = {f"{stage.name}/{p.relative_to(out).as_posix()}": sha256_file(p) for p in sorted(out.rglob("*")) if p.is_file()}
         run.forget(stage.name)  # the old record must not vouch for the folder being replaced
     seconds = time.perf_counter() - t0

@@ -28,15 +28,16 @@ import numpy as np
 import torch
 
 from cann_distill.cache import OutputCache, checkpoint_weights_fingerprint, resolve_cache_dir
-from cann_distill.data import Split, channels_of, load_splits, loader
+from cann_distill.data import Split, channels_of, load_splits, loader, make_mixup
 from cann_distill.distiller import Distiller, teacher_feature_taps
 from cann_distill.errors import ArtifactError
+from cann_distill.losses import LOSSES
 from cann_distill.models import build_model, count_params, save_checkpoint, teacher_input
 from cann_distill.recipe import Recipe
 from cann_distill.rundir import RunDir
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
 from cann_distill.stages.select import INDEX, INDEX_FIELDS, LOGITS, SUMMARY, teacher_output_parts
-from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT
+from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT, headline
 from cann_distill.temperature import SCHEDULES, temperature_at
 from cann_distill.train import Checkpointing, SubsetSampler, accuracy, fit, predict, seed_everything
 from cann_distill.ui import ui
@@ -106,7 +107,7 @@ def curriculum_epochs(recipe: Recipe) -> int:
 
 class DistillStage(Stage):
     name = "distill"
-    version = 4
+    version = 5
     sections = ("data", "student", "distill", "seed")
     needs = (LOGITS, INDEX, SUMMARY, TEACHER_CKPT)
 
@@ -117,7 +118,8 @@ class DistillStage(Stage):
     def execute(self, ctx: Context) -> dict[str, Any]:
         r = ctx.recipe
         cfg = r.distill
-        train, val = load_splits(r.data)
+        splits = load_splits(r.data)
+        train, val, rt = splits.train, splits.val, ctx.runtime
         n = len(train)
         n_classes, in_chans = len(train.classes), channels_of(r.data)
         cached_logits = torch.from_numpy(np.load(ctx.artifacts[LOGITS], allow_pickle=False))
@@ -129,14 +131,22 @@ class DistillStage(Stage):
 
         # models, taps and connectors first: a bad tap fails before any training
         seed_everything(r.seed)
-        student = build_model(r.student, n_classes, in_chans, role="student")
+        student = build_model(r.student, n_classes, in_chans, role="student", classes=train.classes)
         renorm = teacher_input(r.data, r.teacher)
-        needs_teacher = bool(teacher_feature_taps(cfg.losses)) or not renorm.identity
-        teacher = build_model(r.teacher, n_classes, in_chans, checkpoint=ctx.artifacts[TEACHER_CKPT]) if needs_teacher else None
+        # cached logits label the un-augmented image: with augmentation the teacher labels each view online
+        reads_teacher = any(k.startswith("teacher.") for s in cfg.losses for k in LOSSES.build(s.kind, **s.kwargs()).requires)
+        needs_teacher = reads_teacher and (bool(teacher_feature_taps(cfg.losses)) or not renorm.identity or splits.augmented)
+        teacher = (build_model(r.teacher, n_classes, in_chans, checkpoint=ctx.artifacts[TEACHER_CKPT], classes=train.classes)
+                   if needs_teacher else None)
         sample = torch.stack([train.fetch(i) for i in range(min(2, n))])
         distiller = Distiller(cfg.losses, student, student_arch=r.student.arch, sample=sample, teacher=teacher,
                               teacher_arch=r.teacher.arch, teacher_input=renorm, balance=cfg.loss_balance, force_teacher=needs_teacher)
+        if teacher is not None:
+            rt.model(teacher)
+            rt.model(distiller.teacher_input)
         sensitivity = self._channel_sensitivity(ctx, distiller, train)
+        distiller.constants = {k: rt.to(v) for k, v in distiller.constants.items()}
+        cached_logits = rt.to(cached_logits)
 
         terms = distiller.terms
         tempered = [t.name for t in terms if hasattr(t.loss, "temperature")]
@@ -158,6 +168,7 @@ class DistillStage(Stage):
         sample_w = torch.ones(n)
         if mode == "weight":
             sample_w[critical] = cfg.critical.weight
+        sample_w = rt.to(sample_w)
         state: dict[str, Optional[torch.Tensor]] = {"temperature": None}  # read by `step`, set per epoch
 
         def epoch_temperature(epoch: int) -> Optional[np.ndarray]:
@@ -173,7 +184,7 @@ class DistillStage(Stage):
             if sampler is not None:
                 sampler.indices = active
             temps = epoch_temperature(epoch)
-            state["temperature"] = None if temps is None else torch.from_numpy(temps).float()
+            state["temperature"] = None if temps is None else rt.to(torch.from_numpy(temps).float())
             row: dict[str, float] = {"samples": len(active), "critical_only": int(critical_only)}
             if temps is not None:
                 t = temps[active]
@@ -200,16 +211,23 @@ class DistillStage(Stage):
                                command="cann-distill distill RECIPE --resume")
         history = fit(distiller.model, train, cfg, cfg.batch_size or r.data.batch_size, step, r.seed, "distill", val=val,
                       sampler=sampler, on_epoch_start=on_epoch_start, on_epoch_end=on_epoch_end,
-                      deploy=student, checkpoint=resume, no_decay=("balance.",))
-        val_acc = accuracy(predict(student, val, desc="student eval"), val.targets)
+                      deploy=student, checkpoint=resume, no_decay=("balance.",), runtime=rt,
+                      transform=splits.train_transform, mix=make_mixup(r.data, n_classes))
+        val_acc = accuracy(predict(student, val, desc="student eval", runtime=rt), val.targets)
+        test = splits.test
+        test_acc = accuracy(predict(student, test, desc="student test", runtime=rt), test.targets) if test is not None else None
         save_checkpoint(ctx.out / "student.pt", student, r.student.arch, n_classes, in_chans, classes=train.classes)
         summary = {
             "arch": r.student.arch, "params": count_params(student), "epochs": cfg.epochs, "val_acc": val_acc,
+            "test_acc": test_acc, "headline": headline(val_acc, test_acc), "stopped_early": history.stopped_early,
+            "augmented": splits.augmented, "mixup": splits.augmented and r.data.augment.mixes, "runtime": rt.describe(),
             "best_epoch": history.best_epoch, "weights": history.selected if not cfg.ema_decay else f"ema ({history.selected})",
             "losses": [s.model_dump() for s in cfg.losses], "loss_balance": cfg.loss_balance, "critical_mode": mode,
             "num_critical": int(critical.sum()), "critical_only_epochs": min(warmup, cfg.epochs),
             "temperature": {"source": source, "schedule": spec.kind, **spec.kwargs()},
             "teacher": {"forward": distiller.runs_teacher, "logits": "online" if distiller.runs_teacher else "cached",
+                        "why_online": [why for why, on in (("feature taps", bool(distiller.teacher_taps)), ("re-normalised input", not renorm.identity),
+                                                           ("augmented views", splits.augmented)) if on and distiller.runs_teacher],
                         "renormalized": not renorm.identity, "taps": distiller.teacher_taps},
             "student_taps": distiller.student_taps,
             "connectors": {k: {"params": count_params(m)} for k, m in distiller.model.connectors.items()},
@@ -234,10 +252,11 @@ class DistillStage(Stage):
         status = {}
         for tap in taps:
             channels = distiller.shapes[f"teacher.feat.{tap}"][0]
-            batches = loader(train, r.select.batch_size)
+            batches = loader(train, r.select.batch_size, runtime=ctx.runtime)
+            on_device = ((ctx.runtime.batch(b[0]),) for b in batches)
             arr, status[tap] = cache.get_or_compute(
                 teacher_output_parts(r, train, weights, "channel_sensitivity", tap=tap), (channels,),
-                lambda: distiller.channel_sensitivity(tap, ui.track(batches, f"teacher sensitivity {tap}", total=len(batches))))
+                lambda: distiller.channel_sensitivity(tap, ui.track(on_device, f"teacher sensitivity {tap}", total=len(batches))))
             distiller.constants[f"teacher.chw.{tap}"] = torch.from_numpy(np.asarray(arr, dtype=np.float32))
         return status
 

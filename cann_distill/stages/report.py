@@ -21,7 +21,7 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     mb = lambda b: f"{b / 1e6:.2f} MB"  # noqa: E731
     pct = lambda a: f"{100 * a:.2f}%"  # noqa: E731
     return [
-        (f"teacher {report['teacher']['arch']}", pct(report["teacher"]["val_acc"]), "-", "-", "-"),
+        (f"teacher {report['teacher']['arch']}", pct(v["accuracy"].get("teacher", report["teacher"]["val_acc"])), "-", "-", "-"),
         (f"student {report['distill']['arch']} (torch)", pct(v["accuracy"]["torch_fp32"]), "-", "-", "-"),
         ("student ONNX FP32", pct(v["accuracy"]["onnx_fp32"]), f"{lat['fp32']['median_ms']:.3f} ms", f"{lat['fp32']['p99_ms']:.3f} ms", mb(v["size_bytes"]["fp32"])),
         ("student ONNX INT8", pct(v["accuracy"]["onnx_int8"]), f"{lat['int8']['median_ms']:.3f} ms", f"{lat['int8']['p99_ms']:.3f} ms", mb(v["size_bytes"]["int8"])),
@@ -51,7 +51,8 @@ class ReportStage(Stage):
         (ctx.out / "report.json").write_text(json.dumps(report, indent=2))
         acc = validate["accuracy"]
         return {
-            "title": report["title"], "teacher_acc": teacher["val_acc"], "student_acc": acc["torch_fp32"],
+            "title": report["title"], "split": acc.get("split", "val"), "teacher_acc": acc.get("teacher", teacher["val_acc"]),
+            "student_acc": acc["torch_fp32"],
             "onnx_fp32_acc": acc["onnx_fp32"], "onnx_int8_acc": acc["onnx_int8"],
             "int8_over_fp32_latency": validate["latency_batch1"]["int8_over_fp32"], "rows": rows(report),
         }

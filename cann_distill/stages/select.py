@@ -5,12 +5,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from dataclasses import replace
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from cann_distill.cache import OutputCache, cache_key, checkpoint_weights_fingerprint, resolve_cache_dir
 from cann_distill.data import Split, channels_of, data_fingerprint, load_splits, norm_stats
+from cann_distill.devices import CPU, Runtime
 from cann_distill.errors import StageError
 from cann_distill.models import build_model, with_teacher_input
 from cann_distill.recipe import Recipe, SelectConfig, SelectTemperatureConfig, TrainConfig
@@ -62,14 +64,14 @@ def probe_config(recipe: Recipe) -> TrainConfig:
                        weight_decay=d.weight_decay, batch_size=d.batch_size)
 
 
-def probe_logits(recipe: Recipe, train: Split) -> np.ndarray:
+def probe_logits(recipe: Recipe, train: Split, runtime: Runtime = CPU) -> np.ndarray:
     """Student logits over the training split: the recipe's student, seeded, CE-trained `probe_epochs` epochs."""
     cfg = probe_config(recipe)
     seed_everything(recipe.seed)
     student = build_model(recipe.student, len(train.classes), channels_of(recipe.data), role="student")
     if cfg.epochs:
-        fit(student, train, cfg, cfg.batch_size or recipe.data.batch_size, ce_step, recipe.seed, "student probe")
-    return predict(student, train, batch_size=recipe.select.batch_size, desc="student probe logits").astype(np.float32)
+        fit(student, train, cfg, cfg.batch_size or recipe.data.batch_size, ce_step, recipe.seed, "student probe", runtime=runtime)
+    return predict(student, train, batch_size=recipe.select.batch_size, desc="student probe logits", runtime=runtime).astype(np.float32)
 
 
 def teacher_output_parts(recipe: Recipe, train: Split, teacher_weights: str, outputs: str, **extra: Any) -> dict[str, Any]:
@@ -82,19 +84,20 @@ def teacher_output_parts(recipe: Recipe, train: Split, teacher_weights: str, out
     return {
         "outputs": outputs, "arch": recipe.teacher.arch, "weights": teacher_weights,
         "teacher_input": {"mean": recipe.teacher.mean or mean, "std": recipe.teacher.std or std},
-        "data": data_fingerprint(recipe.data, ignore=frozenset({"batch_size"})),
+        "data": data_fingerprint(recipe.data, ignore=frozenset({"batch_size", "augment"})),
         "ids": hashlib.sha256("\n".join(train.ids).encode()).hexdigest(), **extra,
     }
 
 
 class SelectStage(Stage):
     name = "select"
-    version = 3
+    version = 4
     sections = ("data", "select", "seed")
     needs = (TEACHER_CKPT,)
+    ignore = ("data.augment",)  # the teacher labels un-augmented training images here
 
     def extra_inputs(self, recipe: Recipe) -> dict[str, Any]:
-        inputs: dict[str, Any] = {"data": data_fingerprint(recipe.data)}
+        inputs: dict[str, Any] = {"data": data_fingerprint(recipe.data, ignore=frozenset({"augment"}))}
         if recipe.select.strategy in SELECTORS and SELECTORS.get(recipe.select.strategy).needs_student:
             inputs["probe"] = {"student": recipe.section("student"), "train": probe_config(recipe).model_dump(mode="json"),
                                "checkpoint": _checkpoint_hashes(recipe)["student"]}
@@ -103,7 +106,7 @@ class SelectStage(Stage):
     def execute(self, ctx: Context) -> dict[str, Any]:
         r = ctx.recipe
         cfg = r.select
-        train, _ = load_splits(r.data)
+        train = load_splits(r.data).train
         n, n_classes = len(train), len(train.classes)
         teacher_path = ctx.artifacts[TEACHER_CKPT]
         cache = OutputCache(resolve_cache_dir(cfg.cache_dir))
@@ -113,19 +116,20 @@ class SelectStage(Stage):
         key = cache_key(parts)
 
         def teacher_forward(split: Split = train, desc: str = "teacher logits") -> np.ndarray:
-            teacher = build_model(r.teacher, n_classes, channels_of(r.data), checkpoint=teacher_path)
+            teacher = build_model(r.teacher, n_classes, channels_of(r.data), checkpoint=teacher_path, classes=train.classes)
             teacher = with_teacher_input(teacher, r.data, r.teacher)
-            return predict(teacher, split, batch_size=cfg.batch_size, desc=desc).astype(np.float32)
+            return predict(teacher, split, batch_size=cfg.batch_size, desc=desc, runtime=ctx.runtime).astype(np.float32)
 
         def spot_check(rows: Sequence[int]) -> np.ndarray:
-            some = Split([train.ids[i] for i in rows], train.targets[list(rows)], train.classes, lambda i: train.fetch(rows[i]))
+            some = replace(train, ids=[train.ids[i] for i in rows], targets=train.targets[list(rows)],
+                           images=lambda i: train.images(rows[i]), skipped={})
             return teacher_forward(some, "teacher spot check")
 
         logits, cache_status = cache.get_or_compute(parts, (n, n_classes), teacher_forward, spot_check=spot_check)
         np.save(ctx.out / "teacher_logits.npy", logits, allow_pickle=False)
 
         selector = SELECTORS.build(cfg.strategy, **cfg.strategy_args)
-        student_logits: Optional[np.ndarray] = probe_logits(r, train) if selector.needs_student else None
+        student_logits: Optional[np.ndarray] = probe_logits(r, train, ctx.runtime) if selector.needs_student else None
         scores = np.asarray(selector.score(logits, train.targets, seed=r.seed, student_logits=student_logits), dtype=np.float64)
         if scores.shape != (n,):
             raise StageError(f"select.strategy '{cfg.strategy}': {scores.shape} scores for {n} samples")

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 
-from cann_distill.data import Split, channels_of, load_splits
+from cann_distill.data import Split, channels_of, load_splits, loader
 from cann_distill.errors import StageError
 from cann_distill.models import build_model, count_params, with_teacher_input
 from cann_distill.quant import ort as q
@@ -39,6 +40,16 @@ def calibration_images(train: Split, samples: int, seed: int) -> np.ndarray:
         raise StageError(f"validate.calibration.samples asks for {samples} images but the training split has only {len(train)}")
     idx = np.sort(np.random.default_rng(seed).permutation(len(train))[:samples])
     return stack(train, idx)
+
+
+def onnx_logits(sessions: dict[str, Any], split: Split, batch: int = 256) -> dict[str, np.ndarray]:
+    """Logits of each ONNX session over a split, streamed in batches (a large split never sits in memory whole)."""
+    out: dict[str, list[np.ndarray]] = {name: [] for name in sessions}
+    for x, _, _ in loader(split, batch):
+        feed = x.numpy().astype(np.float32)
+        for name, sess in sessions.items():
+            out[name].append(q.run_logits(sess, feed))
+    return {name: np.concatenate(parts) for name, parts in out.items()}
 
 
 def topk(logits: np.ndarray, targets: np.ndarray, k: int) -> float:
@@ -84,34 +95,60 @@ class Quantizer:
         return scheme
 
 
+def split_metrics(logits: dict[str, np.ndarray], targets: np.ndarray) -> dict[str, Any]:
+    """Top-1/top-5 of every model on one split, the INT8 drop and the agreements."""
+    acc = {name: topk(value, targets, 1) for name, value in logits.items()}
+    return {
+        "num": int(len(targets)),
+        "accuracy": {**acc, "int8_drop": acc["onnx_fp32"] - acc["onnx_int8"]},
+        "top5": {name: topk(value, targets, 5) for name, value in logits.items()},
+        "agreement": {
+            "teacher_vs_student_top1": agree(logits["teacher"], logits["torch_fp32"]),
+            "torch_vs_onnx_fp32_top1": agree(logits["torch_fp32"], logits["onnx_fp32"]),
+            "torch_vs_onnx_fp32_max_abs_logit_diff": float(np.abs(logits["torch_fp32"] - logits["onnx_fp32"]).max()),
+            "fp32_vs_int8_top1": agree(logits["onnx_fp32"], logits["onnx_int8"]),
+        },
+    }
+
+
+def slowdown_note(ratio: float, float_ops: dict[str, int]) -> str:
+    stay = ", ".join(f"{k}×{v}" for k, v in list(float_ops.items())[:6]) or "none"
+    return (f"INT8 is {ratio:.2f}× slower than FP32 on this target at batch 1: ops that stay in float after "
+            f"optimization ({stay}) need Quantize/Dequantize round-trips, and at this model size the "
+            "quantize/dequantize overhead outweighs the cheaper INT8 arithmetic")
+
+
 class ValidateStage(Stage):
     name = "validate"
-    version = 2
+    version = 3
     sections = ("data", "student", "validate", "seed")
     needs = (TEACHER_CKPT, STUDENT_CKPT)
+    ignore = ("data.augment",)  # evaluation and calibration use the evaluation transform
 
     def extra_inputs(self, recipe: Recipe) -> dict[str, Any]:
         # the host decides the auto INT8 scheme, so a run dir moved to another CPU revalidates
         return {"profile": load_hardware_profile(recipe.validate_.target), "cpu": q.cpu_features()}
 
     def execute(self, ctx: Context) -> dict[str, Any]:
-        import onnx
-
-        r = ctx.recipe
-        cfg = r.validate_
+        r, cfg, rt = ctx.recipe, ctx.recipe.validate_, ctx.runtime
         profile = load_hardware_profile(cfg.target)
         provider, warning = q.resolve_provider(cfg.provider or profile.get("provider", "CPUExecutionProvider"))
         if warning:
             ui.warn(warning)
-        train, val = load_splits(r.data)
-        in_chans, classes = channels_of(r.data), len(train.classes)
-        student = build_model(r.student, classes, in_chans, checkpoint=ctx.artifacts[STUDENT_CKPT])
-        teacher = with_teacher_input(build_model(r.teacher, classes, in_chans, checkpoint=ctx.artifacts[TEACHER_CKPT]), r.data, r.teacher)
-        torch_logits = predict(student, val, desc="student eval")
-        teacher_logits = predict(teacher, val, desc="teacher eval")
-        val_x = stack(val, np.arange(len(val)))
-        calib = calibration_images(train, cfg.calibration.samples, r.seed)
-        y = val.targets
+        splits = load_splits(r.data)
+        evaluated = {"val": splits.val, **({"test": splits.test} if splits.test is not None else {})}
+        in_chans, classes = channels_of(r.data), len(splits.train.classes)
+        names = splits.train.classes
+        student = build_model(r.student, classes, in_chans, checkpoint=ctx.artifacts[STUDENT_CKPT], classes=names)
+        teacher = with_teacher_input(build_model(r.teacher, classes, in_chans, checkpoint=ctx.artifacts[TEACHER_CKPT], classes=names),
+                                     r.data, r.teacher)
+        torch_logits = {name: {"teacher": predict(teacher, split, desc=f"teacher {name}", runtime=rt),
+                               "torch_fp32": predict(student, split, desc=f"student {name}", runtime=rt)}
+                        for name, split in evaluated.items()}
+        student.cpu()  # ONNX export and FLOPs on the CPU
+        calib = calibration_images(splits.train, cfg.calibration.samples, r.seed)
+        val, y_val = splits.val, splits.val.targets
+        gap_x = stack(val, np.arange(min(cfg.gap.samples, len(val))))
 
         fp32, int8 = ctx.out / "student_fp32.onnx", ctx.out / "student_int8.onnx"
         export_onnx(student, fp32, in_chans, r.data.image_size, cfg.opset)
@@ -128,38 +165,32 @@ class ValidateStage(Stage):
             s8 = q.session(int8, provider, threads=cfg.latency.threads, optimized_out=work / "int8_opt.onnx")
             optimized = onnx.load(str(work / "int8_opt.onnx")).graph
             optimized_ops, float_ops = q.op_histogram(optimized), q.float_ops(optimized)
-            onnx32, onnx8 = q.run_logits(s32, val_x), q.run_logits(s8, val_x)
-            logits = {"teacher": teacher_logits, "torch_fp32": torch_logits, "onnx_fp32": onnx32, "onnx_int8": onnx8}
-            acc = {name: topk(value, y, 1) for name, value in logits.items()}
-            top5 = {name: topk(value, y, 5) for name, value in logits.items()}
-            drop = acc["onnx_fp32"] - acc["onnx_int8"]
-            gap_rows = layer_gap(quantizer.prep, int8, val_x[: cfg.gap.samples], work)
+            metrics = {name: split_metrics({**torch_logits[name], **onnx_logits({"onnx_fp32": s32, "onnx_int8": s8}, split)}, split.targets)
+                       for name, split in evaluated.items()}
+            gap_rows = layer_gap(quantizer.prep, int8, gap_x, work)
 
-            def evaluate(changes: dict[str, Any]) -> float:
+            def evaluate(changes: dict[str, Any]) -> float:  # fixes are chosen on val, never on test
                 trial = work / "trial.onnx"
                 quantizer.quantize(apply_changes(cfg, changes), trial)
-                return topk(q.run_logits(q.session(trial, "CPUExecutionProvider"), val_x), y, 1)
+                return topk(onnx_logits({"int8": q.session(trial, "CPUExecutionProvider")}, val)["int8"], y_val, 1)
 
-            feedback = suggest_fixes(cfg, cfg.feedback, drop, gap_rows, r.student.arch, acc["onnx_int8"], scheme, evaluate)
+            v = metrics["val"]["accuracy"]
+            feedback = suggest_fixes(cfg, cfg.feedback, v["int8_drop"], gap_rows, r.student.arch, v["onnx_int8"], scheme, evaluate)
+            feedback["split"] = "val"
 
-        lat32 = q.latency(s32, val_x, cfg.latency.warmup, cfg.latency.runs, "latency fp32")
-        lat8 = q.latency(s8, val_x, cfg.latency.warmup, cfg.latency.runs, "latency int8")
+        lat32 = q.latency(s32, gap_x, cfg.latency.warmup, cfg.latency.runs, "latency fp32")
+        lat8 = q.latency(s8, gap_x, cfg.latency.warmup, cfg.latency.runs, "latency int8")
         tput = {
             "batch": cfg.throughput_batch,
-            "fp32_img_s": q.throughput(s32, val_x, cfg.throughput_batch, cfg.latency.runs // 10 + 3),
-            "int8_img_s": q.throughput(s8, val_x, cfg.throughput_batch, cfg.latency.runs // 10 + 3),
+            "fp32_img_s": q.throughput(s32, gap_x, cfg.throughput_batch, cfg.latency.runs // 10 + 3),
+            "int8_img_s": q.throughput(s8, gap_x, cfg.throughput_batch, cfg.latency.runs // 10 + 3),
         }
         ratio = lat8["median_ms"] / lat32["median_ms"]
-        notes = []
-        if ratio > 1.0:
-            stay = ", ".join(f"{k}×{v}" for k, v in list(float_ops.items())[:6]) or "none"
-            notes.append(
-                f"INT8 is {ratio:.2f}× slower than FP32 on this target at batch 1: ops that stay in float after "
-                f"optimization ({stay}) need Quantize/Dequantize round-trips, and at this model size the "
-                "quantize/dequantize overhead outweighs the cheaper INT8 arithmetic"
-            )
+        head = "test" if "test" in metrics else "val"
+        drop = metrics[head]["accuracy"]["int8_drop"]
+        notes = [slowdown_note(ratio, float_ops)] if ratio > 1.0 else []
         if feedback["triggered"]:
-            notes.append(f"INT8 drop {100 * drop:.2f} pt: see feedback.suggestions; "
+            notes.append(f"INT8 drop {100 * v['int8_drop']:.2f} pt on val: see feedback.suggestions; "
                          "`cann-distill validate RECIPE --apply-feedback` writes a patched recipe")
         params = count_params(student)
         budgets = gate(cfg.budgets, profile.get("budgets") or {}, {
@@ -167,22 +198,19 @@ class ValidateStage(Stage):
             "max_accuracy_drop": drop,
         })
         result = {
-            "target": cfg.target, "provider": provider, "provider_warning": warning,
+            "target": cfg.target, "provider": provider, "provider_warning": warning, "runtime": rt.describe(),
             "cpu": q.cpu_features(), "scheme": scheme, "per_channel": cfg.per_channel, "nodes_to_exclude": cfg.nodes_to_exclude,
             "calibration": {"method": cfg.calibration.method, "samples": len(calib), "source": "train split"},
-            "num_val": len(val), "params": params, "flops": flops(student, in_chans, r.data.image_size),
-            "accuracy": {**acc, "int8_drop": drop}, "top5": top5,
-            "agreement": {
-                "teacher_vs_student_top1": agree(teacher_logits, torch_logits),
-                "torch_vs_onnx_fp32_top1": agree(torch_logits, onnx32),
-                "torch_vs_onnx_fp32_max_abs_logit_diff": float(np.abs(torch_logits - onnx32).max()),
-                "fp32_vs_int8_top1": agree(onnx32, onnx8),
-            },
+            "split": head, "num_val": len(val), "num_test": len(splits.test) if splits.test is not None else 0,
+            "params": params, "flops": flops(student, in_chans, r.data.image_size),
+            "accuracy": {**metrics[head]["accuracy"], "split": head}, "top5": metrics[head]["top5"],
+            "agreement": metrics[head]["agreement"], "by_split": metrics,
             "latency_batch1": {"threads": cfg.latency.threads, "fp32": lat32, "int8": lat8, "int8_over_fp32": ratio},
             "throughput": tput,
             "size_bytes": {"fp32": fp32.stat().st_size, "int8": int8.stat().st_size},
             "int8_optimized_ops": optimized_ops, "int8_float_ops": float_ops,
-            "layer_gap": {"samples": min(cfg.gap.samples, len(val_x)), "metric": "sqnr_db: mean per-channel SQNR of the INT8 activation vs FP32; gap_db: SQNR lost in this layer",
+            "layer_gap": {"samples": len(gap_x), "split": "val",
+                          "metric": "sqnr_db: mean per-channel SQNR of the INT8 activation vs FP32; gap_db: SQNR lost in this layer",
                           "worst": gap_rows[: cfg.gap.top]},
             "feedback": feedback, "gate": budgets, "notes": notes,
         }

@@ -44,7 +44,8 @@ def test_every_stage_then_skip_then_force(cli, write_recipe, tmp_path: Path) -> 
 
     # critical-sample index: every training sample, ranks 1..N, ~35% critical
     recipe = load_recipe(recipe_path)
-    train, val = load_splits(recipe.data)
+    splits = load_splits(recipe.data)
+    train, val = splits.train, splits.val
     lines = (run / "select" / "index.csv").read_text().splitlines()
     assert lines[0] == "id,target,score,rank,critical,temperature"
     rows = [line.split(",") for line in lines[1:]]

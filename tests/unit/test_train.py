@@ -17,7 +17,7 @@ def toy_split(n: int = 20) -> Split:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, 4, generator=g)
     targets = (x[:, 0] > 0).long().numpy()
-    return Split([f"toy/{i}" for i in range(n)], targets, ["a", "b"], lambda i: x[i])
+    return Split("train", [f"toy/{i}" for i in range(n)], targets, ["a", "b"], lambda i: x[i], lambda t: t)
 
 
 def test_epoch_hooks_change_the_sampler_and_extend_the_history() -> None:
@@ -36,7 +36,7 @@ def test_epoch_hooks_change_the_sampler_and_extend_the_history() -> None:
         return ce_step(model, batch)
 
     cfg = TrainConfig(epochs=3, lr=0.1)
-    history = fit(torch.nn.Linear(4, 2), split, cfg, 4, step, 0, "toy", sampler=sampler,
+    history = fit(torch.nn.Linear(4, 2), split, cfg, 5, step, 0, "toy", sampler=sampler,
                   on_epoch_start=on_start, on_epoch_end=lambda e, row: ends.append(row["epoch"]))
     assert seen == [set(range(5)), set(range(20)), set(range(20))]
     assert [row["samples"] for row in history] == [5, 20, 20]
@@ -91,7 +91,7 @@ def toy_images(n: int = 24) -> Split:
     g = torch.Generator().manual_seed(1)
     x = torch.randn(n, 1, 6, 6, generator=g)
     targets = (x.mean((1, 2, 3)) > 0).long().numpy()
-    return Split([f"img/{i}" for i in range(n)], targets, ["a", "b"], lambda i: x[i])
+    return Split("train", [f"img/{i}" for i in range(n)], targets, ["a", "b"], lambda i: x[i], lambda t: t)
 
 
 def toy_net() -> torch.nn.Module:

@@ -1,0 +1,134 @@
+"""The data layer: timm transforms, resolved defaults, per-sample seeded augmentation, loaders, drop_last, mixup."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from timm.data import Mixup
+from timm.data.auto_augment import RandAugment
+from timm.data.random_erasing import RandomErasing
+from timm.data.transforms import RandomResizedCropAndInterpolation
+from torchvision import transforms as T
+
+from cann_distill.data import Split, build_transforms, load_splits, loader, make_mixup, sample_seed
+from cann_distill.errors import RecipeError
+from cann_distill.recipe import DataConfig, TrainConfig, load_recipe
+from cann_distill.train import ce_step, fit
+
+
+def ops(transform) -> dict[type, object]:
+    return {type(t): t for t in transform.transforms}
+
+
+def test_training_and_evaluation_transforms_come_from_timm() -> None:
+    cfg = DataConfig(image_size=48, channels=3, mean=[0.1, 0.2, 0.3], std=[0.5, 0.5, 0.5], crop_pct=0.75,
+                     interpolation="bicubic", augment={"scale": [0.3, 1.0], "hflip": 0.25, "auto_augment": "rand-m9-mstd0.5",
+                                                       "re_prob": 0.4})
+    train_tf, eval_tf = build_transforms(cfg)
+    t = ops(train_tf)
+    rrc = t[RandomResizedCropAndInterpolation]
+    assert rrc.size == (48, 48) and rrc.scale == (0.3, 1.0)
+    assert t[T.RandomHorizontalFlip].p == 0.25 and RandAugment in t and t[RandomErasing].probability == 0.4
+    assert torch.allclose(t[T.Normalize].mean, torch.tensor([0.1, 0.2, 0.3]))
+    e = ops(eval_tf)
+    assert e[T.Resize].size == 64 and e[T.CenterCrop].size == (48, 48)  # 48 / 0.75
+    assert e[T.Resize].interpolation == T.InterpolationMode.BICUBIC
+    off_train, _ = build_transforms(cfg.model_copy(update={"augment": cfg.augment.model_copy(update={"enabled": False})}))
+    assert off_train is None
+
+
+def test_defaults_resolve_from_the_teachers_pretrained_cfg(tmp_path: Path, write_recipe) -> None:
+    for split in ("train", "val"):
+        (tmp_path / "ds" / split / "a").mkdir(parents=True)
+    recipe = load_recipe(write_recipe(data={"source": "imagefolder", "root": str(tmp_path / "ds")}, teacher={"arch": "resnet18"}))
+    d = recipe.data
+    assert d.image_size == 224 and d.crop_pct == 0.95 and d.interpolation == "bicubic"
+    assert d.mean == pytest.approx([0.485, 0.456, 0.406]) and d.std == pytest.approx([0.229, 0.224, 0.225])
+    own = load_recipe(write_recipe(data={"source": "imagefolder", "root": str(tmp_path / "ds"), "image_size": 96, "crop_pct": 1.0},
+                                   teacher={"arch": "resnet18"}))
+    assert own.data.image_size == 96 and own.data.crop_pct == 1.0
+    gray = load_recipe(write_recipe(data={"source": "imagefolder", "root": str(tmp_path / "ds"), "channels": 1},
+                                    teacher={"arch": "resnet18"}))
+    assert gray.data.mean == pytest.approx([(0.485 + 0.456 + 0.406) / 3])
+
+
+def digits(**data) -> DataConfig:
+    return load_recipe(None, [f"data.{k}={v}" for k, v in {"max_samples": 120, **data}.items()]).data
+
+
+def test_digits_have_an_optional_test_split_without_overlap() -> None:
+    splits = load_splits(digits(val_fraction=0.2, test_fraction=0.25))
+    assert splits.test is not None and splits.headline is splits.test
+    sizes = [len(s) for s in (splits.train, splits.val, splits.test)]
+    assert sum(sizes) == 120 and sizes[2] == 30
+    ids = [set(s.ids) for s in (splits.train, splits.val, splits.test)]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    assert load_splits(digits(test_fraction=0)).test is None
+
+
+def test_augmentation_is_a_function_of_seed_epoch_and_index() -> None:
+    splits = load_splits(digits())
+    ds = loader(splits.train, 8, train=True, seed=3, transform=splits.train_transform).dataset
+    a, b = ds[(1, 5)][0], ds[(1, 5)][0]
+    assert torch.equal(a, b)  # replayable
+    assert not torch.equal(a, ds[(2, 5)][0])  # another epoch, another view
+    state = torch.get_rng_state()
+    ds[(4, 7)]
+    assert torch.equal(state, torch.get_rng_state())  # the main process's RNG is untouched
+    assert sample_seed(0, 1, 2) != sample_seed(0, 2, 1) and 0 <= sample_seed(2**40, 3, 4) < 2**32
+
+
+def test_worker_count_does_not_change_the_batches() -> None:
+    cfg = digits(num_workers=0)
+    splits = load_splits(cfg)
+
+    def epoch(workers: int) -> list[torch.Tensor]:
+        splits.train.workers = workers
+        batches = loader(splits.train, 16, train=True, seed=1, transform=splits.train_transform)
+        batches.sampler.set_epoch(2)
+        return [torch.cat([x.flatten(), idx.float()]) for x, _, idx in batches]
+
+    zero, two = epoch(0), epoch(2)
+    assert len(zero) == len(two) == len(splits.train) // 16  # drop_last
+    assert all(torch.equal(a, b) for a, b in zip(zero, two))
+
+
+def test_drop_last_keeps_a_last_batch_of_one_from_crashing_batchnorm() -> None:
+    x = torch.randn(33, 3, 8, 8)
+    split = Split("train", [str(i) for i in range(33)], np.array([i % 2 for i in range(33)]), ["a", "b"], lambda i: x[i], lambda t: t)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.BatchNorm1d(4),
+                              torch.nn.Linear(4, 2))  # the BatchNorm after pooling, as in classifier heads
+    with pytest.raises(ValueError, match="Expected more than 1 value per channel"):  # what drop_last prevents
+        net.train()(torch.randn(1, 3, 8, 8)).sum()
+    history = fit(net, split, TrainConfig(epochs=1, lr=0.01), 32, ce_step, 0, "bn")
+    assert len(history) == 1 and np.isfinite(history[0]["loss"])
+
+
+def test_mixup_comes_from_timm_and_ce_trains_on_soft_targets() -> None:
+    cfg = digits(**{"augment.mixup_alpha": 0.8, "augment.cutmix_alpha": 1.0, "augment.label_smoothing": 0.1})
+    mix = make_mixup(cfg, 10)
+    assert isinstance(mix, Mixup) and mix.mixup_alpha == 0.8 and mix.cutmix_alpha == 1.0
+    x, y = torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])
+    mx, my = mix(x, y)
+    assert my.shape == (4, 10) and torch.allclose(my.sum(1), torch.ones(4))
+    assert make_mixup(digits(), 10) is None
+    splits = load_splits(cfg)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(32 * 32, 10))
+    history = fit(net, splits.train, TrainConfig(epochs=1, lr=0.01), 16, ce_step, 0, "mix", transform=splits.train_transform, mix=mix)
+    assert np.isfinite(history[0]["loss"])
+
+
+def test_mixup_needs_losses_that_take_soft_targets_and_even_batches() -> None:
+    with pytest.raises(RecipeError) as err:
+        load_recipe(None, ["data.augment.mixup_alpha=0.2", "data.batch_size=33",
+                           "distill.losses=[{kind: ce}, {kind: dkd, temperature: 4}]"])
+    msg = str(err.value)
+    assert "distill.losses[1].kind: 'dkd' needs hard labels" in msg and "data.batch_size: mixup/cutmix" in msg
+
+
+def test_bad_augmentation_settings_are_recipe_errors() -> None:
+    with pytest.raises(RecipeError, match=r"data\.augment\.auto_augment: timm does not accept 'bogus'"):
+        load_recipe(None, ["data.augment.auto_augment=bogus"])
+    with pytest.raises(RecipeError, match=r"data\.augment\.scale: needs 0 < low <= high <= 1, got \[0.9, 0.2\]"):
+        load_recipe(None, ["data.augment.scale=[0.9, 0.2]"])
