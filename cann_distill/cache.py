@@ -96,8 +96,8 @@ def _origin_mismatch(recorded: Any, expected: dict[str, Any]) -> Optional[str]:
     if not differ:
         return None
     first = differ[0]
-    return (f"was produced from another {', '.join(differ)} than this run's "
-            f"({first}: {preview(recorded.get(first), 20)}, expected {preview(expected.get(first), 20)})")
+    return (f"was produced with different {', '.join(differ)} "
+            f"({first}: {preview(recorded.get(first), 20)}, this run: {preview(expected.get(first), 20)})")
 
 
 class OutputCache:

@@ -105,7 +105,7 @@ def manifest_problem(text: str) -> Optional[str]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        return f"is unreadable ({exc.msg} at line {exc.lineno} column {exc.colno})"
+        return f"is unreadable ({exc.msg}: line {exc.lineno} column {exc.colno})"
     if not isinstance(data, dict) or not isinstance(data.get("stages"), dict):
         what = f"a JSON {type(data).__name__}" if not isinstance(data, dict) else "no stages"
         return f"is not a cann-distill manifest ({what.replace('dict', 'object').replace('list', 'array')})"

@@ -38,7 +38,7 @@ def test_swapped_and_replaced_entries_are_refused(cli, write_recipe, tmp_path: P
     side_a.write_text(json.dumps({**json.loads(side_b.read_text()), "key": a["cache_key"]}))
     summary, err = select_summary(cli, recipe_a, "--force")
     assert summary["cache"] == "invalid"
-    assert "was produced from another weights than this run's" in err and "recomputing" in err
+    assert "was produced with different weights (weights: " in err and "recomputing" in err
     assert np.array_equal(np.load(tmp_path / "run" / "select" / "teacher_logits.npy"), logits_a)
 
     # B's logits written into A's entry with A's own sidecar, sha256 updated: the spot check sees it

@@ -30,7 +30,7 @@ def assert_manifest_matches_disk(run: Path) -> None:
 
 
 @pytest.mark.parametrize("damage, problem", [
-    (lambda text: text[: len(text) // 2], r"is unreadable \(.* at line \d+ column \d+\)"),
+    (lambda text: text[: len(text) // 2], r"is unreadable \(.*: line \d+ column \d+\)"),
     (lambda text: "[]", r"is not a cann-distill manifest \(a JSON array\)"),
     (lambda text: '{"version": 1, "stages": {"teacher": 5}}', r"is damaged \(the record of teacher is malformed\)"),
     (lambda text: '{"version": 7, "stages": {}}', r"has manifest version 7"),

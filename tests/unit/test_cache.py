@@ -139,7 +139,7 @@ def test_entry_of_another_teacher_copied_over_this_one_is_refused(tmp_path: Path
     arr, status = cache.get_or_compute(K1, (4, 3), compute)
     assert status == "invalid" and len(calls) == 1 and np.array_equal(arr, ARR)
     err = " ".join(capsys.readouterr().err.split())
-    assert "was produced from another weights than this run's (weights: 'w2', expected 'w1'); recomputing" in err
+    assert "was produced with different weights (weights: 'w2', this run: 'w1'); recomputing" in err
     # an entry written before sidecars recorded their origin is not trusted either
     meta = json.loads(side.read_text())
     del meta["produced_by"]
