@@ -13,7 +13,7 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from cann_distill import __version__
-from cann_distill.errors import CannDistillError
+from cann_distill.errors import CannDistillError, cut
 from cann_distill.ui import ui
 
 app = typer.Typer(
@@ -95,8 +95,8 @@ def _invoke(fn: Callable[[], Any], as_json: bool, quiet: bool, debug: bool, afte
     except Exception as exc:  # a bug or an unexpected library failure
         if debug:
             traceback.print_exc()
-        print(f"Error: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''} (rerun with --debug for the traceback)",
-              file=sys.stderr)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"Error: {type(exc).__name__}: {cut(first, 300)} (rerun with --debug for the traceback)", file=sys.stderr)
         raise typer.Exit(1)
     if as_json:
         print(json.dumps(to_json(results), indent=2))

@@ -2,11 +2,36 @@
 
 from __future__ import annotations
 
+import reprlib
+
+MAX_LINE = 480  # an error line, "Error: " included, stays under 500 characters
+
+_repr = reprlib.Repr()
+_repr.maxlevel, _repr.maxdict, _repr.maxlist, _repr.maxtuple, _repr.maxset = 2, 4, 4, 4, 4
+_repr.maxstring, _repr.maxlong, _repr.maxother = 40, 40, 40
+
+
+def cut(text: str, limit: int) -> str:
+    """`text` on one line, at most `limit` characters (an ellipsis marks the cut)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
+
+
+def preview(value: object, limit: int = 40) -> str:
+    """A user-supplied value as it may appear in a message: repr, escaped, on one line, cut to `limit`.
+
+    reprlib bounds the work too: an alias-expanded list of millions of items costs a few items.
+    """
+    return cut(repr(value[: limit + 1]) if isinstance(value, str) else _repr.repr(value), limit)
+
 
 class CannDistillError(Exception):
     """Base class: a failure the user can act on, shown without a traceback."""
 
     exit_code: int = 1
+
+    def __str__(self) -> str:
+        return cut(super().__str__(), MAX_LINE - len("Error: "))
 
 
 class RecipeError(CannDistillError):

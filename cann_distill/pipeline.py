@@ -5,12 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
+from rich.markup import escape
+
 from cann_distill.data import forget_listings
 from cann_distill.devices import Runtime, resolve_device
-from cann_distill.errors import GateError, UsageError
+from cann_distill.errors import ArtifactError, GateError, UsageError
 from cann_distill.recipe import Recipe, load_recipe, read_yaml
 from cann_distill.rundir import RunDir
-from cann_distill.stages import STAGE_ORDER, STAGES, StageResult, run_stage
+from cann_distill.stages import STAGE_ORDER, STAGES, StageResult, is_current, run_stage
+from cann_distill.ui import ui
 
 
 def run_dir_of(recipe: Recipe, run_dir: Union[str, Path, None] = None) -> RunDir:
@@ -28,7 +31,8 @@ def run_stages(
     """Run `stages` in order, skipping those whose inputs have not changed.
 
     `force=True` reruns all of them; an iterable of names reruns just those. `resume=True` lets
-    distill continue from its resume checkpoint (saved every epoch and on Ctrl-C).
+    distill continue from its resume checkpoint (saved every epoch and on Ctrl-C). On a damaged
+    or foreign manifest, `force` instead rebuilds it (see `recover_manifest`).
     """
     from cann_distill.stages.distill import resume_path, resuming
     from cann_distill.targets import check_recipe
@@ -47,6 +51,9 @@ def run_stages(
     if resume and "distill" in stages and resume_path(run).exists():
         forced.add("distill")  # an interrupted --force run leaves the older, still valid outputs in place
     with run.lock(), resuming(resume):
+        if run.manifest_problem():
+            recover_manifest(run, recipe, stages, repair=bool(forced))
+            forced = {"distill"} & forced if resume else set()
         run.write_resolved_recipe(recipe.to_dict())
         for name in stages:
             results.append(run_stage(STAGES[name], recipe, run, force=name in forced, runtime=runtime))
@@ -56,6 +63,25 @@ def run_stages(
 def make_runtime(recipe: Recipe) -> Runtime:
     rt = recipe.runtime
     return Runtime(resolve_device(rt.device), channels_last=rt.channels_last, compile=rt.compile)
+
+
+def recover_manifest(run: RunDir, recipe: Recipe, stages: Sequence[str], repair: bool) -> None:
+    """Rebuild a damaged or foreign manifest from the stage records whose artifacts verify.
+
+    Without `repair` (no --force), raise an error that says what --force would do; with it, move
+    the manifest aside, write the rebuilt one and say which stages this command reruns.
+    """
+    problem = run.manifest_problem()
+    kept = run.verified_records(STAGE_ORDER)
+    with run.provisional(kept):
+        rerun = [s for s in stages if not is_current(STAGES[s], recipe, run)]
+    rebuilt = f"{', '.join(kept)} from {'its' if len(kept) == 1 else 'their'} verified artifacts" if kept else "no stage (none could be verified)"
+    if not repair:
+        raise ArtifactError(f"{run.manifest_path} {problem}; rerun with --force: it is moved aside, rebuilt with {rebuilt}, "
+                            f"and {', '.join(rerun) or 'nothing'} rerun{'s' if len(rerun) == 1 else ''}")
+    aside = run.rebuild_manifest(kept)
+    ui.warn(escape(f"{run.manifest_path} {problem}; moved to {aside.name}; rebuilt {rebuilt}; "
+                   f"{'rerunning ' + ', '.join(rerun) if rerun else 'nothing to rerun'}"))
 
 
 def run_pipeline(recipe: Union[Recipe, str, Path, None] = None, **kwargs) -> list[StageResult]:

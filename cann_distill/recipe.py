@@ -1,33 +1,62 @@
 """Typed recipe schema, YAML loading, `--set` overrides and semantic checks.
 
-Everything is checked before any work starts, and all problems are reported at once,
-each with its key path (`distill.losses[1].kind: unknown loss 'kdd' (known: ce, kd)`).
+Everything is checked before any work starts, and all problems are reported at once, on one
+line, each with its key path and where it was written
+(`r.yaml:31:9: distill.losses[1].kind: unknown loss 'kdd' (known: ce, kd)`). Recipes are
+untrusted input: the text is read by `cann_distill.safeyaml` (UTF-8, bounded size, depth and
+aliases, YAML 1.2 core scalars, no duplicate keys), every value is checked there for what no
+field may hold (non-finite floats, control characters), and the schema is strict (no `true` → 1,
+no `"3"` → 3).
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
+import json
 import math
 import re
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cann_distill.devices import DEVICE_PATTERN
-from cann_distill.errors import RecipeError, UsageError
+from cann_distill.errors import RecipeError, UsageError, preview
 from cann_distill.losses import LOSSES
 from cann_distill.registry import suggest
+from cann_distill.safeyaml import (
+    Document,
+    YAMLSyntaxError,
+    key_text,
+    load_document,
+    load_value,
+    render_errors,
+    text_problem,
+    value_errors,
+)
 from cann_distill.selectors import SELECTORS
 from cann_distill.temperature import SCHEDULES
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Base of every section: unknown keys and NaN/inf are errors (and, as `resolve` validates, coercions)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+def _plain_text(value: str) -> str:
+    problem = text_problem(value)
+    if problem:
+        raise ValueError(f"{preview(value)} {problem}")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_plain_text)]  # names and paths: no NUL or control characters, bounded length
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what numpy, torch and scikit-learn all accept
 
 
 class AugmentConfig(Strict):
@@ -126,15 +155,31 @@ class SelectConfig(Strict):
     temperature: SelectTemperatureConfig = Field(default_factory=SelectTemperatureConfig)
 
 
-class LossSpec(BaseModel):
-    """`kind` names a registered loss; other keys are its keyword arguments."""
+class ComponentSpec(BaseModel):
+    """`kind` names a registered component; other keys are its keyword arguments.
 
-    model_config = ConfigDict(extra="allow")
+    The arguments are bound against the component's signature by the recipe checks; here they
+    are held to what any recipe value must be (finite numbers, plain strings).
+    """
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     kind: str
-    weight: float = Field(1.0, ge=0, allow_inf_nan=False)
 
     def kwargs(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _plain_arguments(self) -> "ComponentSpec":
+        errors = value_errors(self.model_extra or {})
+        if errors:
+            raise ValueError("; ".join(f"{path}: {msg}" for path, msg in errors))
+        return self
+
+
+class LossSpec(ComponentSpec):
+    """`kind` names a registered loss; other keys are its keyword arguments."""
+
+    weight: float = Field(1.0, ge=0)
 
 
 class CriticalConfig(Strict):
@@ -145,14 +190,10 @@ class CriticalConfig(Strict):
     )
 
 
-class ScheduleSpec(BaseModel):
+class ScheduleSpec(ComponentSpec):
     """`kind` names a registered temperature schedule; other keys are its keyword arguments."""
 
-    model_config = ConfigDict(extra="allow")
     kind: str = "constant"
-
-    def kwargs(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
 
     @property
     def is_default(self) -> bool:
@@ -248,9 +289,9 @@ class ReportConfig(Strict):
 
 
 class Recipe(Strict):
-    name: Optional[str] = None
-    seed: int = 0
-    run_dir: Optional[str] = Field(None, description="default: runs/<name>")
+    name: Optional[Text] = None
+    seed: Seed = Field(0, description="seeds every random generator (0 to 2**32 - 1)")
+    run_dir: Optional[Text] = Field(None, description="default: runs/<name>")
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     student: StudentConfig = Field(default_factory=StudentConfig)
@@ -309,27 +350,21 @@ def format_loc(loc: tuple[Any, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + ("validate" if part == "validate_" else str(part))
+            out += ("." if out else "") + ("validate" if part == "validate_" else key_text(part))
     return out
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
+def read_document(path: Path) -> Document:
+    """A recipe file as data plus where each key was written (see cann_distill.safeyaml)."""
     if not path.exists():
         raise UsageError(f"recipe not found: {path}")
     if path.is_dir():
         raise UsageError(f"recipe is a directory, not a YAML file: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise RecipeError(f"{path}{where}: YAML syntax error: {problem}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise RecipeError(f"{path}: a recipe must be a YAML mapping, got {type(data).__name__}")
-    return data
+    return load_document(path)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    return read_document(path).data
 
 
 _INDEX = re.compile(r"^(\w+)\[(\d+)\]$")
@@ -346,20 +381,25 @@ def split_key(key: str) -> list[Union[str, int]]:
         elif raw:
             parts.append(raw)
         else:
-            raise UsageError(f"--set {key}: empty key segment")
+            raise UsageError(f"--set {key_text(key)}: empty key segment")
     return parts
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `a.b=c` / `a.list[1].k=v` overrides; values are parsed as YAML scalars/lists."""
+def apply_overrides(data: dict[str, Any], overrides: list[str],
+                    positions: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Apply `a.b=c` / `a.list[1].k=v` overrides; values are parsed as YAML like a recipe file.
+
+    `positions` (a Document's) learns that the overridden paths now come from `--set`.
+    """
     data = copy.deepcopy(data)
     for item in overrides:
         if "=" not in item:
-            raise UsageError(f"--set {item}: expected KEY=VALUE, e.g. --set distill.epochs=2")
+            raise UsageError(f"--set {key_text(item)}: expected KEY=VALUE, e.g. --set distill.epochs=2")
         key, raw = item.split("=", 1)
+        label = f"--set {key_text(key)}"
         try:
-            value = yaml.safe_load(raw) if raw != "" else None
-        except yaml.YAMLError:
+            value = load_value(raw, label) if raw != "" else None
+        except YAMLSyntaxError:
             value = raw
         parts = split_key(key.strip())
         node: Any = data
@@ -367,23 +407,28 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             nxt = parts[i + 1]
             if isinstance(part, int):
                 if not isinstance(node, list) or part >= len(node):
-                    raise UsageError(f"--set {key}: index [{part}] out of range")
+                    raise UsageError(f"{label}: index [{part}] out of range")
                 node = node[part]
                 continue
             if not isinstance(node, dict):
-                raise UsageError(f"--set {key}: '{part}' is not inside a mapping")
+                raise UsageError(f"{label}: '{key_text(part)}' is not inside a mapping")
             if part not in node or node[part] is None:
                 node[part] = [] if isinstance(nxt, int) else {}
             node = node[part]
         last = parts[-1]
         if isinstance(last, int):
             if not isinstance(node, list) or last >= len(node):
-                raise UsageError(f"--set {key}: index [{last}] out of range")
+                raise UsageError(f"{label}: index [{last}] out of range")
             node[last] = value
         elif isinstance(node, dict):
             node[last] = value
         else:
-            raise UsageError(f"--set {key}: '{last}' is not inside a mapping")
+            raise UsageError(f"{label}: '{key_text(last)}' is not inside a mapping")
+        if positions is not None:
+            path = format_loc(tuple(parts))
+            for p in [p for p in positions if p == path or p.startswith((path + ".", path + "["))]:
+                del positions[p]
+            positions[path] = "--set"
     return data
 
 
@@ -394,7 +439,7 @@ def semantic_errors(recipe: Recipe) -> list[str]:
     for role in ("teacher", "student"):
         cfg: ModelConfig = getattr(recipe, role)
         if cfg.arch not in archs:
-            errors.append(f"{role}.arch: unknown timm architecture '{cfg.arch}'{suggest(cfg.arch, sorted(archs))}")
+            errors.append(f"{role}.arch: unknown timm architecture {preview(cfg.arch)}{suggest(cfg.arch, sorted(archs))}")
         if cfg.checkpoint and not Path(cfg.checkpoint).is_file():
             errors.append(f"{role}.checkpoint: file not found: {cfg.checkpoint}")
     errors += _data_errors(recipe)
@@ -424,11 +469,11 @@ def semantic_errors(recipe: Recipe) -> list[str]:
         import onnxruntime as ort
 
         if recipe.validate_.provider not in ort.get_all_providers():
-            errors.append(f"validate.provider: onnxruntime does not know '{recipe.validate_.provider}'"
+            errors.append(f"validate.provider: onnxruntime does not know {preview(recipe.validate_.provider)}"
                           f"{suggest(recipe.validate_.provider, ort.get_all_providers())}")
     profiles = hardware_profiles()
     if recipe.validate_.target not in profiles:
-        errors.append(f"validate.target: unknown hardware profile '{recipe.validate_.target}' (known: {', '.join(profiles)})")
+        errors.append(f"validate.target: unknown hardware profile {preview(recipe.validate_.target)} (known: {', '.join(profiles)})")
     return errors
 
 
@@ -564,23 +609,51 @@ def _schedule_errors(recipe: Recipe) -> list[str]:
     return errors
 
 
-def resolve(data: dict[str, Any], source: str = "recipe", name: Optional[str] = None) -> Recipe:
-    """Validate raw recipe data; raise one RecipeError listing every problem with its key path."""
+def _schema_errors(exc: ValidationError) -> list[tuple[str, str]]:
+    out = []
+    for err in exc.errors():
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = err["msg"]
+        else:
+            msg = f"{err['msg']}, got {preview(err['input'])}"
+        out.append((format_loc(tuple(err["loc"])), msg))
+    return out
+
+
+def _path_and_message(error: str) -> tuple[str, str]:
+    path, sep, msg = error.partition(": ")
+    return (path, msg) if sep and " " not in path else ("", error)
+
+
+def resolve(data: dict[str, Any], source: str = "recipe", name: Optional[str] = None,
+            doc: Optional[Document] = None) -> Recipe:
+    """Validate raw recipe data; raise one RecipeError listing every problem with its key path.
+
+    `doc` (the file's Document) lets each problem name the line it was written on.
+    """
+    errors = value_errors(data)
     try:
-        recipe = Recipe.model_validate(data)
+        # strict, as JSON: `true` is no int, "3" no number, 2.0 no int, while a list fills a tuple field
+        recipe: Optional[Recipe] = Recipe.model_validate_json(json.dumps(data, skipkeys=True, default=str), strict=True)
     except ValidationError as exc:
-        msgs = []
-        for err in exc.errors():
-            loc = format_loc(tuple(err["loc"]))
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            msgs.append(f"{loc}: {msg}")
-        raise RecipeError(f"{source}: " + "; ".join(msgs)) from None
-    errors = semantic_errors(recipe)
-    if errors:
-        raise RecipeError(f"{source}: " + "; ".join(errors))
+        recipe = None
+        # a value the walk above already refused is not reported again by the schema
+        bad = [path for path, _ in errors]
+        errors += [(loc, msg) for loc, msg in _schema_errors(exc)
+                   if not any(b == loc or b.startswith((loc + ".", loc + "[")) for b in bad)]
+    if errors or recipe is None:
+        raise RecipeError(render_errors(source, errors, doc))
+    semantic = semantic_errors(recipe)
+    if semantic:
+        raise RecipeError(render_errors(source, [_path_and_message(e) for e in semantic], doc))
     fill_data_defaults(recipe)
     if recipe.name is None:
-        recipe.name = name or "recipe"
+        try:
+            recipe.name = name or "recipe"
+        except ValidationError:
+            raise RecipeError(f"{source}: the file name cannot serve as the recipe's name; set `name:`") from None
     return recipe
 
 
@@ -598,6 +671,7 @@ def load_recipe(path: Union[str, Path, None] = None, overrides: Optional[list[st
     works on a recipe that relies on the default loss list.
     """
     path = Path(path) if path is not None else default_recipe_path()
-    data = merge_defaults(Recipe().to_dict(), read_yaml(path))
-    data = apply_overrides(data, list(overrides or []))
-    return resolve(data, source=str(path), name=path.stem)
+    doc = read_document(path)
+    data = merge_defaults(Recipe().to_dict(), doc.data)
+    data = apply_overrides(data, list(overrides or []), doc.positions)
+    return resolve(data, source=str(path), name=path.stem, doc=doc)

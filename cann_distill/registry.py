@@ -7,13 +7,23 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from typing import Any, Callable, Generic, Iterator, TypeVar, overload
+import json
+import typing
+from functools import lru_cache
+from typing import Any, Callable, Generic, Iterator, Optional, TypeVar, overload
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError
+
+from cann_distill.errors import preview
 
 T = TypeVar("T")
+_STRICT = ConfigDict(strict=True, allow_inf_nan=False)
 
 
 def suggest(name: str, known: list[str], n: int = 3) -> str:
     """`" (did you mean: a, b?)"` or `""` when nothing is close."""
+    if not isinstance(name, str) or len(name) > 100:
+        return ""
     close = difflib.get_close_matches(name, known, n=n, cutoff=0.6)
     return f" (did you mean: {', '.join(close)}?)" if close else ""
 
@@ -57,7 +67,7 @@ class Registry(Generic[T]):
         return iter(self.names())
 
     def unknown_message(self, name: str) -> str:
-        return f"unknown {self.kind} '{name}' (known: {', '.join(self.names())})"
+        return f"unknown {self.kind} {preview(name)} (known: {', '.join(self.names())})"
 
     def get(self, name: str) -> T:
         if name not in self._items:
@@ -81,7 +91,38 @@ class Registry(Generic[T]):
         for key, p in params.items():
             if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and key not in kwargs:
                 errors.append((key, f"missing argument for {self.kind} '{name}'"))
+        hints = _type_hints(self.get(name))
+        for key, value in kwargs.items():
+            problem = _type_problem(hints[key], value) if key in accepted and key in hints else None
+            if problem:
+                errors.append((key, problem))
         return errors
 
     def build(self, name: str, **kwargs: Any) -> Any:
         return self.get(name)(**kwargs)
+
+
+def _type_hints(obj: Any) -> dict[str, Any]:
+    """Annotations of a component's parameters (its __init__ for a class); {} when they do not resolve."""
+    try:
+        return typing.get_type_hints(obj.__init__ if inspect.isclass(obj) else obj)
+    except Exception:  # an annotation that does not resolve only costs the type check
+        return {}
+
+
+@lru_cache(maxsize=None)
+def _adapter(hint: Any) -> TypeAdapter:
+    return TypeAdapter(hint, config=_STRICT)
+
+
+def _type_problem(hint: Any, value: Any) -> Optional[str]:
+    """Strict check of a recipe argument against its annotation: `true` is no float, `"2"` no int, NaN no number."""
+    try:
+        _adapter(hint).validate_json(json.dumps(value, default=str))
+    except ValidationError as exc:
+        msg = exc.errors()[0]["msg"]
+        quote = " (quote numbers in YAML: '2')" if hint is str and isinstance(value, (int, float)) else ""
+        return f"{msg}, got {preview(value)}{quote}"
+    except TypeError:  # an annotation pydantic cannot check (hashable or not)
+        return None
+    return None

@@ -36,8 +36,8 @@ class UI:
             self.console.print(msg, highlight=False)
 
     def warn(self, msg: str) -> None:
-        # warnings are shown even in quiet mode: they change how results should be read
-        self.console.print(f"[yellow]Warning:[/yellow] {msg}", highlight=False)
+        # warnings are shown even in quiet mode: they change how results should be read; one line each (grep-able logs)
+        self.console.print(f"[yellow]Warning:[/yellow] {msg}", highlight=False, soft_wrap=True)
 
     @contextlib.contextmanager
     def progress(self) -> Iterator[Optional[Progress]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from cann_distill.errors import preview
 from cann_distill.losses.base import LOSSES, Loss, Outputs
 
 
@@ -25,7 +26,7 @@ def channel_weights_key(teacher_tap: str) -> str:
 def check_tap_name(arg: str, value: object) -> str:
     """Validate a `student=` / `teacher=` tap-name argument (recipes may pass a bare YAML int)."""
     if not isinstance(value, str) or not value:
-        raise ValueError(f"{arg} must be a non-empty tap name string, got {value!r} (quote numbers in YAML: '2')")
+        raise ValueError(f"{arg} must be a non-empty tap name string, got {preview(value)} (quote numbers in YAML: '2')")
     return value
 
 

@@ -39,7 +39,7 @@ from cann_distill.recipe import DistillConfig, LossSpec, Recipe
 from cann_distill.replay import ReplayStore
 from cann_distill.rundir import RunDir
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
-from cann_distill.stages.select import INDEX, INDEX_FIELDS, LOGITS, SUMMARY, teacher_output_key
+from cann_distill.stages.select import INDEX, INDEX_FIELDS, LOGITS, SUMMARY, teacher_output_parts
 from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT, headline
 from cann_distill.targets import (CachedTargets, OnlineTargets, ReplayTargets, TeacherTargets, check_recipe, describe_mixing,
                                   resolve_mode, why_online)
@@ -381,9 +381,8 @@ class DistillStage(Stage):
             batches = loader(train, r.select.batch_size, runtime=ctx.runtime)
             on_device = ((ctx.runtime.batch(b[0]),) for b in batches)
             arr, status[tap] = cache.get_or_compute(
-                teacher_output_key(r, train, weights, "channel_sensitivity", tap=tap), (channels,),
-                lambda: distiller.channel_sensitivity(tap, ui.track(on_device, f"teacher sensitivity {tap}", total=len(batches))),
-                info={"outputs": "channel_sensitivity", "arch": r.teacher.arch, "tap": tap})
+                teacher_output_parts(r, train, weights, "channel_sensitivity", tap=tap), (channels,),
+                lambda: distiller.channel_sensitivity(tap, ui.track(on_device, f"teacher sensitivity {tap}", total=len(batches))))
             distiller.constants[channel_weights_key(tap)] = torch.from_numpy(np.asarray(arr, dtype=np.float32))
         return status
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -79,19 +80,19 @@ def probe_logits(recipe: Recipe, train: Split, runtime: Runtime = CPU) -> np.nda
     return predict(student, train, batch_size=recipe.select.batch_size, desc="student probe logits", runtime=runtime).astype(np.float32)
 
 
-def teacher_output_key(recipe: Recipe, train: Split, teacher_weights: str, outputs: str, **extra: Any) -> str:
-    """Cache key of a teacher output over the training split (logits here, channel sensitivity in distill).
+def teacher_output_parts(recipe: Recipe, train: Split, teacher_weights: str, outputs: str, **extra: Any) -> dict[str, Any]:
+    """What a teacher output over the training split is computed from (logits here, channel sensitivity in distill).
 
-    What it depends on: arch, weights, the teacher's input normalisation, samples and
-    preprocessing (not the batch size), plus `extra` (e.g. the tap).
+    Arch, weights, the teacher's input normalisation, samples and preprocessing (not the batch
+    size), plus `extra` (e.g. the tap). The cache keys entries by it and checks it on every hit.
     """
     mean, std = norm_stats(recipe.data)
-    return cache_key({
+    return {
         "outputs": outputs, "arch": recipe.teacher.arch, "weights": teacher_weights,
         "teacher_input": {"mean": recipe.teacher.mean or mean, "std": recipe.teacher.std or std},
         "data": data_fingerprint(recipe.data, ignore=frozenset({"batch_size", "augment"})),
         "ids": hashlib.sha256("\n".join(train.ids).encode()).hexdigest(), **extra,
-    })
+    }
 
 
 MIXING = frozenset({"mixup_alpha", "cutmix_alpha", "mix_prob", "mix_switch_prob", "label_smoothing"})
@@ -115,7 +116,7 @@ def make_replay(recipe: Recipe, splits: Splits, teacher_path: Path, weights: str
     train = splits.train
     n_classes = len(train.classes)
     spec: ReplaySpec = replay_spec(recipe, n_classes)
-    key = teacher_output_key(recipe, train, weights, "replay", classes=train.classes, **replay_inputs(recipe, n_classes))
+    key = cache_key(teacher_output_parts(recipe, train, weights, "replay", classes=train.classes, **replay_inputs(recipe, n_classes)))
     shape = (spec.draws, len(train), spec.top_k)
 
     def fill(values: np.ndarray, indices: np.ndarray) -> None:
@@ -160,15 +161,20 @@ class SelectStage(Stage):
         cache = OutputCache(resolve_cache_dir(cfg.cache_dir))
         file_sha = ctx.hashes.get(TEACHER_CKPT) or sha256_file(teacher_path)
         weights = checkpoint_weights_fingerprint(cache.root, teacher_path, file_sha)
-        key = teacher_output_key(r, train, weights, "logits", classes=train.classes)
+        parts = teacher_output_parts(r, train, weights, "logits", classes=train.classes)
+        key = cache_key(parts)
 
-        def teacher_forward() -> np.ndarray:
+        def teacher_forward(split: Split = train, desc: str = "teacher logits") -> np.ndarray:
             teacher = build_model(r.teacher, n_classes, channels_of(r.data), checkpoint=teacher_path, classes=train.classes)
             teacher = with_teacher_input(teacher, r.data, r.teacher)
-            return predict(teacher, train, batch_size=cfg.batch_size, desc="teacher logits", runtime=ctx.runtime).astype(np.float32)
+            return predict(teacher, split, batch_size=cfg.batch_size, desc=desc, runtime=ctx.runtime).astype(np.float32)
 
-        logits, cache_status = cache.get_or_compute(key, (n, n_classes), teacher_forward,
-                                                    info={"outputs": "logits", "arch": r.teacher.arch, "samples": n})
+        def spot_check(rows: Sequence[int]) -> np.ndarray:
+            some = replace(train, ids=[train.ids[i] for i in rows], targets=train.targets[list(rows)],
+                           images=lambda i: train.images(rows[i]), skipped={})
+            return teacher_forward(some, "teacher spot check")
+
+        logits, cache_status = cache.get_or_compute(parts, (n, n_classes), teacher_forward, spot_check=spot_check)
         np.save(ctx.out / "teacher_logits.npy", logits, allow_pickle=False)
 
         selector = SELECTORS.build(cfg.strategy, **cfg.strategy_args)

@@ -47,8 +47,32 @@ def test_require_names_the_stage_to_run_and_detects_tampering(tmp_path: Path) ->
 
 def test_corrupt_manifest_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "manifest.json").write_text("{not json")
-    with pytest.raises(ArtifactError, match="corrupt manifest"):
+    with pytest.raises(ArtifactError, match=r"manifest\.json is unreadable \(.*\); rerun the command with --force to rebuild"):
         RunDir(tmp_path).read_manifest()
+
+
+def test_records_vouch_only_for_their_own_verified_files(tmp_path: Path) -> None:
+    run = RunDir(tmp_path)
+    for stage, name in (("teacher", "teacher.pt"), ("select", "index.csv")):
+        (tmp_path / stage).mkdir()
+        (tmp_path / stage / name).write_text(stage)
+    teacher = StageRecord("fp", {}, {"teacher/teacher.pt": sha256_file(tmp_path / "teacher" / "teacher.pt")}, 0.0, 1.0)
+    select = StageRecord("fp", {"artifacts": {"teacher/teacher.pt": teacher.outputs["teacher/teacher.pt"]}},
+                         {"select/index.csv": sha256_file(tmp_path / "select" / "index.csv")}, 0.0, 1.0)
+    run.write_record("teacher", teacher)
+    run.write_record("select", select)
+    assert json.loads(run.record_path("select").read_text())["outputs"] == select.outputs
+    assert list(run.verified_records(["teacher", "select"])) == ["teacher", "select"]
+    # made from another teacher than the one on disk: not kept
+    (tmp_path / "teacher" / "teacher.pt").write_text("another teacher")
+    assert list(run.verified_records(["teacher", "select"])) == []
+    # a record that claims files outside its own folder is not kept either
+    run.write_record("teacher", StageRecord("fp", {}, {"select/index.csv": select.outputs["select/index.csv"]}, 0.0, 1.0))
+    assert "teacher" not in run.verified_records(["teacher"])
+    run.forget("teacher")
+    assert not run.record_path("teacher").exists() and run.record("teacher") is None
+    run.record_path("select").write_text("{")
+    assert run.verified_records(["select"]) == {}
 
 
 def test_lock_rejects_a_second_writer(tmp_path: Path) -> None:
