@@ -95,7 +95,7 @@ class DataConfig(Strict):
     on_bad_image: Literal["error", "skip"] = Field("error", description="a zero-byte, truncated or non-image file: stop, or skip it and count it")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="digits: share of samples held out for validation (stratified)")
     test_fraction: float = Field(0.0, ge=0, lt=1, description="digits: share held out as a test split (0: none)")
-    split_seed: int = Field(0, description="digits: seed of the train/val split, fixed apart from the training seed")
+    split_seed: Seed = Field(0, description="digits: seed of the train/val/test split, fixed apart from the training seed")
     max_samples: Optional[int] = Field(None, ge=20, description="digits: keep only this many samples (quick runs)")
     batch_size: int = Field(64, ge=1)
 
