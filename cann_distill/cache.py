@@ -100,6 +100,19 @@ def _origin_mismatch(recorded: Any, expected: dict[str, Any]) -> Optional[str]:
             f"({first}: {preview(recorded.get(first), 20)}, this run: {preview(expected.get(first), 20)})")
 
 
+def read_sidecar(side: Path, key: str, missing: str = "is missing") -> tuple[Optional[dict[str, Any]], Optional[str]]:
+    """(sidecar, None) when it is JSON for `key`; (None, why) otherwise. Shared by every cache kind."""
+    try:
+        meta = json.loads(side.read_text())
+    except FileNotFoundError:
+        return None, f"{side} {missing}"
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None, f"{side} is not valid JSON"
+    if not isinstance(meta, dict) or meta.get("key") != key:
+        return None, f"{side} names another key"
+    return meta, None
+
+
 class OutputCache:
     """One folder of keyed .npy entries with verifying sidecars."""
 
@@ -118,14 +131,9 @@ class OutputCache:
             return None, None
         if not npy.is_file():
             return None, f"{npy} is missing (its sidecar is there)"
-        try:
-            meta = json.loads(side.read_text())
-        except FileNotFoundError:
-            return None, f"{side} is missing"
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return None, f"{side} is not valid JSON"
-        if not isinstance(meta, dict) or meta.get("key") != key:
-            return None, f"{side} names another key"
+        meta, problem = read_sidecar(side, key)
+        if meta is None:
+            return None, problem
         mismatch = _origin_mismatch(meta.get("produced_by"), produced_by(parts))
         if mismatch:
             return None, f"{npy} {mismatch}"

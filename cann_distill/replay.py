@@ -11,7 +11,6 @@ it stops with the numbers.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -21,7 +20,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from cann_distill.cache import CacheStatus
+from cann_distill.cache import CacheStatus, read_sidecar
 from cann_distill.errors import StageError
 from cann_distill.rundir import sha256_file, write_json_atomic
 from cann_distill.ui import ui
@@ -78,14 +77,9 @@ class ReplayStore:
         folder, side = self.paths(key)
         if not folder.exists() and not side.exists():
             return None, None
-        try:
-            meta = json.loads(side.read_text())
-        except FileNotFoundError:
-            return None, f"{side} is missing (an interrupted write?)"
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return None, f"{side} is not valid JSON"
-        if not isinstance(meta, dict) or meta.get("key") != key:
-            return None, f"{side} names another key"
+        meta, problem = read_sidecar(side, key, missing="is missing (an interrupted write?)")
+        if meta is None:
+            return None, problem
         if tuple(meta.get("shape") or ()) != tuple(shape):
             return None, f"{side}: shape {tuple(meta.get('shape') or ())} recorded, {tuple(shape)} expected"
         arrays = []
