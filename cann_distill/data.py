@@ -196,7 +196,9 @@ class _Seeded:
             self.saved = (random.getstate(), np.random.get_state(), torch.get_rng_state())
         random.seed(self.seed)
         np.random.seed(self.seed)
-        torch.manual_seed(self.seed)
+        # the CPU generator only: torch.manual_seed would also queue lazy seeding of CUDA/XPU/MTIA,
+        # which records a Python stack trace per call (~1.7 ms a sample on a CUDA build of torch)
+        torch.random.default_generator.manual_seed(self.seed)
 
     def __exit__(self, *exc: Any) -> None:
         if self.saved is not None:
