@@ -29,12 +29,15 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, Sequen
 from cann_distill.devices import CPU, Runtime, worker_count
 from cann_distill.errors import StageError
 from cann_distill.images import IMAGE_EXTS, BadImageError, FileEntry, find_bad_images, open_image, scan_tree
-from cann_distill.recipe import AugmentConfig, DataConfig
+from cann_distill.recipe import AugmentConfig, DataConfig, class_folders, class_mismatch
 
 __all__ = ["IMAGE_EXTS", "Split", "Splits", "load_splits", "loader", "draw_loader", "data_fingerprint", "build_transforms",
            "make_mixup", "mix_distributions", "count_classes"]
 
 Transform = Callable[[Any], torch.Tensor]
+
+SAMPLE_INVARIANT = frozenset({"num_workers"})
+"""data keys that change no sample and no result (augmentation is seeded per sample, not per worker)."""
 
 
 # ----------------------------------------------------------------------------- image sources
@@ -93,7 +96,6 @@ class Splits:
     val: Split
     test: Optional[Split] = None
     train_transform: Optional[Transform] = None  # None: training images get the evaluation transform
-    in_memory: bool = False
 
     @property
     def augmented(self) -> bool:
@@ -238,9 +240,9 @@ class KeyedSampler(Sampler):
     again (replayed teacher targets label K views per sample, `cann_distill.targets`).
     """
 
-    def __init__(self, base: Sampler, generator: Optional[torch.Generator] = None, period: Optional[int] = None) -> None:
+    def __init__(self, base: Sampler, period: Optional[int] = None) -> None:
         self.base = base
-        self.generator = generator if generator is not None else getattr(base, "generator", None)
+        self.generator = getattr(base, "generator", None)
         self.epoch = 0
         self.period = period
 
@@ -390,7 +392,7 @@ def _imagefolder(cfg: DataConfig, eval_tf: Transform, workers: int) -> tuple[Spl
         if len(parts) < 3 or parts[0] not in ("train", "val", "test") or e.rel in bad:
             continue
         by_split.setdefault(parts[0], {}).setdefault(parts[1], []).append(e.rel)
-    classes = _class_folders(root / "train")
+    classes = class_folders(root / "train")
     if not classes:
         raise StageError(f"{root / 'train'}: no class folders (expected {root / 'train'}/<class>/*.jpg|png)")
 
@@ -398,11 +400,8 @@ def _imagefolder(cfg: DataConfig, eval_tf: Transform, workers: int) -> tuple[Spl
         folder = root / name
         if not folder.is_dir():
             return None
-        found = _class_folders(folder)
-        if found != classes:
-            missing, extra = sorted(set(classes) - set(found)), sorted(set(found) - set(classes))
-            raise StageError(f"{folder}: class folders do not match train/ (missing: {', '.join(missing[:5]) or '-'}; "
-                             f"not in train: {', '.join(extra[:5]) or '-'})")
+        if (mismatch := class_mismatch(name, classes, class_folders(folder))) is not None:  # changed since the recipe check
+            raise StageError(f"{root}: {mismatch}")
         files = by_split.get(name, {})
         empty = [c for c in classes if not files.get(c)]
         if empty:
@@ -421,16 +420,12 @@ def _imagefolder(cfg: DataConfig, eval_tf: Transform, workers: int) -> tuple[Spl
     return train, val, make("test")
 
 
-def _class_folders(folder: Path) -> list[str]:
-    return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-
-
 def count_classes(cfg: DataConfig) -> int:
     """The class count without loading any image: 10 for digits, the class folders of <root>/train (0 when absent)."""
     if cfg.source == "digits":
         return 10
     train = Path(cfg.root or "") / "train"
-    return len(_class_folders(train)) if train.is_dir() else 0
+    return len(class_folders(train)) if train.is_dir() else 0
 
 
 def load_splits(cfg: DataConfig) -> Splits:
@@ -445,7 +440,7 @@ def load_splits(cfg: DataConfig) -> Splits:
                 s.workers = workers
     else:
         train, val, test = _imagefolder(cfg, eval_tf, workers)
-    return Splits(train, val, test, train_transform=train_tf, in_memory=in_memory)
+    return Splits(train, val, test, train_transform=train_tf)
 
 
 def data_fingerprint(cfg: DataConfig, ignore: frozenset[str] = frozenset()) -> str:
@@ -454,7 +449,7 @@ def data_fingerprint(cfg: DataConfig, ignore: frozenset[str] = frozenset()) -> s
     `ignore` drops keys that cannot change the samples (e.g. `batch_size` for cached outputs).
     `num_workers` never changes a sample (augmentation is seeded per sample), so it is always ignored.
     """
-    h = hashlib.sha256(cfg.model_dump_json(exclude=set(ignore) | {"num_workers"}).encode())
+    h = hashlib.sha256(cfg.model_dump_json(exclude=set(ignore) | SAMPLE_INVARIANT).encode())
     if cfg.source == "imagefolder" and cfg.root:
         for e in scan(Path(cfg.root)):
             h.update(f"{e.rel}:{e.size}:{e.mtime_ns}\n".encode())

@@ -19,7 +19,7 @@ import re
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -75,6 +75,9 @@ class AugmentConfig(Strict):
     mix_prob: float = Field(1.0, ge=0, le=1, description="probability of mixing a batch")
     mix_switch_prob: float = Field(0.5, ge=0, le=1, description="probability of cutmix instead of mixup when both are on")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="smoothing of the mixed one-hot labels")
+
+    MIXING: ClassVar[frozenset[str]] = frozenset({"mixup_alpha", "cutmix_alpha", "mix_prob", "mix_switch_prob", "label_smoothing"})
+    """The batch-mixing keys (they act on batches in distill, not on single images)."""
 
     @property
     def mixes(self) -> bool:
@@ -477,8 +480,19 @@ def semantic_errors(recipe: Recipe) -> list[str]:
     return errors
 
 
-def _class_dirs(folder: Path) -> list[str]:
+def class_folders(folder: Path) -> list[str]:
+    """A split's class folder names, sorted (hidden folders skipped): their order is the class order."""
     return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def class_mismatch(split: str, train: list[str], other: list[str]) -> Optional[str]:
+    """How `split`'s class folders differ from train's, or None when they match."""
+    missing, extra = sorted(set(train) - set(other)), sorted(set(other) - set(train))
+    if not (missing or extra):
+        return None
+    diff = ", ".join(([f"missing in {split}: {', '.join(missing[:5])}"] if missing else [])
+                     + ([f"not in train: {', '.join(extra[:5])}"] if extra else []))
+    return f"class folders of {split}/ do not match train/ ({diff})"
 
 
 def _data_errors(recipe: Recipe) -> list[str]:
@@ -493,18 +507,14 @@ def _data_errors(recipe: Recipe) -> list[str]:
                 if not (root / split).is_dir():
                     errors.append(f"data.root: dataset folder not found: {root / split} (expected <root>/{split}/<class>/*)")
             if not errors:
-                train = _class_dirs(root / "train")
+                train = class_folders(root / "train")
                 if not train:
                     errors.append(f"data.root: no class folders in {root / 'train'} (expected {root / 'train'}/<class>/*)")
                 for split in ("val", "test"):
                     if split == "test" and not (root / split).is_dir():
                         continue
-                    other = _class_dirs(root / split)
-                    missing, extra = sorted(set(train) - set(other)), sorted(set(other) - set(train))
-                    if missing or extra:
-                        diff = ", ".join(([f"missing in {split}: {', '.join(missing[:5])}"] if missing else [])
-                                         + ([f"not in train: {', '.join(extra[:5])}"] if extra else []))
-                        errors.append(f"data.root: class folders of {split}/ do not match train/ ({diff})")
+                    if (mismatch := class_mismatch(split, train, class_folders(root / split))) is not None:
+                        errors.append(f"data.root: {mismatch}")
     aug = data.augment
     if aug.enabled and aug.auto_augment:
         from timm.data import create_transform

@@ -220,7 +220,7 @@ class ReplayTargets(TeacherTargets):
         self.device = runtime.device
 
     def for_batch(self, batch: Batch, epoch: int, lam: Optional[float] = None) -> Outputs:
-        d = epoch % self.draws.shape[0]  # the view KeyedSampler(period=K) handed the dataset
+        d = epoch % self.period  # the view KeyedSampler(period=K) handed the dataset
         idx = batch[2].cpu().numpy()
         values = torch.from_numpy(np.asarray(self.draws.values[d][idx])).to(self.device)
         indices = torch.from_numpy(np.asarray(self.draws.indices[d][idx])).to(self.device)

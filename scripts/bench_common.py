@@ -45,6 +45,12 @@ def train_base_teacher(recipe_path: Path, overrides: list[str], work: Path) -> t
     return base_recipe, base, teacher, base / "teacher" / "teacher.pt"
 
 
+def run_arm(recipe_path: Path, overrides: list[str], ckpt: Path, seed: int, run_dir: Path) -> tuple[Recipe, dict[str, Any]]:
+    """One arm and seed: teacher (loading the shared checkpoint), select and distill; the recipe and results by stage."""
+    recipe = load_recipe(recipe_path, [*overrides, f"seed={seed}", f"teacher.checkpoint={ckpt}"])
+    return recipe, {r.stage: r for r in run_stages(recipe, ["teacher", "select", "distill"], run_dir=run_dir)}
+
+
 def mean_std(values: list[float]) -> dict[str, Any]:
     """Mean and sample standard deviation (ddof=1) over seeds."""
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}

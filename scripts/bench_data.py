@@ -34,7 +34,7 @@ from cann_distill.pipeline import run_stages
 from cann_distill.recipe import load_recipe, resource_dir
 from cann_distill.ui import ui
 
-from bench_common import add_common_args, epoch_overrides, mean_std, train_base_teacher, write_results  # noqa: E402  (scripts/ is on sys.path)
+from bench_common import add_common_args, epoch_overrides, run_arm, mean_std, train_base_teacher, write_results  # noqa: E402  (scripts/ is on sys.path)
 
 KD = "distill.losses=[{kind: ce, weight: 0.5}, {kind: kd, weight: 0.5, temperature: 4.0}]"
 CE = "distill.losses=[{kind: ce, weight: 1.0}]"
@@ -64,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         for arm in arms:
             accs, vals, seconds = [], [], []
             for seed in seeds:
-                recipe = load_recipe(args.recipe, [*common, f"seed={seed}", f"teacher.checkpoint={ckpt}", *ARMS[arm]])
-                res = {r.stage: r for r in run_stages(recipe, ["teacher", "select", "distill"], run_dir=work / arm / f"seed{seed}")}
+                _, res = run_arm(args.recipe, [*common, *ARMS[arm]], ckpt, seed, work / arm / f"seed{seed}")
                 d = res["distill"].summary
                 accs.append(d["headline"]["acc"])
                 vals.append(d["val_acc"])

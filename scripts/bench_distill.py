@@ -31,7 +31,7 @@ from cann_distill.pipeline import run_stages
 from cann_distill.recipe import load_recipe, resource_dir
 from cann_distill.ui import ui
 
-from bench_common import add_common_args, epoch_overrides, mean_std, train_base_teacher, write_results  # noqa: E402  (scripts/ is on sys.path)
+from bench_common import add_common_args, epoch_overrides, run_arm, mean_std, train_base_teacher, write_results  # noqa: E402  (scripts/ is on sys.path)
 
 ARMS: dict[str, list[str]] = {
     "scratch": ["distill.losses=[{kind: ce, weight: 1.0}]"],
@@ -68,9 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         for arm in arms:
             accs, seconds, losses = [], [], None
             for seed in seeds:
-                recipe = load_recipe(args.recipe, [*common, f"seed={seed}", f"teacher.checkpoint={ckpt}", *ARMS[arm]])
+                recipe, res = run_arm(args.recipe, [*common, *ARMS[arm]], ckpt, seed, work / arm / f"seed{seed}")
                 losses = [s.model_dump() for s in recipe.distill.losses]
-                res = {r.stage: r for r in run_stages(recipe, ["teacher", "select", "distill"], run_dir=work / arm / f"seed{seed}")}
                 accs.append(res["distill"].summary["val_acc"])
                 seconds.append(res["distill"].seconds)
                 print(f"  {arm:16s} seed {seed}: val {100 * accs[-1]:.2f}% ({seconds[-1]:.0f}s)", flush=True)

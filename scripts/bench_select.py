@@ -38,7 +38,7 @@ from cann_distill.recipe import Recipe, default_recipe_path, load_recipe
 from cann_distill.train import fit, seed_everything
 from cann_distill.ui import ui
 
-from bench_common import epoch_overrides, mean_std, train_base_teacher, write_results  # noqa: E402  (scripts/ is on sys.path)
+from bench_common import epoch_overrides, run_arm, mean_std, train_base_teacher, write_results  # noqa: E402  (scripts/ is on sys.path)
 
 ARMS: dict[str, list[str]] = {
     "critical": ["distill.critical.mode=subset"],
@@ -135,8 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         for arm, overrides in ARMS.items():
             accs, samples = [], None
             for seed in seeds:
-                recipe = load_recipe(args.recipe, [*common, f"seed={seed}", f"teacher.checkpoint={ckpt}", *overrides])
-                res = {r.stage: r for r in run_stages(recipe, ["teacher", "select", "distill"], run_dir=work / arm / f"seed{seed}")}
+                recipe, res = run_arm(args.recipe, [*common, *overrides], ckpt, seed, work / arm / f"seed{seed}")
                 if res["select"].summary["cache"] != "hit":
                     raise RuntimeError(f"arm {arm} seed {seed}: select did not hit the teacher-output cache")
                 accs.append(res["distill"].summary["val_acc"])

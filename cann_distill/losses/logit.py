@@ -33,9 +33,9 @@ class CrossEntropy(Loss):
 
     def __call__(self, outputs: Outputs) -> torch.Tensor:
         s, y = outputs["student.logits"], outputs["targets"]
-        if y.dim() == 2:  # probabilities: smoothing was applied when they were mixed
-            return -(y.to(s.dtype) * F.log_softmax(s, dim=1)).sum(dim=1)
-        return F.cross_entropy(s, y, reduction="none", label_smoothing=self.label_smoothing)
+        soft = y.dim() == 2  # probabilities: smoothing was applied when they were mixed
+        return F.cross_entropy(s, y.to(s.dtype) if soft else y, reduction="none",
+                               label_smoothing=0.0 if soft else self.label_smoothing)
 
 
 @LOSSES.register("kd")

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+from cann_distill.data import SAMPLE_INVARIANT
 from cann_distill.devices import CPU, Runtime
 from cann_distill.errors import MissingInputError
 from cann_distill.recipe import Recipe
@@ -69,7 +70,7 @@ def _checkpoint_hashes(recipe: Recipe) -> dict[str, Optional[str]]:
     return out
 
 
-ALWAYS_IGNORED = ("data.num_workers",)  # augmentation is seeded per sample, so the worker count changes no result
+ALWAYS_IGNORED = tuple(f"data.{key}" for key in SAMPLE_INVARIANT)
 
 
 def _section(recipe: Recipe, name: str, ignore: tuple[str, ...]) -> Any:

@@ -342,7 +342,7 @@ class DistillStage(Stage):
         val_acc = accuracy(predict(student, val, desc="student eval", runtime=rt), val.targets)
         test_acc = accuracy(predict(student, test, desc="student test", runtime=rt), test.targets) if test is not None else None
         save_checkpoint(ctx.out / "student.pt", student, r.student.arch, len(train.classes), channels_of(r.data), classes=train.classes)
-        mixes = inputs.splits.augmented and r.data.augment.mixes
+        mixes = r.data.augment.mixes  # mixing needs augmentation on
         summary = {
             "arch": r.student.arch, "params": count_params(student), "epochs": cfg.epochs, "val_acc": val_acc,
             "test_acc": test_acc, "headline": headline(val_acc, test_acc), "stopped_early": history.stopped_early,

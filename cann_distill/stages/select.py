@@ -18,7 +18,7 @@ from cann_distill.data import Split, Splits, channels_of, count_classes, data_fi
 from cann_distill.devices import CPU, Runtime
 from cann_distill.errors import StageError
 from cann_distill.models import build_model, with_teacher_input
-from cann_distill.recipe import Recipe, SelectConfig, SelectTemperatureConfig, TrainConfig
+from cann_distill.recipe import AugmentConfig, Recipe, SelectConfig, SelectTemperatureConfig, TrainConfig
 from cann_distill.replay import ReplayStore, index_dtype
 from cann_distill.rundir import sha256_file
 from cann_distill.selectors import SELECTORS
@@ -95,9 +95,6 @@ def teacher_output_parts(recipe: Recipe, train: Split, teacher_weights: str, out
     }
 
 
-MIXING = frozenset({"mixup_alpha", "cutmix_alpha", "mix_prob", "mix_switch_prob", "label_smoothing"})
-
-
 def replay_inputs(recipe: Recipe, num_classes: int) -> dict[str, Any]:
     """What replayed views and their labels depend on beyond the teacher and the samples: the per-image
     augmentation (mixing happens later, in distill), K, top-k, the seed that keys every view, the
@@ -106,7 +103,7 @@ def replay_inputs(recipe: Recipe, num_classes: int) -> dict[str, Any]:
     import torchvision
 
     spec = replay_spec(recipe, num_classes)
-    return {"augment": recipe.data.augment.model_dump(mode="json", exclude=set(MIXING)), "draws": spec.draws, "top_k": spec.top_k,
+    return {"augment": recipe.data.augment.model_dump(mode="json", exclude=set(AugmentConfig.MIXING)), "draws": spec.draws, "top_k": spec.top_k,
             "seed": recipe.seed, "amp": recipe.distill.amp,
             "libraries": {"timm": timm.__version__, "torchvision": torchvision.__version__, "torch": torch.__version__}}
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from cann_distill.data import channels_of, data_fingerprint, load_splits, make_mixup
+from cann_distill.data import Splits, channels_of, data_fingerprint, load_splits, make_mixup
 from cann_distill.models import build_model, count_params, save_checkpoint, with_teacher_input
 from cann_distill.recipe import Recipe
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
 from cann_distill.train import accuracy, ce_step, fit, predict, seed_everything
-from cann_distill.data import Splits
 
 
 def headline(val_acc: float, test_acc: float | None) -> dict[str, object]:

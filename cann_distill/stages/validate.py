@@ -186,7 +186,7 @@ class ValidateStage(Stage):
             "int8_img_s": q.throughput(s8, gap_x, cfg.throughput_batch, cfg.latency.runs // 10 + 3),
         }
         ratio = lat8["median_ms"] / lat32["median_ms"]
-        head = "test" if "test" in metrics else "val"
+        head = splits.headline.name
         drop = metrics[head]["accuracy"]["int8_drop"]
         notes = [slowdown_note(ratio, float_ops)] if ratio > 1.0 else []
         if feedback["triggered"]:
