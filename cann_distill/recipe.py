@@ -25,7 +25,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cann_distill.devices import DEVICE_PATTERN
-from cann_distill.errors import RecipeError, UsageError, preview
+from cann_distill.errors import RecipeError, UsageError, cut, preview
 from cann_distill.losses import LOSSES
 from cann_distill.registry import suggest
 from cann_distill.safeyaml import (
@@ -522,16 +522,21 @@ def _data_errors(recipe: Recipe) -> list[str]:
         try:
             create_transform(32, is_training=True, auto_augment=aug.auto_augment)
         except Exception as exc:  # timm raises AssertionError / KeyError / ValueError for bad policy strings
-            errors.append(f"data.augment.auto_augment: timm does not accept '{aug.auto_augment[:60]}' ({type(exc).__name__}: "
-                          f"{str(exc)[:80]}); e.g. rand-m9-mstd0.5, augmix-m5-w3, original")
+            errors.append(f"data.augment.auto_augment: timm does not accept {preview(aug.auto_augment, 60)} ({type(exc).__name__}: "
+                          f"{cut(str(exc), 80)}); e.g. rand-m9-mstd0.5, augmix-m5-w3, original")
     for lo_hi in ("scale", "ratio"):
         lo, hi = getattr(aug, lo_hi)
         if not 0 < lo <= hi or (lo_hi == "scale" and hi > 1):
             errors.append(f"data.augment.{lo_hi}: needs 0 < low <= high{' <= 1' if lo_hi == 'scale' else ''}, got [{lo}, {hi}]")
     if aug.mixes:
         for i, spec in enumerate(recipe.distill.losses):
-            cls = LOSSES.get(spec.kind) if spec.kind in LOSSES else None
-            if cls is not None and "targets" in LOSSES.build(spec.kind, **spec.kwargs()).requires and not cls.soft_targets:
+            if spec.kind not in LOSSES or LOSSES.get(spec.kind).soft_targets or LOSSES.check_kwargs(spec.kind, spec.kwargs()):
+                continue  # unknown kinds and bad arguments are reported with the losses below
+            try:
+                reads_labels = "targets" in LOSSES.build(spec.kind, **spec.kwargs()).requires
+            except (ValueError, TypeError):
+                continue  # a value the loss refuses: reported with the losses below
+            if reads_labels:
                 errors.append(f"distill.losses[{i}].kind: '{spec.kind}' needs hard labels, but data.augment mixes images "
                               "(mixup_alpha/cutmix_alpha > 0) into soft targets; use ce + kd, or turn mixing off")
         sizes = {"data.batch_size": data.batch_size, "teacher.train.batch_size": recipe.teacher.train.batch_size,

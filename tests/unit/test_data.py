@@ -127,6 +127,12 @@ def test_mixup_needs_losses_that_take_soft_targets_and_even_batches() -> None:
     assert "distill.losses[1].kind: 'dkd' needs hard labels" in msg and "data.batch_size: mixup/cutmix" in msg
 
 
+def test_mixup_check_leaves_bad_loss_arguments_to_the_loss_check() -> None:
+    with pytest.raises(RecipeError) as err:  # was a TypeError from building the loss inside the mixup check
+        load_recipe(None, ["data.augment.mixup_alpha=0.2", "distill.losses=[{kind: ce}, {kind: kd, bogus: 1}]"])
+    assert "distill.losses[1].bogus: unexpected argument" in str(err.value)
+
+
 def test_bad_augmentation_settings_are_recipe_errors() -> None:
     with pytest.raises(RecipeError, match=r"data\.augment\.auto_augment: timm does not accept 'bogus'"):
         load_recipe(None, ["data.augment.auto_augment=bogus"])
