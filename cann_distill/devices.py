@@ -13,7 +13,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 from torch import nn
@@ -177,6 +177,18 @@ class Runtime:
 
 
 CPU = Runtime(torch.device("cpu"))
+
+
+def channels_last_for(device: torch.device, setting: Union[bool, str]) -> bool:
+    """`runtime.channels_last` resolved for a device: auto is on where NHWC convolutions are the fast path.
+
+    Measured on a 2-core AVX-512 CPU (one thread, batch 64): a mobilenetv3_small_050 / lcnet_050 /
+    mobilenetv2_050 training step takes 0.50-0.57x the NCHW time at 32 and 96 px, resnet10t 0.77-0.95x,
+    resnet18/50 inference 0.83-1.02x. cuDNN's tensor-core kernels want NHWC too; Ascend NPUs use their own formats.
+    """
+    if setting == "auto":
+        return device.type in ("cpu", "cuda")
+    return bool(setting)
 
 
 def peak_rss_mb() -> float:

@@ -8,7 +8,7 @@ from typing import Iterable, Optional, Sequence, Union
 from rich.markup import escape
 
 from cann_distill.data import forget_listings
-from cann_distill.devices import Runtime, resolve_device
+from cann_distill.devices import Runtime, channels_last_for, resolve_device
 from cann_distill.errors import ArtifactError, GateError, UsageError
 from cann_distill.recipe import Recipe, load_recipe, read_yaml
 from cann_distill.rundir import RunDir
@@ -62,7 +62,8 @@ def run_stages(
 
 def make_runtime(recipe: Recipe) -> Runtime:
     rt = recipe.runtime
-    return Runtime(resolve_device(rt.device), channels_last=rt.channels_last, compile=rt.compile)
+    device = resolve_device(rt.device)
+    return Runtime(device, channels_last=channels_last_for(device, rt.channels_last), compile=rt.compile)
 
 
 def recover_manifest(run: RunDir, recipe: Recipe, stages: Sequence[str], repair: bool) -> None:
