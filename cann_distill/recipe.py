@@ -211,6 +211,23 @@ class ReplayConfig(Strict):
     top_k: Optional[int] = Field(None, ge=1, description="teacher probabilities kept per view (fp16 + class index), the rest spread uniformly; default min(10, classes)")
 
 
+class QatConfig(TrainConfig):
+    """distill.qat: quantization-aware distillation (QAD), a short phase after float distillation (`cann_distill.quant.qat`)."""
+
+    enabled: bool = Field(False, description="train the distilled student once more with onnxruntime's INT8 arithmetic simulated")
+    epochs: int = Field(3, ge=1, description="QAD epochs, after distill.epochs of float distillation")
+    lr: float = Field(0.005, gt=0, description="QAD learning rate (a tenth of a typical distill lr: QAD fine-tunes)")
+    teacher: Literal["teacher", "float_student"] = Field(
+        "float_student", description="KD target: the float student of the previous phase (the QAD recipe) or the teacher")
+    temperature: float = Field(1.0, gt=0, description="KD temperature of the QAD loss (logit KL, as NVIDIA Model Optimizer's QAD)")
+    ce_weight: float = Field(0.0, ge=0, description="weight of cross-entropy with the labels next to the KD term (weight 1)")
+    keep_float: list[Text] = Field(default_factory=list, description="student modules (conv/linear) kept in float: no fake quant, excluded at export")
+    per_tensor: list[Text] = Field(default_factory=list, description="student modules whose weights are quantized per tensor instead of per channel")
+    freeze_observers_epoch: Optional[int] = Field(None, ge=0, description="activation ranges follow an EMA of min/max until this QAD epoch (0-based), then stay; default: never frozen")
+    freeze_bn_epoch: int = Field(0, ge=0, description="BatchNorm uses batch statistics until this QAD epoch, then its running ones (0: frozen throughout)")
+    observer_momentum: float = Field(0.01, gt=0, le=1, description="EMA factor of the activation range observers")
+
+
 class DistillConfig(TrainConfig):
     losses: list[LossSpec] = Field(
         default_factory=lambda: [LossSpec(kind="ce", weight=0.5), LossSpec(kind="kd", weight=0.5, temperature=4.0)],
@@ -229,6 +246,7 @@ class DistillConfig(TrainConfig):
         "(augmentation) or a loss reads teacher features, else cached"
     )
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
+    qat: QatConfig = Field(default_factory=QatConfig)
 
 
 class CalibrationConfig(Strict):
@@ -461,6 +479,7 @@ def semantic_errors(recipe: Recipe) -> list[str]:
             elif key == "std" and any(v <= 0 for v in value):
                 errors.append(f"{section}.std: every value must be > 0")
     errors += _select_errors(recipe)
+    errors += _qat_errors(recipe)
     for i, spec in enumerate(recipe.distill.losses):
         path = f"distill.losses[{i}]"
         if spec.kind not in LOSSES:
@@ -610,6 +629,24 @@ def _select_errors(recipe: Recipe) -> list[str]:
         errors.append(f"select.temperature.t_easy: must be <= base ({t.base}), got {t.t_easy}")
     if not t.base <= t.t_hard:
         errors.append(f"select.temperature.t_hard: must be >= base ({t.base}), got {t.t_hard}")
+    return errors
+
+
+def _qat_errors(recipe: Recipe) -> list[str]:
+    qat, errors = recipe.distill.qat, []
+    if not qat.enabled:
+        return errors
+    for key in ("freeze_observers_epoch", "freeze_bn_epoch"):
+        value = getattr(qat, key)
+        if value is not None and value > qat.epochs:
+            errors.append(f"distill.qat.{key}: {value} is past the last QAD epoch (distill.qat.epochs={qat.epochs})")
+    if qat.ema_decay is not None:
+        errors.append("distill.qat.ema_decay: not supported in QAD (an averaged copy would lose the quantizers' hooks)")
+    if recipe.validate_.per_channel and recipe.validate_.opset < 13:
+        errors.append(f"validate.opset: per-channel QDQ (QuantizeLinear axis) needs opset >= 13, got {recipe.validate_.opset}")
+    both = set(qat.keep_float) & set(qat.per_tensor)
+    if both:
+        errors.append(f"distill.qat.per_tensor: {sorted(both)[0]!r} is also in keep_float")
     return errors
 
 

@@ -98,9 +98,11 @@ def preprocess(fp32: Path, out: Path) -> None:
 
 def quantize_int8(
     prep: Path, out: Path, calib: np.ndarray, scheme: dict[str, Any], per_channel: bool, method: str,
-    nodes_to_exclude: Sequence[str] = (),
+    nodes_to_exclude: Sequence[str] = (), extra_options: Optional[dict[str, Any]] = None,
 ) -> None:
-    """Static QDQ quantization; every argument passed explicitly (defaults changed across versions)."""
+    """Static QDQ quantization; every argument passed explicitly (defaults changed across versions).
+
+    `extra_options` goes to onnxruntime as is (QAT passes the learned ranges as `TensorQuantOverrides`)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
@@ -114,7 +116,7 @@ def quantize_int8(
                 reduce_range=scheme["reduce_range"], activation_type=qtype[scheme["activation_type"]],
                 weight_type=qtype[scheme["weight_type"]], nodes_to_quantize=None,
                 nodes_to_exclude=list(nodes_to_exclude) or None, use_external_data_format=False,
-                calibrate_method=calib_method[method], calibration_providers=["CPUExecutionProvider"], extra_options={},
+                calibrate_method=calib_method[method], calibration_providers=["CPUExecutionProvider"], extra_options=dict(extra_options or {}),
             )
     except Exception as exc:
         raise StageError(f"onnxruntime static quantization failed: {str(exc).splitlines()[0][:300]}") from exc

@@ -57,6 +57,10 @@ class Stage:
         """Inputs beyond recipe sections and artifacts (file listings, external checkpoints)."""
         return {}
 
+    def needs_for(self, recipe: Recipe) -> tuple[str, ...]:
+        """The upstream artifacts this recipe makes the stage read (default: `needs`)."""
+        return self.needs
+
     def execute(self, ctx: Context) -> dict[str, Any]:
         """Write outputs into ctx.out; return a small JSON summary for the manifest."""
         raise NotImplementedError
@@ -86,7 +90,7 @@ def compute_inputs(stage: Stage, recipe: Recipe, run: RunDir) -> tuple[dict[str,
     """Fingerprint inputs and upstream artifact paths; raises if an upstream stage is missing or stale."""
     artifacts: dict[str, Path] = {}
     hashes: dict[str, str] = {}
-    for rel in stage.needs:
+    for rel in stage.needs_for(recipe):
         upstream = rel.split("/", 1)[0]
         if not is_current(STAGES[upstream], recipe, run):
             rec = run.record(upstream)

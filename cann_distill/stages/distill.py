@@ -35,6 +35,7 @@ from cann_distill.distiller import Distiller, Term
 from cann_distill.errors import ArtifactError
 from cann_distill.losses.feature import channel_weights_key
 from cann_distill.models import build_model, count_params, save_checkpoint, teacher_input
+from cann_distill.quant.qad import run_phase as run_qad
 from cann_distill.recipe import DistillConfig, LossSpec, Recipe
 from cann_distill.replay import ReplayStore
 from cann_distill.rundir import RunDir
@@ -305,7 +306,14 @@ class DistillStage(Stage):
     needs = (LOGITS, INDEX, SUMMARY, TEACHER_CKPT)
 
     def extra_inputs(self, recipe: Recipe) -> dict[str, Any]:
-        return {"checkpoint": _checkpoint_hashes(recipe)["student"],
+        qat = {}
+        if recipe.distill.qat.enabled:  # QAD starts from validate's PTQ, whose scheme this CPU decides
+            from cann_distill.quant.ort import cpu_features
+
+            v = recipe.validate_
+            qat = {"qat_ptq": {k: v.model_dump()[k] for k in ("opset", "per_channel", "activation_type", "reduce_range", "nodes_to_exclude", "calibration")},
+                   "cpu": cpu_features()}
+        return {**qat, "checkpoint": _checkpoint_hashes(recipe)["student"],
                 "teacher_input": {"arch": recipe.teacher.arch, "mean": recipe.teacher.mean, "std": recipe.teacher.std}}
 
     def execute(self, ctx: Context) -> dict[str, Any]:
@@ -330,8 +338,11 @@ class DistillStage(Stage):
                       deploy=distiller.student, checkpoint=resume, no_decay=("balance.",), runtime=rt,
                       transform=inputs.splits.train_transform, mix=make_mixup(r.data, len(inputs.train.classes)),
                       teacher=targets, period=targets.period)
+        qad = run_qad(ctx, distiller.student, inputs.splits, ctx.artifacts[TEACHER_CKPT], _resume.get()) if cfg.qat.enabled else None
         summary = self._finish(ctx, distiller, inputs, history, targets, temperature, critical, sensitivity)
-        resume.path.unlink(missing_ok=True)  # the stage's outputs supersede it
+        if qad is not None:
+            summary["qat"] = qad
+        resume.path.unlink(missing_ok=True)  # the stage's outputs supersede it (kept until QAD is done, so --resume can reach it)
         return summary
 
     def _finish(self, ctx: Context, distiller: Distiller, inputs: DistillInputs, history: History, targets: TeacherTargets,

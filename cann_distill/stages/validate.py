@@ -16,6 +16,7 @@ from cann_distill.data import Split, channels_of, load_splits, loader
 from cann_distill.errors import StageError
 from cann_distill.models import build_model, count_params, with_teacher_input
 from cann_distill.quant import ort as q
+from cann_distill.quant import qad
 from cann_distill.quant.export import export_onnx
 from cann_distill.quant.feedback import gate, set_dotted, suggest_fixes
 from cann_distill.quant.gap import layer_gap
@@ -29,6 +30,7 @@ from cann_distill.ui import ui
 REPORT = "validate/validation.json"
 FP32 = "validate/student_fp32.onnx"
 INT8 = "validate/student_int8.onnx"
+QAT_CKPT = f"distill/{qad.CHECKPOINT_NAME}"
 
 
 def stack(split: Split, idx: np.ndarray) -> np.ndarray:
@@ -125,6 +127,9 @@ class ValidateStage(Stage):
     needs = (TEACHER_CKPT, STUDENT_CKPT)
     ignore = ("data.augment",)  # evaluation and calibration use the evaluation transform
 
+    def needs_for(self, recipe: Recipe) -> tuple[str, ...]:
+        return self.needs + ((QAT_CKPT,) if recipe.distill.qat.enabled else ())
+
     def extra_inputs(self, recipe: Recipe) -> dict[str, Any]:
         # the host decides the auto INT8 scheme, so a run dir moved to another CPU revalidates
         return {"profile": load_hardware_profile(recipe.validate_.target), "cpu": q.cpu_features()}
@@ -168,6 +173,13 @@ class ValidateStage(Stage):
             metrics = {name: split_metrics({**torch_logits[name], **onnx_logits({"onnx_fp32": s32, "onnx_int8": s8}, split)}, split.targets)
                        for name, split in evaluated.items()}
             gap_rows = layer_gap(quantizer.prep, int8, gap_x, work)
+            qat_result = None
+            if QAT_CKPT in ctx.artifacts:  # the QAD student, exported with the ranges it learned
+                qat_model = qad.load(ctx.artifacts[QAT_CKPT], r, classes, in_chans, names)
+                qat_result = qad.validate_qat(qat_model, r, classes, in_chans, calib, ctx.out / "student_int8_qat.onnx", work, evaluated,
+                                              cfg.nodes_to_exclude)
+                qat_rows = layer_gap(qat_result.pop("prep"), ctx.out / "student_int8_qat.onnx", gap_x, work)
+                qat_result["layer_gap"] = qad.compare_gaps(gap_rows, qat_rows, cfg.gap.top)
 
             def evaluate(changes: dict[str, Any]) -> float:  # fixes are chosen on val, never on test
                 trial = work / "trial.onnx"
@@ -188,6 +200,12 @@ class ValidateStage(Stage):
         ratio = lat8["median_ms"] / lat32["median_ms"]
         head = splits.headline.name
         drop = metrics[head]["accuracy"]["int8_drop"]
+        if qat_result is not None:  # what ships is the QAD student: its INT8 against the float student
+            for name, m in metrics.items():
+                got = qat_result["by_split"][name]
+                m["accuracy"].update(onnx_int8_qat=got["onnx_int8_acc"], qat_drop=m["accuracy"]["onnx_fp32"] - got["onnx_int8_acc"])
+                m["agreement"]["qat_fake_quant_vs_onnx_int8_top1"] = got["fake_quant_vs_onnx_int8_top1"]
+            drop = metrics[head]["accuracy"]["qat_drop"]
         notes = [slowdown_note(ratio, float_ops)] if ratio > 1.0 else []
         if feedback["triggered"]:
             notes.append(f"INT8 drop {100 * v['int8_drop']:.2f} pt on val: see feedback.suggestions; "
@@ -213,6 +231,8 @@ class ValidateStage(Stage):
                           "metric": "sqnr_db: mean per-channel SQNR of the INT8 activation vs FP32; gap_db: SQNR lost in this layer",
                           "worst": gap_rows[: cfg.gap.top]},
             "feedback": feedback, "gate": budgets, "notes": notes,
+            "quantization": "qat" if qat_result is not None else "ptq",
+            **({"qat": qat_result} if qat_result is not None else {}),
         }
         for note in notes:
             ui.warn(note)
@@ -223,6 +243,7 @@ class ValidateStage(Stage):
             "scheme": {k: scheme[k] for k in ("activation_type", "reduce_range")},
             "worst_layers": [{k: row.get(k) for k in ("module", "node", "gap_db", "sqnr_db")} for row in gap_rows[:3]],
             "feedback": {"triggered": feedback["triggered"], "apply": feedback["apply"]}, "gate": budgets,
+            "quantization": result["quantization"],
         }
 
 
