@@ -103,11 +103,11 @@ def check_gate(results: Sequence[StageResult]) -> None:
 
 def apply_feedback(recipe_path: Union[str, Path], results: Sequence[StageResult]) -> Optional[Path]:
     """Write `<recipe>.feedback.yaml` next to the recipe with validate's suggested changes (never the original)."""
-    from cann_distill.quant.feedback import write_patched_recipe
+    from cann_distill.quant.feedback import recipe_key, write_patched_recipe
 
     fb = next((r.summary.get("feedback") for r in results if r.stage == "validate"), None)
     if not fb or not fb.get("apply"):
         return None
     recipe_path = Path(recipe_path)
-    changes = ", ".join(f"validate.{k}" for k in fb["apply"])
+    changes = ", ".join(recipe_key(k) for k in fb["apply"])
     return write_patched_recipe(recipe_path, read_yaml(recipe_path), fb["apply"], f"feedback applied: {changes}")

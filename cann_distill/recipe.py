@@ -270,6 +270,8 @@ class FeedbackConfig(Strict):
     max_layer_gap_db: float = Field(10.0, gt=0, description="a layer that loses more SQNR than this (dB) is a float candidate")
     max_exclude: int = Field(4, ge=0, description="most nodes suggested to keep in float")
     search: bool = Field(True, description="measure each candidate fix (quantize + evaluate) before suggesting it")
+    qad_epochs: int = Field(1, ge=0, description="when the INT8 drop exceeds max_int8_drop, also measure the fix 'run QAD': "
+                            "this many QAD epochs from the float student (1: cheap; 0: not offered)")
 
 
 class BudgetConfig(Strict):

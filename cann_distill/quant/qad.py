@@ -204,6 +204,21 @@ def validate_qat(model: nn.Module, recipe: Recipe, num_classes: int, in_chans: i
     return {"ranges": export, "by_split": by_split, "prep": prep}
 
 
+def trial_int8_acc(float_student: nn.Module, recipe: Recipe, vcfg: Any, epochs: int, splits: Splits, calib: np.ndarray,
+                   work: Path, runtime: Runtime = CPU) -> float:
+    """validate's feedback fix "run QAD", measured: `epochs` of QAD from the float student (no teacher needed) under
+    the validate config `vcfg`, exported with the learned ranges; onnxruntime INT8 top-1 on val."""
+    trial = recipe.model_copy(update={"validate_": vcfg})
+    cfg = recipe.distill.qat.model_copy(update={"enabled": True, "epochs": epochs, "teacher": "float_student"})
+    prepared, _, seconds = train(float_student, trial, splits, cfg=cfg, calib=calib, runtime=runtime)
+    num_classes, in_chans = len(splits.train.classes), int(calib.shape[1])
+    got = validate_qat(prepared.model, trial, num_classes, in_chans, calib, work / "qad_trial.onnx", work, {"val": splits.val},
+                       vcfg.nodes_to_exclude)["by_split"]["val"]
+    log.info("feedback QAD trial: %d epoch(s) in %.1f s, INT8 val top-1 %.4f (fake-quant agreement %.4f)",
+             epochs, seconds, got["onnx_int8_acc"], got["fake_quant_vs_onnx_int8_top1"])
+    return float(got["onnx_int8_acc"])
+
+
 def _batches(split: Any) -> Any:
     from cann_distill.data import loader
 

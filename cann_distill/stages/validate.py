@@ -18,7 +18,7 @@ from cann_distill.models import build_model, count_params, with_teacher_input
 from cann_distill.quant import ort as q
 from cann_distill.quant import qad
 from cann_distill.quant.export import export_onnx
-from cann_distill.quant.feedback import gate, set_dotted, suggest_fixes
+from cann_distill.quant.feedback import QAD_ENABLED, QAD_EPOCHS, gate, set_dotted, split_changes, suggest_fixes
 from cann_distill.quant.gap import layer_gap
 from cann_distill.recipe import Recipe, ValidateConfig, load_hardware_profile
 from cann_distill.stages.base import Context, Stage, register_stage
@@ -132,7 +132,10 @@ class ValidateStage(Stage):
 
     def extra_inputs(self, recipe: Recipe) -> dict[str, Any]:
         # the host decides the auto INT8 scheme, so a run dir moved to another CPU revalidates
-        return {"profile": load_hardware_profile(recipe.validate_.target), "cpu": q.cpu_features()}
+        extra = {"profile": load_hardware_profile(recipe.validate_.target), "cpu": q.cpu_features()}
+        if recipe.validate_.feedback.qad_epochs and not recipe.distill.qat.enabled:  # the "run QAD" fix trains with distill.qat
+            extra["feedback_qad"] = recipe.distill.qat.model_dump(exclude={"enabled", "epochs", "teacher"})
+        return extra
 
     def execute(self, ctx: Context) -> dict[str, Any]:
         r, cfg, rt = ctx.recipe, ctx.recipe.validate_, ctx.runtime
@@ -182,12 +185,17 @@ class ValidateStage(Stage):
                 qat_result["layer_gap"] = qad.compare_gaps(gap_rows, qat_rows, cfg.gap.top)
 
             def evaluate(changes: dict[str, Any]) -> float:  # fixes are chosen on val, never on test
+                inside, outside = split_changes(changes)
+                trial_cfg = apply_changes(cfg, inside)
+                if outside.get(QAD_ENABLED):
+                    return qad.trial_int8_acc(student, r, trial_cfg, outside[QAD_EPOCHS], splits, calib, work, rt)
                 trial = work / "trial.onnx"
-                quantizer.quantize(apply_changes(cfg, changes), trial)
+                quantizer.quantize(trial_cfg, trial)
                 return topk(onnx_logits({"int8": q.session(trial, "CPUExecutionProvider")}, val)["int8"], y_val, 1)
 
             v = metrics["val"]["accuracy"]
-            feedback = suggest_fixes(cfg, cfg.feedback, v["int8_drop"], gap_rows, r.student.arch, v["onnx_int8"], scheme, evaluate)
+            feedback = suggest_fixes(cfg, cfg.feedback, v["int8_drop"], gap_rows, r.student.arch, v["onnx_int8"], scheme, evaluate,
+                                     qad=qat_result is None)
             feedback["split"] = "val"
 
         lat32 = q.latency(s32, gap_x, cfg.latency.warmup, cfg.latency.runs, "latency fp32")
