@@ -22,7 +22,7 @@ from cann_distill.models import build_model, with_teacher_input
 from cann_distill.recipe import AugmentConfig, MixConfig, Recipe, SelectConfig, SelectTemperatureConfig, TrainConfig
 from cann_distill.replay import ReplayStore, index_dtype
 from cann_distill.rundir import sha256_file
-from cann_distill.selectors import SELECTORS
+from cann_distill.selectors import SELECTORS, Selector
 from cann_distill.selectors.policy import Selection, select_samples
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
 from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT
@@ -182,6 +182,30 @@ def make_replay(recipe: Recipe, splits: Splits, teacher_path: Path, weights: str
     return entry, status
 
 
+def score_inputs(r: Recipe, selector: Selector, train: Split, cache: OutputCache, weights: str, teacher_path: Path,
+                 runtime: Runtime) -> tuple[Optional[np.ndarray], dict[str, Any], Optional[CacheStatus]]:
+    """What the strategy declared it reads beyond the teacher's logits: the student probe (final logits and,
+    for training-dynamics scores, its per-epoch history) and the teacher's logits on augmented views (cached)."""
+    cfg, n, n_classes = r.select, len(train), len(train.classes)
+    evidence: dict[str, Any] = {}
+    history: Optional[list[np.ndarray]] = [] if selector.needs_history else None
+    student_logits: Optional[np.ndarray] = None
+    if selector.needs_student or selector.needs_history:
+        student_logits = probe_logits(r, train, runtime, history)
+    if history is not None:
+        evidence["student_history"] = np.stack(history) if history else student_logits[None]  # type: ignore[index]
+    status: Optional[CacheStatus] = None
+    if selector.needs_views:
+        def compute() -> np.ndarray:
+            teacher = build_model(r.teacher, n_classes, channels_of(r.data), checkpoint=teacher_path, classes=train.classes)
+            return view_logits(with_teacher_input(teacher, r.data, r.teacher), train, view_transform(r), cfg.views, r.seed,
+                               cfg.batch_size, runtime)
+
+        parts = teacher_output_parts(r, train, weights, "view_logits", classes=train.classes, **view_inputs(r))
+        evidence["view_logits"], status = cache.get_or_compute(parts, (cfg.views, n, n_classes), compute)
+    return student_logits, evidence, status
+
+
 class SelectStage(Stage):
     name = "select"
     version = 6
@@ -231,21 +255,7 @@ class SelectStage(Stage):
         np.save(ctx.out / "teacher_logits.npy", logits, allow_pickle=False)
 
         selector = SELECTORS.build(cfg.strategy, **cfg.strategy_args)
-        evidence: dict[str, Any] = {}
-        history: Optional[list[np.ndarray]] = [] if selector.needs_history else None
-        student_logits: Optional[np.ndarray] = None
-        if selector.needs_student or selector.needs_history:
-            student_logits = probe_logits(r, train, ctx.runtime, history)
-        if history is not None:
-            evidence["student_history"] = np.stack(history) if history else student_logits[None]
-        views_status: Optional[str] = None
-        if selector.needs_views:
-            views_parts = teacher_output_parts(r, train, weights, "view_logits", classes=train.classes, **view_inputs(r))
-            evidence["view_logits"], views_status = cache.get_or_compute(
-                views_parts, (cfg.views, n, n_classes),
-                lambda: view_logits(with_teacher_input(build_model(r.teacher, n_classes, channels_of(r.data), checkpoint=teacher_path,
-                                                                   classes=train.classes), r.data, r.teacher),
-                                    train, view_transform(r), cfg.views, r.seed, cfg.batch_size, ctx.runtime))
+        student_logits, evidence, views_status = score_inputs(r, selector, train, cache, weights, teacher_path, ctx.runtime)
         scores = np.asarray(selector.score(logits, train.targets, seed=r.seed, student_logits=student_logits, **evidence), dtype=np.float64)
         if scores.shape != (n,):
             raise StageError(f"select.strategy '{cfg.strategy}': {scores.shape} scores for {n} samples")
