@@ -161,7 +161,7 @@ class SelectConfig(Strict):
     top_k_ratio: float = Field(0.35, gt=0, le=1)
     class_balanced: bool = Field(True, description="the same quota for every class (a smaller class gives all it has, the rest is shared)")
     policy: Literal["hard", "easy", "mix", "auto"] = Field(
-        "hard", description="which scores to keep: hard (highest), easy (lowest), mix (select.mix over score thirds), "
+        "mix", description="which scores to keep (default mix: the only policy that beat random on both benchmark datasets): hard (highest), easy (lowest), mix (select.mix over score thirds), "
         "auto (easy when kept samples per class < scarce_below, else hard)")
     mix: Optional[MixConfig] = Field(None, description="policy mix: fractions of the quota from the hard / medium / easy thirds; default 1/3 each")
     scarce_below: int = Field(500, ge=1, description="policy auto: kept samples per class below which data counts as scarce")
