@@ -147,14 +147,31 @@ class SelectTemperatureConfig(Strict):
     per_sample: bool = Field(False, description="true: KD uses each sample's index temperature; false: every sample gets `base` in the index and KD keeps its own temperature")
 
 
+class MixConfig(Strict):
+    """select.policy: mix — the share of the quota drawn from each third of the score ranking (they must sum to 1)."""
+
+    hard: float = Field(0.0, ge=0, le=1)
+    medium: float = Field(0.0, ge=0, le=1)
+    easy: float = Field(0.0, ge=0, le=1)
+
+
 class SelectConfig(Strict):
     strategy: str = "margin"
     strategy_args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the strategy")
     top_k_ratio: float = Field(0.35, gt=0, le=1)
-    class_balanced: bool = False
+    class_balanced: bool = Field(True, description="the same quota for every class (a smaller class gives all it has, the rest is shared)")
+    policy: Literal["hard", "easy", "mix", "auto"] = Field(
+        "mix", description="which scores to keep (default mix: the only policy that beat random on both benchmark datasets): hard (highest), easy (lowest), mix (select.mix over score thirds), "
+        "auto (easy when kept samples per class < scarce_below, else hard)")
+    mix: Optional[MixConfig] = Field(None, description="policy mix: fractions of the quota from the hard / medium / easy thirds; default 1/3 each")
+    scarce_below: int = Field(500, ge=1, description="policy auto: kept samples per class below which data counts as scarce")
+    views: int = Field(4, ge=1, le=64, description="view_loss / view_margin: augmented views per sample the teacher scores")
+    refresh_every: Optional[int] = Field(None, ge=1, description="re-mine the critical samples every N distill epochs "
+                                         "by teacher–student disagreement on the current student")
     batch_size: int = Field(256, ge=1)
     cache_dir: Optional[str] = Field(None, description="teacher-output cache; default $XDG_CACHE_HOME/cann-distill or ~/.cache/cann-distill")
-    probe_epochs: int = Field(0, ge=0, description="strategies that need a student (disagreement): CE epochs of the probe, 0 = at init")
+    probe_epochs: Optional[int] = Field(None, ge=0, description="strategies that read a student probe: its CE epochs; "
+                                        "default the strategy's (disagreement 0 = at init, el2n 2, forgetting 3)")
     temperature: SelectTemperatureConfig = Field(default_factory=SelectTemperatureConfig)
 
 
@@ -622,6 +639,7 @@ def _select_errors(recipe: Recipe) -> list[str]:
         errors.append(f"select.strategy: {SELECTORS.unknown_message(sel.strategy)}{suggest(sel.strategy, SELECTORS.names())}")
     else:
         errors += _component_errors(SELECTORS, sel.strategy, sel.strategy_args, "select.strategy_args", "select.strategy_args")
+    errors += _policy_errors(recipe)
     t = sel.temperature
     if t.t_min > t.t_max:
         errors.append(f"select.temperature.t_min: must be <= t_max, got t_min={t.t_min} > t_max={t.t_max}")
@@ -649,6 +667,29 @@ def _qat_errors(recipe: Recipe) -> list[str]:
     both = set(qat.keep_float) & set(qat.per_tensor)
     if both:
         errors.append(f"distill.qat.per_tensor: {sorted(both)[0]!r} is also in keep_float")
+    return errors
+
+
+def _policy_errors(recipe: Recipe) -> list[str]:
+    """select.mix, refresh_every and the probe a strategy needs."""
+    sel, errors = recipe.select, []
+    if sel.mix is not None:
+        total = sel.mix.hard + sel.mix.medium + sel.mix.easy
+        if sel.policy != "mix":
+            errors.append(f"select.mix: only read with select.policy: mix (policy is {sel.policy})")
+        elif abs(total - 1.0) > 1e-6:
+            errors.append(f"select.mix: hard + medium + easy must sum to 1, got {sel.mix.hard} + {sel.mix.medium} + {sel.mix.easy} = {total:.4g}")
+    if sel.refresh_every is not None:
+        epochs = recipe.distill.epochs
+        if sel.refresh_every > epochs:
+            errors.append(f"select.refresh_every: {sel.refresh_every} is more than distill.epochs ({epochs}); the critical samples would never be re-mined")
+        if recipe.distill.critical.mode == "none":
+            errors.append("select.refresh_every: distill.critical.mode is none, so there are no critical samples to re-mine")
+    if sel.strategy in SELECTORS:
+        need = SELECTORS.get(sel.strategy).min_probe_epochs
+        if sel.probe_epochs is not None and sel.probe_epochs < need:
+            errors.append(f"select.probe_epochs: strategy '{sel.strategy}' scores a student probe's training and needs >= {need} "
+                          f"probe epoch(s), got {sel.probe_epochs}")
     return errors
 
 
