@@ -35,7 +35,7 @@ from cann_distill.ui import ui
 
 log = logging.getLogger(__name__)
 
-FIT_VERSION = 1  # part of every cache key: bump when what a measurement holds changes
+FIT_VERSION = 2  # part of every cache key: bump when what a measurement holds changes
 CALIBRATION_SAMPLES = 32  # calibration sets the scales, not the speed; a few images are enough here
 THROUGHPUT_RUNS = 5
 FAMILY_MAX = 3
@@ -136,7 +136,7 @@ def measure(arch: str, setup: Setup, work: Path) -> dict[str, Any]:
     float_ops = q.float_ops(onnx.load(str(work / "int8_opt.onnx")).graph)
     lat = measure_latency({"fp32": s32, "int8": s8}, setup.sample, setup.cfg, setup.profile.batch)
     batch = setup.cfg.throughput_batch
-    keep = ("median_ms", "spread_ms", "p99_ms", "round_medians_ms", "unstable")
+    keep = ("median_ms", "spread_ms", "p99_ms", "p99_pooled_ms", "round_medians_ms", "unstable")
     return {
         **row, "status": "ok", "scheme": {k: scheme[k] for k in ("activation_type", "reduce_range")},
         "fp32": {k: lat["fp32"][k] for k in keep}, "int8": {k: lat["int8"][k] for k in keep},
