@@ -181,7 +181,7 @@ class MeasurementCache:
 
 def budget_values(row: dict[str, Any]) -> dict[str, float]:
     """What a row can be checked for before training (INT8 drop needs a trained student: validate checks it)."""
-    return {"latency_ms_p99": row["int8"]["p99_ms"], "size_mb": row["size_bytes"]["int8"] / 1e6, "params_m": row["params"] / 1e6}
+    return {"latency_ms_p99": row["int8"]["p99_ms"], "latency_ms_median": row["int8"]["median_ms"], "size_mb": row["size_bytes"]["int8"] / 1e6, "params_m": row["params"] / 1e6}
 
 
 def judge(rows: list[dict[str, Any]], budget_limits: dict[str, tuple[float, str]]) -> None:
@@ -267,7 +267,7 @@ def fit_student(
         "per_channel": setup.cfg.per_channel, "image_size": setup.image_size, "batch": profile.batch,
         "threads": setup.cfg.latency.threads, "cpu": q.cpu_features(), "versions": library_versions(),
         "budgets": {k: {"limit": v, "source": s} for k, (v, s) in budget_limits.items()},
-        "not_checked": [k for k in budget_limits if k not in ("latency_ms_p99", "size_mb", "params_m")],
+        "not_checked": [k for k in budget_limits if k not in ("latency_ms_p99", "latency_ms_median", "size_mb", "params_m")],
         "candidates": sorted(rows, key=lambda r: (r["status"] != "ok", r.get("int8", {}).get("median_ms", 0.0))),
         "picked": best["arch"] if best else None, "closest_miss": None if best else closest_miss(rows),
         "outputs": {},

@@ -278,7 +278,8 @@ class FeedbackConfig(Strict):
 class BudgetConfig(Strict):
     """Deployment budgets; a null value inherits the hardware profile's."""
 
-    latency_ms_p99: Optional[float] = Field(None, gt=0)
+    latency_ms_p99: Optional[float] = Field(None, gt=0, description="INT8 P99 at the profile's batch (needs a quiet machine)")
+    latency_ms_median: Optional[float] = Field(None, gt=0, description="INT8 median of round medians (robust on a busy machine)")
     size_mb: Optional[float] = Field(None, gt=0)
     params_m: Optional[float] = Field(None, gt=0)
     max_accuracy_drop: Optional[float] = Field(None, ge=0, le=1, description="ONNX FP32 → INT8 top-1 drop (fraction)")
