@@ -19,7 +19,8 @@ SMALL, LARGE = "test_efficientnet", "test_resnet"  # 0.10 M and 0.37 M parameter
 
 
 def fit_recipe(write_recipe, **budgets) -> Path:
-    return write_recipe(validate={**FAST, "budgets": budgets})
+    # a loaded test machine stretches P99 to several ms: pin the latency budget so only the asked ones decide
+    return write_recipe(validate={**FAST, "budgets": {"latency_ms_p99": 1000.0, **budgets}})
 
 
 def errors_of(result) -> list[str]:
