@@ -232,6 +232,13 @@ def run_cmd(
             as_json, quiet, debug, after=_validate_after(strict, None))
 
 
+def _probe_cells(row: dict) -> tuple[str, str]:
+    p = row.get("probe") or {}
+    if "val_acc" not in p:
+        return ("failed", "")
+    return (f"{100 * p['val_acc']:.1f}%", f"{100 * p['val_acc_per_int8_ms']:.0f}")
+
+
 def _render_fit(result: dict) -> None:
     from cann_distill.fit import describe_miss
 
@@ -240,14 +247,17 @@ def _render_fit(result: dict) -> None:
                     f"reduce_range={result['scheme']['reduce_range']}, batch {result['batch']}, {result['threads']} thread(s), "
                     f"{result['image_size']} px) — {basis['kind']}" + (f" ({basis['why']})" if basis["why"] else ""),
               title_justify="left")
-    for col in ("candidate", "params M", "MFLOPs", "FP32 ms", "INT8 ms", "INT8 p99", "INT8/FP32", "INT8 MB", "fits"):
+    probed = result.get("probe_epochs", 0) > 0
+    for col in ("candidate", "params M", "MFLOPs", "FP32 ms", "INT8 ms", "INT8 p99", "INT8/FP32", "INT8 MB",
+                *(("probe val", "val/ms") if probed else ()), "fits"):
         t.add_column(col)
     notes = []
     for r in result["candidates"]:
         mark = "[bold green]picked[/bold green]" if r["arch"] == result["picked"] else ("[green]yes[/green]" if r["fits"] else "[red]no[/red]")
         flops = "" if r.get("flops") is None else f"{r['flops'] / 1e6:.1f}"
         if r["status"] != "ok":
-            t.add_row(r["arch"], f"{r['params'] / 1e6:.2f}", flops, "", "", "", "", "", f"[red]{r['status']}[/red]")
+            t.add_row(r["arch"], f"{r['params'] / 1e6:.2f}", flops, "", "", "", "", "", *(("", "") if probed else ()),
+                      f"[red]{r['status']}[/red]")
             notes.append(f"{r['arch']}: {r['status']}: {cut(r['error'], 200)}")
             continue
         note = [f"{m['budget']} {m['value']:.4g} > {m['limit']:.4g} (+{100 * m['excess']:.0f}%)" for m in r["misses"]]
@@ -258,7 +268,7 @@ def _render_fit(result: dict) -> None:
         t.add_row(r["arch"] + (" (cached)" if r.get("cached") else ""), f"{r['params'] / 1e6:.2f}", flops,
                   f"{r['fp32']['median_ms']:.3f}±{r['fp32']['spread_ms']:.3f}", f"{r['int8']['median_ms']:.3f}±{r['int8']['spread_ms']:.3f}",
                   f"{r['int8']['p99_ms']:.3f}", f"{r['int8_over_fp32']:.2f}×" + ("" if r["comparison"]["significant"] else "~"),
-                  f"{r['size_bytes']['int8'] / 1e6:.2f}", mark)
+                  f"{r['size_bytes']['int8'] / 1e6:.2f}", *(_probe_cells(r) if probed else ()), mark)
     ui.console.print(t)
     for line in notes:
         ui.console.print(f"  {line}", highlight=False)
@@ -289,6 +299,9 @@ def fit_student_cmd(
     candidates: Annotated[Optional[str], typer.Option("--candidates", help="Comma-separated timm archs (default: the student's "
                                                       "width/depth variants plus resnet10t/14t, lcnet, mobilenetv2).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Measure again even when cached.")] = False,
+    probe_epochs: Annotated[int, typer.Option("--probe-epochs", min=0, help="Distill each candidate this many epochs from "
+                                              "select's cached teacher logits (needs `cann-distill select` first); "
+                                              "pick the most accurate that fits.")] = 0,
     as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     from cann_distill.fit import fit_student, require_fit
@@ -297,8 +310,9 @@ def fit_student_cmd(
 
     def go() -> dict:
         r = load_recipe(recipe, list(set_ or []))
-        return fit_student(r, recipe, run_dir_of(r, run_dir).root / "fit", target=target,
-                           candidates=candidates.split(",") if candidates is not None else None, force=force)
+        root = run_dir_of(r, run_dir).root
+        return fit_student(r, recipe, root / "fit", target=target, candidates=candidates.split(",") if candidates is not None else None,
+                           force=force, probe_epochs=probe_epochs, run_root=root)
 
     _invoke(go, as_json, quiet, debug, after=require_fit, render=_render_fit, to_json=lambda res: res)
 

@@ -195,9 +195,49 @@ def judge(rows: list[dict[str, Any]], budget_limits: dict[str, tuple[float, str]
 
 
 def pick(rows: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
-    """The fitting candidate with the most capacity (parameters), the faster INT8 on a tie."""
+    """The fitting candidate with the most accurate probe when probed, else the most capacity (parameters);
+    the faster INT8 on a tie."""
     fitting = [r for r in rows if r["fits"]]
-    return max(fitting, key=lambda r: (r["params"], -r["int8"]["median_ms"])) if fitting else None
+    if not fitting:
+        return None
+    if any("val_acc" in (r.get("probe") or {}) for r in fitting):
+        return max(fitting, key=lambda r: ((r.get("probe") or {}).get("val_acc", -1.0), -r["int8"]["median_ms"]))
+    return max(fitting, key=lambda r: (r["params"], -r["int8"]["median_ms"]))
+
+
+def probe(recipe: Recipe, run_root: Path, archs: Sequence[str], epochs: int) -> dict[str, dict[str, Any]]:
+    """A short distillation per candidate from select's cached teacher logits (the recipe's losses, `epochs`
+    epochs), each in a scratch copy of the run dir's teacher and select outputs: arch -> val_acc and seconds, or error."""
+    import shutil
+
+    from cann_distill.errors import CannDistillError, MissingInputError
+    from cann_distill.pipeline import run_stages
+    from cann_distill.rundir import RunDir
+    from cann_distill.stages import STAGES, is_current
+
+    run = RunDir(run_root)
+    stale = [s for s in ("teacher", "select") if not is_current(STAGES[s], recipe, run)]
+    if stale:
+        raise MissingInputError(f"--probe-epochs distills from the teacher's cached logits, but {', '.join(stale)} has not run "
+                                f"in {run_root} for this recipe: run `cann-distill select RECIPE` first")
+    out: dict[str, dict[str, Any]] = {}
+    for arch in archs:
+        variant = recipe.model_copy(deep=True)
+        variant.student.arch, variant.student.checkpoint = arch, None
+        variant.distill.epochs, variant.distill.teacher_targets = epochs, "cached"
+        with tempfile.TemporaryDirectory() as tmp:
+            for part in ("teacher", "select"):
+                shutil.copytree(run.root / part, Path(tmp) / part)
+            shutil.copy2(run.manifest_path, Path(tmp) / run.manifest_path.name)
+            t0 = time.perf_counter()
+            try:
+                [result] = run_stages(variant, ["distill"], run_dir=tmp, budget_check=False)
+            except CannDistillError as exc:
+                out[arch] = {"error": str(exc)}
+                log.warning("%s: probe failed (%s)", arch, exc)
+                continue
+            out[arch] = {"val_acc": float(result.summary["val_acc"]), "epochs": epochs, "seconds": time.perf_counter() - t0}
+    return out
 
 
 def closest_miss(rows: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
@@ -237,7 +277,7 @@ def make_setup(recipe: Recipe, profile: HardwareProfile) -> Setup:
 
 def fit_student(
     recipe: Recipe, recipe_path: Path, out_dir: Path, target: Optional[str] = None,
-    candidates: Optional[Sequence[str]] = None, force: bool = False,
+    candidates: Optional[Sequence[str]] = None, force: bool = False, probe_epochs: int = 0, run_root: Optional[Path] = None,
 ) -> dict[str, Any]:
     """Measure the candidates, check the budgets, write fit_student.json (and RECIPE.fit.yaml when one fits)."""
     names = candidates_for(recipe.student.arch, candidates)
@@ -258,6 +298,13 @@ def fit_student(
             log.warning("%s: %s; the search goes on", arch, row["error"])
         cache.put(key, row)  # a failed export is as deterministic as a measurement
         rows.append({**row, "cached": False})
+    if probe_epochs > 0:
+        measured = [r for r in rows if r["status"] == "ok"]
+        probes = probe(recipe, run_root or out_dir.parent, [r["arch"] for r in measured], probe_epochs)
+        for r in measured:
+            r["probe"] = probes[r["arch"]]
+            if "val_acc" in r["probe"]:  # transfer efficiency: accuracy the short probe reached per INT8 millisecond
+                r["probe"]["val_acc_per_int8_ms"] = r["probe"]["val_acc"] / r["int8"]["median_ms"]
     budget_limits = limits(recipe.validate_.budgets, profile.budgets.model_dump())
     judge(rows, budget_limits)
     best = pick(rows)
@@ -269,7 +316,7 @@ def fit_student(
         "budgets": {k: {"limit": v, "source": s} for k, (v, s) in budget_limits.items()},
         "not_checked": [k for k in budget_limits if k not in ("latency_ms_p99", "latency_ms_median", "size_mb", "params_m")],
         "candidates": sorted(rows, key=lambda r: (r["status"] != "ok", r.get("int8", {}).get("median_ms", 0.0))),
-        "picked": best["arch"] if best else None, "closest_miss": None if best else closest_miss(rows),
+        "probe_epochs": probe_epochs, "picked": best["arch"] if best else None, "closest_miss": None if best else closest_miss(rows),
         "outputs": {},
     }
     out_dir.mkdir(parents=True, exist_ok=True)

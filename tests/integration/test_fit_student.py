@@ -118,3 +118,19 @@ def test_a_student_over_the_parameter_budget_stops_distill_before_training(write
     assert not (tmp_path / "run" / "teacher").exists()  # stopped before the teacher trained, too
     with pytest.raises(MissingInputError):  # --no-budget-check: on to the usual checks (select has not run)
         run_stages(recipe, ["distill"], budget_check=False)
+
+
+def test_probe_epochs_distill_each_candidate_from_the_cached_logits(cli, write_recipe) -> None:
+    recipe = write_recipe(validate={**FAST, "budgets": {"latency_ms_p99": 1000.0}}, teacher={"arch": "test_resnet", "train": {"epochs": 1}})
+    early = cli("fit-student", recipe, "--candidates", SMALL, "--probe-epochs", "1")
+    assert early.exit_code == 1 and "run `cann-distill select RECIPE` first" in errors_of(early)[0]
+    run_stages(recipe, ["teacher", "select"])
+    result = cli("fit-student", recipe, "--candidates", f"{LARGE},{SMALL}", "--probe-epochs", "1", "--json")
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    probes = {r["arch"]: r["probe"] for r in out["candidates"]}
+    assert all(0.0 <= p["val_acc"] <= 1.0 and p["epochs"] == 1 for p in probes.values())
+    assert out["picked"] == max(probes, key=lambda a: probes[a]["val_acc"])  # most accurate probe, both fit
+    row = next(r for r in out["candidates"] if r["arch"] == SMALL)
+    assert row["probe"]["val_acc_per_int8_ms"] == pytest.approx(row["probe"]["val_acc"] / row["int8"]["median_ms"])
+    assert not (Path(out["outputs"]["json"]).parent.parent / "distill").exists()  # probes never touch the run dir's stages
