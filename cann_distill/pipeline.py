@@ -27,13 +27,16 @@ def run_stages(
     force: Union[bool, Iterable[str]] = False,
     overrides: Optional[list[str]] = None,
     resume: bool = False,
+    budget_check: bool = True,
 ) -> list[StageResult]:
     """Run `stages` in order, skipping those whose inputs have not changed.
 
     `force=True` reruns all of them; an iterable of names reruns just those. `resume=True` lets
     distill continue from its resume checkpoint (saved every epoch and on Ctrl-C). On a damaged
-    or foreign manifest, `force` instead rebuilds it (see `recover_manifest`).
+    or foreign manifest, `force` instead rebuilds it (see `recover_manifest`). With `budget_check`, a student
+    that cannot meet the target's parameter/size budget stops the run before any stage trains.
     """
+    from cann_distill.hardware import check_student_budget
     from cann_distill.stages.distill import resume_path, resuming
     from cann_distill.targets import check_recipe
 
@@ -54,6 +57,8 @@ def run_stages(
         if run.manifest_problem():
             recover_manifest(run, recipe, stages, repair=bool(forced))
             forced = {"distill"} & forced if resume else set()
+        if budget_check and "distill" in stages and ("distill" in forced or not is_current(STAGES["distill"], recipe, run)):
+            check_student_budget(recipe)
         run.write_resolved_recipe(recipe.to_dict())
         for name in stages:
             results.append(run_stage(STAGES[name], recipe, run, force=name in forced, runtime=runtime))

@@ -273,8 +273,9 @@ class CalibrationConfig(Strict):
 
 class LatencyConfig(Strict):
     warmup: int = Field(10, ge=0)
-    runs: int = Field(100, ge=5)
-    threads: int = Field(1, ge=1)
+    runs: int = Field(100, ge=5, description="timed runs per model, split over `rounds`")
+    rounds: int = Field(5, ge=1, le=100, description="FP32 and INT8 are timed in this many alternating rounds (median of round medians)")
+    threads: Optional[int] = Field(None, ge=1, description="onnxruntime intra-op threads; default: the hardware profile's")
 
 
 class GapConfig(Strict):
@@ -294,19 +295,20 @@ class FeedbackConfig(Strict):
 class BudgetConfig(Strict):
     """Deployment budgets; a null value inherits the hardware profile's."""
 
-    latency_ms_p99: Optional[float] = Field(None, gt=0)
+    latency_ms_p99: Optional[float] = Field(None, gt=0, description="INT8 P99 at the profile's batch (needs a quiet machine)")
+    latency_ms_median: Optional[float] = Field(None, gt=0, description="INT8 median of round medians (robust on a busy machine)")
     size_mb: Optional[float] = Field(None, gt=0)
     params_m: Optional[float] = Field(None, gt=0)
     max_accuracy_drop: Optional[float] = Field(None, ge=0, le=1, description="ONNX FP32 → INT8 top-1 drop (fraction)")
 
 
 class ValidateConfig(Strict):
-    target: str = Field("cpu", description="hardware profile in configs/hardware/")
+    target: Text = Field("cpu", description="hardware profile: a name in configs/hardware/ or a path to a profile YAML")
     provider: Optional[str] = Field(None, description="onnxruntime execution provider; default: the profile's")
     opset: int = Field(17, ge=13, le=21)
-    per_channel: bool = True
-    activation_type: Literal["auto", "uint8", "int8"] = "auto"
-    reduce_range: Union[Literal["auto"], bool] = "auto"
+    per_channel: Optional[bool] = Field(None, description="per-channel weight scales; default: the hardware profile's")
+    activation_type: Literal["auto", "uint8", "int8"] = Field("auto", description="auto: the hardware profile's, else the host CPU's best")
+    reduce_range: Union[Literal["auto"], bool] = Field("auto", description="auto: the hardware profile's, else true on x86 without VNNI")
     nodes_to_exclude: list[str] = Field(default_factory=list, description="ONNX node names kept in float")
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
@@ -369,11 +371,52 @@ def hardware_profiles() -> dict[str, Path]:
     return {p.stem: p for p in sorted((resource_dir("configs") / "hardware").glob("*.yaml"))}
 
 
-def load_hardware_profile(name: str) -> dict[str, Any]:
+class Int8Scheme(Strict):
+    """How INT8 is quantized for a target (`auto`: chosen from the host CPU's features, reason recorded)."""
+
+    activation_type: Literal["auto", "uint8", "int8"] = "auto"
+    reduce_range: Union[Literal["auto"], bool] = Field("auto", description="7-bit weights: for x86 CPUs without VNNI")
+    per_channel: bool = True
+
+
+class HardwareProfile(Strict):
+    """A deployment target: the runtime, how INT8 is built for it, and the budgets a student must meet."""
+
+    name: Text
+    description: Text = ""
+    provider: Text = "CPUExecutionProvider"
+    provider_options: dict[str, Union[str, int, float, bool]] = Field(default_factory=dict, description="onnxruntime provider options")
+    threads: int = Field(1, ge=1, description="onnxruntime intra-op threads")
+    batch: int = Field(1, ge=1, description="batch size at which latency is measured and budgeted")
+    int8: Int8Scheme = Field(default_factory=Int8Scheme)
+    machine: Optional[Literal["x86_64", "aarch64"]] = Field(None, description="CPU architecture of the target; null: any")
+    cpu_features: dict[Literal["avx2", "avx512", "vnni"], bool] = Field(
+        default_factory=dict, description="features the target has (true) or lacks (false); a host that differs only estimates it")
+    measured_here: bool = Field(True, description="false: figures taken on this host never stand for the target (estimates only)")
+    budgets: BudgetConfig = Field(default_factory=lambda: BudgetConfig())
+
+
+def hardware_profile(name: str) -> HardwareProfile:
+    """A shipped profile by name, or a profile YAML by path; unknown keys and bad values are errors with their key path."""
     profiles = hardware_profiles()
-    if name not in profiles:
-        raise RecipeError(f"validate.target: unknown hardware profile '{name}' (known: {', '.join(profiles)})")
-    return yaml.safe_load(profiles[name].read_text()) or {}
+    path = profiles.get(name)
+    if path is None:
+        if not name.endswith((".yaml", ".yml")) or not Path(name).is_file():
+            raise RecipeError(f"unknown hardware profile {preview(name)}{suggest(name, list(profiles))} "
+                              f"(known: {', '.join(profiles)}; or a path to a profile .yaml)")
+        path = Path(name)
+    data = load_document(path).data
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a hardware profile is a mapping of keys, got {type(data).__name__}")
+    try:
+        return HardwareProfile.model_validate(data, strict=True)
+    except ValidationError as exc:
+        problems = "; ".join(f"{path_}: {msg}" for path_, msg in _schema_errors(exc))
+        raise RecipeError(f"hardware profile {path}: {problems}") from None
+
+
+def load_hardware_profile(name: str) -> dict[str, Any]:
+    return hardware_profile(name).model_dump(mode="json")
 
 
 @lru_cache(maxsize=1)
@@ -514,9 +557,10 @@ def semantic_errors(recipe: Recipe) -> list[str]:
         if recipe.validate_.provider not in ort.get_all_providers():
             errors.append(f"validate.provider: onnxruntime does not know {preview(recipe.validate_.provider)}"
                           f"{suggest(recipe.validate_.provider, ort.get_all_providers())}")
-    profiles = hardware_profiles()
-    if recipe.validate_.target not in profiles:
-        errors.append(f"validate.target: unknown hardware profile {preview(recipe.validate_.target)} (known: {', '.join(profiles)})")
+    try:
+        hardware_profile(recipe.validate_.target)
+    except RecipeError as exc:
+        errors.append(f"validate.target: {exc}")
     return errors
 
 

@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 
 import yaml
 
+from cann_distill.hardware import limits
 from cann_distill.recipe import BudgetConfig, FeedbackConfig, ValidateConfig
 
 # Student families whose ops (depthwise conv + ReLU6/hard-swish/squeeze-excite) stay partly in
@@ -151,15 +152,6 @@ def write_patched_recipe(recipe_path: Path, original: dict[str, Any], apply: dic
 
 
 def gate(budgets: BudgetConfig, profile_budgets: dict[str, Any], measured: dict[str, float]) -> list[dict[str, Any]]:
-    """One pass/fail line per budget set in the recipe or the hardware profile."""
-    lines = []
-    for key in ("latency_ms_p99", "size_mb", "params_m", "max_accuracy_drop"):
-        limit = getattr(budgets, key)
-        source = "recipe"
-        if limit is None:
-            limit, source = profile_budgets.get(key), "profile"
-        if limit is None:
-            continue
-        value = measured[key]
-        lines.append({"budget": key, "limit": float(limit), "value": float(value), "pass": bool(value <= limit), "source": source})
-    return lines
+    """One pass/fail line per budget set in the recipe or the hardware profile (budgets not measured are left out)."""
+    return [{"budget": key, "limit": limit, "value": float(measured[key]), "pass": bool(measured[key] <= limit), "source": source}
+            for key, (limit, source) in limits(budgets, profile_budgets).items() if key in measured]

@@ -56,7 +56,10 @@ def calibration(recipe: Recipe, splits: Splits) -> np.ndarray:
 def prepare(student: nn.Module, recipe: Recipe, calib: np.ndarray, cfg: Optional[QatConfig] = None) -> Prepared:
     """Export the float student, quantize it with validate's PTQ settings, place the quantizers from that model."""
     cfg = cfg or recipe.distill.qat
-    vcfg = recipe.validate_
+    from cann_distill.hardware import effective_validate
+    from cann_distill.recipe import hardware_profile
+
+    vcfg = effective_validate(recipe.validate_, hardware_profile(recipe.validate_.target))  # as validate quantizes
     student = copy.deepcopy(student).cpu().eval()
     qat.check_overrides(student, cfg.keep_float, cfg.per_tensor)
     t0 = time.perf_counter()

@@ -15,12 +15,14 @@ import torch
 from cann_distill.data import Split, channels_of, load_splits, loader
 from cann_distill.errors import StageError
 from cann_distill.models import build_model, count_params, with_teacher_input
+from cann_distill.hardware import basis, effective_validate
+from cann_distill.quant import latency as timing
 from cann_distill.quant import ort as q
 from cann_distill.quant import qad
 from cann_distill.quant.export import export_onnx
 from cann_distill.quant.feedback import QAD_ENABLED, QAD_EPOCHS, gate, set_dotted, split_changes, suggest_fixes
 from cann_distill.quant.gap import layer_gap
-from cann_distill.recipe import Recipe, ValidateConfig, load_hardware_profile
+from cann_distill.recipe import Recipe, ValidateConfig, hardware_profile, load_hardware_profile
 from cann_distill.stages.base import Context, Stage, register_stage
 from cann_distill.stages.distill import CHECKPOINT as STUDENT_CKPT
 from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT
@@ -113,16 +115,25 @@ def split_metrics(logits: dict[str, np.ndarray], targets: np.ndarray) -> dict[st
     }
 
 
+def measure_latency(sessions: dict[str, Any], sample: np.ndarray, cfg: ValidateConfig, batch: int) -> dict[str, Any]:
+    """FP32 and INT8 timed in alternating rounds (see quant.latency), with a progress bar."""
+    total = len(sessions) * cfg.latency.rounds * max(1, cfg.latency.runs // cfg.latency.rounds)
+    with ui.progress() as prog:
+        task = prog.add_task("latency fp32/int8", total=total, status="") if prog is not None else None
+        advance = (lambda: prog.advance(task)) if prog is not None else None
+        return timing.interleaved(sessions, sample, cfg.latency.warmup, cfg.latency.runs, cfg.latency.rounds, batch, advance)
+
+
 def slowdown_note(ratio: float, float_ops: dict[str, int]) -> str:
     stay = ", ".join(f"{k}×{v}" for k, v in list(float_ops.items())[:6]) or "none"
-    return (f"INT8 is {ratio:.2f}× slower than FP32 on this target at batch 1: ops that stay in float after "
+    return (f"INT8 is {ratio:.2f}× slower than FP32 on this target (beyond the measurement spread): ops that stay in float after "
             f"optimization ({stay}) need Quantize/Dequantize round-trips, and at this model size the "
             "quantize/dequantize overhead outweighs the cheaper INT8 arithmetic")
 
 
 class ValidateStage(Stage):
     name = "validate"
-    version = 3
+    version = 4  # 4: interleaved latency rounds, hardware-profile INT8 scheme
     sections = ("data", "student", "validate", "seed")
     needs = (TEACHER_CKPT, STUDENT_CKPT)
     ignore = ("data.augment",)  # evaluation and calibration use the evaluation transform
@@ -138,9 +149,11 @@ class ValidateStage(Stage):
         return extra
 
     def execute(self, ctx: Context) -> dict[str, Any]:
-        r, cfg, rt = ctx.recipe, ctx.recipe.validate_, ctx.runtime
-        profile = load_hardware_profile(cfg.target)
-        provider, warning = q.resolve_provider(cfg.provider or profile.get("provider", "CPUExecutionProvider"))
+        r, rt = ctx.recipe, ctx.runtime
+        hw = hardware_profile(r.validate_.target)
+        cfg, profile = effective_validate(r.validate_, hw), hw.model_dump(mode="json")  # what the recipe leaves open comes from the profile
+        provider, warning = q.resolve_provider(cfg.provider or hw.provider)
+        options = hw.provider_options if provider == hw.provider else None
         if warning:
             ui.warn(warning)
         splits = load_splits(r.data)
@@ -169,8 +182,8 @@ class ValidateStage(Stage):
                     + (f", {len(cfg.nodes_to_exclude)} node(s) kept in float" if cfg.nodes_to_exclude else ""))
             quantizer.quantize(cfg, int8)
             onnx.checker.check_model(str(int8), full_check=True)
-            s32 = q.session(fp32, provider, threads=cfg.latency.threads)
-            s8 = q.session(int8, provider, threads=cfg.latency.threads, optimized_out=work / "int8_opt.onnx")
+            s32 = q.session(fp32, provider, threads=cfg.latency.threads, options=options)
+            s8 = q.session(int8, provider, threads=cfg.latency.threads, optimized_out=work / "int8_opt.onnx", options=options)
             optimized = onnx.load(str(work / "int8_opt.onnx")).graph
             optimized_ops, float_ops = q.op_histogram(optimized), q.float_ops(optimized)
             metrics = {name: split_metrics({**torch_logits[name], **onnx_logits({"onnx_fp32": s32, "onnx_int8": s8}, split)}, split.targets)
@@ -198,14 +211,14 @@ class ValidateStage(Stage):
                                      qad=qat_result is None)
             feedback["split"] = "val"
 
-        lat32 = q.latency(s32, gap_x, cfg.latency.warmup, cfg.latency.runs, "latency fp32")
-        lat8 = q.latency(s8, gap_x, cfg.latency.warmup, cfg.latency.runs, "latency int8")
+        lat = measure_latency({"fp32": s32, "int8": s8}, gap_x, cfg, hw.batch)
+        lat32, lat8, cmp = lat["fp32"], lat["int8"], lat["comparison"]
         tput = {
             "batch": cfg.throughput_batch,
             "fp32_img_s": q.throughput(s32, gap_x, cfg.throughput_batch, cfg.latency.runs // 10 + 3),
             "int8_img_s": q.throughput(s8, gap_x, cfg.throughput_batch, cfg.latency.runs // 10 + 3),
         }
-        ratio = lat8["median_ms"] / lat32["median_ms"]
+        ratio = cmp["int8_over_fp32"]
         head = splits.headline.name
         drop = metrics[head]["accuracy"]["int8_drop"]
         if qat_result is not None:  # what ships is the QAD student: its INT8 against the float student
@@ -214,13 +227,15 @@ class ValidateStage(Stage):
                 m["accuracy"].update(onnx_int8_qat=got["onnx_int8_acc"], qat_drop=m["accuracy"]["onnx_fp32"] - got["onnx_int8_acc"])
                 m["agreement"]["qat_fake_quant_vs_onnx_int8_top1"] = got["fake_quant_vs_onnx_int8_top1"]
             drop = metrics[head]["accuracy"]["qat_drop"]
-        notes = [slowdown_note(ratio, float_ops)] if ratio > 1.0 else []
+        notes = [slowdown_note(ratio, float_ops)] if cmp["verdict"] == "slower" else []
+        if (shaky := timing.unstable_note(lat)) is not None:
+            notes.append(shaky)
         if feedback["triggered"]:
             notes.append(f"INT8 drop {100 * v['int8_drop']:.2f} pt on val: see feedback.suggestions; "
                          "`cann-distill validate RECIPE --apply-feedback` writes a patched recipe")
         params = count_params(student)
         budgets = gate(cfg.budgets, profile.get("budgets") or {}, {
-            "latency_ms_p99": lat8["p99_ms"], "size_mb": int8.stat().st_size / 1e6, "params_m": params / 1e6,
+            "latency_ms_p99": lat8["p99_ms"], "latency_ms_median": lat8["median_ms"], "size_mb": int8.stat().st_size / 1e6, "params_m": params / 1e6,
             "max_accuracy_drop": drop,
         })
         result = {
@@ -231,7 +246,9 @@ class ValidateStage(Stage):
             "params": params, "flops": flops(student, in_chans, r.data.image_size),
             "accuracy": {**metrics[head]["accuracy"], "split": head}, "top5": metrics[head]["top5"],
             "agreement": metrics[head]["agreement"], "by_split": metrics,
-            "latency_batch1": {"threads": cfg.latency.threads, "fp32": lat32, "int8": lat8, "int8_over_fp32": ratio},
+            "latency_batch1": {"threads": cfg.latency.threads, "batch": hw.batch, "fp32": lat32, "int8": lat8, "int8_over_fp32": ratio,
+                               "comparison": cmp, "load_avg": lat["load_avg"], "rounds": lat["rounds"],
+                               "basis": basis(hw, provider, q.cpu_features())},
             "throughput": tput,
             "size_bytes": {"fp32": fp32.stat().st_size, "int8": int8.stat().st_size},
             "int8_optimized_ops": optimized_ops, "int8_float_ops": float_ops,

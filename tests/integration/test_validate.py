@@ -97,6 +97,12 @@ def test_validation_json_measurements(cli, distilled) -> None:
     assert v["agreement"]["torch_vs_onnx_fp32_max_abs_logit_diff"] < 1e-3
     lat = v["latency_batch1"]["int8"]
     assert lat["median_ms"] <= lat["p90_ms"] <= lat["p99_ms"]
+    # FP32 and INT8 timed in alternating rounds; "INT8 is N× slower" only when the difference exceeds the spread
+    cmp = v["latency_batch1"]["comparison"]
+    assert len(lat["round_medians_ms"]) == v["latency_batch1"]["rounds"] == 5 and lat["spread_ms"] >= 0
+    assert cmp["significant"] == (abs(cmp["difference_ms"]) > cmp["spread_ms"])
+    assert any("slower than FP32" in n for n in v["notes"]) == (cmp["verdict"] == "slower")
+    assert v["latency_batch1"]["basis"]["kind"] == "measured" and v["latency_batch1"]["load_avg"]["after"] is not None
     assert v["throughput"]["int8_img_s"] > 0 and v["flops"] > 0 and v["params"] > 0
     assert v["int8_optimized_ops"] and v["layer_gap"]["worst"]
     assert v["layer_gap"]["worst"][0]["gap_db"] >= v["layer_gap"]["worst"][-1]["gap_db"]
