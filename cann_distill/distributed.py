@@ -136,7 +136,7 @@ def session(device: torch.device, backend: str = "auto", timeout_s: float = 1800
     except Exception as exc:
         if not is_comm_error(exc):
             raise
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0][:160]
         raise StageError(f"rank {_group.rank}/{_group.world}: another process of this torchrun job stopped or did not answer "
                          f"within runtime.dist_timeout_s={timeout_s:g}s ({first}); the running stage's outputs were discarded; "
                          "rerun (distill: with --resume) to continue") from None
