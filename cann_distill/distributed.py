@@ -141,12 +141,11 @@ def session(device: torch.device, backend: str = "auto", timeout_s: float = 1800
                          f"within runtime.dist_timeout_s={timeout_s:g}s ({first}); the running stage's outputs were discarded; "
                          "rerun (distill: with --resume) to continue") from None
     finally:
-        group, _group = _group, None
+        _group = None
         try:
             dist.destroy_process_group()
         except Exception:  # a broken group may not shut down cleanly; the process is ending anyway
             pass
-        del group
 
 
 @contextlib.contextmanager
