@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
-from cann_distill import __version__
+from cann_distill import __version__, distributed
 from cann_distill.errors import CannDistillError, cut
 from cann_distill.ui import ui
 
@@ -74,6 +74,9 @@ def _stages_json(results: list) -> dict:
 
 def _invoke(fn: Callable[[], Any], as_json: bool, quiet: bool, debug: bool, after: Optional[Callable[[Any], None]] = None,
             render: Callable[[Any], None] = _print_results, to_json: Callable[[Any], Any] = _stages_json) -> None:
+    follower = distributed.launched_rank() > 0  # under torchrun only rank 0 reports; the others say only what went wrong
+    quiet = quiet or follower
+    as_json = as_json and not follower
     ui.configure(quiet=quiet or as_json)
     results: Any = []
     try:

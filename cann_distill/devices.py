@@ -108,14 +108,20 @@ class Runtime:
     device: torch.device
     channels_last: bool = False
     compile: bool = False
+    sync_bn: bool = False  # under torchrun: SyncBatchNorm (batch statistics over every rank's slice)
 
     @property
     def type(self) -> str:
         return self.device.type
 
     def describe(self) -> dict[str, Any]:
-        return {"device": str(self.device), "name": device_name(self.device), "channels_last": self.channels_last,
-                "compile": self.compile, "torch": torch.__version__}
+        from cann_distill import distributed
+
+        out = {"device": str(self.device), "name": device_name(self.device), "channels_last": self.channels_last,
+               "compile": self.compile, "torch": torch.__version__}
+        if distributed.active():
+            out.update(processes=distributed.world(), backend=distributed.backend_name(), sync_bn=self.sync_bn)
+        return out
 
     def model(self, module: nn.Module) -> nn.Module:
         """Move a module to the device (and memory format); returns the same object."""

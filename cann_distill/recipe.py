@@ -326,6 +326,12 @@ class RuntimeConfig(Strict):
         "auto", description="NHWC memory format for models and batches; auto: on for CPU and CUDA (oneDNN and cuDNN convolutions "
                             "are faster in NHWC: 0.5-0.95x the step time measured here), off on NPUs")
     compile: bool = Field(False, description="torch.compile the training forward")
+    backend: Literal["auto", "gloo", "nccl", "hccl"] = Field(
+        "auto", description="torchrun process-group backend; auto: nccl on CUDA, hccl on Ascend NPUs, gloo on the CPU")
+    dist_timeout_s: float = Field(1800.0, gt=0, le=86400, description="under torchrun: seconds a rank waits for the others "
+                                                                       "in a collective before it stops with an error")
+    sync_bn: bool = Field(False, description="under torchrun: SyncBatchNorm (statistics over the whole global batch); "
+                                             "CUDA/NPU only, torch has no CPU kernel for it")
 
 
 class ReportConfig(Strict):

@@ -24,6 +24,7 @@ from cann_distill.data import Splits, make_mixup
 from cann_distill.devices import CPU, Runtime
 from cann_distill.errors import ArtifactError
 from cann_distill.losses import LOSSES
+from cann_distill import distributed
 from cann_distill.models import build_model, create_model, read_checkpoint, save_checkpoint, with_teacher_input
 from cann_distill.quant import ort as q
 from cann_distill.quant import qat
@@ -256,5 +257,6 @@ def run_phase(ctx: Any, float_student: nn.Module, splits: Splits, teacher_ckpt: 
     save(ctx.out / CHECKPOINT_NAME, prepared, r, len(classes), in_chans, classes)
     result = summary(prepared, history, seconds, val_acc, cfg)
     (ctx.out / "qad_metrics.json").write_text(json.dumps({**result, "history": list(history)}, indent=2))
-    ckpt.path.unlink(missing_ok=True)
+    if distributed.is_main():  # under torchrun rank 0 owns the run dir
+        ckpt.path.unlink(missing_ok=True)
     return result

@@ -29,6 +29,7 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
+from cann_distill import distributed
 from cann_distill.cache import OutputCache, checkpoint_weights_fingerprint, resolve_cache_dir
 from cann_distill.critical import Refresher, training_cost
 from cann_distill.data import Split, Splits, channels_of, load_splits, loader, make_mixup
@@ -313,6 +314,7 @@ class Epochs:
 class DistillStage(Stage):
     name = "distill"
     version = 7
+    all_ranks = True  # under torchrun: DDP training / a sharded teacher pass (cann_distill.distributed)
     sections = ("data", "student", "distill", "seed")
     needs = (LOGITS, INDEX, SUMMARY, TEACHER_CKPT)
 
@@ -355,7 +357,8 @@ class DistillStage(Stage):
         summary = self._finish(ctx, distiller, inputs, history, targets, temperature, critical, sensitivity, refresh)
         if qad is not None:
             summary["qat"] = qad
-        resume.path.unlink(missing_ok=True)  # the stage's outputs supersede it (kept until QAD is done, so --resume can reach it)
+        if distributed.is_main():  # the stage's outputs supersede it (kept until QAD is done, so --resume can reach it)
+            resume.path.unlink(missing_ok=True)
         return summary
 
     def _finish(self, ctx: Context, distiller: Distiller, inputs: DistillInputs, history: History, targets: TeacherTargets,

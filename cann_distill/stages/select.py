@@ -13,6 +13,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from cann_distill import distributed
 from cann_distill.cache import CacheStatus, OutputCache, cache_key, checkpoint_weights_fingerprint, resolve_cache_dir
 from cann_distill.data import (Split, Splits, Transform, build_transforms, channels_of, count_classes, data_fingerprint, draw_loader,
                                load_splits, norm_stats)
@@ -28,7 +29,7 @@ from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, registe
 from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT
 from cann_distill.targets import ReplaySpec, check_recipe, label_draws, replay_spec, resolve_mode
 from cann_distill.temperature import per_sample_temperature
-from cann_distill.train import accuracy, ce_step, fit, predict, seed_everything
+from cann_distill.train import accuracy, ce_step, fit, predict, predict_all, seed_everything
 from cann_distill.ui import ui
 
 LOGITS = "select/teacher_logits.npy"
@@ -209,6 +210,7 @@ def score_inputs(r: Recipe, selector: Selector, train: Split, cache: OutputCache
 class SelectStage(Stage):
     name = "select"
     version = 6
+    all_ranks = True  # under torchrun: DDP training / a sharded teacher pass (cann_distill.distributed)
     sections = ("data", "select", "seed")
     needs = (TEACHER_CKPT,)
     ignore = ("data.augment",)  # the teacher labels un-augmented training images here (replayed views: see extra_inputs)
@@ -241,17 +243,21 @@ class SelectStage(Stage):
         parts = teacher_output_parts(r, train, weights, "logits", classes=train.classes)
         key = cache_key(parts)
 
-        def teacher_forward(split: Split = train, desc: str = "teacher logits") -> np.ndarray:
+        def teacher_forward(split: Split = train, desc: str = "teacher logits", sharded: bool = False) -> np.ndarray:
             teacher = build_model(r.teacher, n_classes, channels_of(r.data), checkpoint=teacher_path, classes=train.classes)
             teacher = with_teacher_input(teacher, r.data, r.teacher)
-            return predict(teacher, split, batch_size=cfg.batch_size, desc=desc, runtime=ctx.runtime).astype(np.float32)
+            forward = predict_all if sharded else predict  # sharded: whole batches per rank under torchrun
+            return forward(teacher, split, batch_size=cfg.batch_size, desc=desc, runtime=ctx.runtime).astype(np.float32)
 
         def spot_check(rows: Sequence[int]) -> np.ndarray:
             some = replace(train, ids=[train.ids[i] for i in rows], targets=train.targets[list(rows)],
                            images=lambda i: train.images(rows[i]), skipped={})
             return teacher_forward(some, "teacher spot check")
 
-        logits, cache_status = cache.get_or_compute(parts, (n, n_classes), teacher_forward, spot_check=spot_check)
+        # under torchrun rank 0 alone reads and writes the cache; on a miss every rank labels its shard
+        logits, cache_status = distributed.follow_cache(
+            lambda compute: cache.get_or_compute(parts, (n, n_classes), compute, spot_check=spot_check),
+            lambda: teacher_forward(sharded=True))
         np.save(ctx.out / "teacher_logits.npy", logits, allow_pickle=False)
 
         selector = SELECTORS.build(cfg.strategy, **cfg.strategy_args)
@@ -293,7 +299,7 @@ class SelectStage(Stage):
         statuses: dict[str, Any] = {"cache": cache_status}
         if views_status is not None:
             statuses["views_cache"] = views_status
-        if replaying:
+        if replaying and distributed.is_main():  # replay draws: rank 0 alone (not sharded yet)
             summary["replay"], statuses["replay_cache"] = make_replay(r, splits, teacher_path, weights, ctx.runtime)
         hists = {"score_histogram": histogram(scores), "temperature_histogram": histogram(temps)}
         # summary.json holds only what the recipe and data determine, so an identical rerun leaves distill up to date
