@@ -9,12 +9,12 @@ from typing import Any, Literal, Optional
 
 from cann_distill.data import SAMPLE_INVARIANT
 from cann_distill.devices import CPU, Runtime
-from cann_distill.errors import MissingInputError
+from cann_distill.errors import MissingInputError, StageError
 from cann_distill.recipe import Recipe
 from cann_distill.rundir import RunDir, StageRecord, library_versions, sha256_file, sha256_json
 from cann_distill.ui import ui
 
-STAGE_ORDER = ("teacher", "select", "distill", "validate", "report")
+STAGE_ORDER = ("teacher", "select", "distill", "baseline", "validate", "report")
 
 
 @dataclass
@@ -42,6 +42,7 @@ class Context:
     hashes: dict[str, str] = field(default_factory=dict)  # "select/index.csv" -> sha256, as verified by the runner
     fingerprint: str = ""  # of this stage's inputs, as the manifest will record it
     runtime: Runtime = CPU  # the device torch work runs on (not part of the fingerprint)
+    missing: dict[str, str] = field(default_factory=dict)  # optional artifact -> why it is not available
 
 
 class Stage:
@@ -52,6 +53,11 @@ class Stage:
     sections: tuple[str, ...] = ()
     needs: tuple[str, ...] = ()  # artifacts "stage/file" produced upstream
     ignore: tuple[str, ...] = ()  # "section.key" paths that cannot change this stage's outputs
+    optional: tuple[str, ...] = ()  # artifacts used when available; why one is not lands in Context.missing
+
+    def enabled(self, recipe: Recipe) -> bool:
+        """False: the recipe turns this stage off; the runner skips it and writes nothing."""
+        return True
 
     def extra_inputs(self, recipe: Recipe) -> dict[str, Any]:
         """Inputs beyond recipe sections and artifacts (file listings, external checkpoints)."""
@@ -97,13 +103,33 @@ def compute_inputs(stage: Stage, recipe: Recipe, run: RunDir) -> tuple[dict[str,
             )
         path, digest = run.require(upstream, rel, stage.name)
         artifacts[rel], hashes[rel] = path, digest
+    missing: dict[str, str] = {}
+    for rel in stage.optional:
+        try:
+            path, digest = _optional_input(stage, recipe, run, rel)
+            artifacts[rel], hashes[rel] = path, digest
+        except StageError as exc:
+            missing[rel] = str(exc)
     inputs = {
         "stage_version": stage.version,
         "sections": {s: (_section(recipe, s, stage.ignore) if s != "seed" else recipe.seed) for s in stage.sections},
         "artifacts": hashes,
         "extra": stage.extra_inputs(recipe),
     }
+    if missing:
+        inputs["missing"] = missing
     return inputs, artifacts
+
+
+def _optional_input(stage: Stage, recipe: Recipe, run: RunDir, rel: str) -> tuple[Path, str]:
+    upstream = STAGES[rel.split("/", 1)[0]]
+    if not upstream.enabled(recipe):
+        raise MissingInputError(f"the '{upstream.name}' stage is off in this recipe")
+    if not is_current(upstream, recipe, run):
+        rec = run.record(upstream.name)
+        why = "has not run" if rec is None else "is out of date for this recipe, or its outputs were modified"
+        raise MissingInputError(f"the '{upstream.name}' stage {why}: run `cann-distill {upstream.name}`")
+    return run.require(upstream.name, rel, stage.name)
 
 
 def is_current(stage: Stage, recipe: Recipe, run: RunDir) -> bool:
@@ -119,6 +145,8 @@ def is_current(stage: Stage, recipe: Recipe, run: RunDir) -> bool:
 
 def run_stage(stage: Stage, recipe: Recipe, run: RunDir, force: bool = False, runtime: Runtime = CPU) -> StageResult:
     """Run one stage (the caller holds the run-dir lock)."""
+    if not stage.enabled(recipe):
+        return StageResult(stage.name, "skipped", str(run.root), {}, {}, 0.0, "off in this recipe")
     inputs, artifacts = compute_inputs(stage, recipe, run)
     fingerprint = sha256_json(inputs)
     rec = run.record(stage.name)
@@ -129,7 +157,8 @@ def run_stage(stage: Stage, recipe: Recipe, run: RunDir, force: bool = False, ru
     started = time.time()
     t0 = time.perf_counter()
     with run.staging(stage.name) as out:
-        summary = stage.execute(Context(recipe, run, out, artifacts, dict(inputs["artifacts"]), fingerprint, runtime))
+        summary = stage.execute(Context(recipe, run, out, artifacts, dict(inputs["artifacts"]), fingerprint, runtime,
+                                        dict(inputs.get("missing", {}))))
         outputs = {f"{stage.name}/{p.relative_to(out).as_posix()}": sha256_file(p) for p in sorted(out.rglob("*")) if p.is_file()}
         run.forget(stage.name)  # the old record must not vouch for the folder being replaced
     seconds = time.perf_counter() - t0
