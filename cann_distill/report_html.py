@@ -268,13 +268,13 @@ def render(report: dict[str, Any], visuals: Optional[Visuals] = None) -> str:
     v = visuals or Visuals()
     data = report.get("data") or {}
     parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{esc(report.get('title'))} — cann-distill report</title>"
-             f"<style>{CSS}</style></head><body><h1>{esc(report.get('title'))}</h1>",
+             f"<link rel=icon href=\"data:,\"><style>{CSS}</style></head><body><h1>{esc(report.get('title'))}</h1>",
              f"<p class=meta>{esc(data.get('source'))} data, {data.get('num_train')} train / {data.get('num_val')} val / "
              f"{data.get('num_test')} test images; headline split {esc(data.get('headline_split'))}; written {esc(report.get('created'))}</p>"]
     problems = report.get("problems") or []
     if problems:
-        parts.append("<div class=problems><b>Missing or unusable inputs</b> (the rest is rendered):<ul>"
-                     + "".join(f"<li><code>{esc(p['input'])}</code>: {esc(p['problem'])}</li>" for p in problems) + "</ul></div>")
+        parts.append("<div class=problems><b>Missing, unusable or out-of-date inputs</b> (the rest is rendered):<ul>"
+                     + "".join(f"<li><code>{esc(p['input'])}</code> ({esc(p.get('kind', 'missing'))}): {esc(p['problem'])}</li>" for p in problems) + "</ul></div>")
     for anchor, title, fn in SECTIONS:
         try:
             body = fn(report, v)

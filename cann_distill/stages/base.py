@@ -43,6 +43,7 @@ class Context:
     fingerprint: str = ""  # of this stage's inputs, as the manifest will record it
     runtime: Runtime = CPU  # the device torch work runs on (not part of the fingerprint)
     missing: dict[str, str] = field(default_factory=dict)  # optional artifact -> why it is not available
+    stale: dict[str, str] = field(default_factory=dict)  # optional artifact used although its stage is not current
 
 
 class Stage:
@@ -104,12 +105,15 @@ def compute_inputs(stage: Stage, recipe: Recipe, run: RunDir) -> tuple[dict[str,
         path, digest = run.require(upstream, rel, stage.name)
         artifacts[rel], hashes[rel] = path, digest
     missing: dict[str, str] = {}
+    stale: dict[str, str] = {}
     for rel in stage.optional:
         try:
-            path, digest = _optional_input(stage, recipe, run, rel)
-            artifacts[rel], hashes[rel] = path, digest
+            artifacts[rel], hashes[rel], why = _optional_input(stage, recipe, run, rel)
         except StageError as exc:
             missing[rel] = str(exc)
+            continue
+        if why:
+            stale[rel] = why
     inputs = {
         "stage_version": stage.version,
         "sections": {s: (_section(recipe, s, stage.ignore) if s != "seed" else recipe.seed) for s in stage.sections},
@@ -118,18 +122,26 @@ def compute_inputs(stage: Stage, recipe: Recipe, run: RunDir) -> tuple[dict[str,
     }
     if missing:
         inputs["missing"] = missing
+    if stale:
+        inputs["stale"] = stale
     return inputs, artifacts
 
 
-def _optional_input(stage: Stage, recipe: Recipe, run: RunDir, rel: str) -> tuple[Path, str]:
+def _optional_input(stage: Stage, recipe: Recipe, run: RunDir, rel: str) -> tuple[Path, str, Optional[str]]:
+    """Path and hash of an intact optional artifact, and why its stage is not current (None when it is).
+
+    The file itself must be there and hash right; a stage made stale by a changed recipe or a
+    damaged sibling output is used as it is, and the caller is told.
+    """
     upstream = STAGES[rel.split("/", 1)[0]]
     if not upstream.enabled(recipe):
         raise MissingInputError(f"the '{upstream.name}' stage is off in this recipe")
+    path, digest = run.require(upstream.name, rel, stage.name)
+    stale = None
     if not is_current(upstream, recipe, run):
-        rec = run.record(upstream.name)
-        why = "has not run" if rec is None else "is out of date for this recipe, or its outputs were modified"
-        raise MissingInputError(f"the '{upstream.name}' stage {why}: run `cann-distill {upstream.name}`")
-    return run.require(upstream.name, rel, stage.name)
+        stale = (f"the '{upstream.name}' stage is not current for this recipe (its recipe sections, upstream artifacts or another "
+                 f"of its outputs changed); used as it is, `cann-distill run` brings it up to date")
+    return path, digest, stale
 
 
 def is_current(stage: Stage, recipe: Recipe, run: RunDir) -> bool:
@@ -158,7 +170,7 @@ def run_stage(stage: Stage, recipe: Recipe, run: RunDir, force: bool = False, ru
     t0 = time.perf_counter()
     with run.staging(stage.name) as out:
         summary = stage.execute(Context(recipe, run, out, artifacts, dict(inputs["artifacts"]), fingerprint, runtime,
-                                        dict(inputs.get("missing", {}))))
+                                        dict(inputs.get("missing", {})), dict(inputs.get("stale", {}))))
         outputs = {f"{stage.name}/{p.relative_to(out).as_posix()}": sha256_file(p) for p in sorted(out.rglob("*")) if p.is_file()}
         run.forget(stage.name)  # the old record must not vouch for the folder being replaced
     seconds = time.perf_counter() - t0

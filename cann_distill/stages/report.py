@@ -60,7 +60,8 @@ class Inputs:
 
     def __init__(self, ctx: Context) -> None:
         self.paths = dict(ctx.artifacts)
-        self.problems = [{"input": rel, "problem": why} for rel, why in sorted(ctx.missing.items())]
+        self.problems = ([{"input": rel, "kind": "missing", "problem": why} for rel, why in sorted(ctx.missing.items())]
+                         + [{"input": rel, "kind": "stale", "problem": why} for rel, why in sorted(ctx.stale.items())])
         self.docs: dict[str, Optional[dict[str, Any]]] = {name: self._json(rel) for name, rel in DOCS.items()}
 
     def _json(self, rel: str) -> Optional[dict[str, Any]]:
@@ -77,7 +78,7 @@ class Inputs:
         return doc
 
     def problem(self, rel: str, why: str) -> None:
-        self.problems.append({"input": rel, "problem": why})
+        self.problems.append({"input": rel, "kind": "missing", "problem": why})
         self.paths.pop(rel, None)
 
 
@@ -97,7 +98,7 @@ def read_scores(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
 class ReportStage(Stage):
     name = "report"
     version = 2
-    sections = ("report", "data", "select", "seed")
+    sections = ("report", "data", "teacher", "student", "select", "seed")
     optional = (TEACHER_METRICS, SELECT_SUMMARY, INDEX, DISTILL_METRICS, BASELINE_METRICS, VALIDATION,
                 TEACHER_CKPT, STUDENT_CKPT, BASELINE_CKPT)
 
@@ -105,7 +106,9 @@ class ReportStage(Stage):
         r = ctx.recipe
         inputs = Inputs(ctx)
         if not any(inputs.docs.values()):
-            raise MissingInputError("nothing to report: " + "; ".join(f"{p['input']}: {p['problem']}" for p in inputs.problems[:3]))
+            first = next(name for name, rel in DOCS.items() if "is off" not in ctx.missing.get(rel, ""))
+            raise MissingInputError(f"report: nothing to report yet (no stage output in {ctx.run.root}): "
+                                    f"run `cann-distill {first}` first (or `cann-distill run`)")
         splits = load_splits(r.data)
         knowledge, visuals = self._knowledge(ctx, inputs, splits)
         manifest = ctx.run.read_manifest()

@@ -107,8 +107,10 @@ def test_damaged_run_reports_what_is_missing_and_renders_the_rest(runs: Path, cl
     assert res.exit_code == 0, res.stderr
     r = load(run)
     jsonschema.Draft202012Validator(schema()).validate(r)
-    assert [p["input"] for p in r["problems"]] == ["distill/metrics.json"]
-    assert "distill" in r["problems"][0]["problem"] and r["distill"] is None and r["validate"] is not None
+    missing = [p for p in r["problems"] if p["kind"] == "missing"]
+    assert [p["input"] for p in missing] == ["distill/metrics.json"] and "hash does not match" in missing[0]["problem"]
+    assert {p["input"] for p in r["problems"] if p["kind"] == "stale"} == {"distill/student.pt", "validate/validation.json"}
+    assert r["distill"] is None and r["validate"] is not None and r["knowledge"]["accuracy"]["student"] is not None
     html = (run / "report" / "report.html").read_text()
     assert "distill/metrics.json" in html and html.count("<img") >= 7  # the rest rendered
     assert "distill/metrics.json" in res.stderr
