@@ -74,7 +74,7 @@ def recover_manifest(run: RunDir, recipe: Recipe, stages: Sequence[str], repair:
     problem = run.manifest_problem()
     kept = run.verified_records(STAGE_ORDER)
     with run.provisional(kept):
-        rerun = [s for s in stages if not is_current(STAGES[s], recipe, run)]
+        rerun = [s for s in stages if STAGES[s].enabled(recipe) and not is_current(STAGES[s], recipe, run)]
     rebuilt = f"{', '.join(kept)} from {'its' if len(kept) == 1 else 'their'} verified artifacts" if kept else "no stage (none could be verified)"
     if not repair:
         raise ArtifactError(f"{run.manifest_path} {problem}; rerun with --force: it is moved aside, rebuilt with {rebuilt}, "

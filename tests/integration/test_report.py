@@ -148,8 +148,10 @@ def test_dashboard_errors(cli, tmp_path: Path, runs: Path) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
-        busy = cli("dashboard", runs / "runs", "--port", s.getsockname()[1])
-    assert busy.exit_code == 1 and f"port {s.getsockname()[1]} on 127.0.0.1 is in use" in busy.stderr
+        port = s.getsockname()[1]
+        busy = cli("dashboard", runs / "runs", "--port", port)
+    assert busy.exit_code == 1 and busy.stderr.strip() == (f"Error: port {port} on 127.0.0.1 is in use (another dashboard?); "
+                                                           "pick another with --port")
 
 
 @needs_chromium
