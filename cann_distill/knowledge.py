@@ -64,7 +64,8 @@ def tap_features(teacher: nn.Module, teacher_arch: str, renorm: nn.Module, stude
         return out
     t_tap = FeatureTapper(teacher, sorted({str(t) for t, _ in pairs}, key=int), teacher_arch)
     s_tap = FeatureTapper(student, sorted({str(s) for _, s in pairs}, key=int), student_arch)
-    teacher.eval(), student.eval(), runtime.model(teacher), runtime.model(student), runtime.model(renorm)
+    for model in (teacher, student, renorm):
+        runtime.model(model).eval()
     idx = list(range(min(samples, len(split))))
     pooled: dict[str, list[np.ndarray]] = {}
     raw: dict[str, list[torch.Tensor]] = {}
