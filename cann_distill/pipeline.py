@@ -56,6 +56,8 @@ def run_stages(
             forced = {"distill"} & forced if resume else set()
         run.write_resolved_recipe(recipe.to_dict())
         for name in stages:
+            if len(stages) > 1 and not STAGES[name].enabled(recipe):
+                continue  # off in this recipe (e.g. baseline without report.baseline): only its own command reports that
             results.append(run_stage(STAGES[name], recipe, run, force=name in forced, runtime=runtime))
     return results
 
