@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
-from cann_distill import __version__
+from cann_distill import __version__, distributed
 from cann_distill.errors import CannDistillError, cut
 from cann_distill.ui import ui
 
@@ -75,6 +75,9 @@ def _stages_json(results: list) -> dict:
 
 def _invoke(fn: Callable[[], Any], as_json: bool, quiet: bool, debug: bool, after: Optional[Callable[[Any], None]] = None,
             render: Callable[[Any], None] = _print_results, to_json: Callable[[Any], Any] = _stages_json) -> None:
+    follower = distributed.launched_rank() > 0  # under torchrun only rank 0 reports; the others say only what went wrong
+    quiet = quiet or follower
+    as_json = as_json and not follower
     ui.configure(quiet=quiet or as_json)
     results: Any = []
     try:
@@ -135,12 +138,14 @@ def distill_cmd(
     recipe: RecipeArg, run_dir: RunDirOpt = None, set_: SetOpt = None, force: ForceOpt = False, device: DeviceOpt = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from <run_dir>/.distill.resume.pt "
                                          "(refused if the recipe changed since).")] = False,
+    no_budget_check: Annotated[bool, typer.Option("--no-budget-check", help="Do not stop before training when the student's "
+                                                  "parameters / estimated INT8 size exceed the hardware profile's budgets.")] = False,
     as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     from cann_distill.pipeline import run_stages
 
-    _invoke(lambda: run_stages(recipe, ["distill"], run_dir=run_dir, force=force, overrides=_overrides(set_, device), resume=resume),
-            as_json, quiet, debug)
+    _invoke(lambda: run_stages(recipe, ["distill"], run_dir=run_dir, force=force, overrides=_overrides(set_, device), resume=resume,
+                               budget_check=not no_budget_check), as_json, quiet, debug)
 
 
 _stage_command("baseline", "Train the student with cross-entropy only (same data, augmentation and epoch budget as distill): the "
@@ -303,12 +308,100 @@ def run_cmd(
     recipe: Annotated[Optional[Path], typer.Argument(help="YAML recipe file (default: the packaged default recipe).", show_default=False)] = None,
     run_dir: RunDirOpt = None, set_: SetOpt = None, force: ForceOpt = False, device: DeviceOpt = None,
     provider: ProviderOpt = None, strict: StrictOpt = False,
+    no_budget_check: Annotated[bool, typer.Option("--no-budget-check", help="Do not stop before training when the student's "
+                                                  "parameters / estimated INT8 size exceed the hardware profile's budgets.")] = False,
     as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     from cann_distill.pipeline import run_pipeline
 
-    _invoke(lambda: run_pipeline(recipe, run_dir=run_dir, force=force, overrides=_overrides(set_, device, provider)),
+    _invoke(lambda: run_pipeline(recipe, run_dir=run_dir, force=force, overrides=_overrides(set_, device, provider),
+                                 budget_check=not no_budget_check),
             as_json, quiet, debug, after=_validate_after(strict, None))
+
+
+def _probe_cells(row: dict) -> tuple[str, str]:
+    p = row.get("probe") or {}
+    if "val_acc" not in p:
+        return ("failed", "")
+    return (f"{100 * p['val_acc']:.1f}%", f"{100 * p['val_acc_per_int8_ms']:.0f}")
+
+
+def _render_fit(result: dict) -> None:
+    from cann_distill.fit import describe_miss
+
+    basis = result["basis"]
+    t = Table(title=f"fit-student: {result['target']} ({result['provider']}, {result['scheme']['activation_type']} activations, "
+                    f"reduce_range={result['scheme']['reduce_range']}, batch {result['batch']}, {result['threads']} thread(s), "
+                    f"{result['image_size']} px) — {basis['kind']}" + (f" ({basis['why']})" if basis["why"] else ""),
+              title_justify="left")
+    probed = result.get("probe_epochs", 0) > 0
+    for col in ("candidate", "params M", "MFLOPs", "FP32 ms", "INT8 ms", "INT8 p99", "INT8/FP32", "INT8 MB",
+                *(("probe val", "val/ms") if probed else ()), "fits"):
+        t.add_column(col)
+    notes = []
+    for r in result["candidates"]:
+        mark = "[bold green]picked[/bold green]" if r["arch"] == result["picked"] else ("[green]yes[/green]" if r["fits"] else "[red]no[/red]")
+        flops = "" if r.get("flops") is None else f"{r['flops'] / 1e6:.1f}"
+        if r["status"] != "ok":
+            t.add_row(r["arch"], f"{r['params'] / 1e6:.2f}", flops, "", "", "", "", "", *(("", "") if probed else ()),
+                      f"[red]{r['status']}[/red]")
+            notes.append(f"{r['arch']}: {r['status']}: {cut(r['error'], 200)}")
+            continue
+        note = [f"{m['budget']} {m['value']:.4g} > {m['limit']:.4g} (+{100 * m['excess']:.0f}%)" for m in r["misses"]]
+        if r["fp32"]["unstable"] or r["int8"]["unstable"]:
+            note.append("latency rounds disagree (busy machine)")
+        if note:
+            notes.append(f"{r['arch']}: {'; '.join(note)}")
+        t.add_row(r["arch"] + (" (cached)" if r.get("cached") else ""), f"{r['params'] / 1e6:.2f}", flops,
+                  f"{r['fp32']['median_ms']:.3f}±{r['fp32']['spread_ms']:.3f}", f"{r['int8']['median_ms']:.3f}±{r['int8']['spread_ms']:.3f}",
+                  f"{r['int8']['p99_ms']:.3f}", f"{r['int8_over_fp32']:.2f}×" + ("" if r["comparison"]["significant"] else "~"),
+                  f"{r['size_bytes']['int8'] / 1e6:.2f}", *(_probe_cells(r) if probed else ()), mark)
+    ui.console.print(t)
+    for line in notes:
+        ui.console.print(f"  {line}", highlight=False)
+    budgets = ", ".join(f"{k} ≤ {v['limit']:.4g} ({v['source']})" for k, v in result["budgets"].items())
+    ui.console.print(f"budgets: {budgets or 'none'}; ~ = INT8/FP32 difference within the measurement spread", highlight=False)
+    if result["not_checked"]:
+        ui.console.print(f"not checked before training: {', '.join(result['not_checked'])} (validate's gate checks it)", highlight=False)
+    if result["picked"]:
+        ui.console.print(f"picked {result['picked']}: wrote {result['outputs']['recipe']}", highlight=False)
+    elif result["closest_miss"]:
+        ui.console.print(f"closest miss: {describe_miss(result['closest_miss'])}", highlight=False)
+    ui.console.print(f"measurements: {result['outputs']['json']}", highlight=False)
+
+
+@app.command(
+    "fit-student",
+    help="Measure candidate students on a hardware profile before training: build each with the recipe's classes and image "
+    "size, export and quantize it as validate would, time FP32 and INT8 in alternating rounds; check the profile's budgets "
+    "(latency, size, parameters) and write RECIPE.fit.yaml with the largest student that fits (exit 1 with the closest "
+    "miss when none does). Measurements are cached per arch, image size, provider, scheme and library versions.",
+    epilog="Example: cann-distill fit-student recipes/resnet10t_from_resnet18_digits.yaml --target x86-avx2 "
+           "--candidates resnet10t,lcnet_050,mobilenetv2_050",
+)
+def fit_student_cmd(
+    recipe: RecipeArg, run_dir: RunDirOpt = None, set_: SetOpt = None,
+    target: Annotated[Optional[str], typer.Option("--target", help="Hardware profile name (configs/hardware/) or a profile "
+                                                  ".yaml path (default: validate.target).")] = None,
+    candidates: Annotated[Optional[str], typer.Option("--candidates", help="Comma-separated timm archs (default: the student's "
+                                                      "width/depth variants plus resnet10t/14t, lcnet, mobilenetv2).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Measure again even when cached.")] = False,
+    probe_epochs: Annotated[int, typer.Option("--probe-epochs", min=0, help="Distill each candidate this many epochs from "
+                                              "select's cached teacher logits (needs `cann-distill select` first); "
+                                              "pick the most accurate that fits.")] = 0,
+    as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+) -> None:
+    from cann_distill.fit import fit_student, require_fit
+    from cann_distill.pipeline import run_dir_of
+    from cann_distill.recipe import load_recipe
+
+    def go() -> dict:
+        r = load_recipe(recipe, list(set_ or []))
+        root = run_dir_of(r, run_dir).root
+        return fit_student(r, recipe, root / "fit", target=target, candidates=candidates.split(",") if candidates is not None else None,
+                           force=force, probe_epochs=probe_epochs, run_root=root)
+
+    _invoke(go, as_json, quiet, debug, after=require_fit, render=_render_fit, to_json=lambda res: res)
 
 
 def _version(value: bool) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from timm.data import Mixup
 from timm.data.mixup import mixup_target
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
+from cann_distill import distributed
 from cann_distill.devices import CPU, Runtime, worker_count
 from cann_distill.errors import StageError
 from cann_distill.images import IMAGE_EXTS, BadImageError, FileEntry, find_bad_images, open_image, scan_tree
@@ -88,6 +89,11 @@ class Split:
     def fetch(self, i: int) -> torch.Tensor:
         """Image i as the model sees it at evaluation."""
         return self.transform(self.images(i))
+
+    def rows(self, lo: int, hi: int) -> "Split":
+        """Samples lo..hi-1 as a split of their own (a rank's shard of an evaluation pass)."""
+        images = self.images
+        return replace(self, ids=self.ids[lo:hi], targets=self.targets[lo:hi], images=lambda i: images(lo + i), skipped={})
 
 
 @dataclass
@@ -292,6 +298,9 @@ def loader(split: Split, batch_size: int, *, train: bool = False, seed: int = 0,
         drop_last = len(base) > batch_size  # type: ignore[arg-type]
     else:
         keyed, drop_last = SequentialSampler(dataset), False
+    if train and distributed.active():  # each rank takes its slice of every global batch; `batch_sampler.sampler` is `keyed`
+        return _data_loader(dataset, None, distributed.rank_batches(BatchSampler(keyed, batch_size, drop_last)), False, seed,
+                            runtime, persistent=True)
     return _data_loader(dataset, batch_size, keyed, drop_last, seed, runtime, persistent=train)
 
 
@@ -303,11 +312,13 @@ def draw_loader(split: Split, batch_size: int, draws: int, *, seed: int, transfo
     return _data_loader(dataset, batch_size, DrawSampler(len(split), draws), False, seed, runtime, persistent=False)
 
 
-def _data_loader(dataset: SplitDataset, batch_size: int, sampler: Sampler, drop_last: bool, seed: int, runtime: Runtime,
+def _data_loader(dataset: SplitDataset, batch_size: Optional[int], sampler: Sampler, drop_last: bool, seed: int, runtime: Runtime,
                  persistent: bool) -> DataLoader:
+    """`batch_size` None: `sampler` yields whole batches (a batch sampler)."""
     workers = dataset.split.workers
+    batching = {"batch_size": batch_size, "sampler": sampler, "drop_last": drop_last} if batch_size else {"batch_sampler": sampler}
     return DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, num_workers=workers,
+        dataset, **batching, num_workers=workers,
         pin_memory=runtime.pin_memory, persistent_workers=persistent and workers > 0,
         worker_init_fn=_worker_init if workers else None, generator=torch.Generator().manual_seed(seed),
     )

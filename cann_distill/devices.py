@@ -13,7 +13,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 from torch import nn
@@ -108,14 +108,20 @@ class Runtime:
     device: torch.device
     channels_last: bool = False
     compile: bool = False
+    sync_bn: bool = False  # under torchrun: SyncBatchNorm (batch statistics over every rank's slice)
 
     @property
     def type(self) -> str:
         return self.device.type
 
     def describe(self) -> dict[str, Any]:
-        return {"device": str(self.device), "name": device_name(self.device), "channels_last": self.channels_last,
-                "compile": self.compile, "torch": torch.__version__}
+        from cann_distill import distributed
+
+        out = {"device": str(self.device), "name": device_name(self.device), "channels_last": self.channels_last,
+               "compile": self.compile, "torch": torch.__version__}
+        if distributed.active():
+            out.update(processes=distributed.world(), backend=distributed.backend_name(), sync_bn=self.sync_bn)
+        return out
 
     def model(self, module: nn.Module) -> nn.Module:
         """Move a module to the device (and memory format); returns the same object."""
@@ -177,6 +183,18 @@ class Runtime:
 
 
 CPU = Runtime(torch.device("cpu"))
+
+
+def channels_last_for(device: torch.device, setting: Union[bool, str]) -> bool:
+    """`runtime.channels_last` resolved for a device: auto is on where NHWC convolutions are the fast path.
+
+    Measured on a 2-core AVX-512 CPU (one thread, batch 64): a mobilenetv3_small_050 / lcnet_050 /
+    mobilenetv2_050 training step takes 0.50-0.57x the NCHW time at 32 and 96 px, resnet10t 0.77-0.95x,
+    resnet18/50 inference 0.83-1.02x. cuDNN's tensor-core kernels want NHWC too; Ascend NPUs use their own formats.
+    """
+    if setting == "auto":
+        return device.type in ("cpu", "cuda")
+    return bool(setting)
 
 
 def peak_rss_mb() -> float:

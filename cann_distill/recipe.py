@@ -147,14 +147,31 @@ class SelectTemperatureConfig(Strict):
     per_sample: bool = Field(False, description="true: KD uses each sample's index temperature; false: every sample gets `base` in the index and KD keeps its own temperature")
 
 
+class MixConfig(Strict):
+    """select.policy: mix — the share of the quota drawn from each third of the score ranking (they must sum to 1)."""
+
+    hard: float = Field(0.0, ge=0, le=1)
+    medium: float = Field(0.0, ge=0, le=1)
+    easy: float = Field(0.0, ge=0, le=1)
+
+
 class SelectConfig(Strict):
     strategy: str = "margin"
     strategy_args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the strategy")
     top_k_ratio: float = Field(0.35, gt=0, le=1)
-    class_balanced: bool = False
+    class_balanced: bool = Field(True, description="the same quota for every class (a smaller class gives all it has, the rest is shared)")
+    policy: Literal["hard", "easy", "mix", "auto"] = Field(
+        "mix", description="which scores to keep (default mix: the only policy that beat random on both benchmark datasets): hard (highest), easy (lowest), mix (select.mix over score thirds), "
+        "auto (easy when kept samples per class < scarce_below, else hard)")
+    mix: Optional[MixConfig] = Field(None, description="policy mix: fractions of the quota from the hard / medium / easy thirds; default 1/3 each")
+    scarce_below: int = Field(500, ge=1, description="policy auto: kept samples per class below which data counts as scarce")
+    views: int = Field(4, ge=1, le=64, description="view_loss / view_margin: augmented views per sample the teacher scores")
+    refresh_every: Optional[int] = Field(None, ge=1, description="re-mine the critical samples every N distill epochs "
+                                         "by teacher–student disagreement on the current student")
     batch_size: int = Field(256, ge=1)
     cache_dir: Optional[str] = Field(None, description="teacher-output cache; default $XDG_CACHE_HOME/cann-distill or ~/.cache/cann-distill")
-    probe_epochs: int = Field(0, ge=0, description="strategies that need a student (disagreement): CE epochs of the probe, 0 = at init")
+    probe_epochs: Optional[int] = Field(None, ge=0, description="strategies that read a student probe: its CE epochs; "
+                                        "default the strategy's (disagreement 0 = at init, el2n 2, forgetting 3)")
     temperature: SelectTemperatureConfig = Field(default_factory=SelectTemperatureConfig)
 
 
@@ -211,6 +228,23 @@ class ReplayConfig(Strict):
     top_k: Optional[int] = Field(None, ge=1, description="teacher probabilities kept per view (fp16 + class index), the rest spread uniformly; default min(10, classes)")
 
 
+class QatConfig(TrainConfig):
+    """distill.qat: quantization-aware distillation (QAD), a short phase after float distillation (`cann_distill.quant.qat`)."""
+
+    enabled: bool = Field(False, description="train the distilled student once more with onnxruntime's INT8 arithmetic simulated")
+    epochs: int = Field(3, ge=1, description="QAD epochs, after distill.epochs of float distillation")
+    lr: float = Field(0.005, gt=0, description="QAD learning rate (a tenth of a typical distill lr: QAD fine-tunes)")
+    teacher: Literal["teacher", "float_student"] = Field(
+        "float_student", description="KD target: the float student of the previous phase (the QAD recipe) or the teacher")
+    temperature: float = Field(1.0, gt=0, description="KD temperature of the QAD loss (logit KL, as NVIDIA Model Optimizer's QAD)")
+    ce_weight: float = Field(0.0, ge=0, description="weight of cross-entropy with the labels next to the KD term (weight 1)")
+    keep_float: list[Text] = Field(default_factory=list, description="student modules (conv/linear) kept in float: no fake quant, excluded at export")
+    per_tensor: list[Text] = Field(default_factory=list, description="student modules whose weights are quantized per tensor instead of per channel")
+    freeze_observers_epoch: Optional[int] = Field(None, ge=0, description="activation ranges follow an EMA of min/max until this QAD epoch (0-based), then stay; default: never frozen")
+    freeze_bn_epoch: int = Field(0, ge=0, description="BatchNorm uses batch statistics until this QAD epoch, then its running ones (0: frozen throughout)")
+    observer_momentum: float = Field(0.01, gt=0, le=1, description="EMA factor of the activation range observers")
+
+
 class DistillConfig(TrainConfig):
     losses: list[LossSpec] = Field(
         default_factory=lambda: [LossSpec(kind="ce", weight=0.5), LossSpec(kind="kd", weight=0.5, temperature=4.0)],
@@ -229,6 +263,7 @@ class DistillConfig(TrainConfig):
         "(augmentation) or a loss reads teacher features, else cached"
     )
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
+    qat: QatConfig = Field(default_factory=QatConfig)
 
 
 class CalibrationConfig(Strict):
@@ -238,8 +273,9 @@ class CalibrationConfig(Strict):
 
 class LatencyConfig(Strict):
     warmup: int = Field(10, ge=0)
-    runs: int = Field(100, ge=5)
-    threads: int = Field(1, ge=1)
+    runs: int = Field(100, ge=5, description="timed runs per model, split over `rounds`")
+    rounds: int = Field(5, ge=1, le=100, description="FP32 and INT8 are timed in this many alternating rounds (median of round medians)")
+    threads: Optional[int] = Field(None, ge=1, description="onnxruntime intra-op threads; default: the hardware profile's")
 
 
 class GapConfig(Strict):
@@ -252,24 +288,27 @@ class FeedbackConfig(Strict):
     max_layer_gap_db: float = Field(10.0, gt=0, description="a layer that loses more SQNR than this (dB) is a float candidate")
     max_exclude: int = Field(4, ge=0, description="most nodes suggested to keep in float")
     search: bool = Field(True, description="measure each candidate fix (quantize + evaluate) before suggesting it")
+    qad_epochs: int = Field(1, ge=0, description="when the INT8 drop exceeds max_int8_drop, also measure the fix 'run QAD': "
+                            "this many QAD epochs from the float student (1: cheap; 0: not offered)")
 
 
 class BudgetConfig(Strict):
     """Deployment budgets; a null value inherits the hardware profile's."""
 
-    latency_ms_p99: Optional[float] = Field(None, gt=0)
+    latency_ms_p99: Optional[float] = Field(None, gt=0, description="INT8 P99 at the profile's batch (needs a quiet machine)")
+    latency_ms_median: Optional[float] = Field(None, gt=0, description="INT8 median of round medians (robust on a busy machine)")
     size_mb: Optional[float] = Field(None, gt=0)
     params_m: Optional[float] = Field(None, gt=0)
     max_accuracy_drop: Optional[float] = Field(None, ge=0, le=1, description="ONNX FP32 → INT8 top-1 drop (fraction)")
 
 
 class ValidateConfig(Strict):
-    target: str = Field("cpu", description="hardware profile in configs/hardware/")
+    target: Text = Field("cpu", description="hardware profile: a name in configs/hardware/ or a path to a profile YAML")
     provider: Optional[str] = Field(None, description="onnxruntime execution provider; default: the profile's")
     opset: int = Field(17, ge=13, le=21)
-    per_channel: bool = True
-    activation_type: Literal["auto", "uint8", "int8"] = "auto"
-    reduce_range: Union[Literal["auto"], bool] = "auto"
+    per_channel: Optional[bool] = Field(None, description="per-channel weight scales; default: the hardware profile's")
+    activation_type: Literal["auto", "uint8", "int8"] = Field("auto", description="auto: the hardware profile's, else the host CPU's best")
+    reduce_range: Union[Literal["auto"], bool] = Field("auto", description="auto: the hardware profile's, else true on x86 without VNNI")
     nodes_to_exclude: list[str] = Field(default_factory=list, description="ONNX node names kept in float")
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     latency: LatencyConfig = Field(default_factory=LatencyConfig)
@@ -283,8 +322,16 @@ class RuntimeConfig(Strict):
     """Where torch work runs; not part of any stage's fingerprint (moving a run to a GPU does not redo it)."""
 
     device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto | cpu | cuda | cuda:N | npu | npu:N (auto: CUDA, then NPU, then CPU)")
-    channels_last: bool = Field(False, description="NHWC memory format for models and batches (faster convolutions on GPUs)")
+    channels_last: Union[bool, Literal["auto"]] = Field(
+        "auto", description="NHWC memory format for models and batches; auto: on for CPU and CUDA (oneDNN and cuDNN convolutions "
+                            "are faster in NHWC: 0.5-0.95x the step time measured here), off on NPUs")
     compile: bool = Field(False, description="torch.compile the training forward")
+    backend: Literal["auto", "gloo", "nccl", "hccl"] = Field(
+        "auto", description="torchrun process-group backend; auto: nccl on CUDA, hccl on Ascend NPUs, gloo on the CPU")
+    dist_timeout_s: float = Field(1800.0, gt=0, le=86400, description="under torchrun: seconds a rank waits for the others "
+                                                                       "in a collective before it stops with an error")
+    sync_bn: bool = Field(False, description="under torchrun: SyncBatchNorm (statistics over the whole global batch); "
+                                             "CUDA/NPU only, torch has no CPU kernel for it")
 
 
 class ReportConfig(Strict):
@@ -333,11 +380,52 @@ def hardware_profiles() -> dict[str, Path]:
     return {p.stem: p for p in sorted((resource_dir("configs") / "hardware").glob("*.yaml"))}
 
 
-def load_hardware_profile(name: str) -> dict[str, Any]:
+class Int8Scheme(Strict):
+    """How INT8 is quantized for a target (`auto`: chosen from the host CPU's features, reason recorded)."""
+
+    activation_type: Literal["auto", "uint8", "int8"] = "auto"
+    reduce_range: Union[Literal["auto"], bool] = Field("auto", description="7-bit weights: for x86 CPUs without VNNI")
+    per_channel: bool = True
+
+
+class HardwareProfile(Strict):
+    """A deployment target: the runtime, how INT8 is built for it, and the budgets a student must meet."""
+
+    name: Text
+    description: Text = ""
+    provider: Text = "CPUExecutionProvider"
+    provider_options: dict[str, Union[str, int, float, bool]] = Field(default_factory=dict, description="onnxruntime provider options")
+    threads: int = Field(1, ge=1, description="onnxruntime intra-op threads")
+    batch: int = Field(1, ge=1, description="batch size at which latency is measured and budgeted")
+    int8: Int8Scheme = Field(default_factory=Int8Scheme)
+    machine: Optional[Literal["x86_64", "aarch64"]] = Field(None, description="CPU architecture of the target; null: any")
+    cpu_features: dict[Literal["avx2", "avx512", "vnni"], bool] = Field(
+        default_factory=dict, description="features the target has (true) or lacks (false); a host that differs only estimates it")
+    measured_here: bool = Field(True, description="false: figures taken on this host never stand for the target (estimates only)")
+    budgets: BudgetConfig = Field(default_factory=lambda: BudgetConfig())
+
+
+def hardware_profile(name: str) -> HardwareProfile:
+    """A shipped profile by name, or a profile YAML by path; unknown keys and bad values are errors with their key path."""
     profiles = hardware_profiles()
-    if name not in profiles:
-        raise RecipeError(f"validate.target: unknown hardware profile '{name}' (known: {', '.join(profiles)})")
-    return yaml.safe_load(profiles[name].read_text()) or {}
+    path = profiles.get(name)
+    if path is None:
+        if not name.endswith((".yaml", ".yml")) or not Path(name).is_file():
+            raise RecipeError(f"unknown hardware profile {preview(name)}{suggest(name, list(profiles))} "
+                              f"(known: {', '.join(profiles)}; or a path to a profile .yaml)")
+        path = Path(name)
+    data = load_document(path).data
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a hardware profile is a mapping of keys, got {type(data).__name__}")
+    try:
+        return HardwareProfile.model_validate(data, strict=True)
+    except ValidationError as exc:
+        problems = "; ".join(f"{path_}: {msg}" for path_, msg in _schema_errors(exc))
+        raise RecipeError(f"hardware profile {path}: {problems}") from None
+
+
+def load_hardware_profile(name: str) -> dict[str, Any]:
+    return hardware_profile(name).model_dump(mode="json")
 
 
 @lru_cache(maxsize=1)
@@ -462,6 +550,7 @@ def semantic_errors(recipe: Recipe) -> list[str]:
             elif key == "std" and any(v <= 0 for v in value):
                 errors.append(f"{section}.std: every value must be > 0")
     errors += _select_errors(recipe)
+    errors += _qat_errors(recipe)
     for i, spec in enumerate(recipe.distill.losses):
         path = f"distill.losses[{i}]"
         if spec.kind not in LOSSES:
@@ -477,9 +566,10 @@ def semantic_errors(recipe: Recipe) -> list[str]:
         if recipe.validate_.provider not in ort.get_all_providers():
             errors.append(f"validate.provider: onnxruntime does not know {preview(recipe.validate_.provider)}"
                           f"{suggest(recipe.validate_.provider, ort.get_all_providers())}")
-    profiles = hardware_profiles()
-    if recipe.validate_.target not in profiles:
-        errors.append(f"validate.target: unknown hardware profile {preview(recipe.validate_.target)} (known: {', '.join(profiles)})")
+    try:
+        hardware_profile(recipe.validate_.target)
+    except RecipeError as exc:
+        errors.append(f"validate.target: {exc}")
     return errors
 
 
@@ -602,6 +692,7 @@ def _select_errors(recipe: Recipe) -> list[str]:
         errors.append(f"select.strategy: {SELECTORS.unknown_message(sel.strategy)}{suggest(sel.strategy, SELECTORS.names())}")
     else:
         errors += _component_errors(SELECTORS, sel.strategy, sel.strategy_args, "select.strategy_args", "select.strategy_args")
+    errors += _policy_errors(recipe)
     t = sel.temperature
     if t.t_min > t.t_max:
         errors.append(f"select.temperature.t_min: must be <= t_max, got t_min={t.t_min} > t_max={t.t_max}")
@@ -611,6 +702,47 @@ def _select_errors(recipe: Recipe) -> list[str]:
         errors.append(f"select.temperature.t_easy: must be <= base ({t.base}), got {t.t_easy}")
     if not t.base <= t.t_hard:
         errors.append(f"select.temperature.t_hard: must be >= base ({t.base}), got {t.t_hard}")
+    return errors
+
+
+def _qat_errors(recipe: Recipe) -> list[str]:
+    qat, errors = recipe.distill.qat, []
+    if not qat.enabled:
+        return errors
+    for key in ("freeze_observers_epoch", "freeze_bn_epoch"):
+        value = getattr(qat, key)
+        if value is not None and value > qat.epochs:
+            errors.append(f"distill.qat.{key}: {value} is past the last QAD epoch (distill.qat.epochs={qat.epochs})")
+    if qat.ema_decay is not None:
+        errors.append("distill.qat.ema_decay: not supported in QAD (an averaged copy would lose the quantizers' hooks)")
+    if recipe.validate_.per_channel and recipe.validate_.opset < 13:
+        errors.append(f"validate.opset: per-channel QDQ (QuantizeLinear axis) needs opset >= 13, got {recipe.validate_.opset}")
+    both = set(qat.keep_float) & set(qat.per_tensor)
+    if both:
+        errors.append(f"distill.qat.per_tensor: {sorted(both)[0]!r} is also in keep_float")
+    return errors
+
+
+def _policy_errors(recipe: Recipe) -> list[str]:
+    """select.mix, refresh_every and the probe a strategy needs."""
+    sel, errors = recipe.select, []
+    if sel.mix is not None:
+        total = sel.mix.hard + sel.mix.medium + sel.mix.easy
+        if sel.policy != "mix":
+            errors.append(f"select.mix: only read with select.policy: mix (policy is {sel.policy})")
+        elif abs(total - 1.0) > 1e-6:
+            errors.append(f"select.mix: hard + medium + easy must sum to 1, got {sel.mix.hard} + {sel.mix.medium} + {sel.mix.easy} = {total:.4g}")
+    if sel.refresh_every is not None:
+        epochs = recipe.distill.epochs
+        if sel.refresh_every > epochs:
+            errors.append(f"select.refresh_every: {sel.refresh_every} is more than distill.epochs ({epochs}); the critical samples would never be re-mined")
+        if recipe.distill.critical.mode == "none":
+            errors.append("select.refresh_every: distill.critical.mode is none, so there are no critical samples to re-mine")
+    if sel.strategy in SELECTORS:
+        need = SELECTORS.get(sel.strategy).min_probe_epochs
+        if sel.probe_epochs is not None and sel.probe_epochs < need:
+            errors.append(f"select.probe_epochs: strategy '{sel.strategy}' scores a student probe's training and needs >= {need} "
+                          f"probe epoch(s), got {sel.probe_epochs}")
     return errors
 
 

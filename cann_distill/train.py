@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cann_distill import distributed
 from cann_distill.data import BatchMixup, Split, Transform, loader
 from cann_distill.devices import CPU, Runtime, peak_rss_mb
 from cann_distill.errors import ArtifactError, StageError, UsageError
@@ -101,6 +102,31 @@ def predict(model: nn.Module, split: Split, batch_size: int = 256, desc: str = "
 
 def accuracy(logits: np.ndarray, targets: np.ndarray) -> float:
     return float((logits.argmax(1) == targets).mean())
+
+
+def predict_all(model: nn.Module, split: Split, batch_size: int = 256, desc: str = "predict", runtime: Runtime = CPU) -> np.ndarray:
+    """`predict`, sharded under torchrun: each rank takes whole batches of the split and every rank gets all the logits.
+
+    Every sample is computed in the same batch as in one process, so a deterministic model gives the same values.
+    """
+    if not distributed.active():
+        return predict(model, split, batch_size, desc, runtime)
+    counts = distributed.shard_counts(len(split), batch_size)
+    lo, hi = distributed.shard_range(len(split), batch_size)
+    local = predict(model, split.rows(lo, hi), batch_size, desc, runtime) if hi > lo else np.zeros((0, 0), np.float32)
+    width = distributed.broadcast_object(local.shape[1] if distributed.is_main() else None)  # rank 0 always has rows
+    return distributed.gather_rows(local.reshape(-1, width), counts)
+
+
+def evaluate(model: nn.Module, split: Split, desc: str, runtime: Runtime = CPU) -> float:
+    """Accuracy on `split`; under torchrun rank 0's weights, each rank a shard, the counts summed."""
+    if not distributed.active():
+        return accuracy(predict(model, split, desc=desc, runtime=runtime), split.targets)
+    distributed.sync_module(model)
+    lo, hi = distributed.shard_range(len(split), 256)
+    correct = float((predict(model, split.rows(lo, hi), desc=desc, runtime=runtime).argmax(1) == split.targets[lo:hi]).sum()) if hi > lo else 0.0
+    total = distributed.all_reduce_sums({"correct": correct, "n": float(hi - lo)})
+    return total["correct"] / max(total["n"], 1.0)
 
 
 def cosine_factor(progress: float) -> float:
@@ -341,7 +367,7 @@ def fit(
     opt = make_optimizer(model, cfg, no_decay)
     base_lrs = [g["lr"] for g in opt.param_groups]
     batches = loader(train, batch_size, train=True, seed=seed, sampler=sampler, transform=transform, runtime=runtime, period=period)
-    keyed = batches.sampler
+    keyed = batches.batch_sampler.sampler  # the keyed sampler, also under torchrun (`distributed.RankSlices`)
     ema = EmaWeights(deploy, cfg.ema_decay) if cfg.ema_decay else None
     if runtime.compile:
         deploy.compile()  # in place, so the state dict keeps its keys; in distill this is the student's forward
@@ -402,6 +428,8 @@ def fit(
     def save(epoch: int, batch: int, epoch_rng: dict[str, torch.Tensor], rng: dict[str, Any], sums: dict[str, float], n: int,
              batch_buffers: Optional[dict[str, torch.Tensor]] = None) -> None:
         assert checkpoint is not None
+        if not distributed.is_main():
+            return  # rank 0 writes; every rank holds the same weights
         model_state = state_copy(model)
         model_state.update({k: v.cpu() for k, v in (batch_buffers or {}).items() if k in model_state})
         state = {
@@ -427,11 +455,11 @@ def fit(
     def forward_backward(batch: Batch, lam: Optional[float]) -> tuple[torch.Tensor, dict[str, float]]:
         with runtime.autocast(cfg.amp):
             if teacher is None:
-                loss, parts = step(model, batch)
+                loss, parts = run_step(batch)
             else:
                 with times.timed("teacher"):
                     taught = teacher(batch, pos["epoch"], lam)
-                loss, parts = step(model, batch, taught)  # type: ignore[call-arg]  # a TaughtStepFn with a teacher
+                loss, parts = run_step(batch, taught)  # a TaughtStepFn with a teacher
         if not torch.isfinite(loss):
             raise StageError(_nonfinite_message(desc, pos["epoch"], pos["batch"], loss, parts, checkpoint, last_saved))
         opt.zero_grad(set_to_none=True)
@@ -455,6 +483,7 @@ def fit(
 
     last_val: Optional[float] = history[-1].get("val_acc") if history else None
     stopped_early = False
+    run_step = distributed.ddp_step(model, step, runtime.device, runtime.sync_bn)  # DDP under torchrun: gradients averaged
     with ui.progress() as prog:
         task = prog.add_task(desc, total=max(1, cfg.epochs * len(batches)), status="") if prog else None
         done = start_epoch * len(batches) + start_batch
@@ -478,7 +507,7 @@ def fit(
                         gen.set_state(restored["epoch_rng"][name])
                     _set_rng_state(restored["rng"])
                     skip = start_batch
-                    sums, n = partial
+                    sums, n = partial if distributed.is_main() else ({}, 0)  # rank 0 saved the sums so far
                 else:
                     sums, n = {}, 0
                 pos["epoch_rng"] = {name: gen.get_state() for name, gen in generators().items()}
@@ -509,11 +538,15 @@ def fit(
                                                                     best[:2] if best else None))
                     waited = time.perf_counter()
                 pos.update(batch=n_batches, rng=_rng_state(), sums=dict(sums), n=n)
+                if distributed.active():  # every rank's samples: the epoch's means and throughput are the job's
+                    total = distributed.all_reduce_sums({**{f"sum.{k}": v for k, v in sums.items()}, "n": n, "samples": times.samples})
+                    sums = {k[4:]: v for k, v in total.items() if k.startswith("sum.")}
+                    n, times.samples = int(total["n"]), int(total["samples"])
                 row = {"epoch": epoch + 1, "lr": set_lr(epoch + 1), **extra, **{k: v / max(n, 1) for k, v in sums.items()},
                        **times.row()}
                 evaluated = ema.module if ema is not None else deploy
                 if val is not None:
-                    row["val_acc"] = last_val = accuracy(predict(evaluated, val, desc=f"{desc} eval", runtime=runtime), val.targets)
+                    row["val_acc"] = last_val = evaluate(evaluated, val, f"{desc} eval", runtime)
                     if best is None or row["val_acc"] > best[0]:
                         best = (row["val_acc"], epoch + 1, state_copy(evaluated) if cfg.select_best else {})
                     row["best_val_acc"] = best[0]

@@ -2,7 +2,11 @@
 
 From the measured INT8 drop and the per-layer gap, propose only fixes the tool can apply today
 (keep nodes in float via the quantizer's node exclusion, calibration method, per-channel weights,
-reduce_range, activation type), optionally measure each one, and write a patched recipe.
+reduce_range, activation type, and — when the INT8 drop exceeds the budget — a short QAD phase),
+optionally measure each one, and write a patched recipe.
+
+A change's key is relative to the recipe's `validate` section unless it starts with a prefix in
+`OUTSIDE_VALIDATE` (the QAD fix sets `distill.qat.enabled` / `distill.qat.epochs`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any, Callable, Optional
 
 import yaml
 
+from cann_distill.hardware import limits
 from cann_distill.recipe import BudgetConfig, FeedbackConfig, ValidateConfig
 
 # Student families whose ops (depthwise conv + ReLU6/hard-swish/squeeze-excite) stay partly in
@@ -20,11 +25,26 @@ from cann_distill.recipe import BudgetConfig, FeedbackConfig, ValidateConfig
 QUANT_UNFRIENDLY = ("mobilenet", "efficientnet", "lcnet", "ghostnet", "mnasnet", "fbnet", "tinynet")
 
 Evaluate = Callable[[dict[str, Any]], float]
-"""Given validate-section changes, quantize with them and return INT8 top-1."""
+"""Given changes, quantize with them (after a short QAD phase for the QAD fix) and return INT8 top-1 on val."""
+
+OUTSIDE_VALIDATE = ("distill.",)  # change keys with these prefixes are recipe paths, not validate-section paths
+QAD_ENABLED, QAD_EPOCHS = "distill.qat.enabled", "distill.qat.epochs"
 
 
-def candidate_changes(cfg: ValidateConfig, worst_nodes: list[str], scheme: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """(why, validate-section changes) for each fix worth trying, most targeted first."""
+def recipe_key(key: str) -> str:
+    """The change key as a full recipe path."""
+    return key if key.startswith(OUTSIDE_VALIDATE) else f"validate.{key}"
+
+
+def split_changes(changes: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(validate-section changes, changes elsewhere in the recipe)."""
+    inside = {k: v for k, v in changes.items() if not k.startswith(OUTSIDE_VALIDATE)}
+    return inside, {k: v for k, v in changes.items() if k.startswith(OUTSIDE_VALIDATE)}
+
+
+def candidate_changes(cfg: ValidateConfig, worst_nodes: list[str], scheme: dict[str, Any],
+                      qad_epochs: int = 0) -> list[tuple[str, dict[str, Any]]]:
+    """(why, changes) for each fix worth trying, most targeted first; QAD (retraining) last, when `qad_epochs` > 0."""
     out: list[tuple[str, dict[str, Any]]] = []
     if worst_nodes:
         nodes = sorted(set(cfg.nodes_to_exclude) | set(worst_nodes))
@@ -39,14 +59,21 @@ def candidate_changes(cfg: ValidateConfig, worst_nodes: list[str], scheme: dict[
         out.append(("7-bit weights (reduce_range) to avoid 8-bit overflow in u8×s8 kernels", {"reduce_range": True}))
     if scheme["activation_type"] != "uint8":
         out.append(("uint8 activations (asymmetric range fits ReLU outputs)", {"activation_type": "uint8"}))
+    if qad_epochs:
+        out.append((f"run QAD: {qad_epochs} epoch(s) of quantization-aware distillation from the float student "
+                    "(distill.qat), so the student learns onnxruntime's INT8 arithmetic; applying it re-runs distill",
+                    {QAD_ENABLED: True, QAD_EPOCHS: qad_epochs}))
     return out
 
 
 def suggest_fixes(
     cfg: ValidateConfig, fb: FeedbackConfig, drop: float, gap_rows: list[dict[str, Any]], arch: str,
-    baseline_acc: float, scheme: dict[str, Any], evaluate: Optional[Evaluate] = None,
+    baseline_acc: float, scheme: dict[str, Any], evaluate: Optional[Evaluate] = None, qad: bool = False,
 ) -> dict[str, Any]:
-    """Suggestions (with measured INT8 accuracy when `evaluate` is given) and the changes to apply."""
+    """Suggestions (with measured INT8 accuracy when `evaluate` is given) and the changes to apply.
+
+    `qad`: the QAD fix may be offered (the recipe does not run QAD already); it is, when the drop exceeds the budget.
+    """
     worst = [r for r in gap_rows if r["gap_db"] > fb.max_layer_gap_db and r.get("node")]
     worst_nodes = [r["node"] for r in worst[: fb.max_exclude]]
     triggered = drop > fb.max_int8_drop or bool(worst_nodes)
@@ -54,7 +81,8 @@ def suggest_fixes(
     if not triggered:
         return result
     suggestions = []
-    for why, changes in candidate_changes(cfg, worst_nodes, scheme):
+    qad_epochs = fb.qad_epochs if qad and drop > fb.max_int8_drop else 0
+    for why, changes in candidate_changes(cfg, worst_nodes, scheme, qad_epochs):
         s: dict[str, Any] = {"why": why, "changes": changes}
         if evaluate is not None and fb.search:
             acc = evaluate(changes)
@@ -82,8 +110,8 @@ def suggest_fixes(
                 combined, acc = dict(best["changes"]), best["int8_acc"]
             result["combined_int8_acc"] = acc
         result["apply"] = combined
-    else:
-        result["apply"] = {k: v for s in suggestions for k, v in s["changes"].items()}
+    else:  # unmeasured: apply the quantizer changes; never switch on a retraining phase without a measurement
+        result["apply"] = {k: v for s in suggestions for k, v in s["changes"].items() if QAD_ENABLED not in s["changes"]}
     return result
 
 
@@ -98,11 +126,15 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
 
 
 def patched_recipe(original: dict[str, Any], apply: dict[str, Any]) -> dict[str, Any]:
-    """The user's raw recipe with only the applied validate keys changed."""
+    """The user's raw recipe with only the applied keys changed (validate-section keys, or recipe paths outside it)."""
     data = copy.deepcopy(original)
-    section = data.setdefault("validate", {})
-    for key, value in apply.items():
-        set_dotted(section, key, value)
+    inside, outside = split_changes(apply)
+    if inside:
+        section = data.setdefault("validate", {})
+        for key, value in inside.items():
+            set_dotted(section, key, value)
+    for key, value in outside.items():
+        set_dotted(data, key, value)
     return data
 
 
@@ -120,15 +152,6 @@ def write_patched_recipe(recipe_path: Path, original: dict[str, Any], apply: dic
 
 
 def gate(budgets: BudgetConfig, profile_budgets: dict[str, Any], measured: dict[str, float]) -> list[dict[str, Any]]:
-    """One pass/fail line per budget set in the recipe or the hardware profile."""
-    lines = []
-    for key in ("latency_ms_p99", "size_mb", "params_m", "max_accuracy_drop"):
-        limit = getattr(budgets, key)
-        source = "recipe"
-        if limit is None:
-            limit, source = profile_budgets.get(key), "profile"
-        if limit is None:
-            continue
-        value = measured[key]
-        lines.append({"budget": key, "limit": float(limit), "value": float(value), "pass": bool(value <= limit), "source": source})
-    return lines
+    """One pass/fail line per budget set in the recipe or the hardware profile (budgets not measured are left out)."""
+    return [{"budget": key, "limit": limit, "value": float(measured[key]), "pass": bool(measured[key] <= limit), "source": source}
+            for key, (limit, source) in limits(budgets, profile_budgets).items() if key in measured]

@@ -8,7 +8,6 @@ import contextlib
 import sys
 import platform
 import shutil
-import statistics
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
@@ -57,13 +56,13 @@ def choose_scheme(activation_type: str, reduce_range: Any, feats: dict[str, Any]
         why.append(f"activations {act}: {'x86 kernels are fastest with U8 activations' if feats['x86'] else 'non-x86 CPU'}")
     else:
         act = activation_type
-        why.append(f"activations {act}: set in the recipe")
+        why.append(f"activations {act}: set in the recipe or hardware profile")
     if reduce_range == "auto":
         rr = bool(feats["x86"] and not feats["vnni"])
         why.append(f"reduce_range {rr}: {'x86 without VNNI (avoids 8-bit overflow)' if rr else 'VNNI or non-x86 CPU'}")
     else:
         rr = bool(reduce_range)
-        why.append(f"reduce_range {rr}: set in the recipe")
+        why.append(f"reduce_range {rr}: set in the recipe or hardware profile")
     return {"activation_type": act, "weight_type": "int8", "reduce_range": rr, "reasons": why}
 
 
@@ -98,9 +97,11 @@ def preprocess(fp32: Path, out: Path) -> None:
 
 def quantize_int8(
     prep: Path, out: Path, calib: np.ndarray, scheme: dict[str, Any], per_channel: bool, method: str,
-    nodes_to_exclude: Sequence[str] = (),
+    nodes_to_exclude: Sequence[str] = (), extra_options: Optional[dict[str, Any]] = None,
 ) -> None:
-    """Static QDQ quantization; every argument passed explicitly (defaults changed across versions)."""
+    """Static QDQ quantization; every argument passed explicitly (defaults changed across versions).
+
+    `extra_options` goes to onnxruntime as is (QAT passes the learned ranges as `TensorQuantOverrides`)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
@@ -114,7 +115,7 @@ def quantize_int8(
                 reduce_range=scheme["reduce_range"], activation_type=qtype[scheme["activation_type"]],
                 weight_type=qtype[scheme["weight_type"]], nodes_to_quantize=None,
                 nodes_to_exclude=list(nodes_to_exclude) or None, use_external_data_format=False,
-                calibrate_method=calib_method[method], calibration_providers=["CPUExecutionProvider"], extra_options={},
+                calibrate_method=calib_method[method], calibration_providers=["CPUExecutionProvider"], extra_options=dict(extra_options or {}),
             )
     except Exception as exc:
         raise StageError(f"onnxruntime static quantization failed: {str(exc).splitlines()[0][:300]}") from exc
@@ -142,7 +143,9 @@ def resolve_provider(name: str) -> tuple[str, Optional[str]]:
     return name, None
 
 
-def session(path: Path, provider: str, threads: int = 0, optimized_out: Optional[Path] = None):
+def session(path: Path, provider: str, threads: int = 0, optimized_out: Optional[Path] = None,
+            options: Optional[dict[str, Any]] = None):
+    """An inference session on `provider` (with its provider options, e.g. a hardware profile's)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -151,37 +154,12 @@ def session(path: Path, provider: str, threads: int = 0, optimized_out: Optional
     so.log_severity_level = 3
     if optimized_out is not None:
         so.optimized_model_filepath = str(optimized_out)
-    return ort.InferenceSession(str(path), sess_options=so, providers=[provider])
+    providers = [(provider, {k: str(v) for k, v in options.items()})] if options else [provider]
+    return ort.InferenceSession(str(path), sess_options=so, providers=providers)
 
 
 def run_logits(sess, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     return np.concatenate([sess.run(None, {INPUT: images[i : i + batch_size]})[0] for i in range(0, len(images), batch_size)])
-
-
-def nearest_rank(sorted_values: list[float], q: float) -> float:
-    """The q-quantile of already sorted values (nearest rank, no interpolation)."""
-    return sorted_values[min(len(sorted_values) - 1, int(round(q * (len(sorted_values) - 1))))]
-
-
-def latency(sess, sample: np.ndarray, warmup: int, runs: int, desc: str) -> dict[str, float]:
-    """Batch-1 latency in ms after warm-up."""
-    feed = {INPUT: sample[:1]}
-    for _ in range(warmup):
-        sess.run(None, feed)
-    times = []
-    for _ in ui.track(range(runs), desc, total=runs):
-        t0 = time.perf_counter()
-        sess.run(None, feed)
-        times.append((time.perf_counter() - t0) * 1e3)
-    times.sort()
-    return {
-        "median_ms": statistics.median(times),
-        "p90_ms": nearest_rank(times, 0.90),
-        "p99_ms": nearest_rank(times, 0.99),
-        "mean_ms": statistics.fmean(times),
-        "runs": runs,
-        "times_ms": [round(t, 5) for t in times],  # sorted; the report's latency distribution
-    }
 
 
 def op_histogram(graph) -> dict[str, int]:

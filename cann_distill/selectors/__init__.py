@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from cann_distill.selectors.base import SELECTORS, Selector
-from cann_distill.selectors import strategies  # noqa: F401  (registers the built-ins)
+from cann_distill.selectors import dynamics, strategies  # noqa: F401  (registers the built-ins)
 
 __all__ = ["SELECTORS", "Selector"]

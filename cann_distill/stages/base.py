@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
+from cann_distill import distributed
 from cann_distill.data import SAMPLE_INVARIANT
 from cann_distill.devices import CPU, Runtime
 from cann_distill.errors import MissingInputError, StageError
@@ -54,6 +56,7 @@ class Stage:
     sections: tuple[str, ...] = ()
     needs: tuple[str, ...] = ()  # artifacts "stage/file" produced upstream
     ignore: tuple[str, ...] = ()  # "section.key" paths that cannot change this stage's outputs
+    all_ranks: bool = False  # under torchrun: every rank runs it (rank 0 writes); otherwise rank 0 alone
     optional: tuple[str, ...] = ()  # artifacts used when available; why one is not lands in Context.missing
 
     def enabled(self, recipe: Recipe) -> bool:
@@ -63,6 +66,10 @@ class Stage:
     def extra_inputs(self, recipe: Recipe) -> dict[str, Any]:
         """Inputs beyond recipe sections and artifacts (file listings, external checkpoints)."""
         return {}
+
+    def needs_for(self, recipe: Recipe) -> tuple[str, ...]:
+        """The upstream artifacts this recipe makes the stage read (default: `needs`)."""
+        return self.needs
 
     def execute(self, ctx: Context) -> dict[str, Any]:
         """Write outputs into ctx.out; return a small JSON summary for the manifest."""
@@ -93,7 +100,7 @@ def compute_inputs(stage: Stage, recipe: Recipe, run: RunDir) -> tuple[dict[str,
     """Fingerprint inputs and upstream artifact paths; raises if an upstream stage is missing or stale."""
     artifacts: dict[str, Path] = {}
     hashes: dict[str, str] = {}
-    for rel in stage.needs:
+    for rel in stage.needs_for(recipe):
         upstream = rel.split("/", 1)[0]
         if not is_current(STAGES[upstream], recipe, run):
             rec = run.record(upstream)
@@ -155,19 +162,42 @@ def is_current(stage: Stage, recipe: Recipe, run: RunDir) -> bool:
     return rec.fingerprint == sha256_json(inputs) and run.outputs_intact(rec)
 
 
-def run_stage(stage: Stage, recipe: Recipe, run: RunDir, force: bool = False, runtime: Runtime = CPU) -> StageResult:
-    """Run one stage (the caller holds the run-dir lock)."""
-    if not stage.enabled(recipe):
-        return StageResult(stage.name, "skipped", str(run.root), {}, {}, 0.0, "off in this recipe")
+@dataclass
+class Plan:
+    """What rank 0 decided about a stage: its inputs and, when it is up to date, its record."""
+
+    inputs: dict[str, Any]
+    artifacts: dict[str, Path]
+    fingerprint: str
+    current: Optional[StageRecord]
+
+
+def plan_stage(stage: Stage, recipe: Recipe, run: RunDir, force: bool = False) -> Plan:
     inputs, artifacts = compute_inputs(stage, recipe, run)
     fingerprint = sha256_json(inputs)
     rec = run.record(stage.name)
-    if not force and rec is not None and rec.fingerprint == fingerprint and run.outputs_intact(rec):
+    current = rec if not force and rec is not None and rec.fingerprint == fingerprint and run.outputs_intact(rec) else None
+    return Plan(inputs, artifacts, fingerprint, current)
+
+
+def run_stage(stage: Stage, recipe: Recipe, run: RunDir, force: bool = False, runtime: Runtime = CPU) -> StageResult:
+    """Run one stage (the caller holds the run-dir lock; under torchrun rank 0 does and decides for every rank)."""
+    if not stage.enabled(recipe):
+        return StageResult(stage.name, "skipped", str(run.root), {}, {}, 0.0, "off in this recipe")
+    plan = distributed.lead(lambda: plan_stage(stage, recipe, run, force))
+    inputs, artifacts, fingerprint, rec = plan.inputs, plan.artifacts, plan.fingerprint, plan.current
+    if rec is not None:
         ui.info(f"[dim]{stage.name}: up to date, skipped (--force reruns it)[/dim]")
         return StageResult(stage.name, "skipped", str(run.root), rec.outputs, rec.summary, 0.0, "up to date")
     ui.info(f"[bold cyan]{stage.name}[/bold cyan]: running")
     started = time.time()
     t0 = time.perf_counter()
+    if not distributed.is_main():  # a follower: same work, outputs thrown away; rank 0 writes them
+        with tempfile.TemporaryDirectory(prefix=f"cann-distill-rank{distributed.rank()}-") as tmp:
+            summary = stage.execute(Context(recipe, run, Path(tmp), artifacts, dict(inputs["artifacts"]), fingerprint, runtime,
+                                            dict(inputs.get("missing", {})), dict(inputs.get("stale", {}))))
+        distributed.barrier()  # until rank 0 has recorded the stage
+        return StageResult(stage.name, "done", str(run.root), {}, summary, time.perf_counter() - t0, "rank 0 wrote the outputs")
     with run.staging(stage.name) as out:
         summary = stage.execute(Context(recipe, run, out, artifacts, dict(inputs["artifacts"]), fingerprint, runtime,
                                         dict(inputs.get("missing", {})), dict(inputs.get("stale", {}))))
@@ -175,6 +205,7 @@ def run_stage(stage: Stage, recipe: Recipe, run: RunDir, force: bool = False, ru
         run.forget(stage.name)  # the old record must not vouch for the folder being replaced
     seconds = time.perf_counter() - t0
     run.write_record(stage.name, StageRecord(fingerprint, inputs, outputs, started, seconds, library_versions(), summary))
+    distributed.barrier()  # the other ranks wait until the outputs and the record are in place
     ui.info(f"[green]{stage.name}[/green]: done in {seconds:.1f}s")
     return StageResult(stage.name, "done", str(run.root), outputs, summary, seconds)
 

@@ -29,13 +29,16 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
+from cann_distill import distributed
 from cann_distill.cache import OutputCache, checkpoint_weights_fingerprint, resolve_cache_dir
+from cann_distill.critical import Refresher, training_cost
 from cann_distill.data import Split, Splits, channels_of, load_splits, loader, make_mixup
 from cann_distill.distiller import Distiller, Term
 from cann_distill.errors import ArtifactError
 from cann_distill.live import EpochLog
 from cann_distill.losses.feature import channel_weights_key
 from cann_distill.models import build_model, count_params, save_checkpoint, teacher_input
+from cann_distill.quant.qad import run_phase as run_qad
 from cann_distill.recipe import DistillConfig, LossSpec, Recipe
 from cann_distill.replay import ReplayStore
 from cann_distill.rundir import RunDir
@@ -249,9 +252,15 @@ class CriticalPlan:
         self.critical = np.flatnonzero(index.critical).tolist()
         self.warmup = curriculum_epochs(recipe) if self.mode == "curriculum" else (cfg.epochs if self.mode == "subset" else 0)
         self.sampler = SubsetSampler(self.critical, seed=recipe.seed) if self.mode in ("subset", "curriculum") else None
+        self.weight = cfg.critical.weight
+        self.update(index.critical)
+
+    def update(self, mask: np.ndarray) -> None:
+        """A new critical set (select.refresh_every re-mined it)."""
+        self.critical = np.flatnonzero(mask).tolist()
         self.sample_weight = torch.ones(len(self.all))
         if self.mode == "weight":
-            self.sample_weight[torch.from_numpy(index.critical)] = cfg.critical.weight
+            self.sample_weight[torch.from_numpy(np.asarray(mask, dtype=bool))] = self.weight
 
     def select(self, epoch: int) -> tuple[list[int], bool]:
         """The samples of `epoch` (the sampler follows) and whether they are the critical ones only."""
@@ -283,10 +292,14 @@ class DistillStep:
 class Epochs:
     """fit's epoch hooks: the critical plan picks the samples, the temperature plan feeds the step."""
 
-    def __init__(self, temperature: TemperaturePlan, critical: CriticalPlan, step: DistillStep, ctx: Context) -> None:
-        self.temperature, self.critical, self.step, self.runtime = temperature, critical, step, ctx.runtime
+    def __init__(self, temperature: TemperaturePlan, critical: CriticalPlan, step: DistillStep, ctx: Context,
+                 refresh: Optional[Refresher] = None) -> None:
+        self.temperature, self.critical, self.step, self.runtime, self.refresh = temperature, critical, step, ctx.runtime, refresh
 
     def start(self, epoch: int) -> dict[str, float]:
+        if self.refresh is not None and self.refresh.due(epoch):
+            self.critical.update(self.refresh(epoch).mask)
+            self.step.sample_weight = self.runtime.to(self.critical.sample_weight)
         active, critical_only = self.critical.select(epoch)
         temps = self.temperature.at(epoch)
         self.step.temperature = None if temps is None else self.runtime.to(torch.from_numpy(temps).float())
@@ -301,12 +314,20 @@ class Epochs:
 
 class DistillStage(Stage):
     name = "distill"
-    version = 6
+    version = 7
+    all_ranks = True  # under torchrun: DDP training / a sharded teacher pass (cann_distill.distributed)
     sections = ("data", "student", "distill", "seed")
     needs = (LOGITS, INDEX, SUMMARY, TEACHER_CKPT)
 
     def extra_inputs(self, recipe: Recipe) -> dict[str, Any]:
-        return {"checkpoint": _checkpoint_hashes(recipe)["student"],
+        qat = {}
+        if recipe.distill.qat.enabled:  # QAD starts from validate's PTQ, whose scheme this CPU decides
+            from cann_distill.quant.ort import cpu_features
+
+            v = recipe.validate_
+            qat = {"qat_ptq": {k: v.model_dump()[k] for k in ("opset", "per_channel", "activation_type", "reduce_range", "nodes_to_exclude", "calibration")},
+                   "cpu": cpu_features()}
+        return {**qat, "checkpoint": _checkpoint_hashes(recipe)["student"],
                 "teacher_input": {"arch": recipe.teacher.arch, "mean": recipe.teacher.mean, "std": recipe.teacher.std}}
 
     def execute(self, ctx: Context) -> dict[str, Any]:
@@ -323,7 +344,9 @@ class DistillStage(Stage):
             ui.info(f"[dim]{message}[/dim]")
         critical = CriticalPlan(r, inputs.index)
         step = DistillStep(distiller, rt.to(critical.sample_weight))
-        epochs = Epochs(temperature, critical, step, ctx)
+        refresh = (Refresher(r, distiller.student, inputs.train, read_cached_logits(ctx.artifacts[LOGITS], inputs.train).numpy(),
+                             inputs.index.critical, rt) if r.select.refresh_every else None)
+        epochs = Epochs(temperature, critical, step, ctx, refresh)
         resume = Checkpointing(resume_path(ctx.run), ctx.fingerprint, resume=_resume.get(),
                                command="cann-distill distill RECIPE --resume")
         history = fit(distiller.model, inputs.train, cfg, cfg.batch_size or r.data.batch_size, step, r.seed, "distill",
@@ -332,12 +355,17 @@ class DistillStage(Stage):
                       deploy=distiller.student, checkpoint=resume, no_decay=("balance.",), runtime=rt,
                       transform=inputs.splits.train_transform, mix=make_mixup(r.data, len(inputs.train.classes)),
                       teacher=targets, period=targets.period)
-        summary = self._finish(ctx, distiller, inputs, history, targets, temperature, critical, sensitivity)
-        resume.path.unlink(missing_ok=True)  # the stage's outputs supersede it
+        qad = run_qad(ctx, distiller.student, inputs.splits, ctx.artifacts[TEACHER_CKPT], _resume.get()) if cfg.qat.enabled else None
+        summary = self._finish(ctx, distiller, inputs, history, targets, temperature, critical, sensitivity, refresh)
+        if qad is not None:
+            summary["qat"] = qad
+        if distributed.is_main():  # the stage's outputs supersede it (kept until QAD is done, so --resume can reach it)
+            resume.path.unlink(missing_ok=True)
         return summary
 
     def _finish(self, ctx: Context, distiller: Distiller, inputs: DistillInputs, history: History, targets: TeacherTargets,
-                temperature: TemperaturePlan, critical: CriticalPlan, sensitivity: dict[str, str]) -> dict[str, Any]:
+                temperature: TemperaturePlan, critical: CriticalPlan, sensitivity: dict[str, str],
+                refresh: Optional[Refresher] = None) -> dict[str, Any]:
         """Evaluate and save the student; write metrics.json; the summary for the manifest."""
         r, cfg, rt, student = ctx.recipe, ctx.recipe.distill, ctx.runtime, distiller.student
         train, val, test = inputs.train, inputs.splits.val, inputs.splits.test
@@ -362,6 +390,8 @@ class DistillStage(Stage):
             "tap_shapes": {k: v for k, v in distiller.shapes.items() if ".feat." in k},
             "channel_sensitivity": sensitivity,
             "throughput": throughput(history),
+            "cost": training_cost(history, len(train), cfg.batch_size or r.data.batch_size, cfg.epochs, refresh.seconds if refresh else 0.0),
+            "refresh": {"every": r.select.refresh_every, "records": refresh.records} if refresh else None,
         }
         if history.resumed_from:
             summary["resumed_from"] = history.resumed_from

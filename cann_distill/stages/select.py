@@ -13,20 +13,23 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from cann_distill import distributed
 from cann_distill.cache import CacheStatus, OutputCache, cache_key, checkpoint_weights_fingerprint, resolve_cache_dir
-from cann_distill.data import Split, Splits, channels_of, count_classes, data_fingerprint, load_splits, norm_stats
+from cann_distill.data import (Split, Splits, Transform, build_transforms, channels_of, count_classes, data_fingerprint, draw_loader,
+                               load_splits, norm_stats)
 from cann_distill.devices import CPU, Runtime
 from cann_distill.errors import StageError
 from cann_distill.models import build_model, with_teacher_input
-from cann_distill.recipe import AugmentConfig, Recipe, SelectConfig, SelectTemperatureConfig, TrainConfig
+from cann_distill.recipe import AugmentConfig, MixConfig, Recipe, SelectConfig, SelectTemperatureConfig, TrainConfig
 from cann_distill.replay import ReplayStore, index_dtype
 from cann_distill.rundir import sha256_file
-from cann_distill.selectors import SELECTORS
+from cann_distill.selectors import SELECTORS, Selector
+from cann_distill.selectors.policy import Selection, select_samples
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
 from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT
 from cann_distill.targets import ReplaySpec, check_recipe, label_draws, replay_spec, resolve_mode
 from cann_distill.temperature import per_sample_temperature
-from cann_distill.train import accuracy, ce_step, fit, predict, seed_everything
+from cann_distill.train import accuracy, ce_step, fit, predict, predict_all, seed_everything
 from cann_distill.ui import ui
 
 LOGITS = "select/teacher_logits.npy"
@@ -36,19 +39,22 @@ INDEX_FIELDS = ("id", "target", "score", "rank", "critical", "temperature")
 HIST_BINS = 10
 
 
-def pick_critical(scores: np.ndarray, targets: np.ndarray, cfg: SelectConfig) -> np.ndarray:
-    """Boolean mask of the top `top_k_ratio` scores (per class in proportion when class_balanced)."""
-    n = len(scores)
-    mask = np.zeros(n, dtype=bool)
-    if cfg.class_balanced:
-        for c in np.unique(targets):
-            idx = np.flatnonzero(targets == c)
-            k = max(1, int(round(cfg.top_k_ratio * len(idx))))
-            mask[idx[np.argsort(-scores[idx], kind="stable")[:k]]] = True
-    else:
-        k = max(1, int(round(cfg.top_k_ratio * n)))
-        mask[np.argsort(-scores, kind="stable")[:k]] = True
-    return mask
+def pick_critical(scores: np.ndarray, targets: np.ndarray, cfg: SelectConfig, classes: Optional[Sequence[str]] = None,
+                  seed: int = 0) -> Selection:
+    """The critical samples by the recipe's policy and class balance (`cann_distill.selectors.policy`)."""
+    names = list(classes) if classes is not None else [str(c) for c in range(int(np.max(targets, initial=-1)) + 1)]
+    mix = (cfg.mix or MixConfig(hard=1 / 3, medium=1 / 3, easy=1 / 3)).model_dump()
+    return select_samples(scores, targets, names, cfg.top_k_ratio, policy=cfg.policy, mix=mix, class_balanced=cfg.class_balanced,
+                          scarce_below=cfg.scarce_below, seed=seed)
+
+
+def report_selection(selection: Selection, what: str = "select") -> None:
+    """Say what the policy did that a user would not guess: small classes, an auto choice, empty classes."""
+    for note in selection.notes:
+        ui.info(f"[dim]{what}: {note}[/dim]")
+    if selection.empty:
+        ui.warn(f"{what}: no critical sample in class(es) {', '.join(selection.empty[:10])}"
+                f"{' …' if len(selection.empty) > 10 else ''}; set select.class_balanced: true to keep every class")
 
 
 def index_temperatures(scores: np.ndarray, cfg: SelectTemperatureConfig) -> np.ndarray:
@@ -63,21 +69,69 @@ def histogram(values: np.ndarray, bins: int = HIST_BINS) -> dict[str, list[float
     return {"counts": counts.tolist(), "edges": [float(e) for e in edges]}
 
 
+def probe_epochs(recipe: Recipe) -> int:
+    """select.probe_epochs, or the strategy's default when the recipe leaves it open."""
+    cfg = recipe.select
+    if cfg.probe_epochs is not None:
+        return cfg.probe_epochs
+    return SELECTORS.get(cfg.strategy).default_probe_epochs if cfg.strategy in SELECTORS else 0
+
+
 def probe_config(recipe: Recipe) -> TrainConfig:
-    """How the student probe trains: distill's optimizer settings for `select.probe_epochs` epochs."""
+    """How the student probe trains: distill's optimizer settings for `probe_epochs(recipe)` epochs."""
     d = recipe.distill
-    return TrainConfig(epochs=recipe.select.probe_epochs, optimizer=d.optimizer, lr=d.lr, momentum=d.momentum,
+    return TrainConfig(epochs=probe_epochs(recipe), optimizer=d.optimizer, lr=d.lr, momentum=d.momentum,
                        weight_decay=d.weight_decay, batch_size=d.batch_size)
 
 
-def probe_logits(recipe: Recipe, train: Split, runtime: Runtime = CPU) -> np.ndarray:
-    """Student logits over the training split: the recipe's student, seeded, CE-trained `probe_epochs` epochs."""
+def probe_logits(recipe: Recipe, train: Split, runtime: Runtime = CPU, history: Optional[list[np.ndarray]] = None) -> np.ndarray:
+    """Student logits over the training split: the recipe's student, seeded, CE-trained `probe_epochs` epochs.
+
+    With `history`, the logits over the training split after every probe epoch are appended to it
+    (training-dynamics scores: el2n, forgetting).
+    """
     cfg = probe_config(recipe)
     seed_everything(recipe.seed)
     student = build_model(recipe.student, len(train.classes), channels_of(recipe.data), role="student")
+
+    def record(epoch: int, row: dict[str, float]) -> None:
+        if history is not None:
+            history.append(predict(student, train, batch_size=recipe.select.batch_size, desc="student probe logits",
+                                   runtime=runtime).astype(np.float32))
+            student.train()
+
     if cfg.epochs:
-        fit(student, train, cfg, cfg.batch_size or recipe.data.batch_size, ce_step, recipe.seed, "student probe", runtime=runtime)
+        fit(student, train, cfg, cfg.batch_size or recipe.data.batch_size, ce_step, recipe.seed, "student probe", runtime=runtime,
+            on_epoch_end=record)
     return predict(student, train, batch_size=recipe.select.batch_size, desc="student probe logits", runtime=runtime).astype(np.float32)
+
+
+def view_transform(recipe: Recipe) -> Transform:
+    """The training augmentation (data.augment), even when training itself runs without it: the views the teacher scores."""
+    data = recipe.data.model_copy(update={"augment": recipe.data.augment.model_copy(update={"enabled": True})})
+    transform, _ = build_transforms(data)
+    assert transform is not None
+    return transform
+
+
+def view_inputs(recipe: Recipe) -> dict[str, Any]:
+    """What the teacher's view logits depend on beyond the teacher and the samples."""
+    import timm
+    import torchvision
+
+    return {"views": recipe.select.views, "seed": recipe.seed,
+            "augment": recipe.data.augment.model_dump(mode="json", exclude=set(AugmentConfig.MIXING) | {"enabled"}),
+            "libraries": {"timm": timm.__version__, "torchvision": torchvision.__version__, "torch": torch.__version__}}
+
+
+@torch.no_grad()
+def view_logits(teacher: torch.nn.Module, train: Split, transform: Transform, views: int, seed: int, batch_size: int,
+                runtime: Runtime = CPU) -> np.ndarray:
+    """The teacher's logits on `views` augmented views of every training sample, [V, N, C] (view d of sample i keyed (d, i))."""
+    runtime.model(teacher).eval()
+    batches = draw_loader(train, batch_size, views, seed=seed, transform=transform, runtime=runtime)
+    out = [teacher(runtime.batch(x)).float().cpu() for x, _, _ in ui.track(batches, f"teacher on {views} augmented views", total=len(batches))]
+    return torch.cat(out).numpy().reshape(views, len(train), -1)
 
 
 def teacher_output_parts(recipe: Recipe, train: Split, teacher_weights: str, outputs: str, **extra: Any) -> dict[str, Any]:
@@ -129,18 +183,46 @@ def make_replay(recipe: Recipe, splits: Splits, teacher_path: Path, weights: str
     return entry, status
 
 
+def score_inputs(r: Recipe, selector: Selector, train: Split, cache: OutputCache, weights: str, teacher_path: Path,
+                 runtime: Runtime) -> tuple[Optional[np.ndarray], dict[str, Any], Optional[CacheStatus]]:
+    """What the strategy declared it reads beyond the teacher's logits: the student probe (final logits and,
+    for training-dynamics scores, its per-epoch history) and the teacher's logits on augmented views (cached)."""
+    cfg, n, n_classes = r.select, len(train), len(train.classes)
+    evidence: dict[str, Any] = {}
+    history: Optional[list[np.ndarray]] = [] if selector.needs_history else None
+    student_logits: Optional[np.ndarray] = None
+    if selector.needs_student or selector.needs_history:
+        student_logits = probe_logits(r, train, runtime, history)
+    if history is not None:
+        evidence["student_history"] = np.stack(history) if history else student_logits[None]  # type: ignore[index]
+    status: Optional[CacheStatus] = None
+    if selector.needs_views:
+        def compute() -> np.ndarray:
+            teacher = build_model(r.teacher, n_classes, channels_of(r.data), checkpoint=teacher_path, classes=train.classes)
+            return view_logits(with_teacher_input(teacher, r.data, r.teacher), train, view_transform(r), cfg.views, r.seed,
+                               cfg.batch_size, runtime)
+
+        parts = teacher_output_parts(r, train, weights, "view_logits", classes=train.classes, **view_inputs(r))
+        evidence["view_logits"], status = cache.get_or_compute(parts, (cfg.views, n, n_classes), compute)
+    return student_logits, evidence, status
+
+
 class SelectStage(Stage):
     name = "select"
-    version = 5
+    version = 6
+    all_ranks = True  # under torchrun: DDP training / a sharded teacher pass (cann_distill.distributed)
     sections = ("data", "select", "seed")
     needs = (TEACHER_CKPT,)
     ignore = ("data.augment",)  # the teacher labels un-augmented training images here (replayed views: see extra_inputs)
 
     def extra_inputs(self, recipe: Recipe) -> dict[str, Any]:
         inputs: dict[str, Any] = {"data": data_fingerprint(recipe.data, ignore=frozenset({"augment"}))}
-        if recipe.select.strategy in SELECTORS and SELECTORS.get(recipe.select.strategy).needs_student:
+        strategy = SELECTORS.get(recipe.select.strategy) if recipe.select.strategy in SELECTORS else None
+        if strategy is not None and (strategy.needs_student or strategy.needs_history):
             inputs["probe"] = {"student": recipe.section("student"), "train": probe_config(recipe).model_dump(mode="json"),
                                "checkpoint": _checkpoint_hashes(recipe)["student"]}
+        if strategy is not None and strategy.needs_views:
+            inputs["views"] = view_inputs(recipe)
         if resolve_mode(recipe) == "replay":
             inputs["replay"] = replay_inputs(recipe, count_classes(recipe.data))
         return inputs
@@ -161,27 +243,33 @@ class SelectStage(Stage):
         parts = teacher_output_parts(r, train, weights, "logits", classes=train.classes)
         key = cache_key(parts)
 
-        def teacher_forward(split: Split = train, desc: str = "teacher logits") -> np.ndarray:
+        def teacher_forward(split: Split = train, desc: str = "teacher logits", sharded: bool = False) -> np.ndarray:
             teacher = build_model(r.teacher, n_classes, channels_of(r.data), checkpoint=teacher_path, classes=train.classes)
             teacher = with_teacher_input(teacher, r.data, r.teacher)
-            return predict(teacher, split, batch_size=cfg.batch_size, desc=desc, runtime=ctx.runtime).astype(np.float32)
+            forward = predict_all if sharded else predict  # sharded: whole batches per rank under torchrun
+            return forward(teacher, split, batch_size=cfg.batch_size, desc=desc, runtime=ctx.runtime).astype(np.float32)
 
         def spot_check(rows: Sequence[int]) -> np.ndarray:
             some = replace(train, ids=[train.ids[i] for i in rows], targets=train.targets[list(rows)],
                            images=lambda i: train.images(rows[i]), skipped={})
             return teacher_forward(some, "teacher spot check")
 
-        logits, cache_status = cache.get_or_compute(parts, (n, n_classes), teacher_forward, spot_check=spot_check)
+        # under torchrun rank 0 alone reads and writes the cache; on a miss every rank labels its shard
+        logits, cache_status = distributed.follow_cache(
+            lambda compute: cache.get_or_compute(parts, (n, n_classes), compute, spot_check=spot_check),
+            lambda: teacher_forward(sharded=True))
         np.save(ctx.out / "teacher_logits.npy", logits, allow_pickle=False)
 
         selector = SELECTORS.build(cfg.strategy, **cfg.strategy_args)
-        student_logits: Optional[np.ndarray] = probe_logits(r, train, ctx.runtime) if selector.needs_student else None
-        scores = np.asarray(selector.score(logits, train.targets, seed=r.seed, student_logits=student_logits), dtype=np.float64)
+        student_logits, evidence, views_status = score_inputs(r, selector, train, cache, weights, teacher_path, ctx.runtime)
+        scores = np.asarray(selector.score(logits, train.targets, seed=r.seed, student_logits=student_logits, **evidence), dtype=np.float64)
         if scores.shape != (n,):
             raise StageError(f"select.strategy '{cfg.strategy}': {scores.shape} scores for {n} samples")
         if not np.all(np.isfinite(scores)):
             raise StageError(f"select.strategy '{cfg.strategy}': scores contain NaN or inf")
-        critical = pick_critical(scores, train.targets, cfg)
+        selection = pick_critical(scores, train.targets, cfg, train.classes, seed=r.seed)
+        report_selection(selection)
+        critical = selection.mask
         temps = index_temperatures(scores, cfg.temperature)
         order = np.argsort(-scores, kind="stable")
         rank = np.empty(n, dtype=np.int64)
@@ -197,6 +285,11 @@ class SelectStage(Stage):
             "strategy": cfg.strategy, "strategy_args": cfg.strategy_args, "num_samples": n,
             "num_critical": int(critical.sum()), "ratio": float(critical.mean()),
             "per_class_critical": {train.classes[c]: int(critical[train.targets == c].sum()) for c in range(n_classes)},
+            "selection": {**selection.describe(), "class_balanced": cfg.class_balanced,
+                          "mix": cfg.mix.model_dump() if cfg.mix is not None else None, "scarce_below": cfg.scarce_below},
+            "refresh_every": cfg.refresh_every,
+            "probe_epochs": probe_epochs(r) if (selector.needs_student or selector.needs_history) else None,
+            "views": cfg.views if selector.needs_views else None,
             "teacher_train_acc": accuracy(logits, train.targets),
             "score_mean": float(scores.mean()), "score_critical_min": float(scores[critical].min()),
             "temperature": {"per_sample": t.per_sample, "base": t.base, "t_min": t.t_min, "t_max": t.t_max,
@@ -204,7 +297,9 @@ class SelectStage(Stage):
             "cached": "logits", "cache_key": key,
         }
         statuses: dict[str, Any] = {"cache": cache_status}
-        if replaying:
+        if views_status is not None:
+            statuses["views_cache"] = views_status
+        if replaying and distributed.is_main():  # replay draws: rank 0 alone (not sharded yet)
             summary["replay"], statuses["replay_cache"] = make_replay(r, splits, teacher_path, weights, ctx.runtime)
         hists = {"score_histogram": histogram(scores), "temperature_histogram": histogram(temps)}
         # summary.json holds only what the recipe and data determine, so an identical rerun leaves distill up to date

@@ -29,6 +29,7 @@ METRICS = "teacher/metrics.json"
 class TeacherStage(Stage):
     name = "teacher"
     version = 4
+    all_ranks = True  # under torchrun: DDP training / a sharded teacher pass (cann_distill.distributed)
     sections = ("data", "teacher", "seed")
 
     def extra_inputs(self, recipe: Recipe) -> dict[str, Any]:

@@ -15,11 +15,14 @@ import torch
 from cann_distill.data import Split, channels_of, load_splits, loader
 from cann_distill.errors import StageError
 from cann_distill.models import build_model, count_params, with_teacher_input
+from cann_distill.hardware import basis, effective_validate
+from cann_distill.quant import latency as timing
 from cann_distill.quant import ort as q
+from cann_distill.quant import qad
 from cann_distill.quant.export import export_onnx
-from cann_distill.quant.feedback import gate, set_dotted, suggest_fixes
+from cann_distill.quant.feedback import QAD_ENABLED, QAD_EPOCHS, gate, set_dotted, split_changes, suggest_fixes
 from cann_distill.quant.gap import layer_gap
-from cann_distill.recipe import Recipe, ValidateConfig, load_hardware_profile
+from cann_distill.recipe import Recipe, ValidateConfig, hardware_profile, load_hardware_profile
 from cann_distill.stages.base import Context, Stage, register_stage
 from cann_distill.stages.distill import CHECKPOINT as STUDENT_CKPT
 from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT
@@ -29,6 +32,7 @@ from cann_distill.ui import ui
 REPORT = "validate/validation.json"
 FP32 = "validate/student_fp32.onnx"
 INT8 = "validate/student_int8.onnx"
+QAT_CKPT = f"distill/{qad.CHECKPOINT_NAME}"
 
 
 def stack(split: Split, idx: np.ndarray) -> np.ndarray:
@@ -111,28 +115,45 @@ def split_metrics(logits: dict[str, np.ndarray], targets: np.ndarray) -> dict[st
     }
 
 
+def measure_latency(sessions: dict[str, Any], sample: np.ndarray, cfg: ValidateConfig, batch: int) -> dict[str, Any]:
+    """FP32 and INT8 timed in alternating rounds (see quant.latency), with a progress bar."""
+    total = len(sessions) * cfg.latency.rounds * max(1, cfg.latency.runs // cfg.latency.rounds)
+    with ui.progress() as prog:
+        task = prog.add_task("latency fp32/int8", total=total, status="") if prog is not None else None
+        advance = (lambda: prog.advance(task)) if prog is not None else None
+        return timing.interleaved(sessions, sample, cfg.latency.warmup, cfg.latency.runs, cfg.latency.rounds, batch, advance)
+
+
 def slowdown_note(ratio: float, float_ops: dict[str, int]) -> str:
     stay = ", ".join(f"{k}×{v}" for k, v in list(float_ops.items())[:6]) or "none"
-    return (f"INT8 is {ratio:.2f}× slower than FP32 on this target at batch 1: ops that stay in float after "
+    return (f"INT8 is {ratio:.2f}× slower than FP32 on this target (beyond the measurement spread): ops that stay in float after "
             f"optimization ({stay}) need Quantize/Dequantize round-trips, and at this model size the "
             "quantize/dequantize overhead outweighs the cheaper INT8 arithmetic")
 
 
 class ValidateStage(Stage):
     name = "validate"
-    version = 3
+    version = 4  # 4: interleaved latency rounds, hardware-profile INT8 scheme
     sections = ("data", "student", "validate", "seed")
     needs = (TEACHER_CKPT, STUDENT_CKPT)
     ignore = ("data.augment",)  # evaluation and calibration use the evaluation transform
 
+    def needs_for(self, recipe: Recipe) -> tuple[str, ...]:
+        return self.needs + ((QAT_CKPT,) if recipe.distill.qat.enabled else ())
+
     def extra_inputs(self, recipe: Recipe) -> dict[str, Any]:
         # the host decides the auto INT8 scheme, so a run dir moved to another CPU revalidates
-        return {"profile": load_hardware_profile(recipe.validate_.target), "cpu": q.cpu_features()}
+        extra = {"profile": load_hardware_profile(recipe.validate_.target), "cpu": q.cpu_features()}
+        if recipe.validate_.feedback.qad_epochs and not recipe.distill.qat.enabled:  # the "run QAD" fix trains with distill.qat
+            extra["feedback_qad"] = recipe.distill.qat.model_dump(exclude={"enabled", "epochs", "teacher"})
+        return extra
 
     def execute(self, ctx: Context) -> dict[str, Any]:
-        r, cfg, rt = ctx.recipe, ctx.recipe.validate_, ctx.runtime
-        profile = load_hardware_profile(cfg.target)
-        provider, warning = q.resolve_provider(cfg.provider or profile.get("provider", "CPUExecutionProvider"))
+        r, rt = ctx.recipe, ctx.runtime
+        hw = hardware_profile(r.validate_.target)
+        cfg, profile = effective_validate(r.validate_, hw), hw.model_dump(mode="json")  # what the recipe leaves open comes from the profile
+        provider, warning = q.resolve_provider(cfg.provider or hw.provider)
+        options = hw.provider_options if provider == hw.provider else None
         if warning:
             ui.warn(warning)
         splits = load_splits(r.data)
@@ -161,40 +182,60 @@ class ValidateStage(Stage):
                     + (f", {len(cfg.nodes_to_exclude)} node(s) kept in float" if cfg.nodes_to_exclude else ""))
             quantizer.quantize(cfg, int8)
             onnx.checker.check_model(str(int8), full_check=True)
-            s32 = q.session(fp32, provider, threads=cfg.latency.threads)
-            s8 = q.session(int8, provider, threads=cfg.latency.threads, optimized_out=work / "int8_opt.onnx")
+            s32 = q.session(fp32, provider, threads=cfg.latency.threads, options=options)
+            s8 = q.session(int8, provider, threads=cfg.latency.threads, optimized_out=work / "int8_opt.onnx", options=options)
             optimized = onnx.load(str(work / "int8_opt.onnx")).graph
             optimized_ops, float_ops = q.op_histogram(optimized), q.float_ops(optimized)
             metrics = {name: split_metrics({**torch_logits[name], **onnx_logits({"onnx_fp32": s32, "onnx_int8": s8}, split)}, split.targets)
                        for name, split in evaluated.items()}
             gap_rows = layer_gap(quantizer.prep, int8, gap_x, work)
+            qat_result = None
+            if QAT_CKPT in ctx.artifacts:  # the QAD student, exported with the ranges it learned
+                qat_model = qad.load(ctx.artifacts[QAT_CKPT], r, classes, in_chans, names)
+                qat_result = qad.validate_qat(qat_model, r, classes, in_chans, calib, ctx.out / "student_int8_qat.onnx", work, evaluated,
+                                              cfg.nodes_to_exclude)
+                qat_rows = layer_gap(qat_result.pop("prep"), ctx.out / "student_int8_qat.onnx", gap_x, work)
+                qat_result["layer_gap"] = qad.compare_gaps(gap_rows, qat_rows, cfg.gap.top)
 
             def evaluate(changes: dict[str, Any]) -> float:  # fixes are chosen on val, never on test
+                inside, outside = split_changes(changes)
+                trial_cfg = apply_changes(cfg, inside)
+                if outside.get(QAD_ENABLED):
+                    return qad.trial_int8_acc(student, r, trial_cfg, outside[QAD_EPOCHS], splits, calib, work, rt)
                 trial = work / "trial.onnx"
-                quantizer.quantize(apply_changes(cfg, changes), trial)
+                quantizer.quantize(trial_cfg, trial)
                 return topk(onnx_logits({"int8": q.session(trial, "CPUExecutionProvider")}, val)["int8"], y_val, 1)
 
             v = metrics["val"]["accuracy"]
-            feedback = suggest_fixes(cfg, cfg.feedback, v["int8_drop"], gap_rows, r.student.arch, v["onnx_int8"], scheme, evaluate)
+            feedback = suggest_fixes(cfg, cfg.feedback, v["int8_drop"], gap_rows, r.student.arch, v["onnx_int8"], scheme, evaluate,
+                                     qad=qat_result is None)
             feedback["split"] = "val"
 
-        lat32 = q.latency(s32, gap_x, cfg.latency.warmup, cfg.latency.runs, "latency fp32")
-        lat8 = q.latency(s8, gap_x, cfg.latency.warmup, cfg.latency.runs, "latency int8")
+        lat = measure_latency({"fp32": s32, "int8": s8}, gap_x, cfg, hw.batch)
+        lat32, lat8, cmp = lat["fp32"], lat["int8"], lat["comparison"]
         tput = {
             "batch": cfg.throughput_batch,
             "fp32_img_s": q.throughput(s32, gap_x, cfg.throughput_batch, cfg.latency.runs // 10 + 3),
             "int8_img_s": q.throughput(s8, gap_x, cfg.throughput_batch, cfg.latency.runs // 10 + 3),
         }
-        ratio = lat8["median_ms"] / lat32["median_ms"]
+        ratio = cmp["int8_over_fp32"]
         head = splits.headline.name
         drop = metrics[head]["accuracy"]["int8_drop"]
-        notes = [slowdown_note(ratio, float_ops)] if ratio > 1.0 else []
+        if qat_result is not None:  # what ships is the QAD student: its INT8 against the float student
+            for name, m in metrics.items():
+                got = qat_result["by_split"][name]
+                m["accuracy"].update(onnx_int8_qat=got["onnx_int8_acc"], qat_drop=m["accuracy"]["onnx_fp32"] - got["onnx_int8_acc"])
+                m["agreement"]["qat_fake_quant_vs_onnx_int8_top1"] = got["fake_quant_vs_onnx_int8_top1"]
+            drop = metrics[head]["accuracy"]["qat_drop"]
+        notes = [slowdown_note(ratio, float_ops)] if cmp["verdict"] == "slower" else []
+        if (shaky := timing.unstable_note(lat)) is not None:
+            notes.append(shaky)
         if feedback["triggered"]:
             notes.append(f"INT8 drop {100 * v['int8_drop']:.2f} pt on val: see feedback.suggestions; "
                          "`cann-distill validate RECIPE --apply-feedback` writes a patched recipe")
         params = count_params(student)
         budgets = gate(cfg.budgets, profile.get("budgets") or {}, {
-            "latency_ms_p99": lat8["p99_ms"], "size_mb": int8.stat().st_size / 1e6, "params_m": params / 1e6,
+            "latency_ms_p99": lat8["p99_ms"], "latency_ms_median": lat8["median_ms"], "size_mb": int8.stat().st_size / 1e6, "params_m": params / 1e6,
             "max_accuracy_drop": drop,
         })
         result = {
@@ -205,7 +246,9 @@ class ValidateStage(Stage):
             "params": params, "flops": flops(student, in_chans, r.data.image_size),
             "accuracy": {**metrics[head]["accuracy"], "split": head}, "top5": metrics[head]["top5"],
             "agreement": metrics[head]["agreement"], "by_split": metrics,
-            "latency_batch1": {"threads": cfg.latency.threads, "fp32": lat32, "int8": lat8, "int8_over_fp32": ratio},
+            "latency_batch1": {"threads": cfg.latency.threads, "batch": hw.batch, "fp32": lat32, "int8": lat8, "int8_over_fp32": ratio,
+                               "comparison": cmp, "load_avg": lat["load_avg"], "rounds": lat["rounds"],
+                               "basis": basis(hw, provider, q.cpu_features())},
             "throughput": tput,
             "size_bytes": {"fp32": fp32.stat().st_size, "int8": int8.stat().st_size},
             "int8_optimized_ops": optimized_ops, "int8_float_ops": float_ops,
@@ -213,6 +256,8 @@ class ValidateStage(Stage):
                           "metric": "sqnr_db: mean per-channel SQNR of the INT8 activation vs FP32; gap_db: SQNR lost in this layer",
                           "worst": gap_rows[: cfg.gap.top]},
             "feedback": feedback, "gate": budgets, "notes": notes,
+            "quantization": "qat" if qat_result is not None else "ptq",
+            **({"qat": qat_result} if qat_result is not None else {}),
         }
         for note in notes:
             ui.warn(note)
@@ -223,6 +268,7 @@ class ValidateStage(Stage):
             "scheme": {k: scheme[k] for k in ("activation_type", "reduce_range")},
             "worst_layers": [{k: row.get(k) for k in ("module", "node", "gap_db", "sqnr_db")} for row in gap_rows[:3]],
             "feedback": {"triggered": feedback["triggered"], "apply": feedback["apply"]}, "gate": budgets,
+            "quantization": result["quantization"],
         }
 
 

@@ -5,6 +5,8 @@ generate docs/benchmarks.md from it.
 Arms (each run is a fresh process started from here, so no arm inherits another's state):
 
   plain         arm_plain.py: a short Hinton-KD loop that runs the teacher on every batch
+  ceiling       arm_plain.py with the teacher forward skipped (speed only): what dropping the
+                teacher alone buys the plain loop
   torchdistill  arm_torchdistill.py, in the benchmark environment (--peer-python): its own YAML
                 config and DistillationBox, run as its example script runs it
   online        arm_cann.py: cann-distill, teacher on every augmented batch
@@ -12,7 +14,7 @@ Arms (each run is a fresh process started from here, so no arm inherits another'
   replay        arm_cann.py: cann-distill, FKD-style stored draws replayed without a teacher forward
 
 Parts:
-  speed     training-loop samples/s, untrained teachers (resnet50, resnet18), arms interleaved
+  speed     training-loop samples/s, untrained teachers (resnet50, resnet18) at each --speed-sizes, arms interleaved
             (A B C D E, B C D E A, ...) for --repeats; medians, spreads and ratios within the run;
             cann-distill's one-time select cost reported separately and amortised
   accuracy  a resnet18 teacher trained once by cann-distill's teacher stage and given to every arm;
@@ -50,7 +52,8 @@ import bench_report
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-ARMS = ("plain", "torchdistill", "online", "cached", "replay")
+ARMS = ("plain", "ceiling", "torchdistill", "online", "cached", "replay")
+SPEED_ONLY = ("ceiling",)
 CANN_ARMS = ("online", "cached", "replay")
 DEFAULT_PEER = "/work/benchenv/bin/python"
 PEER_SETUP = ("python3 -m venv /work/benchenv && /work/benchenv/bin/pip install torch==2.14.1 torchvision==0.29.1 "
@@ -76,6 +79,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
                          "(default: the shipped mobilenetv3_small_050_from_resnet18_digits.yaml)")
     ap.add_argument("--student", default=None, help="student arch (default: the recipe's)")
     ap.add_argument("--speed-teachers", default="resnet50,resnet18", help="untrained teachers timed (default %(default)s)")
+    ap.add_argument("--speed-sizes", default=None,
+                    help="comma-separated image sizes (px) the speed part runs at (default: the recipe's image size)")
     ap.add_argument("--speed-epochs", type=int, default=None, help="epochs per timed run, the first is warm-up (default 3)")
     ap.add_argument("--repeats", type=int, default=None, help="interleaved repeats of the speed arms (default 3)")
     ap.add_argument("--seeds", type=int, default=None, help="accuracy seeds: recipe seed, +1, ... (default 3)")
@@ -94,6 +99,12 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         ap.error(f"unknown part(s) {', '.join(bad)} (known: speed, accuracy)")
     if bad := [a for a in args.arms if a not in ARMS]:
         ap.error(f"unknown arm(s) {', '.join(bad)} (known: {', '.join(ARMS)})")
+    try:
+        args.speed_sizes = [int(p) for p in args.speed_sizes.split(",") if p.strip()] if args.speed_sizes else []
+    except ValueError:
+        ap.error(f"--speed-sizes takes whole numbers of pixels, e.g. 32,96 (got {args.speed_sizes!r})")
+    if any(px < 8 for px in args.speed_sizes):
+        ap.error("--speed-sizes: every size must be at least 8 px")
     defaults = {"speed_epochs": 3, "repeats": 3, "seeds": 3}
     for key in ("speed_epochs", "repeats", "seeds", "epochs", "teacher_epochs"):
         if getattr(args, key) is None:
@@ -230,6 +241,17 @@ def settings_from_recipe(recipe: Any, recipe_path: Path, args: argparse.Namespac
     }
 
 
+def sized_settings(st: dict[str, Any], data_cfg: Any, px: int, root: Path) -> dict[str, Any]:
+    """The shared settings at another image size: the same digits exported at `px`, transforms resized."""
+    cfg = data_cfg.model_copy(update={"image_size": px, "augment": data_cfg.augment.model_copy(update={"enabled": False})})
+    sizes = export_digits(cfg, root.resolve())
+    out = json.loads(json.dumps(st))
+    out["data"].update(root=str(root.resolve()), image_size=px, sizes=sizes)
+    for tf in out["transforms"].values():
+        tf["input_size"] = px
+    return out
+
+
 def cann_overrides(st: dict[str, Any], teacher_arch: str, teacher_ckpt: Optional[Path], epochs: int) -> list[str]:
     """The recipe overrides that put cann-distill on the shared ImageFolder export with the shared settings."""
     tf = st["transforms"]["eval"]
@@ -247,6 +269,11 @@ def arm_plan(args: argparse.Namespace, peer: dict[str, Any], modes: Optional[lis
     plan: dict[str, dict[str, Any]] = {
         "plain": {"label": "plain PyTorch KD", "python": sys.executable, "script": "arm_plain.py",
                   "text": "a short Hinton-KD loop written here (`arm_plain.py`): teacher in eval mode under no_grad on every batch."},
+        "ceiling": {"label": "plain loop, no teacher forward", "python": sys.executable, "script": "arm_plain.py",
+                    "spec": {"teacher_forward": False},
+                    "text": "the plain loop with the teacher forward skipped (KD towards a fixed uniform target; timing only): "
+                            "what dropping the teacher alone buys that loop. cann-distill's replay beats it only by doing the "
+                            "rest of the step faster (NHWC memory format: `runtime.channels_last: auto`)."},
         "torchdistill": {"label": "torchdistill KD", "python": peer["python"], "script": "arm_torchdistill.py",
                          "text": "torchdistill's `DistillationBox` with its own YAML config (below), driven as its "
                                  "`examples/torchvision/image_classification.py` drives it, in the separate benchmark environment."},
@@ -358,12 +385,12 @@ def run_part(part: str, label: str, st: dict[str, Any], plan: dict[str, dict[str
     """Every arm once per round (a repeat, or a seed), interleaved; each result is saved as it comes."""
     blocked = {a: rec for a in plan if (rec := not_runnable(a, plan[a], seeds[0])) is not None}
     runs: list[dict[str, Any]] = list(blocked.values())  # recorded once, with the reason
-    runnable = [a for a in plan if a not in blocked]
     evaluate = part == "accuracy"
+    runnable = [a for a in plan if a not in blocked and not (evaluate and a in SPEED_ONLY)]
     for rnd, order in interleaved(runnable, len(seeds)):
         seed = seeds[rnd]
         for pos, arm in enumerate(order):
-            spec = base_spec(st, teacher, ckpt, epochs, seed, augment=True, evaluate=evaluate)
+            spec = {**base_spec(st, teacher, ckpt, epochs, seed, augment=True, evaluate=evaluate), **plan[arm].get("spec", {})}
             if arm in CANN_ARMS:
                 spec["cann"] = {"recipe": str(recipe_path), "overrides": cann_overrides(st, teacher, ckpt, epochs) + plan[arm]["overrides"]}
             out = work / f"round{rnd}" / f"{arm}.json"
@@ -483,13 +510,19 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"torchdistill: {'yes' if peer['available'] else peer['reason']}", flush=True)
     classes = [str(c) for c in range(st["data"]["classes"])]
     if "speed" in args.parts:
-        for teacher in st["speed"]["teachers"]:
-            ckpt = untrained_teacher(teacher, work / "teachers" / f"{teacher}_untrained.pt", classes)
-            data["speed"][teacher] = {"teacher_checkpoint": str(ckpt), "runs": []}
-            seeds = [recipe.seed] * args.repeats  # one seed; the rounds are repeats
-            data["speed"][teacher]["runs"] = run_part("speed", f"speed {teacher}", st, plan, args, work / "speed" / teacher, teacher,
+        base_px = int(st["data"]["image_size"] or 32)
+        st["speed"]["sizes"] = args.speed_sizes or [base_px]
+        for px in st["speed"]["sizes"]:
+            st_px = st if px == base_px else sized_settings(st, data_cfg, px, work / f"data_{px}px")
+            for teacher in st["speed"]["teachers"]:
+                key = teacher if px == base_px else f"{teacher} @ {px} px"
+                ckpt = untrained_teacher(teacher, work / "teachers" / f"{teacher}_untrained.pt", classes)
+                data["speed"][key] = {"teacher": teacher, "image_size": px, "teacher_checkpoint": str(ckpt), "runs": []}
+                seeds = [recipe.seed] * args.repeats  # one seed; the rounds are repeats
+                sub = work / "speed" / (teacher if px == base_px else f"{teacher}_{px}px")
+                data["speed"][key]["runs"] = run_part("speed", f"speed {key}", st_px, plan, args, sub, teacher,
                                                       ckpt, args.speed_epochs, seeds, recipe_path, save)
-            save()
+                save()
     if "accuracy" in args.parts:
         ckpt, teacher_summary = train_accuracy_teacher(recipe_path, st, work / "accuracy", args)
         data["accuracy"] = {"teacher": teacher_summary, "teacher_checkpoint": str(ckpt), "runs": []}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 from typing import Any, Optional
 
-ARM_ORDER = ("plain", "torchdistill", "online", "cached", "replay")
+ARM_ORDER = ("plain", "ceiling", "torchdistill", "online", "cached", "replay")
 BASELINES = ("plain", "torchdistill")
 # issue 10: replay's training samples/s over each baseline, per teacher
 SPEED_TARGETS = {"resnet50": 2.5, "resnet18": 2.0}
@@ -67,7 +67,8 @@ def _why_not(runs: list[dict[str, Any]]) -> Optional[str]:
 def summarize(data: dict[str, Any]) -> dict[str, Any]:
     """Medians, spreads, ratios within the invocation, mean ± std over seeds and the issue's criteria."""
     out: dict[str, Any] = {"speed": {}, "accuracy": {}, "criteria": []}
-    for teacher, part in data.get("speed", {}).items():
+    for key, part in data.get("speed", {}).items():
+        teacher = part.get("teacher", key)  # keys are "<teacher>" or "<teacher> @ <px> px"
         by_arm: dict[str, Any] = {}
         runs = part["runs"]
         for arm in _arms(runs):
@@ -88,11 +89,11 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
                 per_repeat = [loop_rate(a) / loop_rate(p) for a in _done([r for r in runs if r["arm"] == arm])
                               for p in _done([r for r in runs if r["arm"] == base]) if a["repeat"] == p["repeat"]]
                 s[f"x_{base}_per_repeat"] = _spread(per_repeat) if per_repeat else None
-        out["speed"][teacher] = by_arm
+        out["speed"][key] = by_arm
         target = SPEED_TARGETS.get(teacher)
         if target is not None:
             for base in BASELINES:
-                out["criteria"].append(_speed_criterion(by_arm, teacher, base, target))
+                out["criteria"].append(_speed_criterion(by_arm, key, base, target))
 
     acc = data.get("accuracy") or {}
     if acc.get("runs"):
@@ -225,7 +226,10 @@ def render(data: dict[str, Any]) -> str:
     lines += [f"- **Data**: scikit-learn digits split as cann-distill's `digits` source splits it (val {d.get('val_fraction')}, "
               f"test {d.get('test_fraction')}, split seed {d.get('split_seed')}"
               + (f", {d.get('max_samples')} samples" if d.get("max_samples") else "")
-              + f"), upsampled to {d.get('image_size')} px and exported once as PNG to an ImageFolder tree "
+              + f"), upsampled to {d.get('image_size')} px"
+              + (f" (the speed part also at {', '.join(str(p) for p in st['speed']['sizes'] if p != d.get('image_size'))} px, "
+                 "the same images upsampled further)" if len(st.get("speed", {}).get("sizes", [])) > 1 else "")
+              + " and exported once as PNG to an ImageFolder tree "
               f"(train {d.get('sizes', {}).get('train')}, val {d.get('sizes', {}).get('val')}, test {d.get('sizes', {}).get('test')}); "
               "every arm reads and decodes those files (cann-distill `data.source: imagefolder`, the others torchvision `ImageFolder`).",
               f"- **Transforms**: timm `create_transform`, training `{st.get('transforms', {}).get('train')}`, evaluation "
@@ -247,8 +251,10 @@ def render(data: dict[str, Any]) -> str:
                   "over the training split; for `replay` also the stored augmentation draws), paid once per run; *amortised* "
                   f"spreads it over the run's {sp.get('epochs')} epoch(s) at the steady loop rate (the accuracy part "
                   "reports it over its longer runs).", ""]
-        for teacher, by_arm in s["speed"].items():
-            lines += [f"### teacher `{teacher}` → student `{st.get('student')}`", ""]
+        for key, by_arm in s["speed"].items():
+            part = data["speed"][key]
+            px = part.get("image_size", st.get("data", {}).get("image_size"))
+            lines += [f"### teacher `{part.get('teacher', key)}` → student `{st.get('student')}`, {px} px", ""]
             lines += _table(["arm", "teacher targets", "samples/s (median)", "range", "× plain", "× torchdistill", "one-time (s)",
                              "amortised samples/s"], _speed_rows(by_arm, arms_info)) + [""]
 

@@ -155,3 +155,27 @@ def test_disagreement_probe_and_its_inputs(cli, write_recipe, tmp_path: Path) ->
     assert run_ok(cli, "select", recipe, "--set", "select.strategy=margin", "--set", "select.strategy_args={}")["select"]["status"] == "done"
     assert run_ok(cli, "select", recipe, "--set", "select.strategy=margin", "--set", "select.strategy_args={}",
                   "--set", "student.arch=test_resnet")["select"]["status"] == "skipped"
+
+
+def test_view_scores_policy_refresh_and_cost(cli, write_recipe, tmp_path: Path) -> None:
+    recipe = write_recipe(teacher={"arch": "test_resnet", "train": {"epochs": 0}},
+                          data={"source": "digits", "image_size": 16, "max_samples": 100, "batch_size": 16, "augment": {"enabled": False}},
+                          select={"strategy": "view_loss", "views": 2, "policy": "mix", "top_k_ratio": 0.4, "refresh_every": 1},
+                          distill={"epochs": 2, "lr": 0.05, "critical": {"mode": "subset"}})
+    run = tmp_path / "run"
+    stages = {name: run_ok(cli, name, recipe)[name] for name in ("teacher", "select", "distill")}
+    select, distill = stages["select"]["summary"], stages["distill"]["summary"]
+    assert select["views_cache"] == "miss" and select["views"] == 2
+    sel = select["selection"]
+    assert sel["policy"] == "mix" and sel["class_balanced"] is True
+    assert sum(c["taken"] for c in sel["per_class"].values()) == select["num_critical"] == 32  # round(0.4 × 80)
+    assert all(c["taken"] == c["quota"] > 0 for c in sel["per_class"].values())
+    # re-mined at epoch 2 from the student of epoch 1; the subset keeps its size
+    metrics = json.loads((run / "distill" / "metrics.json").read_text())
+    assert [r["epoch"] for r in metrics["refresh"]["records"]] == [2]
+    assert [r["samples"] for r in metrics["history"]] == [32, 32]
+    cost = distill["cost"]
+    assert cost["steps"] == 2 * 2 and cost["full_set_steps"] == 2 * 5 and cost["step_fraction"] == pytest.approx(0.4)
+    assert cost["refresh_s"] > 0 and cost["full_set_train_s_estimate"] > cost["train_s"]
+    # the teacher's view logits are cached: a forced select does not recompute them
+    assert run_ok(cli, "select", recipe, "--force")["select"]["summary"]["views_cache"] == "hit"

@@ -97,6 +97,12 @@ def test_validation_json_measurements(cli, distilled) -> None:
     assert v["agreement"]["torch_vs_onnx_fp32_max_abs_logit_diff"] < 1e-3
     lat = v["latency_batch1"]["int8"]
     assert lat["median_ms"] <= lat["p90_ms"] <= lat["p99_ms"]
+    # FP32 and INT8 timed in alternating rounds; "INT8 is N× slower" only when the difference exceeds the spread
+    cmp = v["latency_batch1"]["comparison"]
+    assert len(lat["round_medians_ms"]) == v["latency_batch1"]["rounds"] == 5 and lat["spread_ms"] >= 0
+    assert cmp["significant"] == (abs(cmp["difference_ms"]) > cmp["spread_ms"])
+    assert any("slower than FP32" in n for n in v["notes"]) == (cmp["verdict"] == "slower")
+    assert v["latency_batch1"]["basis"]["kind"] == "measured" and v["latency_batch1"]["load_avg"]["after"] is not None
     assert v["throughput"]["int8_img_s"] > 0 and v["flops"] > 0 and v["params"] > 0
     assert v["int8_optimized_ops"] and v["layer_gap"]["worst"]
     assert v["layer_gap"]["worst"][0]["gap_db"] >= v["layer_gap"]["worst"][-1]["gap_db"]
@@ -109,11 +115,11 @@ def test_apply_feedback_writes_a_patched_recipe(cli, distilled, tmp_path: Path, 
 
     real = validate_stage.suggest_fixes
 
-    def rigged(cfg, fb, drop, gap_rows, arch, baseline, scheme, evaluate):
+    def rigged(cfg, fb, drop, gap_rows, arch, baseline, scheme, evaluate, **kw):
         def measured(changes):
             acc = evaluate(changes)
             return baseline + 0.05 if changes.get("calibration.method") == "entropy" else min(acc, baseline)
-        return real(cfg, fb, drop, gap_rows, arch, baseline, scheme, measured)
+        return real(cfg, fb, drop, gap_rows, arch, baseline, scheme, measured, **kw)
 
     monkeypatch.setattr(validate_stage, "suggest_fixes", rigged)
     # thresholds so low that every layer is a float candidate: the loop must trigger
@@ -145,6 +151,44 @@ def test_apply_feedback_writes_a_patched_recipe(cli, distilled, tmp_path: Path, 
     statuses = {s["stage"]: s["status"] for s in json.loads(result.stdout)["stages"]}
     assert statuses["teacher"] == statuses["select"] == statuses["distill"] == "skipped"
     assert statuses["validate"] == "done"
+
+
+def test_feedback_measures_and_applies_the_qad_fix(cli, distilled, monkeypatch) -> None:
+    """The drop is forced over the budget (a tiny model's real drop is luck); the QAD trial and its INT8 score are real."""
+    import cann_distill.stages.validate as validate_stage
+    from cann_distill.quant import qad
+    from cann_distill.quant.feedback import QAD_ENABLED
+
+    path, data = distilled
+    real, real_trial = validate_stage.suggest_fixes, qad.trial_int8_acc
+    trials: list[float] = []
+
+    def trial(*args, **kw):
+        trials.append(real_trial(*args, **kw))
+        return trials[-1]
+
+    def rigged(cfg, fb, drop, gap_rows, arch, baseline, scheme, evaluate, **kw):
+        def measured(changes):  # every candidate really runs; QAD is made to win so that it gets applied
+            acc = evaluate(changes)
+            return baseline + 0.05 if QAD_ENABLED in changes else min(acc, baseline)
+        return real(cfg, fb, 0.5, gap_rows, arch, baseline, scheme, measured, **kw)
+
+    monkeypatch.setattr(qad, "trial_int8_acc", trial)
+    monkeypatch.setattr(validate_stage, "suggest_fixes", rigged)
+    recipe = path.with_name("qad_fb.yaml")
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+    result = cli("validate", recipe, "--apply-feedback", "--json")
+    assert result.exit_code == 0, result.stderr
+    num_val = json.loads((Path(data["run_dir"]) / "validate" / "validation.json").read_text())["num_val"]
+    assert len(trials) == 1 and 0 <= trials[0] <= 1 and round(trials[0] * num_val, 6) % 1 == 0  # an accuracy on val
+    v = json.loads((Path(data["run_dir"]) / "validate" / "validation.json").read_text())
+    [s] = [s for s in v["feedback"]["suggestions"] if QAD_ENABLED in s.get("changes", {})]
+    assert s["changes"] == {QAD_ENABLED: True, "distill.qat.epochs": 1} and "run QAD" in s["why"]
+    assert v["feedback"]["apply"] == s["changes"]
+    assert "feedback applied: distill.qat.enabled, distill.qat.epochs" in recipe.with_name("qad_fb.feedback.yaml").read_text()
+    patched = load_recipe(recipe.with_name("qad_fb.feedback.yaml"))
+    assert patched.distill.qat.enabled and patched.distill.qat.epochs == 1
+    assert patched.validate_ == load_recipe(recipe).validate_
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

@@ -1,5 +1,7 @@
 """Device resolution, mixed precision per device and worker counts."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -72,3 +74,24 @@ def test_worker_count_defaults_and_caps(monkeypatch, capsys) -> None:
     capsys.readouterr()
     assert worker_count(64) == 2
     assert "Warning: data.num_workers=64 is more than the 2 CPU core(s) here; using 2" in capsys.readouterr().err
+
+
+def test_channels_last_auto_follows_the_device() -> None:
+    from cann_distill.devices import channels_last_for
+
+    assert channels_last_for(torch.device("cpu"), "auto") is True
+    assert channels_last_for(torch.device("cuda", 0), "auto") is True
+    npu = SimpleNamespace(type="npu")  # torch.device("npu") itself needs torch_npu imported
+    assert channels_last_for(npu, "auto") is False  # Ascend keeps its own formats
+    assert channels_last_for(torch.device("cpu"), False) is False
+    assert channels_last_for(npu, True) is True  # asked for explicitly
+
+
+def test_recipe_channels_last_accepts_auto_and_bools_only() -> None:
+    from cann_distill.pipeline import make_runtime
+    from cann_distill.recipe import Recipe
+
+    assert make_runtime(Recipe.model_validate({"runtime": {"device": "cpu"}})).channels_last is True
+    assert make_runtime(Recipe.model_validate({"runtime": {"device": "cpu", "channels_last": False}})).channels_last is False
+    with pytest.raises(Exception, match="channels_last"):
+        Recipe.model_validate({"runtime": {"channels_last": "sometimes"}})

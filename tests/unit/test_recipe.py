@@ -164,3 +164,22 @@ def test_nan_loss_weight_and_teacher_normalisation_are_checked(write_recipe) -> 
     assert recipe.teacher.mean == [0.1] and recipe.distill.loss_balance == "uncertainty" and recipe.distill.amp == "bf16"
     with pytest.raises(RecipeError, match=r"distill\.loss_balance: Input should be 'none' or 'uncertainty'"):
         load_recipe(write_recipe(), ["distill.loss_balance=magic"])
+
+
+def test_selection_policy_keys_are_checked(write_recipe) -> None:
+    path = write_recipe()
+    with pytest.raises(RecipeError, match=r"select\.mix: hard \+ medium \+ easy must sum to 1, got 0\.5 \+ 0\.5 \+ 0\.3 = 1\.3"):
+        load_recipe(path, ["select.mix={hard: 0.5, medium: 0.5, easy: 0.3}"])  # mix is the default policy
+    with pytest.raises(RecipeError, match=r"select\.mix: only read with select\.policy: mix \(policy is hard\)"):
+        load_recipe(path, ["select.policy=hard", "select.mix={hard: 1.0}"])
+    with pytest.raises(RecipeError, match=r"select\.refresh_every: 5 is more than distill\.epochs \(3\)"):
+        load_recipe(path, ["select.refresh_every=5"])
+    with pytest.raises(RecipeError, match=r"select\.refresh_every: distill\.critical\.mode is none"):
+        load_recipe(path, ["select.refresh_every=1", "distill.critical.mode=none"])
+    with pytest.raises(RecipeError, match=r"select\.probe_epochs: strategy 'forgetting' .* needs >= 2 probe epoch\(s\), got 1"):
+        load_recipe(path, ["select.strategy=forgetting", "select.probe_epochs=1"])
+    with pytest.raises(RecipeError, match=r"select\.policy: Input should be 'hard', 'easy', 'mix' or 'auto'"):
+        load_recipe(path, ["select.policy=hardest"])
+    ok = load_recipe(path, ["select.policy=mix", "select.mix={hard: 0.2, medium: 0.5, easy: 0.3}", "select.refresh_every=3"])
+    assert ok.select.mix is not None and ok.select.mix.medium == 0.5 and ok.select.class_balanced is True
+    assert load_recipe(path).select.policy == "mix"

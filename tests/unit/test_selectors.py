@@ -42,18 +42,24 @@ def test_random_is_seeded() -> None:
 def test_pick_critical_top_k_and_class_balanced() -> None:
     scores = np.array([0.9, 0.8, 0.7, 0.1, 0.2, 0.05])
     targets = np.array([0, 0, 0, 1, 1, 1])
-    top = pick_critical(scores, targets, SelectConfig(top_k_ratio=0.34))
-    assert top.tolist() == [True, True, False, False, False, False]
-    bal = pick_critical(scores, targets, SelectConfig(top_k_ratio=0.34, class_balanced=True))
-    assert bal.tolist() == [True, False, False, False, True, False]
+    top = pick_critical(scores, targets, SelectConfig(top_k_ratio=0.34, class_balanced=False, policy="hard"))
+    assert top.mask.tolist() == [True, True, False, False, False, False]
+    bal = pick_critical(scores, targets, SelectConfig(top_k_ratio=0.34, policy="hard"))  # class-balanced by default
+    assert bal.mask.tolist() == [True, False, False, False, True, False]
+    assert bal.policy == "hard" and bal.per_class == {"0": {"available": 3, "quota": 1, "taken": 1},
+                                                      "1": {"available": 3, "quota": 1, "taken": 1}}
 
 
 @pytest.mark.parametrize("name", SELECTORS.names())
 def test_every_selector_accepts_student_logits(name: str) -> None:
     sel = SELECTORS.build(name)
-    s = sel.score(LOGITS, TARGETS, seed=0, student_logits=np.zeros_like(LOGITS))
-    assert s.shape == (len(TARGETS),)
+    extra = {"view_logits": np.stack([LOGITS, LOGITS])} if sel.needs_views else {}
+    if sel.needs_history:
+        extra["student_history"] = np.stack([LOGITS, -LOGITS])
+    s = sel.score(LOGITS, TARGETS, seed=0, student_logits=np.zeros_like(LOGITS), **extra)
+    assert s.shape == (len(TARGETS),) and np.all(np.isfinite(s))
     assert sel.needs_student is (name == "disagreement")
+    assert sel.needs_views is name.startswith("view_") and sel.needs_history is (name in ("el2n", "forgetting"))
 
 
 def test_confidence_entropy_balance_scores() -> None:

@@ -1,0 +1,262 @@
+"""The QAD phase (`distill.qat`) and its validation: plan from validate's PTQ, train, save; export and measure.
+
+Distill calls `train_phase` after float distillation; validate calls `validate_qat` on what it saved.
+The math (fake quantizers, folding, overrides) is in `cann_distill.quant.qat`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cann_distill.data import Splits, make_mixup
+from cann_distill.devices import CPU, Runtime
+from cann_distill.errors import ArtifactError
+from cann_distill.losses import LOSSES
+from cann_distill import distributed
+from cann_distill.models import build_model, create_model, read_checkpoint, save_checkpoint, with_teacher_input
+from cann_distill.quant import ort as q
+from cann_distill.quant import qat
+from cann_distill.quant.export import export_onnx
+from cann_distill.recipe import QatConfig, Recipe
+from cann_distill.train import Checkpointing, History, accuracy, fit, predict
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "student_qat.pt"
+FORMAT = "cann-distill-qat-1"
+
+
+@dataclass
+class Prepared:
+    """A QAT student ready to train or evaluate, with the plan it follows."""
+
+    model: nn.Module
+    plan: qat.QuantPlan
+    ptq_seconds: float
+
+
+def calibration(recipe: Recipe, splits: Splits) -> np.ndarray:
+    """validate's calibration images (same samples, same seed), so QAD starts from validate's own PTQ ranges."""
+    from cann_distill.stages.validate import calibration_images  # validate imports distill: import at call time
+
+    return calibration_images(splits.train, recipe.validate_.calibration.samples, recipe.seed)
+
+
+def prepare(student: nn.Module, recipe: Recipe, calib: np.ndarray, cfg: Optional[QatConfig] = None) -> Prepared:
+    """Export the float student, quantize it with validate's PTQ settings, place the quantizers from that model."""
+    cfg = cfg or recipe.distill.qat
+    from cann_distill.hardware import effective_validate
+    from cann_distill.recipe import hardware_profile
+
+    vcfg = effective_validate(recipe.validate_, hardware_profile(recipe.validate_.target))  # as validate quantizes
+    student = copy.deepcopy(student).cpu().eval()
+    qat.check_overrides(student, cfg.keep_float, cfg.per_tensor)
+    t0 = time.perf_counter()
+    scheme = q.choose_scheme(vcfg.activation_type, vcfg.reduce_range, q.cpu_features())
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        fp32, prep, ptq = work / "fp32.onnx", work / "prep.onnx", work / "ptq.onnx"
+        export_onnx(student, fp32, int(calib.shape[1]), int(calib.shape[-1]), vcfg.opset)
+        q.preprocess(fp32, prep)
+        exclude = list(vcfg.nodes_to_exclude) + qat.node_names(prep, cfg.keep_float)
+        q.quantize_int8(prep, ptq, calib, scheme, vcfg.per_channel, vcfg.calibration.method, exclude)
+        plan = qat.build_plan(student, prep, ptq, calib[:8], scheme, vcfg.per_channel, cfg.keep_float, cfg.per_tensor, work, vcfg.opset)
+        s8 = q.session(ptq, "CPUExecutionProvider", optimized_out=work / "ptq_opt.onnx")
+        del s8
+        import onnx
+
+        plan.float_nodes = q.float_ops(onnx.load(str(work / "ptq_opt.onnx")).graph)
+    pairs = qat.conv_bn_pairs(student, torch.from_numpy(calib[:2]))
+    model = qat.attach(student, plan, pairs)
+    for quantizer in getattr(model, qat.QUANTIZERS):
+        quantizer.momentum = cfg.observer_momentum
+    if plan.unmatched:
+        log.warning("QAD: %d quantized tensor(s) not found in the torch student (stay unsimulated): %s",
+                    len(plan.unmatched), ", ".join(plan.unmatched[:5]))
+    return Prepared(model, plan, time.perf_counter() - t0)
+
+
+class QadStep:
+    """KD (logit KL at the QAD temperature) against the frozen KD target, plus optional CE with the labels."""
+
+    def __init__(self, target: nn.Module, cfg: QatConfig) -> None:
+        self.target, self.ce_weight = target, cfg.ce_weight
+        self.kd = LOSSES.build("kd", temperature=cfg.temperature)
+
+    def __call__(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        x, y, _ = batch
+        with torch.no_grad():
+            t = self.target(x)
+        s = model(x)
+        kd = self.kd({"student.logits": s, "teacher.logits": t}).mean()
+        loss = kd
+        parts = {"kd": kd.item()}
+        if self.ce_weight:
+            ce = F.cross_entropy(s, y)
+            loss = loss + self.ce_weight * ce
+            parts["ce"] = ce.item()
+        return loss, parts
+
+
+class Freezing:
+    """fit's epoch hook: observers and BatchNorm statistics freeze at their epochs."""
+
+    def __init__(self, model: nn.Module, cfg: QatConfig) -> None:
+        self.model, self.cfg = model, cfg
+
+    def __call__(self, epoch: int) -> dict[str, float]:
+        obs = self.cfg.freeze_observers_epoch is not None and epoch >= self.cfg.freeze_observers_epoch
+        bn = epoch >= self.cfg.freeze_bn_epoch
+        qat.freeze_observers(self.model, obs)
+        qat.freeze_bn(self.model, bn)
+        return {"observers_frozen": int(obs), "bn_frozen": int(bn)}
+
+
+def kd_target(recipe: Recipe, cfg: QatConfig, float_student: nn.Module, teacher: Optional[nn.Module]) -> nn.Module:
+    target = copy.deepcopy(float_student) if cfg.teacher == "float_student" else teacher
+    if target is None:
+        raise ArtifactError("distill.qat.teacher: teacher needs the teacher checkpoint")
+    target.eval()
+    for p in target.parameters():
+        p.requires_grad_(False)
+    return target
+
+
+def train(float_student: nn.Module, recipe: Recipe, splits: Splits, *, teacher: Optional[nn.Module] = None,
+          checkpoint: Optional[Checkpointing] = None, runtime: Runtime = CPU, cfg: Optional[QatConfig] = None,
+          calib: Optional[np.ndarray] = None) -> tuple[Prepared, History, float]:
+    """The QAD phase: prepared QAT student trained against its KD target; (prepared, history, seconds)."""
+    cfg = cfg or recipe.distill.qat
+    t0 = time.perf_counter()
+    calib = calib if calib is not None else calibration(recipe, splits)
+    prepared = prepare(float_student, recipe, calib, cfg)
+    target = runtime.model(kd_target(recipe, cfg, float_student, teacher))
+    history = fit(prepared.model, splits.train, cfg, cfg.batch_size or recipe.data.batch_size, QadStep(target, cfg), recipe.seed,
+                  "qad", val=splits.val, on_epoch_start=Freezing(prepared.model, cfg), checkpoint=checkpoint, runtime=runtime,
+                  transform=splits.train_transform, mix=make_mixup(recipe.data, len(splits.train.classes)))
+    prepared.model.cpu().eval()
+    return prepared, history, time.perf_counter() - t0
+
+
+def save(path: Path, prepared: Prepared, recipe: Recipe, num_classes: int, in_chans: int, classes: list[str]) -> None:
+    save_checkpoint(path, prepared.model, recipe.student.arch, num_classes, in_chans, classes=classes, format=FORMAT,
+                    qat_plan=prepared.plan.to_dict())
+
+
+def load(path: Path, recipe: Recipe, num_classes: int, in_chans: int, classes: list[str]) -> nn.Module:
+    """The QAT student from distill/student_qat.pt; a float checkpoint here is refused with a clear line."""
+    ckpt = read_checkpoint(path)
+    meta = ckpt.get("meta") or {}
+    if meta.get("format") != FORMAT or "qat_plan" not in meta:
+        raise ArtifactError(f"{path}: not a QAT checkpoint (a float student?); rerun `cann-distill distill --force` with distill.qat.enabled")
+    plan = qat.QuantPlan.from_dict(meta["qat_plan"])
+    student = create_model(recipe.student.arch, num_classes, in_chans)
+    student.load_state_dict({k: v for k, v in ckpt["state_dict"].items() if not k.startswith(qat.QUANTIZERS + ".")})
+    pairs = qat.conv_bn_pairs(student, torch.zeros(2, in_chans, recipe.data.image_size, recipe.data.image_size))
+    model = qat.attach(student, plan, pairs)
+    model.load_state_dict(ckpt["state_dict"])
+    qat.freeze_bn(model)
+    return model.eval()
+
+
+def plain_student(model: nn.Module, recipe: Recipe, num_classes: int, in_chans: int) -> nn.Module:
+    """The QAT student's weights in a plain timm student (what exports to ONNX)."""
+    student = create_model(recipe.student.arch, num_classes, in_chans)
+    student.load_state_dict(qat.plain_state(model))
+    return student.eval()
+
+
+def summary(prepared: Prepared, history: History, seconds: float, val_acc: float, cfg: QatConfig) -> dict[str, Any]:
+    plan = prepared.plan
+    return {
+        "epochs": cfg.epochs, "lr": cfg.lr, "teacher": cfg.teacher, "seconds": seconds, "ptq_init_seconds": prepared.ptq_seconds,
+        "fake_quant_val_acc": val_acc, "best_epoch": history.best_epoch,
+        "scheme": {"activation_type": plan.activation_type, "reduce_range": plan.reduce_range, "per_channel": plan.per_channel},
+        "quantizers": {"activations": len(plan.activations), "weights": len(plan.weights), "unmatched": plan.unmatched},
+        "float_layers": qat.float_reasons(plan), "ranges_init": "validate's PTQ calibration (onnxruntime quantize_static)",
+    }
+
+
+def validate_qat(model: nn.Module, recipe: Recipe, num_classes: int, in_chans: int, calib: np.ndarray, out: Path, work: Path,
+                 evaluated: dict[str, Any], nodes_to_exclude: list[str]) -> dict[str, Any]:
+    """Export with the learned ranges, then per split: fake-quant torch vs onnxruntime INT8 (accuracy, agreement)."""
+    plain = plain_student(model, recipe, num_classes, in_chans)
+    fp32, prep = work / "qat_fp32.onnx", work / "qat_prep.onnx"
+    export_onnx(plain, fp32, in_chans, recipe.data.image_size, recipe.validate_.opset)
+    q.preprocess(fp32, prep)
+    export = qat.quantize_learned(model, prep, out, calib, nodes_to_exclude)
+    sess = q.session(out, "CPUExecutionProvider")
+    by_split = {}
+    for name, split in evaluated.items():
+        torch_fq = predict(model, split, desc=f"qat fake-quant {name}")
+        ort8 = np.concatenate([q.run_logits(sess, x.numpy().astype(np.float32)) for x, _, _ in _batches(split)])
+        by_split[name] = {"fake_quant_acc": accuracy(torch_fq, split.targets), "onnx_int8_acc": accuracy(ort8, split.targets),
+                          "fake_quant_vs_onnx_int8_top1": float((torch_fq.argmax(1) == ort8.argmax(1)).mean()),
+                          "max_abs_logit_diff": float(np.abs(torch_fq - ort8).max())}
+    return {"ranges": export, "by_split": by_split, "prep": prep}
+
+
+def trial_int8_acc(float_student: nn.Module, recipe: Recipe, vcfg: Any, epochs: int, splits: Splits, calib: np.ndarray,
+                   work: Path, runtime: Runtime = CPU) -> float:
+    """validate's feedback fix "run QAD", measured: `epochs` of QAD from the float student (no teacher needed) under
+    the validate config `vcfg`, exported with the learned ranges; onnxruntime INT8 top-1 on val."""
+    trial = recipe.model_copy(update={"validate_": vcfg})
+    cfg = recipe.distill.qat.model_copy(update={"enabled": True, "epochs": epochs, "teacher": "float_student"})
+    prepared, _, seconds = train(float_student, trial, splits, cfg=cfg, calib=calib, runtime=runtime)
+    num_classes, in_chans = len(splits.train.classes), int(calib.shape[1])
+    got = validate_qat(prepared.model, trial, num_classes, in_chans, calib, work / "qad_trial.onnx", work, {"val": splits.val},
+                       vcfg.nodes_to_exclude)["by_split"]["val"]
+    log.info("feedback QAD trial: %d epoch(s) in %.1f s, INT8 val top-1 %.4f (fake-quant agreement %.4f)",
+             epochs, seconds, got["onnx_int8_acc"], got["fake_quant_vs_onnx_int8_top1"])
+    return float(got["onnx_int8_acc"])
+
+
+def _batches(split: Any) -> Any:
+    from cann_distill.data import loader
+
+    return loader(split, 256)
+
+
+def compare_gaps(ptq_rows: list[dict[str, Any]], qad_rows: list[dict[str, Any]], top: int) -> list[dict[str, Any]]:
+    """The per-layer gap table for the same layers: PTQ's worst layers and what QAD left of their gap."""
+    qad = {r["tensor"]: r for r in qad_rows}
+    rows = []
+    for r in ptq_rows:
+        other = qad.get(r["tensor"])
+        rows.append({"module": r["module"], "tensor": r["tensor"], "op": r["op"], "ptq_gap_db": r["gap_db"], "ptq_sqnr_db": r["sqnr_db"],
+                     "qad_gap_db": other["gap_db"] if other else None, "qad_sqnr_db": other["sqnr_db"] if other else None})
+    return rows[:top]
+
+
+RESUME = ".distill.qad.resume.pt"  # the QAD phase's own resume state: a float-phase state can never be loaded into it
+
+
+def run_phase(ctx: Any, float_student: nn.Module, splits: Splits, teacher_ckpt: Optional[Path], resume: bool) -> dict[str, Any]:
+    """distill's QAD phase: train, save distill/student_qat.pt, return the summary (`ctx` is the distill stage's Context)."""
+    r, cfg = ctx.recipe, ctx.recipe.distill.qat
+    classes = list(splits.train.classes)
+    in_chans = int(splits.train.fetch(0).shape[0])
+    teacher = None
+    if cfg.teacher == "teacher":
+        teacher = with_teacher_input(build_model(r.teacher, len(classes), in_chans, checkpoint=teacher_ckpt, classes=classes), r.data, r.teacher)
+    ckpt = Checkpointing(ctx.run.root / RESUME, ctx.fingerprint + ":qad", resume=resume, command="cann-distill distill RECIPE --resume")
+    prepared, history, seconds = train(float_student, r, splits, teacher=teacher, checkpoint=ckpt, runtime=ctx.runtime)
+    val_acc = accuracy(predict(prepared.model, splits.val, desc="qad eval"), splits.val.targets)
+    save(ctx.out / CHECKPOINT_NAME, prepared, r, len(classes), in_chans, classes)
+    result = summary(prepared, history, seconds, val_acc, cfg)
+    (ctx.out / "qad_metrics.json").write_text(json.dumps({**result, "history": list(history)}, indent=2))
+    if distributed.is_main():  # under torchrun rank 0 owns the run dir
+        ckpt.path.unlink(missing_ok=True)
+    return result

@@ -1,0 +1,129 @@
+"""The torchrun helpers that need no process group: batch slicing, shards, backend choice, recipe checks."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from cann_distill import distributed
+from cann_distill.data import Split, loader
+from cann_distill.errors import UsageError
+from cann_distill.recipe import Recipe
+from cann_distill.train import SubsetSampler
+
+
+@pytest.fixture
+def as_rank(monkeypatch: pytest.MonkeyPatch):
+    """Make the helpers believe this process is `rank` of `world` (no collective is called)."""
+
+    def set_rank(rank: int, world: int) -> None:
+        monkeypatch.setattr(distributed, "_group", distributed.Group(rank, world, rank, "gloo", torch.device("cpu"), 60.0))
+
+    return set_rank
+
+
+def tiny_split(n: int = 30) -> Split:
+    images = np.arange(n, dtype=np.float32)
+    return Split("train", [f"s{i}" for i in range(n)], np.zeros(n, dtype=np.int64), ["a"], lambda i: images[i],
+                 lambda img: torch.tensor([img]))
+
+
+def ids_per_batch(batches) -> list[list[int]]:
+    return [idx.tolist() for _, _, idx in batches]
+
+
+@pytest.mark.parametrize("world", [2, 4])
+@pytest.mark.parametrize("subset", [False, True])
+def test_rank_slices_union_is_the_one_process_batch_in_order(as_rank, world: int, subset: bool) -> None:
+    split = tiny_split()
+
+    def epochs(make_sampler) -> list[list[list[int]]]:  # two epochs of one process's (or one rank's) batches
+        batches = loader(split, 8, train=True, seed=3, sampler=make_sampler())
+        out = []
+        for e in range(2):
+            batches.batch_sampler.sampler.set_epoch(e)
+            out.append(ids_per_batch(batches))
+        return out
+
+    make = (lambda: SubsetSampler(list(range(0, 30, 2)) + [1, 3, 5], seed=3)) if subset else (lambda: None)
+    one = epochs(make)
+    ranks = []
+    for r in range(world):
+        as_rank(r, world)
+        ranks.append(epochs(make))
+    for e in range(2):
+        assert len(one[e]) == len(ranks[0][e]) > 1  # as many steps as one process: the step count is global
+        for b, batch in enumerate(one[e]):
+            assert [i for rank in ranks for i in rank[e][b]] == batch
+            assert all(len(rank[e][b]) == 8 // world for rank in ranks)
+
+
+def test_indivisible_batch_is_refused_with_the_key_named(as_rank) -> None:
+    as_rank(0, 2)
+    with pytest.raises(UsageError, match=r"distill.batch_size=33: not divisible by the 2 processes .* use a multiple of 2"):
+        distributed.check_divisible({"distill.batch_size": 33, "data.batch_size": 32})
+    with pytest.raises(UsageError, match="batch_size=30: not divisible by the 4 processes"):
+        as_rank(1, 4)
+        loader(tiny_split(), 30, train=True)
+    distributed.check_divisible({"distill.batch_size": 32})
+
+
+def test_shards_cut_at_whole_batches_and_cover_every_row(as_rank) -> None:
+    for n, align, world in [(10, 4, 2), (200, 32, 2), (7, 8, 2), (100, 1, 3), (65, 16, 4)]:
+        as_rank(0, world)
+        counts = distributed.shard_counts(n, align)
+        assert sum(counts) == n and len(counts) == world
+        assert all(c % align == 0 for c in counts[:-1] if c) or n % align
+        starts = np.cumsum([0] + counts[:-1])
+        for r in range(world):
+            as_rank(r, world)
+            assert distributed.shard_range(n, align) == (starts[r], starts[r] + counts[r])
+    as_rank(0, 2)
+    assert distributed.shard_counts(200, 32) == [128, 72]  # 7 batches: 4 + 3, the short one last
+
+
+def test_split_rows_is_a_view_of_the_shard() -> None:
+    part = tiny_split().rows(10, 14)
+    assert part.ids == ["s10", "s11", "s12", "s13"] and float(part.fetch(0)) == 10.0 and len(part) == 4
+
+
+def test_backend_follows_the_device_unless_named() -> None:
+    assert distributed.backend_for(torch.device("cpu")) == "gloo"
+    assert distributed.backend_for(torch.device("cuda", 1)) == "nccl"
+    assert distributed.backend_for(SimpleNamespace(type="npu")) == "hccl"  # torch.device("npu") needs torch_npu
+    assert distributed.backend_for(torch.device("cuda", 0), "gloo") == "gloo"
+
+
+def test_without_torchrun_everything_is_one_process(monkeypatch) -> None:
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert not distributed.launched() and not distributed.active() and distributed.is_main() and distributed.world() == 1
+    assert distributed.lead(lambda: 7) == 7 and distributed.broadcast_object("x") == "x"
+    assert distributed.all_reduce_sums({"a": 2.0}) == {"a": 2.0}
+    with distributed.session(torch.device("cpu")) as group:
+        assert group is None
+
+
+def test_runtime_keys_are_validated(monkeypatch) -> None:
+    from cann_distill.pipeline import make_runtime
+
+    with pytest.raises(Exception, match=r"runtime\.backend"):
+        Recipe.model_validate({"runtime": {"backend": "mpi"}})
+    with pytest.raises(Exception, match=r"runtime\.dist_timeout_s"):
+        Recipe.model_validate({"runtime": {"dist_timeout_s": 0}})
+    recipe = Recipe.model_validate({"runtime": {"device": "cpu", "sync_bn": True}})
+    assert make_runtime(recipe).sync_bn is True  # one process: nothing to synchronise, nothing to refuse
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(UsageError, match="runtime.sync_bn: torch's SyncBatchNorm has no CPU kernel"):
+        make_runtime(recipe)
+
+
+def test_training_batch_sizes_name_the_keys_the_stages_use() -> None:
+    from cann_distill.pipeline import training_batch_sizes
+
+    r = Recipe.model_validate({"data": {"batch_size": 30}, "distill": {"batch_size": 64}})
+    assert training_batch_sizes(r, ["teacher", "select", "distill"]) == {"data.batch_size": 30, "distill.batch_size": 64}
+    assert training_batch_sizes(r, ["validate"]) == {}
