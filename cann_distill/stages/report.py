@@ -82,11 +82,18 @@ class Inputs:
         self.paths.pop(rel, None)
 
 
-def eval_critical(recipe: Any, teacher_logits: np.ndarray, y: np.ndarray, student_logits: np.ndarray) -> np.ndarray:
-    """Critical samples of the headline split: the recipe's selector and ratio applied to the teacher's logits there."""
-    selector = SELECTORS.build(recipe.select.strategy, **recipe.select.strategy_args)
+def eval_critical(recipe: Any, teacher_logits: np.ndarray, y: np.ndarray, student_logits: np.ndarray,
+                  classes: list[str]) -> tuple[np.ndarray, str]:
+    """Critical samples of the headline split and the rule that chose them: the recipe's selector, policy and ratio
+    applied to the teacher's logits there (margin for a strategy that needs augmented views or a probe history)."""
+    strategy = recipe.select.strategy
+    selector = SELECTORS.build(strategy, **recipe.select.strategy_args)
+    rule = f"select.strategy '{strategy}'"
+    if selector.needs_views or selector.needs_history:
+        selector, rule = SELECTORS.build("margin"), f"margin ('{strategy}' needs views or a probe history the report does not compute)"
     scores = np.asarray(selector.score(teacher_logits, y, seed=recipe.seed, student_logits=student_logits), dtype=np.float64)
-    return pick_critical(scores, y, recipe.select)
+    chosen = pick_critical(scores, y, recipe.select, classes, seed=recipe.seed)
+    return chosen.mask, f"{rule}, policy {chosen.resolved}, {recipe.select.top_k_ratio:.0%} of this split"
 
 
 def read_scores(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -149,11 +156,11 @@ class ReportStage(Stage):
             models["baseline"] = build_model(r.student, len(classes), in_chans, checkpoint=inputs.paths[BASELINE_CKPT], classes=classes)
         logits = logits_of(models, split, rt)
         y = split.targets
-        critical = eval_critical(r, logits["teacher"], y, logits["student"])
+        critical, rule = eval_critical(r, logits["teacher"], y, logits["student"], classes)
         v = inputs.docs.get("validate") or {}
         drop = (v.get("accuracy") or {}).get("int8_drop")
         k = transfer_metrics(y, logits, critical, drop, v.get("gate") if v else None, len(classes))
-        k["split"], k["critical_rule"] = split.name, f"select.strategy '{r.select.strategy}', top {r.select.top_k_ratio:.0%} of this split"
+        k["split"], k["critical_rule"] = split.name, rule
         if "onnx_int8" in (v.get("accuracy") or {}):
             k["accuracy"]["onnx_int8"] = v["accuracy"]["onnx_int8"]
         teacher_pred, student_pred = logits["teacher"].argmax(1), logits["student"].argmax(1)

@@ -64,7 +64,7 @@ def test_report_json_validates_and_metrics_agree(runs: Path) -> None:
     else:
         assert k["transfer_efficiency"]["value"] is None and "does not beat" in k["transfer_efficiency"]["reason"]
     assert len(k["cka"]) >= 2 and all(0 <= c["cka"] <= 1 + 1e-9 for c in k["cka"])
-    assert k["agreement"]["num_critical"] == round(0.35 * k["num"])
+    assert abs(k["agreement"]["num_critical"] - 0.35 * k["num"]) <= 10  # class-balanced quotas round per class
     assert len(v["latency_batch1"]["int8"]["times_ms"]) == 10
     bad = {**r, "knowledge": {**k, "dqi": {"value": "high"}}}
     with pytest.raises(jsonschema.ValidationError):
