@@ -51,6 +51,7 @@ def _print_results(results: list) -> None:
             "teacher": lambda: f"{s.get('arch')} val {100 * s.get('val_acc', 0):.2f}%",
             "select": lambda: f"{s.get('num_critical')}/{s.get('num_samples')} critical ({s.get('strategy')})",
             "distill": lambda: f"{s.get('arch')} val {100 * s.get('val_acc', 0):.2f}%",
+            "baseline": lambda: f"{s.get('arch')} CE only, val {100 * s.get('val_acc', 0):.2f}%" if s else "off (report.baseline)",
             "validate": lambda: (f"INT8 {100 * s['accuracy']['onnx_int8']:.2f}% (drop {100 * s['accuracy']['int8_drop']:.2f} pt), "
                                  f"latency ×{s['int8_over_fp32']:.2f} vs FP32"),
             "report": lambda: s.get("title", ""),
@@ -65,7 +66,7 @@ def _print_results(results: list) -> None:
             for row in r.summary.get("rows", []):
                 t.add_row(*row)
             ui.console.print(t)
-            ui.console.print(f"report: {Path(r.run_dir) / 'report' / 'report.json'}", highlight=False)
+            ui.console.print(f"report: {Path(r.run_dir) / 'report' / 'report.html'} (+ report.json)", highlight=False)
 
 
 def _stages_json(results: list) -> dict:
@@ -147,6 +148,12 @@ def distill_cmd(
                                budget_check=not no_budget_check), as_json, quiet, debug)
 
 
+_stage_command("baseline", "Train the student with cross-entropy only (same data, augmentation and epoch budget as distill): the "
+               "reference for the report's transfer efficiency. Runs when report.baseline is true; reused from the shared cache "
+               "by any recipe with the same student, data, seed and budget.",
+               "cann-distill baseline recipes/resnet10t_from_resnet18_digits.yaml")
+
+
 @app.command(
     "inspect",
     help="List an architecture's feature taps (timm feature_info index, module, channels, stride, output shape) "
@@ -210,8 +217,85 @@ def validate_cmd(
     _invoke(lambda: run_stages(recipe, ["validate"], run_dir=run_dir, force=force, overrides=_overrides(set_, device, provider)),
             as_json, quiet, debug, after=_validate_after(strict, recipe if apply_fb else None))
 
-_stage_command("report", "Write report.json from every stage's artifacts and print a summary table.",
-               "cann-distill report recipes/resnet10t_from_resnet18_digits.yaml")
+@app.command(
+    "report",
+    help="Write report.json and a self-contained report.html (accuracy, transfer metrics, curves, heatmaps, INT8 gap, "
+    "latency, budgets) from every stage's artifacts. With --compare, show the key numbers of two or more run dirs side by "
+    "side with the winner per row.",
+    epilog="Example: cann-distill report --compare runs/resnet10t_from_resnet18_digits runs/resnet10t_from_resnet18_digits_mgd "
+    "--format markdown",
+)
+def report_cmd(
+    targets: Annotated[List[Path], typer.Argument(help="RECIPE; with --compare: two or more RUN_DIRs (or report.json files).",
+                                                  show_default=False)],
+    compare: Annotated[bool, typer.Option("--compare", help="Compare the reports of the given run dirs instead of writing one.")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="--compare output: table (terminal), json or markdown (for a CI comment).")] = "table",
+    run_dir: RunDirOpt = None, set_: SetOpt = None, force: ForceOpt = False, device: DeviceOpt = None,
+    as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+) -> None:
+    from cann_distill.compare import compare as compare_runs, to_markdown
+    from cann_distill.errors import UsageError
+    from cann_distill.pipeline import run_stages
+
+    if not compare:
+        def one() -> Any:
+            if len(targets) != 1:
+                raise UsageError(f"report takes one RECIPE (got {len(targets)} arguments); to compare run dirs use --compare")
+            return run_stages(targets[0], ["report"], run_dir=run_dir, force=force, overrides=_overrides(set_, device))
+
+        _invoke(one, as_json, quiet, debug)
+        return
+    fmt = "json" if as_json else fmt
+
+    def run_compare() -> dict:
+        if fmt not in ("table", "json", "markdown"):
+            raise UsageError(f"--format must be table, json or markdown, got {fmt!r}")
+        result = compare_runs(targets)
+        for w in result["warnings"]:
+            ui.warn(w)
+        return result
+
+    def render(result: dict) -> None:
+        if fmt == "markdown":
+            print(to_markdown(result), end="")
+            return
+        t = Table(title="cann-distill report --compare", title_justify="left")
+        for col in ("metric", *[r["name"] for r in result["runs"]], "winner"):
+            t.add_column(col)
+        for row in result["rows"]:
+            cells = [f"[bold green]{d}[/bold green]" if i == row["winner"] else d for i, d in enumerate(row["display"])]
+            t.add_row(f"{row['metric']} ({row['better']})", *cells,
+                      result["runs"][row["winner"]]["name"] if row["winner"] is not None else "–")
+        ui.console.print(t)
+
+    _invoke(run_compare, fmt == "json", quiet and fmt == "table", debug, render=render, to_json=lambda result: result)
+
+
+@app.command(
+    "dashboard",
+    help="Serve a local page listing the runs under RUNS_DIR with their stage status and key numbers, live while they "
+    "train (per-epoch curves refresh as epochs finish), each linking to its report.html. Binds to 127.0.0.1.",
+    epilog="Example: cann-distill dashboard runs --port 9400",
+)
+def dashboard_cmd(
+    runs_dir: Annotated[Path, typer.Argument(help="Folder holding run dirs (or one run dir).")] = Path("runs"),
+    port: Annotated[int, typer.Option("--port", help="TCP port (0: any free port).")] = 9400,
+    host: Annotated[str, typer.Option("--host", help="Address to bind; anything but 127.0.0.1 exposes your runs.")] = "127.0.0.1",
+    refresh: Annotated[float, typer.Option("--refresh", help="Seconds between page updates.", min=0.1)] = 2.0,
+    debug: DebugOpt = False,
+) -> None:
+    from cann_distill.dashboard import make_server, serve
+
+    def start() -> Any:
+        server = make_server(runs_dir, port, host, refresh)
+        ui.info(f"dashboard: {server.url} ({runs_dir}; Ctrl-C stops)")
+        try:
+            serve(server)
+        except KeyboardInterrupt:
+            pass
+        return None
+
+    _invoke(start, False, False, debug, render=lambda _: None)
 
 
 @app.command(

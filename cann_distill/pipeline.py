@@ -76,6 +76,8 @@ def run_stages(
 
         forced = distributed.lead(prepare)
         for name in stages:
+            if len(stages) > 1 and not STAGES[name].enabled(recipe):
+                continue  # off in this recipe (e.g. baseline without report.baseline): only its own command reports that
             results.append(_run_one(STAGES[name], recipe, run, name in forced, runtime))
     return results
 
@@ -124,7 +126,7 @@ def recover_manifest(run: RunDir, recipe: Recipe, stages: Sequence[str], repair:
     problem = run.manifest_problem()
     kept = run.verified_records(STAGE_ORDER)
     with run.provisional(kept):
-        rerun = [s for s in stages if not is_current(STAGES[s], recipe, run)]
+        rerun = [s for s in stages if STAGES[s].enabled(recipe) and not is_current(STAGES[s], recipe, run)]
     rebuilt = f"{', '.join(kept)} from {'its' if len(kept) == 1 else 'their'} verified artifacts" if kept else "no stage (none could be verified)"
     if not repair:
         raise ArtifactError(f"{run.manifest_path} {problem}; rerun with --force: it is moved aside, rebuilt with {rebuilt}, "

@@ -336,6 +336,9 @@ class RuntimeConfig(Strict):
 
 class ReportConfig(Strict):
     title: Optional[str] = None
+    baseline: bool = Field(False, description="train the student with CE only (same data, augmentation and epoch budget) "
+                           "as the baseline that transfer efficiency, error reduction and DQI compare against")
+    samples: int = Field(256, ge=8, le=4096, description="headline-split images the report's CKA and attention heatmaps use")
 
 
 class Recipe(Strict):

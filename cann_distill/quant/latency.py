@@ -53,6 +53,7 @@ def summarize(round_times: list[list[float]]) -> dict[str, Any]:
         "p90_ms": per_round(0.90), "p99_ms": per_round(0.99), "p99_pooled_ms": nearest_rank(pooled, 0.99),
         "mean_ms": statistics.fmean(pooled),
         "runs": len(pooled), "rounds": len(round_times),
+        "times_ms": [round(t, 5) for t in pooled],  # every run, sorted: the report's latency distribution
         "unstable": bool(median > 0 and spread / median > UNSTABLE_SPREAD),
     }
 

@@ -11,12 +11,12 @@ from typing import Any, Literal, Optional
 from cann_distill import distributed
 from cann_distill.data import SAMPLE_INVARIANT
 from cann_distill.devices import CPU, Runtime
-from cann_distill.errors import MissingInputError
+from cann_distill.errors import MissingInputError, StageError
 from cann_distill.recipe import Recipe
 from cann_distill.rundir import RunDir, StageRecord, library_versions, sha256_file, sha256_json
 from cann_distill.ui import ui
 
-STAGE_ORDER = ("teacher", "select", "distill", "validate", "report")
+STAGE_ORDER = ("teacher", "select", "distill", "baseline", "validate", "report")
 
 
 @dataclass
@@ -44,6 +44,8 @@ class Context:
     hashes: dict[str, str] = field(default_factory=dict)  # "select/index.csv" -> sha256, as verified by the runner
     fingerprint: str = ""  # of this stage's inputs, as the manifest will record it
     runtime: Runtime = CPU  # the device torch work runs on (not part of the fingerprint)
+    missing: dict[str, str] = field(default_factory=dict)  # optional artifact -> why it is not available
+    stale: dict[str, str] = field(default_factory=dict)  # optional artifact used although its stage is not current
 
 
 class Stage:
@@ -55,6 +57,11 @@ class Stage:
     needs: tuple[str, ...] = ()  # artifacts "stage/file" produced upstream
     ignore: tuple[str, ...] = ()  # "section.key" paths that cannot change this stage's outputs
     all_ranks: bool = False  # under torchrun: every rank runs it (rank 0 writes); otherwise rank 0 alone
+    optional: tuple[str, ...] = ()  # artifacts used when available; why one is not lands in Context.missing
+
+    def enabled(self, recipe: Recipe) -> bool:
+        """False: the recipe turns this stage off; the runner skips it and writes nothing."""
+        return True
 
     def extra_inputs(self, recipe: Recipe) -> dict[str, Any]:
         """Inputs beyond recipe sections and artifacts (file listings, external checkpoints)."""
@@ -104,13 +111,44 @@ def compute_inputs(stage: Stage, recipe: Recipe, run: RunDir) -> tuple[dict[str,
             )
         path, digest = run.require(upstream, rel, stage.name)
         artifacts[rel], hashes[rel] = path, digest
+    missing: dict[str, str] = {}
+    stale: dict[str, str] = {}
+    for rel in stage.optional:
+        try:
+            artifacts[rel], hashes[rel], why = _optional_input(stage, recipe, run, rel)
+        except StageError as exc:
+            missing[rel] = str(exc)
+            continue
+        if why:
+            stale[rel] = why
     inputs = {
         "stage_version": stage.version,
         "sections": {s: (_section(recipe, s, stage.ignore) if s != "seed" else recipe.seed) for s in stage.sections},
         "artifacts": hashes,
         "extra": stage.extra_inputs(recipe),
     }
+    if missing:
+        inputs["missing"] = missing
+    if stale:
+        inputs["stale"] = stale
     return inputs, artifacts
+
+
+def _optional_input(stage: Stage, recipe: Recipe, run: RunDir, rel: str) -> tuple[Path, str, Optional[str]]:
+    """Path and hash of an intact optional artifact, and why its stage is not current (None when it is).
+
+    The file itself must be there and hash right; a stage made stale by a changed recipe or a
+    damaged sibling output is used as it is, and the caller is told.
+    """
+    upstream = STAGES[rel.split("/", 1)[0]]
+    if not upstream.enabled(recipe):
+        raise MissingInputError(f"the '{upstream.name}' stage is off in this recipe")
+    path, digest = run.require(upstream.name, rel, stage.name)
+    stale = None
+    if not is_current(upstream, recipe, run):
+        stale = (f"the '{upstream.name}' stage is not current for this recipe (its recipe sections, upstream artifacts or another "
+                 f"of its outputs changed); used as it is, `cann-distill run` brings it up to date")
+    return path, digest, stale
 
 
 def is_current(stage: Stage, recipe: Recipe, run: RunDir) -> bool:
@@ -144,6 +182,8 @@ def plan_stage(stage: Stage, recipe: Recipe, run: RunDir, force: bool = False) -
 
 def run_stage(stage: Stage, recipe: Recipe, run: RunDir, force: bool = False, runtime: Runtime = CPU) -> StageResult:
     """Run one stage (the caller holds the run-dir lock; under torchrun rank 0 does and decides for every rank)."""
+    if not stage.enabled(recipe):
+        return StageResult(stage.name, "skipped", str(run.root), {}, {}, 0.0, "off in this recipe")
     plan = distributed.lead(lambda: plan_stage(stage, recipe, run, force))
     inputs, artifacts, fingerprint, rec = plan.inputs, plan.artifacts, plan.fingerprint, plan.current
     if rec is not None:
@@ -154,11 +194,13 @@ def run_stage(stage: Stage, recipe: Recipe, run: RunDir, force: bool = False, ru
     t0 = time.perf_counter()
     if not distributed.is_main():  # a follower: same work, outputs thrown away; rank 0 writes them
         with tempfile.TemporaryDirectory(prefix=f"cann-distill-rank{distributed.rank()}-") as tmp:
-            summary = stage.execute(Context(recipe, run, Path(tmp), artifacts, dict(inputs["artifacts"]), fingerprint, runtime))
+            summary = stage.execute(Context(recipe, run, Path(tmp), artifacts, dict(inputs["artifacts"]), fingerprint, runtime,
+                                            dict(inputs.get("missing", {})), dict(inputs.get("stale", {}))))
         distributed.barrier()  # until rank 0 has recorded the stage
         return StageResult(stage.name, "done", str(run.root), {}, summary, time.perf_counter() - t0, "rank 0 wrote the outputs")
     with run.staging(stage.name) as out:
-        summary = stage.execute(Context(recipe, run, out, artifacts, dict(inputs["artifacts"]), fingerprint, runtime))
+        summary = stage.execute(Context(recipe, run, out, artifacts, dict(inputs["artifacts"]), fingerprint, runtime,
+                                        dict(inputs.get("missing", {})), dict(inputs.get("stale", {}))))
         outputs = {f"{stage.name}/{p.relative_to(out).as_posix()}": sha256_file(p) for p in sorted(out.rglob("*")) if p.is_file()}
         run.forget(stage.name)  # the old record must not vouch for the folder being replaced
     seconds = time.perf_counter() - t0

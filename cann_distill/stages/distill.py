@@ -35,6 +35,7 @@ from cann_distill.critical import Refresher, training_cost
 from cann_distill.data import Split, Splits, channels_of, load_splits, loader, make_mixup
 from cann_distill.distiller import Distiller, Term
 from cann_distill.errors import ArtifactError
+from cann_distill.live import EpochLog
 from cann_distill.losses.feature import channel_weights_key
 from cann_distill.models import build_model, count_params, save_checkpoint, teacher_input
 from cann_distill.quant.qad import run_phase as run_qad
@@ -349,7 +350,8 @@ class DistillStage(Stage):
         resume = Checkpointing(resume_path(ctx.run), ctx.fingerprint, resume=_resume.get(),
                                command="cann-distill distill RECIPE --resume")
         history = fit(distiller.model, inputs.train, cfg, cfg.batch_size or r.data.batch_size, step, r.seed, "distill",
-                      val=inputs.splits.val, sampler=critical.sampler, on_epoch_start=epochs.start, on_epoch_end=epochs.end,
+                      val=inputs.splits.val, sampler=critical.sampler, on_epoch_start=epochs.start,
+                      on_epoch_end=EpochLog(ctx.run.root, self.name, cfg.epochs, then=epochs.end),
                       deploy=distiller.student, checkpoint=resume, no_decay=("balance.",), runtime=rt,
                       transform=inputs.splits.train_transform, mix=make_mixup(r.data, len(inputs.train.classes)),
                       teacher=targets, period=targets.period)

@@ -1,60 +1,190 @@
-"""report: one JSON report from every stage's artifacts."""
+"""report: report.json (versioned schema, see report_schema.py) and a self-contained report.html.
+
+Every upstream artifact is optional: a missing, stale or corrupted one is named in `problems`
+(and at the top of the HTML) and the report renders the rest. The knowledge section (agreement,
+transfer efficiency, error reduction, CKA, ECE, DQI) is computed here from the saved checkpoints
+(`knowledge.py`, formulas in `metrics.py`); nothing is retrained.
+"""
 
 from __future__ import annotations
 
+import csv
 import json
-from typing import Any
+import time
+from pathlib import Path
+from typing import Any, Optional
 
+import numpy as np
+
+from cann_distill import report_html
+from cann_distill.data import Splits, channels_of, data_fingerprint, load_splits
+from cann_distill.errors import MissingInputError
+from cann_distill.knowledge import SHOWN, Tapped, logits_of, tap_features, transfer_metrics
+from cann_distill.models import build_model, teacher_input, with_teacher_input
+from cann_distill.report_schema import SCHEMA_ID, SCHEMA_VERSION
+from cann_distill.selectors import SELECTORS
 from cann_distill.stages.base import Context, Stage, register_stage
-from cann_distill.stages.distill import METRICS as DISTILL_METRICS
-from cann_distill.stages.select import SUMMARY as SELECT_SUMMARY
-from cann_distill.stages.teacher import METRICS as TEACHER_METRICS
+from cann_distill.stages.baseline import CHECKPOINT as BASELINE_CKPT, METRICS as BASELINE_METRICS
+from cann_distill.stages.distill import CHECKPOINT as STUDENT_CKPT, METRICS as DISTILL_METRICS
+from cann_distill.stages.select import INDEX, SUMMARY as SELECT_SUMMARY, pick_critical
+from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT, METRICS as TEACHER_METRICS
 from cann_distill.stages.validate import REPORT as VALIDATION
+from cann_distill.ui import ui
 
 REPORT = "report/report.json"
+HTML = "report/report.html"
+DOCS = {"teacher": TEACHER_METRICS, "select": SELECT_SUMMARY, "distill": DISTILL_METRICS, "baseline": BASELINE_METRICS,
+        "validate": VALIDATION}
 
 
 def rows(report: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
-    """(model, top-1, latency median, latency p99, size) rows for the terminal table."""
-    v = report["validate"]
-    lat = v["latency_batch1"]
-    mb = lambda b: f"{b / 1e6:.2f} MB"  # noqa: E731
-    pct = lambda a: f"{100 * a:.2f}%"  # noqa: E731
-    return [
-        (f"teacher {report['teacher']['arch']}", pct(v["accuracy"].get("teacher", report["teacher"]["val_acc"])), "-", "-", "-"),
-        (f"student {report['distill']['arch']} (torch)", pct(v["accuracy"]["torch_fp32"]), "-", "-", "-"),
-        ("student ONNX FP32", pct(v["accuracy"]["onnx_fp32"]), f"{lat['fp32']['median_ms']:.3f} ms", f"{lat['fp32']['p99_ms']:.3f} ms", mb(v["size_bytes"]["fp32"])),
-        ("student ONNX INT8", pct(v["accuracy"]["onnx_int8"]), f"{lat['int8']['median_ms']:.3f} ms", f"{lat['int8']['p99_ms']:.3f} ms", mb(v["size_bytes"]["int8"])),
-    ]
+    """(model, top-1, latency median, latency p99, size) rows for the terminal table; '?' where an input is missing."""
+    v = report.get("validate") or {}
+    k = report.get("knowledge") or {}
+    acc, lat, size = v.get("accuracy", {}), v.get("latency_batch1", {}), v.get("size_bytes", {})
+    mb = lambda b: f"{b / 1e6:.2f} MB" if b is not None else "?"  # noqa: E731
+    pct = lambda a: f"{100 * a:.2f}%" if a is not None else "?"  # noqa: E731
+    ms = lambda kind, q: f"{lat[kind][q]:.3f} ms" if kind in lat else "?"  # noqa: E731
+    arch = lambda doc: (report.get(doc) or {}).get("arch", "?")  # noqa: E731
+    out = [(f"teacher {arch('teacher')}", pct(acc.get("teacher", (report.get("teacher") or {}).get("val_acc"))), "-", "-", "-"),
+           (f"student {arch('distill')} (torch)", pct(acc.get("torch_fp32")), "-", "-", "-")]
+    if report.get("baseline"):
+        out.append((f"baseline {arch('baseline')} (CE only)", pct((k.get("accuracy") or {}).get("baseline")), "-", "-", "-"))
+    out += [("student ONNX FP32", pct(acc.get("onnx_fp32")), ms("fp32", "median_ms"), ms("fp32", "p99_ms"), mb(size.get("fp32"))),
+            ("student ONNX INT8", pct(acc.get("onnx_int8")), ms("int8", "median_ms"), ms("int8", "p99_ms"), mb(size.get("int8")))]
+    return out
+
+
+class Inputs:
+    """The upstream documents and files the report could read, and what it could not (with why)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.paths = dict(ctx.artifacts)
+        self.problems = ([{"input": rel, "kind": "missing", "problem": why} for rel, why in sorted(ctx.missing.items())]
+                         + [{"input": rel, "kind": "stale", "problem": why} for rel, why in sorted(ctx.stale.items())])
+        self.docs: dict[str, Optional[dict[str, Any]]] = {name: self._json(rel) for name, rel in DOCS.items()}
+
+    def _json(self, rel: str) -> Optional[dict[str, Any]]:
+        if rel not in self.paths:
+            return None
+        try:
+            doc = json.loads(self.paths[rel].read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            self.problem(rel, f"unreadable ({type(exc).__name__})")
+            return None
+        if not isinstance(doc, dict):
+            self.problem(rel, "not a JSON object")
+            return None
+        return doc
+
+    def problem(self, rel: str, why: str) -> None:
+        self.problems.append({"input": rel, "kind": "missing", "problem": why})
+        self.paths.pop(rel, None)
+
+
+def eval_critical(recipe: Any, teacher_logits: np.ndarray, y: np.ndarray, student_logits: np.ndarray,
+                  classes: list[str]) -> tuple[np.ndarray, str]:
+    """Critical samples of the headline split and the rule that chose them: the recipe's selector, policy and ratio
+    applied to the teacher's logits there (margin for a strategy that needs augmented views or a probe history)."""
+    strategy = recipe.select.strategy
+    selector = SELECTORS.build(strategy, **recipe.select.strategy_args)
+    rule = f"select.strategy '{strategy}'"
+    if selector.needs_views or selector.needs_history:
+        selector, rule = SELECTORS.build("margin"), f"margin ('{strategy}' needs views or a probe history the report does not compute)"
+    scores = np.asarray(selector.score(teacher_logits, y, seed=recipe.seed, student_logits=student_logits), dtype=np.float64)
+    chosen = pick_critical(scores, y, recipe.select, classes, seed=recipe.seed)
+    return chosen.mask, f"{rule}, policy {chosen.resolved}, {recipe.select.top_k_ratio:.0%} of this split"
+
+
+def read_scores(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    with open(path, newline="") as f:
+        rows_ = list(csv.DictReader(f))
+    return ([r["id"] for r in rows_], np.array([float(r["score"]) for r in rows_]), np.array([r["critical"] == "1" for r in rows_]))
 
 
 class ReportStage(Stage):
     name = "report"
-    sections = ("report",)
-    needs = (TEACHER_METRICS, SELECT_SUMMARY, DISTILL_METRICS, VALIDATION)
+    version = 2
+    sections = ("report", "data", "teacher", "student", "select", "seed")
+    optional = (TEACHER_METRICS, SELECT_SUMMARY, INDEX, DISTILL_METRICS, BASELINE_METRICS, VALIDATION,
+                TEACHER_CKPT, STUDENT_CKPT, BASELINE_CKPT)
 
     def execute(self, ctx: Context) -> dict[str, Any]:
         r = ctx.recipe
-        load = lambda rel: json.loads(ctx.artifacts[rel].read_text())  # noqa: E731
-        teacher, select, distill, validate = (load(rel) for rel in self.needs)
+        inputs = Inputs(ctx)
+        if not any(inputs.docs.values()):
+            first = next(name for name, rel in DOCS.items() if "is off" not in ctx.missing.get(rel, ""))
+            raise MissingInputError(f"report: nothing to report yet (no stage output in {ctx.run.root}): "
+                                    f"run `cann-distill {first}` first (or `cann-distill run`)")
+        splits = load_splits(r.data)
+        knowledge, visuals = self._knowledge(ctx, inputs, splits)
         manifest = ctx.run.read_manifest()
         report = {
-            "title": r.report.title or r.name,
-            "recipe": r.to_dict(),
-            "teacher": teacher,
-            "select": select,
-            "distill": distill,
-            "validate": validate,
+            "schema": SCHEMA_ID, "schema_version": SCHEMA_VERSION, "title": r.report.title or r.name or "cann-distill run",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "recipe": r.to_dict(),
+            "data": {"source": r.data.source, "fingerprint": data_fingerprint(r.data, ignore=frozenset({"augment", "batch_size"})),
+                     "classes": splits.train.classes, "num_train": len(splits.train), "num_val": len(splits.val),
+                     "num_test": len(splits.test) if splits.test is not None else 0, "headline_split": splits.headline.name},
+            **inputs.docs, "knowledge": knowledge, "problems": inputs.problems,
             "stages": {name: {"seconds": rec["seconds"], "outputs": rec["outputs"], "versions": rec["versions"]}
                        for name, rec in manifest["stages"].items()},
         }
+        for p in inputs.problems:
+            ui.warn(f"report: {p['input']}: {p['problem']}; rendering the rest")
         (ctx.out / "report.json").write_text(json.dumps(report, indent=2))
-        acc = validate["accuracy"]
+        (ctx.out / "report.html").write_text(report_html.render(report, visuals), encoding="utf-8")
+        return self._summary(report)
+
+    def _knowledge(self, ctx: Context, inputs: Inputs, splits: Splits) -> tuple[Optional[dict[str, Any]], report_html.Visuals]:
+        r, rt = ctx.recipe, ctx.runtime
+        visuals = report_html.Visuals()
+        if INDEX in inputs.paths:
+            try:
+                ids, visuals.scores, visuals.critical = read_scores(inputs.paths[INDEX])
+                top = np.argsort(-visuals.scores, kind="stable")[:8]
+                by_id = {sid: i for i, sid in enumerate(splits.train.ids)}
+                visuals.examples = [(splits.train.fetch(by_id[ids[i]]).numpy(), f"{visuals.scores[i]:.3g}") for i in top if ids[i] in by_id]
+            except (OSError, KeyError, ValueError) as exc:
+                inputs.problem(INDEX, f"unreadable ({type(exc).__name__}: {exc})")
+        if TEACHER_CKPT not in inputs.paths or STUDENT_CKPT not in inputs.paths:
+            return None, visuals
+        split, classes, in_chans = splits.headline, splits.train.classes, channels_of(r.data)
+        teacher = build_model(r.teacher, len(classes), in_chans, checkpoint=inputs.paths[TEACHER_CKPT], classes=classes)
+        student = build_model(r.student, len(classes), in_chans, checkpoint=inputs.paths[STUDENT_CKPT], classes=classes)
+        models = {"teacher": with_teacher_input(teacher, r.data, r.teacher), "student": student}
+        if BASELINE_CKPT in inputs.paths:
+            models["baseline"] = build_model(r.student, len(classes), in_chans, checkpoint=inputs.paths[BASELINE_CKPT], classes=classes)
+        logits = logits_of(models, split, rt)
+        y = split.targets
+        critical, rule = eval_critical(r, logits["teacher"], y, logits["student"], classes)
+        v = inputs.docs.get("validate") or {}
+        drop = (v.get("accuracy") or {}).get("int8_drop")
+        k = transfer_metrics(y, logits, critical, drop, v.get("gate") if v else None, len(classes))
+        k["split"], k["critical_rule"] = split.name, rule
+        if "onnx_int8" in (v.get("accuracy") or {}):
+            k["accuracy"]["onnx_int8"] = v["accuracy"]["onnx_int8"]
+        teacher_pred, student_pred = logits["teacher"].argmax(1), logits["student"].argmax(1)
+        shown = (list(np.flatnonzero(critical)) + list(np.flatnonzero(~critical)))[:SHOWN]
+        tapped: Tapped = tap_features(teacher, r.teacher.arch, teacher_input(r.data, r.teacher), student, r.student.arch, split,
+                                      r.report.samples, [int(i) for i in shown], rt)
+        k["cka"], k["cka_samples"], k["attention"] = tapped.cka, min(r.report.samples, len(split)), tapped.attention_pair
+        visuals.tapped = tapped
+        visuals.shown = [{"image": split.fetch(i).numpy(), "critical": bool(critical[i]), "label": classes[y[i]],
+                          "teacher": classes[teacher_pred[i]], "student": classes[student_pred[i]],
+                          "agree": bool(teacher_pred[i] == student_pred[i])} for i in tapped.shown]
+        return k, visuals
+
+    def _summary(self, report: dict[str, Any]) -> dict[str, Any]:
+        v, k = report.get("validate") or {}, report.get("knowledge") or {}
+        acc = v.get("accuracy") or {}
         return {
-            "title": report["title"], "split": acc.get("split", "val"), "teacher_acc": acc.get("teacher", teacher["val_acc"]),
-            "student_acc": acc["torch_fp32"],
-            "onnx_fp32_acc": acc["onnx_fp32"], "onnx_int8_acc": acc["onnx_int8"],
-            "int8_over_fp32_latency": validate["latency_batch1"]["int8_over_fp32"], "rows": rows(report),
+            "title": report["title"], "split": acc.get("split", "val"),
+            "teacher_acc": acc.get("teacher", (report.get("teacher") or {}).get("val_acc")), "student_acc": acc.get("torch_fp32"),
+            "baseline_acc": (k.get("accuracy") or {}).get("baseline"),
+            "onnx_fp32_acc": acc.get("onnx_fp32"), "onnx_int8_acc": acc.get("onnx_int8"),
+            "int8_over_fp32_latency": (v.get("latency_batch1") or {}).get("int8_over_fp32"),
+            "transfer_efficiency": (k.get("transfer_efficiency") or {}).get("value"), "dqi": (k.get("dqi") or {}).get("value"),
+            "problems": [f"{p['input']}: {p['problem']}" for p in report["problems"]], "rows": rows(report),
         }
 
 

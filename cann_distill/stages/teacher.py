@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from cann_distill.data import Splits, channels_of, data_fingerprint, load_splits, make_mixup
+from cann_distill.live import EpochLog
 from cann_distill.models import build_model, count_params, save_checkpoint, with_teacher_input
 from cann_distill.recipe import Recipe
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
@@ -49,7 +50,8 @@ class TeacherStage(Stage):
         if epochs:
             tcfg = cfg.train.model_copy(update={"epochs": epochs})
             history = fit(net, train, tcfg, tcfg.batch_size or r.data.batch_size, ce_step, r.seed, "teacher train", val=val,
-                          runtime=rt, transform=splits.train_transform, mix=make_mixup(r.data, len(train.classes)))
+                          runtime=rt, transform=splits.train_transform, mix=make_mixup(r.data, len(train.classes)),
+                          on_epoch_end=EpochLog(ctx.run.root, self.name, epochs))
         val_acc = accuracy(predict(net, val, desc="teacher eval", runtime=rt), val.targets)
         test = splits.test
         test_acc = accuracy(predict(net, test, desc="teacher test", runtime=rt), test.targets) if test is not None else None

@@ -8,7 +8,7 @@ import torch
 from cann_distill.cli import app
 from cann_distill.models import create_model, save_checkpoint
 
-COMMANDS = ["teacher", "select", "distill", "validate", "report", "run", "inspect", "fit-student"]
+COMMANDS = ["teacher", "select", "distill", "baseline", "validate", "report", "run", "inspect", "fit-student", "dashboard"]
 
 
 def one_line_error(result) -> str:

@@ -39,7 +39,7 @@ CASES: dict[str, tuple[Union[str, bytes, Callable[[], str]], str]] = {
     "latin1_comment": (sub("name:", "# recette de caf\xe9\nname:").encode("latin-1"),
                        rf"r\.yaml:{line_of('name:')}:17: not UTF-8: byte 0xe9 at byte offset \d+; save the recipe as UTF-8"),
     "utf16": (SHIPPED.encode("utf-16"), r"not UTF-8: byte 0xff at byte offset 0 \(it looks like UTF-16\)"),
-    "nesting_1000": (SHIPPED + "report: " + "[" * 1000 + "]" * 1000 + "\n", rf"r\.yaml:{END}:\d+: "),
+    "nesting_1000": (SHIPPED + "runtime: " + "[" * 1000 + "]" * 1000 + "\n", rf"r\.yaml:{END}:\d+: "),
     "nesting_200_block": ("".join(f"{' ' * i}k{i}:\n" for i in range(200)), r"r\.yaml:33:33: nested more than 32 levels deep"),
     "alias_bomb_in_tap_arg": (alias_bomb_in_tap, r"more than 20,000 YAML nodes \(after expanding aliases\)"),
     "huge_seed": (sub("seed: 0", "seed: 99999999999999999999999999"), rf"r\.yaml:{line_of('seed:')}:1: seed: 9999.* does not fit in 64 bits"),
@@ -71,8 +71,8 @@ CASES: dict[str, tuple[Union[str, bytes, Callable[[], str]], str]] = {
     "bool_loss_argument": (sub("temperature: 4.0}", "temperature: true}"),
                            r"distill\.losses\[1\]\.temperature: Input should be a valid number, got True"),
     "inf_float_field": (sub("lr: 0.05\n  losses", "lr: .inf\n  losses"), r"distill\.lr: Input should be a finite number, got inf"),
-    "python_tag": (SHIPPED + "report: !!python/object/apply:os.system ['touch pwned']\n",
-                   rf"r\.yaml:{END}:9: YAML tag '!!python/object/apply:os\.system' is not allowed"),
+    "python_tag": (SHIPPED + "runtime: !!python/object/apply:os.system ['touch pwned']\n",
+                   rf"r\.yaml:{END}:10: YAML tag '!!python/object/apply:os\.system' is not allowed"),
 }
 
 

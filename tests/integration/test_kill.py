@@ -128,4 +128,6 @@ def test_killed_runs_resume_and_complete(write_recipe, tmp_path: Path) -> None:
     for stage in ("teacher", "select", "distill"):
         assert any(s.startswith(f"{stage}: up to date, skipped") for s in seen), seen
     assert list(assert_consistent(run)) == ["teacher", "select", "distill", "validate", "report"]
-    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == [".lock", ".records"]
+    # no leftovers; .live holds the per-epoch rows the dashboard reads (rewritten atomically, see live.py)
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == [".live", ".lock", ".records"]
+    assert not [p for p in (run / ".live").iterdir() if p.suffix != ".json"]
