@@ -97,7 +97,7 @@ def test_two_process_distill_matches_one_and_writes_once(runs: dict[str, Path]) 
     assert len(two["history"]) == len(one["history"]) == RECIPE["distill"]["epochs"]
     # rank 0 alone wrote: one stage folder, no leftovers, the manifest vouches for every output
     run = runs["two"]
-    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".") and p.name not in (".lock", ".records")) == []
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".") and p.name not in (".lock", ".records", ".live")) == []
     manifest = json.loads((run / "manifest.json").read_text())
     assert set(manifest["stages"]["distill"]["outputs"]) == {"distill/metrics.json", "distill/student.pt"}
     assert "rank 1" not in runs["distill_stderr"].read_text()
