@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shlex
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Optional
 
 from cann_distill.pipeline import run_stages
 from cann_distill.recipe import Recipe, load_recipe
@@ -24,6 +27,18 @@ def add_common_args(ap: argparse.ArgumentParser, recipe: Path, recipe_help: str)
     ap.add_argument("--work-dir", type=Path, default=None, help="run dirs and the cache (default: a fresh temp dir, removed after)")
     ap.add_argument("--out", type=Path, required=True, help="write the results here as JSON")
     ap.add_argument("--verbose", action="store_true", help="show the stages' progress messages")
+
+
+@contextlib.contextmanager
+def scratch_dir(work_dir: Optional[Path], prefix: str) -> Iterator[Path]:
+    """The benchmark's work dir: `work_dir` (kept) or a temporary one, removed when the benchmark ends."""
+    work = work_dir or Path(tempfile.mkdtemp(prefix=prefix))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        yield work
+    finally:
+        if work_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def epoch_overrides(args: argparse.Namespace) -> list[str]:

@@ -38,8 +38,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -49,7 +47,7 @@ import numpy as np
 from cann_distill.recipe import resource_dir
 from cann_distill.ui import ui
 
-from bench_common import add_common_args, epoch_overrides, mean_std, run_arm, train_base_teacher, write_results  # noqa: E402
+from bench_common import add_common_args, epoch_overrides, mean_std, run_arm, train_base_teacher, scratch_dir, write_results  # noqa: E402
 
 SUBSET = "distill.critical.mode=subset"
 POOLED = "select.class_balanced=false"
@@ -189,11 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown := [a for a in arms if a not in ARMS] + [d for d in datasets if d not in DATASETS]:
         ap.error(f"unknown arm(s)/dataset(s) {', '.join(unknown)}")
     ui.configure(quiet=not args.verbose)
-    work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench_critical."))
-    work.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    host = machine()
-    try:
+    with scratch_dir(args.work_dir, "bench_critical.") as work:
+        started = time.perf_counter()
+        host = machine()
         by_dataset = {}
         for name in datasets:
             by_dataset[name] = run_dataset(name, args, arms, work)
@@ -204,9 +200,6 @@ def main(argv: list[str] | None = None) -> int:
 
         write_results(args.out, args.recipe, load_recipe(args.recipe, epoch_overrides(args)), first["teacher"],
                       first["seeds"], started, machine=host, threads=args.threads, arms_run=arms, datasets=by_dataset, step_budget="35% of the full set's steps")
-    finally:
-        if args.work_dir is None:
-            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

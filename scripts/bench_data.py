@@ -21,11 +21,8 @@ Example (the run reported in the README):
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 from typing import Any
@@ -34,7 +31,7 @@ from cann_distill.pipeline import run_stages
 from cann_distill.recipe import load_recipe, resource_dir
 from cann_distill.ui import ui
 
-from bench_common import add_common_args, epoch_overrides, run_arm, mean_std, train_base_teacher, write_results  # noqa: E402  (scripts/ is on sys.path)
+from bench_common import add_common_args, epoch_overrides, run_arm, mean_std, train_base_teacher, scratch_dir, write_results  # noqa: E402  (scripts/ is on sys.path)
 
 KD = "distill.losses=[{kind: ce, weight: 0.5}, {kind: kd, weight: 0.5, temperature: 4.0}]"
 CE = "distill.losses=[{kind: ce, weight: 1.0}]"
@@ -54,10 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown arm(s) {', '.join(unknown)} (known: {', '.join(ARMS)})")
     ui.configure(quiet=not args.verbose)
 
-    work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench_data."))
-    common = [f"select.cache_dir={work / 'cache'}", "distill.critical.mode=none", "runtime.device=cpu", *epoch_overrides(args)]
-    started = time.perf_counter()
-    try:
+    with scratch_dir(args.work_dir, "bench_data.") as work:
+        common = [f"select.cache_dir={work / 'cache'}", "distill.critical.mode=none", "runtime.device=cpu", *epoch_overrides(args)]
+        started = time.perf_counter()
         base_recipe, _, teacher, ckpt = train_base_teacher(args.recipe, common, work)
         seeds = [base_recipe.seed + i for i in range(args.seeds)]
         by_arm: dict[str, Any] = {}
@@ -96,9 +92,6 @@ def main(argv: list[str] | None = None) -> int:
                       augment=base_recipe.data.augment.model_dump(mode="json"),
                       headline_split="test" if base_recipe.data.test_fraction else "val", epoch_seconds=epoch_seconds,
                       torch_threads=torch.get_num_threads())
-    finally:
-        if args.work_dir is None:
-            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -19,19 +19,16 @@ Example (the reduced run reported in the pull request):
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from cann_distill.pipeline import run_stages
 from cann_distill.recipe import load_recipe, resource_dir
 from cann_distill.ui import ui
 
-from bench_common import add_common_args, epoch_overrides, run_arm, mean_std, train_base_teacher, write_results  # noqa: E402  (scripts/ is on sys.path)
+from bench_common import add_common_args, epoch_overrides, run_arm, mean_std, train_base_teacher, scratch_dir, write_results  # noqa: E402  (scripts/ is on sys.path)
 
 ARMS: dict[str, list[str]] = {
     "scratch": ["distill.losses=[{kind: ce, weight: 1.0}]"],
@@ -55,12 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown arm(s) {', '.join(unknown)} (known: {', '.join(ARMS)})")
     ui.configure(quiet=not args.verbose)
 
-    work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench_distill."))
-    work.mkdir(parents=True, exist_ok=True)
-    common = [f"select.cache_dir={work / 'cache'}", "distill.critical.mode=none"]
-    common += epoch_overrides(args)
-    started = time.perf_counter()
-    try:
+    with scratch_dir(args.work_dir, "bench_distill.") as work:
+        common = [f"select.cache_dir={work / 'cache'}", "distill.critical.mode=none"]
+        common += epoch_overrides(args)
+        started = time.perf_counter()
         base_recipe, base, teacher, ckpt = train_base_teacher(args.recipe, common, work)
 
         seeds = [base_recipe.seed + i for i in range(args.seeds)]
@@ -80,9 +75,6 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"teacher          {100 * teacher['val_acc']:.2f} %", flush=True)
         write_results(args.out, args.recipe, base_recipe, teacher, seeds, started, critical_mode="none", arms=results_by_arm)
-    finally:
-        if args.work_dir is None:
-            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

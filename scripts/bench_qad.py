@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ from cann_distill.recipe import load_recipe, resource_dir
 from cann_distill.stages.validate import Quantizer, apply_changes, calibration_images, onnx_logits, topk
 from cann_distill.ui import ui
 
-from bench_common import add_common_args, epoch_overrides, mean_std, train_base_teacher, write_results  # noqa: E402
+from bench_common import add_common_args, epoch_overrides, mean_std, train_base_teacher, scratch_dir, write_results  # noqa: E402
 
 RECIPES = ("mobilenetv3_small_050_from_resnet18_digits.yaml", "resnet10t_from_resnet18_digits.yaml")
 
@@ -82,13 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--qad-epochs", type=int, default=2, help="distill.qat.epochs (default 2)")
     args = ap.parse_args(argv)
     ui.configure(quiet=not args.verbose)
-    work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench_qad."))
-    work.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    seeds = []
-    out: dict[str, Any] = {}
-    base_info = None
-    try:
+    with scratch_dir(args.work_dir, "bench_qad.") as work:
+        started = time.perf_counter()
+        seeds = []
+        out: dict[str, Any] = {}
+        base_info = None
         for name in [r.strip() for r in args.recipes.split(",") if r.strip()]:
             path = resource_dir("recipes") / name
             overrides = [*epoch_overrides(args), f"select.cache_dir={work / 'cache'}", "distill.qat.enabled=true",
@@ -111,9 +108,6 @@ def main(argv: list[str] | None = None) -> int:
                 "qad_extra_time_fraction": mean_std([r["qad_seconds"] / max(r["distill_seconds"] - r["qad_seconds"], 1e-9) for r in rows]),
             }
             print(name, json.dumps({k: v for k, v in out[name].items() if k != "runs"}, indent=1), flush=True)
-    finally:
-        if args.work_dir is None:
-            shutil.rmtree(work, ignore_errors=True)
     path, base_recipe, teacher = base_info  # type: ignore[misc]
     feats = q.cpu_features()
     write_results(args.out, path, base_recipe, teacher, seeds, started, qad_epochs=args.qad_epochs, recipes=out,

@@ -22,7 +22,6 @@ import json
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -38,7 +37,7 @@ from cann_distill.recipe import Recipe, default_recipe_path, load_recipe
 from cann_distill.train import fit, seed_everything
 from cann_distill.ui import ui
 
-from bench_common import epoch_overrides, run_arm, mean_std, train_base_teacher, write_results  # noqa: E402  (scripts/ is on sys.path)
+from bench_common import epoch_overrides, run_arm, mean_std, train_base_teacher, scratch_dir, write_results  # noqa: E402  (scripts/ is on sys.path)
 
 ARMS: dict[str, list[str]] = {
     "critical": ["distill.critical.mode=subset"],
@@ -112,14 +111,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--seeds must be >= 1")
     ui.configure(quiet=not args.verbose)
 
-    work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench_select."))
-    work.mkdir(parents=True, exist_ok=True)
-    cache = work / "cache"
-    shutil.rmtree(cache, ignore_errors=True)  # the first select must be a cold one
-    common = [f"select.cache_dir={cache}", f"select.temperature.per_sample={str(args.temperature == 'per-sample').lower()}"]
-    common += epoch_overrides(args)
-    started = time.perf_counter()
-    try:
+    with scratch_dir(args.work_dir, "bench_select.") as work:
+        cache = work / "cache"
+        shutil.rmtree(cache, ignore_errors=True)  # the first select must be a cold one
+        common = [f"select.cache_dir={cache}", f"select.temperature.per_sample={str(args.temperature == 'per-sample').lower()}"]
+        common += epoch_overrides(args)
+        started = time.perf_counter()
         base_recipe, base, teacher, ckpt = train_base_teacher(args.recipe, common, work)
 
         cold, cold_status = timed_select(base_recipe, base, force=True)
@@ -164,9 +161,6 @@ def main(argv: list[str] | None = None) -> int:
             targets={"warm_over_cold_below_0.10": cache_result["warm_over_cold"] < 0.10,
                      "steps_ratio_at_least_1.5": throughput["ratio"] >= 1.5},
         )
-    finally:
-        if args.work_dir is None:
-            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
