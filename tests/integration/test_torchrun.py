@@ -23,17 +23,15 @@ from pathlib import Path
 import pytest
 
 from cann_distill.stages.distill import RESUME
+from tests.conftest import TINY
 
 pytestmark = pytest.mark.slow
 
 VAL_TOLERANCE = 0.10  # 2 epochs on 160 digits at 16 px: seed-level noise of this recipe is several points
-RECIPE = {
-    "seed": 0,
-    "data": {"source": "digits", "image_size": 16, "max_samples": 200, "batch_size": 32, "augment": {"enabled": False}},
-    "teacher": {"arch": "test_resnet", "train": {"epochs": 2, "lr": 0.05}},
-    "student": {"arch": "test_efficientnet"},
-    "select": {"strategy": "margin", "top_k_ratio": 0.35},
-    "distill": {"epochs": 3, "lr": 0.05},
+RECIPE = {  # conftest's tiny recipe on 200 digits with a 2-epoch teacher
+    **TINY,
+    "data": {**TINY["data"], "max_samples": 200},
+    "teacher": {**TINY["teacher"], "train": {**TINY["teacher"]["train"], "epochs": 2}},
 }
 ENV = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
 
