@@ -110,7 +110,7 @@ def predict_all(model: nn.Module, split: Split, batch_size: int = 256, desc: str
     Every sample is computed in the same batch as in one process, so a deterministic model gives the same values.
     """
     if not distributed.active():
-        return predict(model, split, batch_size, desc, runtime)
+        return predict(model, split, batch_size=batch_size, desc=desc, runtime=runtime)
     counts = distributed.shard_counts(len(split), batch_size)
     lo, hi = distributed.shard_range(len(split), batch_size)
     local = predict(model, split.rows(lo, hi), batch_size, desc, runtime) if hi > lo else np.zeros((0, 0), np.float32)
@@ -119,14 +119,10 @@ def predict_all(model: nn.Module, split: Split, batch_size: int = 256, desc: str
 
 
 def evaluate(model: nn.Module, split: Split, desc: str, runtime: Runtime = CPU) -> float:
-    """Accuracy on `split`; under torchrun rank 0's weights, each rank a shard, the counts summed."""
-    if not distributed.active():
-        return accuracy(predict(model, split, desc=desc, runtime=runtime), split.targets)
-    distributed.sync_module(model)
-    lo, hi = distributed.shard_range(len(split), 256)
-    correct = float((predict(model, split.rows(lo, hi), desc=desc, runtime=runtime).argmax(1) == split.targets[lo:hi]).sum()) if hi > lo else 0.0
-    total = distributed.all_reduce_sums({"correct": correct, "n": float(hi - lo)})
-    return total["correct"] / max(total["n"], 1.0)
+    """Accuracy on `split`; under torchrun of rank 0's weights, the split sharded across ranks (`predict_all`)."""
+    if distributed.active():
+        distributed.sync_module(model)
+    return accuracy(predict_all(model, split, desc=desc, runtime=runtime), split.targets)
 
 
 def cosine_factor(progress: float) -> float:
