@@ -6,7 +6,8 @@ reduce_range, activation type, and — when the INT8 drop exceeds the budget —
 optionally measure each one, and write a patched recipe.
 
 A change's key is relative to the recipe's `validate` section unless it starts with a prefix in
-`OUTSIDE_VALIDATE` (the QAD fix sets `distill.qat.enabled` / `distill.qat.epochs`).
+`OUTSIDE_VALIDATE` (the QAD fix sets `distill.qat.enabled` / `distill.qat.epochs` and every other
+`distill.qat` key its measured trial ran with, so the patched recipe runs the QAD phase that was measured).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, Callable, Optional
 import yaml
 
 from cann_distill.hardware import limits
-from cann_distill.recipe import BudgetConfig, FeedbackConfig, ValidateConfig
+from cann_distill.recipe import BudgetConfig, FeedbackConfig, QatConfig, ValidateConfig
 
 # Student families whose ops (depthwise conv + ReLU6/hard-swish/squeeze-excite) stay partly in
 # float or quantize badly under onnxruntime static INT8; dense-conv students do better.
@@ -28,7 +29,27 @@ Evaluate = Callable[[dict[str, Any]], float]
 """Given changes, quantize with them (after a short QAD phase for the QAD fix) and return INT8 top-1 on val."""
 
 OUTSIDE_VALIDATE = ("distill.",)  # change keys with these prefixes are recipe paths, not validate-section paths
-QAD_ENABLED, QAD_EPOCHS = "distill.qat.enabled", "distill.qat.epochs"
+QAD_PREFIX = "distill.qat."
+QAD_ENABLED, QAD_EPOCHS = f"{QAD_PREFIX}enabled", f"{QAD_PREFIX}epochs"
+
+
+def qad_changes(qat: QatConfig, epochs: int) -> dict[str, Any]:
+    """The "run QAD" fix as recipe changes: `epochs` of QAD from the float student (no teacher checkpoint needed),
+    the freeze epochs clamped into that phase; only keys that differ from the recipe's `distill.qat` beyond the two
+    always written. The trial applies exactly these (`qat_config`), so what `--apply-feedback` writes is what ran."""
+    changes: dict[str, Any] = {QAD_ENABLED: True, QAD_EPOCHS: epochs}
+    if qat.teacher != "float_student":
+        changes[f"{QAD_PREFIX}teacher"] = "float_student"
+    for key in ("freeze_observers_epoch", "freeze_bn_epoch"):
+        value = getattr(qat, key)
+        if value is not None and value > epochs:
+            changes[f"{QAD_PREFIX}{key}"] = epochs
+    return changes
+
+
+def qat_config(qat: QatConfig, changes: dict[str, Any]) -> QatConfig:
+    """The recipe's `distill.qat` with the fix's `distill.qat.*` changes applied."""
+    return qat.model_copy(update={k[len(QAD_PREFIX):]: v for k, v in changes.items() if k.startswith(QAD_PREFIX)})
 
 
 def recipe_key(key: str) -> str:
@@ -43,8 +64,9 @@ def split_changes(changes: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
 
 
 def candidate_changes(cfg: ValidateConfig, worst_nodes: list[str], scheme: dict[str, Any],
-                      qad_epochs: int = 0) -> list[tuple[str, dict[str, Any]]]:
-    """(why, changes) for each fix worth trying, most targeted first; QAD (retraining) last, when `qad_epochs` > 0."""
+                      qad_epochs: int = 0, qat: Optional[QatConfig] = None) -> list[tuple[str, dict[str, Any]]]:
+    """(why, changes) for each fix worth trying, most targeted first; QAD (retraining) last, when `qad_epochs` > 0
+    (its other keys from the recipe's `qat`)."""
     out: list[tuple[str, dict[str, Any]]] = []
     if worst_nodes:
         nodes = sorted(set(cfg.nodes_to_exclude) | set(worst_nodes))
@@ -62,17 +84,18 @@ def candidate_changes(cfg: ValidateConfig, worst_nodes: list[str], scheme: dict[
     if qad_epochs:
         out.append((f"run QAD: {qad_epochs} epoch(s) of quantization-aware distillation from the float student "
                     "(distill.qat), so the student learns onnxruntime's INT8 arithmetic; applying it re-runs distill",
-                    {QAD_ENABLED: True, QAD_EPOCHS: qad_epochs}))
+                    qad_changes(qat or QatConfig(), qad_epochs)))
     return out
 
 
 def suggest_fixes(
     cfg: ValidateConfig, fb: FeedbackConfig, drop: float, gap_rows: list[dict[str, Any]], arch: str,
-    baseline_acc: float, scheme: dict[str, Any], evaluate: Optional[Evaluate] = None, qad: bool = False,
+    baseline_acc: float, scheme: dict[str, Any], evaluate: Optional[Evaluate] = None, qat: Optional[QatConfig] = None,
 ) -> dict[str, Any]:
     """Suggestions (with measured INT8 accuracy when `evaluate` is given) and the changes to apply.
 
-    `qad`: the QAD fix may be offered (the recipe does not run QAD already); it is, when the drop exceeds the budget.
+    `qat`: the recipe's `distill.qat` when the QAD fix may be offered (the recipe does not run QAD already; None
+    otherwise); it is offered when the drop exceeds the budget.
     """
     worst = [r for r in gap_rows if r["gap_db"] > fb.max_layer_gap_db and r.get("node")]
     worst_nodes = [r["node"] for r in worst[: fb.max_exclude]]
@@ -81,8 +104,8 @@ def suggest_fixes(
     if not triggered:
         return result
     suggestions = []
-    qad_epochs = fb.qad_epochs if qad and drop > fb.max_int8_drop else 0
-    for why, changes in candidate_changes(cfg, worst_nodes, scheme, qad_epochs):
+    qad_epochs = fb.qad_epochs if qat is not None and drop > fb.max_int8_drop else 0
+    for why, changes in candidate_changes(cfg, worst_nodes, scheme, qad_epochs, qat):
         s: dict[str, Any] = {"why": why, "changes": changes}
         if evaluate is not None and fb.search:
             acc = evaluate(changes)

@@ -208,12 +208,13 @@ def validate_qat(model: nn.Module, recipe: Recipe, num_classes: int, in_chans: i
     return {"ranges": export, "by_split": by_split, "prep": prep}
 
 
-def trial_int8_acc(float_student: nn.Module, recipe: Recipe, vcfg: Any, epochs: int, splits: Splits, calib: np.ndarray,
+def trial_int8_acc(float_student: nn.Module, recipe: Recipe, vcfg: Any, cfg: QatConfig, splits: Splits, calib: np.ndarray,
                    work: Path, runtime: Runtime = CPU) -> float:
-    """validate's feedback fix "run QAD", measured: `epochs` of QAD from the float student (no teacher needed) under
-    the validate config `vcfg`, exported with the learned ranges; onnxruntime INT8 top-1 on val."""
+    """validate's feedback fix "run QAD", measured: the QAD phase `cfg` (the fix's `distill.qat`, teacher
+    float_student: no teacher needed) from the float student under the validate config `vcfg`, exported with the
+    learned ranges; onnxruntime INT8 top-1 on val."""
     trial = recipe.model_copy(update={"validate_": vcfg})
-    cfg = recipe.distill.qat.model_copy(update={"enabled": True, "epochs": epochs, "teacher": "float_student"})
+    epochs = cfg.epochs
     prepared, _, seconds = train(float_student, trial, splits, cfg=cfg, calib=calib, runtime=runtime)
     num_classes, in_chans = len(splits.train.classes), int(calib.shape[1])
     got = validate_qat(prepared.model, trial, num_classes, in_chans, calib, work / "qad_trial.onnx", work, {"val": splits.val},

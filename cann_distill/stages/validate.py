@@ -20,7 +20,7 @@ from cann_distill.quant import latency as timing
 from cann_distill.quant import ort as q
 from cann_distill.quant import qad
 from cann_distill.quant.export import export_onnx
-from cann_distill.quant.feedback import QAD_ENABLED, QAD_EPOCHS, gate, set_dotted, split_changes, suggest_fixes
+from cann_distill.quant.feedback import QAD_ENABLED, gate, qat_config, set_dotted, split_changes, suggest_fixes
 from cann_distill.quant.gap import layer_gap
 from cann_distill.recipe import Recipe, ValidateConfig, hardware_profile, load_hardware_profile
 from cann_distill.stages.base import Context, Stage, register_stage
@@ -201,14 +201,14 @@ class ValidateStage(Stage):
                 inside, outside = split_changes(changes)
                 trial_cfg = apply_changes(cfg, inside)
                 if outside.get(QAD_ENABLED):
-                    return qad.trial_int8_acc(student, r, trial_cfg, outside[QAD_EPOCHS], splits, calib, work, rt)
+                    return qad.trial_int8_acc(student, r, trial_cfg, qat_config(r.distill.qat, outside), splits, calib, work, rt)
                 trial = work / "trial.onnx"
                 quantizer.quantize(trial_cfg, trial)
                 return topk(onnx_logits({"int8": q.session(trial, "CPUExecutionProvider")}, val)["int8"], y_val, 1)
 
             v = metrics["val"]["accuracy"]
             feedback = suggest_fixes(cfg, cfg.feedback, v["int8_drop"], gap_rows, r.student.arch, v["onnx_int8"], scheme, evaluate,
-                                     qad=qat_result is None)
+                                     qat=r.distill.qat if qat_result is None else None)
             feedback["split"] = "val"
 
         lat = measure_latency({"fp32": s32, "int8": s8}, gap_x, cfg, hw.batch)
