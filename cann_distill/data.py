@@ -264,16 +264,18 @@ class KeyedSampler(Sampler):
 
 
 class DrawSampler(Sampler):
-    """Keys (d, i) for d in 0..draws-1, i in split order: every training view of `draws` epochs, in order."""
+    """Keys (d, i) for d in 0..draws-1, i in split order: every training view of `draws` epochs, in order;
+    `rows` = (lo, hi) keeps positions lo..hi-1 of that sequence (one rank's shard)."""
 
-    def __init__(self, n: int, draws: int) -> None:
+    def __init__(self, n: int, draws: int, rows: Optional[tuple[int, int]] = None) -> None:
         self.n, self.draws = n, draws
+        self.lo, self.hi = rows if rows is not None else (0, n * draws)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        return ((d, i) for d in range(self.draws) for i in range(self.n))
+        return (divmod(p, self.n) for p in range(self.lo, self.hi))
 
     def __len__(self) -> int:
-        return self.n * self.draws
+        return self.hi - self.lo
 
 
 def _worker_init(worker_id: int) -> None:
@@ -305,11 +307,12 @@ def loader(split: Split, batch_size: int, *, train: bool = False, seed: int = 0,
 
 
 def draw_loader(split: Split, batch_size: int, draws: int, *, seed: int, transform: Optional[Transform],
-                runtime: Runtime = CPU) -> DataLoader:
+                runtime: Runtime = CPU, rows: Optional[tuple[int, int]] = None) -> DataLoader:
     """The training views of epochs 0..draws-1 of every sample, in (draw, split) order and in batches
-    that may span two draws: the very views `loader(train=True, seed=seed, transform=transform)` shows."""
+    that may span two draws: the very views `loader(train=True, seed=seed, transform=transform)` shows.
+    `rows`: only positions [lo, hi) of that order (lo a multiple of `batch_size` keeps one process's batches)."""
     dataset = SplitDataset(split, transform, seed)
-    return _data_loader(dataset, batch_size, DrawSampler(len(split), draws), False, seed, runtime, persistent=False)
+    return _data_loader(dataset, batch_size, DrawSampler(len(split), draws, rows), False, seed, runtime, persistent=False)
 
 
 def _data_loader(dataset: SplitDataset, batch_size: Optional[int], sampler: Sampler, drop_last: bool, seed: int, runtime: Runtime,

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cann_distill import distributed
 from cann_distill.connectors import build_connector
 from cann_distill.errors import RecipeError
 from cann_distill.losses import LOSSES, Loss
@@ -234,9 +235,12 @@ class Distiller:
         connected: dict[str, torch.Tensor] = {}
         values = []
         parts: dict[str, float] = {}
+        # weighted mean over the global batch: under torchrun each rank divides by the global weight sum / ranks, so
+        # DDP's gradient average is the one-process weighted mean exactly (not a mean of per-slice means)
+        denom = distributed.weight_share(sample_weight) if sample_weight is not None else None
         for term in self.terms:
             per_sample = term.loss(self._term_outputs(term, outputs, connected)).float()
-            value = per_sample.mean() if sample_weight is None else (per_sample * sample_weight).sum() / sample_weight.sum()
+            value = per_sample.mean() if denom is None else (per_sample * sample_weight).sum() / denom
             values.append(value)
             parts[term.name] = value.item()
         stacked = torch.stack(values)

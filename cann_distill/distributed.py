@@ -194,6 +194,18 @@ def all_reduce_sums(values: dict[str, float]) -> dict[str, float]:
     return dict(zip(keys, t.cpu().tolist()))
 
 
+def weight_share(weights: torch.Tensor) -> torch.Tensor:
+    """This rank's share of the global batch's weight sum (sum over every rank's slice / ranks), detached: dividing a
+    slice's weighted loss sum by it makes DDP's average over the ranks the one-process weighted mean. Without
+    torchrun: `weights.sum()`."""
+    total = weights.detach().float().sum()
+    if not active():
+        return total
+    total = total.to(_group.device)  # type: ignore[union-attr]
+    dist.all_reduce(total)
+    return total.to(weights.device) / world()
+
+
 def broadcast_array(arr: Optional[np.ndarray]) -> np.ndarray:
     """Rank 0's array on every rank (as a tensor, so large arrays are not pickled)."""
     if not active():
@@ -281,6 +293,58 @@ def follow_cache(get_or_compute: Callable[[Callable[[], np.ndarray]], tuple[np.n
     if broadcast_object(None) == "compute":
         return compute(), "miss"
     return broadcast_array(None), "hit"
+
+
+def follow_entry(get_or_create: Callable[[Callable[[], None]], T], join: Callable[[], None]) -> tuple[Optional[T], bool]:
+    """An entry that rank 0 alone opens and writes but every rank fills: rank 0 runs `get_or_create(announce)`,
+    whose fill calls `announce()` first on a miss; the other ranks then run `join` (their share of the filling,
+    sent to rank 0), and nothing on a hit. Returns (rank 0's result there, None elsewhere; whether it was filled)."""
+    if not active():
+        filled: list[bool] = []
+        return get_or_create(lambda: filled.append(True)), bool(filled)
+    if is_main():
+        joined: list[bool] = []
+
+        def announce() -> None:
+            broadcast_object("fill")
+            joined.append(True)
+
+        out = get_or_create(announce)
+        if not joined:
+            broadcast_object("hit")
+        return out, bool(joined)
+    if broadcast_object(None) == "fill":
+        join()
+        return None, True
+    return None, False
+
+
+def gather_to_main(dest: Optional[np.ndarray], local: np.ndarray, counts: Sequence[int], chunk_bytes: int = 1 << 24) -> None:
+    """The other ranks' `local` rows (rank r holds `counts[r]`) written into rank 0's `dest` (e.g. a memory map) at
+    their rank-order offsets; rank 0's own rows are already in place (its `local` is its slice of `dest`), and
+    `dest` is ignored elsewhere. Sent as raw bytes in chunks of about `chunk_bytes` per rank, so no rank holds more
+    than world × chunk_bytes extra, whatever the array's size. A no-op without torchrun."""
+    if not active():
+        return
+    row_bytes = int(np.prod(local.shape[1:], dtype=np.int64)) * local.itemsize or 1
+    raw = np.ascontiguousarray(local).view(np.uint8).reshape(len(local), row_bytes)
+    rows = max(1, chunk_bytes // row_bytes)
+    offsets = np.cumsum([0, *counts])
+    for start in range(0, max(counts), rows):
+        t = torch.zeros((rows, row_bytes), dtype=torch.uint8)
+        piece = raw[start:start + rows] if not is_main() else raw[:0]  # rank 0 sends nothing it needs
+        t[: len(piece)] = torch.from_numpy(piece)
+        t = t.to(_group.device)  # type: ignore[union-attr]
+        parts = [torch.empty_like(t) for _ in range(world())] if is_main() else None
+        dist.gather(t, parts, dst=0)
+        if parts is None:
+            continue
+        assert dest is not None
+        for r in range(1, world()):
+            n = min(rows, counts[r] - start)
+            if n > 0:
+                at = int(offsets[r]) + start
+                dest[at:at + n] = parts[r][:n].cpu().numpy().view(dest.dtype).reshape(n, *dest.shape[1:])
 
 
 def shard_range(n: int, align: int = 1) -> tuple[int, int]:

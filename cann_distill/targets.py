@@ -35,7 +35,8 @@ from cann_distill.distiller import Distiller, teacher_feature_taps
 from cann_distill.errors import RecipeError
 from cann_distill.losses import LOSSES
 from cann_distill.recipe import Recipe
-from cann_distill.replay import ReplayDraws
+from cann_distill import distributed
+from cann_distill.replay import ReplayDraws, index_dtype
 from cann_distill.train import Batch
 
 MODES = ("cached", "online", "replay")
@@ -250,25 +251,47 @@ def describe_mixing(targets: TeacherTargets, mixes: bool) -> Optional[str]:
 
 @torch.no_grad()
 def label_draws(teacher: nn.Module, train: Split, transform: Optional[Transform], seed: int, spec: ReplaySpec,
-                values: np.ndarray, indices: np.ndarray, *, batch_size: int, runtime: Runtime = CPU, amp: str = "none",
-                progress: Callable[[Any, int], Any] = lambda it, total: it) -> None:
+                values: Optional[np.ndarray], indices: Optional[np.ndarray], *, batch_size: int, runtime: Runtime = CPU,
+                amp: str = "none", progress: Callable[[Any, int], Any] = lambda it, total: it) -> None:
     """Run the teacher on views 0..K-1 of every training sample and write its top-k probabilities.
 
     The views come from `draw_loader` with the training transform and seed, so view d of sample i is
-    bit for bit the one distill's loader shows in epoch d (and d + K, d + 2K, ...).
+    bit for bit the one distill's loader shows in epoch d (and d + K, d + 2K, ...). Under torchrun each
+    rank labels whole batches of the K × n views (the batches one process would run) and rank 0 writes
+    them all into `values` / `indices` (None on the other ranks): the same bytes as one process for a
+    deterministic teacher.
     """
+    n_views = spec.draws * len(train)
+    counts = distributed.shard_counts(n_views, batch_size)
+    lo, hi = distributed.shard_range(n_views, batch_size)
+    flat_v, flat_i = (a.reshape(-1, spec.top_k) if a is not None else None for a in (values, indices))
+    if flat_v is not None and flat_i is not None:  # one process, or rank 0: its rows straight into the entry
+        local_v, local_i = flat_v[lo:hi], flat_i[lo:hi]
+    else:
+        local_v = np.zeros((hi - lo, spec.top_k), np.float16)
+        local_i = np.zeros((hi - lo, spec.top_k), index_dtype(len(train.classes)))
+    if hi > lo:
+        label_views(teacher, train, transform, seed, spec, local_v, local_i, (lo, hi), batch_size=batch_size, runtime=runtime,
+                    amp=amp, progress=progress)
+    distributed.gather_to_main(flat_v, local_v, counts)
+    distributed.gather_to_main(flat_i, local_i, counts)
+
+
+@torch.no_grad()
+def label_views(teacher: nn.Module, train: Split, transform: Optional[Transform], seed: int, spec: ReplaySpec,
+                values: np.ndarray, indices: np.ndarray, rows: tuple[int, int], *, batch_size: int, runtime: Runtime,
+                amp: str, progress: Callable[[Any, int], Any]) -> None:
+    """The teacher's top-k of views at positions [lo, hi) of the (draw, sample) order into `values` / `indices`."""
     runtime.check_amp(amp)
     runtime.model(teacher).eval()
-    flat_v = values.reshape(-1, spec.top_k)
-    flat_i = indices.reshape(-1, spec.top_k)
-    batches = draw_loader(train, batch_size, spec.draws, seed=seed, transform=transform, runtime=runtime)
+    batches = draw_loader(train, batch_size, spec.draws, seed=seed, transform=transform, runtime=runtime, rows=rows)
     at = 0
     for x, _, _ in progress(batches, len(batches)):
         with runtime.autocast(amp):
             logits = teacher(runtime.batch(x))
         top = logits.float().softmax(1).topk(spec.top_k, dim=1)
         b = x.shape[0]
-        flat_v[at:at + b] = top.values.cpu().numpy().astype(np.float16)
-        flat_i[at:at + b] = top.indices.cpu().numpy().astype(flat_i.dtype)
+        values[at:at + b] = top.values.cpu().numpy().astype(np.float16)
+        indices[at:at + b] = top.indices.cpu().numpy().astype(indices.dtype)
         at += b
-    assert at == flat_v.shape[0], f"labelled {at} views, expected {flat_v.shape[0]}"
+    assert at == values.shape[0], f"labelled {at} views, expected {values.shape[0]}"

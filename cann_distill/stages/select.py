@@ -8,7 +8,7 @@ import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -170,15 +170,24 @@ def make_replay(recipe: Recipe, splits: Splits, teacher_path: Path, weights: str
     key = cache_key(teacher_output_parts(recipe, train, weights, "replay", classes=train.classes, **replay_inputs(recipe, n_classes)))
     shape = (spec.draws, len(train), spec.top_k)
 
-    def fill(values: np.ndarray, indices: np.ndarray) -> None:
+    def label(values: Optional[np.ndarray], indices: Optional[np.ndarray]) -> None:
         teacher = build_model(recipe.teacher, n_classes, channels_of(recipe.data), checkpoint=teacher_path, classes=train.classes)
         label_draws(with_teacher_input(teacher, recipe.data, recipe.teacher), train, splits.train_transform, recipe.seed, spec,
                     values, indices, batch_size=recipe.select.batch_size, runtime=runtime, amp=recipe.distill.amp,
                     progress=lambda it, total: ui.track(it, f"teacher replay labels ({spec.draws} views)", total=total))
 
-    store = ReplayStore(resolve_cache_dir(recipe.select.cache_dir))
-    _, status = store.get_or_compute(key, shape, n_classes, fill, info={"outputs": "replay", "arch": recipe.teacher.arch,
-                                                                         "samples": len(train), "draws": spec.draws, "top_k": spec.top_k})
+    def get_or_create(announce: Callable[[], None]) -> tuple[Any, CacheStatus]:
+        def fill(values: np.ndarray, indices: np.ndarray) -> None:
+            announce()  # under torchrun: a miss, every rank labels its shard of the views
+            label(values, indices)
+
+        store = ReplayStore(resolve_cache_dir(recipe.select.cache_dir))
+        return store.get_or_compute(key, shape, n_classes, fill, info={"outputs": "replay", "arch": recipe.teacher.arch,
+                                                                       "samples": len(train), "draws": spec.draws, "top_k": spec.top_k})
+
+    # rank 0 alone opens and writes the entry; on a miss the other ranks label their shards and send them to it
+    found, filled = distributed.follow_entry(get_or_create, lambda: label(None, None))
+    status: CacheStatus = found[1] if found is not None else ("miss" if filled else "hit")
     entry = {"key": key, "shape": list(shape), "draws": spec.draws, "top_k": spec.top_k, "index_dtype": index_dtype(n_classes).name}
     return entry, status
 
@@ -299,7 +308,7 @@ class SelectStage(Stage):
         statuses: dict[str, Any] = {"cache": cache_status}
         if views_status is not None:
             statuses["views_cache"] = views_status
-        if replaying and distributed.is_main():  # replay draws: rank 0 alone (not sharded yet)
+        if replaying:  # replay draws: sharded across ranks under torchrun, written by rank 0
             summary["replay"], statuses["replay_cache"] = make_replay(r, splits, teacher_path, weights, ctx.runtime)
         hists = {"score_histogram": histogram(scores), "temperature_histogram": histogram(temps)}
         # summary.json holds only what the recipe and data determine, so an identical rerun leaves distill up to date

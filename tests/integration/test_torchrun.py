@@ -1,6 +1,7 @@
 """Two CPU processes (gloo) through torchrun against one process, on the same teacher.
 
-select: the sharded teacher pass merges into the very index and cache entry one process writes.
+select: the sharded teacher pass and the sharded replay draws merge into the very index and cache
+entries one process writes.
 distill: rank 0 alone writes; the 2-process student's val accuracy is within VAL_TOLERANCE of the
 1-process one (same global batches; the ranks differ only in BatchNorm statistics and float
 summation order). A rank killed mid-epoch stops the other with one clear line and leaves nothing
@@ -28,10 +29,12 @@ from tests.conftest import TINY
 pytestmark = pytest.mark.slow
 
 VAL_TOLERANCE = 0.10  # 2 epochs on 160 digits at 16 px: seed-level noise of this recipe is several points
-RECIPE = {  # conftest's tiny recipe on 200 digits with a 2-epoch teacher
+RECIPE = {  # conftest's tiny recipe on 200 digits with a 2-epoch teacher, distilled from replayed augmented views
     **TINY,
-    "data": {**TINY["data"], "max_samples": 200},
+    "data": {**TINY["data"], "max_samples": 200, "augment": {"scale": [0.7, 1.0], "hflip": 0.0}},
     "teacher": {**TINY["teacher"], "train": {**TINY["teacher"]["train"], "epochs": 2}},
+    "select": {**TINY["select"], "batch_size": 64},  # 2 draws × 160 samples = 5 batches of views, sharded 3 + 2
+    "distill": {**TINY["distill"], "teacher_targets": "replay", "replay": {"draws": 2}},
 }
 ENV = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
 
@@ -86,6 +89,12 @@ def test_select_merges_into_the_single_process_index_and_cache(runs: dict[str, P
     entries = sorted((root / "cache_two" / "teacher_outputs").glob("*.npy"))
     assert [p.name for p in entries] == [p.name for p in sorted((root / "cache_one" / "teacher_outputs").glob("*.npy"))]
     assert len(entries) == 1 and entries[0].read_bytes() == (root / "cache_one" / "teacher_outputs" / entries[0].name).read_bytes()
+    # the replay draws: each rank labelled its batches of the 2 × 160 views, rank 0 wrote them into one entry
+    draws = sorted(p.relative_to(root / "cache_two") for p in (root / "cache_two" / "teacher_replay").rglob("*.npy"))
+    assert len(draws) == 2 and draws == sorted(p.relative_to(root / "cache_one") for p in (root / "cache_one" / "teacher_replay").rglob("*.npy"))
+    for rel in draws:
+        assert (root / "cache_two" / rel).read_bytes() == (root / "cache_one" / rel).read_bytes(), rel
+    assert json.loads((two / "select" / "summary.json").read_text())["replay"]["shape"] == [2, 160, 10]
 
 
 def test_two_process_distill_matches_one_and_writes_once(runs: dict[str, Path]) -> None:

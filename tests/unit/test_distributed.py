@@ -1,4 +1,5 @@
-"""The torchrun helpers that need no process group: batch slicing, shards, backend choice, recipe checks."""
+"""The torchrun helpers: batch slicing, shards, backend choice, recipe checks (no process group), and the collectives
+that move replay draws and weight sums (two forked gloo processes)."""
 
 from __future__ import annotations
 
@@ -127,3 +128,52 @@ def test_training_batch_sizes_name_the_keys_the_stages_use() -> None:
     r = Recipe.model_validate({"data": {"batch_size": 30}, "distill": {"batch_size": 64}})
     assert training_batch_sizes(r, ["teacher", "select", "distill"]) == {"data.batch_size": 30, "distill.batch_size": 64}
     assert training_batch_sizes(r, ["validate"]) == {}
+
+
+def _gather_worker(rank: int, world: int, store_path: str, out_path: str) -> None:
+    """One rank of a forked gloo group: each rank's rows of an int16 array (3 columns) land in rank 0's memmap."""
+    import datetime
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", store=dist.FileStore(store_path, world), rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=60))
+    distributed._group = distributed.Group(rank, world, rank, "gloo", torch.device("cpu"), 60.0)
+    try:
+        full = np.arange(41 * 3, dtype=np.int16).reshape(41, 3) * (1 - 2 * (np.arange(41 * 3).reshape(41, 3) % 2))
+        counts = distributed.shard_counts(41, 4)
+        lo, hi = distributed.shard_range(41, 4)
+        dest = np.lib.format.open_memmap(out_path, mode="w+", dtype=np.int16, shape=full.shape) if rank == 0 else None
+        local = dest[lo:hi] if dest is not None else np.zeros((hi - lo, 3), np.int16)
+        local[:] = full[lo:hi]  # rank 0 writes its own rows in place; the others send theirs
+        distributed.gather_to_main(dest, local, counts, chunk_bytes=12)  # 2 rows per chunk: several rounds
+        calls: list[str] = []
+        result, filled = distributed.follow_entry(lambda announce: (announce(), "made")[1], lambda: calls.append("joined"))
+        assert filled and result == ("made" if rank == 0 else None) and calls == ([] if rank == 0 else ["joined"])
+        result, filled = distributed.follow_entry(lambda announce: "hit", lambda: calls.append("joined again"))
+        assert not filled and len(calls) == (0 if rank == 0 else 1)
+        # critical weights: each rank's weighted loss sum over its slice / its share of the global weight sum;
+        # the mean over ranks (DDP's gradient average) is the one-process weighted mean of the whole batch
+        w, loss = torch.tensor([1.0, 2.0, 0.5, 4.0]), torch.tensor([0.3, 1.1, 2.0, 0.7])
+        mine = slice(2 * rank, 2 * rank + 2)
+        value = torch.tensor([(loss[mine] * w[mine]).sum() / distributed.weight_share(w[mine])])
+        dist.all_reduce(value)
+        assert torch.allclose(value / world, (loss * w).sum() / w.sum()), value
+        if dest is not None:
+            dest.flush()
+            np.save(out_path + ".want.npy", full)
+    finally:
+        distributed._group = None
+        dist.destroy_process_group()
+
+
+def test_gather_to_main_and_follow_entry_across_two_real_processes(tmp_path) -> None:
+    """Two forked gloo processes: the other rank's rows arrive at their offsets in rank 0's memory map, chunk by
+    chunk; `follow_entry` makes the follower join a fill and only a fill; `weight_share` makes the ranks' weighted
+    losses average to the one-process weighted mean."""
+    import torch.multiprocessing as mp
+
+    out = str(tmp_path / "dest.npy")
+    mp.start_processes(_gather_worker, args=(2, str(tmp_path / "store"), out), nprocs=2, start_method="fork")
+    got, want = np.load(out), np.load(out + ".want.npy")
+    assert got.dtype == np.int16 and np.array_equal(got, want)
