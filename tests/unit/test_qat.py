@@ -98,6 +98,37 @@ def test_weight_scales_equal_onnxruntime(prepared) -> None:
         np.testing.assert_allclose(scales, ort_w[node]["scale"], rtol=1e-6)
 
 
+def test_biases_are_onnxruntime_int32_biases(prepared) -> None:
+    """Each quantized layer's bias is onnxruntime's int32 bias: scale = its input quantizer's scale × the weight scale."""
+    import onnx
+
+    model, plan, _, ptq, _ = prepared
+    graph = onnx.load(str(ptq)).graph
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
+    by_name = {n.name: n for n in graph.node}
+    modules = dict(model.named_modules())
+    checked = 0
+    for spec in plan.weights:
+        node = by_name[spec["node"]]
+        assert spec.get("input"), spec  # every layer's input is quantized in test_resnet
+        if len(node.input) < 3:
+            continue
+        dq = producer[node.input[2]]
+        ints, ort_scale = inits[dq.input[0]], inits[dq.input[1]]
+        m = modules[spec["module"]]
+        w, w_scale = qat._fq(m, qat.folded_weight(m))
+        bn = getattr(m, "bn", None)
+        bias = m.bias if bn is None else ((m.bias if m.bias is not None else 0) - bn.running_mean) * bn.weight / torch.sqrt(bn.running_var + bn.eps) + bn.bias
+        with torch.no_grad():
+            fq = qat._fq_bias(m, bias, w_scale)
+        scale = (m.input_quant.scale * w_scale).numpy()
+        np.testing.assert_allclose(scale, ort_scale, rtol=1e-6)
+        np.testing.assert_array_equal(np.round(fq.numpy() / scale).astype(np.int64), ints.astype(np.int64))
+        checked += 1
+    assert checked >= 3
+
+
 def test_exported_scales_are_the_learned_ones_and_agree_with_onnxruntime(prepared, trained, digits) -> None:
     model, _, _, _, work = prepared
     model = copy.deepcopy(model)  # the hooks of a deep copy still call the original quantizers: use the original's ranges
