@@ -4,7 +4,11 @@
 - Images are decoded to the recipe's channels by `cann_distill.images` (16-bit, palette, CMYK,
   alpha handled; huge images reduced while decoding) and transformed by timm's `create_transform`:
   RandomResizedCrop / flips / colour jitter / auto-augment / random erasing for training, resize +
-  center crop by `crop_pct` for evaluation, both normalised with the recipe's (resolved) mean/std.
+  center crop by `crop_pct` for evaluation.
+- As in timm's fast loader (`use_prefetcher`), a sample stops at uint8 pixels and batches are
+  collated as uint8; `PixelNorm` turns a whole batch into the model's input on its device, with the
+  very float32 operations of ToTensor + Normalize (bit-identical to the per-sample float path).
+  Random erasing works on normalised pixels, so a recipe with `re_prob > 0` keeps that path for training.
 - A training sample's augmentation is a function of (seed, epoch, index) alone: the sampler yields
   (epoch, index) keys and the dataset seeds the RNGs from them. So results do not depend on
   `num_workers`, a resumed run replays the exact views, and a view can be regenerated later.
@@ -32,10 +36,12 @@ from cann_distill.errors import StageError
 from cann_distill.images import IMAGE_EXTS, BadImageError, FileEntry, find_bad_images, open_image, scan_tree
 from cann_distill.recipe import AugmentConfig, DataConfig, class_folders, class_mismatch
 
-__all__ = ["IMAGE_EXTS", "Split", "Splits", "load_splits", "loader", "draw_loader", "data_fingerprint", "build_transforms",
+__all__ = ["IMAGE_EXTS", "Split", "Splits", "PixelNorm", "Batches", "load_splits", "loader", "draw_loader", "data_fingerprint",
+           "build_transforms", "pixel_norm",
            "make_mixup", "mix_distributions", "count_classes"]
 
 Transform = Callable[[Any], torch.Tensor]
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 SAMPLE_INVARIANT = frozenset({"num_workers"})
 """data keys that change no sample and no result (augmentation is seeded per sample, not per worker)."""
@@ -70,9 +76,44 @@ class FolderImages:
             raise StageError(f"{exc}; the file changed since it was checked, set data.on_bad_image: skip or fix it") from None
 
 
+class PixelNorm:
+    """uint8 pixels [..., C, H, W] to the model's input: x / 255, minus mean, over std, in float32.
+
+    The operations (and so the rounding) of torchvision's ToTensor + Normalize, run once per batch
+    instead of per sample; the divisors are tensors, so no device swaps a division for a multiply by
+    the reciprocal and every device gets the same bits. Float input is already normalised and is
+    returned unchanged (training with random erasing, or a caller's own transform).
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+        self._consts: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if device not in self._consts:
+            shape = (-1, 1, 1)
+            self._consts[device] = (torch.tensor([255.0], device=device), torch.tensor(self.mean, device=device).view(shape),
+                                    torch.tensor(self.std, device=device).view(shape))
+        return self._consts[device]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != torch.uint8:
+            return x
+        scale, mean, std = self._on(x.device)
+        return x.to(torch.float32).div_(scale).sub_(mean).div_(std)  # `to` keeps channels_last
+
+    def __getstate__(self) -> dict[str, Any]:  # workers get the numbers, not device tensors
+        return {"mean": self.mean, "std": self.std, "_consts": {}}
+
+    def __repr__(self) -> str:
+        return f"PixelNorm(mean={self.mean}, std={self.std})"
+
+
 @dataclass
 class Split:
-    """One split: ids stable across runs, integer targets, decoded images and the evaluation transform."""
+    """One split: ids stable across runs, integer targets, decoded images and the evaluation transform.
+
+    `transform` may stop at uint8 pixels; `norm` then makes them the model's input (`fetch`, `loader`)."""
 
     name: str
     ids: list[str]
@@ -82,13 +123,15 @@ class Split:
     transform: Transform  # evaluation transform (resize + center crop + normalise)
     workers: int = 0
     skipped: dict[str, str] = field(default_factory=dict)  # bad images left out: id -> reason
+    norm: Optional[PixelNorm] = None  # None: `transform` returns the model's input itself
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def fetch(self, i: int) -> torch.Tensor:
-        """Image i as the model sees it at evaluation."""
-        return self.transform(self.images(i))
+        """Image i as the model sees it at evaluation (normalised like a batch, so bit-identical to it)."""
+        x = self.transform(self.images(i))
+        return self.norm(x.unsqueeze(0))[0] if self.norm is not None else x
 
     def rows(self, lo: int, hi: int) -> "Split":
         """Samples lo..hi-1 as a split of their own (a rank's shard of an evaluation pass)."""
@@ -130,20 +173,32 @@ def norm_stats(cfg: DataConfig) -> tuple[list[float], list[float]]:
     return (cfg.mean or [0.5] * c), (cfg.std or [0.5] * c)
 
 
+def pixel_norm(cfg: DataConfig) -> PixelNorm:
+    """The batch normalisation for the recipe's (resolved) mean/std."""
+    return PixelNorm(*norm_stats(cfg))
+
+
 def build_transforms(cfg: DataConfig) -> tuple[Optional[Transform], Transform]:
-    """(training transform or None when augmentation is off, evaluation transform), both from timm."""
+    """(training transform or None when augmentation is off, evaluation transform), both from timm.
+
+    Both stop at uint8 CHW tensors (timm's `use_prefetcher`: no per-sample float conversion or
+    normalisation; `pixel_norm` does that per batch), except a training transform with random
+    erasing: timm's prefetcher would erase whole batches outside our per-sample seeding, so that one
+    keeps timm's per-sample ToTensor + Normalize + RandomErasing and returns normalised floats.
+    """
     from timm.data import create_transform
 
     mean, std = norm_stats(cfg)
     size = int(cfg.image_size or 32)
     common = {"interpolation": cfg.interpolation or "bilinear", "mean": tuple(mean), "std": tuple(std)}
-    eval_tf = create_transform(size, is_training=False, crop_pct=cfg.crop_pct or 1.0, **common)
+    eval_tf = create_transform(size, is_training=False, crop_pct=cfg.crop_pct or 1.0, use_prefetcher=True, **common)
     aug: AugmentConfig = cfg.augment
     if not aug.enabled:
         return None, eval_tf
     train_tf = create_transform(
         size, is_training=True, scale=tuple(aug.scale), ratio=tuple(aug.ratio), hflip=aug.hflip, vflip=aug.vflip,
-        color_jitter=aug.color_jitter, auto_augment=aug.auto_augment, re_prob=aug.re_prob, **common,
+        color_jitter=aug.color_jitter, auto_augment=aug.auto_augment, re_prob=aug.re_prob, use_prefetcher=aug.re_prob == 0,
+        **common,
     )
     return train_tf, eval_tf
 
@@ -192,21 +247,23 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return (z ^ (z >> 31)) & 0xFFFFFFFF
 
 
-class _Seeded:
-    """Seed python, numpy and torch RNGs for one sample; restore them after when in the main process."""
+def _seed(seed: int) -> None:
+    """Seed the python, numpy and torch RNGs a transform may draw from."""
+    random.seed(seed)
+    np.random.seed(seed)
+    # the CPU generator only: torch.manual_seed would also queue lazy seeding of CUDA/XPU/MTIA,
+    # which records a Python stack trace per call (~1.7 ms a sample on a CUDA build of torch)
+    torch.random.default_generator.manual_seed(seed)
 
-    def __init__(self, seed: int) -> None:
-        self.seed = seed
-        self.saved: Optional[tuple[Any, Any, Any]] = None
+
+class _KeptRng:
+    """In the main process, save the python, numpy and torch RNG states and restore them after (once
+    per batch: saving costs ~80 µs, more than a 32-px sample's transform). Workers own their RNGs."""
 
     def __enter__(self) -> None:
+        self.saved = None
         if torch.utils.data.get_worker_info() is None:
             self.saved = (random.getstate(), np.random.get_state(), torch.get_rng_state())
-        random.seed(self.seed)
-        np.random.seed(self.seed)
-        # the CPU generator only: torch.manual_seed would also queue lazy seeding of CUDA/XPU/MTIA,
-        # which records a Python stack trace per call (~1.7 ms a sample on a CUDA build of torch)
-        torch.random.default_generator.manual_seed(self.seed)
 
     def __exit__(self, *exc: Any) -> None:
         if self.saved is not None:
@@ -215,9 +272,13 @@ class _Seeded:
             torch.set_rng_state(self.saved[2])
 
 
+Key = Union[int, tuple[int, int]]
+
+
 class SplitDataset(Dataset):
     """Yields (image, target, index). Keys are an index or an (epoch, index) pair from KeyedSampler;
-    a random transform is seeded from (seed, epoch, index)."""
+    a random transform is seeded from (seed, epoch, index). The DataLoader fetches whole batches
+    through `__getitems__`, so the main process's RNGs are saved and restored once per batch."""
 
     def __init__(self, split: Split, transform: Optional[Transform] = None, seed: int = 0) -> None:
         self.split, self.seed = split, seed
@@ -227,15 +288,45 @@ class SplitDataset(Dataset):
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, key: Union[int, tuple[int, int]]) -> tuple[torch.Tensor, int, int]:
-        epoch, i = key if isinstance(key, tuple) else (0, key)
-        image = self.split.images(i)
-        if self.random:
-            with _Seeded(sample_seed(self.seed, epoch, i)):
-                x = self.transform(image)
-        else:
-            x = self.transform(image)
-        return x, int(self.split.targets[i]), i
+    def __getitem__(self, key: Key) -> tuple[torch.Tensor, int, int]:
+        return self.__getitems__([key])[0]
+
+    def __getitems__(self, keys: Sequence[Key]) -> list[tuple[torch.Tensor, int, int]]:
+        if not self.random:
+            return [self._sample(i, self.transform) for i in (k[1] if isinstance(k, tuple) else k for k in keys)]
+        out = []
+        with _KeptRng():
+            for key in keys:
+                epoch, i = key if isinstance(key, tuple) else (0, key)
+                _seed(sample_seed(self.seed, epoch, i))
+                out.append(self._sample(i, self.transform))
+        return out
+
+    def _sample(self, i: int, transform: Transform) -> tuple[torch.Tensor, int, int]:
+        return transform(self.split.images(i)), int(self.split.targets[i]), i
+
+
+class Batches:
+    """A DataLoader whose image batches arrive as the model's input: moved to the runtime's device
+    (channels_last as set) and normalised there by the split's `PixelNorm`, so uint8 crosses to the
+    device and every consumer (training, teacher labelling, evaluation) gets the same tensors.
+    Other attributes are the DataLoader's (`sampler`, `batch_sampler`, `dataset`)."""
+
+    def __init__(self, data: DataLoader, norm: Optional[PixelNorm], runtime: Runtime) -> None:
+        self.data, self.norm, self.runtime = data, norm, runtime
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "data":  # not set yet
+            raise AttributeError(name)
+        return getattr(self.data, name)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for x, y, idx in self.data:
+            x = self.runtime.batch(x)
+            yield (self.norm(x) if self.norm is not None else x), y, idx
 
 
 class KeyedSampler(Sampler):
@@ -286,8 +377,8 @@ def _worker_init(worker_id: int) -> None:
 
 
 def loader(split: Split, batch_size: int, *, train: bool = False, seed: int = 0, sampler: Optional[Sampler] = None,
-           transform: Optional[Transform] = None, runtime: Runtime = CPU, period: Optional[int] = None) -> DataLoader:
-    """Evaluation batches in split order, or (train=True) shuffled training batches.
+           transform: Optional[Transform] = None, runtime: Runtime = CPU, period: Optional[int] = None) -> Batches:
+    """Evaluation batches in split order, or (train=True) shuffled training batches, on `runtime`'s device.
 
     Training drops the last incomplete batch when the split has more than one batch (a last
     batch of one sample would crash BatchNorm) and shuffles with its own generator, so the order
@@ -307,7 +398,7 @@ def loader(split: Split, batch_size: int, *, train: bool = False, seed: int = 0,
 
 
 def draw_loader(split: Split, batch_size: int, draws: int, *, seed: int, transform: Optional[Transform],
-                runtime: Runtime = CPU, rows: Optional[tuple[int, int]] = None) -> DataLoader:
+                runtime: Runtime = CPU, rows: Optional[tuple[int, int]] = None) -> Batches:
     """The training views of epochs 0..draws-1 of every sample, in (draw, split) order and in batches
     that may span two draws: the very views `loader(train=True, seed=seed, transform=transform)` shows.
     `rows`: only positions [lo, hi) of that order (lo a multiple of `batch_size` keeps one process's batches)."""
@@ -316,15 +407,16 @@ def draw_loader(split: Split, batch_size: int, draws: int, *, seed: int, transfo
 
 
 def _data_loader(dataset: SplitDataset, batch_size: Optional[int], sampler: Sampler, drop_last: bool, seed: int, runtime: Runtime,
-                 persistent: bool) -> DataLoader:
+                 persistent: bool) -> Batches:
     """`batch_size` None: `sampler` yields whole batches (a batch sampler)."""
     workers = dataset.split.workers
     batching = {"batch_size": batch_size, "sampler": sampler, "drop_last": drop_last} if batch_size else {"batch_sampler": sampler}
-    return DataLoader(
+    data = DataLoader(
         dataset, **batching, num_workers=workers,
         pin_memory=runtime.pin_memory, persistent_workers=persistent and workers > 0,
         worker_init_fn=_worker_init if workers else None, generator=torch.Generator().manual_seed(seed),
     )
+    return Batches(data, dataset.split.norm, runtime)
 
 
 # ----------------------------------------------------------------------------- splits
@@ -353,11 +445,12 @@ def _digits(cfg: DataConfig, eval_tf: Transform) -> tuple[Split, Split, Optional
     pixels = (x.squeeze(1).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
     classes = [str(c) for c in range(10)]
     images = ArrayImages(pixels, _mode(cfg))
+    norm = pixel_norm(cfg)
 
     def make(name: str, idx: np.ndarray) -> Split:
         idx = np.sort(idx)
         sub = ArrayImages(images.pixels[idx], images.mode)
-        return Split(name, [f"digits/{i}" for i in idx], targets[idx], classes, sub, eval_tf)
+        return Split(name, [f"digits/{i}" for i in idx], targets[idx], classes, sub, eval_tf, norm=norm)
 
     return make("train", tr), make("val", va), (make("test", te) if te is not None else None)
 
@@ -427,7 +520,7 @@ def _imagefolder(cfg: DataConfig, eval_tf: Transform, workers: int) -> tuple[Spl
         targets = np.array([ci for ci, c in enumerate(classes) for _ in files[c]], dtype=np.int64)
         skipped = {rel: why for rel, why in bad.items() if rel.startswith(f"{name}/")}
         images = FolderImages(root, rels, _mode(cfg), min_side=int(cfg.image_size or 224))
-        return Split(name, rels, targets, classes, images, eval_tf, workers=workers, skipped=skipped)
+        return Split(name, rels, targets, classes, images, eval_tf, workers=workers, skipped=skipped, norm=pixel_norm(cfg))
 
     train, val = make("train"), make("val")
     assert train is not None and val is not None  # the recipe check requires both folders
