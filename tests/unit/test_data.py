@@ -1,5 +1,6 @@
 """The data layer: timm transforms, resolved defaults, per-sample seeded augmentation, loaders, drop_last, mixup."""
 
+import random
 from pathlib import Path
 
 import numpy as np
@@ -9,9 +10,10 @@ from timm.data import Mixup
 from timm.data.auto_augment import RandAugment
 from timm.data.random_erasing import RandomErasing
 from timm.data.transforms import RandomResizedCropAndInterpolation
+from PIL import Image
 from torchvision import transforms as T
 
-from cann_distill.data import Split, build_transforms, load_splits, loader, make_mixup, sample_seed
+from cann_distill.data import PixelNorm, Split, build_transforms, load_splits, loader, make_mixup, sample_seed
 from cann_distill.errors import RecipeError
 from cann_distill.recipe import DataConfig, TrainConfig, load_recipe
 from cann_distill.train import ce_step, fit
@@ -138,3 +140,62 @@ def test_bad_augmentation_settings_are_recipe_errors() -> None:
         load_recipe(None, ["data.augment.auto_augment=bogus"])
     with pytest.raises(RecipeError, match=r"data\.augment\.scale: needs 0 < low <= high <= 1, got \[0.9, 0.2\]"):
         load_recipe(None, ["data.augment.scale=[0.9, 0.2]"])
+
+
+def float_path(transform, cfg: DataConfig):
+    """The per-sample float transform the uint8 one replaced: the same timm ops, then ToTensor + Normalize (timm's non-prefetcher tail)."""
+    from timm.data.transforms import MaybePILToTensor, MaybeToTensor
+
+    mean, std = cfg.mean or [0.5] * (cfg.channels or 1), cfg.std or [0.5] * (cfg.channels or 1)
+    assert isinstance(transform.transforms[-1], MaybePILToTensor)  # the uint8 path stops at pixels
+    return T.Compose([*transform.transforms[:-1], MaybeToTensor(), T.Normalize(torch.tensor(mean), torch.tensor(std))])
+
+
+def rgb_folder(root: Path, n: int = 12) -> DataConfig:
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            for i in range(n // 2):
+                Image.fromarray(rng.integers(0, 256, (20 + i, 24, 3), dtype=np.uint8)).save(root / split / c / f"{i}.png")
+    return DataConfig(source="imagefolder", root=str(root), image_size=16, channels=3, mean=[0.485, 0.456, 0.406],
+                      std=[0.229, 0.224, 0.225], crop_pct=0.875, interpolation="bicubic", num_workers=0,
+                      augment={"scale": [0.5, 1.0], "hflip": 0.5, "color_jitter": 0.4})
+
+
+@pytest.mark.parametrize("source", ["digits", "rgb_folder"])
+def test_uint8_batches_are_bit_identical_to_the_per_sample_float_path(source: str, tmp_path: Path) -> None:
+    # digits: the mobilenetv3 digits recipe's augmentation; the folder: RGB, ImageNet mean/std, flips, crop_pct
+    cfg = (digits(**{"image_size": 32, "augment.scale": "[0.8,1.0]", "augment.ratio": "[0.9,1.11]", "augment.hflip": 0.0,
+                     "augment.color_jitter": 0.1}) if source == "digits" else rgb_folder(tmp_path / "ds"))
+    splits = load_splits(cfg)
+    train = splits.train
+    ref_train, ref_eval = float_path(splits.train_transform, cfg), float_path(train.transform, cfg)
+    rng = torch.get_rng_state()
+    batches = loader(train, 4, train=True, seed=5, transform=splits.train_transform)
+    batches.sampler.set_epoch(3)
+    x, _, idx = next(iter(batches))
+    assert torch.equal(rng, torch.get_rng_state())  # the batch's seeding left the main process's RNGs as they were
+    raw, _, _ = next(iter(batches.data))  # what crosses from the workers: pixels
+    assert raw.dtype == torch.uint8 and x.dtype == torch.float32
+    expected = []
+    for i in idx.tolist():
+        random.seed(sample_seed(5, 3, i))
+        np.random.seed(sample_seed(5, 3, i))
+        torch.manual_seed(sample_seed(5, 3, i))
+        expected.append(ref_train(train.images(i)))
+    assert torch.equal(x, torch.stack(expected))  # same views, same float32 bits
+    ev, _, _ = next(iter(loader(train, 6)))
+    assert torch.equal(ev, torch.stack([ref_eval(train.images(i)) for i in range(6)]))
+    assert torch.equal(train.fetch(2), ev[2])  # a single image is normalised like a batch
+
+
+def test_pixel_norm_keeps_channels_last_and_leaves_float_batches_alone() -> None:
+    norm = PixelNorm([0.1, 0.2, 0.3], [0.5, 0.25, 2.0])
+    x = torch.randint(0, 256, (2, 3, 5, 5), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+    y = norm(x)
+    assert y.dtype == torch.float32 and y.is_contiguous(memory_format=torch.channels_last)
+    want = (x.float() / 255 - torch.tensor([0.1, 0.2, 0.3]).view(3, 1, 1)) / torch.tensor([0.5, 0.25, 2.0]).view(3, 1, 1)
+    assert torch.allclose(y, want, atol=1e-6) and y[0, 2, 0, 0] == (x[0, 2, 0, 0].float() / 255 - 0.3) / 2.0
+    f = torch.randn(2, 3, 5, 5)
+    assert norm(f) is f
