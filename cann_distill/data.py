@@ -4,7 +4,7 @@
 - Images are decoded to the recipe's channels by `cann_distill.images` (16-bit, palette, CMYK,
   alpha handled; huge images reduced while decoding) and transformed by timm's `create_transform`:
   RandomResizedCrop / flips / colour jitter / auto-augment / random erasing for training, resize +
-  center crop by `crop_pct` for evaluation.
+  center crop by `crop_pct` for evaluation (colour jitter through `cann_distill.jitter`, same pixels).
 - As in timm's fast loader (`use_prefetcher`), a sample stops at uint8 pixels and batches are
   collated as uint8; `PixelNorm` turns a whole batch into the model's input on its device, with the
   very float32 operations of ToTensor + Normalize (bit-identical to the per-sample float path).
@@ -34,6 +34,7 @@ from cann_distill import distributed
 from cann_distill.devices import CPU, Runtime, worker_count
 from cann_distill.errors import StageError
 from cann_distill.images import IMAGE_EXTS, BadImageError, FileEntry, find_bad_images, open_image, scan_tree
+from cann_distill.jitter import fast_jitter
 from cann_distill.recipe import AugmentConfig, DataConfig, class_folders, class_mismatch
 
 __all__ = ["IMAGE_EXTS", "Split", "Splits", "PixelNorm", "Batches", "load_splits", "loader", "draw_loader", "data_fingerprint",
@@ -182,7 +183,8 @@ def build_transforms(cfg: DataConfig) -> tuple[Optional[Transform], Transform]:
     """(training transform or None when augmentation is off, evaluation transform), both from timm.
 
     Both stop at uint8 CHW tensors (timm's `use_prefetcher`: no per-sample float conversion or
-    normalisation; `pixel_norm` does that per batch), except a training transform with random
+    normalisation; `pixel_norm` does that per batch), and colour jitter runs as `jitter.FastColorJitter`
+    (the same pixels and RNG draws as torchvision's, a fifth of the time), except a training transform with random
     erasing: timm's prefetcher would erase whole batches outside our per-sample seeding, so that one
     keeps timm's per-sample ToTensor + Normalize + RandomErasing and returns normalised floats.
     """
@@ -200,7 +202,7 @@ def build_transforms(cfg: DataConfig) -> tuple[Optional[Transform], Transform]:
         color_jitter=aug.color_jitter, auto_augment=aug.auto_augment, re_prob=aug.re_prob, use_prefetcher=aug.re_prob == 0,
         **common,
     )
-    return train_tf, eval_tf
+    return fast_jitter(train_tf), eval_tf
 
 
 def make_mixup(cfg: DataConfig, num_classes: int) -> Optional["BatchMixup"]:

@@ -15,6 +15,7 @@ from torchvision import transforms as T
 
 from cann_distill.data import PixelNorm, Split, build_transforms, load_splits, loader, make_mixup, sample_seed
 from cann_distill.errors import RecipeError
+from cann_distill.jitter import FastColorJitter
 from cann_distill.recipe import DataConfig, TrainConfig, load_recipe
 from cann_distill.train import ce_step, fit
 
@@ -143,12 +144,14 @@ def test_bad_augmentation_settings_are_recipe_errors() -> None:
 
 
 def float_path(transform, cfg: DataConfig):
-    """The per-sample float transform the uint8 one replaced: the same timm ops, then ToTensor + Normalize (timm's non-prefetcher tail)."""
+    """The per-sample float transform the uint8 one replaced: timm's ops with torchvision's own ColorJitter,
+    then ToTensor + Normalize (timm's non-prefetcher tail)."""
     from timm.data.transforms import MaybePILToTensor, MaybeToTensor
 
     mean, std = cfg.mean or [0.5] * (cfg.channels or 1), cfg.std or [0.5] * (cfg.channels or 1)
     assert isinstance(transform.transforms[-1], MaybePILToTensor)  # the uint8 path stops at pixels
-    return T.Compose([*transform.transforms[:-1], MaybeToTensor(), T.Normalize(torch.tensor(mean), torch.tensor(std))])
+    steps = [t.jitter if isinstance(t, FastColorJitter) else t for t in transform.transforms[:-1]]
+    return T.Compose([*steps, MaybeToTensor(), T.Normalize(torch.tensor(mean), torch.tensor(std))])
 
 
 def rgb_folder(root: Path, n: int = 12) -> DataConfig:
