@@ -233,7 +233,10 @@ class QatConfig(TrainConfig):
 
     enabled: bool = Field(False, description="train the distilled student once more with onnxruntime's INT8 arithmetic simulated")
     epochs: int = Field(3, ge=1, description="QAD epochs, after distill.epochs of float distillation")
-    lr: float = Field(0.005, gt=0, description="QAD learning rate (a tenth of a typical distill lr: QAD fine-tunes)")
+    lr: float = Field(0.0005, gt=0, description="QAD learning rate: 1% of a typical distill lr (NVIDIA's QAT guidance: start at "
+                      "1% of the initial training lr, cosine-annealed, ~10% of the original epochs)")
+    keep_start: bool = Field(True, description="ship the PTQ starting point (weights and ranges) when no QAD epoch beats its "
+                             "fake-quant val accuracy")
     teacher: Literal["teacher", "float_student"] = Field(
         "float_student", description="KD target: the float student of the previous phase (the QAD recipe) or the teacher")
     temperature: float = Field(1.0, gt=0, description="KD temperature of the QAD loss (logit KL, as NVIDIA Model Optimizer's QAD)")

@@ -30,7 +30,7 @@ from cann_distill.quant import ort as q
 from cann_distill.quant import qat
 from cann_distill.quant.export import export_onnx
 from cann_distill.recipe import QatConfig, Recipe
-from cann_distill.train import Checkpointing, History, accuracy, fit, predict
+from cann_distill.train import Checkpointing, History, accuracy, evaluate, fit, predict
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ class Prepared:
     model: nn.Module
     plan: qat.QuantPlan
     ptq_seconds: float
+    start_val_acc: Optional[float] = None  # fake-quant val top-1 of the PTQ starting point (before any QAD step)
+    kept_start: bool = False  # no QAD epoch beat the start on val: the PTQ weights and ranges were kept
 
 
 def calibration(recipe: Recipe, splits: Splits) -> np.ndarray:
@@ -142,12 +144,26 @@ def train(float_student: nn.Module, recipe: Recipe, splits: Splits, *, teacher: 
     t0 = time.perf_counter()
     calib = calib if calib is not None else calibration(recipe, splits)
     prepared = prepare(float_student, recipe, calib, cfg)
+    start = start_point(prepared.model, splits.val, runtime) if cfg.keep_start and splits.val is not None else None
     target = runtime.model(kd_target(recipe, cfg, float_student, teacher))
     history = fit(prepared.model, splits.train, cfg, cfg.batch_size or recipe.data.batch_size, QadStep(target, cfg), recipe.seed,
                   "qad", val=splits.val, on_epoch_start=Freezing(prepared.model, cfg), checkpoint=checkpoint, runtime=runtime,
                   transform=splits.train_transform, mix=make_mixup(recipe.data, len(splits.train.classes)))
+    if start is not None:
+        prepared.start_val_acc = start[0]
+        final = evaluate(prepared.model, splits.val, "qad val", runtime)
+        if final <= start[0]:  # QAD must earn its place on val: otherwise ship the PTQ point it started from
+            prepared.model.load_state_dict(start[1])
+            prepared.kept_start = True
+            log.info("QAD: no epoch beat the PTQ start on val (%.4f <= %.4f): keeping the start's weights and ranges", final, start[0])
     prepared.model.cpu().eval()
     return prepared, history, time.perf_counter() - t0
+
+
+def start_point(model: nn.Module, val: Any, runtime: Runtime) -> tuple[float, dict[str, torch.Tensor]]:
+    """The prepared QAT student's fake-quant val top-1 and its state (weights, BatchNorm, quantizer ranges) before QAD."""
+    acc = evaluate(model, val, "qad start", runtime)
+    return acc, {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def save(path: Path, prepared: Prepared, recipe: Recipe, num_classes: int, in_chans: int, classes: list[str]) -> None:
@@ -183,6 +199,7 @@ def summary(prepared: Prepared, history: History, seconds: float, val_acc: float
     return {
         "epochs": cfg.epochs, "lr": cfg.lr, "teacher": cfg.teacher, "seconds": seconds, "ptq_init_seconds": prepared.ptq_seconds,
         "fake_quant_val_acc": val_acc, "best_epoch": history.best_epoch,
+        "start_fake_quant_val_acc": prepared.start_val_acc, "kept_start": prepared.kept_start,
         "scheme": {"activation_type": plan.activation_type, "reduce_range": plan.reduce_range, "per_channel": plan.per_channel},
         "quantizers": {"activations": len(plan.activations), "weights": len(plan.weights), "unmatched": plan.unmatched},
         "float_layers": qat.float_reasons(plan), "ranges_init": "validate's PTQ calibration (onnxruntime quantize_static)",

@@ -187,3 +187,23 @@ def test_float_checkpoint_is_refused_as_qat(tmp_path: Path, trained) -> None:
     recipe = resolve({"student": {"arch": "test_resnet"}, "data": {"image_size": SIZE}})
     with pytest.raises(ArtifactError, match="not a QAT checkpoint"):
         qad.load(path, recipe, 10, 1, [str(i) for i in range(10)])
+
+
+def test_qad_keeps_its_ptq_start_unless_an_epoch_beats_it(trained, tmp_path: Path) -> None:
+    """One QAD epoch at an absurd lr wrecks the student: the PTQ starting point (weights and ranges) is shipped instead."""
+    from cann_distill.data import load_splits
+    from cann_distill.quant import qad
+    from cann_distill.recipe import Recipe
+    from tests.conftest import TINY
+
+    recipe = Recipe.model_validate({**TINY, "run_dir": str(tmp_path / "run"), "student": {"arch": "test_resnet"}})
+    splits = load_splits(recipe.data)
+    wrecked = recipe.distill.qat.model_copy(update={"enabled": True, "epochs": 1, "lr": 50.0})
+    prepared, history, _ = qad.train(copy.deepcopy(trained), recipe, splits, cfg=wrecked)
+    assert prepared.kept_start and history[-1]["val_acc"] < prepared.start_val_acc
+    start = qad.prepare(copy.deepcopy(trained), recipe, qad.calibration(recipe, splits), wrecked).model.state_dict()
+    kept = prepared.model.state_dict()
+    assert kept.keys() == start.keys() and all(torch.equal(v, kept[k]) for k, v in start.items())
+    prepared, _, _ = qad.train(copy.deepcopy(trained), recipe, splits, cfg=wrecked.model_copy(update={"keep_start": False}))
+    assert not prepared.kept_start and prepared.start_val_acc is None
+    assert not all(torch.equal(v, prepared.model.state_dict()[k]) for k, v in start.items())
