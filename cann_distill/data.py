@@ -44,7 +44,7 @@ __all__ = ["IMAGE_EXTS", "Split", "Splits", "PixelNorm", "Batches", "load_splits
 Transform = Callable[[Any], torch.Tensor]
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
-SAMPLE_INVARIANT = frozenset({"num_workers"})
+SAMPLE_INVARIANT = frozenset({"num_workers", "cache_mb"})
 """data keys that change no sample and no result (augmentation is seeded per sample, not per worker)."""
 
 
@@ -65,16 +65,38 @@ class ArrayImages:
 
 
 class FolderImages:
-    """Files under a root, decoded on demand (in the workers) to the recipe's channels."""
+    """Files under a root, decoded on demand (in the workers) to the recipe's channels.
 
-    def __init__(self, root: Path, rels: Sequence[str], mode: str, min_side: int) -> None:
+    With `cache_bytes`, each process keeps the decoded pixels of the files it opened (8-bit arrays) until
+    that many bytes are held, so later epochs skip decoding (a 32-px PNG: ~80 µs of a ~200 µs sample);
+    the image handed out is rebuilt from the same pixels, so transforms see exactly what decoding gives.
+    Workers start with an empty cache of their own (it is not pickled).
+    """
+
+    def __init__(self, root: Path, rels: Sequence[str], mode: str, min_side: int, cache_bytes: int = 0) -> None:
         self.root, self.rels, self.mode, self.min_side = root, list(rels), mode, min_side
+        self.cache_bytes = cache_bytes
+        self._cache: dict[int, np.ndarray] = {}
+        self._held = 0
 
     def __call__(self, i: int) -> Any:
+        pixels = self._cache.get(i)
+        if pixels is not None:
+            from PIL import Image
+
+            return Image.fromarray(pixels, self.mode)
         try:
-            return open_image(self.root / self.rels[i], self.mode, min_side=self.min_side)  # type: ignore[arg-type]
+            image = open_image(self.root / self.rels[i], self.mode, min_side=self.min_side)  # type: ignore[arg-type]
         except BadImageError as exc:  # changed on disk since the check before training
             raise StageError(f"{exc}; the file changed since it was checked, set data.on_bad_image: skip or fix it") from None
+        if self._held < self.cache_bytes:
+            pixels = np.asarray(image)
+            self._cache[i] = pixels
+            self._held += pixels.nbytes
+        return image
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_cache": {}, "_held": 0}
 
 
 class PixelNorm:
@@ -521,7 +543,9 @@ def _imagefolder(cfg: DataConfig, eval_tf: Transform, workers: int) -> tuple[Spl
         rels = [rel for c in classes for rel in files[c]]
         targets = np.array([ci for ci, c in enumerate(classes) for _ in files[c]], dtype=np.int64)
         skipped = {rel: why for rel, why in bad.items() if rel.startswith(f"{name}/")}
-        images = FolderImages(root, rels, _mode(cfg), min_side=int(cfg.image_size or 224))
+        # the cache budget is shared: each of the three splits, and in each the main process and every worker
+        per_process = cfg.cache_mb * 2**20 // (3 * (workers + 1))
+        images = FolderImages(root, rels, _mode(cfg), min_side=int(cfg.image_size or 224), cache_bytes=per_process)
         return Split(name, rels, targets, classes, images, eval_tf, workers=workers, skipped=skipped, norm=pixel_norm(cfg))
 
     train, val = make("train"), make("val")

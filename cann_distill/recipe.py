@@ -96,6 +96,8 @@ class DataConfig(Strict):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     num_workers: Optional[int] = Field(None, ge=0, description="DataLoader workers; default cores - 1 (max 8), 0 for in-memory digits")
     on_bad_image: Literal["error", "skip"] = Field("error", description="a zero-byte, truncated or non-image file: stop, or skip it and count it")
+    cache_mb: int = Field(1024, ge=0, description="imagefolder: keep decoded images in memory up to this many MiB in all, "
+                          "shared out between the main process and the loader workers (each decodes a file once, then reuses it); 0: off")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="digits: share of samples held out for validation (stratified)")
     test_fraction: float = Field(0.0, ge=0, lt=1, description="digits: share held out as a test split (0: none)")
     split_seed: Seed = Field(0, description="digits: seed of the train/val/test split, fixed apart from the training seed")

@@ -202,3 +202,37 @@ def test_pixel_norm_keeps_channels_last_and_leaves_float_batches_alone() -> None
     assert torch.allclose(y, want, atol=1e-6) and y[0, 2, 0, 0] == (x[0, 2, 0, 0].float() / 255 - 0.3) / 2.0
     f = torch.randn(2, 3, 5, 5)
     assert norm(f) is f
+
+
+def test_decoded_images_are_cached_within_the_budget_and_give_the_same_batches(tmp_path: Path, monkeypatch) -> None:
+    """data.cache_mb: a file is decoded once per process, the cached pixels make the very same training batch,
+    the budget caps what is held, and workers do not inherit a pickled cache."""
+    import pickle
+
+    import cann_distill.data as data_mod
+
+    cfg = rgb_folder(tmp_path / "ds")
+    decoded: list[str] = []
+    real = data_mod.open_image
+    monkeypatch.setattr(data_mod, "open_image", lambda path, *a, **k: (decoded.append(Path(path).name), real(path, *a, **k))[1])
+
+    def epoch3(cache_mb: int) -> tuple[torch.Tensor, int]:
+        splits = load_splits(cfg.model_copy(update={"cache_mb": cache_mb}))
+        decoded.clear()
+        batches = loader(splits.train, 4, train=True, seed=5, transform=splits.train_transform)
+        out = []
+        for epoch in (2, 3):
+            batches.sampler.set_epoch(epoch)
+            out = [x for x, _, _ in batches]
+        return torch.cat(out), len(decoded)
+
+    cached, opened_cached = epoch3(1)
+    plain, opened_plain = epoch3(0)
+    assert torch.equal(cached, plain)  # cached pixels, same views
+    assert opened_plain == 2 * 12 and opened_cached == 12  # two epochs of 12 files: decoded twice vs once
+    images = load_splits(cfg.model_copy(update={"cache_mb": 1})).train.images
+    images.cache_bytes = 20 * 24 * 3 + 1  # room for the first image (and not much more)
+    for i in range(len(images.rels)):
+        images(i)
+    assert 1 <= len(images._cache) <= 2 and images._held >= images.cache_bytes
+    assert pickle.loads(pickle.dumps(images))._cache == {}
