@@ -73,12 +73,24 @@ def one_seed(recipe_path: Path, overrides: list[str], ckpt: Path, seed: int, run
     }
 
 
+def parse_variant(text: str) -> tuple[str, str, list[str]]:
+    """'LABEL=RECIPE:KEY=VALUE;KEY=VALUE' → (label, recipe file, overrides)."""
+    label, _, rest = text.partition("=")
+    recipe_file, _, sets = rest.partition(":")
+    if not label or not recipe_file.endswith((".yaml", ".yml")):
+        raise SystemExit(f"--variant {text!r}: expected LABEL=RECIPE.yaml:KEY=VALUE[;KEY=VALUE]")
+    return label, recipe_file, [s.strip() for s in sets.split(";") if s.strip()]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="Example: .venv/bin/python scripts/bench_qad.py --epochs 8 --teacher-epochs 5 --qad-epochs 2 --seeds 3 --out runs/bench_qad.json")
     add_common_args(ap, resource_dir("recipes") / RECIPES[0], "ignored: both --recipes run")
     ap.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated shipped recipe files (default: %(default)s)")
     ap.add_argument("--qad-epochs", type=int, default=2, help="distill.qat.epochs (default 2)")
+    ap.add_argument("--variant", action="append", default=[], metavar="LABEL=RECIPE:KEY=VALUE[;KEY=VALUE]",
+                    help="one more case: a shipped recipe with overrides, reported under LABEL (repeatable), e.g. "
+                         "'mobilenetv3 per-tensor=mobilenetv3_small_050_from_resnet18_digits.yaml:validate.per_channel=false'")
     args = ap.parse_args(argv)
     ui.configure(quiet=not args.verbose)
     with scratch_dir(args.work_dir, "bench_qad.") as work:
@@ -86,9 +98,11 @@ def main(argv: list[str] | None = None) -> int:
         seeds = []
         out: dict[str, Any] = {}
         base_info = None
-        for name in [r.strip() for r in args.recipes.split(",") if r.strip()]:
-            path = resource_dir("recipes") / name
-            overrides = [*epoch_overrides(args), f"select.cache_dir={work / 'cache'}", "distill.qat.enabled=true",
+        cases = [(name, name, []) for name in (r.strip() for r in args.recipes.split(",")) if name]
+        cases += [parse_variant(v) for v in args.variant]
+        for name, recipe_file, extra in cases:
+            path = resource_dir("recipes") / recipe_file
+            overrides = [*epoch_overrides(args), *extra, f"select.cache_dir={work / 'cache'}", "distill.qat.enabled=true",
                          f"distill.qat.epochs={args.qad_epochs}", f"distill.qat.freeze_observers_epoch={max(args.qad_epochs - 1, 0)}",
                          "validate.latency.runs=20", "validate.latency.warmup=2"]
             base_recipe, _, teacher, ckpt = train_base_teacher(path, overrides, work / name)
