@@ -110,6 +110,15 @@ def test_two_process_distill_matches_one_and_writes_once(runs: dict[str, Path]) 
     assert "rank 1" not in runs["distill_stderr"].read_text()
 
 
+def test_validate_under_torchrun_runs_on_rank_0_alone_and_says_so(runs: dict[str, Path]) -> None:
+    res = torchrun("validate", str(runs["two.yaml"]), timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stderr.count("validate: runs on rank 0 only under torchrun (the other 1 process(es) have finished)") == 1
+    assert (runs["two"] / "validate" / "validation.json").is_file()
+    manifest = json.loads((runs["two"] / "manifest.json").read_text())
+    assert "validate/validation.json" in manifest["stages"]["validate"]["outputs"]
+
+
 def test_batch_size_not_divisible_is_refused(runs: dict[str, Path]) -> None:
     res = torchrun("distill", str(runs["two.yaml"]), "--set", "distill.batch_size=33", timeout=120)
     assert res.returncode != 0

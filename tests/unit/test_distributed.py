@@ -159,6 +159,12 @@ def _gather_worker(rank: int, world: int, store_path: str, out_path: str) -> Non
         value = torch.tensor([(loss[mine] * w[mine]).sum() / distributed.weight_share(w[mine])])
         dist.all_reduce(value)
         assert torch.allclose(value / world, (loss * w).sum() / w.sum()), value
+        distributed.check_same("recipe hash", "abc123")  # the same on both ranks: passes
+        try:  # a rank launched with another recipe: every rank stops with the line naming both hashes
+            distributed.check_same("recipe hash", "aaaa" if rank == 0 else "bbbb")
+            raise AssertionError("mismatched recipes were not detected")
+        except UsageError as exc:
+            assert "the recipe hash differs across the ranks" in str(exc) and "rank 0: aaaa" in str(exc) and "rank(s) 1: bbbb" in str(exc)
         if dest is not None:
             dest.flush()
             np.save(out_path + ".want.npy", full)
@@ -170,7 +176,7 @@ def _gather_worker(rank: int, world: int, store_path: str, out_path: str) -> Non
 def test_gather_to_main_and_follow_entry_across_two_real_processes(tmp_path) -> None:
     """Two forked gloo processes: the other rank's rows arrive at their offsets in rank 0's memory map, chunk by
     chunk; `follow_entry` makes the follower join a fill and only a fill; `weight_share` makes the ranks' weighted
-    losses average to the one-process weighted mean."""
+    losses average to the one-process weighted mean; a recipe hash that differs between the ranks stops both."""
     import torch.multiprocessing as mp
 
     out = str(tmp_path / "dest.npy")
