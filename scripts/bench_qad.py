@@ -29,8 +29,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from cann_distill.data import load_splits
 from cann_distill.pipeline import run_stages
 from cann_distill.quant import ort as q

@@ -33,7 +33,7 @@ from cann_distill.data import channels_of, load_splits
 from cann_distill.losses import LOSSES
 from cann_distill.models import build_model
 from cann_distill.pipeline import run_stages
-from cann_distill.recipe import Recipe, default_recipe_path, load_recipe
+from cann_distill.recipe import Recipe, default_recipe_path
 from cann_distill.train import fit, seed_everything
 from cann_distill.ui import ui
 
