@@ -1,7 +1,7 @@
 """Storage of replayed teacher targets: K labelled views per sample, memory-mapped from the shared cache.
 
 An entry is a folder `<cache_dir>/teacher_replay/<key>/` with `values.npy` (float16 [K, N, k], the
-teacher's top-k probabilities of view d of sample i) and `indices.npy` (int16/int32 [K, N, k], their
+teacher's top-k log-probabilities of view d of sample i) and `indices.npy` (int16/int32 [K, N, k], their
 classes), plus the sidecar `<key>.json` next to it (key, sha256, shape, dtypes). Both arrays are
 written into a temporary folder, renamed into place when complete, and the sidecar is written last:
 an interrupted or failed write leaves no entry, and an entry without a matching sidecar is reported
@@ -30,7 +30,7 @@ FILES = ("values.npy", "indices.npy")
 
 @dataclass
 class ReplayDraws:
-    """Top-k teacher probabilities per (draw, sample), memory-mapped read-only."""
+    """Top-k teacher log-probabilities per (draw, sample), memory-mapped read-only."""
 
     key: str
     values: np.ndarray  # float16 [K, N, k]

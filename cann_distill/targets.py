@@ -9,7 +9,8 @@
   student sees, after mixup/cutmix; feature taps work only here.
 - `replay` (FKD, Shen & Xing, ECCV 2022): select labels K augmented views per sample (view d of
   sample i is the training view keyed (d, i), `cann_distill.data`) and stores the teacher's top-k
-  probabilities (`cann_distill.replay`); epoch e trains on view e mod K of every sample, whose label is
+  log-probabilities in fp16 (`cann_distill.replay`; probabilities in fp16 would underflow in the tail
+  that KD's temperature softens); epoch e trains on view e mod K of every sample, whose label is
   read back, so distill runs no teacher forward. Targets are the top-k probabilities with the
   remaining mass spread uniformly over the other classes (as FKD does), fed to the losses as
   log-probabilities: KD's temperature applies to them, softmax(log p / T). Mixup/cutmix mixes the
@@ -223,9 +224,9 @@ class ReplayTargets(TeacherTargets):
     def for_batch(self, batch: Batch, epoch: int, lam: Optional[float] = None) -> Outputs:
         d = epoch % self.period  # the view KeyedSampler(period=K) handed the dataset
         idx = batch[2].cpu().numpy()
-        values = torch.from_numpy(np.asarray(self.draws.values[d][idx])).to(self.device)
+        log_values = torch.from_numpy(np.asarray(self.draws.values[d][idx])).to(self.device)
         indices = torch.from_numpy(np.asarray(self.draws.indices[d][idx])).to(self.device)
-        p = topk_distribution(values, indices, self.num_classes)
+        p = topk_distribution(log_values.float().exp(), indices, self.num_classes)
         return {"teacher.logits": log_probs(p if lam is None else mix_distributions(p, lam))}
 
     def describe(self) -> dict[str, Any]:
@@ -253,7 +254,7 @@ def describe_mixing(targets: TeacherTargets, mixes: bool) -> Optional[str]:
 def label_draws(teacher: nn.Module, train: Split, transform: Optional[Transform], seed: int, spec: ReplaySpec,
                 values: Optional[np.ndarray], indices: Optional[np.ndarray], *, batch_size: int, runtime: Runtime = CPU,
                 amp: str = "none", progress: Callable[[Any, int], Any] = lambda it, total: it) -> None:
-    """Run the teacher on views 0..K-1 of every training sample and write its top-k probabilities.
+    """Run the teacher on views 0..K-1 of every training sample and write its top-k log-probabilities.
 
     The views come from `draw_loader` with the training transform and seed, so view d of sample i is
     bit for bit the one distill's loader shows in epoch d (and d + K, d + 2K, ...). Under torchrun each
@@ -281,7 +282,7 @@ def label_draws(teacher: nn.Module, train: Split, transform: Optional[Transform]
 def label_views(teacher: nn.Module, train: Split, transform: Optional[Transform], seed: int, spec: ReplaySpec,
                 values: np.ndarray, indices: np.ndarray, rows: tuple[int, int], *, batch_size: int, runtime: Runtime,
                 amp: str, progress: Callable[[Any, int], Any]) -> None:
-    """The teacher's top-k of views at positions [lo, hi) of the (draw, sample) order into `values` / `indices`."""
+    """The teacher's top-k log-probabilities of views at positions [lo, hi) of the (draw, sample) order into `values` / `indices`."""
     runtime.check_amp(amp)
     runtime.model(teacher).eval()
     batches = draw_loader(train, batch_size, spec.draws, seed=seed, transform=transform, runtime=runtime, rows=rows)
@@ -289,7 +290,7 @@ def label_views(teacher: nn.Module, train: Split, transform: Optional[Transform]
     for x, _, _ in progress(batches, len(batches)):
         with runtime.autocast(amp):
             logits = teacher(runtime.batch(x))
-        top = logits.float().softmax(1).topk(spec.top_k, dim=1)
+        top = logits.float().log_softmax(1).topk(spec.top_k, dim=1)  # log-probabilities: fp16 keeps the tail KD softens
         b = x.shape[0]
         values[at:at + b] = top.values.cpu().numpy().astype(np.float16)
         indices[at:at + b] = top.indices.cpu().numpy().astype(indices.dtype)

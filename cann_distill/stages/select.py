@@ -158,6 +158,7 @@ def replay_inputs(recipe: Recipe, num_classes: int) -> dict[str, Any]:
 
     spec = replay_spec(recipe, num_classes)
     return {"augment": recipe.data.augment.model_dump(mode="json", exclude=set(AugmentConfig.MIXING)), "draws": spec.draws, "top_k": spec.top_k,
+            "values": "log_probs",  # entries written before this stored probabilities: never read as log-probabilities
             "seed": recipe.seed, "amp": recipe.distill.amp,
             "libraries": {"timm": timm.__version__, "torchvision": torchvision.__version__, "torch": torch.__version__}}
 

@@ -52,7 +52,7 @@ def test_a_replayed_view_is_bit_identical_to_the_view_the_teacher_labelled() -> 
             d = epoch % 2
             assert torch.equal(x, labelled_views[d, idx])  # bit for bit
             with torch.no_grad():
-                top = teacher(x).softmax(1).topk(3, dim=1)
+                top = teacher(x).log_softmax(1).topk(3, dim=1)  # stored as fp16 log-probabilities
             assert torch.equal(top.indices, torch.from_numpy(draws.indices[d][idx.numpy()]).long())
             torch.testing.assert_close(top.values.half(), torch.from_numpy(draws.values[d][idx.numpy()]), rtol=1e-3, atol=1e-4)
     # another epoch of the plain loader (no period) is another view: the period is what replays them
