@@ -31,6 +31,11 @@ def error_l2(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.sqrt((p ** 2).sum(axis=1))
 
 
+def mean_error_l2(history: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """EL2N: `error_l2` averaged over the probe's epochs (history [E, N, C])."""
+    return np.mean([error_l2(h, targets) for h in history], axis=0)
+
+
 @SELECTORS.register("view_loss")
 class ViewLoss(Selector):
     """score = mean over V augmented views of −log p_teacher(y | view): the teacher's loss on what the student will see."""
@@ -80,8 +85,7 @@ class EL2N(Selector):
 
     def score(self, logits: np.ndarray, targets: np.ndarray, seed: int = 0, student_logits: Optional[np.ndarray] = None,
               student_history: Optional[np.ndarray] = None, **_: Any) -> np.ndarray:
-        history = _check("el2n", "student_history", student_history, *logits.shape)
-        return np.mean([error_l2(h, targets) for h in history], axis=0)
+        return mean_error_l2(_check("el2n", "student_history", student_history, *logits.shape), targets)
 
 
 @SELECTORS.register("forgetting")
@@ -105,4 +109,4 @@ class Forgetting(Selector):
         right = np.stack([h.argmax(axis=1) == targets for h in history])  # [E, N]
         events = (right[:-1] & ~right[1:]).sum(axis=0).astype(np.float64)
         events[~right.any(axis=0)] = len(history)
-        return events + np.mean([error_l2(h, targets) for h in history], axis=0) / 2.0
+        return events + mean_error_l2(history, targets) / 2.0
