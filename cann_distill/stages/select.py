@@ -103,6 +103,8 @@ def probe_logits(recipe: Recipe, train: Split, runtime: Runtime = CPU, history: 
     if cfg.epochs:
         fit(student, train, cfg, cfg.batch_size or recipe.data.batch_size, ce_step, recipe.seed, "student probe", runtime=runtime,
             on_epoch_end=record)
+    if history:  # the last epoch's logits were just recorded: the probe's final weights
+        return history[-1]
     return predict(student, train, batch_size=recipe.select.batch_size, desc="student probe logits", runtime=runtime).astype(np.float32)
 
 
