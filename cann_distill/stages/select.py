@@ -4,6 +4,7 @@ with `distill.teacher_targets: replay`, also the teacher's top-k labels of K aug
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 from dataclasses import replace
@@ -165,7 +166,16 @@ def replay_inputs(recipe: Recipe, num_classes: int) -> dict[str, Any]:
             "libraries": {"timm": timm.__version__, "torchvision": torchvision.__version__, "torch": torch.__version__}}
 
 
-def make_replay(recipe: Recipe, splits: Splits, teacher_path: Path, weights: str, runtime: Runtime) -> tuple[dict[str, Any], CacheStatus]:
+def teacher_loader(recipe: Recipe, train: Split, checkpoint: Path) -> Callable[[], torch.nn.Module]:
+    """The teacher from its checkpoint (input adapter included), built at the first call and shared by every
+    pass select makes with it (logits, spot check, augmented views, replay draws)."""
+    return functools.cache(lambda: with_teacher_input(
+        build_model(recipe.teacher, len(train.classes), channels_of(recipe.data), checkpoint=checkpoint, classes=train.classes),
+        recipe.data, recipe.teacher))
+
+
+def make_replay(recipe: Recipe, splits: Splits, teacher: Callable[[], torch.nn.Module], weights: str,
+                runtime: Runtime) -> tuple[dict[str, Any], CacheStatus]:
     """The teacher's top-k labels of K views per training sample, from the shared cache or computed into it."""
     train = splits.train
     n_classes = len(train.classes)
@@ -174,8 +184,7 @@ def make_replay(recipe: Recipe, splits: Splits, teacher_path: Path, weights: str
     shape = (spec.draws, len(train), spec.top_k)
 
     def label(values: Optional[np.ndarray], indices: Optional[np.ndarray]) -> None:
-        teacher = build_model(recipe.teacher, n_classes, channels_of(recipe.data), checkpoint=teacher_path, classes=train.classes)
-        label_draws(with_teacher_input(teacher, recipe.data, recipe.teacher), train, splits.train_transform, recipe.seed, spec,
+        label_draws(teacher(), train, splits.train_transform, recipe.seed, spec,
                     values, indices, batch_size=recipe.select.batch_size, runtime=runtime, amp=recipe.distill.amp,
                     progress=lambda it, total: ui.track(it, f"teacher replay labels ({spec.draws} views)", total=total))
 
@@ -195,7 +204,7 @@ def make_replay(recipe: Recipe, splits: Splits, teacher_path: Path, weights: str
     return entry, status
 
 
-def score_inputs(r: Recipe, selector: Selector, train: Split, cache: OutputCache, weights: str, teacher_path: Path,
+def score_inputs(r: Recipe, selector: Selector, train: Split, cache: OutputCache, weights: str, teacher: Callable[[], torch.nn.Module],
                  runtime: Runtime) -> tuple[Optional[np.ndarray], dict[str, Any], Optional[CacheStatus]]:
     """What the strategy declared it reads beyond the teacher's logits: the student probe (final logits and,
     for training-dynamics scores, its per-epoch history) and the teacher's logits on augmented views (cached)."""
@@ -210,9 +219,7 @@ def score_inputs(r: Recipe, selector: Selector, train: Split, cache: OutputCache
     status: Optional[CacheStatus] = None
     if selector.needs_views:
         def compute() -> np.ndarray:
-            teacher = build_model(r.teacher, n_classes, channels_of(r.data), checkpoint=teacher_path, classes=train.classes)
-            return view_logits(with_teacher_input(teacher, r.data, r.teacher), train, view_transform(r), cfg.views, r.seed,
-                               cfg.batch_size, runtime)
+            return view_logits(teacher(), train, view_transform(r), cfg.views, r.seed, cfg.batch_size, runtime)
 
         parts = teacher_output_parts(r, train, weights, "view_logits", classes=train.classes, **view_inputs(r))
         evidence["view_logits"], status = cache.get_or_compute(parts, (cfg.views, n, n_classes), compute)
@@ -255,11 +262,11 @@ class SelectStage(Stage):
         parts = teacher_output_parts(r, train, weights, "logits", classes=train.classes)
         key = cache_key(parts)
 
+        teacher = teacher_loader(r, train, teacher_path)
+
         def teacher_forward(split: Split = train, desc: str = "teacher logits", sharded: bool = False) -> np.ndarray:
-            teacher = build_model(r.teacher, n_classes, channels_of(r.data), checkpoint=teacher_path, classes=train.classes)
-            teacher = with_teacher_input(teacher, r.data, r.teacher)
             forward = predict_all if sharded else predict  # sharded: whole batches per rank under torchrun
-            return forward(teacher, split, batch_size=cfg.batch_size, desc=desc, runtime=ctx.runtime).astype(np.float32)
+            return forward(teacher(), split, batch_size=cfg.batch_size, desc=desc, runtime=ctx.runtime).astype(np.float32)
 
         def spot_check(rows: Sequence[int]) -> np.ndarray:
             some = replace(train, ids=[train.ids[i] for i in rows], targets=train.targets[list(rows)],
@@ -273,7 +280,7 @@ class SelectStage(Stage):
         np.save(ctx.out / "teacher_logits.npy", logits, allow_pickle=False)
 
         selector = SELECTORS.build(cfg.strategy, **cfg.strategy_args)
-        student_logits, evidence, views_status = score_inputs(r, selector, train, cache, weights, teacher_path, ctx.runtime)
+        student_logits, evidence, views_status = score_inputs(r, selector, train, cache, weights, teacher, ctx.runtime)
         scores = np.asarray(selector.score(logits, train.targets, seed=r.seed, student_logits=student_logits, **evidence), dtype=np.float64)
         if scores.shape != (n,):
             raise StageError(f"select.strategy '{cfg.strategy}': {scores.shape} scores for {n} samples")
@@ -312,7 +319,7 @@ class SelectStage(Stage):
         if views_status is not None:
             statuses["views_cache"] = views_status
         if replaying:  # replay draws: sharded across ranks under torchrun, written by rank 0
-            summary["replay"], statuses["replay_cache"] = make_replay(r, splits, teacher_path, weights, ctx.runtime)
+            summary["replay"], statuses["replay_cache"] = make_replay(r, splits, teacher, weights, ctx.runtime)
         hists = {"score_histogram": histogram(scores), "temperature_histogram": histogram(temps)}
         # summary.json holds only what the recipe and data determine, so an identical rerun leaves distill up to date
         (ctx.out / "summary.json").write_text(json.dumps({**summary, **hists}, indent=2))

@@ -15,7 +15,7 @@ from cann_distill.errors import StageError
 from cann_distill.models import create_model, save_checkpoint
 from cann_distill.recipe import load_recipe
 from cann_distill.replay import ReplayStore
-from cann_distill.stages.select import make_replay
+from cann_distill.stages.select import make_replay, teacher_loader
 
 SHAPE = (2, 5, 3)
 
@@ -84,7 +84,8 @@ def test_the_cache_key_follows_the_augmentation_draws_and_top_k(tmp_path: Path) 
 
     def status(*overrides: str) -> tuple[str, str]:
         r = load_recipe(None, base + list(overrides))
-        entry, st = make_replay(r, load_splits(r.data), ckpt, "weights", CPU)
+        splits = load_splits(r.data)
+        entry, st = make_replay(r, splits, teacher_loader(r, splits.train, ckpt), "weights", CPU)
         return entry["key"], st
 
     key, st = status()
