@@ -277,22 +277,21 @@ def follow_cache(get_or_compute: Callable[[Callable[[], np.ndarray]], tuple[np.n
     every rank gets the whole array); on a hit rank 0 sends the array. Returns (array, rank 0's status)."""
     if not active():
         return get_or_compute(compute)
-    if is_main():
-        joined: list[bool] = []
+    joined: list[np.ndarray] = []
 
+    def create(announce: Callable[[], None]) -> tuple[np.ndarray, Any]:
         def announced() -> np.ndarray:
-            broadcast_object("compute")
-            joined.append(True)
+            announce()
             return compute()
 
-        arr, status = get_or_compute(announced)
-        if not joined:
-            broadcast_object("hit")
-            broadcast_array(arr)
-        return arr, status
-    if broadcast_object(None) == "compute":
-        return compute(), "miss"
-    return broadcast_array(None), "hit"
+        return get_or_compute(announced)
+
+    found, filled = follow_entry(create, lambda: joined.append(compute()))
+    if found is not None:  # rank 0
+        if not filled:
+            broadcast_array(found[0])
+        return found
+    return (joined[0], "miss") if filled else (broadcast_array(None), "hit")
 
 
 def follow_entry(get_or_create: Callable[[Callable[[], None]], T], join: Callable[[], None]) -> tuple[Optional[T], bool]:

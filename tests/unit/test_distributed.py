@@ -152,6 +152,11 @@ def _gather_worker(rank: int, world: int, store_path: str, out_path: str) -> Non
         assert filled and result == ("made" if rank == 0 else None) and calls == ([] if rank == 0 else ["joined"])
         result, filled = distributed.follow_entry(lambda announce: "hit", lambda: calls.append("joined again"))
         assert not filled and len(calls) == (0 if rank == 0 else 1)
+        # follow_cache: on a miss every rank computes (a sharded pass); on a hit rank 0's array reaches every rank
+        arr, status = distributed.follow_cache(lambda compute: (compute(), "miss"), lambda: np.arange(3.0))
+        assert np.array_equal(arr, np.arange(3.0)) and status == "miss"
+        arr, status = distributed.follow_cache(lambda compute: (np.full(4, 7.0), "hit"), lambda: np.zeros(1))
+        assert np.array_equal(arr, np.full(4, 7.0)) and status == "hit"
         # critical weights: each rank's weighted loss sum over its slice / its share of the global weight sum;
         # the mean over ranks (DDP's gradient average) is the one-process weighted mean of the whole batch
         w, loss = torch.tensor([1.0, 2.0, 0.5, 4.0]), torch.tensor([0.3, 1.1, 2.0, 0.7])
@@ -175,7 +180,7 @@ def _gather_worker(rank: int, world: int, store_path: str, out_path: str) -> Non
 
 def test_gather_to_main_and_follow_entry_across_two_real_processes(tmp_path) -> None:
     """Two forked gloo processes: the other rank's rows arrive at their offsets in rank 0's memory map, chunk by
-    chunk; `follow_entry` makes the follower join a fill and only a fill; `weight_share` makes the ranks' weighted
+    chunk; `follow_entry` makes the follower join a fill and only a fill, `follow_cache` gives every rank the array; `weight_share` makes the ranks' weighted
     losses average to the one-process weighted mean; a recipe hash that differs between the ranks stops both."""
     import torch.multiprocessing as mp
 
