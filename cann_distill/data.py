@@ -317,17 +317,17 @@ class SplitDataset(Dataset):
 
     def __getitems__(self, keys: Sequence[Key]) -> list[tuple[torch.Tensor, int, int]]:
         if not self.random:
-            return [self._sample(i, self.transform) for i in (k[1] if isinstance(k, tuple) else k for k in keys)]
+            return [self._sample(i) for i in (k[1] if isinstance(k, tuple) else k for k in keys)]
         out = []
         with _KeptRng():
             for key in keys:
                 epoch, i = key if isinstance(key, tuple) else (0, key)
                 _seed(sample_seed(self.seed, epoch, i))
-                out.append(self._sample(i, self.transform))
+                out.append(self._sample(i))
         return out
 
-    def _sample(self, i: int, transform: Transform) -> tuple[torch.Tensor, int, int]:
-        return transform(self.split.images(i)), int(self.split.targets[i]), i
+    def _sample(self, i: int) -> tuple[torch.Tensor, int, int]:
+        return self.transform(self.split.images(i)), int(self.split.targets[i]), i
 
 
 class Batches:

@@ -289,7 +289,7 @@ def label_views(teacher: nn.Module, train: Split, transform: Optional[Transform]
     at = 0
     for x, _, _ in progress(batches, len(batches)):
         with runtime.autocast(amp):
-            logits = teacher(runtime.batch(x))
+            logits = teacher(x)  # draw_loader batches arrive on the device
         top = logits.float().log_softmax(1).topk(spec.top_k, dim=1)  # log-probabilities: fp16 keeps the tail KD softens
         b = x.shape[0]
         values[at:at + b] = top.values.cpu().numpy().astype(np.float16)

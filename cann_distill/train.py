@@ -96,7 +96,7 @@ def predict(model: nn.Module, split: Split, batch_size: int = 256, desc: str = "
     out = []
     batches = loader(split, batch_size, runtime=runtime)
     for x, _, _ in ui.track(batches, desc, total=len(batches)):
-        out.append(model(runtime.batch(x)).float().cpu())
+        out.append(model(x).float().cpu())  # `loader` batches arrive on the device
     return torch.cat(out).numpy()
 
 
@@ -442,7 +442,7 @@ def fit(
     times = EpochTimes(runtime)
 
     def to_device(batch: Batch) -> tuple[Batch, Optional[float]]:
-        x, y, idx = runtime.batch(batch[0]), runtime.to(batch[1]), runtime.to(batch[2])
+        x, y, idx = batch[0], runtime.to(batch[1]), runtime.to(batch[2])  # images: `loader` moved them
         lam = None
         if mix is not None:
             x, y, lam = mix.mix_batch(x, y)  # y becomes class probabilities [B, C]

@@ -133,7 +133,7 @@ def view_logits(teacher: torch.nn.Module, train: Split, transform: Transform, vi
     """The teacher's logits on `views` augmented views of every training sample, [V, N, C] (view d of sample i keyed (d, i))."""
     runtime.model(teacher).eval()
     batches = draw_loader(train, batch_size, views, seed=seed, transform=transform, runtime=runtime)
-    out = [teacher(runtime.batch(x)).float().cpu() for x, _, _ in ui.track(batches, f"teacher on {views} augmented views", total=len(batches))]
+    out = [teacher(x).float().cpu() for x, _, _ in ui.track(batches, f"teacher on {views} augmented views", total=len(batches))]
     return torch.cat(out).numpy().reshape(views, len(train), -1)
 
 
