@@ -47,6 +47,7 @@ class Prepared:
     ptq_seconds: float
     start_val_acc: Optional[float] = None  # fake-quant val top-1 of the PTQ starting point (before any QAD step)
     kept_start: bool = False  # no QAD epoch beat the start on val: the PTQ weights and ranges were kept
+    val_acc: Optional[float] = None  # fake-quant val top-1 of the weights it holds, when `train` measured it (keep_start)
 
 
 def calibration(recipe: Recipe, splits: Splits) -> np.ndarray:
@@ -151,10 +152,10 @@ def train(float_student: nn.Module, recipe: Recipe, splits: Splits, *, teacher: 
                   transform=splits.train_transform, mix=make_mixup(recipe.data, len(splits.train.classes)))
     if start is not None:
         prepared.start_val_acc = start[0]
-        final = evaluate(prepared.model, splits.val, "qad val", runtime)
+        final = prepared.val_acc = evaluate(prepared.model, splits.val, "qad val", runtime)
         if final <= start[0]:  # QAD must earn its place on val: otherwise ship the PTQ point it started from
             prepared.model.load_state_dict(start[1])
-            prepared.kept_start = True
+            prepared.kept_start, prepared.val_acc = True, start[0]
             log.info("QAD: no epoch beat the PTQ start on val (%.4f <= %.4f): keeping the start's weights and ranges", final, start[0])
     prepared.model.cpu().eval()
     return prepared, history, time.perf_counter() - t0
@@ -271,7 +272,8 @@ def run_phase(ctx: Any, float_student: nn.Module, splits: Splits, teacher_ckpt: 
         teacher = with_teacher_input(build_model(r.teacher, len(classes), in_chans, checkpoint=teacher_ckpt, classes=classes), r.data, r.teacher)
     ckpt = Checkpointing(ctx.run.root / RESUME, ctx.fingerprint + ":qad", resume=resume, command="cann-distill distill RECIPE --resume")
     prepared, history, seconds = train(float_student, r, splits, teacher=teacher, checkpoint=ckpt, runtime=ctx.runtime)
-    val_acc = accuracy(predict(prepared.model, splits.val, desc="qad eval"), splits.val.targets)
+    val_acc = prepared.val_acc if prepared.val_acc is not None else accuracy(predict(prepared.model, splits.val, desc="qad eval"),
+                                                                             splits.val.targets)
     save(ctx.out / CHECKPOINT_NAME, prepared, r, len(classes), in_chans, classes)
     result = summary(prepared, history, seconds, val_acc, cfg)
     (ctx.out / "qad_metrics.json").write_text(json.dumps({**result, "history": list(history)}, indent=2))
