@@ -11,8 +11,10 @@ Two datasets where the teacher clearly beats the student alone:
 
 Per dataset one resnet18 teacher is trained once (with the recipe's augmentation) and every run
 loads it. Students (mobilenetv3_small_050, CE 0.5 + KD 0.5 at T = 4, cached teacher logits, no
-training augmentation) train for the same epochs; a subset arm sees 35% of the samples per epoch,
-so it takes 35% of the full set's optimizer steps. Arms:
+training augmentation): the full set trains for the recipe's epochs (or --epochs); every subset arm
+keeps 35% of the samples (`select.top_k_ratio`) and trains for as many epochs as make
+--step-budget (default 35%) of the full set's optimizer steps (rounded to whole epochs; each arm's
+step share is in the JSON). Arms:
 
   full       every sample (`critical.mode=none`)                      — the reference
   alone      every sample, CE only, no teacher                        — does the teacher help?
@@ -24,6 +26,13 @@ so it takes 35% of the full set's optimizer steps. Arms:
   view_auto  `view_loss`, auto (Sorscher et al. 2022: easy when < 500 kept per class, hard otherwise)
   el2n_auto  `el2n` from a 2-epoch CE student probe (Paul et al. 2021), auto
   refresh    `view_loss` hard, then re-mined every 2 epochs by teacher–student disagreement
+  refresh1_hard / refresh1_mix   the same policy (hard / mix), re-mined at every epoch: a different
+             35% each epoch, chosen by what the current student still gets wrong against the teacher
+             (dynamic pruning; cf. RHO-LOSS, Mindermann et al. ICML 2022, with the teacher as the
+             irreducible-loss model). The re-mining pass (a forward over the whole split) is counted
+             in the arm's time.
+  full_short every sample, for the step budget's share of the full set's epochs: no selection, a
+             shorter schedule (the reference a subset has to beat to be worth choosing)
 
 Accuracy is top-1 on each dataset's test split (never used to choose anything); time is each run's
 select + distill wall time (select includes the probe and the view scoring; the teacher is loaded).
@@ -47,6 +56,8 @@ import numpy as np
 from cann_distill.recipe import resource_dir
 from cann_distill.ui import ui
 
+from cann_distill.critical import steps_in_epoch
+
 from bench_common import add_common_args, epoch_overrides, mean_std, run_arm, train_base_teacher, scratch_dir, write_results  # noqa: E402
 
 SUBSET = "distill.critical.mode=subset"
@@ -62,7 +73,12 @@ ARMS: dict[str, list[str]] = {
     "view_auto": [SUBSET, "select.strategy=view_loss", "select.policy=auto"],
     "el2n_auto": [SUBSET, "select.strategy=el2n", "select.policy=auto", "select.probe_epochs=2"],
     "refresh": [SUBSET, "select.strategy=view_loss", "select.policy=hard", "select.refresh_every=2"],
+    "refresh1_hard": [SUBSET, "select.strategy=view_loss", "select.policy=hard", "select.refresh_every=1"],
+    "refresh1_mix": [SUBSET, "select.strategy=view_loss", "select.policy=mix", "select.refresh_every=1"],
+    "full_short": ["distill.critical.mode=none"],
 }
+# arms that train on every sample: the full set's epochs, except full_short (the step budget's share of them)
+EVERY_SAMPLE = ("full", "alone", "full_short")
 DATASETS = ("digits", "digits_hard")
 
 
@@ -132,25 +148,32 @@ def run_dataset(name: str, args: argparse.Namespace, arms: list[str], work: Path
     common = [*base_over, "data.augment.enabled=false"]
     seeds = [base_recipe.seed + i for i in range(args.seeds)]
     results: dict[str, Any] = {}
-    for arm in arms:
+    budget: dict[str, Any] = {}
+    for arm in ["full", *[a for a in arms if a != "full"]]:  # full first: its step count sets the subset arms' epochs
         accs, walls, per = [], [], []
+        epochs = arm_epochs(arm, budget, base_recipe.distill.epochs)
         for seed in seeds[:args.alone_seeds] if arm == "alone" and args.alone_seeds else seeds:
             t0 = time.perf_counter()
-            _, res = run_arm(args.recipe, [*common, *ARMS[arm]], ckpt, seed, work / name / arm / f"seed{seed}")
+            _, res = run_arm(args.recipe, [*common, *ARMS[arm], f"distill.epochs={epochs}"], ckpt, seed, work / name / arm / f"seed{seed}")
+            if arm == "full" and not budget:
+                budget = step_budget(res["select"].summary, base_recipe, args.step_budget)
             walls.append(time.perf_counter() - t0)
             d, s = res["distill"].summary, res["select"].summary
             accs.append(d["test_acc"] if d["test_acc"] is not None else d["val_acc"])
             per.append({"seed": seed, "acc": accs[-1], "select_s": res["select"].seconds, "distill_s": res["distill"].seconds,
                         "cost": d["cost"], "selection": s.get("selection"), "refresh": d.get("refresh")})
-            print(f"  {name} {arm:9s} seed {seed}: test {100 * accs[-1]:.2f}%  steps {d['cost']['steps']}/{d['cost']['full_set_steps']}"
+            print(f"  {name} {arm:9s} seed {seed}: test {100 * accs[-1]:.2f}%  steps {d['cost']['steps']}/{budget['full_steps']}"
                   f"  {walls[-1]:.0f}s", flush=True)
-        results[arm] = {**mean_std(accs), "wall_s": mean_std(walls), "steps": per[0]["cost"]["steps"],
-                        "full_set_steps": per[0]["cost"]["full_set_steps"], "runs": per}
+        steps = per[0]["cost"]["steps"]
+        results[arm] = {**mean_std(accs), "wall_s": mean_std(walls), "epochs": epochs, "steps": steps,
+                        "full_set_steps": budget["full_steps"], "step_share": steps / budget["full_steps"], "runs": per}
         print(f"{name} {arm:9s} {100 * results[arm]['mean']:.2f} ± {100 * results[arm]['std']:.2f} %  "
               f"wall {results[arm]['wall_s']['mean']:.0f}s", flush=True)
+    if "full" not in arms:
+        results.pop("full")
     full = results.get("full", {}).get("mean")
     rand = results.get("random", {}).get("mean")
-    policies = [a for a in arms if a not in ("full", "alone", "random")]
+    policies = [a for a in arms if a not in ("random", *EVERY_SAMPLE)]
     best = max(policies, key=lambda a: results[a]["mean"]) if policies else None
     verdict: dict[str, Any] = {"best_policy": best}
     if best and full:
@@ -165,7 +188,24 @@ def run_dataset(name: str, args: argparse.Namespace, arms: list[str], work: Path
         if rand is not None:
             results[a]["vs_random_pt"] = 100 * (results[a]["mean"] - rand)
     return {"dataset": info, "teacher": teacher, "teacher_test_acc": teacher.get("test_acc"), "arms": results, "verdict": verdict,
-            "recipe_epochs": base_recipe.distill.epochs, "seeds": seeds}
+            "recipe_epochs": base_recipe.distill.epochs, "seeds": seeds, "budget": budget}
+
+
+def step_budget(select_summary: dict[str, Any], recipe: Any, share: float) -> dict[str, Any]:
+    """The full set's optimizer steps and the epochs that give a subset arm (and `full_short`) `share` of them."""
+    batch = recipe.distill.batch_size or recipe.data.batch_size
+    n, kept, epochs = int(select_summary["num_samples"]), int(select_summary["num_critical"]), recipe.distill.epochs
+    full_steps = epochs * steps_in_epoch(n, batch)
+    subset_epochs = max(1, round(share * full_steps / steps_in_epoch(kept, batch)))
+    return {"share": share, "full_epochs": epochs, "full_steps": full_steps, "samples": n, "subset_samples": kept,
+            "subset_epochs": subset_epochs, "full_short_epochs": max(1, round(share * epochs))}
+
+
+def arm_epochs(arm: str, budget: dict[str, Any], full_epochs: int) -> int:
+    """Epochs of an arm: the full set's for full / alone, the step budget's for the others."""
+    if arm in ("full", "alone"):
+        return full_epochs
+    return budget["full_short_epochs"] if arm == "full_short" else budget["subset_epochs"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
                     "recipe (default: the shipped mobilenetv3 digits recipe)")
     ap.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of %(default)s")
     ap.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated subset of %(default)s")
+    ap.add_argument("--step-budget", type=float, default=0.35,
+                    help="share of the full set's optimizer steps every subset arm (and full_short) trains for (default %(default)s)")
     ap.add_argument("--alone-seeds", type=int, default=None, help="seeds of the `alone` arm (default: --seeds)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (default 1: on a shared 2-core machine 2 threads made an epoch 9x slower)")
@@ -199,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         from cann_distill.recipe import load_recipe
 
         write_results(args.out, args.recipe, load_recipe(args.recipe, epoch_overrides(args)), first["teacher"],
-                      first["seeds"], started, machine=host, threads=args.threads, arms_run=arms, datasets=by_dataset, step_budget="35% of the full set's steps")
+                      first["seeds"], started, machine=host, threads=args.threads, arms_run=arms, datasets=by_dataset, step_budget=args.step_budget)
     return 0
 
 
