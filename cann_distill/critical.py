@@ -1,9 +1,10 @@
 """Critical samples during distillation: re-mining them from the current student, and what a subset saves.
 
-`select.refresh_every: N` re-scores the training split every N epochs by teacher–student
-disagreement, KL(p_teacher ‖ p_student) on the evaluation view (the `disagreement` strategy, the
-teacher's logits from select), and re-applies the recipe's selection policy, so "critical" follows
-what the student still gets wrong rather than what the teacher found hard once.
+`select.refresh_every: N` re-scores the training split every N epochs from the current student on
+the evaluation view and the teacher's logits from select — by `select.refresh_by`: teacher–student
+disagreement KL(p_teacher ‖ p_student), or the reducible loss CE_student(y) − CE_teacher(y) — and
+re-applies the recipe's selection policy, so "critical" follows what the student still gets wrong
+rather than what the teacher found hard once.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from cann_distill.data import Split
 from cann_distill.devices import CPU, Runtime
 from cann_distill.recipe import Recipe
 from cann_distill.selectors.policy import Selection
-from cann_distill.selectors.strategies import Disagreement
+from cann_distill.selectors.base import SELECTORS
 from cann_distill.stages.select import pick_critical, report_selection
 from cann_distill.train import predict
 
 
 class Refresher:
-    """Every `select.refresh_every` epochs: the current student's disagreement with the teacher → a new critical mask."""
+    """Every `select.refresh_every` epochs: the current student scored against the teacher (`select.refresh_by`) → a new critical mask."""
 
     def __init__(self, recipe: Recipe, student: torch.nn.Module, train: Split, teacher_logits: np.ndarray,
                  current: np.ndarray, runtime: Runtime = CPU) -> None:
@@ -46,14 +47,14 @@ class Refresher:
         t0 = time.perf_counter()
         student_logits = predict(self.student, self.train, batch_size=self.cfg.batch_size, desc="re-mining critical samples",
                                  runtime=self.runtime)
-        scores = Disagreement().score(self.teacher_logits, self.train.targets, student_logits=student_logits)
+        scores = SELECTORS.get(self.cfg.refresh_by)().score(self.teacher_logits, self.train.targets, student_logits=student_logits)
         selection = pick_critical(scores, self.train.targets, self.cfg, self.train.classes, seed=self.seed + epoch)
         report_selection(selection, f"distill epoch {epoch + 1}")
         changed = int((selection.mask != self.current).sum())
         self.records.append({"epoch": epoch + 1, "critical": int(selection.mask.sum()),
                              "swapped_in": int((selection.mask & ~self.current).sum()), "changed": changed,
                              "student_train_acc": float((student_logits.argmax(1) == self.train.targets).mean()),
-                             "mean_kl": float(scores.mean()), "seconds": time.perf_counter() - t0})
+                             "score": self.cfg.refresh_by, "mean_score": float(scores.mean()), "seconds": time.perf_counter() - t0})
         self.current = selection.mask
         return selection
 

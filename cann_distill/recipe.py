@@ -169,7 +169,10 @@ class SelectConfig(Strict):
     scarce_below: int = Field(500, ge=1, description="policy auto: kept samples per class below which data counts as scarce")
     views: int = Field(4, ge=1, le=64, description="view_loss / view_margin: augmented views per sample the teacher scores")
     refresh_every: Optional[int] = Field(None, ge=1, description="re-mine the critical samples every N distill epochs "
-                                         "by teacher–student disagreement on the current student")
+                                         "from the current student (select.refresh_by)")
+    refresh_by: Literal["disagreement", "reducible_loss"] = Field(
+        "disagreement", description="re-mining score: disagreement = KL(p_teacher ‖ p_student); reducible_loss = the student's "
+        "CE on the label minus the teacher's (RHO-LOSS, Mindermann et al. 2022; skips samples the teacher gets wrong too)")
     batch_size: int = Field(256, ge=1)
     cache_dir: Optional[str] = Field(None, description="teacher-output cache; default $XDG_CACHE_HOME/cann-distill or ~/.cache/cann-distill")
     probe_epochs: Optional[int] = Field(None, ge=0, description="strategies that read a student probe: its CE epochs; "

@@ -31,6 +31,8 @@ step share is in the JSON). Arms:
              (dynamic pruning; cf. RHO-LOSS, Mindermann et al. ICML 2022, with the teacher as the
              irreducible-loss model). The re-mining pass (a forward over the whole split) is counted
              in the arm's time.
+  refresh1_rho  hard by the reducible loss CE_student(y) − CE_teacher(y), at the start (student at
+             init) and re-mined at every epoch: RHO-LOSS with the teacher as the irreducible-loss model
   full_short every sample, for the step budget's share of the full set's epochs: no selection, a
              shorter schedule (the reference a subset has to beat to be worth choosing)
 
@@ -75,6 +77,8 @@ ARMS: dict[str, list[str]] = {
     "refresh": [SUBSET, "select.strategy=view_loss", "select.policy=hard", "select.refresh_every=2"],
     "refresh1_hard": [SUBSET, "select.strategy=view_loss", "select.policy=hard", "select.refresh_every=1"],
     "refresh1_mix": [SUBSET, "select.strategy=view_loss", "select.policy=mix", "select.refresh_every=1"],
+    "refresh1_rho": [SUBSET, "select.strategy=reducible_loss", "select.policy=hard", "select.refresh_every=1",
+                     "select.refresh_by=reducible_loss"],
     "full_short": ["distill.critical.mode=none"],
 }
 # arms that train on every sample: the full set's epochs, except full_short (the step budget's share of them)

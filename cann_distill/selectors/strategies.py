@@ -140,3 +140,30 @@ class Disagreement(Selector):
         log_p_t = log_softmax(logits, self.temperature)
         log_p_s = log_softmax(student_logits, self.temperature)
         return (np.exp(log_p_t) * (log_p_t - log_p_s)).sum(axis=1)
+
+
+@SELECTORS.register("reducible_loss")
+class ReducibleLoss(Selector):
+    """score = −log p_s(y) − (−log p_t(y)): the student's loss on the label minus the teacher's.
+
+    RHO-LOSS (Mindermann et al., "Prioritized training on points that are learnable, worth
+    learning, and not yet learnt", ICML 2022) with the teacher as the irreducible-loss model: a
+    sample the student still gets wrong scores high, unless the teacher gets it wrong too — a
+    mislabelled or ambiguous sample scores low, where teacher–student disagreement would keep
+    choosing it (the student, pulled to the wrong label by CE, disagrees with the teacher there).
+    """
+
+    needs_student = True
+
+    def score(
+        self,
+        logits: np.ndarray,
+        targets: np.ndarray,
+        seed: int = 0,
+        student_logits: np.ndarray | None = None,
+    ) -> np.ndarray:
+        if student_logits is None or student_logits.shape != logits.shape:
+            got = None if student_logits is None else student_logits.shape
+            raise ValueError(f"selector 'reducible_loss' needs student_logits of shape {logits.shape}, got {got}")
+        rows = np.arange(len(targets))
+        return log_softmax(logits)[rows, targets] - log_softmax(student_logits)[rows, targets]

@@ -58,7 +58,7 @@ def test_every_selector_accepts_student_logits(name: str) -> None:
         extra["student_history"] = np.stack([LOGITS, -LOGITS])
     s = sel.score(LOGITS, TARGETS, seed=0, student_logits=np.zeros_like(LOGITS), **extra)
     assert s.shape == (len(TARGETS),) and np.all(np.isfinite(s))
-    assert sel.needs_student is (name == "disagreement")
+    assert sel.needs_student is (name in ("disagreement", "reducible_loss"))
     assert sel.needs_views is name.startswith("view_") and sel.needs_history is (name in ("el2n", "forgetting"))
 
 
@@ -120,3 +120,17 @@ def test_disagreement_errors() -> None:
     for t in (0.0, -1.0):
         with pytest.raises(ValueError, match="temperature"):
             SELECTORS.build("disagreement", temperature=t)
+
+
+def test_reducible_loss_is_student_ce_minus_teacher_ce() -> None:
+    # sample 0: teacher sure of the label, student uniform → high; sample 1: the label is one the teacher
+    # rejects too (a flipped label) → the student's loss there is not reducible → low; sample 2: both sure → 0
+    teacher = np.array([[6.0, 0.0, 0.0], [0.0, 6.0, 0.0], [0.0, 0.0, 6.0]])
+    student = np.array([[0.0, 0.0, 0.0], [0.0, 6.0, 0.0], [0.0, 0.0, 6.0]])
+    y = np.array([0, 0, 2])
+    s = SELECTORS.build("reducible_loss").score(teacher, y, student_logits=student)
+    ce = lambda z, k: -(z[k] - np.log(np.exp(z).sum()))  # noqa: E731
+    assert s == pytest.approx([ce(student[0], 0) - ce(teacher[0], 0), ce(student[1], 0) - ce(teacher[1], 0), 0.0])
+    assert s[0] > 1.0 and abs(s[1]) < 1e-9 and s.argmax() == 0
+    with pytest.raises(ValueError, match="reducible_loss' needs student_logits"):
+        SELECTORS.build("reducible_loss").score(teacher, y)
