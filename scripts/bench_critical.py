@@ -33,6 +33,7 @@ step share is in the JSON). Arms:
              in the arm's time.
   refresh1_rho  hard by the reducible loss CE_student(y) − CE_teacher(y), at the start (student at
              init) and re-mined at every epoch: RHO-LOSS with the teacher as the irreducible-loss model
+  refresh1_hard_half  refresh1_hard keeping 50% of the samples (fewer epochs for the same steps)
   full_short every sample, for the step budget's share of the full set's epochs: no selection, a
              shorter schedule (the reference a subset has to beat to be worth choosing)
 
@@ -79,6 +80,7 @@ ARMS: dict[str, list[str]] = {
     "refresh1_mix": [SUBSET, "select.strategy=view_loss", "select.policy=mix", "select.refresh_every=1"],
     "refresh1_rho": [SUBSET, "select.strategy=reducible_loss", "select.policy=hard", "select.refresh_every=1",
                      "select.refresh_by=reducible_loss"],
+    "refresh1_hard_half": [SUBSET, "select.strategy=view_loss", "select.policy=hard", "select.refresh_every=1", "select.top_k_ratio=0.5"],
     "full_short": ["distill.critical.mode=none"],
 }
 # arms that train on every sample: the full set's epochs, except full_short (the step budget's share of them)
@@ -202,14 +204,21 @@ def step_budget(select_summary: dict[str, Any], recipe: Any, share: float) -> di
     full_steps = epochs * steps_in_epoch(n, batch)
     subset_epochs = max(1, round(share * full_steps / steps_in_epoch(kept, batch)))
     return {"share": share, "full_epochs": epochs, "full_steps": full_steps, "samples": n, "subset_samples": kept,
-            "subset_epochs": subset_epochs, "full_short_epochs": max(1, round(share * epochs))}
+            "subset_epochs": subset_epochs, "full_short_epochs": max(1, round(share * epochs)), "batch": batch}
 
 
 def arm_epochs(arm: str, budget: dict[str, Any], full_epochs: int) -> int:
-    """Epochs of an arm: the full set's for full / alone, the step budget's for the others."""
+    """Epochs of an arm: the full set's for full / alone, the step budget's for the others (an arm that keeps
+    another share of the samples, `select.top_k_ratio=…`, gets the epochs that make the same steps)."""
     if arm in ("full", "alone"):
         return full_epochs
-    return budget["full_short_epochs"] if arm == "full_short" else budget["subset_epochs"]
+    if arm == "full_short":
+        return budget["full_short_epochs"]
+    ratio = next((float(o.split("=", 1)[1]) for o in ARMS[arm] if o.startswith("select.top_k_ratio=")), None)
+    if ratio is None:
+        return budget["subset_epochs"]
+    kept = max(1, round(ratio * budget["samples"]))
+    return max(1, round(budget["share"] * budget["full_steps"] / steps_in_epoch(kept, budget["batch"])))
 
 
 def main(argv: list[str] | None = None) -> int:
