@@ -17,7 +17,7 @@ import torch
 
 from cann_distill.data import Split
 from cann_distill.devices import CPU, Runtime
-from cann_distill.recipe import Recipe
+from cann_distill.recipe import Recipe, refresh_epochs, selection_policy
 from cann_distill.selectors.policy import Selection
 from cann_distill.selectors.base import SELECTORS
 from cann_distill.stages.select import pick_critical, report_selection
@@ -29,10 +29,10 @@ class Refresher:
 
     def __init__(self, recipe: Recipe, student: torch.nn.Module, train: Split, teacher_logits: np.ndarray,
                  current: np.ndarray, runtime: Runtime = CPU) -> None:
-        every = recipe.select.refresh_every
+        every = refresh_epochs(recipe)
         if every is None:
             raise ValueError("Refresher needs select.refresh_every")
-        self.every, self.cfg, self.seed = every, recipe.select, recipe.seed
+        self.every, self.cfg, self.seed, self.policy = every, recipe.select, recipe.seed, selection_policy(recipe)
         self.student, self.train, self.teacher_logits, self.runtime = student, train, teacher_logits, runtime
         self.current = np.asarray(current, dtype=bool)
         self.first: Optional[int] = None
@@ -48,7 +48,7 @@ class Refresher:
         student_logits = predict(self.student, self.train, batch_size=self.cfg.batch_size, desc="re-mining critical samples",
                                  runtime=self.runtime)
         scores = SELECTORS.get(self.cfg.refresh_by)().score(self.teacher_logits, self.train.targets, student_logits=student_logits)
-        selection = pick_critical(scores, self.train.targets, self.cfg, self.train.classes, seed=self.seed + epoch)
+        selection = pick_critical(scores, self.train.targets, self.cfg, self.train.classes, seed=self.seed + epoch, policy=self.policy)
         report_selection(selection, f"distill epoch {epoch + 1}")
         changed = int((selection.mask != self.current).sum())
         self.records.append({"epoch": epoch + 1, "critical": int(selection.mask.sum()),

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cann_distill.devices import DEVICE_PATTERN
 from cann_distill.errors import RecipeError, UsageError, cut, preview
@@ -162,14 +162,16 @@ class SelectConfig(Strict):
     strategy_args: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the strategy")
     top_k_ratio: float = Field(0.35, gt=0, le=1)
     class_balanced: bool = Field(True, description="the same quota for every class (a smaller class gives all it has, the rest is shared)")
-    policy: Literal["hard", "easy", "mix", "auto"] = Field(
-        "mix", description="which scores to keep (default mix: the only policy that beat random on both benchmark datasets): hard (highest), easy (lowest), mix (select.mix over score thirds), "
-        "auto (easy when kept samples per class < scarce_below, else hard)")
+    policy: Optional[Literal["hard", "easy", "mix", "auto"]] = Field(
+        None, description="which scores to keep: hard (highest), easy (lowest), mix (select.mix over score thirds), "
+        "auto (easy when kept samples per class < scarce_below, else hard). Default: hard when the critical samples are "
+        "re-mined every epoch (select.refresh_every: 1), else mix — the best measured in each case (README)")
     mix: Optional[MixConfig] = Field(None, description="policy mix: fractions of the quota from the hard / medium / easy thirds; default 1/3 each")
     scarce_below: int = Field(500, ge=1, description="policy auto: kept samples per class below which data counts as scarce")
     views: int = Field(4, ge=1, le=64, description="view_loss / view_margin: augmented views per sample the teacher scores")
-    refresh_every: Optional[int] = Field(None, ge=1, description="re-mine the critical samples every N distill epochs "
-                                         "from the current student (select.refresh_by)")
+    refresh_every: Union[Literal["auto"], int, None] = Field(
+        "auto", description="re-mine the critical samples every N distill epochs from the current student (select.refresh_by); "
+        "auto: every epoch with distill.critical.mode: subset (the best measured at a third of the steps), else never; null: never")
     refresh_by: Literal["disagreement", "reducible_loss"] = Field(
         "disagreement", description="re-mining score: disagreement = KL(p_teacher ‖ p_student); reducible_loss = the student's "
         "CE on the label minus the teacher's (RHO-LOSS, Mindermann et al. 2022; skips samples the teacher gets wrong too)")
@@ -178,6 +180,13 @@ class SelectConfig(Strict):
     probe_epochs: Optional[int] = Field(None, ge=0, description="strategies that read a student probe: its CE epochs; "
                                         "default the strategy's (disagreement 0 = at init, el2n 2, forgetting 3)")
     temperature: SelectTemperatureConfig = Field(default_factory=SelectTemperatureConfig)
+
+    @field_validator("refresh_every", mode="before")
+    @classmethod
+    def _refresh_every(cls, v: Any) -> Any:
+        if v is None or v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError("should be 'auto', a number of epochs >= 1, or null (never)")
 
 
 class ComponentSpec(BaseModel):
@@ -731,16 +740,32 @@ def _qat_errors(recipe: Recipe) -> list[str]:
     return errors
 
 
+def refresh_epochs(recipe: Recipe) -> Optional[int]:
+    """select.refresh_every resolved: N, or for `auto` 1 with distill.critical.mode: subset (and more than one epoch), else None."""
+    every = recipe.select.refresh_every
+    if every == "auto":
+        return 1 if recipe.distill.critical.mode == "subset" and recipe.distill.epochs > 1 else None
+    return every
+
+
+def selection_policy(recipe: Recipe) -> str:
+    """select.policy resolved: as given, else `hard` when re-mined every epoch (the selection follows the student,
+    so its hardest samples stay current) and `mix` for a one-off selection — the best measured in each case."""
+    if recipe.select.policy is not None:
+        return recipe.select.policy
+    return "hard" if refresh_epochs(recipe) == 1 else "mix"
+
+
 def _policy_errors(recipe: Recipe) -> list[str]:
     """select.mix, refresh_every and the probe a strategy needs."""
     sel, errors = recipe.select, []
     if sel.mix is not None:
         total = sel.mix.hard + sel.mix.medium + sel.mix.easy
-        if sel.policy != "mix":
-            errors.append(f"select.mix: only read with select.policy: mix (policy is {sel.policy})")
+        if selection_policy(recipe) != "mix":
+            errors.append(f"select.mix: only read with select.policy: mix (policy is {selection_policy(recipe)})")
         elif abs(total - 1.0) > 1e-6:
             errors.append(f"select.mix: hard + medium + easy must sum to 1, got {sel.mix.hard} + {sel.mix.medium} + {sel.mix.easy} = {total:.4g}")
-    if sel.refresh_every is not None:
+    if sel.refresh_every not in (None, "auto"):
         epochs = recipe.distill.epochs
         if sel.refresh_every > epochs:
             errors.append(f"select.refresh_every: {sel.refresh_every} is more than distill.epochs ({epochs}); the critical samples would never be re-mined")
@@ -775,7 +800,7 @@ def _schema_errors(exc: ValidationError) -> list[tuple[str, str]]:
         elif err["type"] == "missing":
             msg = err["msg"]
         else:
-            msg = f"{err['msg']}, got {preview(err['input'])}"
+            msg = f"{err['msg'].removeprefix('Value error, ')}, got {preview(err['input'])}"
         out.append((format_loc(tuple(err["loc"])), msg))
     return out
 

@@ -39,7 +39,7 @@ from cann_distill.live import EpochLog
 from cann_distill.losses.feature import channel_weights_key
 from cann_distill.models import build_model, count_params, save_checkpoint, teacher_input
 from cann_distill.quant.qad import run_phase as run_qad
-from cann_distill.recipe import DistillConfig, LossSpec, Recipe
+from cann_distill.recipe import DistillConfig, LossSpec, Recipe, refresh_epochs
 from cann_distill.replay import ReplayStore
 from cann_distill.rundir import RunDir
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
@@ -345,7 +345,7 @@ class DistillStage(Stage):
         critical = CriticalPlan(r, inputs.index)
         step = DistillStep(distiller, rt.to(critical.sample_weight))
         refresh = (Refresher(r, distiller.student, inputs.train, read_cached_logits(ctx.artifacts[LOGITS], inputs.train).numpy(),
-                             inputs.index.critical, rt) if r.select.refresh_every else None)
+                             inputs.index.critical, rt) if refresh_epochs(r) else None)
         epochs = Epochs(temperature, critical, step, ctx, refresh)
         resume = Checkpointing(resume_path(ctx.run), ctx.fingerprint, resume=_resume.get(),
                                command="cann-distill distill RECIPE --resume")
@@ -391,7 +391,7 @@ class DistillStage(Stage):
             "channel_sensitivity": sensitivity,
             "throughput": throughput(history),
             "cost": training_cost(history, len(train), cfg.batch_size or r.data.batch_size, cfg.epochs, refresh.seconds if refresh else 0.0),
-            "refresh": {"every": r.select.refresh_every, "records": refresh.records} if refresh else None,
+            "refresh": {"every": refresh.every, "by": r.select.refresh_by, "records": refresh.records} if refresh else None,
         }
         if history.resumed_from:
             summary["resumed_from"] = history.resumed_from

@@ -100,12 +100,20 @@ def test_critical_modes_record_in_history(cli, write_recipe, tmp_path: Path) -> 
         "curriculum": ([k, n, n], [1, 0, 0]),  # default: half of 3 epochs, rounded down
     }
     for mode, (samples, critical_only) in expected.items():
-        summary = run_ok(cli, "distill", recipe, "--set", f"distill.critical.mode={mode}", "--set", "distill.epochs=3")["distill"]["summary"]
+        sets = ["--set", f"distill.critical.mode={mode}", "--set", "distill.epochs=3"]
+        run_ok(cli, "select", recipe, *sets)  # select's default policy and re-mining follow the mode
+        summary = run_ok(cli, "distill", recipe, *sets)["distill"]["summary"]
         rows = history(run)
         assert summary["critical_mode"] == mode
         assert [r["samples"] for r in rows] == samples, mode
         assert [r["critical_only"] for r in rows] == critical_only, mode
         assert all(np.isfinite(r["loss"]) for r in rows)
+        # by default a subset is re-mined every epoch (hard by teacher–student disagreement); other modes are not
+        refresh = summary["refresh"]
+        assert (refresh is not None) is (mode == "subset"), mode
+        if refresh is not None:
+            assert refresh["every"] == 1 and refresh["by"] == "disagreement"
+            assert [r["epoch"] for r in refresh["records"]] == [2, 3] and all(r["critical"] == k for r in refresh["records"])
     run_ok(cli, "distill", recipe, "--set", "distill.critical={mode: curriculum, curriculum_epochs: 2}", "--set", "distill.epochs=3")
     assert [r["critical_only"] for r in history(run)] == [1, 1, 0]
 

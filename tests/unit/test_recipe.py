@@ -182,4 +182,21 @@ def test_selection_policy_keys_are_checked(write_recipe) -> None:
         load_recipe(path, ["select.policy=hardest"])
     ok = load_recipe(path, ["select.policy=mix", "select.mix={hard: 0.2, medium: 0.5, easy: 0.3}", "select.refresh_every=3"])
     assert ok.select.mix is not None and ok.select.mix.medium == 0.5 and ok.select.class_balanced is True
-    assert load_recipe(path).select.policy == "mix"
+    # the defaults follow the mode: a subset is re-mined every epoch and keeps the hardest; else a one-off mix
+    from cann_distill.recipe import refresh_epochs, selection_policy
+
+    default = load_recipe(path)
+    assert default.select.policy is None and default.select.refresh_every == "auto"
+    assert (refresh_epochs(default), selection_policy(default)) == (None, "mix")  # critical.mode: weight
+    subset = load_recipe(path, ["distill.critical.mode=subset"])
+    assert (refresh_epochs(subset), selection_policy(subset)) == (1, "hard")
+    assert (refresh_epochs(load_recipe(path, ["distill.critical.mode=subset", "distill.epochs=1"])), None)[0] is None
+    off = load_recipe(path, ["distill.critical.mode=subset", "select.refresh_every=null"])
+    assert (refresh_epochs(off), selection_policy(off)) == (None, "mix")
+    every2 = load_recipe(path, ["distill.critical.mode=subset", "select.refresh_every=2"])
+    assert (refresh_epochs(every2), selection_policy(every2)) == (2, "mix")
+    assert selection_policy(load_recipe(path, ["distill.critical.mode=subset", "select.policy=easy"])) == "easy"
+    with pytest.raises(RecipeError, match=r"select\.mix: only read with select\.policy: mix \(policy is hard\)"):
+        load_recipe(path, ["distill.critical.mode=subset", "select.mix={hard: 1.0}"])  # the subset default is hard
+    with pytest.raises(RecipeError, match=r"select\.refresh_every"):
+        load_recipe(path, ["select.refresh_every=often"])
