@@ -164,3 +164,27 @@ def test_refresh_changes_the_index_when_the_student_changes() -> None:
     assert not np.array_equal(masks[0], masks[1])  # another student, other critical samples
     resumed = Refresher(recipe, student(0), train, teacher, start)
     assert resumed.due(3) and resumed.due(4) and not resumed.due(5)  # a resumed run re-mines at once, then keeps the period
+
+
+def test_refresh_by_reducible_loss_and_the_subset_default() -> None:
+    # a subset re-mined by default: every epoch, hard; by reducible_loss when asked
+    data = DataConfig(source="digits", image_size=8, max_samples=60, augment={"enabled": False})
+    recipe = Recipe(data=data, select=SelectConfig(top_k_ratio=0.3, refresh_by="reducible_loss"),
+                    distill={"epochs": 4, "critical": {"mode": "subset"}})
+    train = load_splits(recipe.data).train
+    teacher = np.random.default_rng(1).normal(size=(len(train), 10)).astype(np.float32)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    refresh = Refresher(recipe, model, train, teacher, np.zeros(len(train), dtype=bool))
+    assert refresh.every == 1 and refresh.policy == "hard" and [refresh.due(e) for e in range(4)] == [False, True, True, True]
+    sel = refresh(1)
+    rho = SELECTORS.build("reducible_loss").score(teacher, train.targets, student_logits=predict(model, train))
+    assert np.array_equal(sel.mask, pick_critical(rho, train.targets, recipe.select, train.classes, seed=recipe.seed + 1,
+                                                  policy="hard").mask)
+    # hard = the top of each class's ranking (class-balanced quotas)
+    for c in np.unique(train.targets):
+        members = np.flatnonzero(train.targets == c)
+        kept = members[sel.mask[members]]
+        if 0 < len(kept) < len(members):
+            assert rho[kept].min() >= rho[members[~sel.mask[members]]].max()
+    assert refresh.records[0]["score"] == "reducible_loss" and refresh.records[0]["mean_score"] == pytest.approx(float(rho.mean()))
