@@ -15,6 +15,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from cann_distill import distributed
 from cann_distill.data import Split
 from cann_distill.devices import CPU, Runtime
 from cann_distill.recipe import Recipe, refresh_epochs, selection_policy
@@ -49,6 +50,8 @@ class Refresher:
                                  runtime=self.runtime)
         scores = SELECTORS.get(self.cfg.refresh_by)().score(self.teacher_logits, self.train.targets, student_logits=student_logits)
         selection = pick_critical(scores, self.train.targets, self.cfg, self.train.classes, seed=self.seed + epoch, policy=self.policy)
+        if distributed.active():  # rank 0's choice on every rank: a float tie decided otherwise must not split the ranks' subsets
+            selection.mask = distributed.broadcast_array(selection.mask)
         report_selection(selection, f"distill epoch {epoch + 1}")
         changed = int((selection.mask != self.current).sum())
         self.records.append({"epoch": epoch + 1, "critical": int(selection.mask.sum()),
