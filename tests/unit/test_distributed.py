@@ -164,20 +164,21 @@ def _gather_worker(rank: int, world: int, store_path: str, out_path: str) -> Non
         value = torch.tensor([(loss[mine] * w[mine]).sum() / distributed.weight_share(w[mine])])
         dist.all_reduce(value)
         assert torch.allclose(value / world, (loss * w).sum() / w.sum()), value
-        # re-mining: each rank scores its own copy of the student; rank 0's mask rules (here the copies differ on purpose)
-        from cann_distill.critical import Refresher
-        from cann_distill.data import load_splits
-        from cann_distill.recipe import DataConfig, Recipe
+        # re-mining: each rank scores its own copy of the student; rank 0's mask rules (here the ranks' student
+        # logits differ on purpose). No torch compute here: a forked child must not enter the parent's OpenMP pool.
+        import types
 
-        recipe = Recipe(data=DataConfig(source="digits", image_size=8, max_samples=60, augment={"enabled": False}),
-                        select={"top_k_ratio": 0.3}, distill={"epochs": 2, "critical": {"mode": "subset"}})
-        train = load_splits(recipe.data).train
-        torch.manual_seed(rank)
-        student = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
-        teacher = np.random.default_rng(0).normal(size=(len(train), 10)).astype(np.float32)
-        mask = Refresher(recipe, student, train, teacher, np.zeros(len(train), dtype=bool))(1).mask
+        from cann_distill import critical
+        from cann_distill.recipe import Recipe
+
+        recipe = Recipe(select={"top_k_ratio": 0.3}, distill={"epochs": 2, "critical": {"mode": "subset"}})
+        n = 60
+        train = types.SimpleNamespace(targets=np.arange(n) % 10, classes=[str(c) for c in range(10)])
+        teacher = np.random.default_rng(0).normal(size=(n, 10)).astype(np.float32)
+        critical.predict = lambda *a, **k: np.random.default_rng(100 + rank).normal(size=(n, 10)).astype(np.float32)
+        mask = critical.Refresher(recipe, None, train, teacher, np.zeros(n, dtype=bool))(1).mask  # type: ignore[arg-type]
         masks = distributed.all_gather_object(mask.tolist())
-        assert masks[0] == masks[1] and sum(masks[0]) == round(0.3 * len(train))
+        assert masks[0] == masks[1] and sum(masks[0]) == round(0.3 * n)
         distributed.check_same("recipe hash", "abc123")  # the same on both ranks: passes
         try:  # a rank launched with another recipe: every rank stops with the line naming both hashes
             distributed.check_same("recipe hash", "aaaa" if rank == 0 else "bbbb")
