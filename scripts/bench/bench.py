@@ -84,6 +84,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     ap.add_argument("--speed-epochs", type=int, default=None, help="epochs per timed run, the first is warm-up (default 3)")
     ap.add_argument("--repeats", type=int, default=None, help="interleaved repeats of the speed arms (default 3)")
     ap.add_argument("--seeds", type=int, default=None, help="accuracy seeds: recipe seed, +1, ... (default 3)")
+    ap.add_argument("--first-seed", type=int, default=0, help="offset of the first accuracy seed from the recipe's, to add "
+                    "seeds to an earlier run (its rounds' run dirs in --work-dir are reused by name) (default 0)")
     ap.add_argument("--epochs", type=int, default=None, help="accuracy distill epochs (default: the recipe's)")
     ap.add_argument("--teacher-epochs", type=int, default=None, help="accuracy teacher training epochs (default: the recipe's)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads in every arm (default %(default)s)")
@@ -237,7 +239,7 @@ def settings_from_recipe(recipe: Any, recipe_path: Path, args: argparse.Namespac
         "speed": {"teachers": [t.strip() for t in args.speed_teachers.split(",") if t.strip()], "epochs": args.speed_epochs,
                   "repeats": args.repeats, "warmup_epochs": 1 if args.speed_epochs > 1 else 0},
         "accuracy": {"teacher": recipe.teacher.arch, "teacher_epochs": args.teacher_epochs or recipe.teacher.train.epochs,
-                     "epochs": args.epochs or dist.epochs, "seeds": [recipe.seed + i for i in range(args.seeds)]},
+                     "epochs": args.epochs or dist.epochs, "seeds": [recipe.seed + args.first_seed + i for i in range(args.seeds)]},
     }
 
 
