@@ -18,7 +18,7 @@ import torch
 from cann_distill import distributed
 from cann_distill.data import Split
 from cann_distill.devices import CPU, Runtime
-from cann_distill.recipe import Recipe, refresh_epochs, selection_policy
+from cann_distill.recipe import Recipe, refresh_epochs
 from cann_distill.selectors.policy import Selection
 from cann_distill.selectors.base import SELECTORS
 from cann_distill.stages.select import pick_critical, report_selection
@@ -33,7 +33,7 @@ class Refresher:
         every = refresh_epochs(recipe)
         if every is None:
             raise ValueError("Refresher needs select.refresh_every")
-        self.every, self.cfg, self.seed, self.policy = every, recipe.select, recipe.seed, selection_policy(recipe)
+        self.recipe, self.every, self.cfg, self.seed = recipe, every, recipe.select, recipe.seed
         self.student, self.train, self.teacher_logits, self.runtime = student, train, teacher_logits, runtime
         self.current = np.asarray(current, dtype=bool)
         self.first: Optional[int] = None
@@ -49,7 +49,7 @@ class Refresher:
         student_logits = predict(self.student, self.train, batch_size=self.cfg.batch_size, desc="re-mining critical samples",
                                  runtime=self.runtime)
         scores = SELECTORS.get(self.cfg.refresh_by)().score(self.teacher_logits, self.train.targets, student_logits=student_logits)
-        selection = pick_critical(scores, self.train.targets, self.cfg, self.train.classes, seed=self.seed + epoch, policy=self.policy)
+        selection = pick_critical(scores, self.train.targets, self.recipe, self.train.classes, seed=self.seed + epoch)
         if distributed.active():  # rank 0's choice on every rank: a float tie decided otherwise must not split the ranks' subsets
             selection.mask = distributed.broadcast_array(selection.mask)
         report_selection(selection, f"distill epoch {epoch + 1}")

@@ -92,7 +92,7 @@ def eval_critical(recipe: Any, teacher_logits: np.ndarray, y: np.ndarray, studen
     if selector.needs_views or selector.needs_history:
         selector, rule = SELECTORS.build("margin"), f"margin ('{strategy}' needs views or a probe history the report does not compute)"
     scores = np.asarray(selector.score(teacher_logits, y, seed=recipe.seed, student_logits=student_logits), dtype=np.float64)
-    chosen = pick_critical(scores, y, recipe.select, classes, seed=recipe.seed)
+    chosen = pick_critical(scores, y, recipe, classes, seed=recipe.seed)
     return chosen.mask, f"{rule}, policy {chosen.resolved}, {recipe.select.top_k_ratio:.0%} of this split"
 
 

@@ -21,7 +21,7 @@ from cann_distill.data import (Split, Splits, Transform, build_transforms, chann
 from cann_distill.devices import CPU, Runtime
 from cann_distill.errors import StageError
 from cann_distill.models import build_model, with_teacher_input
-from cann_distill.recipe import (AugmentConfig, MixConfig, Recipe, SelectConfig, SelectTemperatureConfig, TrainConfig, refresh_epochs,
+from cann_distill.recipe import (AugmentConfig, MixConfig, Recipe, SelectTemperatureConfig, TrainConfig, refresh_epochs,
                                  selection_policy)
 from cann_distill.replay import ReplayStore, index_dtype
 from cann_distill.rundir import sha256_file
@@ -41,15 +41,15 @@ INDEX_FIELDS = ("id", "target", "score", "rank", "critical", "temperature")
 HIST_BINS = 10
 
 
-def pick_critical(scores: np.ndarray, targets: np.ndarray, cfg: SelectConfig, classes: Optional[Sequence[str]] = None,
-                  seed: int = 0, policy: Optional[str] = None) -> Selection:
-    """The critical samples by `policy` (default: cfg.policy, else mix; `recipe.selection_policy` resolves a
-    recipe's) and the class balance (`cann_distill.selectors.policy`)."""
+def pick_critical(scores: np.ndarray, targets: np.ndarray, recipe: Recipe, classes: Optional[Sequence[str]] = None,
+                  seed: int = 0) -> Selection:
+    """The critical samples by the recipe's policy (`selection_policy`: its default follows distill.critical.mode)
+    and class balance (`cann_distill.selectors.policy`)."""
+    cfg = recipe.select
     names = list(classes) if classes is not None else [str(c) for c in range(int(np.max(targets, initial=-1)) + 1)]
     mix = (cfg.mix or MixConfig(hard=1 / 3, medium=1 / 3, easy=1 / 3)).model_dump()
-    return select_samples(scores, targets, names, cfg.top_k_ratio, policy=policy or cfg.policy or "mix", mix=mix,
-                          class_balanced=cfg.class_balanced,
-                          scarce_below=cfg.scarce_below, seed=seed)
+    return select_samples(scores, targets, names, cfg.top_k_ratio, policy=selection_policy(recipe), mix=mix,
+                          class_balanced=cfg.class_balanced, scarce_below=cfg.scarce_below, seed=seed)
 
 
 def report_selection(selection: Selection, what: str = "select") -> None:
@@ -291,7 +291,7 @@ class SelectStage(Stage):
             raise StageError(f"select.strategy '{cfg.strategy}': {scores.shape} scores for {n} samples")
         if not np.all(np.isfinite(scores)):
             raise StageError(f"select.strategy '{cfg.strategy}': scores contain NaN or inf")
-        selection = pick_critical(scores, train.targets, cfg, train.classes, seed=r.seed, policy=selection_policy(r))
+        selection = pick_critical(scores, train.targets, r, train.classes, seed=r.seed)
         report_selection(selection)
         critical = selection.mask
         temps = index_temperatures(scores, cfg.temperature)
@@ -311,7 +311,7 @@ class SelectStage(Stage):
             "per_class_critical": {train.classes[c]: int(critical[train.targets == c].sum()) for c in range(n_classes)},
             "selection": {**selection.describe(), "class_balanced": cfg.class_balanced,
                           "mix": cfg.mix.model_dump() if cfg.mix is not None else None, "scarce_below": cfg.scarce_below},
-            "refresh_every": refresh_epochs(r), "refresh_by": cfg.refresh_by if refresh_epochs(r) else None,
+            "refresh_every": refresh_epochs(r), "refresh_by": cfg.refresh_by if refresh_epochs(r) is not None else None,
             "probe_epochs": probe_epochs(r) if (selector.needs_student or selector.needs_history) else None,
             "views": cfg.views if selector.needs_views else None,
             "teacher_train_acc": accuracy(logits, train.targets),

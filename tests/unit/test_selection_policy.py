@@ -93,7 +93,14 @@ def test_pick_critical_reads_the_recipe() -> None:
     scores = np.array([0.9, 0.8, 0.7, 0.1, 0.2, 0.05])
     targets = np.array([0, 0, 0, 1, 1, 1])
     cfg = SelectConfig(top_k_ratio=1 / 3, policy="mix", mix=MixConfig(hard=0.0, medium=0.0, easy=1.0))
-    assert pick_critical(scores, targets, cfg).mask.tolist() == [False, False, True, False, False, True]
+    assert pick_critical(scores, targets, Recipe(select=cfg)).mask.tolist() == [False, False, True, False, False, True]
+    # no policy in the recipe: its default follows the mode (mix for a one-off selection, hard when re-mined every
+    # epoch), the same rule for select, re-mining and the report's critical samples
+    open_policy = SelectConfig(top_k_ratio=1 / 3)
+    assert pick_critical(scores, targets, Recipe(select=open_policy)).resolved == "mix"
+    subset = Recipe(select=open_policy, distill={"epochs": 3, "critical": {"mode": "subset"}})
+    chosen = pick_critical(scores, targets, subset)
+    assert chosen.resolved == "hard" and chosen.mask.tolist() == [True, False, False, False, True, False]
 
 
 def onehot_logits(targets: np.ndarray, scale: float = 5.0, c: int = 3) -> np.ndarray:
@@ -158,7 +165,7 @@ def test_refresh_changes_the_index_when_the_student_changes() -> None:
         assert [refresh.due(e) for e in range(5)] == [False, False, True, False, True]
         sel = refresh(2)
         kl = SELECTORS.build("disagreement").score(teacher, train.targets, student_logits=predict(model, train))
-        assert np.array_equal(sel.mask, pick_critical(kl, train.targets, recipe.select, train.classes, seed=recipe.seed + 2).mask)
+        assert np.array_equal(sel.mask, pick_critical(kl, train.targets, recipe, train.classes, seed=recipe.seed + 2).mask)
         assert refresh.records[0]["changed"] == int(sel.mask.sum()) == round(0.3 * len(train))
         masks.append(sel.mask)
     assert not np.array_equal(masks[0], masks[1])  # another student, other critical samples
@@ -176,11 +183,11 @@ def test_refresh_by_reducible_loss_and_the_subset_default() -> None:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
     refresh = Refresher(recipe, model, train, teacher, np.zeros(len(train), dtype=bool))
-    assert refresh.every == 1 and refresh.policy == "hard" and [refresh.due(e) for e in range(4)] == [False, True, True, True]
+    assert refresh.every == 1 and [refresh.due(e) for e in range(4)] == [False, True, True, True]
     sel = refresh(1)
     rho = SELECTORS.build("reducible_loss").score(teacher, train.targets, student_logits=predict(model, train))
-    assert np.array_equal(sel.mask, pick_critical(rho, train.targets, recipe.select, train.classes, seed=recipe.seed + 1,
-                                                  policy="hard").mask)
+    assert sel.resolved == "hard"
+    assert np.array_equal(sel.mask, pick_critical(rho, train.targets, recipe, train.classes, seed=recipe.seed + 1).mask)
     # hard = the top of each class's ranking (class-balanced quotas)
     for c in np.unique(train.targets):
         members = np.flatnonzero(train.targets == c)

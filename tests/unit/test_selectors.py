@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from cann_distill.recipe import SelectConfig
+from cann_distill.recipe import Recipe, SelectConfig
 from cann_distill.selectors import SELECTORS
 from cann_distill.stages.select import pick_critical
 
@@ -42,9 +42,9 @@ def test_random_is_seeded() -> None:
 def test_pick_critical_top_k_and_class_balanced() -> None:
     scores = np.array([0.9, 0.8, 0.7, 0.1, 0.2, 0.05])
     targets = np.array([0, 0, 0, 1, 1, 1])
-    top = pick_critical(scores, targets, SelectConfig(top_k_ratio=0.34, class_balanced=False, policy="hard"))
+    top = pick_critical(scores, targets, Recipe(select=SelectConfig(top_k_ratio=0.34, class_balanced=False, policy="hard")))
     assert top.mask.tolist() == [True, True, False, False, False, False]
-    bal = pick_critical(scores, targets, SelectConfig(top_k_ratio=0.34, policy="hard"))  # class-balanced by default
+    bal = pick_critical(scores, targets, Recipe(select=SelectConfig(top_k_ratio=0.34, policy="hard")))  # class-balanced by default
     assert bal.mask.tolist() == [True, False, False, False, True, False]
     assert bal.policy == "hard" and bal.per_class == {"0": {"available": 3, "quota": 1, "taken": 1},
                                                       "1": {"available": 3, "quota": 1, "taken": 1}}
