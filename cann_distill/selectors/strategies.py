@@ -25,6 +25,15 @@ def normalised_entropy(p: np.ndarray) -> np.ndarray:
     return h / np.log(p.shape[1])
 
 
+def checked_student_logits(name: str, why: str, logits: np.ndarray, student_logits: np.ndarray | None) -> np.ndarray:
+    """`student_logits` for a strategy that compares the student with the teacher: present, and shaped as the teacher's."""
+    if student_logits is None:
+        raise ValueError(f"selector '{name}' needs student_logits ({why}), got None")
+    if student_logits.shape != logits.shape:
+        raise ValueError(f"selector '{name}': student_logits shape {student_logits.shape} does not match teacher logits shape {logits.shape}")
+    return student_logits
+
+
 @SELECTORS.register("margin")
 class Margin(Selector):
     """score = 1 - (p_top1 - p_top2): samples near the teacher's decision boundary score high."""
@@ -130,13 +139,7 @@ class Disagreement(Selector):
         seed: int = 0,
         student_logits: np.ndarray | None = None,
     ) -> np.ndarray:
-        if student_logits is None:
-            raise ValueError("selector 'disagreement' needs student_logits (teacher–student KL), got None")
-        if student_logits.shape != logits.shape:
-            raise ValueError(
-                f"selector 'disagreement': student_logits shape {student_logits.shape} "
-                f"does not match teacher logits shape {logits.shape}"
-            )
+        student_logits = checked_student_logits("disagreement", "teacher–student KL", logits, student_logits)
         log_p_t = log_softmax(logits, self.temperature)
         log_p_s = log_softmax(student_logits, self.temperature)
         return (np.exp(log_p_t) * (log_p_t - log_p_s)).sum(axis=1)
@@ -162,8 +165,6 @@ class ReducibleLoss(Selector):
         seed: int = 0,
         student_logits: np.ndarray | None = None,
     ) -> np.ndarray:
-        if student_logits is None or student_logits.shape != logits.shape:
-            got = None if student_logits is None else student_logits.shape
-            raise ValueError(f"selector 'reducible_loss' needs student_logits of shape {logits.shape}, got {got}")
+        student_logits = checked_student_logits("reducible_loss", "student CE − teacher CE", logits, student_logits)
         rows = np.arange(len(targets))
         return log_softmax(logits)[rows, targets] - log_softmax(student_logits)[rows, targets]
