@@ -3,7 +3,8 @@ the top-k log-probabilities `select` stored for that epoch's draw (what `replay`
 
 Reads a run directory whose select made replay draws (`distill.teacher_targets: replay`), rebuilds its training
 loader exactly as distill does (same seed, transform, key period) and, for the first --batches batches of each
-epoch in --epochs, compares the two target distributions: the largest absolute probability difference, the
+epoch in --epochs, compares the two target distributions (replay's as distill builds it: the top-k, the rest of
+the mass spread over the other classes): the largest absolute probability difference, the
 largest KL(online || replay) at the KD temperature, and whether the top class agrees. Prints one JSON object.
 
 Example (a replay run of the accuracy benchmark):
@@ -24,6 +25,7 @@ import torch
 from cann_distill.data import load_splits, loader
 from cann_distill.recipe import load_recipe
 from cann_distill.stages.select import teacher_loader
+from cann_distill.targets import log_probs, topk_distribution
 
 
 def fidelity(run: Path, epochs: list[int], batches: int, temperature: float) -> dict:
@@ -48,11 +50,12 @@ def fidelity(run: Path, epochs: list[int], batches: int, temperature: float) -> 
                     break
                 online = teacher(x).float().log_softmax(1)
                 rows = idx.numpy()
-                stored = torch.full_like(online, -float("inf"))
-                stored.scatter_(1, torch.from_numpy(np.asarray(indices[d][rows])).long(), torch.from_numpy(np.asarray(values[d][rows])).float())
+                # what distill trains on: the stored top-k, the rest of the mass spread over the other classes
+                stored = log_probs(topk_distribution(torch.from_numpy(np.asarray(values[d][rows])).float().exp(),
+                                                     torch.from_numpy(np.asarray(indices[d][rows])), online.shape[1]))
                 max_dp = max(max_dp, (stored.exp() - online.exp()).abs().max().item())
                 p, q = (online / temperature).softmax(1), (stored / temperature).softmax(1)
-                max_kl = max(max_kl, (p * (p.log() - q.clamp_min(1e-38).log())).sum(1).max().item())
+                max_kl = max(max_kl, (p * (p.log() - q.log())).sum(1).max().item())
                 agree += int((online.argmax(1) == stored.argmax(1)).sum())
                 views += len(rows)
     return {"run": str(run), "draws": int(values.shape[0]), "top_k": int(values.shape[2]), "epochs": epochs, "views": views,
