@@ -109,6 +109,8 @@ def transfer_metrics(y: np.ndarray, logits: dict[str, np.ndarray], critical: Opt
     if "baseline" in pred:
         out["agreement"]["baseline_all"] = m.agreement(pred["teacher"], pred["baseline"])
         out["transfer_efficiency"] = m.transfer_efficiency(acc["student"], acc["baseline"], acc["teacher"])
+        out["distill_vs_baseline"] = m.paired_difference(y, pred["student"], pred["baseline"])
+        out["teacher_vs_baseline"] = m.paired_difference(y, pred["teacher"], pred["baseline"])
         out["error_reduction"] = m.error_reduction(y, pred["teacher"], pred["baseline"], pred["student"])
     else:
         why = "no baseline (report.baseline is false, or the baseline stage has not run)"

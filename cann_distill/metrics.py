@@ -6,6 +6,7 @@ cannot be computed is returned as `{"value": None, "reason": ...}`, never as 0 o
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -39,6 +40,50 @@ def transfer_efficiency(acc_student: float, acc_baseline: float, acc_teacher: fl
         return undefined(f"the teacher ({100 * acc_teacher:.2f}%) does not beat the CE-only baseline ({100 * acc_baseline:.2f}%): "
                          "there is no lead to transfer", gap=gap)
     return {"value": (acc_student - acc_baseline) / gap, "reason": None, "gap": gap}
+
+
+PAIRED_ALPHA = 0.05
+
+
+def binomial_two_sided_p(k: int, n: int) -> float:
+    """Exact two-sided p-value of k successes in n fair coin flips (the exact McNemar test's p)."""
+    if n == 0:
+        return 1.0
+    k = min(k, n - k)
+    # log-space sum of the lower tail, doubled: exact for any n without huge integers
+    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2.0) for i in range(k + 1)]
+    top = max(logs)
+    return min(1.0, 2.0 * math.exp(top) * sum(math.exp(v - top) for v in logs))
+
+
+def paired_difference(y: np.ndarray, a_pred: np.ndarray, b_pred: np.ndarray, alpha: float = PAIRED_ALPHA) -> dict[str, Any]:
+    """Is model A's accuracy different from model B's on the same images, beyond the noise?
+
+    The exact McNemar test (a binomial test on the images exactly one of the two gets right), with a
+    95% Wald interval of the paired accuracy difference. The one rule every "beyond the noise" in the
+    tool uses (the report's distillation verdict and transfer efficiency, `--strict`). `verdict` is
+    `better` / `worse` (A vs B, p < alpha), `tie` (within the noise) or `too_few` (so few images
+    differ that even a one-sided split could not reach p < alpha: the split is too small to tell).
+    """
+    y, a, b = np.asarray(y), np.asarray(a_pred), np.asarray(b_pred)
+    n = int(len(y))
+    a_ok, b_ok = a == y, b == y
+    a_only, b_only = int((a_ok & ~b_ok).sum()), int((~a_ok & b_ok).sum())
+    discordant = a_only + b_only
+    diff = (a_only - b_only) / n if n else 0.0
+    var = max((discordant / n - diff ** 2) / n, 0.0) if n else 0.0
+    out: dict[str, Any] = {"n": n, "a_only": a_only, "b_only": b_only, "difference": diff,
+                           "ci95": [diff - 1.96 * math.sqrt(var), diff + 1.96 * math.sqrt(var)],
+                           "p_value": binomial_two_sided_p(a_only, discordant), "alpha": alpha, "test": "exact McNemar"}
+    if binomial_two_sided_p(0, discordant) >= alpha:
+        out["verdict"] = "too_few"
+        out["reason"] = (f"the two models differ on only {discordant} of {n} images: too few for the paired test to "
+                         f"tell a difference at p < {alpha:g}")
+    elif out["p_value"] < alpha:
+        out["verdict"], out["reason"] = ("better" if a_only > b_only else "worse"), None
+    else:
+        out["verdict"], out["reason"] = "tie", None
+    return out
 
 
 def error_reduction(y: np.ndarray, teacher_pred: np.ndarray, baseline_pred: np.ndarray, student_pred: np.ndarray) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from rich.markup import escape
 from cann_distill import distributed
 from cann_distill.data import forget_listings
 from cann_distill.devices import Runtime, channels_last_for, resolve_device
+from cann_distill.guard import strict_failure
 from cann_distill.errors import ArtifactError, GateError, UsageError
 from cann_distill.recipe import Recipe, load_recipe, read_yaml
 from cann_distill.rundir import RunDir, sha256_json
@@ -146,10 +147,14 @@ def failed_budgets(results: Sequence[StageResult]) -> list[dict]:
 
 
 def check_gate(results: Sequence[StageResult]) -> None:
-    """Raise GateError naming every failed budget (for --strict)."""
+    """Raise GateError naming every failed budget and a distillation that measurably hurt (for --strict)."""
     failed = failed_budgets(results)
-    if failed:
-        raise GateError("deployment gate failed: " + "; ".join(f"{f['budget']} {f['value']:.4g} > {f['limit']:.4g}" for f in failed))
+    lines = ["deployment gate failed: " + "; ".join(f"{f['budget']} {f['value']:.4g} > {f['limit']:.4g}" for f in failed)] if failed else []
+    verdict = next((r.summary.get("distillation") for r in results if r.stage == "report"), None)
+    if (line := strict_failure(verdict)) is not None:
+        lines.append(line)
+    if lines:
+        raise GateError("; ".join(lines))
 
 
 def apply_feedback(recipe_path: Union[str, Path], results: Sequence[StageResult]) -> Optional[Path]:

@@ -18,6 +18,7 @@ import numpy as np
 
 from cann_distill import report_html
 from cann_distill.data import Splits, channels_of, data_fingerprint, load_splits
+from cann_distill.guard import STRICT_FAILS, distillation_verdict
 from cann_distill.errors import MissingInputError
 from cann_distill.knowledge import SHOWN, Tapped, logits_of, tap_features, transfer_metrics
 from cann_distill.models import build_model, teacher_input, with_teacher_input
@@ -104,7 +105,7 @@ def read_scores(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
 
 class ReportStage(Stage):
     name = "report"
-    version = 2
+    version = 3
     sections = ("report", "data", "teacher", "student", "select", "seed")
     optional = (TEACHER_METRICS, SELECT_SUMMARY, INDEX, DISTILL_METRICS, BASELINE_METRICS, VALIDATION,
                 TEACHER_CKPT, STUDENT_CKPT, BASELINE_CKPT)
@@ -125,12 +126,14 @@ class ReportStage(Stage):
             "data": {"source": r.data.source, "fingerprint": data_fingerprint(r.data, ignore=frozenset({"augment", "batch_size"})),
                      "classes": splits.train.classes, "num_train": len(splits.train), "num_val": len(splits.val),
                      "num_test": len(splits.test) if splits.test is not None else 0, "headline_split": splits.headline.name},
-            **inputs.docs, "knowledge": knowledge, "problems": inputs.problems,
+            **inputs.docs, "knowledge": knowledge, "distillation": distillation_verdict(knowledge), "problems": inputs.problems,
             "stages": {name: {"seconds": rec["seconds"], "outputs": rec["outputs"], "versions": rec["versions"]}
                        for name, rec in manifest["stages"].items()},
         }
         for p in inputs.problems:
             ui.warn(f"report: {p['input']}: {p['problem']}; rendering the rest")
+        verdict = report["distillation"]
+        (ui.warn if verdict["status"] in STRICT_FAILS else ui.info)(f"report: {verdict['line']}")
         (ctx.out / "report.json").write_text(json.dumps(report, indent=2))
         (ctx.out / "report.html").write_text(report_html.render(report, visuals), encoding="utf-8")
         return self._summary(report)
@@ -184,6 +187,7 @@ class ReportStage(Stage):
             "onnx_fp32_acc": acc.get("onnx_fp32"), "onnx_int8_acc": acc.get("onnx_int8"),
             "int8_over_fp32_latency": (v.get("latency_batch1") or {}).get("int8_over_fp32"),
             "transfer_efficiency": (k.get("transfer_efficiency") or {}).get("value"), "dqi": (k.get("dqi") or {}).get("value"),
+            "distillation": report["distillation"],
             "problems": [f"{p['input']}: {p['problem']}" for p in report["problems"]], "rows": rows(report),
         }
 

@@ -82,3 +82,42 @@ def test_per_class_accuracy_confusion_and_attention() -> None:
     assert m.confusion(pred, y, 3) == [[1, 1, 0], [0, 1, 0], [1, 0, 0]]
     feat = np.array([[[[1.0, 0.0], [0.0, 0.0]], [[1.0, 2.0], [0.0, 0.0]]]])  # mean of squares: [[1, 2], [0, 0]]
     np.testing.assert_allclose(m.attention_map(feat)[0], [[0.5, 1.0], [0.0, 0.0]])
+
+
+def test_binomial_p_matches_the_exact_tail() -> None:
+    # 2 of 10 fair flips or fewer: (1 + 10 + 45) / 1024, doubled
+    assert m.binomial_two_sided_p(2, 10) == pytest.approx(2 * 56 / 1024, rel=1e-12)
+    assert m.binomial_two_sided_p(8, 10) == pytest.approx(2 * 56 / 1024, rel=1e-12)  # symmetric
+    assert m.binomial_two_sided_p(5, 10) == 1.0
+    assert m.binomial_two_sided_p(0, 0) == 1.0
+    # large n stays finite and tiny (no overflow from huge binomial coefficients)
+    assert 0 < m.binomial_two_sided_p(100, 1000) < 1e-100
+
+
+def _pair(a_only: int, b_only: int, both: int, neither: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels and two prediction vectors with the given counts of (A right only, B right only, both, neither)."""
+    y = np.zeros(a_only + b_only + both + neither, dtype=int)
+    a = np.array([0] * a_only + [1] * b_only + [0] * both + [1] * neither)
+    b = np.array([1] * a_only + [0] * b_only + [0] * both + [1] * neither)
+    return y, a, b
+
+
+def test_paired_difference_verdicts() -> None:
+    y, a, b = _pair(a_only=40, b_only=15, both=300, neither=45)
+    out = m.paired_difference(y, a, b)
+    assert out["verdict"] == "better" and out["a_only"] == 40 and out["b_only"] == 15
+    assert out["difference"] == pytest.approx(25 / 400)
+    assert out["ci95"][0] > 0 and out["p_value"] < 0.01
+    assert m.paired_difference(y, b, a)["verdict"] == "worse"
+    y, a, b = _pair(a_only=22, b_only=18, both=300, neither=60)  # +1 pt on 400 images: within the noise
+    tie = m.paired_difference(y, a, b)
+    assert tie["verdict"] == "tie" and tie["ci95"][0] < 0 < tie["ci95"][1]
+
+
+def test_paired_difference_says_when_the_split_is_too_small() -> None:
+    # 5 discordant images all one way: p = 2 / 32 = 0.0625, never below 0.05 however they split
+    y, a, b = _pair(a_only=5, b_only=0, both=10, neither=5)
+    out = m.paired_difference(y, a, b)
+    assert out["verdict"] == "too_few" and "only 5 of 20 images" in out["reason"]
+    y, a, b = _pair(a_only=6, b_only=0, both=10, neither=5)  # 2 / 64 < 0.05: now it can tell
+    assert m.paired_difference(y, a, b)["verdict"] == "better"

@@ -1,0 +1,104 @@
+"""Build the photo benchmark sets as ImageFolder trees (train/val/test/<class>/*.png) from real photographs
+that ship in Debian packages; every arm of the benchmarks reads the same PNG files.
+
+Each class is one photograph; crops come from disjoint bands of it (cann_distill.photos), so test
+crops show parts of the scene never seen in training.
+
+Sets (licences: see each package's /usr/share/doc/<package>/copyright; nothing here is redistributed):
+  ubuntu15  lomiri-wallpapers-16.04 (14 photos) + lomiri-wallpapers-20.04's Kleiber: 15 classes,
+            CC BY 4.0 / CC BY-SA 3.0-4.0 / CC0
+  nature20  mate-backgrounds' nature photos (12, GPL-2+) + 8 photos of plasma-workspace-wallpapers
+            (LGPL / CC BY-SA): 20 classes
+
+The packages are unpacked, not installed: `apt-get download PKG && dpkg-deb -x PKG.deb DIR`.
+
+Example:
+  python scripts/bench/photo_sets.py --debs /tmp/debs/x --out runs/photo_sets
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cann_distill.photos import class_name, crop_set
+
+LOMIRI16 = "lomiri-wallpapers-16.04/usr/share/backgrounds"
+SETS: dict[str, list[str]] = {
+    "ubuntu15": [f"{LOMIRI16}/{n}" for n in (
+        "Bridge_by_Sander_Klootwijk.jpg", "Dragonfly_by_Bolly.jpg", "Picture_0B_by_freespace.jpg", "Picture_1A_by_freespace.jpg",
+        "Wine_by_Jakkub_Mede.jpg", "aitzgorri_by_Aitzol_Berasategi.jpg", "analogpattern_by_Peter_Nerlich.jpg",
+        "free_by_Peter_Nerlich.jpg", "friends_by_Aitzol_Berasategi.jpg", "greentock_by_Peter_Nerlich.jpg",
+        "life_by_Aitzol_Berasategi.jpg", "picosdeeuropa_by_Aitzol_Berasategi.jpg", "seeding_by_Clements_Engelhardt.jpg",
+        "sunset_by_Aitzol_Berasategi.jpg")]
+    + ["lomiri-wallpapers-20.04/usr/share/backgrounds/Kleiber_by_Lukas_Baubkus.jpg"],
+    "nature20": [f"mate-backgrounds/usr/share/backgrounds/mate/nature/{n}.jpg" for n in (
+        "Aqua", "Blinds", "Dune", "FreshFlower", "Garden", "GreenMeadow", "LadyBird", "RainDrops", "Storm", "TwoWings",
+        "Wood", "YellowFlower")]
+    + [f"plasma-workspace-wallpapers/usr/share/wallpapers/{n}/contents/images/2560x1600.jpg" for n in (
+        "BytheWater", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf", "Kite", "OneStandsOut", "Path")],
+}
+SPLITS = {"train": 240, "val": 80, "test": 80}
+LONG_SIDE = 512  # photos are first reduced to this long side, so a crop spans 24-100 % of a 102-px band
+
+
+def load_photo(path: Path, long_side: int) -> Image.Image:
+    im = Image.open(path).convert("RGB")
+    scale = long_side / max(im.size)
+    return im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.LANCZOS)
+
+
+def find(debs: Path, rel: str) -> Path:
+    path = debs / rel
+    if path.exists():
+        return path
+    matches = sorted(debs.glob(rel.rsplit("/", 1)[0] + "/*")) if "/" in rel else []
+    raise SystemExit(f"error: {path} not found (unpack the package with dpkg-deb -x){'; near: ' + matches[0].name if matches else ''}")
+
+
+def build(name: str, debs: Path, out: Path, size: int, seed: int) -> dict[str, object]:
+    paths = [find(debs, rel) for rel in SETS[name]]
+    names = [class_name(p) if "plasma" not in rel else rel.split("/")[4] for p, rel in zip(paths, SETS[name])]
+    photos = [load_photo(p, LONG_SIDE) for p in paths]
+    dest = out / name
+    counts = {}
+    for split, per_class in SPLITS.items():
+        crops = crop_set(photos, split, per_class, size, seed)
+        for i, (pix, target) in enumerate(zip(crops.pixels, crops.targets)):
+            folder = dest / split / names[int(target)]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pix).save(folder / f"{i:05d}.png")
+        counts[split] = int(len(crops.targets))
+    info = {"set": name, "classes": names, "sources": SETS[name], "size": size, "seed": seed,
+            "long_side": LONG_SIDE, "counts": counts}
+    (dest / "set.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n")[-1])
+    ap.add_argument("--debs", type=Path, required=True, help="folder the Debian packages were unpacked into (one sub-folder each)")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--sets", default=",".join(SETS), help="comma-separated (default %(default)s)")
+    ap.add_argument("--size", type=int, default=32, help="crop size in px (default %(default)s)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    for name in args.sets.split(","):
+        if name not in SETS:
+            ap.error(f"unknown set {name!r} (known: {', '.join(SETS)})")
+        if (args.out / name / "set.json").exists():
+            print(f"{name}: already built in {args.out / name}", file=sys.stderr)
+            continue
+        info = build(name, args.debs, args.out, args.size, args.seed)
+        print(f"{name}: {len(info['classes'])} classes, {info['counts']} -> {args.out / name}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
