@@ -52,7 +52,7 @@ SAMPLE_INVARIANT = frozenset({"num_workers", "cache_mb"})
 
 
 class ArrayImages:
-    """In-memory uint8 images [N, H, W] (digits); picklable for DataLoader workers."""
+    """In-memory uint8 images [N, H, W] (digits) or [N, H, W, 3] (photos); picklable for DataLoader workers."""
 
     def __init__(self, pixels: np.ndarray, mode: str) -> None:
         self.pixels, self.mode = pixels, mode
@@ -60,8 +60,8 @@ class ArrayImages:
     def __call__(self, i: int) -> Any:
         from PIL import Image
 
-        im = Image.fromarray(self.pixels[i], "L")
-        return im if self.mode == "L" else im.convert(self.mode)
+        im = Image.fromarray(self.pixels[i], "L" if self.pixels.ndim == 3 else "RGB")
+        return im if im.mode == self.mode else im.convert(self.mode)
 
 
 class FolderImages:
@@ -479,6 +479,29 @@ def _digits(cfg: DataConfig, eval_tf: Transform) -> tuple[Split, Split, Optional
     return make("train", tr), make("val", va), (make("test", te) if te is not None else None)
 
 
+def _photos(cfg: DataConfig, eval_tf: Transform) -> tuple[Split, Split, Optional[Split]]:
+    """Crops of photographs, one class per photo, cut from disjoint bands (cann_distill.photos), in memory."""
+    from PIL import Image
+
+    from cann_distill.photos import class_name, crop_set, packaged_photos_dir, photo_files
+
+    files = photo_files(Path(cfg.root) if cfg.root else packaged_photos_dir())
+    photos = []
+    for f in files:
+        with Image.open(f) as im:
+            photos.append(im.convert("RGB"))
+    classes = [class_name(f) for f in files]
+    size, norm = int(cfg.image_size or 32), pixel_norm(cfg)
+
+    def make(name: str, per_class: int) -> Split:
+        crops = crop_set(photos, name, per_class, size, cfg.split_seed)
+        ids = [f"photos/{name}/{classes[t]}/{i}" for i, t in enumerate(crops.targets)]
+        return Split(name, ids, crops.targets, classes, ArrayImages(crops.pixels, _mode(cfg)), eval_tf, norm=norm)
+
+    n_train, n_val, n_test = cfg.crops_per_class
+    return make("train", n_train), make("val", n_val), make("test", n_test)
+
+
 _LISTINGS: dict[str, list[FileEntry]] = {}
 
 
@@ -557,6 +580,11 @@ def count_classes(cfg: DataConfig) -> int:
     """The class count without loading any image: 10 for digits, the class folders of <root>/train (0 when absent)."""
     if cfg.source == "digits":
         return 10
+    if cfg.source == "photos":
+        from cann_distill.photos import packaged_photos_dir, photo_files
+
+        root = Path(cfg.root) if cfg.root else packaged_photos_dir()
+        return len(photo_files(root)) if root.is_dir() else 0
     train = Path(cfg.root or "") / "train"
     return len(class_folders(train)) if train.is_dir() else 0
 
@@ -564,10 +592,10 @@ def count_classes(cfg: DataConfig) -> int:
 def load_splits(cfg: DataConfig) -> Splits:
     """train / val (/ test) splits and the training transform for the recipe's data section."""
     train_tf, eval_tf = build_transforms(cfg)
-    in_memory = cfg.source == "digits"
+    in_memory = cfg.source in ("digits", "photos")
     workers = worker_count(cfg.num_workers, in_memory=in_memory)
     if in_memory:
-        train, val, test = _digits(cfg, eval_tf)
+        train, val, test = (_digits if cfg.source == "digits" else _photos)(cfg, eval_tf)
         for s in (train, val, test):
             if s is not None:
                 s.workers = workers
@@ -586,4 +614,9 @@ def data_fingerprint(cfg: DataConfig, ignore: frozenset[str] = frozenset()) -> s
     if cfg.source == "imagefolder" and cfg.root:
         for e in scan(Path(cfg.root)):
             h.update(f"{e.rel}:{e.size}:{e.mtime_ns}\n".encode())
+    if cfg.source == "photos":  # the photos' bytes: an edited or swapped photo is a new dataset
+        from cann_distill.photos import packaged_photos_dir, photo_files
+
+        for f in photo_files(Path(cfg.root) if cfg.root else packaged_photos_dir()):
+            h.update(f"{f.name}:{hashlib.sha256(f.read_bytes()).hexdigest()}\n".encode())
     return h.hexdigest()

@@ -85,8 +85,11 @@ class AugmentConfig(Strict):
 
 
 class DataConfig(Strict):
-    source: Literal["digits", "imagefolder"] = "digits"
-    root: Optional[str] = Field(None, description="imagefolder: folder holding train/<class>/*, val/<class>/* and optionally test/<class>/*")
+    source: Literal["digits", "imagefolder", "photos"] = "digits"
+    root: Optional[str] = Field(None, description="imagefolder: folder holding train/<class>/*, val/<class>/* and optionally test/<class>/*; "
+                                "photos: folder of photographs, one class each (default: the nine packaged photos)")
+    crops_per_class: tuple[int, int, int] = Field((120, 40, 80), description="photos: crops cut from each photo for train, val and "
+                                                  "test (disjoint bands of the photo: cann_distill.photos)")
     image_size: Optional[int] = Field(None, ge=8, le=2048, description="default: the teacher's pretrained input size (digits: 32)")
     channels: Optional[Literal[1, 3]] = Field(None, description="default: 1 for digits, 3 for imagefolder")
     mean: Optional[list[float]] = Field(None, description="default: the teacher's pretrained_cfg (digits: 0.5)")
@@ -100,7 +103,7 @@ class DataConfig(Strict):
                           "shared out between the main process and the loader workers (each decodes a file once, then reuses it); 0: off")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="digits: share of samples held out for validation (stratified)")
     test_fraction: float = Field(0.0, ge=0, lt=1, description="digits: share held out as a test split (0: none)")
-    split_seed: Seed = Field(0, description="digits: seed of the train/val/test split, fixed apart from the training seed")
+    split_seed: Seed = Field(0, description="digits: seed of the train/val/test split; photos: of the crops (fixed apart from the training seed)")
     max_samples: Optional[int] = Field(None, ge=20, description="digits: keep only this many samples (quick runs)")
     batch_size: int = Field(64, ge=1)
 
@@ -238,7 +241,8 @@ class ScheduleSpec(ComponentSpec):
 class ReplayConfig(Strict):
     """distill.teacher_targets: replay (FKD, Shen & Xing, ECCV 2022): select labels `draws` augmented views per sample."""
 
-    draws: Optional[int] = Field(None, ge=1, description="views per sample the teacher labels in select; epoch e replays view e mod draws; default distill.epochs")
+    draws: Optional[int] = Field(None, ge=1, description="views per sample the teacher labels in select; epoch e replays view e mod draws; default min(distill.epochs, 10), so a longer schedule reuses "
+                       "the same views instead of labelling more")
     top_k: Optional[int] = Field(None, ge=1, description="teacher probabilities kept per view (fp16 + class index), the rest spread uniformly; default min(10, classes)")
 
 
@@ -605,6 +609,21 @@ def class_mismatch(split: str, train: list[str], other: list[str]) -> Optional[s
     return f"class folders of {split}/ do not match train/ ({diff})"
 
 
+def _photos_errors(data: DataConfig) -> list[str]:
+    from cann_distill.photos import photo_files
+
+    if data.root is None:
+        return []
+    root = Path(data.root)
+    if not root.is_dir():
+        return [f"data.root: photo folder not found: {root}"]
+    if len(photo_files(root)) < 2:
+        return [f"data.root: {root} needs at least two photos (.jpg/.jpeg/.png/.webp), one per class, found {len(photo_files(root))}"]
+    if min(data.crops_per_class) < 1:
+        return [f"data.crops_per_class: every count must be >= 1, got {list(data.crops_per_class)}"]
+    return []
+
+
 def _data_errors(recipe: Recipe) -> list[str]:
     """Dataset folders and class folders that match across splits; augmentation that timm and the losses accept."""
     data, errors = recipe.data, []
@@ -625,6 +644,8 @@ def _data_errors(recipe: Recipe) -> list[str]:
                         continue
                     if (mismatch := class_mismatch(split, train, class_folders(root / split))) is not None:
                         errors.append(f"data.root: {mismatch}")
+    if data.source == "photos":
+        errors += _photos_errors(data)
     aug = data.augment
     if aug.enabled and aug.auto_augment:
         from timm.data import create_transform
@@ -671,6 +692,8 @@ def fill_data_defaults(recipe: Recipe) -> None:
 
         cfg = timm.models.get_pretrained_cfg(recipe.teacher.arch)
         resolved = resolve_data_config({}, pretrained_cfg=cfg.to_dict() if cfg is not None else {})
+        if data.source == "photos":  # crops are cut at their final size: 32 px, nothing to centre-crop
+            resolved = {**resolved, "input_size": (channels, 32, 32), "crop_pct": 1.0}
     mean, std = list(resolved["mean"]), list(resolved["std"])
     if channels == 1 and len(mean) != 1:  # a grayscale dataset: one channel of the teacher's statistics' mean
         mean, std = [sum(mean) / len(mean)], [sum(std) / len(std)]

@@ -80,10 +80,15 @@ class ReplaySpec:
     top_k: int  # probabilities kept per view
 
 
+DEFAULT_DRAWS = 10
+"""Replay views labelled per sample when the recipe does not say: epoch e replays view e mod 10, so a patient
+schedule (5x the epochs) costs the teacher no more forwards than a 10-epoch run."""
+
+
 def replay_spec(recipe: Recipe, num_classes: int) -> ReplaySpec:
-    """K (default distill.epochs; 1 when views are not random, every draw would be the same) and top-k (default min(10, C))."""
+    """K (default min(distill.epochs, 10); 1 when views are not random, every draw would be the same) and top-k (default min(10, C))."""
     cfg = recipe.distill.replay
-    draws = (cfg.draws or max(1, recipe.distill.epochs)) if random_views(recipe) else 1
+    draws = (cfg.draws or min(DEFAULT_DRAWS, max(1, recipe.distill.epochs))) if random_views(recipe) else 1
     return ReplaySpec(draws, cfg.top_k or min(10, num_classes))
 
 

@@ -132,6 +132,8 @@ def test_mode_defaults_and_replay_spec() -> None:
     assert resolve_mode(recipe("data.augment.enabled=false")) == "cached"
     assert resolve_mode(recipe("data.augment.enabled=false", "distill.losses=[{kind: at, student: '1', teacher: '1'}]")) == "online"
     assert replay_spec(recipe("distill.epochs=7"), 10) == ReplaySpec(7, 10)
+    assert replay_spec(recipe("distill.epochs=50"), 10) == ReplaySpec(10, 10)  # a patient schedule reuses 10 views
+    assert replay_spec(recipe("distill.epochs=50", "distill.replay.draws=50"), 10) == ReplaySpec(50, 10)
     assert replay_spec(recipe("distill.replay.draws=3", "distill.replay.top_k=4"), 10) == ReplaySpec(3, 4)
     assert replay_spec(recipe("data.augment.enabled=false", "distill.epochs=7"), 100) == ReplaySpec(1, 10)  # one view when none is random
 
