@@ -179,7 +179,8 @@ def inspect_cmd(
 
     _invoke(lambda: inspect_arch(arch, image_size), as_json, quiet, debug, render=render, to_json=lambda info: info)
 ProviderOpt = Annotated[Optional[str], typer.Option("--provider", help="onnxruntime execution provider (overrides validate.provider).")]
-StrictOpt = Annotated[bool, typer.Option("--strict", help="Exit 1 when a deployment budget (hardware profile / validate.budgets) fails.")]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Exit 1 when a deployment budget (hardware profile / validate.budgets) fails, "
+                                          "or (with the report stage) when distillation measurably hurt or the teacher has no lead.")]
 
 
 def _validate_after(strict: bool, apply_fb: Optional[Path]) -> Callable[[list], None]:
@@ -231,6 +232,8 @@ def report_cmd(
     compare: Annotated[bool, typer.Option("--compare", help="Compare the reports of the given run dirs instead of writing one.")] = False,
     fmt: Annotated[str, typer.Option("--format", help="--compare output: table (terminal), json or markdown (for a CI comment).")] = "table",
     run_dir: RunDirOpt = None, set_: SetOpt = None, force: ForceOpt = False, device: DeviceOpt = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when the distilled student is below its CE-only baseline beyond "
+                                         "the noise, or the teacher does not beat the baseline (nothing to transfer).")] = False,
     as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
     from cann_distill.compare import compare as compare_runs, to_markdown
@@ -243,7 +246,7 @@ def report_cmd(
                 raise UsageError(f"report takes one RECIPE (got {len(targets)} arguments); to compare run dirs use --compare")
             return run_stages(targets[0], ["report"], run_dir=run_dir, force=force, overrides=_overrides(set_, device))
 
-        _invoke(one, as_json, quiet, debug)
+        _invoke(one, as_json, quiet, debug, after=_validate_after(strict, None))
         return
     fmt = "json" if as_json else fmt
 

@@ -115,12 +115,18 @@ class TrainConfig(Strict):
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
     batch_size: Optional[int] = Field(None, ge=1, description="default: data.batch_size")
-    warmup_epochs: float = Field(0.0, ge=0, description="linear learning-rate warmup (epochs, fractions allowed) before the cosine decay")
+    warmup_epochs: Optional[float] = Field(
+        None, ge=0, description="linear learning-rate warmup (epochs, fractions allowed) before the cosine decay; default 1 epoch "
+        "(a quarter of the run when it is shorter than 4 epochs); 0: none")
     grad_clip: Optional[float] = Field(None, gt=0, allow_inf_nan=False, description="clip the global gradient L2 norm to this value")
     amp: Literal["none", "bf16", "fp16"] = Field("none", description="bf16: bfloat16 autocast (any device); fp16: float16 autocast + grad scaler (CUDA/NPU)")
     ema_decay: Optional[float] = Field(None, gt=0, lt=1, description="keep an exponential moving average of the weights; evaluate and export it")
     select_best: bool = Field(False, description="export the weights of the epoch with the best validation accuracy instead of the last")
     patience: Optional[int] = Field(None, ge=1, description="early stopping: stop after this many epochs without a better validation accuracy")
+
+    def warmup(self) -> float:
+        """The warmup in epochs: the recipe's, else 1 epoch (a quarter of a run shorter than 4 epochs)."""
+        return self.warmup_epochs if self.warmup_epochs is not None else min(1.0, self.epochs / 4)
 
 
 class ModelConfig(Strict):
@@ -250,6 +256,7 @@ class QatConfig(TrainConfig):
     """distill.qat: quantization-aware distillation (QAD), a short phase after float distillation (`cann_distill.quant.qat`)."""
 
     enabled: bool = Field(False, description="train the distilled student once more with onnxruntime's INT8 arithmetic simulated")
+    warmup_epochs: Optional[float] = Field(0.0, ge=0, description="QAD starts from a trained student: no warmup unless asked")
     epochs: int = Field(3, ge=1, description="QAD epochs, after distill.epochs of float distillation")
     lr: float = Field(0.0005, gt=0, description="QAD learning rate: 1% of a typical distill lr (NVIDIA's QAT guidance: start at "
                       "1% of the initial training lr, cosine-annealed, ~10% of the original epochs)")

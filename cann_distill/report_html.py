@@ -87,14 +87,29 @@ def accuracy_section(r: dict[str, Any], v: Visuals) -> str:
         why = lambda m: m.get("reason") or ""  # noqa: E731
         rows = [["teacher–student agreement, all", pct(ag["all"]), f"{k['num']} samples"],
                 ["teacher–student agreement, critical", pct(ag["critical"]), f"{ag['num_critical']} samples ({k.get('critical_rule', '')})"],
-                ["transfer efficiency", num(te["value"]), why(te)],
+                ["transfer efficiency", num(te["value"]), why(te) or _paired_note(k.get("distill_vs_baseline"), "student − baseline")],
+                ["teacher lead over baseline", num((k.get("teacher_vs_baseline") or {}).get("difference")),
+                 _paired_note(k.get("teacher_vs_baseline"), "teacher − baseline")],
                 ["error reduction", num(er["value"]), f"{er.get('fixed', 0)} of {er.get('opportunities', 0)} fixed, "
                  f"{er.get('regressed', 0)} regressed" if er.get("value") is not None else why(er)],
                 *[[f"ECE {name}", num(e["value"], 4), f"{e['bins']} bins"] for name, e in k["ece"].items()],
                 ["hardware fit", num(fit["value"]), why(fit) or f"{fit.get('passed')}/{fit.get('total')} budgets pass"],
                 ["DQI", num(d["value"]), why(d)]]
         out += "<h3>How much knowledge arrived</h3>" + table(["metric", "value", "note"], rows)
+    verdict = r.get("distillation")
+    if verdict:
+        out += f'<p class="verdict {html.escape(verdict["status"])}">{html.escape(verdict["line"])}</p>'
+
     return out
+
+
+def _paired_note(p: Optional[dict[str, Any]], what: str) -> str:
+    """The paired test's numbers in words (exact McNemar on the same images)."""
+    if not p:
+        return ""
+    lo, hi = p["ci95"]
+    return (f"{what}: {100 * p['difference']:+.2f} pt (95% CI {100 * lo:+.2f} to {100 * hi:+.2f}), exact McNemar p={p['p_value']:.2g}, "
+            f"{p['a_only']} vs {p['b_only']} images only one gets right: {p['verdict'].replace('_', ' ')}")
 
 
 def curves_section(r: dict[str, Any], v: Visuals) -> str:

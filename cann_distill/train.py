@@ -372,7 +372,7 @@ def fit(
     stopper = EarlyStop(cfg.patience if val is not None else None)
 
     def set_lr(progress: float, step_size: float = 0.0) -> float:
-        factor = lr_factor(progress, cfg.epochs, cfg.warmup_epochs, step_size)
+        factor = lr_factor(progress, cfg.epochs, cfg.warmup(), step_size)
         for g, lr in zip(opt.param_groups, base_lrs):
             g["lr"] = lr * factor
         return base_lrs[0] * factor

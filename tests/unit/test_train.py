@@ -35,7 +35,7 @@ def test_epoch_hooks_change_the_sampler_and_extend_the_history() -> None:
         seen[-1].update(batch[2].tolist())
         return ce_step(model, batch)
 
-    cfg = TrainConfig(epochs=3, lr=0.1)
+    cfg = TrainConfig(epochs=3, lr=0.1, warmup_epochs=0)  # the cosine alone (the default warms up for 1 epoch)
     history = fit(torch.nn.Linear(4, 2), split, cfg, 5, step, 0, "toy", sampler=sampler,
                   on_epoch_start=on_start, on_epoch_end=lambda e, row: ends.append(row["epoch"]))
     assert seen == [set(range(5)), set(range(20)), set(range(20))]
@@ -227,3 +227,10 @@ def test_resume_refuses_another_fingerprint_and_nan_keeps_the_last_checkpoint(tm
     with pytest.raises(UsageError, match=r"--resume: .*resume\.pt was saved by another configuration"):
         fit(toy_net(), split, TrainConfig(epochs=3, lr=0.05), 8, ce_step, 0, "distill",
             checkpoint=Checkpointing(ckpt.path, "fp-2", resume=True))
+
+
+def test_default_warmup_is_one_epoch_or_a_quarter_of_a_short_run() -> None:
+    assert TrainConfig(epochs=10).warmup() == 1.0
+    assert TrainConfig(epochs=2).warmup() == 0.5
+    assert TrainConfig(epochs=10, warmup_epochs=0).warmup() == 0.0
+    assert TrainConfig(epochs=10, warmup_epochs=2.5).warmup() == 2.5
