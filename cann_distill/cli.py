@@ -304,7 +304,7 @@ def dashboard_cmd(
 @app.command(
     "run",
     help="Run every stage in order (teacher → select → distill → validate → report), skipping those up to date. "
-    "Without RECIPE, runs the packaged default recipe (digits, offline).",
+    "Without RECIPE, runs the packaged default recipe (nine packaged photographs, offline).",
     epilog="Example: cann-distill run recipes/resnet10t_from_resnet18_digits.yaml --set distill.epochs=2",
 )
 def run_cmd(

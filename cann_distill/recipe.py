@@ -401,7 +401,7 @@ def resource_dir(kind: Literal["configs", "recipes"]) -> Path:
 
 
 def default_recipe_path() -> Path:
-    return resource_dir("recipes") / "resnet10t_from_resnet18_digits.yaml"
+    return resource_dir("recipes") / "mobilenetv3_small_050_from_resnet18_photos.yaml"
 
 
 def hardware_profiles() -> dict[str, Path]:

@@ -19,6 +19,10 @@ from cann_distill.jitter import FastColorJitter
 from cann_distill.recipe import DataConfig, TrainConfig, load_recipe
 from cann_distill.train import ce_step, fit
 
+from cann_distill.recipe import resource_dir as _resource_dir
+
+DIGITS = _resource_dir("recipes") / "resnet10t_from_resnet18_digits.yaml"
+
 
 def ops(transform) -> dict[type, object]:
     return {type(t): t for t in transform.transforms}
@@ -57,7 +61,7 @@ def test_defaults_resolve_from_the_teachers_pretrained_cfg(tmp_path: Path, write
 
 
 def digits(**data) -> DataConfig:
-    return load_recipe(None, [f"data.{k}={v}" for k, v in {"max_samples": 120, **data}.items()]).data
+    return load_recipe(DIGITS, [f"data.{k}={v}" for k, v in {"max_samples": 120, **data}.items()]).data
 
 
 def test_digits_have_an_optional_test_split_without_overlap() -> None:
@@ -124,7 +128,7 @@ def test_mixup_comes_from_timm_and_ce_trains_on_soft_targets() -> None:
 
 def test_mixup_needs_losses_that_take_soft_targets_and_even_batches() -> None:
     with pytest.raises(RecipeError) as err:
-        load_recipe(None, ["data.augment.mixup_alpha=0.2", "data.batch_size=33",
+        load_recipe(DIGITS, ["data.augment.mixup_alpha=0.2", "data.batch_size=33",
                            "distill.losses=[{kind: ce}, {kind: dkd, temperature: 4}]"])
     msg = str(err.value)
     assert "distill.losses[1].kind: 'dkd' needs hard labels" in msg and "data.batch_size: mixup/cutmix" in msg
@@ -132,15 +136,15 @@ def test_mixup_needs_losses_that_take_soft_targets_and_even_batches() -> None:
 
 def test_mixup_check_leaves_bad_loss_arguments_to_the_loss_check() -> None:
     with pytest.raises(RecipeError) as err:  # was a TypeError from building the loss inside the mixup check
-        load_recipe(None, ["data.augment.mixup_alpha=0.2", "distill.losses=[{kind: ce}, {kind: kd, bogus: 1}]"])
+        load_recipe(DIGITS, ["data.augment.mixup_alpha=0.2", "distill.losses=[{kind: ce}, {kind: kd, bogus: 1}]"])
     assert "distill.losses[1].bogus: unexpected argument" in str(err.value)
 
 
 def test_bad_augmentation_settings_are_recipe_errors() -> None:
     with pytest.raises(RecipeError, match=r"data\.augment\.auto_augment: timm does not accept 'bogus'"):
-        load_recipe(None, ["data.augment.auto_augment=bogus"])
+        load_recipe(DIGITS, ["data.augment.auto_augment=bogus"])
     with pytest.raises(RecipeError, match=r"data\.augment\.scale: needs 0 < low <= high <= 1, got \[0.9, 0.2\]"):
-        load_recipe(None, ["data.augment.scale=[0.9, 0.2]"])
+        load_recipe(DIGITS, ["data.augment.scale=[0.9, 0.2]"])
 
 
 def float_path(transform, cfg: DataConfig):

@@ -25,7 +25,7 @@ def test_every_shipped_recipe_validates(path: Path, tmp_path: Path) -> None:
 def test_default_recipe_is_packaged() -> None:
     assert default_recipe_path().is_file()
     assert (resource_dir("configs") / "hardware" / "cpu.yaml").is_file()
-    assert load_recipe(None).data.source == "digits"
+    assert load_recipe(None).data.source == "photos"  # offline: the packaged photographs
 
 
 def test_unknown_key_is_named_with_its_path(write_recipe) -> None:

@@ -17,6 +17,10 @@ from cann_distill.recipe import load_recipe
 from cann_distill.replay import ReplayStore
 from cann_distill.stages.select import make_replay, teacher_loader
 
+from cann_distill.recipe import resource_dir as _resource_dir
+
+DIGITS = _resource_dir("recipes") / "resnet10t_from_resnet18_digits.yaml"
+
 SHAPE = (2, 5, 3)
 
 
@@ -83,7 +87,7 @@ def test_the_cache_key_follows_the_augmentation_draws_and_top_k(tmp_path: Path) 
     save_checkpoint(ckpt, create_model("test_resnet", 10, 1), "test_resnet", 10, 1)
 
     def status(*overrides: str) -> tuple[str, str]:
-        r = load_recipe(None, base + list(overrides))
+        r = load_recipe(DIGITS, base + list(overrides))
         splits = load_splits(r.data)
         entry, st = make_replay(r, splits, teacher_loader(r, splits.train, ckpt), "weights", CPU)
         return entry["key"], st

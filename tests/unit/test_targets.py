@@ -19,12 +19,16 @@ from cann_distill.targets import (CachedTargets, OnlineTargets, ReplaySpec, Repl
                                   recipe_errors, replay_spec, resolve_mode, topk_distribution)
 from cann_distill.train import ce_step, fit
 
+from cann_distill.recipe import resource_dir as _resource_dir
+
+DIGITS = _resource_dir("recipes") / "resnet10t_from_resnet18_digits.yaml"
+
 AUGMENT = ["data.max_samples=60", "data.image_size=16", "teacher.arch=test_resnet", "student.arch=test_efficientnet",
            "data.augment.scale=[0.4, 1.0]", "data.augment.hflip=0.5", "data.augment.color_jitter=0.3"]
 
 
 def recipe(*overrides: str) -> Recipe:
-    return load_recipe(None, AUGMENT + list(overrides))
+    return load_recipe(DIGITS, AUGMENT + list(overrides))
 
 
 def labelled(r: Recipe, draws: int, top_k: int) -> tuple[Any, torch.nn.Module, ReplayDraws]:
