@@ -84,7 +84,7 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="\n\n".join(__doc__.split("\n\n")[-1:]))
     ap.add_argument("--quick", action="store_true",
-                    help=f"smoke run: {QUICK['max_samples']} digits, {QUICK['speed_epochs']} speed epochs × {QUICK['repeats']} repeat, "
+                    help=f"smoke run: {QUICK['max_samples']} digits (an imagefolder tree is used whole: point the recipe at a small one), {QUICK['speed_epochs']} speed epochs × {QUICK['repeats']} repeat, "
                          f"{QUICK['seeds']} seed × {QUICK['epochs']} epochs, teacher {QUICK['teacher_epochs']} epochs; the page says so")
     ap.add_argument("--parts", default="speed,accuracy", help="comma-separated: speed, accuracy (default: both)")
     ap.add_argument("--arms", default=None, help=f"comma-separated subset of {','.join(ARMS)} (default: speed "

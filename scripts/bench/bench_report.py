@@ -257,6 +257,24 @@ def _one_time_cells(s: dict[str, Any]) -> list[str]:
     return [_num(one_time, 2) if one_time else "–", _num(s["amortised"]["median"])]
 
 
+def _data_line(d: dict[str, Any], st: dict[str, Any]) -> str:
+    """The setup's data bullet: an ImageFolder tree read in place, or the digits export."""
+    sz = d.get("sizes", {})
+    reads = "every arm reads and decodes those files (cann-distill `data.source: imagefolder`, the others torchvision `ImageFolder`)."
+    if d.get("source") == "imagefolder":
+        return (f"- **Data**: the ImageFolder tree `{d.get('root')}` read as it is ({d.get('classes')} classes; train "
+                f"{sz.get('train')}, val {sz.get('val')}, test {sz.get('test')} images) at {d.get('image_size')} px; " + reads)
+    other_sizes = [p for p in st.get("speed", {}).get("sizes", []) if p != d.get("image_size")]
+    return (f"- **Data**: scikit-learn digits split as cann-distill's `digits` source splits it (val {d.get('val_fraction')}, "
+            f"test {d.get('test_fraction')}, split seed {d.get('split_seed')}"
+            + (f", {d.get('max_samples')} samples" if d.get("max_samples") else "")
+            + f"), upsampled to {d.get('image_size')} px"
+            + (f" (the speed part also at {', '.join(str(p) for p in other_sizes)} px, the same images upsampled further)"
+               if other_sizes else "")
+            + f" and exported once as PNG to an ImageFolder tree (train {sz.get('train')}, val {sz.get('val')}, "
+            f"test {sz.get('test')}); " + reads)
+
+
 def render(data: dict[str, Any]) -> str:
     """docs/benchmarks.md from the benchmark JSON."""
     s = summarize(data)
@@ -288,22 +306,7 @@ def render(data: dict[str, Any]) -> str:
 
     lines += ["## Setup (the same for every arm)", ""]
     d = st.get("data", {})
-    if d.get("source") == "imagefolder":
-        sz = d.get("sizes", {})
-        data_line = (f"- **Data**: the ImageFolder tree `{d.get('root')}` read as it is ({d.get('classes')} classes; train "
-                     f"{sz.get('train')}, val {sz.get('val')}, test {sz.get('test')} images) at {d.get('image_size')} px; every arm "
-                     "reads and decodes those files (cann-distill `data.source: imagefolder`, the others torchvision `ImageFolder`).")
-    else:
-        data_line = None
-    lines += [data_line] if data_line else [f"- **Data**: scikit-learn digits split as cann-distill's `digits` source splits it (val {d.get('val_fraction')}, "
-              f"test {d.get('test_fraction')}, split seed {d.get('split_seed')}"
-              + (f", {d.get('max_samples')} samples" if d.get("max_samples") else "")
-              + f"), upsampled to {d.get('image_size')} px"
-              + (f" (the speed part also at {', '.join(str(p) for p in st['speed']['sizes'] if p != d.get('image_size'))} px, "
-                 "the same images upsampled further)" if len(st.get("speed", {}).get("sizes", [])) > 1 else "")
-              + " and exported once as PNG to an ImageFolder tree "
-              f"(train {d.get('sizes', {}).get('train')}, val {d.get('sizes', {}).get('val')}, test {d.get('sizes', {}).get('test')}); "
-              "every arm reads and decodes those files (cann-distill `data.source: imagefolder`, the others torchvision `ImageFolder`)."]
+    lines += [_data_line(d, st)]
     lines += [f"- **Transforms**: timm `create_transform`, training `{st.get('transforms', {}).get('train')}`, evaluation "
               f"`{st.get('transforms', {}).get('eval')}`. The transform each arm built was compared: "
               f"{'identical in every arm' if data.get('transforms_identical') else 'NOT identical (see the JSON)'}.",
