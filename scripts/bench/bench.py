@@ -256,6 +256,20 @@ def check_recipe(recipe: Any, recipe_path: Path) -> None:
         raise SystemExit(f"{recipe_path}: the benchmark reads data.source digits or imagefolder (got {d.source})")
 
 
+def cann_only_settings(recipe: Any) -> list[str]:
+    """Recipe settings that the cann-distill arms apply and the plain and torchdistill arms do not reproduce."""
+    d, dist = recipe.data, recipe.distill
+    found = [f"distill.ema_decay {dist.ema_decay}" if dist.ema_decay else "",
+             "distill.select_best true (the best validation epoch's weights)" if dist.select_best else "",
+             f"distill.amp {dist.amp}" if dist.amp != "none" else "", f"distill.grad_clip {dist.grad_clip}" if dist.grad_clip else "",
+             f"distill.patience {dist.patience}" if dist.patience else "",
+             f"distill.loss_balance {dist.loss_balance}" if dist.loss_balance != "none" else "",
+             f"distill.temperature_schedule {dist.temperature_schedule.kind}" if getattr(dist.temperature_schedule, "kind", "constant") != "constant" else "",
+             f"distill.critical.mode {dist.critical.mode} (default and patient arms)" if dist.critical.mode != "none" else "",
+             f"teacher.mean/std {recipe.teacher.mean}/{recipe.teacher.std} (re-normalised teacher input)" if recipe.teacher.mean or recipe.teacher.std else ""]
+    return [f for f in found if f]
+
+
 def imagefolder_tree(root: Path) -> dict[str, Any]:
     """Split sizes, classes and channels of an ImageFolder tree (train/val/test/<class>/*), read from the files."""
     from PIL import Image
@@ -549,8 +563,9 @@ def transforms_identical(data: dict[str, Any]) -> bool:
     return len(reprs) == 1
 
 
-def differences(plan: dict[str, dict[str, Any]]) -> list[str]:
-    out = ["Augmentation draws: cann-distill seeds each sample's view from (seed, epoch, index); the plain loop and "
+def differences(plan: dict[str, dict[str, Any]], cann_only: Optional[list[str]] = None) -> list[str]:
+    out = ([f"The recipe sets what only the cann-distill arms apply: {'; '.join(cann_only)}. The plain, student and "
+            "torchdistill arms train without it."] if cann_only else []) + ["Augmentation draws: cann-distill seeds each sample's view from (seed, epoch, index); the plain loop and "
            "torchdistill draw from the global RNG. Same transform and distribution, other draws.",
            "cann-distill evaluates on the validation split after every epoch (it cannot be switched off); the plain "
            "loop and the torchdistill runner do not (the example's per-epoch validation and best-checkpoint saving are "
@@ -616,7 +631,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "cann": {"teacher_targets_key": modes is not None, "modes": modes},
         "arms": {a: {k: p[k] for k in ("label", "text")} | ({"unavailable": p["unavailable"]} if "unavailable" in p else {})
                     | ({"skipped": p["skipped"]} if "skipped" in p else {}) for a, p in plan.items()},
-        "differences": differences(plan), "speed": {}, "accuracy": None,
+        "differences": differences(plan, cann_only_settings(recipe)), "speed": {}, "accuracy": None,
     }
 
     def save() -> None:

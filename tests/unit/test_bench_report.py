@@ -165,6 +165,9 @@ def test_settings_accept_adamw_with_warmup(bench_mod: Any, tmp_path: Path) -> No
     st = bench_mod.settings_from_recipe(recipe, path, args, tmp_path, {"train": 640, "val": 200, "test": 200})
     assert st["optimizer"]["name"] == "adamw" and st["optimizer"]["warmup_epochs"] == 2.0
     assert st["optimizer_text"].startswith("AdamW lr 0.001 (linear warmup over 2 epoch(s) per step, then cosine decay per step)")
+    assert not any("ema_decay" in x for x in bench_mod.cann_only_settings(recipe))
+    with_ema = load_recipe(path, ["distill.ema_decay=0.999"])
+    assert "distill.ema_decay 0.999" in bench_mod.cann_only_settings(with_ema)  # named on the page: only cann-distill applies it
 
 
 def test_settings_refuse_a_third_loss_in_one_line(bench_mod: Any) -> None:
