@@ -42,7 +42,8 @@ and `replay` is reported as not available.
 Examples:
   .venv/bin/python scripts/bench/bench.py --quick --out runs/bench/smoke.json --docs docs/benchmarks.md
   .venv/bin/python scripts/bench/bench.py --out runs/bench/full.json --docs docs/benchmarks.md
-  .venv/bin/python scripts/bench/bench.py --parts accuracy --recipe my_photos.yaml --resume --out runs/bench/photos.json --docs docs/benchmarks_photos.md
+  .venv/bin/python scripts/bench/bench.py --parts accuracy --recipe scripts/bench/recipes/mobilenetv3_small_050_from_resnet18_photos.yaml \
+      --set data.root=data/photos --resume --out runs/bench/photos.json --docs docs/benchmarks_photos.md
   .venv/bin/python scripts/bench/bench.py --render --out runs/bench/full.json --docs docs/benchmarks.md
 """
 
