@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import random
@@ -111,6 +112,36 @@ class TimedLoader:
             steps += 1
             yield batch
         self.epochs.append({"seconds": time.perf_counter() - start, "samples": samples, "steps": steps})
+
+
+def lr_factor(epoch_progress: float, epochs: int, warmup: float = 0.0, step: float = 0.0) -> float:
+    """Linear warmup over the first `warmup` epochs, then cosine decay: cann-distill's `train.lr_factor`.
+
+    Written out here (not imported) because the torchdistill arm runs where cann-distill is not installed.
+    """
+    if warmup > 0 and epoch_progress < warmup:
+        return min(1.0, (epoch_progress + step) / warmup)
+    if epochs <= warmup:
+        return 1.0
+    progress = min(max((epoch_progress - warmup) / (epochs - warmup), 0.0), 1.0)
+    return 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class StepSchedule:
+    """`LambdaLR`'s factor for optimizer step `k`: `lr_factor` at k / steps_per_epoch, as cann-distill sets it before each step."""
+
+    def __init__(self, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0.0) -> None:
+        self.epochs, self.steps, self.warmup = epochs, max(int(steps_per_epoch), 1), float(warmup_epochs)
+
+    def __call__(self, k: int) -> float:
+        return lr_factor(k / self.steps, self.epochs, self.warmup, 1 / self.steps)
+
+
+def make_optimizer(params: Any, opt: dict[str, Any]) -> torch.optim.Optimizer:
+    """SGD (Nesterov when momentum > 0) or AdamW, weight decay on every parameter, as cann-distill's `make_optimizer`."""
+    if opt.get("name", "sgd") == "adamw":
+        return torch.optim.AdamW(params, lr=opt["lr"], weight_decay=opt["weight_decay"])
+    return torch.optim.SGD(params, lr=opt["lr"], momentum=opt["momentum"], weight_decay=opt["weight_decay"], nesterov=opt["nesterov"])
 
 
 @torch.no_grad()

@@ -1,8 +1,12 @@
 """Plain PyTorch Hinton KD: the baseline every tool must beat. The teacher runs on every batch.
 
-loss = w_ce * CE(s, y) + w_kd * T^2 * KL(softmax(t/T) || softmax(s/T)) (batch mean), SGD with
-Nesterov momentum, cosine decay per step, no warmup. The teacher is in eval mode (BatchNorm uses
-its running statistics) under no_grad; torchdistill's example leaves it in training mode.
+loss = w_ce * CE(s, y) + w_kd * T^2 * KL(softmax(t/T) || softmax(s/T)) (batch mean), the recipe's
+optimizer (SGD with Nesterov momentum, or AdamW), linear warmup then cosine decay per step as
+cann-distill schedules it. The teacher is in eval mode (BatchNorm uses its running statistics)
+under no_grad; torchdistill's example leaves it in training mode.
+
+With `"kd": false` in the spec (the `student` arm) the loss is CE alone (weight 1) and no teacher
+is loaded: the student trained on its own, the reference for transfer efficiency.
 
 With `"teacher_forward": false` in the spec (the `ceiling` arm) the same loop skips the teacher
 and distills towards one fixed target: what removing the teacher forward alone buys this loop,
@@ -34,26 +38,30 @@ def main() -> int:
 
     ac.setup(spec)  # the student's initial weights come straight from the seed, as in cann-distill
     student = ac.model_from_spec(spec, "student")
-    teacher = ac.model_from_spec(spec, "teacher").eval()
-    teacher.requires_grad_(False)
-    opt = torch.optim.SGD(student.parameters(), lr=opt_cfg["lr"], momentum=opt_cfg["momentum"],
-                          weight_decay=opt_cfg["weight_decay"], nesterov=opt_cfg["nesterov"])
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=spec["epochs"] * len(loader))
+    use_kd = spec.get("kd", True)
+    forward = use_kd and spec.get("teacher_forward", True)
+    teacher = ac.model_from_spec(spec, "teacher").eval() if forward else None
+    if teacher is not None:
+        teacher.requires_grad_(False)
+    opt = ac.make_optimizer(student.parameters(), opt_cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, ac.StepSchedule(spec["epochs"], len(loader), opt_cfg.get("warmup_epochs", 0.0)))
     w_ce, w_kd, t = loss_cfg["ce_weight"], loss_cfg["kd_weight"], loss_cfg["temperature"]
-    forward = spec.get("teacher_forward", True)
     fixed = torch.zeros(spec["batch_size"], spec["num_classes"])  # uniform teacher logits when the teacher is skipped
 
     for _ in range(spec["epochs"]):
         student.train()
         for x, y in loader:
-            if forward:
-                with torch.no_grad():
-                    t_logits = teacher(x)
-            else:
-                t_logits = fixed
             s_logits = student(x)
-            kd = F.kl_div(F.log_softmax(s_logits / t, 1), F.log_softmax(t_logits / t, 1), reduction="batchmean", log_target=True)
-            loss = w_ce * F.cross_entropy(s_logits, y) + w_kd * t * t * kd
+            if not use_kd:
+                loss = F.cross_entropy(s_logits, y)
+            else:
+                if forward:
+                    with torch.no_grad():
+                        t_logits = teacher(x)
+                else:
+                    t_logits = fixed
+                kd = F.kl_div(F.log_softmax(s_logits / t, 1), F.log_softmax(t_logits / t, 1), reduction="batchmean", log_target=True)
+                loss = w_ce * F.cross_entropy(s_logits, y) + w_kd * t * t * kd
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -63,8 +71,8 @@ def main() -> int:
     if spec["evaluate"]:
         test = DataLoader(ImageFolder(str(root / "test"), eval_tf), batch_size=256)
         test_acc = ac.accuracy(student, test)
-    ac.write_result(out, spec, started, epochs=loader.epochs, test_acc=test_acc, teacher_targets="online" if forward else "none (skipped)",
-                    augmented=spec["augment"], teacher_mode="eval" if forward else "no teacher forward", transform_repr=repr(train_tf), versions=ac.versions("torch", "torchvision", "timm"))
+    ac.write_result(out, spec, started, epochs=loader.epochs, test_acc=test_acc, teacher_targets="online" if forward else ("none (CE only)" if not use_kd else "none (skipped)"),
+                    augmented=spec["augment"], teacher_mode="eval" if forward else ("no teacher" if not use_kd else "no teacher forward"), transform_repr=repr(train_tf), versions=ac.versions("torch", "torchvision", "timm"))
     return 0
 
 

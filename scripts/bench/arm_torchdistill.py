@@ -4,11 +4,12 @@ Runs only in the benchmark environment (`--peer-python`, torchdistill installed 
 cann-distill dependency). The config is written in torchdistill's own YAML format, modelled on its
 `configs/sample/ilsvrc2012/kd/resnet18_from_resnet34.yaml` (repository at 3e4373c): ImageFolder datasets built with
 `!import_call`, `WeightedSumLoss` over one `KDLoss` term, SGD and a scheduler. What is changed for
-this benchmark: the data (the shared digits export), timm's `create_transform` (the same keyword
+this benchmark: the data (the shared ImageFolder tree), timm's `create_transform` (the same keyword
 arguments every arm gets), timm models registered under the key `timm_model` (torchdistill has
 no timm models; registering one is how its docs add a model), the hyper-parameters every arm
-shares, a per-step CosineAnnealingLR to match the other arms' cosine schedule, and no DataParallel /
-DistributedDataParallel wrappers (one CPU process).
+shares (SGD or AdamW), a per-step `LambdaLR` with `arm_common.StepSchedule` (linear warmup, then
+cosine, as cann-distill schedules it), and no DataParallel / DistributedDataParallel wrappers (one
+CPU process).
 
 As in the example, the teacher is never put in eval mode (its BatchNorm uses batch statistics);
 the result records the mode seen during training.
@@ -33,7 +34,12 @@ def config_yaml(spec: dict[str, Any], teacher_ckpt: str, student_dst: str) -> st
     if abs(loss["ce_weight"] + loss["kd_weight"] - 1.0) > 1e-9:
         raise SystemExit("torchdistill's KDLoss weighs CE by alpha and KD by 1 - alpha: ce_weight + kd_weight must be 1")
     train_tf = tf["train"] if spec["augment"] else tf["eval"]
-    steps = spec["epochs"] * spec["steps_per_epoch"]
+    if opt.get("name", "sgd") == "adamw":
+        optimizer_key, optimizer_kwargs = "AdamW", {"lr": opt["lr"], "weight_decay": opt["weight_decay"]}
+    else:
+        optimizer_key = "SGD"
+        optimizer_kwargs = {"lr": opt["lr"], "momentum": opt["momentum"], "weight_decay": opt["weight_decay"], "nesterov": opt["nesterov"]}
+    schedule = {"epochs": spec["epochs"], "steps_per_epoch": spec["steps_per_epoch"], "warmup_epochs": opt.get("warmup_epochs", 0.0)}
 
     def dataset(anchor: str, split: str, kwargs: dict[str, Any]) -> str:
         return f"""  &{anchor} digits/{split}: !import_call
@@ -96,11 +102,15 @@ train:
     requires_grad: True
     frozen_modules: []
   optimizer:
-    key: 'SGD'
-    kwargs: {j({"lr": opt["lr"], "momentum": opt["momentum"], "weight_decay": opt["weight_decay"], "nesterov": opt["nesterov"]})}
+    key: {j(optimizer_key)}
+    kwargs: {j(optimizer_kwargs)}
   scheduler:
-    key: 'CosineAnnealingLR'
-    kwargs: {j({"T_max": steps})}
+    key: 'LambdaLR'
+    kwargs:
+      lr_lambda: !import_call
+        key: 'arm_common.StepSchedule'
+        init:
+          kwargs: {j(schedule)}
     scheduling_step: 1
   criterion:
     key: 'WeightedSumLoss'

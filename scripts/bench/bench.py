@@ -4,6 +4,8 @@ generate docs/benchmarks.md from it.
 
 Arms (each run is a fresh process started from here, so no arm inherits another's state):
 
+  student       arm_plain.py with the KD term off: the student alone (CE only), the reference for
+                transfer efficiency
   plain         arm_plain.py: a short Hinton-KD loop that runs the teacher on every batch
   ceiling       arm_plain.py with the teacher forward skipped (speed only): what dropping the
                 teacher alone buys the plain loop
@@ -12,13 +14,26 @@ Arms (each run is a fresh process started from here, so no arm inherits another'
   online        arm_cann.py: cann-distill, teacher on every augmented batch
   cached        arm_cann.py: cann-distill, teacher logits from select's cache
   replay        arm_cann.py: cann-distill, FKD-style stored draws replayed without a teacher forward
+  default       arm_cann.py: cann-distill with the recipe exactly as written (its distill.critical, its
+                teacher_targets default); online/cached/replay switch critical-sample weighting off
+  patient       arm_cann.py: cann-distill, teacher_targets replay, --patient-factor × the epochs
+
+Every arm shares the recipe's data, transforms, batch, optimizer (sgd or adamw), lr, weight decay,
+warmup and [ce, kd] loss; all use linear warmup per step then cosine decay per step.
 
 Parts:
   speed     training-loop samples/s, untrained teachers (resnet50, resnet18) at each --speed-sizes, arms interleaved
             (A B C D E, B C D E A, ...) for --repeats; medians, spreads and ratios within the run;
             cann-distill's one-time select cost reported separately and amortised
-  accuracy  a resnet18 teacher trained once by cann-distill's teacher stage and given to every arm;
-            test top-1 mean ± std over --seeds
+  accuracy  the recipe's teacher trained once by cann-distill's teacher stage and given to every arm;
+            test top-1 mean ± std over --seeds, transfer efficiency (arm − student) / (teacher − student)
+
+Data: a `digits` recipe is exported once to an ImageFolder tree; an `imagefolder` recipe is read from
+its data.root as it is (classes from the tree, image size, mean, std, crop and interpolation as
+cann-distill resolves them). --resume keeps every arm result already saved for the same spec.
+The torchdistill arm needs a separate environment (--peer-python), made with:
+  python3 -m venv /work/benchenv && /work/benchenv/bin/pip install torch==2.14.1 torchvision==0.29.1 \
+    && /work/benchenv/bin/pip install torchdistill timm
 
 `distill.teacher_targets=<mode>` is passed only when the installed cann-distill has that key; an
 older one gets its own behaviour (online: augmentation on; cached: `data.augment.enabled=false`)
@@ -27,6 +42,8 @@ and `replay` is reported as not available.
 Examples:
   .venv/bin/python scripts/bench/bench.py --quick --out runs/bench/smoke.json --docs docs/benchmarks.md
   .venv/bin/python scripts/bench/bench.py --out runs/bench/full.json --docs docs/benchmarks.md
+  .venv/bin/python scripts/bench/bench.py --parts accuracy --recipe scripts/bench/recipes/mobilenetv3_small_050_from_resnet18_photos.yaml \
+      --set data.root=data/photos --resume --out runs/bench/photos.json --docs docs/benchmarks_photos.md
   .venv/bin/python scripts/bench/bench.py --render --out runs/bench/full.json --docs docs/benchmarks.md
 """
 
@@ -52,9 +69,12 @@ import bench_report
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-ARMS = ("plain", "ceiling", "torchdistill", "online", "cached", "replay")
+ARMS = ("student", "plain", "ceiling", "torchdistill", "online", "cached", "replay", "default", "patient")
+SPEED_DEFAULT = ("plain", "ceiling", "torchdistill", "online", "cached", "replay")
+ACCURACY_DEFAULT = ("student", "plain", "torchdistill", "default", "patient")
 SPEED_ONLY = ("ceiling",)
-CANN_ARMS = ("online", "cached", "replay")
+CANN_ARMS = ("online", "cached", "replay", "default", "patient")
+NO_CRITICAL = ("online", "cached", "replay")  # these compare teacher targets alone: critical-sample weighting off
 DEFAULT_PEER = "/work/benchenv/bin/python"
 PEER_SETUP = ("python3 -m venv /work/benchenv && /work/benchenv/bin/pip install torch==2.14.1 torchvision==0.29.1 "
               "&& /work/benchenv/bin/pip install torchdistill timm")
@@ -65,10 +85,14 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="\n\n".join(__doc__.split("\n\n")[-1:]))
     ap.add_argument("--quick", action="store_true",
-                    help=f"smoke run: {QUICK['max_samples']} digits, {QUICK['speed_epochs']} speed epochs × {QUICK['repeats']} repeat, "
+                    help=f"smoke run: {QUICK['max_samples']} digits (an imagefolder tree is used whole: point the recipe at a small one), {QUICK['speed_epochs']} speed epochs × {QUICK['repeats']} repeat, "
                          f"{QUICK['seeds']} seed × {QUICK['epochs']} epochs, teacher {QUICK['teacher_epochs']} epochs; the page says so")
     ap.add_argument("--parts", default="speed,accuracy", help="comma-separated: speed, accuracy (default: both)")
-    ap.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of %(default)s")
+    ap.add_argument("--arms", default=None, help=f"comma-separated subset of {','.join(ARMS)} (default: speed "
+                    f"{','.join(SPEED_DEFAULT)}; accuracy {','.join(ACCURACY_DEFAULT)})")
+    ap.add_argument("--patient-factor", type=int, default=5, help="the patient arm's epochs ÷ the others' (default %(default)s)")
+    ap.add_argument("--resume", action="store_true", help="keep every arm result already saved in the work dir for the same "
+                    "seed and spec (status done) and run only the missing ones")
     ap.add_argument("--out", type=Path, default=Path("runs/bench/bench.json"), help="raw results (JSON; default %(default)s)")
     ap.add_argument("--docs", type=Path, default=None, help="write the generated page here, e.g. docs/benchmarks.md")
     ap.add_argument("--render", action="store_true", help="only regenerate --docs from an existing --out")
@@ -77,6 +101,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     ap.add_argument("--recipe", type=Path, default=None,
                     help="cann-distill recipe giving data split, augmentation, batch, optimizer, loss, epochs "
                          "(default: the shipped mobilenetv3_small_050_from_resnet18_digits.yaml)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="recipe override applied everywhere (as cann-distill's --set), e.g. data.root=/data/photos; repeatable")
     ap.add_argument("--student", default=None, help="student arch (default: the recipe's)")
     ap.add_argument("--speed-teachers", default="resnet50,resnet18", help="untrained teachers timed (default %(default)s)")
     ap.add_argument("--speed-sizes", default=None,
@@ -96,9 +122,14 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     ap.add_argument("--arm-timeout", type=float, default=3600, help="seconds before one arm run is stopped (default %(default)s)")
     args = ap.parse_args(argv)
     args.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
-    args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    chosen = [a.strip() for a in args.arms.split(",") if a.strip()] if args.arms else None
+    args.part_arms = {"speed": chosen or list(SPEED_DEFAULT), "accuracy": chosen or list(ACCURACY_DEFAULT)}
+    args.arms = [a for a in ARMS if any(a in args.part_arms[p] for p in args.parts)] + \
+        [a for a in (chosen or []) if a not in ARMS]
     if bad := [p for p in args.parts if p not in ("speed", "accuracy")]:
         ap.error(f"unknown part(s) {', '.join(bad)} (known: speed, accuracy)")
+    if args.patient_factor < 1:
+        ap.error("--patient-factor must be at least 1")
     if bad := [a for a in args.arms if a not in ARMS]:
         ap.error(f"unknown arm(s) {', '.join(bad)} (known: {', '.join(ARMS)})")
     try:
@@ -211,29 +242,87 @@ def export_digits(data_cfg: Any, dest: Path) -> dict[str, int]:
     return sizes
 
 
-def settings_from_recipe(recipe: Any, recipe_path: Path, args: argparse.Namespace, data_root: Path, sizes: dict[str, int]) -> dict[str, Any]:
-    """Everything the arms must share, read from one cann-distill recipe so there is one source."""
+def check_recipe(recipe: Any, recipe_path: Path) -> None:
+    """Refuse, in one line, a recipe whose training the other arms cannot reproduce."""
     d, dist = recipe.data, recipe.distill
     kinds = [(s.kind, s.kwargs()) for s in dist.losses]
-    if [k for k, _ in kinds] != ["ce", "kd"] or kinds[0][1].get("label_smoothing", 0) or dist.warmup_epochs or dist.optimizer != "sgd":
-        raise SystemExit(f"{recipe_path}: the benchmark needs distill.losses [ce, kd] without label smoothing, sgd and no warmup")
-    size, mean, std = int(d.image_size or 32), [0.5] * 3, [0.5] * 3
-    common = {"input_size": size, "interpolation": "bilinear", "mean": mean, "std": std}
+    if [k for k, _ in kinds] != ["ce", "kd"] or kinds[0][1].get("label_smoothing", 0):
+        raise SystemExit(f"{recipe_path}: the benchmark needs distill.losses [ce, kd] without label smoothing "
+                         f"(got {', '.join(k for k, _ in kinds)})")
+    if dist.optimizer not in ("sgd", "adamw"):
+        raise SystemExit(f"{recipe_path}: the benchmark runs distill.optimizer sgd or adamw (got {dist.optimizer})")
+    if d.augment.mixes:
+        raise SystemExit(f"{recipe_path}: mixup/cutmix are not benchmarked (the other arms would need the same Mixup)")
+    if d.source not in ("digits", "imagefolder"):
+        raise SystemExit(f"{recipe_path}: the benchmark reads data.source digits or imagefolder (got {d.source})")
+
+
+def cann_only_settings(recipe: Any) -> list[str]:
+    """Recipe settings that the cann-distill arms apply and the plain and torchdistill arms do not reproduce."""
+    d, dist = recipe.data, recipe.distill
+    found = [f"distill.ema_decay {dist.ema_decay}" if dist.ema_decay else "",
+             "distill.select_best true (the best validation epoch's weights)" if dist.select_best else "",
+             f"distill.amp {dist.amp}" if dist.amp != "none" else "", f"distill.grad_clip {dist.grad_clip}" if dist.grad_clip else "",
+             f"distill.patience {dist.patience}" if dist.patience else "",
+             f"distill.loss_balance {dist.loss_balance}" if dist.loss_balance != "none" else "",
+             f"distill.temperature_schedule {dist.temperature_schedule.kind}" if getattr(dist.temperature_schedule, "kind", "constant") != "constant" else "",
+             f"distill.critical.mode {dist.critical.mode} (default and patient arms)" if dist.critical.mode != "none" else "",
+             f"teacher.mean/std {recipe.teacher.mean}/{recipe.teacher.std} (re-normalised teacher input)" if recipe.teacher.mean or recipe.teacher.std else ""]
+    return [f for f in found if f]
+
+
+def imagefolder_tree(root: Path) -> dict[str, Any]:
+    """Split sizes, classes and channels of an ImageFolder tree (train/val/test/<class>/*), read from the files."""
+    from PIL import Image
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    missing = [split for split in ("train", "val", "test") if not (root / split).is_dir()]
+    if missing:
+        raise SystemExit(f"{root}: no {', '.join(missing)} folder (the benchmark needs train/, val/ and test/<class>/)")
+    classes = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    sizes = {split: sum(1 for f in (root / split).glob("*/*") if f.suffix.lower() in IMG_EXTENSIONS) for split in ("train", "val", "test")}
+    first = next(f for f in sorted((root / "train" / classes[0]).iterdir()) if f.suffix.lower() in IMG_EXTENSIONS)
+    with Image.open(first) as im:
+        channels = 1 if im.mode in ("1", "L", "I", "I;16", "F") else 3
+    if channels != 3:
+        raise SystemExit(f"{root}: grayscale images ({first.name}); torchvision's ImageFolder reads them as RGB, so the arms "
+                         "would not see the same input")
+    return {"sizes": sizes, "classes": classes, "channels": channels}
+
+
+def settings_from_recipe(recipe: Any, recipe_path: Path, args: argparse.Namespace, data_root: Path, sizes: dict[str, int],
+                         classes: Optional[list[str]] = None) -> dict[str, Any]:
+    """Everything the arms must share, read from one cann-distill recipe (as `load_recipe` resolves it) so there is one source."""
+    check_recipe(recipe, recipe_path)
+    d, dist = recipe.data, recipe.distill
+    kinds = [(s.kind, s.kwargs()) for s in dist.losses]
+    if d.source == "digits":  # the export is RGB at 0.5/0.5, as the digits source normalises its one channel
+        size, mean, std, crop_pct, interpolation = int(d.image_size or 32), [0.5] * 3, [0.5] * 3, 1.0, "bilinear"
+    else:
+        size, mean, std = int(d.image_size), [float(x) for x in d.mean], [float(x) for x in d.std]
+        crop_pct, interpolation = float(d.crop_pct), str(d.interpolation)
+    common = {"input_size": size, "interpolation": interpolation, "mean": mean, "std": std}
     aug = d.augment
     train_tf = {**common, "is_training": True, "scale": list(aug.scale), "ratio": list(aug.ratio), "hflip": aug.hflip,
                 "vflip": aug.vflip, "color_jitter": aug.color_jitter, "auto_augment": aug.auto_augment, "re_prob": aug.re_prob}
-    if aug.mixes:
-        raise SystemExit(f"{recipe_path}: mixup/cutmix are not benchmarked (the other arms would need the same Mixup)")
-    opt = {"lr": dist.lr, "momentum": dist.momentum, "weight_decay": dist.weight_decay, "nesterov": dist.momentum > 0}
+    opt = {"name": dist.optimizer, "lr": dist.lr, "momentum": dist.momentum, "weight_decay": dist.weight_decay,
+           "nesterov": dist.momentum > 0, "warmup_epochs": float(dist.warmup_epochs)}
     loss = {"ce_weight": dist.losses[0].weight, "kd_weight": dist.losses[1].weight, "temperature": float(kinds[1][1].get("temperature", 4.0))}
+    warm = f"linear warmup over {opt['warmup_epochs']:g} epoch(s) per step, then " if opt["warmup_epochs"] else ""
+    if opt["name"] == "adamw":
+        opt_text = f"AdamW lr {opt['lr']} ({warm}cosine decay per step), weight decay {opt['weight_decay']}"
+    else:
+        opt_text = (f"SGD lr {opt['lr']} ({warm}cosine decay per step), momentum {opt['momentum']}"
+                    f"{' (Nesterov)' if opt['nesterov'] else ''}, weight decay {opt['weight_decay']}")
+    classes = classes or [str(c) for c in range(10)]
     batch = dist.batch_size or d.batch_size
     return {
-        "data": {**d.model_dump(mode="json", include={"val_fraction", "test_fraction", "split_seed", "max_samples", "image_size"}),
-                 "root": str(data_root), "sizes": sizes, "classes": 10, "channels": 3},
-        "transforms": {"train": train_tf, "eval": {**common, "is_training": False, "crop_pct": 1.0}},
+        "data": {**d.model_dump(mode="json", include={"source", "val_fraction", "test_fraction", "split_seed", "max_samples"}),
+                 "image_size": size, "root": str(data_root), "sizes": sizes, "classes": len(classes), "class_names": classes,
+                 "channels": 3},
+        "transforms": {"train": train_tf, "eval": {**common, "is_training": False, "crop_pct": crop_pct}},
         "batch_size": batch, "steps_per_epoch": sizes["train"] // batch, "optimizer": opt, "loss": loss,
-        "optimizer_text": f"SGD lr {opt['lr']} (cosine decay per step, no warmup), momentum {opt['momentum']} (Nesterov), "
-                          f"weight decay {opt['weight_decay']}",
+        "optimizer_text": opt_text,
         "loss_text": f"{loss['ce_weight']}·CE + {loss['kd_weight']}·T²·KL(teacher ‖ student) at T = {loss['temperature']}",
         "threads": args.threads, "workers": args.workers, "student": args.student or recipe.student.arch,
         "speed": {"teachers": [t.strip() for t in args.speed_teachers.split(",") if t.strip()], "epochs": args.speed_epochs,
@@ -257,10 +346,10 @@ def sized_settings(st: dict[str, Any], data_cfg: Any, px: int, root: Path) -> di
 def cann_overrides(st: dict[str, Any], teacher_arch: str, teacher_ckpt: Optional[Path], epochs: int) -> list[str]:
     """The recipe overrides that put cann-distill on the shared ImageFolder export with the shared settings."""
     tf = st["transforms"]["eval"]
-    out = ["data.source=imagefolder", f"data.root={st['data']['root']}", "data.channels=3", f"data.image_size={tf['input_size']}",
+    out = [*st.get("recipe_overrides", []), "data.source=imagefolder", f"data.root={st['data']['root']}", "data.channels=3", f"data.image_size={tf['input_size']}",
            f"data.mean={tf['mean']}", f"data.std={tf['std']}", f"data.crop_pct={tf['crop_pct']}", f"data.interpolation={tf['interpolation']}",
            f"data.num_workers={st['workers']}", f"data.batch_size={st['batch_size']}", f"teacher.arch={teacher_arch}",
-           f"student.arch={st['student']}", f"distill.epochs={epochs}", "distill.critical.mode=none", "runtime.device=cpu"]
+           f"student.arch={st['student']}", f"distill.epochs={epochs}", "runtime.device=cpu"]
     return out + ([f"teacher.checkpoint={teacher_ckpt}"] if teacher_ckpt is not None else [])
 
 
@@ -269,6 +358,9 @@ def arm_plan(args: argparse.Namespace, peer: dict[str, Any], modes: Optional[lis
     version = f"cann-distill {metadata.version('cann-distill')} ({git_commit()})"
     key = modes is not None
     plan: dict[str, dict[str, Any]] = {
+        "student": {"label": "student alone (CE)", "python": sys.executable, "script": "arm_plain.py", "spec": {"kd": False},
+                    "text": "the plain loop with the KD term off: the student trained on the labels alone (CE, weight 1), with "
+                            "the same optimizer, schedule, epochs and augmentation; the reference for transfer efficiency."},
         "plain": {"label": "plain PyTorch KD", "python": sys.executable, "script": "arm_plain.py",
                   "text": "a short Hinton-KD loop written here (`arm_plain.py`): teacher in eval mode under no_grad on every batch."},
         "ceiling": {"label": "plain loop, no teacher forward", "python": sys.executable, "script": "arm_plain.py",
@@ -280,15 +372,26 @@ def arm_plan(args: argparse.Namespace, peer: dict[str, Any], modes: Optional[lis
                          "text": "torchdistill's `DistillationBox` with its own YAML config (below), driven as its "
                                  "`examples/torchvision/image_classification.py` drives it, in the separate benchmark environment."},
     }
-    texts = {"online": "the teacher labels every augmented batch",
+    texts = {"default": "the recipe exactly as written (its `distill.critical`, its `teacher_targets` or the default)",
+             "patient": f"stored teacher draws replayed (`distill.teacher_targets: replay`) for {args.patient_factor}× the epochs "
+                        "(patient distillation: the replayed targets make long runs cheap)",
+             "online": "the teacher labels every augmented batch",
              "cached": "teacher logits from select's cache (one pass over the un-augmented images)",
              "replay": "select stores the teacher's top-k probabilities for seeded augmentation draws; distill replays them "
                        "with no teacher forward (FKD-style)"}
     for mode in CANN_ARMS:
         entry: dict[str, Any] = {"label": f"cann-distill {mode}", "python": sys.executable, "script": "arm_cann.py", "overrides": [],
                                  "notes": []}
-        if key:
-            entry["text"] = f"{texts[mode]} (`distill.teacher_targets: {mode}`)."
+        if mode == "default":
+            entry["text"] = texts[mode] + "."
+        elif mode == "patient":
+            entry["text"] = texts[mode] + "."
+            entry["epochs_factor"] = args.patient_factor
+            if not key or "replay" not in modes:
+                entry["unavailable"] = f"{version} has no distill.teacher_targets replay"
+            entry["overrides"] = ["distill.teacher_targets=replay", *args.replay_set]
+        elif key:
+            entry["text"] = f"{texts[mode]} (`distill.teacher_targets: {mode}`; `distill.critical.mode: none`)."
             if mode not in modes:
                 entry["unavailable"] = f"{version} accepts distill.teacher_targets {', '.join(modes)}"
             entry["overrides"] = [f"distill.teacher_targets={mode}"] + (list(args.replay_set) if mode == "replay" else [])
@@ -302,6 +405,8 @@ def arm_plan(args: argparse.Namespace, peer: dict[str, Any], modes: Optional[lis
         else:
             entry["text"] = texts[mode] + "."
             entry["unavailable"] = f"{version} has no distill.teacher_targets key"
+        if mode in NO_CRITICAL:
+            entry["overrides"] = ["distill.critical.mode=none", *entry["overrides"]]
         plan[mode] = entry
     if not peer["available"]:
         plan["torchdistill"]["skipped"] = peer["reason"]
@@ -317,8 +422,22 @@ def not_runnable(arm: str, plan: dict[str, Any], seed: int) -> Optional[dict[str
     return None
 
 
+def saved_result(out: Path, spec: dict[str, Any]) -> Optional[dict[str, Any]]:
+    """The finished result at `out` when it was made from exactly `spec` (what --resume keeps), else None."""
+    spec_path = out.with_suffix(".spec.json")
+    try:
+        if json.loads(spec_path.read_text()) != spec:
+            return None
+        result = json.loads(out.read_text())
+    except (OSError, ValueError):
+        return None
+    return {**result, "resumed": True} if result.get("status") == "done" and result.get("process_seconds") is not None else None
+
+
 def run_arm(arm: str, plan: dict[str, Any], spec: dict[str, Any], out: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """One arm run in its own process; its result, or why there is none."""
+    """One arm run in its own process; its result, or why there is none. With --resume, a result saved for the same spec is kept."""
+    if args.resume and (kept := saved_result(out, {**spec, "arm": arm})) is not None:
+        return kept
     out.parent.mkdir(parents=True, exist_ok=True)
     for old in out.parent.glob(f"{out.stem}.*"):  # a previous run's result, run dir and caches: every run starts cold
         if old.is_dir():
@@ -345,7 +464,9 @@ def run_arm(arm: str, plan: dict[str, Any], spec: dict[str, Any], out: Path, arg
                                    "as torchdistill's example leaves it")
         if result.get("loop_timer", "").startswith("distill stage"):
             result["notes"].append("loop timer not reached: samples/s from the whole distill stage (setup and evaluation included)")
-        return {**result, "process_seconds": process_seconds, "log": str(log_path)}
+        result = {**result, "process_seconds": process_seconds, "log": str(log_path)}
+        out.write_text(json.dumps(result, indent=2) + "\n")  # what --resume reads back
+        return result
     last = (log_path.read_text().strip().splitlines() or ["no output"])[-1].strip()
     why = "timed out" if rc is None else f"exit code {rc}"
     return {"arm": arm, "status": "failed", "error": f"{why}: {last} (see {log_path})", "seed": spec["seed"], "log": str(log_path)}
@@ -383,18 +504,23 @@ def interleaved(arms: list[str], rounds: int) -> list[tuple[int, list[str]]]:
 
 
 def run_part(part: str, label: str, st: dict[str, Any], plan: dict[str, dict[str, Any]], args: argparse.Namespace, work: Path,
-             teacher: str, ckpt: Path, epochs: int, seeds: list[int], recipe_path: Path, save: Any) -> list[dict[str, Any]]:
-    """Every arm once per round (a repeat, or a seed), interleaved; each result is saved as it comes."""
+             teacher: str, ckpt: Path, epochs: int, seeds: list[int], recipe_path: Path, save: Any,
+             runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every arm of the part once per round (a repeat, or a seed), interleaved; each result goes into `runs` (the
+    combined JSON's list) and is saved as it comes."""
+    plan = {a: p for a, p in plan.items() if a in args.part_arms[part]}
     blocked = {a: rec for a in plan if (rec := not_runnable(a, plan[a], seeds[0])) is not None}
-    runs: list[dict[str, Any]] = list(blocked.values())  # recorded once, with the reason
+    runs.extend(blocked.values())  # recorded once, with the reason
     evaluate = part == "accuracy"
     runnable = [a for a in plan if a not in blocked and not (evaluate and a in SPEED_ONLY)]
     for rnd, order in interleaved(runnable, len(seeds)):
         seed = seeds[rnd]
         for pos, arm in enumerate(order):
-            spec = {**base_spec(st, teacher, ckpt, epochs, seed, augment=True, evaluate=evaluate), **plan[arm].get("spec", {})}
+            arm_epochs = epochs * plan[arm].get("epochs_factor", 1)
+            spec = {**base_spec(st, teacher, ckpt, arm_epochs, seed, augment=True, evaluate=evaluate), **plan[arm].get("spec", {})}
             if arm in CANN_ARMS:
-                spec["cann"] = {"recipe": str(recipe_path), "overrides": cann_overrides(st, teacher, ckpt, epochs) + plan[arm]["overrides"]}
+                spec["cann"] = {"recipe": str(recipe_path),
+                                "overrides": cann_overrides(st, teacher, ckpt, arm_epochs) + plan[arm]["overrides"]}
             out = work / f"round{rnd}" / f"{arm}.json"
             res = {**run_arm(arm, plan[arm], spec, out, args), "repeat": rnd, "position": pos}
             runs.append(res)
@@ -402,7 +528,8 @@ def run_part(part: str, label: str, st: dict[str, Any], plan: dict[str, dict[str
             if res["status"] == "done":
                 shown = (f"test {100 * res['test_acc']:.2f}%" if evaluate and res.get("test_acc") is not None
                          else f"{bench_report.loop_rate(res):.1f} samples/s (loop)")
-                print(f"[{label} round {rnd + 1}/{len(seeds)}] {arm}: {shown}, {res['process_seconds']:.0f}s", flush=True)
+                kept = " (kept from an earlier run: --resume)" if res.get("resumed") else ""
+                print(f"[{label} round {rnd + 1}/{len(seeds)}] {arm}: {shown}, {res['process_seconds']:.0f}s{kept}", flush=True)
             else:
                 print(f"[{label} round {rnd + 1}/{len(seeds)}] {arm}: {res['status']}: {res.get('error', '')}", flush=True)
     return runs
@@ -437,8 +564,9 @@ def transforms_identical(data: dict[str, Any]) -> bool:
     return len(reprs) == 1
 
 
-def differences(plan: dict[str, dict[str, Any]]) -> list[str]:
-    out = ["Augmentation draws: cann-distill seeds each sample's view from (seed, epoch, index); the plain loop and "
+def differences(plan: dict[str, dict[str, Any]], cann_only: Optional[list[str]] = None) -> list[str]:
+    out = ([f"The recipe sets what only the cann-distill arms apply: {'; '.join(cann_only)}. The plain, student and "
+            "torchdistill arms train without it."] if cann_only else []) + ["Augmentation draws: cann-distill seeds each sample's view from (seed, epoch, index); the plain loop and "
            "torchdistill draw from the global RNG. Same transform and distribution, other draws.",
            "cann-distill evaluates on the validation split after every epoch (it cannot be switched off); the plain "
            "loop and the torchdistill runner do not (the example's per-epoch validation and best-checkpoint saving are "
@@ -470,12 +598,24 @@ def main(argv: Optional[list[str]] = None) -> int:
     work = args.work_dir or args.out.with_suffix("")
     work.mkdir(parents=True, exist_ok=True)
     os.environ["XDG_CACHE_HOME"] = str((work / "xdg").resolve())  # cann-distill's caches stay in the work dir, as in the arms
-    data_cfg = load_recipe(recipe_path, [f"data.max_samples={QUICK['max_samples']}"] if args.quick else []).data
-    data_root = (work / "data").resolve()
-    sizes = export_digits(data_cfg.model_copy(update={"augment": data_cfg.augment.model_copy(update={"enabled": False})}), data_root)
-    recipe = load_recipe(recipe_path)
-    st = settings_from_recipe(recipe, recipe_path, args, data_root, sizes)
-    st["data"]["max_samples"] = data_cfg.max_samples
+    recipe = load_recipe(recipe_path, args.set)
+    check_recipe(recipe, recipe_path)
+    if recipe.data.source == "imagefolder":  # the tree as it is: no export, classes and sizes from the files
+        data_cfg = recipe.data
+        data_root = Path(str(data_cfg.root)).resolve()
+        tree = imagefolder_tree(data_root)
+        sizes, classes = tree["sizes"], tree["classes"]
+        if args.speed_sizes and args.speed_sizes != [data_cfg.image_size]:
+            raise SystemExit("--speed-sizes: an imagefolder recipe runs at its own data.image_size only")
+    else:
+        data_cfg = load_recipe(recipe_path, [*args.set, *([f"data.max_samples={QUICK['max_samples']}"] if args.quick else [])]).data
+        data_root = (work / "data").resolve()
+        sizes = export_digits(data_cfg.model_copy(update={"augment": data_cfg.augment.model_copy(update={"enabled": False})}), data_root)
+        classes = None
+    st = settings_from_recipe(recipe, recipe_path, args, data_root, sizes, classes)
+    st["data"]["max_samples"] = data_cfg.max_samples if recipe.data.source == "digits" else None
+    st["patient_factor"] = args.patient_factor
+    st["recipe_overrides"] = list(args.set)
     peer = peer_status(args.peer_python)
     modes = teacher_target_modes()
     plan = arm_plan(args, peer, modes)
@@ -483,7 +623,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     python = os.path.relpath(exe, Path.cwd()) if exe.is_relative_to(Path.cwd()) else str(exe)
     data: dict[str, Any] = {
         "schema": 1, "smoke": args.quick, "out": str(args.out),
-        "quick_note": (f"{QUICK['max_samples']} digits, {args.speed_epochs} epochs × {args.repeats} repeat per speed arm, "
+        "quick_note": (f"{QUICK['max_samples']} digits, " if recipe.data.source == "digits" else "") + (f"{args.speed_epochs} epochs × {args.repeats} repeat per speed arm, "
                        f"{args.seeds} seed × {args.epochs} epochs, teacher {args.teacher_epochs} epochs") if args.quick else None,
         "command": shlex.join([python, *sys.argv]) if argv is None else shlex.join([python, "scripts/bench/bench.py", *argv]),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -492,7 +632,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "cann": {"teacher_targets_key": modes is not None, "modes": modes},
         "arms": {a: {k: p[k] for k in ("label", "text")} | ({"unavailable": p["unavailable"]} if "unavailable" in p else {})
                     | ({"skipped": p["skipped"]} if "skipped" in p else {}) for a, p in plan.items()},
-        "differences": differences(plan), "speed": {}, "accuracy": None,
+        "differences": differences(plan, cann_only_settings(recipe)), "speed": {}, "accuracy": None,
     }
 
     def save() -> None:
@@ -510,7 +650,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     print(f"work dir {work}; arms {', '.join(plan)}; cann-distill teacher_targets: {modes or 'no such key (ac20290 behaviour)'}; "
           f"torchdistill: {'yes' if peer['available'] else peer['reason']}", flush=True)
-    classes = [str(c) for c in range(st["data"]["classes"])]
+    classes = st["data"]["class_names"]
     if "speed" in args.parts:
         base_px = int(st["data"]["image_size"] or 32)
         st["speed"]["sizes"] = args.speed_sizes or [base_px]
@@ -522,15 +662,15 @@ def main(argv: Optional[list[str]] = None) -> int:
                 data["speed"][key] = {"teacher": teacher, "image_size": px, "teacher_checkpoint": str(ckpt), "runs": []}
                 seeds = [recipe.seed] * args.repeats  # one seed; the rounds are repeats
                 sub = work / "speed" / (teacher if px == base_px else f"{teacher}_{px}px")
-                data["speed"][key]["runs"] = run_part("speed", f"speed {key}", st_px, plan, args, sub, teacher,
-                                                      ckpt, args.speed_epochs, seeds, recipe_path, save)
+                run_part("speed", f"speed {key}", st_px, plan, args, sub, teacher, ckpt, args.speed_epochs, seeds, recipe_path,
+                         save, data["speed"][key]["runs"])
                 save()
     if "accuracy" in args.parts:
         ckpt, teacher_summary = train_accuracy_teacher(recipe_path, st, work / "accuracy", args)
         data["accuracy"] = {"teacher": teacher_summary, "teacher_checkpoint": str(ckpt), "runs": []}
         a = st["accuracy"]
-        data["accuracy"]["runs"] = run_part("accuracy", "accuracy", st, plan, args, work / "accuracy", a["teacher"], ckpt,
-                                            a["epochs"], a["seeds"], recipe_path, save)
+        run_part("accuracy", "accuracy", st, plan, args, work / "accuracy", a["teacher"], ckpt, a["epochs"], a["seeds"],
+                 recipe_path, save, data["accuracy"]["runs"])
     save()
     print(f"wrote {args.out} ({data['wall_seconds']:.0f}s)", flush=True)
     if args.docs is not None:

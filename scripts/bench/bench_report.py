@@ -9,8 +9,10 @@ from __future__ import annotations
 import statistics
 from typing import Any, Optional
 
-ARM_ORDER = ("plain", "ceiling", "torchdistill", "online", "cached", "replay")
+ARM_ORDER = ("student", "plain", "ceiling", "torchdistill", "online", "cached", "replay", "default", "patient")
 BASELINES = ("plain", "torchdistill")
+CANN_ARMS = ("online", "cached", "replay", "default", "patient")
+HEADLINE = ("default", "patient")  # the cann-distill arms "where cann-distill loses" is about
 # issue 10: replay's training samples/s over each baseline, per teacher
 SPEED_TARGETS = {"resnet50": 2.5, "resnet18": 2.0}
 ACCURACY_TOLERANCE_PT = 0.5
@@ -103,8 +105,64 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
             out["accuracy"][arm] = ({"status": "done", "test_acc": _mean_std([100 * r["test_acc"] for r in ok]),
                                      "seeds": [r["seed"] for r in ok], **_rates(ok)}
                                     if ok else {"status": _why_not(arm_runs) or "no test accuracy"})
-        out["criteria"] += _accuracy_criteria(out["accuracy"])
+        if any(arm in out["accuracy"] for arm in ("online", "cached", "replay")):
+            out["criteria"] += _accuracy_criteria(out["accuracy"])
+        teacher = (acc.get("teacher") or {}).get("test_acc")
+        out["teacher_test_acc"] = None if teacher is None else 100 * teacher
+        out["per_seed"] = _per_seed(acc["runs"])
+        _transfer_efficiency(out["accuracy"], out["per_seed"], out["teacher_test_acc"])
+        out["losses"] = _where_cann_loses(out["accuracy"], {a: i.get("label", a) for a, i in data.get("arms", {}).items()})
     return out
+
+
+def _per_seed(runs: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
+    """Test top-1 (%) per seed and arm, finished runs only."""
+    table: dict[int, dict[str, float]] = {}
+    for r in _done(runs):
+        if r.get("test_acc") is not None:
+            table.setdefault(int(r["seed"]), {})[r["arm"]] = 100 * r["test_acc"]
+    return dict(sorted(table.items()))
+
+
+def transfer_efficiency(arm: float, student: float, teacher: float) -> Optional[float]:
+    """(arm − student) / (teacher − student): 1 the teacher's accuracy reached, 0 no better than the student alone."""
+    return None if teacher == student else (arm - student) / (teacher - student)
+
+
+def _transfer_efficiency(acc: dict[str, Any], per_seed: dict[int, dict[str, float]], teacher: Optional[float]) -> None:
+    """Each arm's TE per seed (against the student arm of the same seed and the one teacher), mean ± std over seeds."""
+    if teacher is None:
+        return
+    for arm, a in acc.items():
+        if a.get("status") != "done":
+            continue
+        te = {seed: transfer_efficiency(row[arm], row["student"], teacher) for seed, row in per_seed.items()
+              if arm in row and "student" in row}
+        a["te_per_seed"] = te
+        values = [v for v in te.values() if v is not None]
+        if values:
+            a["te"] = _mean_std(values)
+
+
+def _where_cann_loses(acc: dict[str, Any], labels: dict[str, str]) -> list[str]:
+    """One line per arm that beats cann-distill's default or patient arm by more than the seeds' spread.
+
+    The spread is the larger of the two arms' sample std over seeds (0 with one seed: then any lead counts).
+    """
+    lines = []
+    for cann in HEADLINE:
+        c = acc.get(cann, {})
+        if c.get("status") != "done":
+            continue
+        for arm, a in acc.items():
+            if arm in CANN_ARMS or a.get("status") != "done":
+                continue
+            lead = a["test_acc"]["mean"] - c["test_acc"]["mean"]
+            spread = max(a["test_acc"]["std"], c["test_acc"]["std"])
+            if lead > spread:
+                lines.append(f"{labels.get(arm, arm)} beats {labels.get(cann, 'cann-distill ' + cann)} by {lead:.2f} pt test top-1 (mean over {a['test_acc']['n']} "
+                             f"seed(s); spread {spread:.2f} pt)")
+    return lines
 
 
 def _rates(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -190,9 +248,31 @@ def _speed_rows(by_arm: dict[str, Any], arms_info: dict[str, Any]) -> list[list[
     return rows
 
 
+def _te_cell(te: Optional[dict[str, Any]]) -> str:
+    return "–" if not te else f"{te['mean']:.2f} ± {te['std']:.2f}"
+
+
 def _one_time_cells(s: dict[str, Any]) -> list[str]:
     one_time = s["one_time_seconds"]["median"]
     return [_num(one_time, 2) if one_time else "–", _num(s["amortised"]["median"])]
+
+
+def _data_line(d: dict[str, Any], st: dict[str, Any]) -> str:
+    """The setup's data bullet: an ImageFolder tree read in place, or the digits export."""
+    sz = d.get("sizes", {})
+    reads = "every arm reads and decodes those files (cann-distill `data.source: imagefolder`, the others torchvision `ImageFolder`)."
+    if d.get("source") == "imagefolder":
+        return (f"- **Data**: the ImageFolder tree `{d.get('root')}` read as it is ({d.get('classes')} classes; train "
+                f"{sz.get('train')}, val {sz.get('val')}, test {sz.get('test')} images) at {d.get('image_size')} px; " + reads)
+    other_sizes = [p for p in st.get("speed", {}).get("sizes", []) if p != d.get("image_size")]
+    return (f"- **Data**: scikit-learn digits split as cann-distill's `digits` source splits it (val {d.get('val_fraction')}, "
+            f"test {d.get('test_fraction')}, split seed {d.get('split_seed')}"
+            + (f", {d.get('max_samples')} samples" if d.get("max_samples") else "")
+            + f"), upsampled to {d.get('image_size')} px"
+            + (f" (the speed part also at {', '.join(str(p) for p in other_sizes)} px, the same images upsampled further)"
+               if other_sizes else "")
+            + f" and exported once as PNG to an ImageFolder tree (train {sz.get('train')}, val {sz.get('val')}, "
+            f"test {sz.get('test')}); " + reads)
 
 
 def render(data: dict[str, Any]) -> str:
@@ -208,8 +288,11 @@ def render(data: dict[str, Any]) -> str:
                   "on a quiet machine (command below, without `--quick`).", ""]
     lines += [f"Generated by `scripts/bench/bench.py` from `{data.get('out', 'the JSON')}`; nothing on this page is typed by hand "
               f"(`--render` rebuilds it from the JSON).", ""]
+    commit = str(v.get("cann-distill commit", "?"))
+    clean = f"commit `{commit}`" if "uncommitted" not in commit else \
+        f"commit `{commit.split()[0]}`, **not clean** (the working tree had uncommitted changes)"
     lines += ["## Command", "", "```", data.get("command", "?"), "```", "",
-              f"Started {data.get('date', '?')}, {_num(data.get('wall_seconds'), 0)} s wall in all.", ""]
+              f"Started {data.get('date', '?')}, {_num(data.get('wall_seconds'), 0)} s wall in all; cann-distill {clean}.", ""]
     flags = m.get("flags", {})
     lines += ["## Machine", ""] + _table(["", ""], [
         ["CPU", f"{m.get('cpu_model', '?')} ({m.get('machine', '?')})"],
@@ -223,16 +306,8 @@ def render(data: dict[str, Any]) -> str:
 
     lines += ["## Setup (the same for every arm)", ""]
     d = st.get("data", {})
-    lines += [f"- **Data**: scikit-learn digits split as cann-distill's `digits` source splits it (val {d.get('val_fraction')}, "
-              f"test {d.get('test_fraction')}, split seed {d.get('split_seed')}"
-              + (f", {d.get('max_samples')} samples" if d.get("max_samples") else "")
-              + f"), upsampled to {d.get('image_size')} px"
-              + (f" (the speed part also at {', '.join(str(p) for p in st['speed']['sizes'] if p != d.get('image_size'))} px, "
-                 "the same images upsampled further)" if len(st.get("speed", {}).get("sizes", [])) > 1 else "")
-              + " and exported once as PNG to an ImageFolder tree "
-              f"(train {d.get('sizes', {}).get('train')}, val {d.get('sizes', {}).get('val')}, test {d.get('sizes', {}).get('test')}); "
-              "every arm reads and decodes those files (cann-distill `data.source: imagefolder`, the others torchvision `ImageFolder`).",
-              f"- **Transforms**: timm `create_transform`, training `{st.get('transforms', {}).get('train')}`, evaluation "
+    lines += [_data_line(d, st)]
+    lines += [f"- **Transforms**: timm `create_transform`, training `{st.get('transforms', {}).get('train')}`, evaluation "
               f"`{st.get('transforms', {}).get('eval')}`. The transform each arm built was compared: "
               f"{'identical in every arm' if data.get('transforms_identical') else 'NOT identical (see the JSON)'}.",
               f"- **Training**: batch {st.get('batch_size')} (last partial batch dropped), {st.get('optimizer_text')}, "
@@ -264,20 +339,43 @@ def render(data: dict[str, Any]) -> str:
         lines += ["## Accuracy", "",
                   f"Teacher `{a.get('teacher')}` trained once with cann-distill's teacher stage ({t.get('epochs')} epochs, "
                   f"test {_num(100 * t['test_acc'], 2) if t.get('test_acc') is not None else '–'}%) and given to every arm; student "
-                  f"`{st.get('student')}`, {a.get('epochs')} epochs, augmentation on (unless the teacher-targets column says otherwise), seeds "
+                  f"`{st.get('student')}`, {a.get('epochs')} epochs"
+                  + (f" ({st['patient_factor'] * a.get('epochs', 0)} for the patient arm)" if "patient" in s["accuracy"] and st.get("patient_factor") else "")
+                  + f", augmentation on (unless the teacher-targets column says otherwise), seeds "
                   f"{a.get('seeds')}. Test top-1 of the last epoch's weights (nothing chosen on the test split); std is the "
                   "sample std over seeds.", ""]
         rows = []
         for arm, r in s["accuracy"].items():
             label = arms_info.get(arm, {}).get("label", arm)
             if r["status"] != "done":
-                rows.append([label, r["status"]] + ["–"] * 5)
+                rows.append([label, r["status"]] + ["–"] * 6)
                 continue
             ta = r["test_acc"]
-            rows.append([label, f"{ta['mean']:.2f} ± {ta['std']:.2f}%", ", ".join(f"{x:.2f}" for x in ta["values"]),
+            rows.append([label, f"{ta['mean']:.2f} ± {ta['std']:.2f}%", ", ".join(f"{x:.2f}" for x in ta["values"]), _te_cell(r.get("te")),
                          "; ".join(r["teacher_targets"]), _num(r["loop"]["median"]), *_one_time_cells(r)])
-        lines += _table(["arm", "test top-1 (mean ± std)", "per seed (%)", "teacher targets", "loop samples/s (median)",
-                         "one-time (s)", f"amortised samples/s over {a.get('epochs')} epochs"], rows) + [""]
+        lines += _table(["arm", "test top-1 (mean ± std)", "per seed (%)", "TE (mean ± std)", "teacher targets", "loop samples/s (median)",
+                         "one-time (s)", "amortised samples/s"], rows) + [""]
+        lines += [f"Teacher test top-1: {_num(s.get('teacher_test_acc'), 2)}%. **TE** (transfer efficiency) per seed = (arm − "
+                  "student) / (teacher − student), with the student arm of the same seed: 0 is no better than the student trained "
+                  "alone, 1 reaches the teacher; mean ± sample std over seeds." + ("" if "student" in s["accuracy"] else
+                  " No student arm in this run, so no TE."), ""]
+        arms = list(s["accuracy"])
+        seed_rows = [[str(seed)] + [(f"{row[a]:.2f}" + (f" (TE {te:.2f})" if (te := s["accuracy"][a].get("te_per_seed", {}).get(seed))
+                                                      is not None and a != "student" else "")) if a in row else "–" for a in arms]
+                     for seed, row in s.get("per_seed", {}).items()]
+        lines += ["### Per seed", "", "Test top-1 (%) and TE of each arm, by seed.", ""]
+        lines += _table(["seed"] + [arms_info.get(a, {}).get("label", a) for a in arms], seed_rows) + [""]
+        lines += ["### Where cann-distill loses", "",
+                  "Generated from the numbers above: every arm that is not cann-distill whose mean test top-1 beats cann-distill's "
+                  "`default` or `patient` arm by more than the seeds' spread (the larger of the two arms' std; with one seed, any "
+                  "lead).", ""]
+        headline = [a for a in ("default", "patient") if s["accuracy"].get(a, {}).get("status") == "done"]
+        if not headline:
+            lines += ["- Not measured: neither cann-distill default nor patient finished in this run.", ""]
+        else:
+            lines += [f"- {ln}" for ln in s.get("losses", [])] or [
+                f"- No arm beats {' or '.join(arms_info.get(a, {}).get('label', a) for a in headline)} by more than the spread."]
+            lines += [""]
 
     if s["criteria"]:
         lines += ["## Issue 10 criteria", ""]

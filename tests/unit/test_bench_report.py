@@ -98,7 +98,8 @@ def test_accuracy_rows_are_mean_and_sample_std_over_seeds(data: dict[str, Any]) 
     page = bench_report.render(data)
     assert row(page, "cann-distill online", "## Accuracy")[1:3] == ["98.00 ± 1.00%", "98.00, 97.00, 99.00"]
     assert row(page, "cann-distill cached", "## Accuracy")[1] == "95.00 ± 1.00%"
-    assert row(page, "cann-distill replay", "## Accuracy")[1:] == ["98.00 ± 0.10%", "97.90, 98.10, 98.00", "replay", "64.0", "20.00", "32.0"]
+    assert row(page, "cann-distill replay", "## Accuracy")[1:] == ["98.00 ± 0.10%", "97.90, 98.10, 98.00", "–", "replay", "64.0", "20.00",
+                                                                   "32.0"]  # no student arm: no TE
 
 
 def test_smoke_runs_are_labelled_and_failures_do_not_break_tables(data: dict[str, Any]) -> None:
@@ -109,3 +110,83 @@ def test_smoke_runs_are_labelled_and_failures_do_not_break_tables(data: dict[str
     assert "Smoke run — not a measurement" in page
     online = next(ln for ln in page.splitlines() if ln.startswith("| cann-distill online | failed"))
     assert online.count(" | ") == len(row(page, "plain PyTorch KD")) - 1  # the '|' in the error is escaped
+
+
+@pytest.fixture
+def photo_data(data: dict[str, Any]) -> dict[str, Any]:
+    """The accuracy arms of a photo run: teacher 90%, the student alone 70/72/74%."""
+    accs = {"student": (0.70, 0.72, 0.74), "plain": (0.80, 0.82, 0.84), "torchdistill": (0.79, 0.80, 0.81),
+            "default": (0.75, 0.76, 0.77), "patient": (0.85, 0.84, 0.86)}
+    data["arms"].update(student={"label": "student alone (CE)"}, default={"label": "cann-distill default"},
+                        patient={"label": "cann-distill patient"})
+    data["accuracy"] = {"teacher": {"epochs": 15, "test_acc": 0.90},
+                        "runs": [acc_run(arm, s, a) for arm, v in accs.items() for s, a in enumerate(v)]}
+    return data
+
+
+def test_transfer_efficiency_is_per_seed_with_mean_and_std(photo_data: dict[str, Any]) -> None:
+    s = bench_report.summarize(photo_data)["accuracy"]
+    # plain: (80-70)/(90-70), (82-72)/(90-72), (84-74)/(90-74)
+    assert s["plain"]["te"]["values"] == pytest.approx([0.5, 10 / 18, 10 / 16])
+    assert s["student"]["te"]["mean"] == 0.0
+    page = bench_report.render(photo_data)
+    te = s["plain"]["te"]
+    assert row(page, "plain PyTorch KD", "## Accuracy")[3] == f"{te['mean']:.2f} ± {te['std']:.2f}"
+    assert "Teacher test top-1: 90.00%" in page
+    assert row(page, "1", "### Per seed")[2] == "82.00 (TE 0.56)"  # seed 1, plain
+    assert bench_report.transfer_efficiency(80.0, 70.0, 70.0) is None  # teacher no better than the student: undefined
+
+
+def test_where_cann_distill_loses_names_arms_beyond_the_spread(photo_data: dict[str, Any]) -> None:
+    page = bench_report.render(photo_data)
+    section = page[page.index("### Where cann-distill loses"):]
+    losses = [ln for ln in section.splitlines() if ln.startswith("- ")]
+    # default 76 ± 1: plain (82 ± 2) and torchdistill (80 ± 1) lead by more than the spread; patient (85) beats all
+    assert losses == ["- plain PyTorch KD beats cann-distill default by 6.00 pt test top-1 (mean over 3 seed(s); spread 2.00 pt)",
+                      "- torchdistill KD beats cann-distill default by 4.00 pt test top-1 (mean over 3 seed(s); spread 1.00 pt)"]
+    photo_data["accuracy"]["runs"] = [r for r in photo_data["accuracy"]["runs"] if r["arm"] != "default"]
+    page = bench_report.render(photo_data)
+    assert "- No arm beats cann-distill patient by more than the spread." in page
+
+
+@pytest.fixture
+def bench_mod() -> Any:
+    import bench
+
+    return bench
+
+
+def test_settings_accept_adamw_with_warmup(bench_mod: Any, tmp_path: Path) -> None:
+    from cann_distill.recipe import load_recipe, resource_dir
+
+    path = resource_dir("recipes") / "mobilenetv3_small_050_from_resnet18_digits.yaml"
+    recipe = load_recipe(path, ["distill.optimizer=adamw", "distill.lr=0.001", "distill.warmup_epochs=2"])
+    args = bench_mod.parse_args(["--seeds", "1"])
+    st = bench_mod.settings_from_recipe(recipe, path, args, tmp_path, {"train": 640, "val": 200, "test": 200})
+    assert st["optimizer"]["name"] == "adamw" and st["optimizer"]["warmup_epochs"] == 2.0
+    assert st["optimizer_text"].startswith("AdamW lr 0.001 (linear warmup over 2 epoch(s) per step, then cosine decay per step)")
+    assert not any("ema_decay" in x for x in bench_mod.cann_only_settings(recipe))
+    with_ema = load_recipe(path, ["distill.ema_decay=0.999"])
+    assert "distill.ema_decay 0.999" in bench_mod.cann_only_settings(with_ema)  # named on the page: only cann-distill applies it
+
+
+def test_settings_refuse_a_third_loss_in_one_line(bench_mod: Any) -> None:
+    from cann_distill.recipe import load_recipe, resource_dir
+
+    path = resource_dir("recipes") / "mobilenetv3_small_050_from_resnet18_digits.yaml"
+    recipe = load_recipe(path, ["distill.losses=[{kind: ce, weight: 0.5}, {kind: kd, weight: 0.5}, {kind: dkd, weight: 1.0}]"])
+    with pytest.raises(SystemExit) as err:
+        bench_mod.check_recipe(recipe, path)
+    msg = str(err.value)
+    assert "\n" not in msg and "[ce, kd]" in msg and "got ce, kd, dkd" in msg
+
+
+def test_the_shared_schedule_warms_up_per_step_then_decays() -> None:
+    import arm_common
+
+    sched = arm_common.StepSchedule(epochs=4, steps_per_epoch=10, warmup_epochs=1)
+    assert sched(0) == pytest.approx(0.1) and sched(9) == pytest.approx(1.0)  # end of the current step, as cann-distill
+    assert sched(10) == pytest.approx(1.0) and sched(25) == pytest.approx(0.5)
+    from cann_distill.train import lr_factor
+
+    assert [sched(k) for k in range(40)] == pytest.approx([lr_factor(k / 10, 4, 1, 0.1) for k in range(40)])
