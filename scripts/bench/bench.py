@@ -306,7 +306,7 @@ def settings_from_recipe(recipe: Any, recipe_path: Path, args: argparse.Namespac
     train_tf = {**common, "is_training": True, "scale": list(aug.scale), "ratio": list(aug.ratio), "hflip": aug.hflip,
                 "vflip": aug.vflip, "color_jitter": aug.color_jitter, "auto_augment": aug.auto_augment, "re_prob": aug.re_prob}
     opt = {"name": dist.optimizer, "lr": dist.lr, "momentum": dist.momentum, "weight_decay": dist.weight_decay,
-           "nesterov": dist.momentum > 0, "warmup_epochs": float(dist.warmup_epochs)}
+           "nesterov": dist.momentum > 0, "warmup_epochs": float(dist.warmup())}
     loss = {"ce_weight": dist.losses[0].weight, "kd_weight": dist.losses[1].weight, "temperature": float(kinds[1][1].get("temperature", 4.0))}
     warm = f"linear warmup over {opt['warmup_epochs']:g} epoch(s) per step, then " if opt["warmup_epochs"] else ""
     if opt["name"] == "adamw":
