@@ -76,3 +76,16 @@ def test_bad_tap_fails_before_training_with_one_line(cli, write_recipe) -> None:
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
     assert errors == ["Error: distill.losses[1].student: layer '9' not in test_efficientnet's taps "
                       "(valid: 0, 1, 2, 3, 4 or a module path like blocks.2.0)"]
+
+
+def test_distill_and_baseline_warm_up_by_default(cli, write_recipe, tmp_path: Path) -> None:
+    """SGD at full lr from the first step let the KD term (about twice CE's gradient at the start) throw the
+    student off: the distilled student ended below its baseline on photos. Both now ramp up over one epoch."""
+    recipe = write_recipe(data=DATA, teacher=TEACHER, distill={"epochs": 4, "lr": 0.05}, report={"baseline": True})
+    for stage in ("teacher", "select", "distill", "baseline"):
+        run_ok(cli, stage, recipe)
+    for stage in ("distill", "baseline"):
+        history = json.loads((tmp_path / "run" / stage / "metrics.json").read_text())["history"]
+        lrs = [row["lr"] for row in history]
+        # the end of epoch 1 is the end of the warmup: the peak lr, then the cosine over the 3 epochs left
+        assert lrs[0] == pytest.approx(0.05) and lrs[1] == pytest.approx(0.05 * 0.75) and lrs[-1] == pytest.approx(0.0, abs=1e-9)
