@@ -12,9 +12,11 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
-from cann_distill import __version__, distributed
-from cann_distill.errors import CannDistillError, cut
-from cann_distill.ui import ui
+from cann_distill import __version__
+
+from cann_distill.runtime import distributed
+from cann_distill.core.errors import CannDistillError, cut
+from cann_distill.runtime.terminal import ui
 
 app = typer.Typer(
     name="cann-distill",
@@ -113,7 +115,7 @@ def _stage_command(stage: str, help_text: str, example: str) -> None:
         recipe: RecipeArg, run_dir: RunDirOpt = None, set_: SetOpt = None, force: ForceOpt = False, device: DeviceOpt = None,
         as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
     ) -> None:
-        from cann_distill.pipeline import run_stages
+        from cann_distill.api import run_stages
 
         _invoke(lambda: run_stages(recipe, [stage], run_dir=run_dir, force=force, overrides=_overrides(set_, device)), as_json, quiet, debug)
 
@@ -142,7 +144,7 @@ def distill_cmd(
                                                   "parameters / estimated INT8 size exceed the hardware profile's budgets.")] = False,
     as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
-    from cann_distill.pipeline import run_stages
+    from cann_distill.api import run_stages
 
     _invoke(lambda: run_stages(recipe, ["distill"], run_dir=run_dir, force=force, overrides=_overrides(set_, device), resume=resume,
                                budget_check=not no_budget_check), as_json, quiet, debug)
@@ -165,7 +167,7 @@ def inspect_cmd(
     image_size: Annotated[int, typer.Option("--image-size", help="Input height and width for the output shapes.")] = 224,
     as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
-    from cann_distill.taps import inspect_arch
+    from cann_distill.models.taps import inspect_arch
 
     def render(info: dict) -> None:
         t = Table(title=f"{info['arch']} taps at {info['image_size']}x{info['image_size']}", title_justify="left")
@@ -183,7 +185,7 @@ StrictOpt = Annotated[bool, typer.Option("--strict", help="Exit 1 when a deploym
 
 
 def _validate_after(strict: bool, apply_fb: Optional[Path]) -> Callable[[list], None]:
-    from cann_distill.pipeline import apply_feedback, check_gate
+    from cann_distill.api import apply_feedback, check_gate
 
     def after(results: list) -> None:
         for r in results:
@@ -212,7 +214,7 @@ def validate_cmd(
     apply_fb: Annotated[bool, typer.Option("--apply-feedback", help="Write <recipe>.feedback.yaml with the suggested changes.")] = False,
     as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
-    from cann_distill.pipeline import run_stages
+    from cann_distill.api import run_stages
 
     _invoke(lambda: run_stages(recipe, ["validate"], run_dir=run_dir, force=force, overrides=_overrides(set_, device, provider)),
             as_json, quiet, debug, after=_validate_after(strict, recipe if apply_fb else None))
@@ -233,9 +235,9 @@ def report_cmd(
     run_dir: RunDirOpt = None, set_: SetOpt = None, force: ForceOpt = False, device: DeviceOpt = None,
     as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
-    from cann_distill.compare import compare as compare_runs, to_markdown
-    from cann_distill.errors import UsageError
-    from cann_distill.pipeline import run_stages
+    from cann_distill.reporting.compare import compare as compare_runs, to_markdown
+    from cann_distill.core.errors import UsageError
+    from cann_distill.api import run_stages
 
     if not compare:
         def one() -> Any:
@@ -284,7 +286,7 @@ def dashboard_cmd(
     refresh: Annotated[float, typer.Option("--refresh", help="Seconds between page updates.", min=0.1)] = 2.0,
     debug: DebugOpt = False,
 ) -> None:
-    from cann_distill.dashboard import make_server, serve
+    from cann_distill.reporting.dashboard import make_server, serve
 
     def start() -> Any:
         server = make_server(runs_dir, port, host, refresh)
@@ -312,7 +314,7 @@ def run_cmd(
                                                   "parameters / estimated INT8 size exceed the hardware profile's budgets.")] = False,
     as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
-    from cann_distill.pipeline import run_pipeline
+    from cann_distill.api import run_pipeline
 
     _invoke(lambda: run_pipeline(recipe, run_dir=run_dir, force=force, overrides=_overrides(set_, device, provider),
                                  budget_check=not no_budget_check),
@@ -327,7 +329,7 @@ def _probe_cells(row: dict) -> tuple[str, str]:
 
 
 def _render_fit(result: dict) -> None:
-    from cann_distill.fit import describe_miss
+    from cann_distill.fit_student import describe_miss
 
     basis = result["basis"]
     t = Table(title=f"fit-student: {result['target']} ({result['provider']}, {result['scheme']['activation_type']} activations, "
@@ -391,9 +393,9 @@ def fit_student_cmd(
                                               "pick the most accurate that fits.")] = 0,
     as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
-    from cann_distill.fit import fit_student, require_fit
-    from cann_distill.pipeline import run_dir_of
-    from cann_distill.recipe import load_recipe
+    from cann_distill.fit_student import fit_student, require_fit
+    from cann_distill.api import run_dir_of
+    from cann_distill.core.recipe import load_recipe
 
     def go() -> dict:
         r = load_recipe(recipe, list(set_ or []))

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from cann_distill.pipeline import run_stages
-from cann_distill.recipe import Recipe, load_recipe
+from cann_distill.api import run_stages
+from cann_distill.core.recipe import Recipe, load_recipe
 
 
 def add_common_args(ap: argparse.ArgumentParser, recipe: Path, recipe_help: str) -> None:

@@ -56,10 +56,10 @@ from typing import Any
 
 import numpy as np
 
-from cann_distill.recipe import resource_dir
-from cann_distill.ui import ui
+from cann_distill.core.recipe import resource_dir
+from cann_distill.runtime.terminal import ui
 
-from cann_distill.critical import steps_in_epoch
+from cann_distill.selection.remining import steps_in_epoch
 
 from bench_common import add_common_args, epoch_overrides, mean_std, run_arm, train_base_teacher, scratch_dir, write_results  # noqa: E402
 
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out.parent.mkdir(parents=True, exist_ok=True)
         first = by_dataset[datasets[0]]
         host["load_average_end"] = os.getloadavg()
-        from cann_distill.recipe import load_recipe
+        from cann_distill.core.recipe import load_recipe
 
         write_results(args.out, args.recipe, load_recipe(args.recipe, epoch_overrides(args)), first["teacher"],
                       first["seeds"], started, machine=host, threads=args.threads, arms_run=arms, datasets=by_dataset, step_budget=args.step_budget)

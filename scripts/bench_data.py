@@ -27,9 +27,9 @@ import time
 import torch
 from typing import Any
 
-from cann_distill.pipeline import run_stages
-from cann_distill.recipe import load_recipe, resource_dir
-from cann_distill.ui import ui
+from cann_distill.api import run_stages
+from cann_distill.core.recipe import load_recipe, resource_dir
+from cann_distill.runtime.terminal import ui
 
 from bench_common import add_common_args, epoch_overrides, run_arm, mean_std, train_base_teacher, scratch_dir, write_results  # noqa: E402  (scripts/ is on sys.path)
 

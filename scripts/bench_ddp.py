@@ -32,8 +32,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import mean_std  # noqa: E402
 
-from cann_distill.pipeline import run_stages  # noqa: E402
-from cann_distill.recipe import load_recipe  # noqa: E402
+from cann_distill.api import run_stages  # noqa: E402
+from cann_distill.core.recipe import load_recipe  # noqa: E402
 
 RECIPE: dict[str, Any] = {
     "name": "bench_ddp",

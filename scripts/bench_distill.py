@@ -24,8 +24,8 @@ import sys
 import time
 from typing import Any
 
-from cann_distill.recipe import resource_dir
-from cann_distill.ui import ui
+from cann_distill.core.recipe import resource_dir
+from cann_distill.runtime.terminal import ui
 
 from bench_common import add_common_args, epoch_overrides, run_arm, mean_std, train_base_teacher, scratch_dir, write_results  # noqa: E402  (scripts/ is on sys.path)
 

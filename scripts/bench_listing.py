@@ -26,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from cann_distill.images import IMAGE_EXTS, find_bad_images, scan_tree
+from cann_distill.data.images import IMAGE_EXTS, find_bad_images, scan_tree
 
 
 def build_tree(root: Path, n: int, classes: int, copies: bool) -> None:

@@ -2,7 +2,7 @@
 
 With `distill.teacher_targets: replay` (or `cached`) and mixup/cutmix on, distill cannot run the
 teacher on the mixed image; it mixes the teacher's distributions of the two images with the batch's
-λ and partner instead (timm batch mode: sample i with sample B-1-i; `cann_distill.targets`).
+λ and partner instead (timm batch mode: sample i with sample B-1-i; `cann_distill.teaching.targets`).
 `online` runs the teacher on the mixed image. This script trains the recipe's teacher once, takes
 `--batches` training batches (the views of epoch 0), mixes each with mixup only and with cutmix only,
 and compares the teacher's distribution on the mixed image (`online`) with:
@@ -35,11 +35,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cann_distill.data import BatchMixup, channels_of, load_splits, loader, mix_distributions
-from cann_distill.models import build_model, with_teacher_input
-from cann_distill.pipeline import run_stages
-from cann_distill.recipe import load_recipe, resource_dir
-from cann_distill.targets import log_probs, topk_distribution
+from cann_distill.data.loading import BatchMixup, channels_of, load_splits, loader, mix_distributions
+from cann_distill.models.build import build_model, with_teacher_input
+from cann_distill.api import run_stages
+from cann_distill.core.recipe import load_recipe, resource_dir
+from cann_distill.teaching.targets import log_probs, topk_distribution
 
 KINDS = {"mixup": {"mixup_alpha": 0.8, "cutmix_alpha": 0.0}, "cutmix": {"mixup_alpha": 0.0, "cutmix_alpha": 1.0}}
 

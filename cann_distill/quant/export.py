@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from cann_distill.errors import StageError
+from cann_distill.core.errors import StageError
 
 INPUT = "input"
 OUTPUT = "logits"

@@ -18,8 +18,8 @@ from typing import Any, Callable, Optional
 
 import yaml
 
-from cann_distill.hardware import limits
-from cann_distill.recipe import BudgetConfig, FeedbackConfig, QatConfig, ValidateConfig
+from cann_distill.quant.profiles import limits
+from cann_distill.core.recipe import BudgetConfig, FeedbackConfig, QatConfig, ValidateConfig
 
 # Student families whose ops (depthwise conv + ReLU6/hard-swish/squeeze-excite) stay partly in
 # float or quantize badly under onnxruntime static INT8; dense-conv students do better.
@@ -166,7 +166,7 @@ def feedback_path(recipe_path: Path) -> Path:
 
 
 def write_patched_recipe(recipe_path: Path, original: dict[str, Any], apply: dict[str, Any], header: str) -> Path:
-    from cann_distill.rundir import write_text_atomic
+    from cann_distill.store.rundir import write_text_atomic
 
     out = feedback_path(recipe_path)
     text = yaml.safe_dump(patched_recipe(original, apply), sort_keys=False)

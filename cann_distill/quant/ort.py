@@ -14,9 +14,9 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
-from cann_distill.errors import RecipeError, StageError
+from cann_distill.core.errors import RecipeError, StageError
 from cann_distill.quant.export import INPUT
-from cann_distill.ui import ui
+from cann_distill.runtime.terminal import ui
 
 
 def cpu_features() -> dict[str, Any]:

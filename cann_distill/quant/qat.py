@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cann_distill.errors import RecipeError, StageError
+from cann_distill.core.errors import RecipeError, StageError
 
 log = logging.getLogger(__name__)
 

@@ -14,25 +14,25 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from cann_distill import distributed
-from cann_distill.cache import CacheStatus, OutputCache, cache_key, checkpoint_weights_fingerprint, resolve_cache_dir
-from cann_distill.data import (Split, Splits, Transform, build_transforms, channels_of, count_classes, data_fingerprint, draw_loader,
+from cann_distill.runtime import distributed
+from cann_distill.store.cache import CacheStatus, OutputCache, cache_key, checkpoint_weights_fingerprint, resolve_cache_dir
+from cann_distill.data.loading import (Split, Splits, Transform, build_transforms, channels_of, count_classes, data_fingerprint, draw_loader,
                                load_splits, norm_stats)
-from cann_distill.devices import CPU, Runtime
-from cann_distill.errors import StageError
-from cann_distill.models import build_model, with_teacher_input
-from cann_distill.recipe import (AugmentConfig, MixConfig, Recipe, SelectTemperatureConfig, TrainConfig, refresh_epochs,
+from cann_distill.runtime.devices import CPU, Runtime
+from cann_distill.core.errors import StageError
+from cann_distill.models.build import build_model, with_teacher_input
+from cann_distill.core.recipe import (AugmentConfig, MixConfig, Recipe, SelectTemperatureConfig, TrainConfig, refresh_epochs,
                                  selection_policy)
-from cann_distill.replay import ReplayStore, index_dtype
-from cann_distill.rundir import sha256_file
-from cann_distill.selectors import SELECTORS, Selector
-from cann_distill.selectors.policy import Selection, select_samples
+from cann_distill.teaching.replay import ReplayStore, index_dtype
+from cann_distill.store.rundir import sha256_file
+from cann_distill.selection import SELECTORS, Selector
+from cann_distill.selection.policy import Selection, select_samples
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
 from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT
-from cann_distill.targets import ReplaySpec, check_recipe, label_draws, replay_spec, resolve_mode
-from cann_distill.temperature import per_sample_temperature
-from cann_distill.train import accuracy, ce_step, fit, predict, predict_all, seed_everything
-from cann_distill.ui import ui
+from cann_distill.teaching.targets import ReplaySpec, check_recipe, label_draws, replay_spec, resolve_mode
+from cann_distill.teaching.temperature import per_sample_temperature
+from cann_distill.training.loop import accuracy, ce_step, fit, predict, predict_all, seed_everything
+from cann_distill.runtime.terminal import ui
 
 LOGITS = "select/teacher_logits.npy"
 INDEX = "select/index.csv"
@@ -44,7 +44,7 @@ HIST_BINS = 10
 def pick_critical(scores: np.ndarray, targets: np.ndarray, recipe: Recipe, classes: Optional[Sequence[str]] = None,
                   seed: int = 0) -> Selection:
     """The critical samples by the recipe's policy (`selection_policy`: its default follows distill.critical.mode)
-    and class balance (`cann_distill.selectors.policy`)."""
+    and class balance (`cann_distill.selection.policy`)."""
     cfg = recipe.select
     names = list(classes) if classes is not None else [str(c) for c in range(int(np.max(targets, initial=-1)) + 1)]
     mix = (cfg.mix or MixConfig(hard=1 / 3, medium=1 / 3, easy=1 / 3)).model_dump()
@@ -232,7 +232,7 @@ def score_inputs(r: Recipe, selector: Selector, train: Split, cache: OutputCache
 class SelectStage(Stage):
     name = "select"
     version = 6
-    all_ranks = True  # under torchrun: DDP training / a sharded teacher pass (cann_distill.distributed)
+    all_ranks = True  # under torchrun: DDP training / a sharded teacher pass (cann_distill.runtime.distributed)
     sections = ("data", "select", "seed")
     needs = (TEACHER_CKPT,)
     ignore = ("data.augment",)  # the teacher labels un-augmented training images here (replayed views: see extra_inputs)

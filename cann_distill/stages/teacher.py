@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from cann_distill.data import Splits, channels_of, data_fingerprint, load_splits, make_mixup
-from cann_distill.live import EpochLog
-from cann_distill.models import build_model, count_params, save_checkpoint, with_teacher_input
-from cann_distill.recipe import Recipe
+from cann_distill.data.loading import Splits, channels_of, data_fingerprint, load_splits, make_mixup
+from cann_distill.training.live import EpochLog
+from cann_distill.models.build import build_model, count_params, save_checkpoint, with_teacher_input
+from cann_distill.core.recipe import Recipe
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
-from cann_distill.train import accuracy, ce_step, fit, predict, seed_everything
+from cann_distill.training.loop import accuracy, ce_step, fit, predict, seed_everything
 
 
 def headline(val_acc: float, test_acc: float | None) -> dict[str, object]:
@@ -29,7 +29,7 @@ METRICS = "teacher/metrics.json"
 class TeacherStage(Stage):
     name = "teacher"
     version = 4
-    all_ranks = True  # under torchrun: DDP training / a sharded teacher pass (cann_distill.distributed)
+    all_ranks = True  # under torchrun: DDP training / a sharded teacher pass (cann_distill.runtime.distributed)
     sections = ("data", "teacher", "seed")
 
     def extra_inputs(self, recipe: Recipe) -> dict[str, Any]:

@@ -166,7 +166,7 @@ def peer_status(python: str) -> dict[str, Any]:
 
 def teacher_target_modes() -> Optional[list[str]]:
     """The values `distill.teacher_targets` accepts in the installed cann-distill, or None when it has no such key."""
-    from cann_distill.recipe import DistillConfig
+    from cann_distill.core.recipe import DistillConfig
 
     field = DistillConfig.model_fields.get("teacher_targets")
     if field is None:
@@ -191,7 +191,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def export_digits(data_cfg: Any, dest: Path) -> dict[str, int]:
     """Write the digits splits (cann-distill's own split and upsampling) as PNGs in an ImageFolder tree, once."""
-    from cann_distill.data import load_splits
+    from cann_distill.data.loading import load_splits
 
     stamp = dest / "export.json"
     key = data_cfg.model_dump(mode="json")
@@ -359,7 +359,7 @@ def untrained_teacher(arch: str, path: Path, classes: list[str]) -> Path:
     import timm
     import torch
 
-    from cann_distill.models import save_checkpoint
+    from cann_distill.models.build import save_checkpoint
 
     if not path.exists():
         torch.manual_seed(0)
@@ -412,9 +412,9 @@ def train_accuracy_teacher(recipe_path: Path, st: dict[str, Any], work: Path, ar
     """The accuracy part's teacher, trained once by cann-distill's teacher stage on the shared export (reused when up to date)."""
     import torch
 
-    from cann_distill.pipeline import run_stages
-    from cann_distill.recipe import load_recipe
-    from cann_distill.ui import ui
+    from cann_distill.api import run_stages
+    from cann_distill.core.recipe import load_recipe
+    from cann_distill.runtime.terminal import ui
 
     torch.set_num_threads(args.threads)
     ui.configure(quiet=True)
@@ -463,7 +463,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"wrote {args.docs}")
         return 0
 
-    from cann_distill.recipe import load_recipe, resource_dir
+    from cann_distill.core.recipe import load_recipe, resource_dir
 
     started = time.perf_counter()
     recipe_path = args.recipe or resource_dir("recipes") / "mobilenetv3_small_050_from_resnet18_digits.yaml"

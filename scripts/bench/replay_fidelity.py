@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cann_distill.data import load_splits, loader
-from cann_distill.recipe import load_recipe
+from cann_distill.data.loading import load_splits, loader
+from cann_distill.core.recipe import load_recipe
 from cann_distill.stages.select import teacher_loader
-from cann_distill.targets import log_probs, topk_distribution
+from cann_distill.teaching.targets import log_probs, topk_distribution
 
 
 def fidelity(run: Path, epochs: list[int], batches: int, temperature: float) -> dict:

@@ -31,9 +31,9 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from cann_distill.cli import app
-from cann_distill.errors import MAX_LINE
-from cann_distill.recipe import Recipe, resolve
-from cann_distill.safeyaml import load_value, value_errors
+from cann_distill.core.errors import MAX_LINE
+from cann_distill.core.recipe import Recipe, resolve
+from cann_distill.core.safeyaml import load_value, value_errors
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = {p.name: yaml.safe_load(p.read_text()) for p in sorted((REPO / "recipes").glob("*.yaml"))}
@@ -177,7 +177,7 @@ def sound(recipe: Recipe) -> None:
 @pytest.fixture(scope="module")
 def warm() -> None:
     """Import what a refusal can touch (torch, timm, onnxruntime) before anything is timed."""
-    with mock.patch("cann_distill.pipeline.run_dir_of", side_effect=Accepted):
+    with mock.patch("cann_distill.api.run_dir_of", side_effect=Accepted):
         result = CliRunner().invoke(app, ["run", str(REPO / "recipes" / sorted(RECIPES)[0]),
                                           "--set", "validate.provider=CPUExecutionProvider"])
     assert "Accepted" in result.stderr, result.stderr
@@ -196,7 +196,7 @@ def test_mutated_shipped_recipes_are_refused_cleanly_or_sound(warm: None, case: 
 
     args = ["run", "r.yaml"] + [a for s in sets for a in ("--set", s)]
     with tempfile.TemporaryDirectory() as tmp, chdir(tmp), \
-            mock.patch("cann_distill.pipeline.run_dir_of", side_effect=accept):
+            mock.patch("cann_distill.api.run_dir_of", side_effect=accept):
         Path("r.yaml").write_bytes(content)
         tracemalloc.start()
         t0 = time.perf_counter()

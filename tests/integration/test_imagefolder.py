@@ -8,7 +8,7 @@ import pytest
 import yaml
 from PIL import Image
 
-import cann_distill.data as data_module
+import cann_distill.data.loading as data_module
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 import pytest
 import torch
 
-from cann_distill.rundir import sha256_file
+from cann_distill.store.rundir import sha256_file
 
 pytestmark = pytest.mark.slow
 

@@ -16,8 +16,8 @@ import jsonschema
 import pytest
 import yaml
 
-from cann_distill.dashboard import make_server
-from cann_distill.report_schema import schema
+from cann_distill.reporting.dashboard import make_server
+from cann_distill.reporting.schema import schema
 from tests.browser import CHROMIUM, Browser
 from tests.conftest import TINY
 

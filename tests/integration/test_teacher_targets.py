@@ -12,7 +12,7 @@ import pytest
 import torch
 from timm.models.resnet import ResNet
 
-from cann_distill.distiller import Distiller
+from cann_distill.teaching.distiller import Distiller
 
 pytestmark = pytest.mark.slow
 

@@ -8,12 +8,12 @@ import pytest
 import torch
 import yaml
 
-from cann_distill.models import create_model
-from cann_distill.pipeline import run_stages
+from cann_distill.models.build import create_model
+from cann_distill.api import run_stages
 from cann_distill.quant import ort as q
 from cann_distill.quant.export import export_onnx
 from cann_distill.quant.gap import layer_gap
-from cann_distill.recipe import load_recipe
+from cann_distill.core.recipe import load_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -202,7 +202,7 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def test_export_failure_names_the_op_and_layer(tmp_path: Path) -> None:
-    from cann_distill.errors import StageError
+    from cann_distill.core.errors import StageError
 
     class Spectrum(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
