@@ -13,9 +13,8 @@ from rich.table import Table
 from typing_extensions import Annotated
 
 from cann_distill import __version__
-
-from cann_distill.runtime import distributed
 from cann_distill.core.errors import CannDistillError, cut
+from cann_distill.runtime import distributed
 from cann_distill.runtime.terminal import ui
 
 app = typer.Typer(
@@ -235,9 +234,10 @@ def report_cmd(
     run_dir: RunDirOpt = None, set_: SetOpt = None, force: ForceOpt = False, device: DeviceOpt = None,
     as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
-    from cann_distill.reporting.compare import compare as compare_runs, to_markdown
-    from cann_distill.core.errors import UsageError
     from cann_distill.api import run_stages
+    from cann_distill.core.errors import UsageError
+    from cann_distill.reporting.compare import compare as compare_runs
+    from cann_distill.reporting.compare import to_markdown
 
     if not compare:
         def one() -> Any:
@@ -393,9 +393,9 @@ def fit_student_cmd(
                                               "pick the most accurate that fits.")] = 0,
     as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
 ) -> None:
-    from cann_distill.fit_student import fit_student, require_fit
     from cann_distill.api import run_dir_of
     from cann_distill.core.recipe import load_recipe
+    from cann_distill.fit_student import fit_student, require_fit
 
     def go() -> dict:
         r = load_recipe(recipe, list(set_ or []))

@@ -23,15 +23,15 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import onnx
 
-from cann_distill.store.cache import resolve_cache_dir
 from cann_distill.core.errors import StageError, UsageError
-from cann_distill.quant.profiles import basis, effective_validate, limits, misses
-from cann_distill.quant import ort as q
-from cann_distill.quant.export import export_onnx
 from cann_distill.core.recipe import HardwareProfile, Recipe, ValidateConfig, hardware_profile, timm_archs
 from cann_distill.core.registry import suggest
-from cann_distill.store.rundir import library_versions, write_json_atomic, write_text_atomic
+from cann_distill.quant import ort as q
+from cann_distill.quant.export import export_onnx
+from cann_distill.quant.profiles import basis, effective_validate, limits, misses
 from cann_distill.runtime.terminal import ui
+from cann_distill.store.cache import resolve_cache_dir
+from cann_distill.store.rundir import library_versions, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -210,10 +210,10 @@ def probe(recipe: Recipe, run_root: Path, archs: Sequence[str], epochs: int) -> 
     epochs), each in a scratch copy of the run dir's teacher and select outputs: arch -> val_acc and seconds, or error."""
     import shutil
 
-    from cann_distill.core.errors import CannDistillError, MissingInputError
     from cann_distill.api import run_stages
-    from cann_distill.store.rundir import RunDir
+    from cann_distill.core.errors import CannDistillError, MissingInputError
     from cann_distill.stages import STAGES, is_current
+    from cann_distill.store.rundir import RunDir
 
     run = RunDir(run_root)
     stale = [s for s in ("teacher", "select") if not is_current(STAGES[s], recipe, run)]

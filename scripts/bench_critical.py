@@ -55,13 +55,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_common import add_common_args, epoch_overrides, mean_std, run_arm, scratch_dir, train_base_teacher, write_results  # noqa: E402
 
 from cann_distill.core.recipe import resource_dir
 from cann_distill.runtime.terminal import ui
-
 from cann_distill.selection.remining import steps_in_epoch
-
-from bench_common import add_common_args, epoch_overrides, mean_std, run_arm, train_base_teacher, scratch_dir, write_results  # noqa: E402
 
 SUBSET = "distill.critical.mode=subset"
 POOLED = "select.class_balanced=false"

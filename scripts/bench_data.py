@@ -23,15 +23,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Any
 
 import torch
-from typing import Any
+from bench_common import add_common_args, epoch_overrides, mean_std, run_arm, scratch_dir, train_base_teacher, write_results  # noqa: E402  (scripts/ is on sys.path)
 
 from cann_distill.api import run_stages
 from cann_distill.core.recipe import load_recipe, resource_dir
 from cann_distill.runtime.terminal import ui
-
-from bench_common import add_common_args, epoch_overrides, run_arm, mean_std, train_base_teacher, scratch_dir, write_results  # noqa: E402  (scripts/ is on sys.path)
 
 KD = "distill.losses=[{kind: ce, weight: 0.5}, {kind: kd, weight: 0.5, temperature: 4.0}]"
 CE = "distill.losses=[{kind: ce, weight: 1.0}]"

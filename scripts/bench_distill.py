@@ -24,10 +24,10 @@ import sys
 import time
 from typing import Any
 
+from bench_common import add_common_args, epoch_overrides, mean_std, run_arm, scratch_dir, train_base_teacher, write_results  # noqa: E402  (scripts/ is on sys.path)
+
 from cann_distill.core.recipe import resource_dir
 from cann_distill.runtime.terminal import ui
-
-from bench_common import add_common_args, epoch_overrides, run_arm, mean_std, train_base_teacher, scratch_dir, write_results  # noqa: E402  (scripts/ is on sys.path)
 
 ARMS: dict[str, list[str]] = {
     "scratch": ["distill.losses=[{kind: ce, weight: 1.0}]"],

@@ -29,14 +29,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cann_distill.data.loading import load_splits
-from cann_distill.api import run_stages
-from cann_distill.quant import ort as q
-from cann_distill.core.recipe import load_recipe, resource_dir
-from cann_distill.stages.validate import Quantizer, apply_changes, calibration_images, onnx_logits, topk
-from cann_distill.runtime.terminal import ui
+from bench_common import add_common_args, epoch_overrides, mean_std, scratch_dir, train_base_teacher, write_results  # noqa: E402
 
-from bench_common import add_common_args, epoch_overrides, mean_std, train_base_teacher, scratch_dir, write_results  # noqa: E402
+from cann_distill.api import run_stages
+from cann_distill.core.recipe import load_recipe, resource_dir
+from cann_distill.data.loading import load_splits
+from cann_distill.quant import ort as q
+from cann_distill.runtime.terminal import ui
+from cann_distill.stages.validate import Quantizer, apply_changes, calibration_images, onnx_logits, topk
 
 RECIPES = ("mobilenetv3_small_050_from_resnet18_digits.yaml", "resnet10t_from_resnet18_digits.yaml")
 

@@ -28,16 +28,15 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from bench_common import epoch_overrides, mean_std, run_arm, scratch_dir, train_base_teacher, write_results  # noqa: E402  (scripts/ is on sys.path)
 
-from cann_distill.data.loading import channels_of, load_splits
-from cann_distill.teaching.losses import LOSSES
-from cann_distill.models.build import build_model
 from cann_distill.api import run_stages
 from cann_distill.core.recipe import Recipe, default_recipe_path
-from cann_distill.training.loop import fit, seed_everything
+from cann_distill.data.loading import channels_of, load_splits
+from cann_distill.models.build import build_model
 from cann_distill.runtime.terminal import ui
-
-from bench_common import epoch_overrides, run_arm, mean_std, train_base_teacher, scratch_dir, write_results  # noqa: E402  (scripts/ is on sys.path)
+from cann_distill.teaching.losses import LOSSES
+from cann_distill.training.loop import fit, seed_everything
 
 ARMS: dict[str, list[str]] = {
     "critical": ["distill.critical.mode=subset"],

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from bench_listing import build_tree  # noqa: E402  (scripts/ is on sys.path)
 
 

@@ -35,10 +35,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cann_distill.data.loading import BatchMixup, channels_of, load_splits, loader, mix_distributions
-from cann_distill.models.build import build_model, with_teacher_input
 from cann_distill.api import run_stages
 from cann_distill.core.recipe import load_recipe, resource_dir
+from cann_distill.data.loading import BatchMixup, channels_of, load_splits, loader, mix_distributions
+from cann_distill.models.build import build_model, with_teacher_input
 from cann_distill.teaching.targets import log_probs, topk_distribution
 
 KINDS = {"mixup": {"mixup_alpha": 0.8, "cutmix_alpha": 0.0}, "cutmix": {"mixup_alpha": 0.0, "cutmix_alpha": 1.0}}

@@ -30,12 +30,12 @@ from timm.data import Mixup
 from timm.data.mixup import mixup_target
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
-from cann_distill.runtime import distributed
-from cann_distill.runtime.devices import CPU, Runtime, worker_count
 from cann_distill.core.errors import StageError
+from cann_distill.core.recipe import AugmentConfig, DataConfig, class_folders, class_mismatch
 from cann_distill.data.images import IMAGE_EXTS, BadImageError, FileEntry, find_bad_images, open_image, scan_tree
 from cann_distill.data.jitter import fast_jitter
-from cann_distill.core.recipe import AugmentConfig, DataConfig, class_folders, class_mismatch
+from cann_distill.runtime import distributed
+from cann_distill.runtime.devices import CPU, Runtime, worker_count
 
 __all__ = ["IMAGE_EXTS", "Split", "Splits", "PixelNorm", "Batches", "load_splits", "loader", "draw_loader", "data_fingerprint",
            "build_transforms", "pixel_norm",
@@ -498,8 +498,8 @@ def forget_listings() -> None:
 
 
 def _bad_images(cfg: DataConfig, root: Path, entries: list[FileEntry]) -> dict[str, str]:
-    from cann_distill.store.cache import default_cache_dir
     from cann_distill.runtime.terminal import ui
+    from cann_distill.store.cache import default_cache_dir
 
     def progress(items: Any) -> Any:
         items = list(items)

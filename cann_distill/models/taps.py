@@ -160,8 +160,8 @@ def describe_taps(model: nn.Module, arch: str, image_size: int, in_chans: int = 
 def inspect_arch(arch: str, image_size: int = 224, in_chans: int = 3, num_classes: int = 1000) -> dict[str, Any]:
     """`describe_taps` for a freshly created (untrained) timm model."""
     from cann_distill.core.errors import UsageError
-    from cann_distill.models.build import create_model
     from cann_distill.core.recipe import timm_archs
+    from cann_distill.models.build import create_model
 
     if arch not in timm_archs():
         raise UsageError(f"unknown timm architecture '{arch}'{suggest(arch, sorted(timm_archs()))}")

@@ -18,8 +18,8 @@ from typing import Any, Callable, Optional
 
 import yaml
 
-from cann_distill.quant.profiles import limits
 from cann_distill.core.recipe import BudgetConfig, FeedbackConfig, QatConfig, ValidateConfig
+from cann_distill.quant.profiles import limits
 
 # Student families whose ops (depthwise conv + ReLU6/hard-swish/squeeze-excite) stay partly in
 # float or quantize badly under onnxruntime static INT8; dense-conv students do better.

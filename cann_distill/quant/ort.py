@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import collections
-import functools
 import contextlib
-import sys
+import functools
 import platform
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence

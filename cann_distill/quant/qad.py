@@ -20,16 +20,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cann_distill.data.loading import Splits, make_mixup
-from cann_distill.runtime.devices import CPU, Runtime
 from cann_distill.core.errors import ArtifactError
-from cann_distill.teaching.losses import LOSSES
-from cann_distill.runtime import distributed
+from cann_distill.core.recipe import QatConfig, Recipe
+from cann_distill.data.loading import Splits, make_mixup
 from cann_distill.models.build import build_model, create_model, read_checkpoint, save_checkpoint, with_teacher_input
 from cann_distill.quant import ort as q
 from cann_distill.quant import qat
 from cann_distill.quant.export import export_onnx
-from cann_distill.core.recipe import QatConfig, Recipe
+from cann_distill.runtime import distributed
+from cann_distill.runtime.devices import CPU, Runtime
+from cann_distill.teaching.losses import LOSSES
 from cann_distill.training.loop import Checkpointing, History, accuracy, evaluate, fit, predict
 
 log = logging.getLogger(__name__)
@@ -60,8 +60,8 @@ def calibration(recipe: Recipe, splits: Splits) -> np.ndarray:
 def prepare(student: nn.Module, recipe: Recipe, calib: np.ndarray, cfg: Optional[QatConfig] = None) -> Prepared:
     """Export the float student, quantize it with validate's PTQ settings, place the quantizers from that model."""
     cfg = cfg or recipe.distill.qat
-    from cann_distill.quant.profiles import effective_validate
     from cann_distill.core.recipe import hardware_profile
+    from cann_distill.quant.profiles import effective_validate
 
     vcfg = effective_validate(recipe.validate_, hardware_profile(recipe.validate_.target))  # as validate quantizes
     student = copy.deepcopy(student).cpu().eval()

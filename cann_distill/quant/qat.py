@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence

@@ -17,9 +17,9 @@ from typing import Any, Optional
 from urllib.parse import unquote
 
 from cann_distill.core.errors import StageError, UsageError
-from cann_distill.training.live import read_live
-from cann_distill.store.rundir import MANIFEST, RESOLVED, manifest_problem
 from cann_distill.stages.base import STAGE_ORDER
+from cann_distill.store.rundir import MANIFEST, RESOLVED, manifest_problem
+from cann_distill.training.live import read_live
 
 TRAINING = ("teacher", "distill", "baseline")
 

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cann_distill.reporting import measures as m
 from cann_distill.data.loading import Split
-from cann_distill.runtime.devices import CPU, Runtime
 from cann_distill.models.taps import FeatureTapper, feature_info
+from cann_distill.reporting import measures as m
+from cann_distill.runtime.devices import CPU, Runtime
 from cann_distill.training.loop import predict
 
 CKA_MAX_SIDE = 8  # features are average-pooled to at most 8×8 positions before CKA (bounded memory at 224 px)
@@ -68,7 +68,6 @@ def tap_features(teacher: nn.Module, teacher_arch: str, renorm: nn.Module, stude
         runtime.model(model).eval()
     idx = list(range(min(samples, len(split))))
     pooled: dict[str, list[np.ndarray]] = {}
-    raw: dict[str, list[torch.Tensor]] = {}
     for lo in range(0, len(idx), batch):
         x = runtime.batch(torch.stack([split.fetch(i) for i in idx[lo:lo + batch]]))
         feats = {f"t{k[5:]}": v for k, v in t_tap(renorm(x)).items() if k.startswith("feat.")}

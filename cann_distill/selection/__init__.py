@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cann_distill.selection.base import SELECTORS, Selector
 from cann_distill.selection import dynamics, strategies  # noqa: F401  (registers the built-ins)
+from cann_distill.selection.base import SELECTORS, Selector
 
 __all__ = ["SELECTORS", "Selector"]

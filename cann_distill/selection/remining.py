@@ -15,12 +15,12 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from cann_distill.runtime import distributed
-from cann_distill.data.loading import Split
-from cann_distill.runtime.devices import CPU, Runtime
 from cann_distill.core.recipe import Recipe, refresh_epochs
-from cann_distill.selection.policy import Selection
+from cann_distill.data.loading import Split
+from cann_distill.runtime import distributed
+from cann_distill.runtime.devices import CPU, Runtime
 from cann_distill.selection.base import SELECTORS
+from cann_distill.selection.policy import Selection
 from cann_distill.stages.select import pick_critical, report_selection
 from cann_distill.training.loop import predict
 

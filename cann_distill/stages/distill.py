@@ -29,27 +29,36 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from cann_distill.runtime import distributed
-from cann_distill.store.cache import OutputCache, checkpoint_weights_fingerprint, resolve_cache_dir
-from cann_distill.selection.remining import Refresher, training_cost
-from cann_distill.data.loading import Split, Splits, channels_of, load_splits, loader, make_mixup
-from cann_distill.teaching.distiller import Distiller, Term
 from cann_distill.core.errors import ArtifactError
-from cann_distill.training.live import EpochLog
-from cann_distill.teaching.losses.feature import channel_weights_key
+from cann_distill.core.recipe import DistillConfig, LossSpec, Recipe, refresh_epochs
+from cann_distill.data.loading import Split, Splits, channels_of, load_splits, loader, make_mixup
 from cann_distill.models.build import build_model, count_params, save_checkpoint, teacher_input
 from cann_distill.quant.qad import run_phase as run_qad
-from cann_distill.core.recipe import DistillConfig, LossSpec, Recipe, refresh_epochs
-from cann_distill.teaching.replay import ReplayStore
-from cann_distill.store.rundir import RunDir
+from cann_distill.runtime import distributed
+from cann_distill.runtime.terminal import ui
+from cann_distill.selection.remining import Refresher, training_cost
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
 from cann_distill.stages.select import INDEX, INDEX_FIELDS, LOGITS, SUMMARY, teacher_output_parts
-from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT, headline
-from cann_distill.teaching.targets import (CachedTargets, OnlineTargets, ReplayTargets, TeacherTargets, check_recipe, describe_mixing,
-                                  resolve_mode, why_online)
+from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT
+from cann_distill.stages.teacher import headline
+from cann_distill.store.cache import OutputCache, checkpoint_weights_fingerprint, resolve_cache_dir
+from cann_distill.store.rundir import RunDir
+from cann_distill.teaching.distiller import Distiller, Term
+from cann_distill.teaching.losses.feature import channel_weights_key
+from cann_distill.teaching.replay import ReplayStore
+from cann_distill.teaching.targets import (
+    CachedTargets,
+    OnlineTargets,
+    ReplayTargets,
+    TeacherTargets,
+    check_recipe,
+    describe_mixing,
+    resolve_mode,
+    why_online,
+)
 from cann_distill.teaching.temperature import SCHEDULES, temperature_at
+from cann_distill.training.live import EpochLog
 from cann_distill.training.loop import Batch, Checkpointing, History, SubsetSampler, accuracy, fit, predict, seed_everything
-from cann_distill.runtime.terminal import ui
 
 CHECKPOINT = "distill/student.pt"
 METRICS = "distill/metrics.json"

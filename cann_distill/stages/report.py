@@ -16,20 +16,24 @@ from typing import Any, Optional
 
 import numpy as np
 
-from cann_distill.reporting import html as report_html
-from cann_distill.data.loading import Splits, channels_of, data_fingerprint, load_splits
 from cann_distill.core.errors import MissingInputError
-from cann_distill.reporting.transfer import SHOWN, Tapped, logits_of, tap_features, transfer_metrics
+from cann_distill.data.loading import Splits, channels_of, data_fingerprint, load_splits
 from cann_distill.models.build import build_model, teacher_input, with_teacher_input
+from cann_distill.reporting import html as report_html
 from cann_distill.reporting.schema import SCHEMA_ID, SCHEMA_VERSION
+from cann_distill.reporting.transfer import SHOWN, Tapped, logits_of, tap_features, transfer_metrics
+from cann_distill.runtime.terminal import ui
 from cann_distill.selection import SELECTORS
 from cann_distill.stages.base import Context, Stage, register_stage
-from cann_distill.stages.baseline import CHECKPOINT as BASELINE_CKPT, METRICS as BASELINE_METRICS
-from cann_distill.stages.distill import CHECKPOINT as STUDENT_CKPT, METRICS as DISTILL_METRICS
-from cann_distill.stages.select import INDEX, SUMMARY as SELECT_SUMMARY, pick_critical
-from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT, METRICS as TEACHER_METRICS
+from cann_distill.stages.baseline import CHECKPOINT as BASELINE_CKPT
+from cann_distill.stages.baseline import METRICS as BASELINE_METRICS
+from cann_distill.stages.distill import CHECKPOINT as STUDENT_CKPT
+from cann_distill.stages.distill import METRICS as DISTILL_METRICS
+from cann_distill.stages.select import INDEX, pick_critical
+from cann_distill.stages.select import SUMMARY as SELECT_SUMMARY
+from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT
+from cann_distill.stages.teacher import METRICS as TEACHER_METRICS
 from cann_distill.stages.validate import REPORT as VALIDATION
-from cann_distill.runtime.terminal import ui
 
 REPORT = "report/report.json"
 HTML = "report/report.html"

@@ -14,25 +14,42 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from cann_distill.runtime import distributed
-from cann_distill.store.cache import CacheStatus, OutputCache, cache_key, checkpoint_weights_fingerprint, resolve_cache_dir
-from cann_distill.data.loading import (Split, Splits, Transform, build_transforms, channels_of, count_classes, data_fingerprint, draw_loader,
-                               load_splits, norm_stats)
-from cann_distill.runtime.devices import CPU, Runtime
 from cann_distill.core.errors import StageError
+from cann_distill.core.recipe import (
+    AugmentConfig,
+    MixConfig,
+    Recipe,
+    SelectTemperatureConfig,
+    TrainConfig,
+    refresh_epochs,
+    selection_policy,
+)
+from cann_distill.data.loading import (
+    Split,
+    Splits,
+    Transform,
+    build_transforms,
+    channels_of,
+    count_classes,
+    data_fingerprint,
+    draw_loader,
+    load_splits,
+    norm_stats,
+)
 from cann_distill.models.build import build_model, with_teacher_input
-from cann_distill.core.recipe import (AugmentConfig, MixConfig, Recipe, SelectTemperatureConfig, TrainConfig, refresh_epochs,
-                                 selection_policy)
-from cann_distill.teaching.replay import ReplayStore, index_dtype
-from cann_distill.store.rundir import sha256_file
+from cann_distill.runtime import distributed
+from cann_distill.runtime.devices import CPU, Runtime
+from cann_distill.runtime.terminal import ui
 from cann_distill.selection import SELECTORS, Selector
 from cann_distill.selection.policy import Selection, select_samples
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
 from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT
+from cann_distill.store.cache import CacheStatus, OutputCache, cache_key, checkpoint_weights_fingerprint, resolve_cache_dir
+from cann_distill.store.rundir import sha256_file
+from cann_distill.teaching.replay import ReplayStore, index_dtype
 from cann_distill.teaching.targets import ReplaySpec, check_recipe, label_draws, replay_spec, resolve_mode
 from cann_distill.teaching.temperature import per_sample_temperature
 from cann_distill.training.loop import accuracy, ce_step, fit, predict, predict_all, seed_everything
-from cann_distill.runtime.terminal import ui
 
 LOGITS = "select/teacher_logits.npy"
 INDEX = "select/index.csv"

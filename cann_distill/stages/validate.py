@@ -12,22 +12,22 @@ import numpy as np
 import onnx
 import torch
 
-from cann_distill.data.loading import Split, channels_of, load_splits, loader
 from cann_distill.core.errors import StageError
+from cann_distill.core.recipe import Recipe, ValidateConfig, hardware_profile, load_hardware_profile
+from cann_distill.data.loading import Split, channels_of, load_splits, loader
 from cann_distill.models.build import build_model, count_params, with_teacher_input
-from cann_distill.quant.profiles import basis, effective_validate
 from cann_distill.quant import latency as timing
 from cann_distill.quant import ort as q
 from cann_distill.quant import qad
 from cann_distill.quant.export import export_onnx
 from cann_distill.quant.feedback import QAD_ENABLED, gate, qat_config, set_dotted, split_changes, suggest_fixes
 from cann_distill.quant.gap import layer_gap
-from cann_distill.core.recipe import Recipe, ValidateConfig, hardware_profile, load_hardware_profile
+from cann_distill.quant.profiles import basis, effective_validate
+from cann_distill.runtime.terminal import ui
 from cann_distill.stages.base import Context, Stage, register_stage
 from cann_distill.stages.distill import CHECKPOINT as STUDENT_CKPT
 from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT
 from cann_distill.training.loop import predict
-from cann_distill.runtime.terminal import ui
 
 REPORT = "validate/validation.json"
 FP32 = "validate/student_fp32.onnx"

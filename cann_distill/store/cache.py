@@ -29,8 +29,8 @@ import torch
 from cann_distill import __version__
 from cann_distill.core.errors import preview
 from cann_distill.models.build import read_checkpoint
-from cann_distill.store.rundir import atomic_path, sha256_file, write_json_atomic
 from cann_distill.runtime.terminal import ui
+from cann_distill.store.rundir import atomic_path, sha256_file, write_json_atomic
 
 CACHE_VERSION = 2  # 2: sidecars record and are checked for what produced the entry
 CacheStatus = Literal["hit", "miss", "invalid"]

@@ -27,14 +27,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from cann_distill.runtime import distributed
-from cann_distill.models.connectors import build_connector
 from cann_distill.core.errors import RecipeError
+from cann_distill.core.recipe import LossSpec
+from cann_distill.models.connectors import build_connector
+from cann_distill.models.taps import FeatureTapper, tap_error
+from cann_distill.runtime import distributed
 from cann_distill.teaching.losses import LOSSES, Loss
 from cann_distill.teaching.losses.feature import channel_sensitivity
-from cann_distill.core.recipe import LossSpec
-from cann_distill.models.taps import FeatureTapper, tap_error
-
 
 
 @dataclass

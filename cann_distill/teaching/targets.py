@@ -30,13 +30,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from cann_distill.core.errors import RecipeError
+from cann_distill.core.recipe import Recipe
 from cann_distill.data.loading import Split, Transform, count_classes, draw_loader, mix_distributions
+from cann_distill.runtime import distributed
 from cann_distill.runtime.devices import CPU, Runtime
 from cann_distill.teaching.distiller import Distiller, teacher_feature_taps
-from cann_distill.core.errors import RecipeError
 from cann_distill.teaching.losses import LOSSES
-from cann_distill.core.recipe import Recipe
-from cann_distill.runtime import distributed
 from cann_distill.teaching.replay import ReplayDraws, index_dtype
 from cann_distill.training.loop import Batch
 

@@ -14,12 +14,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import arm_common as ac
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
-
-import arm_common as ac
 
 
 def main() -> int:

@@ -21,9 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import arm_common as ac
+import torch
 
 
 def config_yaml(spec: dict[str, Any], teacher_ckpt: str, student_dst: str) -> str:

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cann_distill.teaching.distiller import Distiller
 from cann_distill.models.build import create_model, load_weights, read_checkpoint
+from cann_distill.teaching.distiller import Distiller
 
 pytestmark = pytest.mark.slow
 

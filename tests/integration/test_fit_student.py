@@ -9,8 +9,8 @@ import pytest
 import torch
 import yaml
 
-from cann_distill.core.errors import MissingInputError, StageError
 from cann_distill.api import run_stages
+from cann_distill.core.errors import MissingInputError, StageError
 
 pytestmark = pytest.mark.slow
 

@@ -9,9 +9,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from cann_distill.core.recipe import load_recipe
 from cann_distill.data.loading import load_splits
 from cann_distill.models.build import build_model
-from cann_distill.core.recipe import load_recipe
 from cann_distill.store.rundir import sha256_file
 
 pytestmark = pytest.mark.slow
@@ -79,7 +79,7 @@ def test_every_stage_then_skip_then_force(cli, write_recipe, tmp_path: Path) -> 
     assert report["teacher"]["val_acc"] > 0.3  # the tiny teacher learned something (chance is 0.1)
 
     # second run: everything up to date
-    assert stage_statuses(cli("run", recipe_path, "--json")) == {s: "skipped" for s in STAGES}
+    assert stage_statuses(cli("run", recipe_path, "--json")) == dict.fromkeys(STAGES, "skipped")
     # --force reruns exactly one stage
     mtime = (run / "teacher" / "teacher.pt").stat().st_mtime_ns
     assert stage_statuses(cli("distill", recipe_path, "--json", "--force"))["distill"] == "done"

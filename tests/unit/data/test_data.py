@@ -6,17 +6,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from timm.data import Mixup
 from timm.data.auto_augment import RandAugment
 from timm.data.random_erasing import RandomErasing
 from timm.data.transforms import RandomResizedCropAndInterpolation
-from PIL import Image
 from torchvision import transforms as T
 
-from cann_distill.data.loading import PixelNorm, Split, build_transforms, load_splits, loader, make_mixup, sample_seed
 from cann_distill.core.errors import RecipeError
-from cann_distill.data.jitter import FastColorJitter
 from cann_distill.core.recipe import DataConfig, TrainConfig, load_recipe
+from cann_distill.data.jitter import FastColorJitter
+from cann_distill.data.loading import PixelNorm, Split, build_transforms, load_splits, loader, make_mixup, sample_seed
 from cann_distill.training.loop import ce_step, fit
 
 

@@ -14,7 +14,13 @@ from PIL import Image, JpegImagePlugin
 
 from cann_distill.data import images
 from cann_distill.data.images import (
-    IMAGE_EXTS, BadImageError, FileEntry, check_image, find_bad_images, open_image, scan_tree,
+    IMAGE_EXTS,
+    BadImageError,
+    FileEntry,
+    check_image,
+    find_bad_images,
+    open_image,
+    scan_tree,
 )
 
 

@@ -40,8 +40,8 @@ def test_garbage_checkpoint_and_unknown_arch(tmp_path: Path) -> None:
 
 
 def test_teacher_input_renormalises_to_the_teachers_statistics() -> None:
-    from cann_distill.models.build import with_teacher_input
     from cann_distill.core.recipe import DataConfig, TeacherConfig
+    from cann_distill.models.build import with_teacher_input
 
     m = create_model("test_resnet", 10, 1).eval()
     data = DataConfig(mean=[0.5], std=[0.5])

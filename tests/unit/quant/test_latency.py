@@ -2,9 +2,9 @@
 
 import time
 
-from cann_distill.quant.latency import compare, interleaved, summarize, unstable_note
-
 import numpy as np
+
+from cann_distill.quant.latency import compare, interleaved, summarize, unstable_note
 
 
 class Timed:

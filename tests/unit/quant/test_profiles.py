@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from cann_distill.core.errors import RecipeError
-from cann_distill.quant.profiles import basis, effective_validate, limits, student_budget_problem
 from cann_distill.core.recipe import BudgetConfig, ValidateConfig, hardware_profile, hardware_profiles
+from cann_distill.quant.profiles import basis, effective_validate, limits, student_budget_problem
 
 VNNI_HOST = {"machine": "x86_64", "x86": True, "avx2": True, "avx512": True, "vnni": True}
 

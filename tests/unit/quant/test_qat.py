@@ -178,9 +178,9 @@ def test_layer_overrides_name_conv_layers(trained) -> None:
 
 
 def test_float_checkpoint_is_refused_as_qat(tmp_path: Path, trained) -> None:
+    from cann_distill.core.recipe import resolve
     from cann_distill.models.build import save_checkpoint
     from cann_distill.quant import qad
-    from cann_distill.core.recipe import resolve
 
     path = tmp_path / "student.pt"
     save_checkpoint(path, trained, "test_resnet", 10, 1)
@@ -191,9 +191,9 @@ def test_float_checkpoint_is_refused_as_qat(tmp_path: Path, trained) -> None:
 
 def test_qad_keeps_its_ptq_start_unless_an_epoch_beats_it(trained, tmp_path: Path) -> None:
     """One QAD epoch at an absurd lr wrecks the student: the PTQ starting point (weights and ranges) is shipped instead."""
+    from cann_distill.core.recipe import Recipe
     from cann_distill.data.loading import load_splits
     from cann_distill.quant import qad
-    from cann_distill.core.recipe import Recipe
     from tests.conftest import TINY
 
     recipe = Recipe.model_validate({**TINY, "run_dir": str(tmp_path / "run"), "student": {"arch": "test_resnet"}})

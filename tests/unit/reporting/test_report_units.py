@@ -6,12 +6,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cann_distill.reporting.compare import to_markdown, winner
 from cann_distill.core.errors import ArtifactError, RecipeError
-from cann_distill.reporting.transfer import stage_pairs
 from cann_distill.core.recipe import load_recipe
+from cann_distill.reporting.compare import to_markdown, winner
 from cann_distill.reporting.html import render
 from cann_distill.reporting.schema import SCHEMA_ID, SCHEMA_VERSION, read_report, schema
+from cann_distill.reporting.transfer import stage_pairs
 
 REPO = Path(__file__).resolve().parents[3]
 

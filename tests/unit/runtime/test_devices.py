@@ -5,10 +5,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from cann_distill.runtime import devices
-from cann_distill.runtime.devices import Runtime, device_string, resolve_device, worker_count
 from cann_distill.core.errors import UsageError
 from cann_distill.core.recipe import load_recipe
+from cann_distill.runtime import devices
+from cann_distill.runtime.devices import Runtime, device_string, resolve_device, worker_count
 
 
 def test_auto_prefers_cuda_then_npu_then_cpu(monkeypatch) -> None:

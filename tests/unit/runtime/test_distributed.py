@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from cann_distill.runtime import distributed
-from cann_distill.data.loading import Split, loader
 from cann_distill.core.errors import UsageError
 from cann_distill.core.recipe import Recipe
+from cann_distill.data.loading import Split, loader
+from cann_distill.runtime import distributed
 from cann_distill.training.loop import SubsetSampler
 
 
@@ -168,8 +168,8 @@ def _gather_worker(rank: int, world: int, store_path: str, out_path: str) -> Non
         # logits differ on purpose). No torch compute here: a forked child must not enter the parent's OpenMP pool.
         import types
 
-        from cann_distill.selection import remining as critical
         from cann_distill.core.recipe import Recipe
+        from cann_distill.selection import remining as critical
 
         recipe = Recipe(select={"top_k_ratio": 0.3}, distill={"epochs": 2, "critical": {"mode": "subset"}})
         n = 60

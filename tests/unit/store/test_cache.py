@@ -9,9 +9,9 @@ from cann_distill import __version__
 from cann_distill.store.cache import (
     OutputCache,
     cache_key,
-    produced_by,
     checkpoint_weights_fingerprint,
     default_cache_dir,
+    produced_by,
     resolve_cache_dir,
     weights_fingerprint,
 )

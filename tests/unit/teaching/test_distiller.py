@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 import torch
 
-from cann_distill.teaching.distiller import Distiller
 from cann_distill.core.errors import RecipeError
-from cann_distill.teaching.losses import LOSSES
-from cann_distill.models.build import Renormalize, create_model
 from cann_distill.core.recipe import LossSpec
+from cann_distill.models.build import Renormalize, create_model
+from cann_distill.teaching.distiller import Distiller
+from cann_distill.teaching.losses import LOSSES
 
 TAP_KWARGS: dict[str, dict[str, Any]] = {
     "ce": {},

@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cann_distill.teaching import replay
-from cann_distill.data.loading import load_splits
-from cann_distill.runtime.devices import CPU
 from cann_distill.core.errors import StageError
-from cann_distill.models.build import create_model, save_checkpoint
 from cann_distill.core.recipe import load_recipe
-from cann_distill.teaching.replay import ReplayStore
+from cann_distill.data.loading import load_splits
+from cann_distill.models.build import create_model, save_checkpoint
+from cann_distill.runtime.devices import CPU
 from cann_distill.stages.select import make_replay, teacher_loader
+from cann_distill.teaching import replay
+from cann_distill.teaching.replay import ReplayStore
 
 SHAPE = (2, 5, 3)
 

@@ -9,14 +9,24 @@ import pytest
 import torch
 from timm.data import Mixup
 
-from cann_distill.data.loading import draw_loader, load_splits, loader, make_mixup, mix_distributions
-from cann_distill.teaching.distiller import Distiller
 from cann_distill.core.errors import RecipeError
-from cann_distill.models.build import create_model
 from cann_distill.core.recipe import LossSpec, Recipe, TrainConfig, load_recipe
+from cann_distill.data.loading import draw_loader, load_splits, loader, make_mixup, mix_distributions
+from cann_distill.models.build import create_model
+from cann_distill.teaching.distiller import Distiller
 from cann_distill.teaching.replay import ReplayDraws, index_dtype
-from cann_distill.teaching.targets import (CachedTargets, OnlineTargets, ReplaySpec, ReplayTargets, check_recipe, label_draws,
-                                  recipe_errors, replay_spec, resolve_mode, topk_distribution)
+from cann_distill.teaching.targets import (
+    CachedTargets,
+    OnlineTargets,
+    ReplaySpec,
+    ReplayTargets,
+    check_recipe,
+    label_draws,
+    recipe_errors,
+    replay_spec,
+    resolve_mode,
+    topk_distribution,
+)
 from cann_distill.training.loop import ce_step, fit
 
 AUGMENT = ["data.max_samples=60", "data.image_size=16", "teacher.arch=test_resnet", "student.arch=test_efficientnet",

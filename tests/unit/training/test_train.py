@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from cann_distill.data.loading import Split
 from cann_distill.core.errors import ArtifactError, StageError, UsageError
 from cann_distill.core.recipe import TrainConfig
+from cann_distill.data.loading import Split
 from cann_distill.stages.distill import read_index
 from cann_distill.stages.select import INDEX_FIELDS
 from cann_distill.training.loop import Checkpointing, SubsetSampler, ce_step, cosine_factor, fit, lr_factor
