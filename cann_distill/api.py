@@ -101,7 +101,9 @@ def training_batch_sizes(recipe: Recipe, stages: Sequence[str]) -> dict[str, int
     sizes = {}
     if "teacher" in stages and (r.teacher.checkpoint is None or r.teacher.train_when_checkpoint) and r.teacher.train.epochs:
         sizes["teacher.train.batch_size" if r.teacher.train.batch_size else "data.batch_size"] = r.teacher.train.batch_size or default
-    probe = "select" in stages and r.select.probe_epochs and r.select.strategy in SELECTORS and SELECTORS.get(r.select.strategy).needs_student
+    probe = (
+        "select" in stages and r.select.probe_epochs and r.select.strategy in SELECTORS and SELECTORS.get(r.select.strategy).needs_student
+    )
     if ("distill" in stages and r.distill.epochs) or probe:
         sizes["distill.batch_size" if r.distill.batch_size else "data.batch_size"] = r.distill.batch_size or default
     return sizes
@@ -112,8 +114,10 @@ def make_runtime(recipe: Recipe) -> Runtime:
     rt = recipe.runtime
     device = distributed.local_device(resolve_device(rt.device))
     if rt.sync_bn and distributed.launched() and device.type == "cpu":
-        raise UsageError("runtime.sync_bn: torch's SyncBatchNorm has no CPU kernel; use it with CUDA or NPU devices "
-                         "(on the CPU each rank keeps its own BatchNorm statistics)")
+        raise UsageError(
+            "runtime.sync_bn: torch's SyncBatchNorm has no CPU kernel; use it with CUDA or NPU devices "
+            "(on the CPU each rank keeps its own BatchNorm statistics)"
+        )
     return Runtime(device, channels_last=channels_last_for(device, rt.channels_last), compile=rt.compile, sync_bn=rt.sync_bn)
 
 
@@ -127,13 +131,21 @@ def recover_manifest(run: RunDir, recipe: Recipe, stages: Sequence[str], repair:
     kept = run.verified_records(STAGE_ORDER)
     with run.provisional(kept):
         rerun = [s for s in stages if STAGES[s].enabled(recipe) and not is_current(STAGES[s], recipe, run)]
-    rebuilt = f"{', '.join(kept)} from {'its' if len(kept) == 1 else 'their'} verified artifacts" if kept else "no stage (none could be verified)"
+    rebuilt = (
+        f"{', '.join(kept)} from {'its' if len(kept) == 1 else 'their'} verified artifacts" if kept else "no stage (none could be verified)"
+    )
     if not repair:
-        raise ArtifactError(f"{run.manifest_path} {problem}; rerun with --force: it is moved aside, rebuilt with {rebuilt}, "
-                            f"and {', '.join(rerun) or 'nothing'} rerun{'s' if len(rerun) == 1 else ''}")
+        raise ArtifactError(
+            f"{run.manifest_path} {problem}; rerun with --force: it is moved aside, rebuilt with {rebuilt}, "
+            f"and {', '.join(rerun) or 'nothing'} rerun{'s' if len(rerun) == 1 else ''}"
+        )
     aside = run.rebuild_manifest(kept)
-    ui.warn(escape(f"{run.manifest_path} {problem}; moved to {aside.name}; rebuilt {rebuilt}; "
-                   f"{'rerunning ' + ', '.join(rerun) if rerun else 'nothing to rerun'}"))
+    ui.warn(
+        escape(
+            f"{run.manifest_path} {problem}; moved to {aside.name}; rebuilt {rebuilt}; "
+            f"{'rerunning ' + ', '.join(rerun) if rerun else 'nothing to rerun'}"
+        )
+    )
 
 
 def run_pipeline(recipe: Union[Recipe, str, Path, None] = None, **kwargs) -> list[StageResult]:

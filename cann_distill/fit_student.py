@@ -95,13 +95,21 @@ class Setup:
         s = self.scheme()
         lat = self.cfg.latency
         return {
-            "fit_version": FIT_VERSION, "arch": arch, "image_size": self.image_size, "in_chans": self.in_chans, "classes": self.classes,
-            "provider": self.provider, "provider_options": self.profile.provider_options if self.provider == self.profile.provider else {},
+            "fit_version": FIT_VERSION,
+            "arch": arch,
+            "image_size": self.image_size,
+            "in_chans": self.in_chans,
+            "classes": self.classes,
+            "provider": self.provider,
+            "provider_options": self.profile.provider_options if self.provider == self.profile.provider else {},
             "scheme": {"activation_type": s["activation_type"], "reduce_range": s["reduce_range"], "per_channel": self.cfg.per_channel},
-            "threads": lat.threads, "batch": self.profile.batch, "opset": self.cfg.opset,
+            "threads": lat.threads,
+            "batch": self.profile.batch,
+            "opset": self.cfg.opset,
             "timing": {"warmup": lat.warmup, "runs": lat.runs, "rounds": lat.rounds},
             "calibration": {"method": self.cfg.calibration.method, "samples": len(self.calib)},
-            "cpu": q.cpu_features(), "versions": library_versions(),
+            "cpu": q.cpu_features(),
+            "versions": library_versions(),
         }
 
 
@@ -138,13 +146,22 @@ def measure(arch: str, setup: Setup, work: Path) -> dict[str, Any]:
     batch = setup.cfg.throughput_batch
     keep = ("median_ms", "spread_ms", "p99_ms", "p99_pooled_ms", "round_medians_ms", "unstable")
     return {
-        **row, "status": "ok", "scheme": {k: scheme[k] for k in ("activation_type", "reduce_range")},
-        "fp32": {k: lat["fp32"][k] for k in keep}, "int8": {k: lat["int8"][k] for k in keep},
-        "int8_over_fp32": lat["comparison"]["int8_over_fp32"], "comparison": lat["comparison"],
-        "throughput": {"batch": batch, "fp32_img_s": q.throughput(s32, setup.sample, batch, THROUGHPUT_RUNS),
-                       "int8_img_s": q.throughput(s8, setup.sample, batch, THROUGHPUT_RUNS)},
+        **row,
+        "status": "ok",
+        "scheme": {k: scheme[k] for k in ("activation_type", "reduce_range")},
+        "fp32": {k: lat["fp32"][k] for k in keep},
+        "int8": {k: lat["int8"][k] for k in keep},
+        "int8_over_fp32": lat["comparison"]["int8_over_fp32"],
+        "comparison": lat["comparison"],
+        "throughput": {
+            "batch": batch,
+            "fp32_img_s": q.throughput(s32, setup.sample, batch, THROUGHPUT_RUNS),
+            "int8_img_s": q.throughput(s8, setup.sample, batch, THROUGHPUT_RUNS),
+        },
         "size_bytes": {"fp32": fp32.stat().st_size, "int8": int8.stat().st_size},
-        "int8_float_ops": sum(float_ops.values()), "load_avg": lat["load_avg"], "measured_at": time.time(),
+        "int8_float_ops": sum(float_ops.values()),
+        "load_avg": lat["load_avg"],
+        "measured_at": time.time(),
     }
 
 
@@ -181,7 +198,12 @@ class MeasurementCache:
 
 def budget_values(row: dict[str, Any]) -> dict[str, float]:
     """What a row can be checked for before training (INT8 drop needs a trained student: validate checks it)."""
-    return {"latency_ms_p99": row["int8"]["p99_ms"], "latency_ms_median": row["int8"]["median_ms"], "size_mb": row["size_bytes"]["int8"] / 1e6, "params_m": row["params"] / 1e6}
+    return {
+        "latency_ms_p99": row["int8"]["p99_ms"],
+        "latency_ms_median": row["int8"]["median_ms"],
+        "size_mb": row["size_bytes"]["int8"] / 1e6,
+        "params_m": row["params"] / 1e6,
+    }
 
 
 def judge(rows: list[dict[str, Any]], budget_limits: dict[str, tuple[float, str]]) -> None:
@@ -218,8 +240,10 @@ def probe(recipe: Recipe, run_root: Path, archs: Sequence[str], epochs: int) -> 
     run = RunDir(run_root)
     stale = [s for s in ("teacher", "select") if not is_current(STAGES[s], recipe, run)]
     if stale:
-        raise MissingInputError(f"--probe-epochs distills from the teacher's cached logits, but {', '.join(stale)} has not run "
-                                f"in {run_root} for this recipe: run `cann-distill select RECIPE` first")
+        raise MissingInputError(
+            f"--probe-epochs distills from the teacher's cached logits, but {', '.join(stale)} has not run "
+            f"in {run_root} for this recipe: run `cann-distill select RECIPE` first"
+        )
     out: dict[str, dict[str, Any]] = {}
     for arch in archs:
         variant = recipe.model_copy(deep=True)
@@ -271,13 +295,27 @@ def make_setup(recipe: Recipe, profile: HardwareProfile) -> Setup:
         log.warning(warning)
     splits = load_splits(recipe.data)
     calib = calibration_images(splits.train, min(cfg.calibration.samples, CALIBRATION_SAMPLES, len(splits.train)), recipe.seed)
-    return Setup(len(splits.train.classes), channels_of(recipe.data), int(recipe.data.image_size or 0), calib,
-                 stack(splits.val, np.arange(1)), cfg, profile, provider)
+    return Setup(
+        len(splits.train.classes),
+        channels_of(recipe.data),
+        int(recipe.data.image_size or 0),
+        calib,
+        stack(splits.val, np.arange(1)),
+        cfg,
+        profile,
+        provider,
+    )
 
 
 def fit_student(
-    recipe: Recipe, recipe_path: Path, out_dir: Path, target: Optional[str] = None,
-    candidates: Optional[Sequence[str]] = None, force: bool = False, probe_epochs: int = 0, run_root: Optional[Path] = None,
+    recipe: Recipe,
+    recipe_path: Path,
+    out_dir: Path,
+    target: Optional[str] = None,
+    candidates: Optional[Sequence[str]] = None,
+    force: bool = False,
+    probe_epochs: int = 0,
+    run_root: Optional[Path] = None,
 ) -> dict[str, Any]:
     """Measure the candidates, check the budgets, write fit_student.json (and RECIPE.fit.yaml when one fits)."""
     names = candidates_for(recipe.student.arch, candidates)
@@ -309,20 +347,33 @@ def fit_student(
     judge(rows, budget_limits)
     best = pick(rows)
     result: dict[str, Any] = {
-        "recipe": str(recipe_path), "student": recipe.student.arch, "target": target, "profile": profile.model_dump(mode="json"),
-        "provider": setup.provider, "basis": basis(profile, setup.provider, q.cpu_features()), "scheme": setup.scheme(),
-        "per_channel": setup.cfg.per_channel, "image_size": setup.image_size, "batch": profile.batch,
-        "threads": setup.cfg.latency.threads, "cpu": q.cpu_features(), "versions": library_versions(),
+        "recipe": str(recipe_path),
+        "student": recipe.student.arch,
+        "target": target,
+        "profile": profile.model_dump(mode="json"),
+        "provider": setup.provider,
+        "basis": basis(profile, setup.provider, q.cpu_features()),
+        "scheme": setup.scheme(),
+        "per_channel": setup.cfg.per_channel,
+        "image_size": setup.image_size,
+        "batch": profile.batch,
+        "threads": setup.cfg.latency.threads,
+        "cpu": q.cpu_features(),
+        "versions": library_versions(),
         "budgets": {k: {"limit": v, "source": s} for k, (v, s) in budget_limits.items()},
         "not_checked": [k for k in budget_limits if k not in ("latency_ms_p99", "latency_ms_median", "size_mb", "params_m")],
         "candidates": sorted(rows, key=lambda r: (r["status"] != "ok", r.get("int8", {}).get("median_ms", 0.0))),
-        "probe_epochs": probe_epochs, "picked": best["arch"] if best else None, "closest_miss": None if best else closest_miss(rows),
+        "probe_epochs": probe_epochs,
+        "picked": best["arch"] if best else None,
+        "closest_miss": None if best else closest_miss(rows),
         "outputs": {},
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path = out_dir / "fit_student.json"
     if best is not None:
-        result["outputs"]["recipe"] = str(write_fit_recipe(recipe_path, best["arch"], target if target != recipe.validate_.target else None))
+        result["outputs"]["recipe"] = str(
+            write_fit_recipe(recipe_path, best["arch"], target if target != recipe.validate_.target else None)
+        )
     result["outputs"]["json"] = str(json_path)
     write_json_atomic(json_path, result)
     return result
@@ -341,8 +392,7 @@ def write_fit_recipe(recipe_path: Path, arch: str, target: Optional[str]) -> Pat
         data.setdefault("validate", {})["target"] = target
     out = fit_path(recipe_path)
     changed = "student.arch" + (", validate.target" if target is not None else "")
-    write_text_atomic(out, f"# {changed} chosen by `cann-distill fit-student {recipe_path.name}`\n"
-                           + yaml.safe_dump(data, sort_keys=False))
+    write_text_atomic(out, f"# {changed} chosen by `cann-distill fit-student {recipe_path.name}`\n" + yaml.safe_dump(data, sort_keys=False))
     return out
 
 

@@ -69,8 +69,13 @@ def main() -> None:
     splits = load_splits(recipe.data)
     train = splits.train
     n_classes = len(train.classes)
-    teacher = build_model(recipe.teacher, n_classes, channels_of(recipe.data), checkpoint=work / "teacher_run" / "teacher" / "teacher.pt",
-                          classes=train.classes)
+    teacher = build_model(
+        recipe.teacher,
+        n_classes,
+        channels_of(recipe.data),
+        checkpoint=work / "teacher_run" / "teacher" / "teacher.pt",
+        classes=train.classes,
+    )
     teacher = with_teacher_input(teacher, recipe.data, recipe.teacher).eval()
     batch_size = recipe.distill.batch_size or recipe.data.batch_size
     batches = loader(train, batch_size, train=True, seed=recipe.seed, transform=splits.train_transform)
@@ -92,20 +97,36 @@ def main() -> None:
                 mixed, _, lam = mixer.mix_batch(x.clone(), y)
                 lams.append(lam)
                 online = teacher(mixed).softmax(1)
-                approx = {"replay": mix_distributions(p_view, lam), "replay_topk": mix_distributions(p_topk, lam),
-                          "cached": mix_distributions(p_eval, lam), "unmixed": p_view}
+                approx = {
+                    "replay": mix_distributions(p_view, lam),
+                    "replay_topk": mix_distributions(p_topk, lam),
+                    "cached": mix_distributions(p_eval, lam),
+                    "unmixed": p_view,
+                }
                 for name, a in approx.items():
                     s = sums.setdefault(name, {"kl_t1": [], "kl_t": [], "top1_agree": []})
                     s["kl_t1"] += kl(online, a, 1.0).tolist()
                     s["kl_t"] += kl(online, a, args.temperature).tolist()
                     s["top1_agree"] += (online.argmax(1) == a.argmax(1)).float().tolist()
-        results[kind] = {"lambda_mean": float(np.mean(lams)),
-                         **{name: {k: float(np.mean(v)) for k, v in s.items()} for name, s in sums.items()}}
+        results[kind] = {
+            "lambda_mean": float(np.mean(lams)),
+            **{name: {k: float(np.mean(v)) for k, v in s.items()} for name, s in sums.items()},
+        }
 
-    out = {"command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]), "recipe": str(args.recipe),
-           "teacher": recipe.teacher.arch, "teacher_val_acc": teacher_summary["val_acc"], "teacher_epochs": teacher_summary["epochs"],
-           "samples_per_kind": len(sums["replay"]["kl_t1"]), "batches": len(lams), "top_k": args.top_k, "temperature": args.temperature,
-           "kl": "mean KL(online || approximation), nats", "seconds": time.time() - started, "results": results}
+    out = {
+        "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
+        "recipe": str(args.recipe),
+        "teacher": recipe.teacher.arch,
+        "teacher_val_acc": teacher_summary["val_acc"],
+        "teacher_epochs": teacher_summary["epochs"],
+        "samples_per_kind": len(sums["replay"]["kl_t1"]),
+        "batches": len(lams),
+        "top_k": args.top_k,
+        "temperature": args.temperature,
+        "kl": "mean KL(online || approximation), nats",
+        "seconds": time.time() - started,
+        "results": results,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))
     print(f"teacher {recipe.teacher.arch}: val {100 * teacher_summary['val_acc']:.2f}%; {out['samples_per_kind']} samples per kind")

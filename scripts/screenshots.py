@@ -1,6 +1,6 @@
 """Screenshots of a run's report.html and of the dashboard for the README (headless Chromium, tests/browser.py).
 
-    python scripts/screenshots.py RUNS_DIR [--report-run NAME] [--out docs/img]
+python scripts/screenshots.py RUNS_DIR [--report-run NAME] [--out docs/img]
 """
 
 from __future__ import annotations

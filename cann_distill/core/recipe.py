@@ -85,7 +85,9 @@ class AugmentConfig(Strict):
 
 class DataConfig(Strict):
     source: Literal["digits", "imagefolder"] = "digits"
-    root: Optional[str] = Field(None, description="imagefolder: folder holding train/<class>/*, val/<class>/* and optionally test/<class>/*")
+    root: Optional[str] = Field(
+        None, description="imagefolder: folder holding train/<class>/*, val/<class>/* and optionally test/<class>/*"
+    )
     image_size: Optional[int] = Field(None, ge=8, le=2048, description="default: the teacher's pretrained input size (digits: 32)")
     channels: Optional[Literal[1, 3]] = Field(None, description="default: 1 for digits, 3 for imagefolder")
     mean: Optional[list[float]] = Field(None, description="default: the teacher's pretrained_cfg (digits: 0.5)")
@@ -94,9 +96,15 @@ class DataConfig(Strict):
     interpolation: Optional[Literal["bilinear", "bicubic", "nearest"]] = Field(None, description="default: the teacher's")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     num_workers: Optional[int] = Field(None, ge=0, description="DataLoader workers; default cores - 1 (max 8), 0 for in-memory digits")
-    on_bad_image: Literal["error", "skip"] = Field("error", description="a zero-byte, truncated or non-image file: stop, or skip it and count it")
-    cache_mb: int = Field(1024, ge=0, description="imagefolder: keep decoded images in memory up to this many MiB in all, "
-                          "shared out between the main process and the loader workers (each decodes a file once, then reuses it); 0: off")
+    on_bad_image: Literal["error", "skip"] = Field(
+        "error", description="a zero-byte, truncated or non-image file: stop, or skip it and count it"
+    )
+    cache_mb: int = Field(
+        1024,
+        ge=0,
+        description="imagefolder: keep decoded images in memory up to this many MiB in all, "
+        "shared out between the main process and the loader workers (each decodes a file once, then reuses it); 0: off",
+    )
     val_fraction: float = Field(0.2, gt=0, lt=1, description="digits: share of samples held out for validation (stratified)")
     test_fraction: float = Field(0.0, ge=0, lt=1, description="digits: share held out as a test split (0: none)")
     split_seed: Seed = Field(0, description="digits: seed of the train/val/test split, fixed apart from the training seed")
@@ -113,10 +121,16 @@ class TrainConfig(Strict):
     batch_size: Optional[int] = Field(None, ge=1, description="default: data.batch_size")
     warmup_epochs: float = Field(0.0, ge=0, description="linear learning-rate warmup (epochs, fractions allowed) before the cosine decay")
     grad_clip: Optional[float] = Field(None, gt=0, allow_inf_nan=False, description="clip the global gradient L2 norm to this value")
-    amp: Literal["none", "bf16", "fp16"] = Field("none", description="bf16: bfloat16 autocast (any device); fp16: float16 autocast + grad scaler (CUDA/NPU)")
-    ema_decay: Optional[float] = Field(None, gt=0, lt=1, description="keep an exponential moving average of the weights; evaluate and export it")
+    amp: Literal["none", "bf16", "fp16"] = Field(
+        "none", description="bf16: bfloat16 autocast (any device); fp16: float16 autocast + grad scaler (CUDA/NPU)"
+    )
+    ema_decay: Optional[float] = Field(
+        None, gt=0, lt=1, description="keep an exponential moving average of the weights; evaluate and export it"
+    )
     select_best: bool = Field(False, description="export the weights of the epoch with the best validation accuracy instead of the last")
-    patience: Optional[int] = Field(None, ge=1, description="early stopping: stop after this many epochs without a better validation accuracy")
+    patience: Optional[int] = Field(
+        None, ge=1, description="early stopping: stop after this many epochs without a better validation accuracy"
+    )
 
 
 class ModelConfig(Strict):
@@ -127,7 +141,9 @@ class ModelConfig(Strict):
 
 class TeacherConfig(ModelConfig):
     arch: str = "resnet18"
-    mean: Optional[list[float]] = Field(None, description="input mean the teacher expects; default data.mean (distill re-normalises when they differ)")
+    mean: Optional[list[float]] = Field(
+        None, description="input mean the teacher expects; default data.mean (distill re-normalises when they differ)"
+    )
     std: Optional[list[float]] = Field(None, description="input std the teacher expects; default data.std")
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=10))
     train_when_checkpoint: bool = Field(False, description="fine-tune even when a checkpoint is given")
@@ -145,7 +161,10 @@ class SelectTemperatureConfig(Strict):
     t_max: float = Field(8.0, gt=0, description="upper clip, also applied after the distill schedule")
     t_easy: float = Field(2.1, gt=0, description="temperature of the easiest sample")
     t_hard: float = Field(4.7, gt=0, description="temperature of the hardest sample")
-    per_sample: bool = Field(False, description="true: KD uses each sample's index temperature; false: every sample gets `base` in the index and KD keeps its own temperature")
+    per_sample: bool = Field(
+        False,
+        description="true: KD uses each sample's index temperature; false: every sample gets `base` in the index and KD keeps its own temperature",
+    )
 
 
 class MixConfig(Strict):
@@ -162,22 +181,36 @@ class SelectConfig(Strict):
     top_k_ratio: float = Field(0.35, gt=0, le=1)
     class_balanced: bool = Field(True, description="the same quota for every class (a smaller class gives all it has, the rest is shared)")
     policy: Optional[Literal["hard", "easy", "mix", "auto"]] = Field(
-        None, description="which scores to keep: hard (highest), easy (lowest), mix (select.mix over score thirds), "
+        None,
+        description="which scores to keep: hard (highest), easy (lowest), mix (select.mix over score thirds), "
         "auto (easy when kept samples per class < scarce_below, else hard). Default: hard when the critical samples are "
-        "re-mined every epoch (select.refresh_every: 1), else mix — the best measured in each case (README)")
-    mix: Optional[MixConfig] = Field(None, description="policy mix: fractions of the quota from the hard / medium / easy thirds; default 1/3 each")
+        "re-mined every epoch (select.refresh_every: 1), else mix — the best measured in each case (README)",
+    )
+    mix: Optional[MixConfig] = Field(
+        None, description="policy mix: fractions of the quota from the hard / medium / easy thirds; default 1/3 each"
+    )
     scarce_below: int = Field(500, ge=1, description="policy auto: kept samples per class below which data counts as scarce")
     views: int = Field(4, ge=1, le=64, description="view_loss / view_margin: augmented views per sample the teacher scores")
     refresh_every: Union[Literal["auto"], int, None] = Field(
-        "auto", description="re-mine the critical samples every N distill epochs from the current student (select.refresh_by); "
-        "auto: every epoch with distill.critical.mode: subset (the best measured at a third of the steps), else never; null: never")
+        "auto",
+        description="re-mine the critical samples every N distill epochs from the current student (select.refresh_by); "
+        "auto: every epoch with distill.critical.mode: subset (the best measured at a third of the steps), else never; null: never",
+    )
     refresh_by: Literal["disagreement", "reducible_loss"] = Field(
-        "disagreement", description="re-mining score: disagreement = KL(p_teacher ‖ p_student); reducible_loss = the student's "
-        "CE on the label minus the teacher's (RHO-LOSS, Mindermann et al. 2022; skips samples the teacher gets wrong too)")
+        "disagreement",
+        description="re-mining score: disagreement = KL(p_teacher ‖ p_student); reducible_loss = the student's "
+        "CE on the label minus the teacher's (RHO-LOSS, Mindermann et al. 2022; skips samples the teacher gets wrong too)",
+    )
     batch_size: int = Field(256, ge=1)
-    cache_dir: Optional[str] = Field(None, description="teacher-output cache; default $XDG_CACHE_HOME/cann-distill or ~/.cache/cann-distill")
-    probe_epochs: Optional[int] = Field(None, ge=0, description="strategies that read a student probe: its CE epochs; "
-                                        "default the strategy's (disagreement 0 = at init, el2n 2, forgetting 3)")
+    cache_dir: Optional[str] = Field(
+        None, description="teacher-output cache; default $XDG_CACHE_HOME/cann-distill or ~/.cache/cann-distill"
+    )
+    probe_epochs: Optional[int] = Field(
+        None,
+        ge=0,
+        description="strategies that read a student probe: its CE epochs; "
+        "default the strategy's (disagreement 0 = at init, el2n 2, forgetting 3)",
+    )
     temperature: SelectTemperatureConfig = Field(default_factory=SelectTemperatureConfig)
 
     @field_validator("refresh_every", mode="before")
@@ -237,8 +270,14 @@ class ScheduleSpec(ComponentSpec):
 class ReplayConfig(Strict):
     """distill.teacher_targets: replay (FKD, Shen & Xing, ECCV 2022): select labels `draws` augmented views per sample."""
 
-    draws: Optional[int] = Field(None, ge=1, description="views per sample the teacher labels in select; epoch e replays view e mod draws; default distill.epochs")
-    top_k: Optional[int] = Field(None, ge=1, description="teacher probabilities kept per view (fp16 + class index), the rest spread uniformly; default min(10, classes)")
+    draws: Optional[int] = Field(
+        None, ge=1, description="views per sample the teacher labels in select; epoch e replays view e mod draws; default distill.epochs"
+    )
+    top_k: Optional[int] = Field(
+        None,
+        ge=1,
+        description="teacher probabilities kept per view (fp16 + class index), the rest spread uniformly; default min(10, classes)",
+    )
 
 
 class QatConfig(TrainConfig):
@@ -246,18 +285,34 @@ class QatConfig(TrainConfig):
 
     enabled: bool = Field(False, description="train the distilled student once more with onnxruntime's INT8 arithmetic simulated")
     epochs: int = Field(3, ge=1, description="QAD epochs, after distill.epochs of float distillation")
-    lr: float = Field(0.0005, gt=0, description="QAD learning rate: 1% of a typical distill lr (NVIDIA's QAT guidance: start at "
-                      "1% of the initial training lr, cosine-annealed, ~10% of the original epochs)")
-    keep_start: bool = Field(True, description="ship the PTQ starting point (weights and ranges) when no QAD epoch beats its "
-                             "fake-quant val accuracy")
+    lr: float = Field(
+        0.0005,
+        gt=0,
+        description="QAD learning rate: 1% of a typical distill lr (NVIDIA's QAT guidance: start at "
+        "1% of the initial training lr, cosine-annealed, ~10% of the original epochs)",
+    )
+    keep_start: bool = Field(
+        True, description="ship the PTQ starting point (weights and ranges) when no QAD epoch beats its fake-quant val accuracy"
+    )
     teacher: Literal["teacher", "float_student"] = Field(
-        "float_student", description="KD target: the float student of the previous phase (the QAD recipe) or the teacher")
+        "float_student", description="KD target: the float student of the previous phase (the QAD recipe) or the teacher"
+    )
     temperature: float = Field(1.0, gt=0, description="KD temperature of the QAD loss (logit KL, as NVIDIA Model Optimizer's QAD)")
     ce_weight: float = Field(0.0, ge=0, description="weight of cross-entropy with the labels next to the KD term (weight 1)")
-    keep_float: list[Text] = Field(default_factory=list, description="student modules (conv/linear) kept in float: no fake quant, excluded at export")
-    per_tensor: list[Text] = Field(default_factory=list, description="student modules whose weights are quantized per tensor instead of per channel")
-    freeze_observers_epoch: Optional[int] = Field(None, ge=0, description="activation ranges follow an EMA of min/max until this QAD epoch (0-based), then stay; default: never frozen")
-    freeze_bn_epoch: int = Field(0, ge=0, description="BatchNorm uses batch statistics until this QAD epoch, then its running ones (0: frozen throughout)")
+    keep_float: list[Text] = Field(
+        default_factory=list, description="student modules (conv/linear) kept in float: no fake quant, excluded at export"
+    )
+    per_tensor: list[Text] = Field(
+        default_factory=list, description="student modules whose weights are quantized per tensor instead of per channel"
+    )
+    freeze_observers_epoch: Optional[int] = Field(
+        None,
+        ge=0,
+        description="activation ranges follow an EMA of min/max until this QAD epoch (0-based), then stay; default: never frozen",
+    )
+    freeze_bn_epoch: int = Field(
+        0, ge=0, description="BatchNorm uses batch statistics until this QAD epoch, then its running ones (0: frozen throughout)"
+    )
     observer_momentum: float = Field(0.01, gt=0, le=1, description="EMA factor of the activation range observers")
 
 
@@ -274,9 +329,10 @@ class DistillConfig(TrainConfig):
         "none", description="uncertainty: learnable log-variance s_i per loss, weight_i * (exp(-s_i) * L_i + s_i) (Kendall et al. 2018)"
     )
     teacher_targets: Optional[Literal["cached", "online", "replay"]] = Field(
-        None, description="cached: select's logits on the evaluation view; online: the teacher on each training batch; "
+        None,
+        description="cached: select's logits on the evaluation view; online: the teacher on each training batch; "
         "replay: select's top-k labels of the replayed augmented views (FKD). Default: online when training views are random "
-        "(augmentation) or a loss reads teacher features, else cached"
+        "(augmentation) or a loss reads teacher features, else cached",
     )
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     qat: QatConfig = Field(default_factory=QatConfig)
@@ -304,8 +360,12 @@ class FeedbackConfig(Strict):
     max_layer_gap_db: float = Field(10.0, gt=0, description="a layer that loses more SQNR than this (dB) is a float candidate")
     max_exclude: int = Field(4, ge=0, description="most nodes suggested to keep in float")
     search: bool = Field(True, description="measure each candidate fix (quantize + evaluate) before suggesting it")
-    qad_epochs: int = Field(1, ge=0, description="when the INT8 drop exceeds max_int8_drop, also measure the fix 'run QAD': "
-                            "this many QAD epochs from the float student (1: cheap; 0: not offered)")
+    qad_epochs: int = Field(
+        1,
+        ge=0,
+        description="when the INT8 drop exceeds max_int8_drop, also measure the fix 'run QAD': "
+        "this many QAD epochs from the float student (1: cheap; 0: not offered)",
+    )
 
 
 class BudgetConfig(Strict):
@@ -337,23 +397,37 @@ class ValidateConfig(Strict):
 class RuntimeConfig(Strict):
     """Where torch work runs; not part of any stage's fingerprint (moving a run to a GPU does not redo it)."""
 
-    device: str = Field("auto", pattern=DEVICE_PATTERN, description="auto | cpu | cuda | cuda:N | npu | npu:N (auto: CUDA, then NPU, then CPU)")
+    device: str = Field(
+        "auto", pattern=DEVICE_PATTERN, description="auto | cpu | cuda | cuda:N | npu | npu:N (auto: CUDA, then NPU, then CPU)"
+    )
     channels_last: Union[bool, Literal["auto"]] = Field(
-        "auto", description="NHWC memory format for models and batches; auto: on for CPU and CUDA (oneDNN and cuDNN convolutions "
-                            "are faster in NHWC: 0.5-0.95x the step time measured here), off on NPUs")
+        "auto",
+        description="NHWC memory format for models and batches; auto: on for CPU and CUDA (oneDNN and cuDNN convolutions "
+        "are faster in NHWC: 0.5-0.95x the step time measured here), off on NPUs",
+    )
     compile: bool = Field(False, description="torch.compile the training forward")
     backend: Literal["auto", "gloo", "nccl", "hccl"] = Field(
-        "auto", description="torchrun process-group backend; auto: nccl on CUDA, hccl on Ascend NPUs, gloo on the CPU")
-    dist_timeout_s: float = Field(1800.0, gt=0, le=86400, description="under torchrun: seconds a rank waits for the others "
-                                                                       "in a collective before it stops with an error")
-    sync_bn: bool = Field(False, description="under torchrun: SyncBatchNorm (statistics over the whole global batch); "
-                                             "CUDA/NPU only, torch has no CPU kernel for it")
+        "auto", description="torchrun process-group backend; auto: nccl on CUDA, hccl on Ascend NPUs, gloo on the CPU"
+    )
+    dist_timeout_s: float = Field(
+        1800.0,
+        gt=0,
+        le=86400,
+        description="under torchrun: seconds a rank waits for the others in a collective before it stops with an error",
+    )
+    sync_bn: bool = Field(
+        False,
+        description="under torchrun: SyncBatchNorm (statistics over the whole global batch); CUDA/NPU only, torch has no CPU kernel for it",
+    )
 
 
 class ReportConfig(Strict):
     title: Optional[str] = None
-    baseline: bool = Field(False, description="train the student with CE only (same data, augmentation and epoch budget) "
-                           "as the baseline that transfer efficiency, error reduction and DQI compare against")
+    baseline: bool = Field(
+        False,
+        description="train the student with CE only (same data, augmentation and epoch budget) "
+        "as the baseline that transfer efficiency, error reduction and DQI compare against",
+    )
     samples: int = Field(256, ge=8, le=4096, description="headline-split images the report's CKA and attention heatmaps use")
 
 
@@ -416,7 +490,8 @@ class HardwareProfile(Strict):
     int8: Int8Scheme = Field(default_factory=Int8Scheme)
     machine: Optional[Literal["x86_64", "aarch64"]] = Field(None, description="CPU architecture of the target; null: any")
     cpu_features: dict[Literal["avx2", "avx512", "vnni"], bool] = Field(
-        default_factory=dict, description="features the target has (true) or lacks (false); a host that differs only estimates it")
+        default_factory=dict, description="features the target has (true) or lacks (false); a host that differs only estimates it"
+    )
     measured_here: bool = Field(True, description="false: figures taken on this host never stand for the target (estimates only)")
     budgets: BudgetConfig = Field(default_factory=lambda: BudgetConfig())
 
@@ -427,8 +502,10 @@ def hardware_profile(name: str) -> HardwareProfile:
     path = profiles.get(name)
     if path is None:
         if not name.endswith((".yaml", ".yml")) or not Path(name).is_file():
-            raise RecipeError(f"unknown hardware profile {preview(name)}{suggest(name, list(profiles))} "
-                              f"(known: {', '.join(profiles)}; or a path to a profile .yaml)")
+            raise RecipeError(
+                f"unknown hardware profile {preview(name)}{suggest(name, list(profiles))} "
+                f"(known: {', '.join(profiles)}; or a path to a profile .yaml)"
+            )
         path = Path(name)
     data = load_document(path).data
     if not isinstance(data, dict):
@@ -495,8 +572,7 @@ def split_key(key: str) -> list[Union[str, int]]:
     return parts
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str],
-                    positions: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+def apply_overrides(data: dict[str, Any], overrides: list[str], positions: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Apply `a.b=c` / `a.list[1].k=v` overrides; values are parsed as YAML like a recipe file.
 
     `positions` (a Document's) learns that the overridden paths now come from `--set`.
@@ -580,8 +656,10 @@ def semantic_errors(recipe: Recipe) -> list[str]:
         import onnxruntime as ort
 
         if recipe.validate_.provider not in ort.get_all_providers():
-            errors.append(f"validate.provider: onnxruntime does not know {preview(recipe.validate_.provider)}"
-                          f"{suggest(recipe.validate_.provider, ort.get_all_providers())}")
+            errors.append(
+                f"validate.provider: onnxruntime does not know {preview(recipe.validate_.provider)}"
+                f"{suggest(recipe.validate_.provider, ort.get_all_providers())}"
+            )
     try:
         hardware_profile(recipe.validate_.target)
     except RecipeError as exc:
@@ -599,8 +677,10 @@ def class_mismatch(split: str, train: list[str], other: list[str]) -> Optional[s
     missing, extra = sorted(set(train) - set(other)), sorted(set(other) - set(train))
     if not (missing or extra):
         return None
-    diff = ", ".join(([f"missing in {split}: {', '.join(missing[:5])}"] if missing else [])
-                     + ([f"not in train: {', '.join(extra[:5])}"] if extra else []))
+    diff = ", ".join(
+        ([f"missing in {split}: {', '.join(missing[:5])}"] if missing else [])
+        + ([f"not in train: {', '.join(extra[:5])}"] if extra else [])
+    )
     return f"class folders of {split}/ do not match train/ ({diff})"
 
 
@@ -631,8 +711,10 @@ def _data_errors(recipe: Recipe) -> list[str]:
         try:
             create_transform(32, is_training=True, auto_augment=aug.auto_augment)
         except Exception as exc:  # timm raises AssertionError / KeyError / ValueError for bad policy strings
-            errors.append(f"data.augment.auto_augment: timm does not accept {preview(aug.auto_augment, 60)} ({type(exc).__name__}: "
-                          f"{cut(str(exc), 80)}); e.g. rand-m9-mstd0.5, augmix-m5-w3, original")
+            errors.append(
+                f"data.augment.auto_augment: timm does not accept {preview(aug.auto_augment, 60)} ({type(exc).__name__}: "
+                f"{cut(str(exc), 80)}); e.g. rand-m9-mstd0.5, augmix-m5-w3, original"
+            )
     for lo_hi in ("scale", "ratio"):
         lo, hi = getattr(aug, lo_hi)
         if not 0 < lo <= hi or (lo_hi == "scale" and hi > 1):
@@ -646,10 +728,15 @@ def _data_errors(recipe: Recipe) -> list[str]:
             except (ValueError, TypeError):
                 continue  # a value the loss refuses: reported with the losses below
             if reads_labels:
-                errors.append(f"distill.losses[{i}].kind: '{spec.kind}' needs hard labels, but data.augment mixes images "
-                              "(mixup_alpha/cutmix_alpha > 0) into soft targets; use ce + kd, or turn mixing off")
-        sizes = {"data.batch_size": data.batch_size, "teacher.train.batch_size": recipe.teacher.train.batch_size,
-                 "distill.batch_size": recipe.distill.batch_size}
+                errors.append(
+                    f"distill.losses[{i}].kind: '{spec.kind}' needs hard labels, but data.augment mixes images "
+                    "(mixup_alpha/cutmix_alpha > 0) into soft targets; use ce + kd, or turn mixing off"
+                )
+        sizes = {
+            "data.batch_size": data.batch_size,
+            "teacher.train.batch_size": recipe.teacher.train.batch_size,
+            "distill.batch_size": recipe.distill.batch_size,
+        }
         for key, size in sizes.items():
             if size is not None and size % 2:
                 errors.append(f"{key}: mixup/cutmix pairs images within a batch, so the batch size must be even, got {size}")
@@ -662,8 +749,13 @@ def fill_data_defaults(recipe: Recipe) -> None:
     data = recipe.data
     channels = data.channels or (1 if data.source == "digits" else 3)
     if data.source == "digits":
-        resolved = {"input_size": (channels, 32, 32), "mean": (0.5,) * channels, "std": (0.5,) * channels,
-                    "crop_pct": 1.0, "interpolation": "bilinear"}
+        resolved = {
+            "input_size": (channels, 32, 32),
+            "mean": (0.5,) * channels,
+            "std": (0.5,) * channels,
+            "crop_pct": 1.0,
+            "interpolation": "bilinear",
+        }
     else:
         import timm
         from timm.data import resolve_data_config
@@ -673,15 +765,19 @@ def fill_data_defaults(recipe: Recipe) -> None:
     mean, std = list(resolved["mean"]), list(resolved["std"])
     if channels == 1 and len(mean) != 1:  # a grayscale dataset: one channel of the teacher's statistics' mean
         mean, std = [sum(mean) / len(mean)], [sum(std) / len(std)]
-    updates = {"image_size": data.image_size or int(resolved["input_size"][-1]), "mean": data.mean or mean, "std": data.std or std,
-               "crop_pct": data.crop_pct or float(resolved.get("crop_pct") or 1.0),
-               "interpolation": data.interpolation or (resolved.get("interpolation") if resolved.get("interpolation") in ("bilinear", "bicubic", "nearest") else "bilinear"),
-               "channels": channels}
+    updates = {
+        "image_size": data.image_size or int(resolved["input_size"][-1]),
+        "mean": data.mean or mean,
+        "std": data.std or std,
+        "crop_pct": data.crop_pct or float(resolved.get("crop_pct") or 1.0),
+        "interpolation": data.interpolation
+        or (resolved.get("interpolation") if resolved.get("interpolation") in ("bilinear", "bicubic", "nearest") else "bilinear"),
+        "channels": channels,
+    }
     recipe.data = data.model_copy(update=updates)
 
 
-def _component_errors(registry: Any, name: str, kwargs: dict[str, Any], path: str, args_path: str,
-                      arg_in_path: bool = True) -> list[str]:
+def _component_errors(registry: Any, name: str, kwargs: dict[str, Any], path: str, args_path: str, arg_in_path: bool = True) -> list[str]:
     """Bind `kwargs` against a registered component and build it once; errors carry their key path.
 
     With `arg_in_path`, a constructor error that starts with an argument's name is moved onto
@@ -763,18 +859,24 @@ def _policy_errors(recipe: Recipe) -> list[str]:
         if selection_policy(recipe) != "mix":
             errors.append(f"select.mix: only read with select.policy: mix (policy is {selection_policy(recipe)})")
         elif abs(total - 1.0) > 1e-6:
-            errors.append(f"select.mix: hard + medium + easy must sum to 1, got {sel.mix.hard} + {sel.mix.medium} + {sel.mix.easy} = {total:.4g}")
+            errors.append(
+                f"select.mix: hard + medium + easy must sum to 1, got {sel.mix.hard} + {sel.mix.medium} + {sel.mix.easy} = {total:.4g}"
+            )
     if sel.refresh_every not in (None, "auto"):
         epochs = recipe.distill.epochs
         if sel.refresh_every > epochs:
-            errors.append(f"select.refresh_every: {sel.refresh_every} is more than distill.epochs ({epochs}); the critical samples would never be re-mined")
+            errors.append(
+                f"select.refresh_every: {sel.refresh_every} is more than distill.epochs ({epochs}); the critical samples would never be re-mined"
+            )
         if recipe.distill.critical.mode == "none":
             errors.append("select.refresh_every: distill.critical.mode is none, so there are no critical samples to re-mine")
     if sel.strategy in SELECTORS:
         need = SELECTORS.get(sel.strategy).min_probe_epochs
         if sel.probe_epochs is not None and sel.probe_epochs < need:
-            errors.append(f"select.probe_epochs: strategy '{sel.strategy}' scores a student probe's training and needs >= {need} "
-                          f"probe epoch(s), got {sel.probe_epochs}")
+            errors.append(
+                f"select.probe_epochs: strategy '{sel.strategy}' scores a student probe's training and needs >= {need} "
+                f"probe epoch(s), got {sel.probe_epochs}"
+            )
     return errors
 
 
@@ -784,8 +886,9 @@ def _schedule_errors(recipe: Recipe) -> list[str]:
     if spec.kind not in SCHEDULES:
         return [f"{path}.kind: {SCHEDULES.unknown_message(spec.kind)}{suggest(spec.kind, SCHEDULES.names())}"]
     errors = _component_errors(SCHEDULES, spec.kind, spec.kwargs(), path, path)
-    reads_temperature = ("temperature" in inspect.signature(LOSSES.get(s.kind)).parameters
-                         for s in recipe.distill.losses if s.kind in LOSSES)
+    reads_temperature = (
+        "temperature" in inspect.signature(LOSSES.get(s.kind)).parameters for s in recipe.distill.losses if s.kind in LOSSES
+    )
     if not spec.is_default and not any(reads_temperature):
         errors.append(f"{path}: a temperature schedule needs a loss that reads a temperature (kd, dkd)")
     return errors
@@ -809,8 +912,7 @@ def _path_and_message(error: str) -> tuple[str, str]:
     return (path, msg) if sep and " " not in path else ("", error)
 
 
-def resolve(data: dict[str, Any], source: str = "recipe", name: Optional[str] = None,
-            doc: Optional[Document] = None) -> Recipe:
+def resolve(data: dict[str, Any], source: str = "recipe", name: Optional[str] = None, doc: Optional[Document] = None) -> Recipe:
     """Validate raw recipe data; raise one RecipeError listing every problem with its key path.
 
     `doc` (the file's Document) lets each problem name the line it was written on.
@@ -823,8 +925,7 @@ def resolve(data: dict[str, Any], source: str = "recipe", name: Optional[str] = 
         recipe = None
         # a value the walk above already refused is not reported again by the schema
         bad = [path for path, _ in errors]
-        errors += [(loc, msg) for loc, msg in _schema_errors(exc)
-                   if not any(b == loc or b.startswith((loc + ".", loc + "[")) for b in bad)]
+        errors += [(loc, msg) for loc, msg in _schema_errors(exc) if not any(b == loc or b.startswith((loc + ".", loc + "[")) for b in bad)]
     if errors or recipe is None:
         raise RecipeError(render_errors(source, errors, doc))
     semantic = semantic_errors(recipe)

@@ -91,7 +91,7 @@ def read_text(path: Path, source: str) -> str:
 
 def decode(raw: bytes, source: str) -> str:
     if raw.startswith(codecs.BOM_UTF8):
-        raw = raw[len(codecs.BOM_UTF8):]
+        raw = raw[len(codecs.BOM_UTF8) :]
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -99,8 +99,9 @@ def decode(raw: bytes, source: str) -> str:
         line = raw.count(b"\n", 0, at) + 1
         col = at - (raw.rfind(b"\n", 0, at) + 1) + 1
         utf16 = " (it looks like UTF-16)" if raw[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else ""
-        raise RecipeError(f"{source}:{line}:{col}: not UTF-8: byte 0x{raw[at]:02x} at byte offset {at}{utf16}; "
-                          "save the recipe as UTF-8") from None
+        raise RecipeError(
+            f"{source}:{line}:{col}: not UTF-8: byte 0x{raw[at]:02x} at byte offset {at}{utf16}; save the recipe as UTF-8"
+        ) from None
 
 
 # ----------------------------------------------------------------------------- text → data
@@ -250,7 +251,7 @@ class _Composer:
             if wanted is float and type(value) is int:
                 return float(value)
             if type(value) is not wanted:
-                raise self.fail(at, f"{preview(text)} is not a valid {tag[len(_CORE):]}")
+                raise self.fail(at, f"{preview(text)} is not a valid {tag[len(_CORE) :]}")
         return value
 
 
@@ -316,7 +317,7 @@ def load_value(text: str, source: str) -> Any:
 
 
 def _tag(tag: str) -> str:
-    return preview("!!" + tag[len(_CORE):] if tag.startswith(_CORE) else tag)
+    return preview("!!" + tag[len(_CORE) :] if tag.startswith(_CORE) else tag)
 
 
 def _kind(value: Any) -> str:

@@ -64,7 +64,7 @@ def _clip(text: str, limit: int, keep_end: bool = False) -> str:
     text = " ".join(text.split())
     if len(text) <= limit:
         return text
-    return "…" + text[-(limit - 1):] if keep_end else text[: limit - 1] + "…"
+    return "…" + text[-(limit - 1) :] if keep_end else text[: limit - 1] + "…"
 
 
 class BadImageError(Exception):
@@ -107,7 +107,7 @@ def scan_tree(root: Path) -> list[FileEntry]:
                 name = entry.name
                 if name.startswith("."):
                     continue
-                is_image = name[name.rfind("."):].lower() in IMAGE_EXTS  # no dot: rfind gives -1, the last char
+                is_image = name[name.rfind(".") :].lower() in IMAGE_EXTS  # no dot: rfind gives -1, the last char
                 if not is_image and not entry.is_dir():
                     continue
                 try:
@@ -294,14 +294,19 @@ def _read_memo(path: Path) -> dict[str, list[Any]]:
         log.warning("%s: image-check memo is not a mapping, checking again", path)
         return {}
     return {
-        rel: rec for rel, rec in raw.items()
-        if isinstance(rec, list) and len(rec) == 3 and type(rec[0]) is int and type(rec[1]) is int
+        rel: rec
+        for rel, rec in raw.items()
+        if isinstance(rec, list)
+        and len(rec) == 3
+        and type(rec[0]) is int
+        and type(rec[1]) is int
         and (rec[2] is None or isinstance(rec[2], str))
     }
 
 
-def _in_order(pool: ThreadPoolExecutor, fn: Callable[[FileEntry], str | None],
-              items: Sequence[FileEntry], window: int) -> Iterator[str | None]:
+def _in_order(
+    pool: ThreadPoolExecutor, fn: Callable[[FileEntry], str | None], items: Sequence[FileEntry], window: int
+) -> Iterator[str | None]:
     """pool.map with at most `window` tasks queued: 100k futures at once cost memory and block Ctrl-C."""
     pending: deque[Future[str | None]] = deque()
     for item in items:
@@ -312,8 +317,12 @@ def _in_order(pool: ThreadPoolExecutor, fn: Callable[[FileEntry], str | None],
         yield pending.popleft().result()
 
 
-def find_bad_images(root: Path, entries: Sequence[FileEntry], cache_dir: Path | None = None,
-                    progress: Callable[[Iterable[FileEntry]], Iterable[FileEntry]] | None = None) -> dict[str, str]:
+def find_bad_images(
+    root: Path,
+    entries: Sequence[FileEntry],
+    cache_dir: Path | None = None,
+    progress: Callable[[Iterable[FileEntry]], Iterable[FileEntry]] | None = None,
+) -> dict[str, str]:
     """rel -> reason (sorted by rel) for every unusable image among `entries`.
 
     Memoised in `cache_dir/image_checks/<sha256 of resolved root>.json` as {rel: [size, mtime_ns, reason]}:

@@ -83,6 +83,7 @@ def fast_jitter(transform: Any) -> Any:
     steps = getattr(transform, "transforms", None)
     if steps is not None:
         nexts = [*steps[1:], None]
-        transform.transforms = [FastColorJitter(t, to_tensor=type(n) is MaybePILToTensor) if type(t) is T.ColorJitter else t
-                                for t, n in zip(steps, nexts)]
+        transform.transforms = [
+            FastColorJitter(t, to_tensor=type(n) is MaybePILToTensor) if type(t) is T.ColorJitter else t for t, n in zip(steps, nexts)
+        ]
     return transform

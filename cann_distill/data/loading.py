@@ -37,9 +37,22 @@ from cann_distill.data.jitter import fast_jitter
 from cann_distill.runtime import distributed
 from cann_distill.runtime.devices import CPU, Runtime, worker_count
 
-__all__ = ["IMAGE_EXTS", "Split", "Splits", "PixelNorm", "Batches", "load_splits", "loader", "draw_loader", "data_fingerprint",
-           "build_transforms", "pixel_norm",
-           "make_mixup", "mix_distributions", "count_classes"]
+__all__ = [
+    "IMAGE_EXTS",
+    "Split",
+    "Splits",
+    "PixelNorm",
+    "Batches",
+    "load_splits",
+    "loader",
+    "draw_loader",
+    "data_fingerprint",
+    "build_transforms",
+    "pixel_norm",
+    "make_mixup",
+    "mix_distributions",
+    "count_classes",
+]
 
 Transform = Callable[[Any], torch.Tensor]
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -115,8 +128,11 @@ class PixelNorm:
     def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if device not in self._consts:
             shape = (-1, 1, 1)
-            self._consts[device] = (torch.tensor([255.0], device=device), torch.tensor(self.mean, device=device).view(shape),
-                                    torch.tensor(self.std, device=device).view(shape))
+            self._consts[device] = (
+                torch.tensor([255.0], device=device),
+                torch.tensor(self.mean, device=device).view(shape),
+                torch.tensor(self.std, device=device).view(shape),
+            )
         return self._consts[device]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -220,8 +236,16 @@ def build_transforms(cfg: DataConfig) -> tuple[Optional[Transform], Transform]:
     if not aug.enabled:
         return None, eval_tf
     train_tf = create_transform(
-        size, is_training=True, scale=tuple(aug.scale), ratio=tuple(aug.ratio), hflip=aug.hflip, vflip=aug.vflip,
-        color_jitter=aug.color_jitter, auto_augment=aug.auto_augment, re_prob=aug.re_prob, use_prefetcher=aug.re_prob == 0,
+        size,
+        is_training=True,
+        scale=tuple(aug.scale),
+        ratio=tuple(aug.ratio),
+        hflip=aug.hflip,
+        vflip=aug.vflip,
+        color_jitter=aug.color_jitter,
+        auto_augment=aug.auto_augment,
+        re_prob=aug.re_prob,
+        use_prefetcher=aug.re_prob == 0,
         **common,
     )
     return fast_jitter(train_tf), eval_tf
@@ -232,8 +256,15 @@ def make_mixup(cfg: DataConfig, num_classes: int) -> Optional["BatchMixup"]:
     aug = cfg.augment
     if not aug.mixes:
         return None
-    return BatchMixup(mixup_alpha=aug.mixup_alpha, cutmix_alpha=aug.cutmix_alpha, prob=aug.mix_prob, switch_prob=aug.mix_switch_prob,
-                      mode="batch", label_smoothing=aug.label_smoothing, num_classes=num_classes)
+    return BatchMixup(
+        mixup_alpha=aug.mixup_alpha,
+        cutmix_alpha=aug.cutmix_alpha,
+        prob=aug.mix_prob,
+        switch_prob=aug.mix_switch_prob,
+        mode="batch",
+        label_smoothing=aug.label_smoothing,
+        num_classes=num_classes,
+    )
 
 
 class BatchMixup(Mixup):
@@ -400,8 +431,17 @@ def _worker_init(worker_id: int) -> None:
     np.random.seed(seed)
 
 
-def loader(split: Split, batch_size: int, *, train: bool = False, seed: int = 0, sampler: Optional[Sampler] = None,
-           transform: Optional[Transform] = None, runtime: Runtime = CPU, period: Optional[int] = None) -> Batches:
+def loader(
+    split: Split,
+    batch_size: int,
+    *,
+    train: bool = False,
+    seed: int = 0,
+    sampler: Optional[Sampler] = None,
+    transform: Optional[Transform] = None,
+    runtime: Runtime = CPU,
+    period: Optional[int] = None,
+) -> Batches:
     """Evaluation batches in split order, or (train=True) shuffled training batches, on `runtime`'s device.
 
     Training drops the last incomplete batch when the split has more than one batch (a last
@@ -416,13 +456,22 @@ def loader(split: Split, batch_size: int, *, train: bool = False, seed: int = 0,
     else:
         keyed, drop_last = SequentialSampler(dataset), False
     if train and distributed.active():  # each rank takes its slice of every global batch; `batch_sampler.sampler` is `keyed`
-        return _data_loader(dataset, None, distributed.rank_batches(BatchSampler(keyed, batch_size, drop_last)), False, seed,
-                            runtime, persistent=True)
+        return _data_loader(
+            dataset, None, distributed.rank_batches(BatchSampler(keyed, batch_size, drop_last)), False, seed, runtime, persistent=True
+        )
     return _data_loader(dataset, batch_size, keyed, drop_last, seed, runtime, persistent=train)
 
 
-def draw_loader(split: Split, batch_size: int, draws: int, *, seed: int, transform: Optional[Transform],
-                runtime: Runtime = CPU, rows: Optional[tuple[int, int]] = None) -> Batches:
+def draw_loader(
+    split: Split,
+    batch_size: int,
+    draws: int,
+    *,
+    seed: int,
+    transform: Optional[Transform],
+    runtime: Runtime = CPU,
+    rows: Optional[tuple[int, int]] = None,
+) -> Batches:
     """The training views of epochs 0..draws-1 of every sample, in (draw, split) order and in batches
     that may span two draws: the very views `loader(train=True, seed=seed, transform=transform)` shows.
     `rows`: only positions [lo, hi) of that order (lo a multiple of `batch_size` keeps one process's batches)."""
@@ -430,15 +479,20 @@ def draw_loader(split: Split, batch_size: int, draws: int, *, seed: int, transfo
     return _data_loader(dataset, batch_size, DrawSampler(len(split), draws, rows), False, seed, runtime, persistent=False)
 
 
-def _data_loader(dataset: SplitDataset, batch_size: Optional[int], sampler: Sampler, drop_last: bool, seed: int, runtime: Runtime,
-                 persistent: bool) -> Batches:
+def _data_loader(
+    dataset: SplitDataset, batch_size: Optional[int], sampler: Sampler, drop_last: bool, seed: int, runtime: Runtime, persistent: bool
+) -> Batches:
     """`batch_size` None: `sampler` yields whole batches (a batch sampler)."""
     workers = dataset.split.workers
     batching = {"batch_size": batch_size, "sampler": sampler, "drop_last": drop_last} if batch_size else {"batch_sampler": sampler}
     data = DataLoader(
-        dataset, **batching, num_workers=workers,
-        pin_memory=runtime.pin_memory, persistent_workers=persistent and workers > 0,
-        worker_init_fn=_worker_init if workers else None, generator=torch.Generator().manual_seed(seed),
+        dataset,
+        **batching,
+        num_workers=workers,
+        pin_memory=runtime.pin_memory,
+        persistent_workers=persistent and workers > 0,
+        worker_init_fn=_worker_init if workers else None,
+        generator=torch.Generator().manual_seed(seed),
     )
     return Batches(data, dataset.split.norm, runtime)
 
@@ -538,8 +592,9 @@ def _imagefolder(cfg: DataConfig, eval_tf: Transform, workers: int) -> tuple[Spl
         if empty:
             skipped = sum(1 for rel in bad if rel.startswith(f"{name}/{empty[0]}/"))
             why = f" (its {skipped} image(s) were skipped as bad)" if skipped else ""
-            raise StageError(f"{folder / empty[0]}: class folder has no images{why}"
-                             + (f" ({len(empty) - 1} more empty)" if len(empty) > 1 else ""))
+            raise StageError(
+                f"{folder / empty[0]}: class folder has no images{why}" + (f" ({len(empty) - 1} more empty)" if len(empty) > 1 else "")
+            )
         rels = [rel for c in classes for rel in files[c]]
         targets = np.array([ci for ci, c in enumerate(classes) for _ in files[c]], dtype=np.int64)
         skipped = {rel: why for rel, why in bad.items() if rel.startswith(f"{name}/")}

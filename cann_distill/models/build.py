@@ -73,12 +73,20 @@ def check_classes(ckpt: dict[str, Any], classes: Sequence[str], source: str) -> 
     if sorted(saved) == sorted(classes):
         raise ArtifactError(f"{source}: checkpoint has the same classes in another order (output i would mean another class)")
     missing, extra = sorted(set(classes) - set(saved)), sorted(set(saved) - set(classes))
-    raise ArtifactError(f"{source}: checkpoint was trained on other classes (dataset has {len(classes)}, checkpoint {len(saved)}; "
-                        f"not in checkpoint: {', '.join(missing[:5]) or '-'}; not in dataset: {', '.join(extra[:5]) or '-'})")
+    raise ArtifactError(
+        f"{source}: checkpoint was trained on other classes (dataset has {len(classes)}, checkpoint {len(saved)}; "
+        f"not in checkpoint: {', '.join(missing[:5]) or '-'}; not in dataset: {', '.join(extra[:5]) or '-'})"
+    )
 
 
-def build_model(cfg: ModelConfig, num_classes: int, in_chans: int, checkpoint: Optional[Path] = None, role: str = "model",
-                classes: Optional[Sequence[str]] = None) -> nn.Module:
+def build_model(
+    cfg: ModelConfig,
+    num_classes: int,
+    in_chans: int,
+    checkpoint: Optional[Path] = None,
+    role: str = "model",
+    classes: Optional[Sequence[str]] = None,
+) -> nn.Module:
     """Create from the recipe; load `checkpoint` (a stage artifact) or the recipe's own checkpoint.
 
     With `classes`, a checkpoint that records its class list is refused when they differ.

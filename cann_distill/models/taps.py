@@ -40,7 +40,7 @@ def module_path_example(model: nn.Module) -> str:
     names = module_names(model)
     if info:
         mid = info[len(info) // 2]["module"]
-        children = [n for n in names if n.startswith(mid + ".") and "." not in n[len(mid) + 1:]]
+        children = [n for n in names if n.startswith(mid + ".") and "." not in n[len(mid) + 1 :]]
         return children[0] if children else mid
     return names[len(names) // 2] if names else "features"
 
@@ -151,10 +151,10 @@ def describe_taps(model: nn.Module, arch: str, image_size: int, in_chans: int = 
         shape = list(out[f"feat.{i}"].shape[1:])
         rows.append({"tap": str(i), "module": d["module"], "channels": int(shape[0]), "stride": d.get("reduction"), "shape": shape})
     logits = out["logits"]
-    rows.append({"tap": "logits", "module": "(classifier)", "channels": int(logits.shape[1]), "stride": None,
-                 "shape": list(logits.shape[1:])})
-    return {"arch": arch, "image_size": image_size, "in_chans": in_chans, "taps": rows,
-            "module_path_example": module_path_example(model)}
+    rows.append(
+        {"tap": "logits", "module": "(classifier)", "channels": int(logits.shape[1]), "stride": None, "shape": list(logits.shape[1:])}
+    )
+    return {"arch": arch, "image_size": image_size, "in_chans": in_chans, "taps": rows, "module_path_example": module_path_example(model)}
 
 
 def inspect_arch(arch: str, image_size: int = 224, in_chans: int = 3, num_classes: int = 1000) -> dict[str, Any]:

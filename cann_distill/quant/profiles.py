@@ -76,10 +76,15 @@ def student_budget_problem(arch: str, params: int, budget_limits: dict[str, tupl
     broken = misses(est, {k: v for k, v in budget_limits.items() if k in est})
     if not broken:
         return None
-    what = "; ".join(f"{m['budget']} {m['value']:.3g}{' (estimated INT8, 1 byte per weight)' if m['budget'] == 'size_mb' else ''} "
-                     f"> {m['limit']:.3g} ({m['source']} budget, +{100 * m['excess']:.0f}%)" for m in broken)
-    return (f"student {arch} cannot fit the budget before training: {what}; pick a smaller student "
-            "(`cann-distill fit-student RECIPE` measures candidates) or pass --no-budget-check")
+    what = "; ".join(
+        f"{m['budget']} {m['value']:.3g}{' (estimated INT8, 1 byte per weight)' if m['budget'] == 'size_mb' else ''} "
+        f"> {m['limit']:.3g} ({m['source']} budget, +{100 * m['excess']:.0f}%)"
+        for m in broken
+    )
+    return (
+        f"student {arch} cannot fit the budget before training: {what}; pick a smaller student "
+        "(`cann-distill fit-student RECIPE` measures candidates) or pass --no-budget-check"
+    )
 
 
 def check_student_budget(recipe: Recipe) -> None:
@@ -88,8 +93,9 @@ def check_student_budget(recipe: Recipe) -> None:
     from cann_distill.models.build import count_params, create_model
 
     profile = hardware_profile(recipe.validate_.target)
-    budget_limits = {k: v for k, v in limits(recipe.validate_.budgets, profile.budgets.model_dump()).items()
-                     if k in ("params_m", "size_mb")}
+    budget_limits = {
+        k: v for k, v in limits(recipe.validate_.budgets, profile.budgets.model_dump()).items() if k in ("params_m", "size_mb")
+    }
     if not budget_limits:
         return
     model = create_model(recipe.student.arch, max(1, count_classes(recipe.data)), channels_of(recipe.data))

@@ -46,8 +46,20 @@ log = logging.getLogger(__name__)
 ACT_RANGE = {"uint8": (0, 255), "int8": (-128, 127)}
 INT32_RANGE = (-(2**31), 2**31 - 1)
 # ops whose output onnxruntime quantizes with its input's scale / zero point (data movement, max/avg pooling)
-SHARED_OPS = {"MaxPool", "AveragePool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Resize", "Slice", "Gather",
-              "Split", "Identity"}
+SHARED_OPS = {
+    "MaxPool",
+    "AveragePool",
+    "Flatten",
+    "Reshape",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Resize",
+    "Slice",
+    "Gather",
+    "Split",
+    "Identity",
+}
 QUANTIZERS = "qat_quantizers"  # the root attribute holding the activation quantizers (their state travels in the state dict)
 
 # onnxruntime's QDQ quantizer has no INT8 kernel for these: they run in float between Q/DQ pairs on the CPU provider
@@ -271,6 +283,7 @@ def recorded(model: nn.Module) -> Iterator[list[tuple[str, str, torch.Tensor, to
     records: list[tuple[str, str, torch.Tensor, torch.Tensor]] = []
     handles = []
     for name, module in model.named_modules():
+
         def pre(mod, args, name=name):
             if args and isinstance(args[0], torch.Tensor):
                 records.append((name, "in", args[0].detach().clone(), args[0]))
@@ -380,8 +393,12 @@ def learned_ranges(model: nn.Module) -> dict[str, dict[str, Any]]:
     plan: QuantPlan = model.qat_plan  # type: ignore[assignment]
     out = {}
     for spec, q in zip(plan.activations, getattr(model, QUANTIZERS)):
-        out[spec["tensor"]] = {"scale": float(q.scale.item()), "zero_point": int(q.zero_point.item()),
-                               "module": spec["module"], "side": spec["side"]}
+        out[spec["tensor"]] = {
+            "scale": float(q.scale.item()),
+            "zero_point": int(q.zero_point.item()),
+            "module": spec["module"],
+            "side": spec["side"],
+        }
     return out
 
 
@@ -419,8 +436,12 @@ def qdq_weights(qdq_path: Path) -> dict[str, dict[str, Any]]:
         if node.op_type in ("Conv", "Gemm") and len(node.input) > 1:
             dq = producer.get(node.input[1])
             if dq is not None and dq.op_type == "DequantizeLinear" and dq.input[0] in inits:
-                out[node.name] = {"op": node.op_type, "scale": np.atleast_1d(inits[dq.input[1]]).astype(np.float32),
-                                  "zero_point": np.atleast_1d(inits[dq.input[2]]), "quantized": dq.input[0]}
+                out[node.name] = {
+                    "op": node.op_type,
+                    "scale": np.atleast_1d(inits[dq.input[1]]).astype(np.float32),
+                    "zero_point": np.atleast_1d(inits[dq.input[2]]),
+                    "quantized": dq.input[0],
+                }
     return out
 
 
@@ -428,7 +449,9 @@ def _close(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and float(np.abs(a - b).max(initial=0.0)) <= 1e-3 * max(1.0, float(np.abs(a).max(initial=0.0)))
 
 
-def locate(tensors: dict[str, np.ndarray], records: Sequence[tuple[str, str, torch.Tensor, torch.Tensor]]) -> tuple[dict[str, tuple[str, str]], list[str]]:
+def locate(
+    tensors: dict[str, np.ndarray], records: Sequence[tuple[str, str, torch.Tensor, torch.Tensor]]
+) -> tuple[dict[str, tuple[str, str]], list[str]]:
     """ONNX tensor → (torch module, side) holding the same values: the first module that outputs it
     (so every consumer sees the quantized value), else the first that reads it; and the unmatched names."""
     found, missing = {}, []
@@ -459,8 +482,9 @@ def _original(tensor: str) -> str:
     return tensor[: -len(suffix)] if tensor.endswith(suffix) else tensor
 
 
-def hardswish_gates(qdq: Path, values: dict[str, np.ndarray], records: Sequence[tuple[str, str, torch.Tensor, torch.Tensor]],
-                    modules: dict[str, nn.Module]) -> dict[str, str]:
+def hardswish_gates(
+    qdq: Path, values: dict[str, np.ndarray], records: Sequence[tuple[str, str, torch.Tensor, torch.Tensor]], modules: dict[str, nn.Module]
+) -> dict[str, str]:
     """Quantized HardSigmoid gates of inlined HardSwish ops → the torch Hardswish module reading the same input."""
     import onnx
 
@@ -479,7 +503,12 @@ def hardswish_gates(qdq: Path, values: dict[str, np.ndarray], records: Sequence[
         if source not in values:
             continue
         for name, side, value, _ in records:
-            if side == "in" and isinstance(modules[name], nn.Hardswish) and name not in out.values() and _close(values[source], value.numpy()):
+            if (
+                side == "in"
+                and isinstance(modules[name], nn.Hardswish)
+                and name not in out.values()
+                and _close(values[source], value.numpy())
+            ):
                 out[node.output[0]] = name
                 break
     return out
@@ -542,15 +571,29 @@ def check_overrides(student: nn.Module, keep_float: Sequence[str], per_tensor: S
             if m is None:
                 bad.append(f"distill.qat.{key}: no module '{name}' in the student")
             elif not isinstance(m, (nn.Conv2d, nn.Linear)):
-                why = FLOAT_ON_CPU.get({"Hardsigmoid": "HardSigmoid", "Hardswish": "HardSwish", "Sigmoid": "Sigmoid"}.get(type(m).__name__, ""), "")
-                bad.append(f"distill.qat.{key}: '{name}' is a {type(m).__name__}, not a Conv/Linear layer"
-                           + (f"; it stays in float on the CPU provider ({why})" if why else "; only Conv/Gemm weights are quantized"))
+                why = FLOAT_ON_CPU.get(
+                    {"Hardsigmoid": "HardSigmoid", "Hardswish": "HardSwish", "Sigmoid": "Sigmoid"}.get(type(m).__name__, ""), ""
+                )
+                bad.append(
+                    f"distill.qat.{key}: '{name}' is a {type(m).__name__}, not a Conv/Linear layer"
+                    + (f"; it stays in float on the CPU provider ({why})" if why else "; only Conv/Gemm weights are quantized")
+                )
     if bad:
         raise RecipeError("; ".join(bad))
 
 
-def build_plan(student: nn.Module, prep: Path, qdq: Path, images: np.ndarray, scheme: dict[str, Any], per_channel: bool,
-               keep_float: Sequence[str], per_tensor: Sequence[str], work: Path, opset: int = 17) -> QuantPlan:
+def build_plan(
+    student: nn.Module,
+    prep: Path,
+    qdq: Path,
+    images: np.ndarray,
+    scheme: dict[str, Any],
+    per_channel: bool,
+    keep_float: Sequence[str],
+    per_tensor: Sequence[str],
+    work: Path,
+    opset: int = 17,
+) -> QuantPlan:
     """Quantizer placement and initial ranges from onnxruntime's PTQ model of this very student."""
     import onnx
 
@@ -608,7 +651,9 @@ def float_reasons(plan: QuantPlan) -> dict[str, str]:
 # ----------------------------------------------------------------------------- export with the learned ranges
 
 
-def overrides(model_plan: QuantPlan, ranges: dict[str, dict[str, Any]], prep: Path, weights: dict[str, torch.Tensor]) -> dict[str, list[dict[str, Any]]]:
+def overrides(
+    model_plan: QuantPlan, ranges: dict[str, dict[str, Any]], prep: Path, weights: dict[str, torch.Tensor]
+) -> dict[str, list[dict[str, Any]]]:
     """onnxruntime `TensorQuantOverrides`: every learned activation scale / zero point, and per-tensor weights
     (as per-channel entries sharing one scale, the form onnxruntime accepts under per_channel=True)."""
     import onnx
@@ -627,8 +672,9 @@ def overrides(model_plan: QuantPlan, ranges: dict[str, dict[str, Any]], prep: Pa
                 raise StageError(f"QAT export: node {w['node']} is not in the exported model")
             scale = float(weights[w["module"]].item())
             channels = int(_initializers(graph)[node.input[1]].shape[0])
-            out[node.input[1]] = [{"axis": 0, "scale": np.array(scale, dtype=np.float32), "zero_point": np.array(0, dtype=np.int8)}
-                                  for _ in range(channels)]
+            out[node.input[1]] = [
+                {"axis": 0, "scale": np.array(scale, dtype=np.float32), "zero_point": np.array(0, dtype=np.int8)} for _ in range(channels)
+            ]
     return out
 
 
@@ -656,8 +702,10 @@ def weight_scales(model: nn.Module) -> dict[str, np.ndarray]:
     """Per quantized layer, the weight scale(s) the fake quantizer uses (what the QDQ export must hold)."""
     plan: QuantPlan = model.qat_plan  # type: ignore[assignment]
     modules = _module_types(model)
-    return {w["node"]: symmetric_scale(folded_weight(modules[w["module"]]), *weight_range(plan.reduce_range), w["per_channel"]).numpy()
-            for w in plan.weights}
+    return {
+        w["node"]: symmetric_scale(folded_weight(modules[w["module"]]), *weight_range(plan.reduce_range), w["per_channel"]).numpy()
+        for w in plan.weights
+    }
 
 
 def quantize_learned(model: nn.Module, prep: Path, out: Path, calib: np.ndarray, nodes_to_exclude: Sequence[str] = ()) -> dict[str, Any]:
@@ -675,16 +723,32 @@ def quantize_learned(model: nn.Module, prep: Path, out: Path, calib: np.ndarray,
     names = {t for n in onnx.load(str(prep)).graph.node for t in n.output} | {i.name for i in onnx.load(str(prep)).graph.input}
     lost = [t for t in ranges if t not in names and "_inlfunc_" not in t]
     if lost:
-        raise StageError(f"QAT export: {len(lost)} tensor(s) the student learned ranges for are not in the exported model "
-                         f"(e.g. {lost[0]}); the student's graph changed since QAD — rerun `cann-distill distill --force`")
+        raise StageError(
+            f"QAT export: {len(lost)} tensor(s) the student learned ranges for are not in the exported model "
+            f"(e.g. {lost[0]}); the student's graph changed since QAD — rerun `cann-distill distill --force`"
+        )
     table = overrides(plan, ranges, prep, per_tensor_weight_scales(model))
     scheme = {"activation_type": plan.activation_type, "weight_type": "int8", "reduce_range": plan.reduce_range}
-    q.quantize_int8(prep, out, calib, scheme, plan.per_channel, "minmax", list(nodes_to_exclude) + node_names(prep, plan.kept_float),
-                    extra_options={"TensorQuantOverrides": table})
+    q.quantize_int8(
+        prep,
+        out,
+        calib,
+        scheme,
+        plan.per_channel,
+        "minmax",
+        list(nodes_to_exclude) + node_names(prep, plan.kept_float),
+        extra_options={"TensorQuantOverrides": table},
+    )
     written = {_original(t): v for t, v in qdq_activations(out).items()}
-    same = sum(1 for t, r in ranges.items() if t in written and abs(written[t][0] - r["scale"]) <= 1e-12 and written[t][1] == r["zero_point"])
-    return {"source": "learned in QAD (distill/student_qat.pt), written through onnxruntime TensorQuantOverrides",
-            "learned": len(ranges), "exported_equal": same, "calibrated": sorted(t for t in written if t not in ranges)}
+    same = sum(
+        1 for t, r in ranges.items() if t in written and abs(written[t][0] - r["scale"]) <= 1e-12 and written[t][1] == r["zero_point"]
+    )
+    return {
+        "source": "learned in QAD (distill/student_qat.pt), written through onnxruntime TensorQuantOverrides",
+        "learned": len(ranges),
+        "exported_equal": same,
+        "calibrated": sorted(t for t in written if t not in ranges),
+    }
 
 
 def node_names(prep: Path, modules: Sequence[str]) -> list[str]:
@@ -696,4 +760,8 @@ def node_names(prep: Path, modules: Sequence[str]) -> list[str]:
     from cann_distill.quant.gap import module_path
 
     wanted = set(modules)
-    return [n.name for n in onnx.load(str(prep)).graph.node if module_path(n.name) in wanted or any(n.name.startswith(f"/{m.replace('.', '/')}/") for m in wanted)]
+    return [
+        n.name
+        for n in onnx.load(str(prep)).graph.node
+        if module_path(n.name) in wanted or any(n.name.startswith(f"/{m.replace('.', '/')}/") for m in wanted)
+    ]

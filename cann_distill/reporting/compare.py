@@ -15,6 +15,7 @@ def _get(*path: str) -> Callable[[dict[str, Any]], Optional[float]]:
         for key in path:
             node = node.get(key) if isinstance(node, dict) else None
         return float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else None
+
     return get
 
 
@@ -46,8 +47,14 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], Optional[float]], str, str]] = 
 def fmt(value: Optional[float], kind: str) -> str:
     if value is None:
         return "–"
-    return {PCT: f"{100 * value:.2f}%", NUM: f"{value:.3f}", MS: f"{value:.3f} ms", MB: f"{value / 1e6:.2f} MB",
-            INT: f"{int(value):,}", SEC: f"{value:.1f} s"}[kind]
+    return {
+        PCT: f"{100 * value:.2f}%",
+        NUM: f"{value:.3f}",
+        MS: f"{value:.3f} ms",
+        MB: f"{value / 1e6:.2f} MB",
+        INT: f"{int(value):,}",
+        SEC: f"{value:.1f} s",
+    }[kind]
 
 
 def winner(values: Sequence[Optional[float]], better: str, kind: str) -> Optional[int]:
@@ -88,10 +95,20 @@ def compare(targets: Sequence[Path]) -> dict[str, Any]:
     rows = []
     for metric, get, better, kind in ROWS:
         values = [get(r) for r in reports]
-        rows.append({"metric": metric, "better": better, "values": values, "display": [fmt(v, kind) for v in values],
-                     "winner": winner(values, better, kind)})
-    return {"runs": [{"name": n, "dir": str(t), "title": r.get("title")} for n, t, r in zip(names, targets, reports)],
-            "rows": rows, "warnings": data_warnings(names, reports)}
+        rows.append(
+            {
+                "metric": metric,
+                "better": better,
+                "values": values,
+                "display": [fmt(v, kind) for v in values],
+                "winner": winner(values, better, kind),
+            }
+        )
+    return {
+        "runs": [{"name": n, "dir": str(t), "title": r.get("title")} for n, t, r in zip(names, targets, reports)],
+        "rows": rows,
+        "warnings": data_warnings(names, reports),
+    }
 
 
 def to_markdown(result: dict[str, Any]) -> str:

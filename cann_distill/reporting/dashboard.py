@@ -70,12 +70,24 @@ def run_state(run: Path) -> dict[str, Any]:
         rows = [{k: row.get(k) for k in ("epoch", "loss", "val_acc", "lr")} for row in data["history"] if isinstance(row, dict)]
         live[name] = {"epochs": data.get("epochs"), "done": len(rows), "updated": data.get("updated"), "history": rows}
     s = lambda stage: (stages.get(stage) or {}).get("summary") or {}  # noqa: E731
-    numbers = {"teacher_val": _number(s("teacher"), "val_acc"), "student_val": _number(s("distill"), "val_acc"),
-               "baseline_val": _number(s("baseline"), "val_acc"), "int8": _number(s("validate"), "accuracy", "onnx_int8"),
-               "int8_over_fp32": _number(s("validate"), "int8_over_fp32"), "te": _number(s("report"), "transfer_efficiency"),
-               "dqi": _number(s("report"), "dqi")}
-    return {"name": run.name, "path": str(run), "status": status, "numbers": numbers, "live": live, "problem": problem,
-            "report": (run / "report" / "report.html").is_file()}
+    numbers = {
+        "teacher_val": _number(s("teacher"), "val_acc"),
+        "student_val": _number(s("distill"), "val_acc"),
+        "baseline_val": _number(s("baseline"), "val_acc"),
+        "int8": _number(s("validate"), "accuracy", "onnx_int8"),
+        "int8_over_fp32": _number(s("validate"), "int8_over_fp32"),
+        "te": _number(s("report"), "transfer_efficiency"),
+        "dqi": _number(s("report"), "dqi"),
+    }
+    return {
+        "name": run.name,
+        "path": str(run),
+        "status": status,
+        "numbers": numbers,
+        "live": live,
+        "problem": problem,
+        "report": (run / "report" / "report.html").is_file(),
+    }
 
 
 PAGE = """<!doctype html><html lang=en><head><meta charset=utf-8><title>cann-distill dashboard</title>
@@ -170,8 +182,11 @@ class Handler(BaseHTTPRequestHandler):
         path = unquote(self.path.split("?", 1)[0])
         runs = {p.name: p for p in find_runs(self.server.root)}
         if path == "/":
-            page = (PAGE.replace("__ROOT__", str(self.server.root)).replace("__REFRESH__", f"{self.server.refresh:g}")
-                    .replace("__STAGES__", json.dumps(list(STAGE_ORDER))))
+            page = (
+                PAGE.replace("__ROOT__", str(self.server.root))
+                .replace("__REFRESH__", f"{self.server.refresh:g}")
+                .replace("__STAGES__", json.dumps(list(STAGE_ORDER)))
+            )
             self._send(200, page.encode(), "text/html; charset=utf-8")
         elif path == "/api/runs":
             self._send(200, json.dumps([run_state(p) for p in runs.values()]).encode(), "application/json")
@@ -208,4 +223,3 @@ def serve(server: Dashboard) -> None:
         server.serve_forever(poll_interval=0.2)
     finally:
         server.server_close()
-

@@ -17,9 +17,25 @@ import numpy as np
 
 MODELS = ("teacher", "baseline", "student")
 COLORS = {"teacher": "#4c72b0", "baseline": "#8c8c8c", "student": "#dd8452", "fp32": "#4c72b0", "int8": "#c44e52"}
-NOT_LOSSES = {"epoch", "lr", "samples", "critical_only", "temperature_mean", "temperature_min", "temperature_max", "val_acc",
-              "best_val_acc", "samples_per_s", "train_s", "data_share", "teacher_share", "student_share", "peak_rss_mb",
-              "peak_device_mb", "grad_norm"}
+NOT_LOSSES = {
+    "epoch",
+    "lr",
+    "samples",
+    "critical_only",
+    "temperature_mean",
+    "temperature_min",
+    "temperature_max",
+    "val_acc",
+    "best_val_acc",
+    "samples_per_s",
+    "train_s",
+    "data_share",
+    "teacher_share",
+    "student_share",
+    "peak_rss_mb",
+    "peak_device_mb",
+    "grad_norm",
+}
 
 
 @dataclass
@@ -77,22 +93,32 @@ def accuracy_section(r: dict[str, Any], v: Visuals) -> str:
     k, val = r.get("knowledge") or {}, r.get("validate") or {}
     acc, vacc = k.get("accuracy") or {}, val.get("accuracy") or {}
     split = k.get("split") or vacc.get("split") or "val"
-    body = [["teacher " + (r.get("teacher") or {}).get("arch", "?"), pct(acc.get("teacher", vacc.get("teacher")))],
-            ["baseline (CE only)", pct(acc.get("baseline")) if r.get("baseline") else "– (report.baseline off or not run)"],
-            ["student (distilled, torch)", pct(acc.get("student", vacc.get("torch_fp32")))],
-            ["student ONNX FP32", pct(vacc.get("onnx_fp32"))], ["student ONNX INT8", pct(vacc.get("onnx_int8"))]]
+    body = [
+        ["teacher " + (r.get("teacher") or {}).get("arch", "?"), pct(acc.get("teacher", vacc.get("teacher")))],
+        ["baseline (CE only)", pct(acc.get("baseline")) if r.get("baseline") else "– (report.baseline off or not run)"],
+        ["student (distilled, torch)", pct(acc.get("student", vacc.get("torch_fp32")))],
+        ["student ONNX FP32", pct(vacc.get("onnx_fp32"))],
+        ["student ONNX INT8", pct(vacc.get("onnx_int8"))],
+    ]
     out = table(["model", f"top-1 ({split})"], body)
     if k:
         ag, te, er, fit, d = k["agreement"], k["transfer_efficiency"], k["error_reduction"], k["hardware_fit"], k["dqi"]
         why = lambda m: m.get("reason") or ""  # noqa: E731
-        rows = [["teacher–student agreement, all", pct(ag["all"]), f"{k['num']} samples"],
-                ["teacher–student agreement, critical", pct(ag["critical"]), f"{ag['num_critical']} samples ({k.get('critical_rule', '')})"],
-                ["transfer efficiency", num(te["value"]), why(te)],
-                ["error reduction", num(er["value"]), f"{er.get('fixed', 0)} of {er.get('opportunities', 0)} fixed, "
-                 f"{er.get('regressed', 0)} regressed" if er.get("value") is not None else why(er)],
-                *[[f"ECE {name}", num(e["value"], 4), f"{e['bins']} bins"] for name, e in k["ece"].items()],
-                ["hardware fit", num(fit["value"]), why(fit) or f"{fit.get('passed')}/{fit.get('total')} budgets pass"],
-                ["DQI", num(d["value"]), why(d)]]
+        rows = [
+            ["teacher–student agreement, all", pct(ag["all"]), f"{k['num']} samples"],
+            ["teacher–student agreement, critical", pct(ag["critical"]), f"{ag['num_critical']} samples ({k.get('critical_rule', '')})"],
+            ["transfer efficiency", num(te["value"]), why(te)],
+            [
+                "error reduction",
+                num(er["value"]),
+                f"{er.get('fixed', 0)} of {er.get('opportunities', 0)} fixed, {er.get('regressed', 0)} regressed"
+                if er.get("value") is not None
+                else why(er),
+            ],
+            *[[f"ECE {name}", num(e["value"], 4), f"{e['bins']} bins"] for name, e in k["ece"].items()],
+            ["hardware fit", num(fit["value"]), why(fit) or f"{fit.get('passed')}/{fit.get('total')} budgets pass"],
+            ["DQI", num(d["value"]), why(d)],
+        ]
         out += "<h3>How much knowledge arrived</h3>" + table(["metric", "value", "note"], rows)
     return out
 
@@ -163,8 +189,10 @@ def heatmap_section(r: dict[str, Any], v: Visuals) -> str:
         for row in range(3):
             axes[row, j].axis("off")
     cka = (r.get("knowledge") or {}).get("cka") or []
-    out = (f"<p>Spatial attention (mean of squared activations over channels) at teacher {esc(pair.get('teacher_module'))} vs "
-           f"student {esc(pair.get('student_module'))}; critical samples first.</p>" + png(fig))
+    out = (
+        f"<p>Spatial attention (mean of squared activations over channels) at teacher {esc(pair.get('teacher_module'))} vs "
+        f"student {esc(pair.get('student_module'))}; critical samples first.</p>" + png(fig)
+    )
     if cka:
         fig = figure(6, 2.6)
         ax = fig.subplots()
@@ -231,15 +259,28 @@ def budget_section(r: dict[str, Any], v: Visuals) -> str:
     if not val:
         return "<p class=missing>no budget verdicts (validate/validation.json missing)</p>"
     gate = val.get("gate") or []
-    out = table(["budget", "value", "limit", "verdict", "source"],
-                [[g["budget"], f"{g['value']:.4g}", f"{g['limit']:.4g}", "pass" if g["pass"] else "FAIL", g["source"]] for g in gate]) \
-        if gate else "<p>No deployment budget set.</p>"
+    out = (
+        table(
+            ["budget", "value", "limit", "verdict", "source"],
+            [[g["budget"], f"{g['value']:.4g}", f"{g['limit']:.4g}", "pass" if g["pass"] else "FAIL", g["source"]] for g in gate],
+        )
+        if gate
+        else "<p>No deployment budget set.</p>"
+    )
     fb = val.get("feedback") or {}
     sugg = fb.get("suggestions") or []
     if sugg:
-        out += "<h3>Feedback suggestions</h3><ul>" + "".join(
-            f"<li>{esc(s.get('why'))}" + (f" — INT8 {pct(s['int8_acc'])} ({100 * s['gain']:+.2f} pt)" if "int8_acc" in s else "")
-            + (f" <code>{esc(s.get('changes'))}</code>" if s.get("changes") else "") + "</li>" for s in sugg) + "</ul>"
+        out += (
+            "<h3>Feedback suggestions</h3><ul>"
+            + "".join(
+                f"<li>{esc(s.get('why'))}"
+                + (f" — INT8 {pct(s['int8_acc'])} ({100 * s['gain']:+.2f} pt)" if "int8_acc" in s else "")
+                + (f" <code>{esc(s.get('changes'))}</code>" if s.get("changes") else "")
+                + "</li>"
+                for s in sugg
+            )
+            + "</ul>"
+        )
     else:
         out += f"<p>Feedback: {'triggered, no suggestion' if fb.get('triggered') else 'INT8 within thresholds, nothing to suggest'}.</p>"
     notes = val.get("notes") or []
@@ -267,14 +308,19 @@ th{background:#f4f4f4}img{max-width:100%}.missing{color:#a33}.problems{backgroun
 def render(report: dict[str, Any], visuals: Optional[Visuals] = None) -> str:
     v = visuals or Visuals()
     data = report.get("data") or {}
-    parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{esc(report.get('title'))} — cann-distill report</title>"
-             f"<link rel=icon href=\"data:,\"><style>{CSS}</style></head><body><h1>{esc(report.get('title'))}</h1>",
-             f"<p class=meta>{esc(data.get('source'))} data, {data.get('num_train')} train / {data.get('num_val')} val / "
-             f"{data.get('num_test')} test images; headline split {esc(data.get('headline_split'))}; written {esc(report.get('created'))}</p>"]
+    parts = [
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{esc(report.get('title'))} — cann-distill report</title>"
+        f'<link rel=icon href="data:,"><style>{CSS}</style></head><body><h1>{esc(report.get("title"))}</h1>',
+        f"<p class=meta>{esc(data.get('source'))} data, {data.get('num_train')} train / {data.get('num_val')} val / "
+        f"{data.get('num_test')} test images; headline split {esc(data.get('headline_split'))}; written {esc(report.get('created'))}</p>",
+    ]
     problems = report.get("problems") or []
     if problems:
-        parts.append("<div class=problems><b>Missing, unusable or out-of-date inputs</b> (the rest is rendered):<ul>"
-                     + "".join(f"<li><code>{esc(p['input'])}</code> ({esc(p.get('kind', 'missing'))}): {esc(p['problem'])}</li>" for p in problems) + "</ul></div>")
+        parts.append(
+            "<div class=problems><b>Missing, unusable or out-of-date inputs</b> (the rest is rendered):<ul>"
+            + "".join(f"<li><code>{esc(p['input'])}</code> ({esc(p.get('kind', 'missing'))}): {esc(p['problem'])}</li>" for p in problems)
+            + "</ul></div>"
+        )
     for anchor, title, fn in SECTIONS:
         try:
             body = fn(report, v)

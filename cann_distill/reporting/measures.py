@@ -36,8 +36,11 @@ def transfer_efficiency(acc_student: float, acc_baseline: float, acc_teacher: fl
     """TE = (acc_S − acc_B) / (acc_T − acc_B): the share of the teacher's lead over the baseline the student gained."""
     gap = acc_teacher - acc_baseline
     if gap <= 0:
-        return undefined(f"the teacher ({100 * acc_teacher:.2f}%) does not beat the CE-only baseline ({100 * acc_baseline:.2f}%): "
-                         "there is no lead to transfer", gap=gap)
+        return undefined(
+            f"the teacher ({100 * acc_teacher:.2f}%) does not beat the CE-only baseline ({100 * acc_baseline:.2f}%): "
+            "there is no lead to transfer",
+            gap=gap,
+        )
     return {"value": (acc_student - acc_baseline) / gap, "reason": None, "gap": gap}
 
 

@@ -28,11 +28,15 @@ def check_version(report: Any, where: Path | str) -> dict[str, Any]:
     if not isinstance(report, dict):
         raise ArtifactError(f"{where}: not a cann-distill report (a JSON {type(report).__name__})")
     if "schema" not in report:
-        raise ArtifactError(f"{where}: report of schema version 1 (no 'schema' key, written by an older cann-distill); "
-                            f"this cann-distill reads version {SCHEMA_VERSION}: rerun `cann-distill report RECIPE --force`")
+        raise ArtifactError(
+            f"{where}: report of schema version 1 (no 'schema' key, written by an older cann-distill); "
+            f"this cann-distill reads version {SCHEMA_VERSION}: rerun `cann-distill report RECIPE --force`"
+        )
     if report.get("schema") != SCHEMA_ID or report.get("schema_version") != SCHEMA_VERSION:
-        raise ArtifactError(f"{where}: report schema {str(report.get('schema'))[:40]} version {str(report.get('schema_version'))[:20]} "
-                            f"is unknown; this cann-distill reads {SCHEMA_ID} version {SCHEMA_VERSION}")
+        raise ArtifactError(
+            f"{where}: report schema {str(report.get('schema'))[:40]} version {str(report.get('schema_version'))[:20]} "
+            f"is unknown; this cann-distill reads {SCHEMA_ID} version {SCHEMA_VERSION}"
+        )
     return report
 
 

@@ -54,8 +54,18 @@ def _pool(feat: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def tap_features(teacher: nn.Module, teacher_arch: str, renorm: nn.Module, student: nn.Module, student_arch: str,
-                 split: Split, samples: int, shown: list[int], runtime: Runtime = CPU, batch: int = 64) -> Tapped:
+def tap_features(
+    teacher: nn.Module,
+    teacher_arch: str,
+    renorm: nn.Module,
+    student: nn.Module,
+    student_arch: str,
+    split: Split,
+    samples: int,
+    shown: list[int],
+    runtime: Runtime = CPU,
+    batch: int = 64,
+) -> Tapped:
     """CKA per stage pair over the first `samples` images; attention maps of the `shown` images at the deepest pair with ≥ 4×4 positions."""
     t_info, s_info = feature_info(teacher), feature_info(student)
     pairs = stage_pairs(len(t_info), len(s_info))
@@ -69,24 +79,38 @@ def tap_features(teacher: nn.Module, teacher_arch: str, renorm: nn.Module, stude
     idx = list(range(min(samples, len(split))))
     pooled: dict[str, list[np.ndarray]] = {}
     for lo in range(0, len(idx), batch):
-        x = runtime.batch(torch.stack([split.fetch(i) for i in idx[lo:lo + batch]]))
+        x = runtime.batch(torch.stack([split.fetch(i) for i in idx[lo : lo + batch]]))
         feats = {f"t{k[5:]}": v for k, v in t_tap(renorm(x)).items() if k.startswith("feat.")}
         feats.update({f"s{k[5:]}": v for k, v in s_tap(x).items() if k.startswith("feat.")})
         for k, v in feats.items():
             pooled.setdefault(k, []).append(_pool(v))
     for t, s in pairs:
         value = m.linear_cka(np.concatenate(pooled[f"t{t}"]), np.concatenate(pooled[f"s{s}"]))
-        out.cka.append({"teacher_tap": str(t), "student_tap": str(s), "teacher_module": t_info[t]["module"],
-                        "student_module": s_info[s]["module"], "cka": value})
+        out.cka.append(
+            {
+                "teacher_tap": str(t),
+                "student_tap": str(s),
+                "teacher_module": t_info[t]["module"],
+                "student_module": s_info[s]["module"],
+                "cka": value,
+            }
+        )
     if shown:
         x = runtime.batch(torch.stack([split.fetch(i) for i in shown]))
         t_feats, s_feats = t_tap(renorm(x)), s_tap(x)
-        spatial = [(t, s) for t, s in pairs if min(s_feats[f"feat.{s}"].shape[-2:]) >= 4 and s_feats[f"feat.{s}"].dim() == 4
-                   and t_feats[f"feat.{t}"].dim() == 4]
+        spatial = [
+            (t, s)
+            for t, s in pairs
+            if min(s_feats[f"feat.{s}"].shape[-2:]) >= 4 and s_feats[f"feat.{s}"].dim() == 4 and t_feats[f"feat.{t}"].dim() == 4
+        ]
         if spatial:
             t, s = spatial[-1]
-            out.attention_pair = {"teacher_tap": str(t), "student_tap": str(s), "teacher_module": t_info[t]["module"],
-                                  "student_module": s_info[s]["module"]}
+            out.attention_pair = {
+                "teacher_tap": str(t),
+                "student_tap": str(s),
+                "teacher_module": t_info[t]["module"],
+                "student_module": s_info[s]["module"],
+            }
             out.teacher_attention = m.attention_map(t_feats[f"feat.{t}"].float().cpu().numpy())
             out.student_attention = m.attention_map(s_feats[f"feat.{s}"].float().cpu().numpy())
     return out
@@ -96,15 +120,23 @@ def logits_of(models: dict[str, nn.Module], split: Split, runtime: Runtime = CPU
     return {name: predict(model, split, desc=f"report: {name} on {split.name}", runtime=runtime) for name, model in models.items()}
 
 
-def transfer_metrics(y: np.ndarray, logits: dict[str, np.ndarray], critical: Optional[np.ndarray], int8_drop: Optional[float],
-                     gate: Optional[list[dict[str, Any]]], n_classes: int) -> dict[str, Any]:
+def transfer_metrics(
+    y: np.ndarray,
+    logits: dict[str, np.ndarray],
+    critical: Optional[np.ndarray],
+    int8_drop: Optional[float],
+    gate: Optional[list[dict[str, Any]]],
+    n_classes: int,
+) -> dict[str, Any]:
     """Every number of the report's knowledge section from per-sample logits (`metrics` has the formulas)."""
     pred = {k: v.argmax(1) for k, v in logits.items()}
     acc = {k: float((p == y).mean()) for k, p in pred.items()}
     out: dict[str, Any] = {"num": int(len(y)), "accuracy": {**acc, "baseline": acc.get("baseline")}}
-    out["agreement"] = {"all": m.agreement(pred["teacher"], pred["student"]),
-                        "critical": m.agreement(pred["teacher"], pred["student"], critical) if critical is not None else None,
-                        "num_critical": int(critical.sum()) if critical is not None else 0}
+    out["agreement"] = {
+        "all": m.agreement(pred["teacher"], pred["student"]),
+        "critical": m.agreement(pred["teacher"], pred["student"], critical) if critical is not None else None,
+        "num_critical": int(critical.sum()) if critical is not None else 0,
+    }
     if "baseline" in pred:
         out["agreement"]["baseline_all"] = m.agreement(pred["teacher"], pred["baseline"])
         out["transfer_efficiency"] = m.transfer_efficiency(acc["student"], acc["baseline"], acc["teacher"])

@@ -70,8 +70,11 @@ def device_string(spec: str = "auto") -> str:
     if kind == "cuda":
         count = _cuda_count()
         if not count:
-            why = ("this torch build has no CUDA support" if torch.version.cuda is None
-                   else f"torch {torch.__version__} was built with CUDA {torch.version.cuda} but sees no GPU")
+            why = (
+                "this torch build has no CUDA support"
+                if torch.version.cuda is None
+                else f"torch {torch.__version__} was built with CUDA {torch.version.cuda} but sees no GPU"
+            )
             raise _absent(spec, why)
     else:
         count = _npu_count()
@@ -117,8 +120,13 @@ class Runtime:
     def describe(self) -> dict[str, Any]:
         from cann_distill.runtime import distributed
 
-        out = {"device": str(self.device), "name": device_name(self.device), "channels_last": self.channels_last,
-               "compile": self.compile, "torch": torch.__version__}
+        out = {
+            "device": str(self.device),
+            "name": device_name(self.device),
+            "channels_last": self.channels_last,
+            "compile": self.compile,
+            "torch": torch.__version__,
+        }
         if distributed.active():
             out.update(processes=distributed.world(), backend=distributed.backend_name(), sync_bn=self.sync_bn)
         return out
@@ -157,8 +165,9 @@ class Runtime:
 
     def check_amp(self, amp: str) -> None:
         if amp == "fp16" and self.device.type == "cpu":
-            raise UsageError("amp: fp16 needs a CUDA or NPU device (fp16 autocast on the CPU is slow and unscaled); "
-                             "use amp: bf16 on the CPU")
+            raise UsageError(
+                "amp: fp16 needs a CUDA or NPU device (fp16 autocast on the CPU is slow and unscaled); use amp: bf16 on the CPU"
+            )
 
     @property
     def pin_memory(self) -> bool:

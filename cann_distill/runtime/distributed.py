@@ -97,8 +97,10 @@ def local_device(device: torch.device) -> torch.device:
     lr = local_rank()
     count = torch.cuda.device_count() if device.type == "cuda" else int(torch.npu.device_count())  # type: ignore[attr-defined]
     if lr >= count:
-        raise UsageError(f"LOCAL_RANK {lr} has no {device.type} device (this node has {count}); "
-                         f"launch at most {count} processes per node (--nproc_per_node={count})")
+        raise UsageError(
+            f"LOCAL_RANK {lr} has no {device.type} device (this node has {count}); "
+            f"launch at most {count} processes per node (--nproc_per_node={count})"
+        )
     (torch.cuda if device.type == "cuda" else torch.npu).set_device(lr)  # type: ignore[attr-defined]
     return torch.device(device.type, lr)
 
@@ -108,8 +110,10 @@ def is_comm_error(exc: BaseException) -> bool:
     if isinstance(exc, getattr(dist, "DistError", ())):
         return True
     text = str(exc)
-    return isinstance(exc, RuntimeError) and any(s in text for s in ("Connection closed by peer", "Connection reset", "gloo",
-                                                                      "Timed out", "timed out", "NCCL", "HCCL", "Broken pipe"))
+    return isinstance(exc, RuntimeError) and any(
+        s in text
+        for s in ("Connection closed by peer", "Connection reset", "gloo", "Timed out", "timed out", "NCCL", "HCCL", "Broken pipe")
+    )
 
 
 @contextlib.contextmanager
@@ -137,9 +141,11 @@ def session(device: torch.device, backend: str = "auto", timeout_s: float = 1800
         if not is_comm_error(exc):
             raise
         first = (str(exc).strip().splitlines() or [""])[0].split(". ")[0][:160]
-        raise StageError(f"rank {_group.rank}/{_group.world}: another process of this torchrun job stopped or did not answer "
-                         f"within runtime.dist_timeout_s={timeout_s:g}s ({first}); the running stage's outputs were discarded; "
-                         "rerun (distill: with --resume) to continue") from None
+        raise StageError(
+            f"rank {_group.rank}/{_group.world}: another process of this torchrun job stopped or did not answer "
+            f"within runtime.dist_timeout_s={timeout_s:g}s ({first}); the running stage's outputs were discarded; "
+            "rerun (distill: with --resume) to continue"
+        ) from None
     finally:
         _group = None
         try:
@@ -212,7 +218,11 @@ def broadcast_array(arr: Optional[np.ndarray]) -> np.ndarray:
         assert arr is not None
         return arr
     meta = broadcast_object((arr.shape, arr.dtype.str) if arr is not None else None)
-    t = torch.from_numpy(np.ascontiguousarray(arr)) if is_main() else torch.empty(meta[0], dtype=torch.from_numpy(np.zeros(0, meta[1])).dtype)
+    t = (
+        torch.from_numpy(np.ascontiguousarray(arr))
+        if is_main()
+        else torch.empty(meta[0], dtype=torch.from_numpy(np.zeros(0, meta[1])).dtype)
+    )
     t = t.to(_group.device)  # type: ignore[union-attr]
     dist.broadcast(t, src=0)
     return t.cpu().numpy()
@@ -236,9 +246,11 @@ def check_same(what: str, value: str) -> None:
     values = all_gather_object(value)
     if len(set(values)) > 1:
         odd = [r for r, v in enumerate(values) if v != values[0]]
-        raise UsageError(f"the {what} differs across the ranks of this torchrun job (rank 0: {values[0][:12]}, "
-                         f"rank(s) {', '.join(map(str, odd))}: {', '.join(values[r][:12] for r in odd)}); "
-                         "launch every rank with the same recipe file, --set overrides and run dir")
+        raise UsageError(
+            f"the {what} differs across the ranks of this torchrun job (rank 0: {values[0][:12]}, "
+            f"rank(s) {', '.join(map(str, odd))}: {', '.join(values[r][:12] for r in odd)}); "
+            "launch every rank with the same recipe file, --set overrides and run dir"
+        )
 
 
 def check_divisible(batch_sizes: dict[str, int]) -> None:
@@ -248,8 +260,10 @@ def check_divisible(batch_sizes: dict[str, int]) -> None:
     bad = {k: v for k, v in batch_sizes.items() if v % world()}
     if bad:
         listing = ", ".join(f"{k}={v}" for k, v in bad.items())
-        raise UsageError(f"{listing}: not divisible by the {world()} processes of this torchrun job (each rank takes "
-                         f"batch_size / {world()} samples of every batch); use a multiple of {world()}")
+        raise UsageError(
+            f"{listing}: not divisible by the {world()} processes of this torchrun job (each rank takes "
+            f"batch_size / {world()} samples of every batch); use a multiple of {world()}"
+        )
 
 
 def lead(decide: Callable[[], T]) -> T:
@@ -271,8 +285,9 @@ def lead(decide: Callable[[], T]) -> T:
     return outcome[1]
 
 
-def follow_cache(get_or_compute: Callable[[Callable[[], np.ndarray]], tuple[np.ndarray, Any]],
-                 compute: Callable[[], np.ndarray]) -> tuple[np.ndarray, Any]:
+def follow_cache(
+    get_or_compute: Callable[[Callable[[], np.ndarray]], tuple[np.ndarray, Any]], compute: Callable[[], np.ndarray]
+) -> tuple[np.ndarray, Any]:
     """A cache that rank 0 alone reads and writes: on a miss every rank joins `compute` (a sharded pass,
     every rank gets the whole array); on a hit rank 0 sends the array. Returns (array, rank 0's status)."""
     if not active():
@@ -331,7 +346,7 @@ def gather_to_main(dest: Optional[np.ndarray], local: np.ndarray, counts: Sequen
     offsets = np.cumsum([0, *counts])
     for start in range(0, max(counts), rows):
         t = torch.zeros((rows, row_bytes), dtype=torch.uint8)
-        piece = raw[start:start + rows] if not is_main() else raw[:0]  # rank 0 sends nothing it needs
+        piece = raw[start : start + rows] if not is_main() else raw[:0]  # rank 0 sends nothing it needs
         t[: len(piece)] = torch.from_numpy(piece)
         t = t.to(_group.device)  # type: ignore[union-attr]
         parts = [torch.empty_like(t) for _ in range(world())] if is_main() else None
@@ -343,7 +358,7 @@ def gather_to_main(dest: Optional[np.ndarray], local: np.ndarray, counts: Sequen
             n = min(rows, counts[r] - start)
             if n > 0:
                 at = int(offsets[r]) + start
-                dest[at:at + n] = parts[r][:n].cpu().numpy().view(dest.dtype).reshape(n, *dest.shape[1:])
+                dest[at : at + n] = parts[r][:n].cpu().numpy().view(dest.dtype).reshape(n, *dest.shape[1:])
 
 
 def shard_range(n: int, align: int = 1) -> tuple[int, int]:
@@ -384,11 +399,13 @@ class RankSlices(torch.utils.data.Sampler[list]):
     def __iter__(self) -> Iterator[list]:
         for batch in self.batches:
             if len(batch) < self.world:
-                raise UsageError(f"a training batch of {len(batch)} sample(s) cannot be split over {self.world} processes; "
-                                 "use more data or fewer processes")
+                raise UsageError(
+                    f"a training batch of {len(batch)} sample(s) cannot be split over {self.world} processes; "
+                    "use more data or fewer processes"
+                )
             size, extra = divmod(len(batch), self.world)  # the first `extra` ranks take one more (np.array_split's cut)
             lo = self.rank * size + min(self.rank, extra)
-            yield list(batch[lo: lo + size + (self.rank < extra)])
+            yield list(batch[lo : lo + size + (self.rank < extra)])
 
     def __len__(self) -> int:
         return len(self.batches)

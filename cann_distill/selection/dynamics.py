@@ -28,7 +28,7 @@ def error_l2(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """||softmax(z) − onehot(y)||₂ per sample (the EL2N error), in [0, √2]."""
     p = softmax(logits)
     p[np.arange(len(targets)), targets] -= 1.0
-    return np.sqrt((p ** 2).sum(axis=1))
+    return np.sqrt((p**2).sum(axis=1))
 
 
 def mean_error_l2(history: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -42,8 +42,15 @@ class ViewLoss(Selector):
 
     needs_views = True
 
-    def score(self, logits: np.ndarray, targets: np.ndarray, seed: int = 0, student_logits: Optional[np.ndarray] = None,
-              view_logits: Optional[np.ndarray] = None, **_: Any) -> np.ndarray:
+    def score(
+        self,
+        logits: np.ndarray,
+        targets: np.ndarray,
+        seed: int = 0,
+        student_logits: Optional[np.ndarray] = None,
+        view_logits: Optional[np.ndarray] = None,
+        **_: Any,
+    ) -> np.ndarray:
         views = _check("view_loss", "view_logits", view_logits, *logits.shape)
         rows = np.arange(len(targets))
         losses = [-np.log(np.clip(softmax(v)[rows, targets], 1e-12, None)) for v in views]
@@ -60,8 +67,15 @@ class ViewMargin(Selector):
 
     needs_views = True
 
-    def score(self, logits: np.ndarray, targets: np.ndarray, seed: int = 0, student_logits: Optional[np.ndarray] = None,
-              view_logits: Optional[np.ndarray] = None, **_: Any) -> np.ndarray:
+    def score(
+        self,
+        logits: np.ndarray,
+        targets: np.ndarray,
+        seed: int = 0,
+        student_logits: Optional[np.ndarray] = None,
+        view_logits: Optional[np.ndarray] = None,
+        **_: Any,
+    ) -> np.ndarray:
         views = _check("view_margin", "view_logits", view_logits, *logits.shape)
         p = np.mean([softmax(v) for v in views], axis=0)
         rows = np.arange(len(targets))
@@ -83,8 +97,15 @@ class EL2N(Selector):
     min_probe_epochs = 1
     default_probe_epochs = 2
 
-    def score(self, logits: np.ndarray, targets: np.ndarray, seed: int = 0, student_logits: Optional[np.ndarray] = None,
-              student_history: Optional[np.ndarray] = None, **_: Any) -> np.ndarray:
+    def score(
+        self,
+        logits: np.ndarray,
+        targets: np.ndarray,
+        seed: int = 0,
+        student_logits: Optional[np.ndarray] = None,
+        student_history: Optional[np.ndarray] = None,
+        **_: Any,
+    ) -> np.ndarray:
         return mean_error_l2(_check("el2n", "student_history", student_history, *logits.shape), targets)
 
 
@@ -103,8 +124,15 @@ class Forgetting(Selector):
     min_probe_epochs = 2
     default_probe_epochs = 3
 
-    def score(self, logits: np.ndarray, targets: np.ndarray, seed: int = 0, student_logits: Optional[np.ndarray] = None,
-              student_history: Optional[np.ndarray] = None, **_: Any) -> np.ndarray:
+    def score(
+        self,
+        logits: np.ndarray,
+        targets: np.ndarray,
+        seed: int = 0,
+        student_logits: Optional[np.ndarray] = None,
+        student_history: Optional[np.ndarray] = None,
+        **_: Any,
+    ) -> np.ndarray:
         history = _check("forgetting", "student_history", student_history, *logits.shape)
         right = np.stack([h.argmax(axis=1) == targets for h in history])  # [E, N]
         events = (right[:-1] & ~right[1:]).sum(axis=0).astype(np.float64)

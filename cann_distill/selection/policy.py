@@ -46,8 +46,13 @@ class Selection:
     empty: list[str] = field(default_factory=list)  # classes left with no critical sample
 
     def describe(self) -> dict[str, Any]:
-        return {"policy": self.policy, "resolved": self.resolved, "per_class": self.per_class, "notes": self.notes,
-                "empty_classes": self.empty}
+        return {
+            "policy": self.policy,
+            "resolved": self.resolved,
+            "per_class": self.per_class,
+            "notes": self.notes,
+            "empty_classes": self.empty,
+        }
 
 
 def equal_quotas(available: Sequence[int], total: int) -> np.ndarray:
@@ -111,15 +116,28 @@ def resolve_policy(policy: str, kept_per_class: float, scarce_below: int) -> tup
     if policy != "auto":
         return policy, None
     if kept_per_class < scarce_below:
-        return "easy", (f"policy auto: {kept_per_class:.0f} kept samples per class < scarce_below={scarce_below}: "
-                        "scarce data, keeping the easy samples (Sorscher et al. 2022)")
-    return "hard", (f"policy auto: {kept_per_class:.0f} kept samples per class >= scarce_below={scarce_below}: "
-                    "plentiful data, keeping the hard samples (Sorscher et al. 2022)")
+        return "easy", (
+            f"policy auto: {kept_per_class:.0f} kept samples per class < scarce_below={scarce_below}: "
+            "scarce data, keeping the easy samples (Sorscher et al. 2022)"
+        )
+    return "hard", (
+        f"policy auto: {kept_per_class:.0f} kept samples per class >= scarce_below={scarce_below}: "
+        "plentiful data, keeping the hard samples (Sorscher et al. 2022)"
+    )
 
 
-def select_samples(scores: np.ndarray, targets: np.ndarray, classes: Sequence[str], ratio: float, *, policy: str = "hard",
-                   mix: Optional[dict[str, float]] = None, class_balanced: bool = True, scarce_below: int = 500,
-                   seed: int = 0) -> Selection:
+def select_samples(
+    scores: np.ndarray,
+    targets: np.ndarray,
+    classes: Sequence[str],
+    ratio: float,
+    *,
+    policy: str = "hard",
+    mix: Optional[dict[str, float]] = None,
+    class_balanced: bool = True,
+    scarce_below: int = 500,
+    seed: int = 0,
+) -> Selection:
     """Keep round(ratio × N) samples (at least one) by `policy`, per class when `class_balanced`."""
     if policy not in POLICIES:
         raise ValueError(f"policy must be one of {', '.join(POLICIES)}, got {policy!r}")
@@ -140,12 +158,12 @@ def select_samples(scores: np.ndarray, targets: np.ndarray, classes: Sequence[st
         for c, idx in enumerate(members):
             mask[idx[pick_in_class(scores[idx], int(quotas[c]), resolved, mix, rng)]] = True
             if 0 < available[c] < share:
-                notes.append(f"class {classes[c]}: {available[c]} samples, fewer than the balanced quota of {share:.0f}; "
-                             "took all of them")
+                notes.append(f"class {classes[c]}: {available[c]} samples, fewer than the balanced quota of {share:.0f}; took all of them")
     else:
         mask[pick_in_class(np.asarray(scores, dtype=np.float64), total, resolved, mix, rng)] = True
         quotas = np.array([int(mask[idx].sum()) for idx in members])
-    per_class = {classes[c]: {"available": available[c], "quota": int(quotas[c]), "taken": int(mask[members[c]].sum())}
-                 for c in range(n_classes)}
+    per_class = {
+        classes[c]: {"available": available[c], "quota": int(quotas[c]), "taken": int(mask[members[c]].sum())} for c in range(n_classes)
+    }
     empty = [classes[c] for c in range(n_classes) if per_class[classes[c]]["taken"] == 0]
     return Selection(mask, policy, resolved, per_class, notes, empty)

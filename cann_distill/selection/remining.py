@@ -28,8 +28,15 @@ from cann_distill.training.loop import predict
 class Refresher:
     """Every `select.refresh_every` epochs: the current student scored against the teacher (`select.refresh_by`) → a new critical mask."""
 
-    def __init__(self, recipe: Recipe, student: torch.nn.Module, train: Split, teacher_logits: np.ndarray,
-                 current: np.ndarray, runtime: Runtime = CPU) -> None:
+    def __init__(
+        self,
+        recipe: Recipe,
+        student: torch.nn.Module,
+        train: Split,
+        teacher_logits: np.ndarray,
+        current: np.ndarray,
+        runtime: Runtime = CPU,
+    ) -> None:
         every = refresh_epochs(recipe)
         if every is None:
             raise ValueError("Refresher needs select.refresh_every")
@@ -46,18 +53,27 @@ class Refresher:
 
     def __call__(self, epoch: int) -> Selection:
         t0 = time.perf_counter()
-        student_logits = predict(self.student, self.train, batch_size=self.cfg.batch_size, desc="re-mining critical samples",
-                                 runtime=self.runtime)
+        student_logits = predict(
+            self.student, self.train, batch_size=self.cfg.batch_size, desc="re-mining critical samples", runtime=self.runtime
+        )
         scores = SELECTORS.get(self.cfg.refresh_by)().score(self.teacher_logits, self.train.targets, student_logits=student_logits)
         selection = pick_critical(scores, self.train.targets, self.recipe, self.train.classes, seed=self.seed + epoch)
         if distributed.active():  # rank 0's choice on every rank: a float tie decided otherwise must not split the ranks' subsets
             selection.mask = distributed.broadcast_array(selection.mask)
         report_selection(selection, f"distill epoch {epoch + 1}")
         changed = int((selection.mask != self.current).sum())
-        self.records.append({"epoch": epoch + 1, "critical": int(selection.mask.sum()),
-                             "swapped_in": int((selection.mask & ~self.current).sum()), "changed": changed,
-                             "student_train_acc": float((student_logits.argmax(1) == self.train.targets).mean()),
-                             "score": self.cfg.refresh_by, "mean_score": float(scores.mean()), "seconds": time.perf_counter() - t0})
+        self.records.append(
+            {
+                "epoch": epoch + 1,
+                "critical": int(selection.mask.sum()),
+                "swapped_in": int((selection.mask & ~self.current).sum()),
+                "changed": changed,
+                "student_train_acc": float((student_logits.argmax(1) == self.train.targets).mean()),
+                "score": self.cfg.refresh_by,
+                "mean_score": float(scores.mean()),
+                "seconds": time.perf_counter() - t0,
+            }
+        )
         self.current = selection.mask
         return selection
 
@@ -84,8 +100,15 @@ def training_cost(history: Sequence[dict[str, Any]], num_train: int, batch_size:
     per_step = train_s / steps if steps else 0.0
     full_s = per_step * full_steps
     spent = train_s + extra_s
-    return {"steps": steps, "full_set_steps": full_steps, "step_fraction": steps / full_steps if full_steps else 1.0,
-            "train_s": train_s, "refresh_s": extra_s, "full_set_train_s_estimate": full_s,
-            "time_fraction_estimate": spent / full_s if full_s else 1.0,
-            "saved_steps": full_steps - steps, "saved_s_estimate": full_s - spent,
-            "how": "full-set time = this run's seconds per step × the full set's steps (same loop, batch and device)"}
+    return {
+        "steps": steps,
+        "full_set_steps": full_steps,
+        "step_fraction": steps / full_steps if full_steps else 1.0,
+        "train_s": train_s,
+        "refresh_s": extra_s,
+        "full_set_train_s_estimate": full_s,
+        "time_fraction_estimate": spent / full_s if full_s else 1.0,
+        "saved_steps": full_steps - steps,
+        "saved_s_estimate": full_s - spent,
+        "how": "full-set time = this run's seconds per step × the full set's steps (same loop, batch and device)",
+    }

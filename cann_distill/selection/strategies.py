@@ -30,7 +30,9 @@ def checked_student_logits(name: str, why: str, logits: np.ndarray, student_logi
     if student_logits is None:
         raise ValueError(f"selector '{name}' needs student_logits ({why}), got None")
     if student_logits.shape != logits.shape:
-        raise ValueError(f"selector '{name}': student_logits shape {student_logits.shape} does not match teacher logits shape {logits.shape}")
+        raise ValueError(
+            f"selector '{name}': student_logits shape {student_logits.shape} does not match teacher logits shape {logits.shape}"
+        )
     return student_logits
 
 

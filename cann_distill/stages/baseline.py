@@ -41,9 +41,15 @@ def training_budget(recipe: Recipe) -> TrainConfig:
 
 def baseline_parts(recipe: Recipe, version: int) -> dict[str, Any]:
     """What a baseline is a function of: its cache key and the 'extra' part of the stage fingerprint."""
-    return {"kind": "baseline", "stage_version": version, "data": data_fingerprint(recipe.data), "student": recipe.section("student"),
-            "train": training_budget(recipe).model_dump(mode="json"), "seed": recipe.seed,
-            "checkpoint": _checkpoint_hashes(recipe)["student"]}
+    return {
+        "kind": "baseline",
+        "stage_version": version,
+        "data": data_fingerprint(recipe.data),
+        "student": recipe.section("student"),
+        "train": training_budget(recipe).model_dump(mode="json"),
+        "seed": recipe.seed,
+        "checkpoint": _checkpoint_hashes(recipe)["student"],
+    }
 
 
 class BaselineCache:
@@ -119,16 +125,38 @@ class BaselineStage(Stage):
         train, val, test = splits.train, splits.val, splits.test
         seed_everything(r.seed)  # as distill does before building its student: the same initial weights
         student = build_model(r.student, len(train.classes), channels_of(r.data), role="student", classes=train.classes)
-        history = fit(student, train, cfg, cfg.batch_size or r.data.batch_size, ce_step, r.seed, "baseline", val=val, runtime=rt,
-                      transform=splits.train_transform, mix=make_mixup(r.data, len(train.classes)),
-                      on_epoch_end=EpochLog(ctx.run.root, self.name, cfg.epochs))
+        history = fit(
+            student,
+            train,
+            cfg,
+            cfg.batch_size or r.data.batch_size,
+            ce_step,
+            r.seed,
+            "baseline",
+            val=val,
+            runtime=rt,
+            transform=splits.train_transform,
+            mix=make_mixup(r.data, len(train.classes)),
+            on_epoch_end=EpochLog(ctx.run.root, self.name, cfg.epochs),
+        )
         val_acc = accuracy(predict(student, val, desc="baseline eval", runtime=rt), val.targets)
         test_acc = accuracy(predict(student, test, desc="baseline test", runtime=rt), test.targets) if test is not None else None
         save_checkpoint(ctx.out / "student.pt", student, r.student.arch, len(train.classes), channels_of(r.data), classes=train.classes)
-        return {"arch": r.student.arch, "params": count_params(student), "losses": ["ce"], "epochs": cfg.epochs,
-                "val_acc": val_acc, "test_acc": test_acc, "headline": headline(val_acc, test_acc), "best_epoch": history.best_epoch,
-                "weights": history.selected, "stopped_early": history.stopped_early, "augmented": splits.augmented,
-                "mixup": r.data.augment.mixes, "history": list(history)}
+        return {
+            "arch": r.student.arch,
+            "params": count_params(student),
+            "losses": ["ce"],
+            "epochs": cfg.epochs,
+            "val_acc": val_acc,
+            "test_acc": test_acc,
+            "headline": headline(val_acc, test_acc),
+            "best_epoch": history.best_epoch,
+            "weights": history.selected,
+            "stopped_early": history.stopped_early,
+            "augmented": splits.augmented,
+            "mixup": r.data.augment.mixes,
+            "history": list(history),
+        }
 
 
 register_stage(BaselineStage())

@@ -22,6 +22,7 @@ def data_skipped(splits: Splits) -> dict[str, int]:
     """Bad images left out per split (data.on_bad_image: skip)."""
     return {s.name: len(s.skipped) for s in (splits.train, splits.val, splits.test) if s is not None and s.skipped}
 
+
 CHECKPOINT = "teacher/teacher.pt"
 METRICS = "teacher/metrics.json"
 
@@ -49,18 +50,38 @@ class TeacherStage(Stage):
         net = with_teacher_input(model, r.data, cfg)  # a pretrained teacher sees inputs normalised its own way
         if epochs:
             tcfg = cfg.train.model_copy(update={"epochs": epochs})
-            history = fit(net, train, tcfg, tcfg.batch_size or r.data.batch_size, ce_step, r.seed, "teacher train", val=val,
-                          runtime=rt, transform=splits.train_transform, mix=make_mixup(r.data, len(train.classes)),
-                          on_epoch_end=EpochLog(ctx.run.root, self.name, epochs))
+            history = fit(
+                net,
+                train,
+                tcfg,
+                tcfg.batch_size or r.data.batch_size,
+                ce_step,
+                r.seed,
+                "teacher train",
+                val=val,
+                runtime=rt,
+                transform=splits.train_transform,
+                mix=make_mixup(r.data, len(train.classes)),
+                on_epoch_end=EpochLog(ctx.run.root, self.name, epochs),
+            )
         val_acc = accuracy(predict(net, val, desc="teacher eval", runtime=rt), val.targets)
         test = splits.test
         test_acc = accuracy(predict(net, test, desc="teacher test", runtime=rt), test.targets) if test is not None else None
         save_checkpoint(ctx.out / "teacher.pt", model, cfg.arch, len(train.classes), in_chans, classes=train.classes)
         summary = {
-            "arch": cfg.arch, "source": source, "epochs": epochs, "params": count_params(model),
-            "val_acc": val_acc, "test_acc": test_acc, "headline": headline(val_acc, test_acc),
-            "num_train": len(train), "num_val": len(val), "num_test": len(test) if test is not None else 0,
-            "skipped_images": data_skipped(splits), "classes": train.classes, "runtime": rt.describe(),
+            "arch": cfg.arch,
+            "source": source,
+            "epochs": epochs,
+            "params": count_params(model),
+            "val_acc": val_acc,
+            "test_acc": test_acc,
+            "headline": headline(val_acc, test_acc),
+            "num_train": len(train),
+            "num_val": len(val),
+            "num_test": len(test) if test is not None else 0,
+            "skipped_images": data_skipped(splits),
+            "classes": train.classes,
+            "runtime": rt.describe(),
             "stopped_early": getattr(history, "stopped_early", None),
         }
         (ctx.out / "metrics.json").write_text(json.dumps({**summary, "history": history}, indent=2))

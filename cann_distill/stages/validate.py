@@ -126,9 +126,11 @@ def measure_latency(sessions: dict[str, Any], sample: np.ndarray, cfg: ValidateC
 
 def slowdown_note(ratio: float, float_ops: dict[str, int]) -> str:
     stay = ", ".join(f"{k}×{v}" for k, v in list(float_ops.items())[:6]) or "none"
-    return (f"INT8 is {ratio:.2f}× slower than FP32 on this target (beyond the measurement spread): ops that stay in float after "
-            f"optimization ({stay}) need Quantize/Dequantize round-trips, and at this model size the "
-            "quantize/dequantize overhead outweighs the cheaper INT8 arithmetic")
+    return (
+        f"INT8 is {ratio:.2f}× slower than FP32 on this target (beyond the measurement spread): ops that stay in float after "
+        f"optimization ({stay}) need Quantize/Dequantize round-trips, and at this model size the "
+        "quantize/dequantize overhead outweighs the cheaper INT8 arithmetic"
+    )
 
 
 class ValidateStage(Stage):
@@ -161,11 +163,16 @@ class ValidateStage(Stage):
         in_chans, classes = channels_of(r.data), len(splits.train.classes)
         names = splits.train.classes
         student = build_model(r.student, classes, in_chans, checkpoint=ctx.artifacts[STUDENT_CKPT], classes=names)
-        teacher = with_teacher_input(build_model(r.teacher, classes, in_chans, checkpoint=ctx.artifacts[TEACHER_CKPT], classes=names),
-                                     r.data, r.teacher)
-        torch_logits = {name: {"teacher": predict(teacher, split, desc=f"teacher {name}", runtime=rt),
-                               "torch_fp32": predict(student, split, desc=f"student {name}", runtime=rt)}
-                        for name, split in evaluated.items()}
+        teacher = with_teacher_input(
+            build_model(r.teacher, classes, in_chans, checkpoint=ctx.artifacts[TEACHER_CKPT], classes=names), r.data, r.teacher
+        )
+        torch_logits = {
+            name: {
+                "teacher": predict(teacher, split, desc=f"teacher {name}", runtime=rt),
+                "torch_fp32": predict(student, split, desc=f"student {name}", runtime=rt),
+            }
+            for name, split in evaluated.items()
+        }
         student.cpu()  # ONNX export and FLOPs on the CPU
         calib = calibration_images(splits.train, cfg.calibration.samples, r.seed)
         val, y_val = splits.val, splits.val.targets
@@ -177,23 +184,28 @@ class ValidateStage(Stage):
             work = Path(tmp)
             quantizer = Quantizer(fp32, calib, work)
             scheme = quantizer.scheme(cfg)
-            ui.info(f"  quantizing: {scheme['activation_type']} activations, reduce_range={scheme['reduce_range']}, "
-                    f"per_channel={cfg.per_channel}, {cfg.calibration.method} calibration on {len(calib)} images"
-                    + (f", {len(cfg.nodes_to_exclude)} node(s) kept in float" if cfg.nodes_to_exclude else ""))
+            ui.info(
+                f"  quantizing: {scheme['activation_type']} activations, reduce_range={scheme['reduce_range']}, "
+                f"per_channel={cfg.per_channel}, {cfg.calibration.method} calibration on {len(calib)} images"
+                + (f", {len(cfg.nodes_to_exclude)} node(s) kept in float" if cfg.nodes_to_exclude else "")
+            )
             quantizer.quantize(cfg, int8)
             onnx.checker.check_model(str(int8), full_check=True)
             s32 = q.session(fp32, provider, threads=cfg.latency.threads, options=options)
             s8 = q.session(int8, provider, threads=cfg.latency.threads, optimized_out=work / "int8_opt.onnx", options=options)
             optimized = onnx.load(str(work / "int8_opt.onnx")).graph
             optimized_ops, float_ops = q.op_histogram(optimized), q.float_ops(optimized)
-            metrics = {name: split_metrics({**torch_logits[name], **onnx_logits({"onnx_fp32": s32, "onnx_int8": s8}, split)}, split.targets)
-                       for name, split in evaluated.items()}
+            metrics = {
+                name: split_metrics({**torch_logits[name], **onnx_logits({"onnx_fp32": s32, "onnx_int8": s8}, split)}, split.targets)
+                for name, split in evaluated.items()
+            }
             gap_rows = layer_gap(quantizer.prep, int8, gap_x, work)
             qat_result = None
             if QAT_CKPT in ctx.artifacts:  # the QAD student, exported with the ranges it learned
                 qat_model = qad.load(ctx.artifacts[QAT_CKPT], r, classes, in_chans, names)
-                qat_result = qad.validate_qat(qat_model, r, classes, in_chans, calib, ctx.out / "student_int8_qat.onnx", work, evaluated,
-                                              cfg.nodes_to_exclude)
+                qat_result = qad.validate_qat(
+                    qat_model, r, classes, in_chans, calib, ctx.out / "student_int8_qat.onnx", work, evaluated, cfg.nodes_to_exclude
+                )
                 qat_rows = layer_gap(qat_result.pop("prep"), ctx.out / "student_int8_qat.onnx", gap_x, work)
                 qat_result["layer_gap"] = qad.compare_gaps(gap_rows, qat_rows, cfg.gap.top)
 
@@ -207,8 +219,17 @@ class ValidateStage(Stage):
                 return topk(onnx_logits({"int8": q.session(trial, "CPUExecutionProvider")}, val)["int8"], y_val, 1)
 
             v = metrics["val"]["accuracy"]
-            feedback = suggest_fixes(cfg, cfg.feedback, v["int8_drop"], gap_rows, r.student.arch, v["onnx_int8"], scheme, evaluate,
-                                     qat=r.distill.qat if qat_result is None else None)
+            feedback = suggest_fixes(
+                cfg,
+                cfg.feedback,
+                v["int8_drop"],
+                gap_rows,
+                r.student.arch,
+                v["onnx_int8"],
+                scheme,
+                evaluate,
+                qat=r.distill.qat if qat_result is None else None,
+            )
             feedback["split"] = "val"
 
         lat = measure_latency({"fp32": s32, "int8": s8}, gap_x, cfg, hw.batch)
@@ -231,31 +252,65 @@ class ValidateStage(Stage):
         if (shaky := timing.unstable_note(lat)) is not None:
             notes.append(shaky)
         if feedback["triggered"]:
-            notes.append(f"INT8 drop {100 * v['int8_drop']:.2f} pt on val: see feedback.suggestions; "
-                         "`cann-distill validate RECIPE --apply-feedback` writes a patched recipe")
+            notes.append(
+                f"INT8 drop {100 * v['int8_drop']:.2f} pt on val: see feedback.suggestions; "
+                "`cann-distill validate RECIPE --apply-feedback` writes a patched recipe"
+            )
         params = count_params(student)
-        budgets = gate(cfg.budgets, profile.get("budgets") or {}, {
-            "latency_ms_p99": lat8["p99_ms"], "latency_ms_median": lat8["median_ms"], "size_mb": int8.stat().st_size / 1e6, "params_m": params / 1e6,
-            "max_accuracy_drop": drop,
-        })
+        budgets = gate(
+            cfg.budgets,
+            profile.get("budgets") or {},
+            {
+                "latency_ms_p99": lat8["p99_ms"],
+                "latency_ms_median": lat8["median_ms"],
+                "size_mb": int8.stat().st_size / 1e6,
+                "params_m": params / 1e6,
+                "max_accuracy_drop": drop,
+            },
+        )
         result = {
-            "target": cfg.target, "provider": provider, "provider_warning": warning, "runtime": rt.describe(),
-            "cpu": q.cpu_features(), "scheme": scheme, "per_channel": cfg.per_channel, "nodes_to_exclude": cfg.nodes_to_exclude,
+            "target": cfg.target,
+            "provider": provider,
+            "provider_warning": warning,
+            "runtime": rt.describe(),
+            "cpu": q.cpu_features(),
+            "scheme": scheme,
+            "per_channel": cfg.per_channel,
+            "nodes_to_exclude": cfg.nodes_to_exclude,
             "calibration": {"method": cfg.calibration.method, "samples": len(calib), "source": "train split"},
-            "split": head, "num_val": len(val), "num_test": len(splits.test) if splits.test is not None else 0,
-            "params": params, "flops": flops(student, in_chans, r.data.image_size),
-            "accuracy": {**metrics[head]["accuracy"], "split": head}, "top5": metrics[head]["top5"],
-            "agreement": metrics[head]["agreement"], "by_split": metrics,
-            "latency_batch1": {"threads": cfg.latency.threads, "batch": hw.batch, "fp32": lat32, "int8": lat8, "int8_over_fp32": ratio,
-                               "comparison": cmp, "load_avg": lat["load_avg"], "rounds": lat["rounds"],
-                               "basis": basis(hw, provider, q.cpu_features())},
+            "split": head,
+            "num_val": len(val),
+            "num_test": len(splits.test) if splits.test is not None else 0,
+            "params": params,
+            "flops": flops(student, in_chans, r.data.image_size),
+            "accuracy": {**metrics[head]["accuracy"], "split": head},
+            "top5": metrics[head]["top5"],
+            "agreement": metrics[head]["agreement"],
+            "by_split": metrics,
+            "latency_batch1": {
+                "threads": cfg.latency.threads,
+                "batch": hw.batch,
+                "fp32": lat32,
+                "int8": lat8,
+                "int8_over_fp32": ratio,
+                "comparison": cmp,
+                "load_avg": lat["load_avg"],
+                "rounds": lat["rounds"],
+                "basis": basis(hw, provider, q.cpu_features()),
+            },
             "throughput": tput,
             "size_bytes": {"fp32": fp32.stat().st_size, "int8": int8.stat().st_size},
-            "int8_optimized_ops": optimized_ops, "int8_float_ops": float_ops,
-            "layer_gap": {"samples": len(gap_x), "split": "val",
-                          "metric": "sqnr_db: mean per-channel SQNR of the INT8 activation vs FP32; gap_db: SQNR lost in this layer",
-                          "worst": gap_rows[: cfg.gap.top]},
-            "feedback": feedback, "gate": budgets, "notes": notes,
+            "int8_optimized_ops": optimized_ops,
+            "int8_float_ops": float_ops,
+            "layer_gap": {
+                "samples": len(gap_x),
+                "split": "val",
+                "metric": "sqnr_db: mean per-channel SQNR of the INT8 activation vs FP32; gap_db: SQNR lost in this layer",
+                "worst": gap_rows[: cfg.gap.top],
+            },
+            "feedback": feedback,
+            "gate": budgets,
+            "notes": notes,
             "quantization": "qat" if qat_result is not None else "ptq",
             **({"qat": qat_result} if qat_result is not None else {}),
         }
@@ -263,11 +318,14 @@ class ValidateStage(Stage):
             ui.warn(note)
         (ctx.out / "validation.json").write_text(json.dumps(result, indent=2))
         return {
-            "accuracy": result["accuracy"], "latency_ms": {"fp32": lat32["median_ms"], "int8": lat8["median_ms"]},
-            "int8_over_fp32": ratio, "size_bytes": result["size_bytes"],
+            "accuracy": result["accuracy"],
+            "latency_ms": {"fp32": lat32["median_ms"], "int8": lat8["median_ms"]},
+            "int8_over_fp32": ratio,
+            "size_bytes": result["size_bytes"],
             "scheme": {k: scheme[k] for k in ("activation_type", "reduce_range")},
             "worst_layers": [{k: row.get(k) for k in ("module", "node", "gap_db", "sqnr_db")} for row in gap_rows[:3]],
-            "feedback": {"triggered": feedback["triggered"], "apply": feedback["apply"]}, "gate": budgets,
+            "feedback": {"triggered": feedback["triggered"], "apply": feedback["apply"]},
+            "gate": budgets,
             "quantization": result["quantization"],
         }
 

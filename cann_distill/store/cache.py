@@ -96,8 +96,10 @@ def _origin_mismatch(recorded: Any, expected: dict[str, Any]) -> Optional[str]:
     if not differ:
         return None
     first = differ[0]
-    return (f"was produced with different {', '.join(differ)} "
-            f"({first}: {preview(recorded.get(first), 20)}, this run: {preview(expected.get(first), 20)})")
+    return (
+        f"was produced with different {', '.join(differ)} "
+        f"({first}: {preview(recorded.get(first), 20)}, this run: {preview(expected.get(first), 20)})"
+    )
 
 
 def read_sidecar(side: Path, key: str, missing: str = "is missing") -> tuple[Optional[dict[str, Any]], Optional[str]]:
@@ -156,11 +158,16 @@ class OutputCache:
         with atomic_path(npy) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, arr, allow_pickle=False)
-        write_json_atomic(side, {"key": key, "sha256": sha256_file(npy), "shape": list(arr.shape), "dtype": arr.dtype.str,
-                                 "produced_by": produced_by(parts)})
+        write_json_atomic(
+            side,
+            {"key": key, "sha256": sha256_file(npy), "shape": list(arr.shape), "dtype": arr.dtype.str, "produced_by": produced_by(parts)},
+        )
 
     def get_or_compute(
-        self, parts: dict[str, Any], shape: tuple[int, ...], compute: Callable[[], np.ndarray],
+        self,
+        parts: dict[str, Any],
+        shape: tuple[int, ...],
+        compute: Callable[[], np.ndarray],
         spot_check: Optional[SpotCheck] = None,
     ) -> tuple[np.ndarray, CacheStatus]:
         """The array cached for `parts` (what it is computed from), or `compute()` stored under them.

@@ -84,8 +84,15 @@ class StageRecord:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-_RECORD_TYPES = {"fingerprint": str, "inputs": dict, "outputs": dict, "started": (int, float), "seconds": (int, float),
-                 "versions": dict, "summary": dict}
+_RECORD_TYPES = {
+    "fingerprint": str,
+    "inputs": dict,
+    "outputs": dict,
+    "started": (int, float),
+    "seconds": (int, float),
+    "versions": dict,
+    "summary": dict,
+}
 
 
 def parse_record(entry: Any) -> Optional[StageRecord]:
@@ -185,8 +192,10 @@ class RunDir:
             return {"version": MANIFEST_VERSION, "stages": {}}
         problem = self.manifest_problem()
         if problem:
-            raise ArtifactError(f"{self.manifest_path} {problem}; rerun the command with --force to rebuild it from "
-                                "the stages' verified artifacts (it is moved aside, never deleted)")
+            raise ArtifactError(
+                f"{self.manifest_path} {problem}; rerun the command with --force to rebuild it from "
+                "the stages' verified artifacts (it is moved aside, never deleted)"
+            )
         return json.loads(self.manifest_path.read_text(encoding="utf-8"))
 
     def record(self, stage: str) -> Optional[StageRecord]:
@@ -219,15 +228,19 @@ class RunDir:
                 entry = json.loads(self.record_path(stage).read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, json.JSONDecodeError):
                 continue
-            rec = parse_record({k: v for k, v in entry.items() if k not in ("stage", "manifest_version")}
-                               if isinstance(entry, dict) and entry.get("stage") == stage else None)
+            rec = parse_record(
+                {k: v for k, v in entry.items() if k not in ("stage", "manifest_version")}
+                if isinstance(entry, dict) and entry.get("stage") == stage
+                else None
+            )
             if rec is None or not rec.outputs:
                 continue
             inside = all(PurePosixPath(rel).parts[0] == stage and ".." not in PurePosixPath(rel).parts for rel in rec.outputs)
             upstream = rec.inputs.get("artifacts", {})
             consistent = isinstance(upstream, dict) and all(
                 isinstance(rel, str) and kept.get(rel.split("/", 1)[0], _NO_RECORD).outputs.get(rel) == digest
-                for rel, digest in upstream.items())
+                for rel, digest in upstream.items()
+            )
             if inside and consistent and self.outputs_intact(rec):
                 kept[stage] = rec
         return kept

@@ -80,7 +80,7 @@ class DistillModel(nn.Module):
 
 def _tap_names(keys: Iterable[str], role: str) -> list[str]:
     prefix = f"{role}.feat."
-    return [k[len(prefix):] for k in keys if k.startswith(prefix)]
+    return [k[len(prefix) :] for k in keys if k.startswith(prefix)]
 
 
 def teacher_feature_taps(specs: Sequence[LossSpec]) -> list[str]:
@@ -181,8 +181,9 @@ class Distiller:
                 term.student_key, term.connector = s_key, key
         if errors:
             raise RecipeError("; ".join(errors))
-        self.model = DistillModel(student, nn.ModuleDict(connectors),
-                                  UncertaintyBalance(len(self.terms)) if balance == "uncertainty" else None)
+        self.model = DistillModel(
+            student, nn.ModuleDict(connectors), UncertaintyBalance(len(self.terms)) if balance == "uncertainty" else None
+        )
 
         # every loss once on the dry-run outputs: shape problems surface now, as one line each
         self.model.eval()

@@ -68,7 +68,9 @@ class ReplayStore:
     def paths(self, key: str) -> tuple[Path, Path]:
         return self.dir / key, self.dir / f"{key}.json"
 
-    def open(self, key: str, shape: tuple[int, int, int], num_classes: int, verify: bool = True) -> tuple[Optional[ReplayDraws], Optional[str]]:
+    def open(
+        self, key: str, shape: tuple[int, int, int], num_classes: int, verify: bool = True
+    ) -> tuple[Optional[ReplayDraws], Optional[str]]:
         """(draws, None) for a complete entry; (None, None) when absent; (None, why) when unusable.
 
         `verify` re-hashes both files against the sidecar (select does; distill, which starts from the
@@ -105,12 +107,20 @@ class ReplayStore:
         free = shutil.disk_usage(self.dir).free
         if need > free:
             k, n, top = shape
-            raise StageError(f"replay draws need {_human(need)} ({k} draws × {n} samples × top-{top}, fp16 + class index) in "
-                             f"{self.dir}, but only {_human(free)} are free; lower distill.replay.draws or distill.replay.top_k, "
-                             "or set select.cache_dir to a larger disk")
+            raise StageError(
+                f"replay draws need {_human(need)} ({k} draws × {n} samples × top-{top}, fp16 + class index) in "
+                f"{self.dir}, but only {_human(free)} are free; lower distill.replay.draws or distill.replay.top_k, "
+                "or set select.cache_dir to a larger disk"
+            )
 
-    def create(self, key: str, shape: tuple[int, int, int], num_classes: int,
-               fill: Callable[[np.ndarray, np.ndarray], None], info: Optional[dict[str, Any]] = None) -> ReplayDraws:
+    def create(
+        self,
+        key: str,
+        shape: tuple[int, int, int],
+        num_classes: int,
+        fill: Callable[[np.ndarray, np.ndarray], None],
+        info: Optional[dict[str, Any]] = None,
+    ) -> ReplayDraws:
         """Write an entry: `fill(values, indices)` writes the writable memory maps; rename and sidecar come last."""
         self.check_space(shape, num_classes)
         folder, side = self.paths(key)
@@ -127,8 +137,16 @@ class ReplayStore:
             if folder.exists():
                 shutil.rmtree(folder)
             os.replace(tmp, folder)
-            write_json_atomic(side, {"key": key, "sha256": sha, "shape": list(shape),
-                                     "dtypes": {FILES[0]: "float16", FILES[1]: index_dtype(num_classes).name}, **(info or {})})
+            write_json_atomic(
+                side,
+                {
+                    "key": key,
+                    "sha256": sha,
+                    "shape": list(shape),
+                    "dtypes": {FILES[0]: "float16", FILES[1]: index_dtype(num_classes).name},
+                    **(info or {}),
+                },
+            )
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -137,8 +155,14 @@ class ReplayStore:
             raise StageError(f"replay draws: {problem}")
         return draws
 
-    def get_or_compute(self, key: str, shape: tuple[int, int, int], num_classes: int,
-                       fill: Callable[[np.ndarray, np.ndarray], None], info: Optional[dict[str, Any]] = None) -> tuple[ReplayDraws, CacheStatus]:
+    def get_or_compute(
+        self,
+        key: str,
+        shape: tuple[int, int, int],
+        num_classes: int,
+        fill: Callable[[np.ndarray, np.ndarray], None],
+        info: Optional[dict[str, Any]] = None,
+    ) -> tuple[ReplayDraws, CacheStatus]:
         """The verified entry for `key`, or a new one written by `fill`; status says which."""
         draws, problem = self.open(key, shape, num_classes)
         if draws is not None:

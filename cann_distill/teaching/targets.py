@@ -57,8 +57,9 @@ def resolve_mode(recipe: Recipe) -> str:
     chosen = recipe.distill.teacher_targets
     if chosen is not None:
         return chosen
-    reads_teacher = any(k.startswith("teacher.") for s in recipe.distill.losses if s.kind in LOSSES
-                        for k in LOSSES.build(s.kind, **s.kwargs()).requires)
+    reads_teacher = any(
+        k.startswith("teacher.") for s in recipe.distill.losses if s.kind in LOSSES for k in LOSSES.build(s.kind, **s.kwargs()).requires
+    )
     if not reads_teacher:  # e.g. CE only: no loss needs the teacher, so it never runs
         return "cached"
     return "online" if random_views(recipe) or teacher_feature_taps(recipe.distill.losses) else "cached"
@@ -70,8 +71,11 @@ def why_online(recipe: Recipe) -> list[str]:
         return []
     if recipe.distill.teacher_targets == "online":
         return ["distill.teacher_targets: online"]
-    return [why for why, on in (("feature taps", bool(teacher_feature_taps(recipe.distill.losses))),
-                                ("augmented views", random_views(recipe))) if on]
+    return [
+        why
+        for why, on in (("feature taps", bool(teacher_feature_taps(recipe.distill.losses))), ("augmented views", random_views(recipe)))
+        if on
+    ]
 
 
 @dataclass(frozen=True)
@@ -99,12 +103,15 @@ def recipe_errors(recipe: Recipe, num_classes: Optional[int] = None) -> list[str
             continue  # the recipe check reports it
         loss = LOSSES.build(spec.kind, **spec.kwargs())
         if teacher_feature_taps([spec]):
-            errors.append(f"distill.losses[{i}] ({spec.kind}): reads teacher features, which only distill.teacher_targets: online "
-                          f"computes ('{mode}' has the teacher's {'logits' if mode == 'cached' else 'top-k probabilities'} only)")
+            errors.append(
+                f"distill.losses[{i}] ({spec.kind}): reads teacher features, which only distill.teacher_targets: online "
+                f"computes ('{mode}' has the teacher's {'logits' if mode == 'cached' else 'top-k probabilities'} only)"
+            )
         elif "teacher.logits" in loss.requires and loss.teacher_logits == "raw" and distribution_only:
             why = "replayed targets are top-k probabilities" if mode == "replay" else "mixup/cutmix mixes the cached distributions"
-            errors.append(f"distill.losses[{i}] ({spec.kind}): needs the teacher's raw logits, but {why}; "
-                          "use distill.teacher_targets: online")
+            errors.append(
+                f"distill.losses[{i}] ({spec.kind}): needs the teacher's raw logits, but {why}; use distill.teacher_targets: online"
+            )
     if mode == "replay":
         classes = count_classes(recipe.data) if num_classes is None else num_classes
         top_k = recipe.distill.replay.top_k
@@ -182,10 +189,16 @@ class CachedTargets(TeacherTargets):
 
     def describe(self) -> dict[str, Any]:
         view = "the evaluation view (resize + center crop), one vector per image, from select's logits"
-        return {"source": "cached", "teacher_view": view,
-                "views_differ": self.augmented,
-                "note": ("teacher and student see different views: the student trains on augmented views, the teacher "
-                         "labelled the evaluation view" if self.augmented else "teacher and student see the same (evaluation) view")}
+        return {
+            "source": "cached",
+            "teacher_view": view,
+            "views_differ": self.augmented,
+            "note": (
+                "teacher and student see different views: the student trains on augmented views, the teacher labelled the evaluation view"
+                if self.augmented
+                else "teacher and student see the same (evaluation) view"
+            ),
+        }
 
 
 class OnlineTargets(TeacherTargets):
@@ -206,8 +219,12 @@ class OnlineTargets(TeacherTargets):
         return self.distiller.teacher_outputs(batch[0])
 
     def describe(self) -> dict[str, Any]:
-        return {"source": "online", "teacher_view": "the student's batch, after mixup/cutmix (eval mode, no grad, the training's autocast)",
-                "views_differ": False, "teacher_forwards": self.forwards}
+        return {
+            "source": "online",
+            "teacher_view": "the student's batch, after mixup/cutmix (eval mode, no grad, the training's autocast)",
+            "views_differ": False,
+            "teacher_forwards": self.forwards,
+        }
 
 
 class ReplayTargets(TeacherTargets):
@@ -231,10 +248,19 @@ class ReplayTargets(TeacherTargets):
 
     def describe(self) -> dict[str, Any]:
         k, _, top = self.draws.shape
-        return {"source": "replay", "teacher_view": f"the student's view: epoch e replays view e mod {k} that select labelled",
-                "views_differ": False, "draws": k, "top_k": top, "cache_key": self.draws.key, "teacher_forwards": 0,
-                "targets": (f"the teacher's top-{top} probabilities, the remaining mass spread uniformly over the other "
-                            f"{self.num_classes - top} classes (FKD), as log-probabilities: T applies to them")}
+        return {
+            "source": "replay",
+            "teacher_view": f"the student's view: epoch e replays view e mod {k} that select labelled",
+            "views_differ": False,
+            "draws": k,
+            "top_k": top,
+            "cache_key": self.draws.key,
+            "teacher_forwards": 0,
+            "targets": (
+                f"the teacher's top-{top} probabilities, the remaining mass spread uniformly over the other "
+                f"{self.num_classes - top} classes (FKD), as log-probabilities: T applies to them"
+            ),
+        }
 
 
 def describe_mixing(targets: TeacherTargets, mixes: bool) -> Optional[str]:
@@ -243,17 +269,30 @@ def describe_mixing(targets: TeacherTargets, mixes: bool) -> Optional[str]:
         return None
     if targets.runs_teacher:
         return "exact: the teacher sees the mixed batch"
-    return ("approximate: the teacher's distributions of the two images are mixed with the batch's λ and partner "
-            "(timm batch mode: sample i with sample B-1-i), not the teacher's output on the mixed image")
+    return (
+        "approximate: the teacher's distributions of the two images are mixed with the batch's λ and partner "
+        "(timm batch mode: sample i with sample B-1-i), not the teacher's output on the mixed image"
+    )
 
 
 # ----------------------------------------------------------------------------- producing replay draws
 
 
 @torch.no_grad()
-def label_draws(teacher: nn.Module, train: Split, transform: Optional[Transform], seed: int, spec: ReplaySpec,
-                values: Optional[np.ndarray], indices: Optional[np.ndarray], *, batch_size: int, runtime: Runtime = CPU,
-                amp: str = "none", progress: Callable[[Any, int], Any] = lambda it, total: it) -> None:
+def label_draws(
+    teacher: nn.Module,
+    train: Split,
+    transform: Optional[Transform],
+    seed: int,
+    spec: ReplaySpec,
+    values: Optional[np.ndarray],
+    indices: Optional[np.ndarray],
+    *,
+    batch_size: int,
+    runtime: Runtime = CPU,
+    amp: str = "none",
+    progress: Callable[[Any, int], Any] = lambda it, total: it,
+) -> None:
     """Run the teacher on views 0..K-1 of every training sample and write its top-k log-probabilities.
 
     The views come from `draw_loader` with the training transform and seed, so view d of sample i is
@@ -272,16 +311,40 @@ def label_draws(teacher: nn.Module, train: Split, transform: Optional[Transform]
         local_v = np.zeros((hi - lo, spec.top_k), np.float16)
         local_i = np.zeros((hi - lo, spec.top_k), index_dtype(len(train.classes)))
     if hi > lo:
-        label_views(teacher, train, transform, seed, spec, local_v, local_i, (lo, hi), batch_size=batch_size, runtime=runtime,
-                    amp=amp, progress=progress)
+        label_views(
+            teacher,
+            train,
+            transform,
+            seed,
+            spec,
+            local_v,
+            local_i,
+            (lo, hi),
+            batch_size=batch_size,
+            runtime=runtime,
+            amp=amp,
+            progress=progress,
+        )
     distributed.gather_to_main(flat_v, local_v, counts)
     distributed.gather_to_main(flat_i, local_i, counts)
 
 
 @torch.no_grad()
-def label_views(teacher: nn.Module, train: Split, transform: Optional[Transform], seed: int, spec: ReplaySpec,
-                values: np.ndarray, indices: np.ndarray, rows: tuple[int, int], *, batch_size: int, runtime: Runtime,
-                amp: str, progress: Callable[[Any, int], Any]) -> None:
+def label_views(
+    teacher: nn.Module,
+    train: Split,
+    transform: Optional[Transform],
+    seed: int,
+    spec: ReplaySpec,
+    values: np.ndarray,
+    indices: np.ndarray,
+    rows: tuple[int, int],
+    *,
+    batch_size: int,
+    runtime: Runtime,
+    amp: str,
+    progress: Callable[[Any, int], Any],
+) -> None:
     """The teacher's top-k log-probabilities of views at positions [lo, hi) of the (draw, sample) order into `values` / `indices`."""
     runtime.check_amp(amp)
     runtime.model(teacher).eval()
@@ -292,7 +355,7 @@ def label_views(teacher: nn.Module, train: Split, transform: Optional[Transform]
             logits = teacher(x)  # draw_loader batches arrive on the device
         top = logits.float().log_softmax(1).topk(spec.top_k, dim=1)  # log-probabilities: fp16 keeps the tail KD softens
         b = x.shape[0]
-        values[at:at + b] = top.values.cpu().numpy().astype(np.float16)
-        indices[at:at + b] = top.indices.cpu().numpy().astype(indices.dtype)
+        values[at : at + b] = top.values.cpu().numpy().astype(np.float16)
+        indices[at : at + b] = top.indices.cpu().numpy().astype(indices.dtype)
         at += b
     assert at == values.shape[0], f"labelled {at} views, expected {values.shape[0]}"

@@ -214,9 +214,7 @@ class Adaptive(TemperatureSchedule):
 def temperature_at(schedule: TemperatureSchedule, epoch: int, epochs: int, per_sample: None = None) -> float: ...
 @overload
 def temperature_at(schedule: TemperatureSchedule, epoch: int, epochs: int, per_sample: np.ndarray) -> np.ndarray: ...
-def temperature_at(
-    schedule: TemperatureSchedule, epoch: int, epochs: int, per_sample: np.ndarray | None = None
-) -> float | np.ndarray:
+def temperature_at(schedule: TemperatureSchedule, epoch: int, epochs: int, per_sample: np.ndarray | None = None) -> float | np.ndarray:
     """T_i * value(epoch) / value(0) with per-sample temperatures, else value(epoch)."""
     if per_sample is None:
         return schedule.value(epoch, epochs)

@@ -34,8 +34,10 @@ class EpochLog:
 
     def _write(self) -> None:
         try:
-            write_json_atomic(self.path, {"stage": self.stage, "epochs": self.epochs, "started": self.started,
-                                          "updated": time.time(), "history": self.rows})
+            write_json_atomic(
+                self.path,
+                {"stage": self.stage, "epochs": self.epochs, "started": self.started, "updated": time.time(), "history": self.rows},
+            )
         except OSError:
             pass  # the dashboard is a convenience; training never fails for it
 

@@ -213,18 +213,22 @@ def read_resume(ckpt: Checkpointing) -> Optional[dict[str, Any]]:
     try:
         state = torch.load(ckpt.path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ArtifactError(f"{ckpt.path}: not a loadable resume checkpoint ({str(exc).splitlines()[0][:160]}); "
-                            "delete it or rerun without --resume") from None
+        raise ArtifactError(
+            f"{ckpt.path}: not a loadable resume checkpoint ({str(exc).splitlines()[0][:160]}); delete it or rerun without --resume"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
         raise ArtifactError(f"{ckpt.path}: not a cann-distill resume checkpoint; delete it or rerun without --resume")
     if state.get("fingerprint") != ckpt.fingerprint:
-        raise UsageError(f"--resume: {ckpt.path} was saved by another configuration (recipe, data or upstream artifacts "
-                         "changed since); rerun without --resume to start over")
+        raise UsageError(
+            f"--resume: {ckpt.path} was saved by another configuration (recipe, data or upstream artifacts "
+            "changed since); rerun without --resume to start over"
+        )
     return state
 
 
-def _nonfinite_message(desc: str, epoch: int, step: int, loss: torch.Tensor, parts: dict[str, float],
-                       ckpt: Optional[Checkpointing], last_saved: Optional[int]) -> str:
+def _nonfinite_message(
+    desc: str, epoch: int, step: int, loss: torch.Tensor, parts: dict[str, float], ckpt: Optional[Checkpointing], last_saved: Optional[int]
+) -> str:
     bad = [k for k, v in parts.items() if not math.isfinite(v)]
     shown = ", ".join(f"{k}={v:.4g}" for k, v in parts.items())
     which = f"non-finite component(s): {', '.join(bad)}" if bad else "the weighted sum overflowed"
@@ -234,8 +238,15 @@ def _nonfinite_message(desc: str, epoch: int, step: int, loss: torch.Tensor, par
     return msg + "; lower the learning rate or set grad_clip"
 
 
-def _status(epoch: int, epochs: int, means: dict[str, float], lr: float, extra: dict[str, float],
-            last_val: Optional[float], best: Optional[tuple[float, int]]) -> str:
+def _status(
+    epoch: int,
+    epochs: int,
+    means: dict[str, float],
+    lr: float,
+    extra: dict[str, float],
+    last_val: Optional[float],
+    best: Optional[tuple[float, int]],
+) -> str:
     """The live progress line: every loss component, lr, temperature and validation accuracy."""
     parts = [f"epoch {epoch + 1}/{epochs}", f"loss {means.get('loss', float('nan')):.4f}"]
     comps = " ".join(f"{k} {v:.3g}" for k, v in means.items() if k not in ("loss", "grad_norm") and not k.startswith("balance."))
@@ -280,9 +291,14 @@ class EpochTimes:
         total = self.data + self.step
         share = (lambda v: v / total) if total > 0 else (lambda v: 0.0)
         student = max(self.step - self.teacher, 0.0)
-        row = {"samples_per_s": self.samples / total if total > 0 else 0.0, "train_s": total,
-               "data_share": share(self.data), "teacher_share": share(self.teacher), "student_share": share(student),
-               "peak_rss_mb": peak_rss_mb()}
+        row = {
+            "samples_per_s": self.samples / total if total > 0 else 0.0,
+            "train_s": total,
+            "data_share": share(self.data),
+            "teacher_share": share(self.teacher),
+            "student_share": share(student),
+            "peak_rss_mb": peak_rss_mb(),
+        }
         device_peak = self.runtime.peak_memory_mb()
         if device_peak is not None:
             row["peak_device_mb"] = device_peak
@@ -292,8 +308,11 @@ class EpochTimes:
 def _rng_state() -> dict[str, Any]:
     """Global RNG states as plain tensors/lists, so the checkpoint loads with weights_only=True."""
     np_state = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-            "random": list(random.getstate()[1]) + [random.getstate()[0], random.getstate()[2]]}
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "random": list(random.getstate()[1]) + [random.getstate()[0], random.getstate()[2]],
+    }
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
@@ -415,26 +434,40 @@ def fit(
 
     # where the loop is, for the Ctrl-C checkpoint; `buffers`: the model's buffers as the current batch found them
     # (its forward pass moves BatchNorm statistics before an interrupt can land, and the resumed run repeats that batch)
-    pos: dict[str, Any] = {"epoch": start_epoch, "batch": start_batch, "epoch_rng": None, "rng": None, "sums": {}, "n": 0,
-                           "buffers": None}
+    pos: dict[str, Any] = {"epoch": start_epoch, "batch": start_batch, "epoch_rng": None, "rng": None, "sums": {}, "n": 0, "buffers": None}
 
     def buffers() -> Optional[dict[str, torch.Tensor]]:
         return {k: v.detach().clone() for k, v in model.named_buffers()} if checkpoint is not None else None
 
-    def save(epoch: int, batch: int, epoch_rng: dict[str, torch.Tensor], rng: dict[str, Any], sums: dict[str, float], n: int,
-             batch_buffers: Optional[dict[str, torch.Tensor]] = None) -> None:
+    def save(
+        epoch: int,
+        batch: int,
+        epoch_rng: dict[str, torch.Tensor],
+        rng: dict[str, Any],
+        sums: dict[str, float],
+        n: int,
+        batch_buffers: Optional[dict[str, torch.Tensor]] = None,
+    ) -> None:
         assert checkpoint is not None
         if not distributed.is_main():
             return  # rank 0 writes; every rank holds the same weights
         model_state = state_copy(model)
         model_state.update({k: v.cpu() for k, v in (batch_buffers or {}).items() if k in model_state})
         state = {
-            "format": RESUME_FORMAT, "fingerprint": checkpoint.fingerprint, "epoch": epoch, "batch": batch,
-            "model": model_state, "optimizer": opt.state_dict(), "ema": state_copy(ema.module) if ema else None,
+            "format": RESUME_FORMAT,
+            "fingerprint": checkpoint.fingerprint,
+            "epoch": epoch,
+            "batch": batch,
+            "model": model_state,
+            "optimizer": opt.state_dict(),
+            "ema": state_copy(ema.module) if ema else None,
             "scaler": scaler.state_dict() if scaler is not None else None,
             "best": {"val_acc": best[0], "epoch": best[1], "state": best[2]} if best else None,
-            "history": [dict(r) for r in history[:epoch]], "sums": dict(sums), "n": n,
-            "epoch_rng": epoch_rng, "rng": rng,
+            "history": [dict(r) for r in history[:epoch]],
+            "sums": dict(sums),
+            "n": n,
+            "epoch_rng": epoch_rng,
+            "rng": rng,
         }
         with atomic_path(checkpoint.path) as tmp:
             torch.save(state, tmp)
@@ -530,16 +563,16 @@ def fit(
                             pos.update(batch=bi + 1, rng=None, buffers=None)
                     if prog is not None and task is not None:
                         means = {k: v / n for k, v in sums.items()}
-                        prog.update(task, advance=1, status=_status(epoch, cfg.epochs, means, lr, extra, last_val,
-                                                                    best[:2] if best else None))
+                        prog.update(
+                            task, advance=1, status=_status(epoch, cfg.epochs, means, lr, extra, last_val, best[:2] if best else None)
+                        )
                     waited = time.perf_counter()
                 pos.update(batch=n_batches, rng=_rng_state(), sums=dict(sums), n=n)
                 if distributed.active():  # every rank's samples: the epoch's means and throughput are the job's
                     total = distributed.all_reduce_sums({**{f"sum.{k}": v for k, v in sums.items()}, "n": n, "samples": times.samples})
                     sums = {k[4:]: v for k, v in total.items() if k.startswith("sum.")}
                     n, times.samples = int(total["n"]), int(total["samples"])
-                row = {"epoch": epoch + 1, "lr": set_lr(epoch + 1), **extra, **{k: v / max(n, 1) for k, v in sums.items()},
-                       **times.row()}
+                row = {"epoch": epoch + 1, "lr": set_lr(epoch + 1), **extra, **{k: v / max(n, 1) for k, v in sums.items()}, **times.row()}
                 evaluated = ema.module if ema is not None else deploy
                 if val is not None:
                     row["val_acc"] = last_val = evaluate(evaluated, val, f"{desc} eval", runtime)
@@ -559,8 +592,10 @@ def fit(
                 if pos["epoch_rng"] is None:  # between epochs: the next one starts from the current generators
                     pos["epoch_rng"] = {name: gen.get_state() for name, gen in generators().items()}
                 save(pos["epoch"], pos["batch"], pos["epoch_rng"], pos["rng"] or _rng_state(), pos["sums"], pos["n"], pos["buffers"])
-                ui.warn(f"{desc}: interrupted at epoch {pos['epoch'] + 1} step {pos['batch'] + 1}; saved {checkpoint.path}"
-                        + (f"; continue with `{checkpoint.command}`" if checkpoint.command else ""))
+                ui.warn(
+                    f"{desc}: interrupted at epoch {pos['epoch'] + 1} step {pos['batch'] + 1}; saved {checkpoint.path}"
+                    + (f"; continue with `{checkpoint.command}`" if checkpoint.command else "")
+                )
             raise
         finally:
             if prog is not None and task is not None:

@@ -50,13 +50,20 @@ def main() -> int:
         epochs = [{"seconds": results["distill"].seconds, "samples": steps * spec["batch_size"], "steps": steps}]
     train_tf, eval_tf = build_transforms(recipe.data)
     ac.write_result(
-        out, spec, started, epochs=epochs,
+        out,
+        spec,
+        started,
+        epochs=epochs,
         loop_timer="training DataLoader pass" if timers else "distill stage wall time (the loop was not reached by the timer)",
         distill_seconds=results["distill"].seconds,
         stages={name: {"seconds": r.seconds, "status": r.status} for name, r in results.items()},
-        test_acc=distill.get("test_acc") if spec["evaluate"] else None, val_acc=distill.get("val_acc"),
-        teacher_targets=targets, teacher_summary=distill.get("teacher"), augmented=distill.get("augmented"),
-        teacher_mode="eval" if targets == "online" else "no teacher forward", overrides=cfg["overrides"],
+        test_acc=distill.get("test_acc") if spec["evaluate"] else None,
+        val_acc=distill.get("val_acc"),
+        teacher_targets=targets,
+        teacher_summary=distill.get("teacher"),
+        augmented=distill.get("augmented"),
+        teacher_mode="eval" if targets == "online" else "no teacher forward",
+        overrides=cfg["overrides"],
         transform_repr=repr(train_tf or eval_tf),
         versions=ac.versions("torch", "torchvision", "timm", "cann-distill"),
     )

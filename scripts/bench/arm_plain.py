@@ -28,15 +28,29 @@ def main() -> int:
     train_tf, eval_tf = ac.transforms(spec)
     root, workers, opt_cfg, loss_cfg = Path(spec["data_root"]), int(spec["workers"]), spec["optimizer"], spec["loss"]
     train = ImageFolder(str(root / "train"), train_tf)
-    loader = ac.TimedLoader(DataLoader(train, batch_size=spec["batch_size"], shuffle=True, drop_last=True, num_workers=workers,
-                                       persistent_workers=workers > 0, generator=torch.Generator().manual_seed(spec["seed"])))
+    loader = ac.TimedLoader(
+        DataLoader(
+            train,
+            batch_size=spec["batch_size"],
+            shuffle=True,
+            drop_last=True,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            generator=torch.Generator().manual_seed(spec["seed"]),
+        )
+    )
 
     ac.setup(spec)  # the student's initial weights come straight from the seed, as in cann-distill
     student = ac.model_from_spec(spec, "student")
     teacher = ac.model_from_spec(spec, "teacher").eval()
     teacher.requires_grad_(False)
-    opt = torch.optim.SGD(student.parameters(), lr=opt_cfg["lr"], momentum=opt_cfg["momentum"],
-                          weight_decay=opt_cfg["weight_decay"], nesterov=opt_cfg["nesterov"])
+    opt = torch.optim.SGD(
+        student.parameters(),
+        lr=opt_cfg["lr"],
+        momentum=opt_cfg["momentum"],
+        weight_decay=opt_cfg["weight_decay"],
+        nesterov=opt_cfg["nesterov"],
+    )
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=spec["epochs"] * len(loader))
     w_ce, w_kd, t = loss_cfg["ce_weight"], loss_cfg["kd_weight"], loss_cfg["temperature"]
     forward = spec.get("teacher_forward", True)
@@ -62,8 +76,18 @@ def main() -> int:
     if spec["evaluate"]:
         test = DataLoader(ImageFolder(str(root / "test"), eval_tf), batch_size=256)
         test_acc = ac.accuracy(student, test)
-    ac.write_result(out, spec, started, epochs=loader.epochs, test_acc=test_acc, teacher_targets="online" if forward else "none (skipped)",
-                    augmented=spec["augment"], teacher_mode="eval" if forward else "no teacher forward", transform_repr=repr(train_tf), versions=ac.versions("torch", "torchvision", "timm"))
+    ac.write_result(
+        out,
+        spec,
+        started,
+        epochs=loader.epochs,
+        test_acc=test_acc,
+        teacher_targets="online" if forward else "none (skipped)",
+        augmented=spec["augment"],
+        teacher_mode="eval" if forward else "no teacher forward",
+        transform_repr=repr(train_tf),
+        versions=ac.versions("torch", "torchvision", "timm"),
+    )
     return 0
 
 

@@ -45,8 +45,12 @@ def _spread(values: list[float]) -> dict[str, Any]:
 
 
 def _mean_std(values: list[float]) -> dict[str, Any]:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values),
-            "values": values}
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "n": len(values),
+        "values": values,
+    }
 
 
 def _done(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -86,8 +90,12 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
                 if b.get("status") != "done":
                     continue
                 s[f"x_{base}"] = s["loop"]["median"] / b["loop"]["median"]
-                per_repeat = [loop_rate(a) / loop_rate(p) for a in _done([r for r in runs if r["arm"] == arm])
-                              for p in _done([r for r in runs if r["arm"] == base]) if a["repeat"] == p["repeat"]]
+                per_repeat = [
+                    loop_rate(a) / loop_rate(p)
+                    for a in _done([r for r in runs if r["arm"] == arm])
+                    for p in _done([r for r in runs if r["arm"] == base])
+                    if a["repeat"] == p["repeat"]
+                ]
                 s[f"x_{base}_per_repeat"] = _spread(per_repeat) if per_repeat else None
         out["speed"][key] = by_arm
         target = SPEED_TARGETS.get(teacher)
@@ -100,18 +108,24 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
         for arm in _arms(acc["runs"]):
             arm_runs = [r for r in acc["runs"] if r["arm"] == arm]
             ok = [r for r in _done(arm_runs) if r.get("test_acc") is not None]
-            out["accuracy"][arm] = ({"status": "done", "test_acc": _mean_std([100 * r["test_acc"] for r in ok]),
-                                     "seeds": [r["seed"] for r in ok], **_rates(ok)}
-                                    if ok else {"status": _why_not(arm_runs) or "no test accuracy"})
+            out["accuracy"][arm] = (
+                {"status": "done", "test_acc": _mean_std([100 * r["test_acc"] for r in ok]), "seeds": [r["seed"] for r in ok], **_rates(ok)}
+                if ok
+                else {"status": _why_not(arm_runs) or "no test accuracy"}
+            )
         out["criteria"] += _accuracy_criteria(out["accuracy"])
     return out
 
 
 def _rates(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Loop samples/s, one-time seconds and amortised samples/s over finished runs, with what they trained on."""
-    return {"loop": _spread([loop_rate(r) for r in runs]), "one_time_seconds": _spread([one_time_seconds(r) for r in runs]),
-            "amortised": _spread([amortised_rate(r) for r in runs]), "teacher_targets": _targets(runs),
-            "notes": sorted({n for r in runs for n in r.get("notes", [])})}
+    return {
+        "loop": _spread([loop_rate(r) for r in runs]),
+        "one_time_seconds": _spread([one_time_seconds(r) for r in runs]),
+        "amortised": _spread([amortised_rate(r) for r in runs]),
+        "teacher_targets": _targets(runs),
+        "notes": sorted({n for r in runs for n in r.get("notes", [])}),
+    }
 
 
 def _targets(runs: list[dict[str, Any]]) -> list[str]:
@@ -125,15 +139,22 @@ def _arms(runs: list[dict[str, Any]]) -> list[str]:
 
 
 def _criterion(what: str, value: Optional[float], target: str, passed: Optional[bool], why: str = "") -> dict[str, Any]:
-    return {"what": what, "value": value, "target": target, "status": "n/a" if passed is None else ("pass" if passed else "fail"),
-            "why": why}
+    return {
+        "what": what,
+        "value": value,
+        "target": target,
+        "status": "n/a" if passed is None else ("pass" if passed else "fail"),
+        "why": why,
+    }
 
 
 def _speed_criterion(by_arm: dict[str, Any], teacher: str, base: str, target: float) -> dict[str, Any]:
     what = f"replay samples/s ÷ {base}, teacher {teacher}"
     missing = [a for a in ("replay", base) if by_arm.get(a, {}).get("status") != "done"]
     if missing:
-        return _criterion(what, None, f"≥ {target:g}×", None, "; ".join(f"{a} {by_arm.get(a, {}).get('status', 'not run')}" for a in missing))
+        return _criterion(
+            what, None, f"≥ {target:g}×", None, "; ".join(f"{a} {by_arm.get(a, {}).get('status', 'not run')}" for a in missing)
+        )
     ratio = by_arm["replay"][f"x_{base}"]
     return _criterion(what, ratio, f"≥ {target:g}×", ratio >= target)
 
@@ -150,10 +171,20 @@ def _accuracy_criteria(acc: dict[str, Any]) -> list[dict[str, Any]]:
     gap = None if replay is None or online is None else replay - online
     lead = None if replay is None or cached is None else replay - cached
     return [
-        _criterion("replay − online test top-1 (pt, mean over seeds)", gap, f"≥ −{ACCURACY_TOLERANCE_PT} pt",
-                   None if gap is None else gap >= -ACCURACY_TOLERANCE_PT, missing("replay", "online")),
-        _criterion("replay − cached test top-1 (pt, augmentation on)", lead, "> 0 pt", None if lead is None else lead > 0,
-                   missing("replay", "cached")),
+        _criterion(
+            "replay − online test top-1 (pt, mean over seeds)",
+            gap,
+            f"≥ −{ACCURACY_TOLERANCE_PT} pt",
+            None if gap is None else gap >= -ACCURACY_TOLERANCE_PT,
+            missing("replay", "online"),
+        ),
+        _criterion(
+            "replay − cached test top-1 (pt, augmentation on)",
+            lead,
+            "> 0 pt",
+            None if lead is None else lead > 0,
+            missing("replay", "cached"),
+        ),
     ]
 
 
@@ -185,8 +216,16 @@ def _speed_rows(by_arm: dict[str, Any], arms_info: dict[str, Any]) -> list[list[
             r = s.get(f"x_{base}")
             per = s.get(f"x_{base}_per_repeat")
             ratios.append("–" if r is None else f"{r:.2f}×" + (f" ({per['min']:.2f}–{per['max']:.2f})" if per and per["n"] > 1 else ""))
-        rows.append([label, "; ".join(s["teacher_targets"]), _num(loop["median"]), f"{_num(loop['min'])}–{_num(loop['max'])} (n={loop['n']})",
-                     *ratios, *_one_time_cells(s)])
+        rows.append(
+            [
+                label,
+                "; ".join(s["teacher_targets"]),
+                _num(loop["median"]),
+                f"{_num(loop['min'])}–{_num(loop['max'])} (n={loop['n']})",
+                *ratios,
+                *_one_time_cells(s),
+            ]
+        )
     return rows
 
 
@@ -203,70 +242,117 @@ def render(data: dict[str, Any]) -> str:
     m, v = data.get("machine", {}), data.get("versions", {})
     lines = ["# Benchmarks", ""]
     if data.get("smoke"):
-        lines += [f"> **Smoke run — not a measurement.** Made with `--quick` ({data.get('quick_note', 'tiny settings')}) on a "
-                  "shared machine to check that every arm runs end to end. Regenerate this page from the full run "
-                  "on a quiet machine (command below, without `--quick`).", ""]
-    lines += [f"Generated by `scripts/bench/bench.py` from `{data.get('out', 'the JSON')}`; nothing on this page is typed by hand "
-              f"(`--render` rebuilds it from the JSON).", ""]
-    lines += ["## Command", "", "```", data.get("command", "?"), "```", "",
-              f"Started {data.get('date', '?')}, {_num(data.get('wall_seconds'), 0)} s wall in all.", ""]
+        lines += [
+            f"> **Smoke run — not a measurement.** Made with `--quick` ({data.get('quick_note', 'tiny settings')}) on a "
+            "shared machine to check that every arm runs end to end. Regenerate this page from the full run "
+            "on a quiet machine (command below, without `--quick`).",
+            "",
+        ]
+    lines += [
+        f"Generated by `scripts/bench/bench.py` from `{data.get('out', 'the JSON')}`; nothing on this page is typed by hand "
+        f"(`--render` rebuilds it from the JSON).",
+        "",
+    ]
+    lines += [
+        "## Command",
+        "",
+        "```",
+        data.get("command", "?"),
+        "```",
+        "",
+        f"Started {data.get('date', '?')}, {_num(data.get('wall_seconds'), 0)} s wall in all.",
+        "",
+    ]
     flags = m.get("flags", {})
-    lines += ["## Machine", ""] + _table(["", ""], [
-        ["CPU", f"{m.get('cpu_model', '?')} ({m.get('machine', '?')})"],
-        ["cores", f"{m.get('cores_usable', '?')} usable of {m.get('cores_total', '?')}"],
-        ["CPU flags", ", ".join(f"{k} {'yes' if on else 'no'}" for k, on in flags.items()) or "?"],
-        ["memory", f"{_num(m.get('memory_gib'))} GiB"],
-        ["load average (1 min) at start / end", f"{_num(m.get('load_start'), 2)} / {_num(m.get('load_end'), 2)}"],
-        ["OS", m.get("os", "?")],
-    ]) + [""]
+    lines += (
+        ["## Machine", ""]
+        + _table(
+            ["", ""],
+            [
+                ["CPU", f"{m.get('cpu_model', '?')} ({m.get('machine', '?')})"],
+                ["cores", f"{m.get('cores_usable', '?')} usable of {m.get('cores_total', '?')}"],
+                ["CPU flags", ", ".join(f"{k} {'yes' if on else 'no'}" for k, on in flags.items()) or "?"],
+                ["memory", f"{_num(m.get('memory_gib'))} GiB"],
+                ["load average (1 min) at start / end", f"{_num(m.get('load_start'), 2)} / {_num(m.get('load_end'), 2)}"],
+                ["OS", m.get("os", "?")],
+            ],
+        )
+        + [""]
+    )
     lines += ["## Versions", ""] + _table(["package", "version"], [[k, str(val)] for k, val in v.items()]) + [""]
 
     lines += ["## Setup (the same for every arm)", ""]
     d = st.get("data", {})
-    lines += [f"- **Data**: scikit-learn digits split as cann-distill's `digits` source splits it (val {d.get('val_fraction')}, "
-              f"test {d.get('test_fraction')}, split seed {d.get('split_seed')}"
-              + (f", {d.get('max_samples')} samples" if d.get("max_samples") else "")
-              + f"), upsampled to {d.get('image_size')} px"
-              + (f" (the speed part also at {', '.join(str(p) for p in st['speed']['sizes'] if p != d.get('image_size'))} px, "
-                 "the same images upsampled further)" if len(st.get("speed", {}).get("sizes", [])) > 1 else "")
-              + " and exported once as PNG to an ImageFolder tree "
-              f"(train {d.get('sizes', {}).get('train')}, val {d.get('sizes', {}).get('val')}, test {d.get('sizes', {}).get('test')}); "
-              "every arm reads and decodes those files (cann-distill `data.source: imagefolder`, the others torchvision `ImageFolder`).",
-              f"- **Transforms**: timm `create_transform`, training `{st.get('transforms', {}).get('train')}`, evaluation "
-              f"`{st.get('transforms', {}).get('eval')}`. The transform each arm built was compared: "
-              f"{'identical in every arm' if data.get('transforms_identical') else 'NOT identical (see the JSON)'}.",
-              f"- **Training**: batch {st.get('batch_size')} (last partial batch dropped), {st.get('optimizer_text')}, "
-              f"loss {st.get('loss_text')}, {st.get('threads')} torch threads, {st.get('workers')} DataLoader worker(s) "
-              "(persistent), every arm in its own fresh process.",
-              f"- **Student** `{st.get('student')}`.", ""]
+    lines += [
+        f"- **Data**: scikit-learn digits split as cann-distill's `digits` source splits it (val {d.get('val_fraction')}, "
+        f"test {d.get('test_fraction')}, split seed {d.get('split_seed')}"
+        + (f", {d.get('max_samples')} samples" if d.get("max_samples") else "")
+        + f"), upsampled to {d.get('image_size')} px"
+        + (
+            f" (the speed part also at {', '.join(str(p) for p in st['speed']['sizes'] if p != d.get('image_size'))} px, "
+            "the same images upsampled further)"
+            if len(st.get("speed", {}).get("sizes", [])) > 1
+            else ""
+        )
+        + " and exported once as PNG to an ImageFolder tree "
+        f"(train {d.get('sizes', {}).get('train')}, val {d.get('sizes', {}).get('val')}, test {d.get('sizes', {}).get('test')}); "
+        "every arm reads and decodes those files (cann-distill `data.source: imagefolder`, the others torchvision `ImageFolder`).",
+        f"- **Transforms**: timm `create_transform`, training `{st.get('transforms', {}).get('train')}`, evaluation "
+        f"`{st.get('transforms', {}).get('eval')}`. The transform each arm built was compared: "
+        f"{'identical in every arm' if data.get('transforms_identical') else 'NOT identical (see the JSON)'}.",
+        f"- **Training**: batch {st.get('batch_size')} (last partial batch dropped), {st.get('optimizer_text')}, "
+        f"loss {st.get('loss_text')}, {st.get('threads')} torch threads, {st.get('workers')} DataLoader worker(s) "
+        "(persistent), every arm in its own fresh process.",
+        f"- **Student** `{st.get('student')}`.",
+        "",
+    ]
     lines += ["**Arms**", ""] + [f"- **{info.get('label', arm)}**: {info.get('text', '')}" for arm, info in arms_info.items()] + [""]
 
     if s["speed"]:
         sp = st.get("speed", {})
-        lines += ["## Speed", "",
-                  f"Training-loop samples/s (data loading, teacher, student, backward, step; evaluation excluded), "
-                  f"{sp.get('epochs')} epoch(s) per run with the first left out as warm-up, arms interleaved with the order "
-                  f"rotated each repeat, {sp.get('repeats')} repeat(s). Teachers untrained (timing only). Ratios are of medians "
-                  "from this one invocation (range: per-repeat ratios). *One-time* is cann-distill's select stage (teacher pass "
-                  "over the training split; for `replay` also the stored augmentation draws), paid once per run; *amortised* "
-                  f"spreads it over the run's {sp.get('epochs')} epoch(s) at the steady loop rate (the accuracy part "
-                  "reports it over its longer runs).", ""]
+        lines += [
+            "## Speed",
+            "",
+            f"Training-loop samples/s (data loading, teacher, student, backward, step; evaluation excluded), "
+            f"{sp.get('epochs')} epoch(s) per run with the first left out as warm-up, arms interleaved with the order "
+            f"rotated each repeat, {sp.get('repeats')} repeat(s). Teachers untrained (timing only). Ratios are of medians "
+            "from this one invocation (range: per-repeat ratios). *One-time* is cann-distill's select stage (teacher pass "
+            "over the training split; for `replay` also the stored augmentation draws), paid once per run; *amortised* "
+            f"spreads it over the run's {sp.get('epochs')} epoch(s) at the steady loop rate (the accuracy part "
+            "reports it over its longer runs).",
+            "",
+        ]
         for key, by_arm in s["speed"].items():
             part = data["speed"][key]
             px = part.get("image_size", st.get("data", {}).get("image_size"))
             lines += [f"### teacher `{part.get('teacher', key)}` → student `{st.get('student')}`, {px} px", ""]
-            lines += _table(["arm", "teacher targets", "samples/s (median)", "range", "× plain", "× torchdistill", "one-time (s)",
-                             "amortised samples/s"], _speed_rows(by_arm, arms_info)) + [""]
+            lines += _table(
+                [
+                    "arm",
+                    "teacher targets",
+                    "samples/s (median)",
+                    "range",
+                    "× plain",
+                    "× torchdistill",
+                    "one-time (s)",
+                    "amortised samples/s",
+                ],
+                _speed_rows(by_arm, arms_info),
+            ) + [""]
 
     if s["accuracy"]:
         a = st.get("accuracy", {})
         t = (data.get("accuracy") or {}).get("teacher", {})
-        lines += ["## Accuracy", "",
-                  f"Teacher `{a.get('teacher')}` trained once with cann-distill's teacher stage ({t.get('epochs')} epochs, "
-                  f"test {_num(100 * t['test_acc'], 2) if t.get('test_acc') is not None else '–'}%) and given to every arm; student "
-                  f"`{st.get('student')}`, {a.get('epochs')} epochs, augmentation on (unless the teacher-targets column says otherwise), seeds "
-                  f"{a.get('seeds')}. Test top-1 of the last epoch's weights (nothing chosen on the test split); std is the "
-                  "sample std over seeds.", ""]
+        lines += [
+            "## Accuracy",
+            "",
+            f"Teacher `{a.get('teacher')}` trained once with cann-distill's teacher stage ({t.get('epochs')} epochs, "
+            f"test {_num(100 * t['test_acc'], 2) if t.get('test_acc') is not None else '–'}%) and given to every arm; student "
+            f"`{st.get('student')}`, {a.get('epochs')} epochs, augmentation on (unless the teacher-targets column says otherwise), seeds "
+            f"{a.get('seeds')}. Test top-1 of the last epoch's weights (nothing chosen on the test split); std is the "
+            "sample std over seeds.",
+            "",
+        ]
         rows = []
         for arm, r in s["accuracy"].items():
             label = arms_info.get(arm, {}).get("label", arm)
@@ -274,24 +360,54 @@ def render(data: dict[str, Any]) -> str:
                 rows.append([label, r["status"]] + ["–"] * 5)
                 continue
             ta = r["test_acc"]
-            rows.append([label, f"{ta['mean']:.2f} ± {ta['std']:.2f}%", ", ".join(f"{x:.2f}" for x in ta["values"]),
-                         "; ".join(r["teacher_targets"]), _num(r["loop"]["median"]), *_one_time_cells(r)])
-        lines += _table(["arm", "test top-1 (mean ± std)", "per seed (%)", "teacher targets", "loop samples/s (median)",
-                         "one-time (s)", f"amortised samples/s over {a.get('epochs')} epochs"], rows) + [""]
+            rows.append(
+                [
+                    label,
+                    f"{ta['mean']:.2f} ± {ta['std']:.2f}%",
+                    ", ".join(f"{x:.2f}" for x in ta["values"]),
+                    "; ".join(r["teacher_targets"]),
+                    _num(r["loop"]["median"]),
+                    *_one_time_cells(r),
+                ]
+            )
+        lines += _table(
+            [
+                "arm",
+                "test top-1 (mean ± std)",
+                "per seed (%)",
+                "teacher targets",
+                "loop samples/s (median)",
+                "one-time (s)",
+                f"amortised samples/s over {a.get('epochs')} epochs",
+            ],
+            rows,
+        ) + [""]
 
     if s["criteria"]:
         lines += ["## Issue 10 criteria", ""]
-        rows = [[c["what"], c["target"], _num(c["value"], 2), c["status"] + (f" ({c['why']})" if c["why"] else "")]
-                for c in s["criteria"]]
+        rows = [[c["what"], c["target"], _num(c["value"], 2), c["status"] + (f" ({c['why']})" if c["why"] else "")] for c in s["criteria"]]
         lines += _table(["criterion", "target", "measured", "status"], rows) + [""]
 
-    notes = sorted({(arm, n) for part in (s["speed"].values()) for arm, r in part.items() for n in r.get("notes", [])}
-                   | {(arm, n) for arm, r in s["accuracy"].items() for n in r.get("notes", [])})
+    notes = sorted(
+        {(arm, n) for part in (s["speed"].values()) for arm, r in part.items() for n in r.get("notes", [])}
+        | {(arm, n) for arm, r in s["accuracy"].items() for n in r.get("notes", [])}
+    )
     if notes or data.get("differences"):
-        lines += ["## Where the arms differ", ""] + [f"- {d}" for d in data.get("differences", [])] \
-                 + [f"- **{arms_info.get(arm, {}).get('label', arm)}**: {n}" for arm, n in notes] + [""]
+        lines += (
+            ["## Where the arms differ", ""]
+            + [f"- {d}" for d in data.get("differences", [])]
+            + [f"- **{arms_info.get(arm, {}).get('label', arm)}**: {n}" for arm, n in notes]
+            + [""]
+        )
     if data.get("torchdistill_config"):
-        lines += ["## torchdistill config used", "",
-                  "Written by `scripts/bench/arm_torchdistill.py` (one per run; this one from the first run; paths are the "
-                  "run's):", "", "```yaml", data["torchdistill_config"].rstrip(), "```", ""]
+        lines += [
+            "## torchdistill config used",
+            "",
+            "Written by `scripts/bench/arm_torchdistill.py` (one per run; this one from the first run; paths are the run's):",
+            "",
+            "```yaml",
+            data["torchdistill_config"].rstrip(),
+            "```",
+            "",
+        ]
     return "\n".join(lines)

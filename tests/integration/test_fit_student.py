@@ -80,6 +80,7 @@ def test_a_candidate_that_cannot_export_is_marked_and_the_search_goes_on(cli, wr
             return self.head(torch.fft.rfft(self.stem(x), dim=-1).abs().mean((2, 3)))
 
     if "fit_test_spectral" not in timm.list_models("fit_test_*"):
+
         @register_model
         def fit_test_spectral(pretrained: bool = False, **kwargs) -> torch.nn.Module:
             return Spectral(**kwargs)

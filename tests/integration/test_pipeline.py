@@ -31,9 +31,20 @@ def test_every_stage_then_skip_then_force(cli, write_recipe, tmp_path: Path) -> 
         assert stage_statuses(cli(stage, recipe_path, "--json")) == {stage: "done"}
 
     # artifacts
-    for rel in ["teacher/teacher.pt", "teacher/metrics.json", "select/teacher_logits.npy", "select/index.csv",
-                "select/summary.json", "distill/student.pt", "distill/metrics.json", "validate/student_fp32.onnx",
-                "validate/student_int8.onnx", "validate/validation.json", "report/report.json", "recipe.resolved.yaml"]:
+    for rel in [
+        "teacher/teacher.pt",
+        "teacher/metrics.json",
+        "select/teacher_logits.npy",
+        "select/index.csv",
+        "select/summary.json",
+        "distill/student.pt",
+        "distill/metrics.json",
+        "validate/student_fp32.onnx",
+        "validate/student_int8.onnx",
+        "validate/validation.json",
+        "report/report.json",
+        "recipe.resolved.yaml",
+    ]:
         assert (run / rel).is_file(), rel
     manifest = json.loads((run / "manifest.json").read_text())
     assert list(manifest["stages"]) == STAGES
@@ -136,7 +147,8 @@ def test_imagefolder_source(cli, write_recipe, tmp_path: Path) -> None:
                 Image.fromarray(arr).save(d / f"{i}.png")
     recipe_path = write_recipe(
         data={"source": "imagefolder", "root": str(tmp_path / "imgs"), "image_size": 16, "batch_size": 8},
-        teacher={"arch": "test_resnet", "train": {"epochs": 3}}, distill={"epochs": 2},
+        teacher={"arch": "test_resnet", "train": {"epochs": 3}},
+        distill={"epochs": 2},
         validate={"calibration": {"samples": 8}, "latency": {"warmup": 1, "runs": 5}},
     )
     assert set(stage_statuses(cli("run", recipe_path, "--json")).values()) == {"done"}

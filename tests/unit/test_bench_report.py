@@ -17,8 +17,14 @@ N = 640  # samples per epoch
 
 def speed_run(arm: str, repeat: int, seconds: float, select: float | None = None) -> dict[str, Any]:
     """3 epochs: a slow warm-up epoch, then two of `seconds` each (rate N / seconds)."""
-    run: dict[str, Any] = {"arm": arm, "status": "done", "repeat": repeat, "seed": 0, "teacher_targets": "online",
-                           "epochs": [{"seconds": 99.0, "samples": N, "steps": 10}] + [{"seconds": seconds, "samples": N, "steps": 10}] * 2}
+    run: dict[str, Any] = {
+        "arm": arm,
+        "status": "done",
+        "repeat": repeat,
+        "seed": 0,
+        "teacher_targets": "online",
+        "epochs": [{"seconds": 99.0, "samples": N, "steps": 10}] + [{"seconds": seconds, "samples": N, "steps": 10}] * 2,
+    }
     if select is not None:
         run["stages"] = {"select": {"seconds": select}}
     return run
@@ -26,8 +32,15 @@ def speed_run(arm: str, repeat: int, seconds: float, select: float | None = None
 
 def acc_run(arm: str, seed: int, acc: float) -> dict[str, Any]:
     """Two epochs at 64 samples/s; replay's select takes 20 s."""
-    return {"arm": arm, "status": "done", "seed": seed, "test_acc": acc, "teacher_targets": arm,
-            "epochs": [{"seconds": 10.0, "samples": N, "steps": 10}] * 2, "stages": {"select": {"seconds": 20.0 if arm == "replay" else 0.0}}}
+    return {
+        "arm": arm,
+        "status": "done",
+        "seed": seed,
+        "test_acc": acc,
+        "teacher_targets": arm,
+        "epochs": [{"seconds": 10.0, "samples": N, "steps": 10}] * 2,
+        "stages": {"select": {"seconds": 20.0 if arm == "replay" else 0.0}},
+    }
 
 
 @pytest.fixture
@@ -35,15 +48,27 @@ def data() -> dict[str, Any]:
     plain = [speed_run("plain", r, N / rate) for r, rate in enumerate((64.0, 32.0, 40.0))]  # median 40
     replay = [speed_run("replay", r, N / rate, select=5.0) for r, rate in enumerate((200.0, 160.0, 128.0))]  # median 160
     skipped = {"arm": "torchdistill", "status": "skipped", "reason": "no python at /nowhere", "seed": 0, "repeat": 0}
-    accuracy = [acc_run(arm, s, a) for arm, accs in {"online": (0.98, 0.97, 0.99), "cached": (0.95, 0.96, 0.94),
-                                                      "replay": (0.979, 0.981, 0.98)}.items() for s, a in enumerate(accs)]
+    accuracy = [
+        acc_run(arm, s, a)
+        for arm, accs in {"online": (0.98, 0.97, 0.99), "cached": (0.95, 0.96, 0.94), "replay": (0.979, 0.981, 0.98)}.items()
+        for s, a in enumerate(accs)
+    ]
     return {
-        "smoke": False, "command": "python scripts/bench/bench.py --out x.json", "out": "x.json",
-        "settings": {"student": "mobilenetv3_small_050", "speed": {"epochs": 3, "repeats": 3},
-                     "accuracy": {"teacher": "resnet18", "epochs": 30, "seeds": [0, 1, 2]}},
-        "arms": {"plain": {"label": "plain PyTorch KD"}, "torchdistill": {"label": "torchdistill KD"},
-                 "online": {"label": "cann-distill online"}, "cached": {"label": "cann-distill cached"},
-                 "replay": {"label": "cann-distill replay"}},
+        "smoke": False,
+        "command": "python scripts/bench/bench.py --out x.json",
+        "out": "x.json",
+        "settings": {
+            "student": "mobilenetv3_small_050",
+            "speed": {"epochs": 3, "repeats": 3},
+            "accuracy": {"teacher": "resnet18", "epochs": 30, "seeds": [0, 1, 2]},
+        },
+        "arms": {
+            "plain": {"label": "plain PyTorch KD"},
+            "torchdistill": {"label": "torchdistill KD"},
+            "online": {"label": "cann-distill online"},
+            "cached": {"label": "cann-distill cached"},
+            "replay": {"label": "cann-distill replay"},
+        },
         "speed": {"resnet50": {"runs": [skipped, *plain, *replay]}},
         "accuracy": {"teacher": {"epochs": 15, "test_acc": 0.98}, "runs": accuracy},
     }
@@ -51,7 +76,7 @@ def data() -> dict[str, Any]:
 
 def row(page: str, label: str, section: str = "") -> list[str]:
     """The cells of the first table row whose first cell is `label` (after the heading `section`)."""
-    line = next(ln for ln in page[page.index(section):].splitlines() if ln.startswith(f"| {label} |"))
+    line = next(ln for ln in page[page.index(section) :].splitlines() if ln.startswith(f"| {label} |"))
     return [c.strip() for c in line.strip("|").split(" | ")]
 
 
@@ -98,7 +123,14 @@ def test_accuracy_rows_are_mean_and_sample_std_over_seeds(data: dict[str, Any]) 
     page = bench_report.render(data)
     assert row(page, "cann-distill online", "## Accuracy")[1:3] == ["98.00 ± 1.00%", "98.00, 97.00, 99.00"]
     assert row(page, "cann-distill cached", "## Accuracy")[1] == "95.00 ± 1.00%"
-    assert row(page, "cann-distill replay", "## Accuracy")[1:] == ["98.00 ± 0.10%", "97.90, 98.10, 98.00", "replay", "64.0", "20.00", "32.0"]
+    assert row(page, "cann-distill replay", "## Accuracy")[1:] == [
+        "98.00 ± 0.10%",
+        "97.90, 98.10, 98.00",
+        "replay",
+        "64.0",
+        "20.00",
+        "32.0",
+    ]
 
 
 def test_smoke_runs_are_labelled_and_failures_do_not_break_tables(data: dict[str, Any]) -> None:

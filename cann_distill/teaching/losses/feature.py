@@ -33,8 +33,7 @@ def check_tap_name(arg: str, value: object) -> str:
 def check_same_shape(s_key: str, s: torch.Tensor, t_key: str, t: torch.Tensor) -> None:
     if s.shape != t.shape:
         raise ValueError(
-            f"'{s_key}' {tuple(s.shape)} and '{t_key}' {tuple(t.shape)} must have the same shape "
-            "(add a connector for the student tap)"
+            f"'{s_key}' {tuple(s.shape)} and '{t_key}' {tuple(t.shape)} must have the same shape (add a connector for the student tap)"
         )
 
 
@@ -42,8 +41,7 @@ def check_maps(s_key: str, s: torch.Tensor, t_key: str, t: torch.Tensor) -> None
     """Both taps are [B, C, H, W] with the same B (channels and spatial size may differ)."""
     if s.dim() != 4 or t.dim() != 4 or s.shape[0] != t.shape[0]:
         raise ValueError(
-            f"'{s_key}' {tuple(s.shape)} and '{t_key}' {tuple(t.shape)} must both be [B, C, H, W] "
-            "feature maps with the same batch size"
+            f"'{s_key}' {tuple(s.shape)} and '{t_key}' {tuple(t.shape)} must both be [B, C, H, W] feature maps with the same batch size"
         )
 
 
@@ -135,8 +133,7 @@ class ChannelWeightedMSE(_FeaturePair):
             chw = chw.to(device=s.device, dtype=s.dtype)
             if chw.shape != (s.shape[1],):
                 raise ValueError(
-                    f"'{self.weights_key}' {tuple(chw.shape)} must be [C] = ({s.shape[1]},) "
-                    f"to match '{self.teacher_key}' {tuple(t.shape)}"
+                    f"'{self.weights_key}' {tuple(chw.shape)} must be [C] = ({s.shape[1]},) to match '{self.teacher_key}' {tuple(t.shape)}"
                 )
             if bool((chw < 0).any()) or not bool(chw.sum() > 0):
                 raise ValueError(f"'{self.weights_key}' must be non-negative and not all zero")

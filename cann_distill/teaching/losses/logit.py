@@ -34,8 +34,7 @@ class CrossEntropy(Loss):
     def __call__(self, outputs: Outputs) -> torch.Tensor:
         s, y = outputs["student.logits"], outputs["targets"]
         soft = y.dim() == 2  # probabilities: smoothing was applied when they were mixed
-        return F.cross_entropy(s, y.to(s.dtype) if soft else y, reduction="none",
-                               label_smoothing=0.0 if soft else self.label_smoothing)
+        return F.cross_entropy(s, y.to(s.dtype) if soft else y, reduction="none", label_smoothing=0.0 if soft else self.label_smoothing)
 
 
 @LOSSES.register("kd")
@@ -101,8 +100,7 @@ class DecoupledKD(Loss):
         t = outputs["teacher.logits"].to(s.dtype)
         if s.shape != t.shape or s.dim() != 2 or s.shape[1] < 2:
             raise ValueError(
-                f"dkd needs 'student.logits' and 'teacher.logits' of the same shape [B, C >= 2], "
-                f"got {tuple(s.shape)} and {tuple(t.shape)}"
+                f"dkd needs 'student.logits' and 'teacher.logits' of the same shape [B, C >= 2], got {tuple(s.shape)} and {tuple(t.shape)}"
             )
         temp = _temperature(outputs, self.temperature, s)
         target = F.one_hot(outputs["targets"].long(), s.shape[1]).bool()

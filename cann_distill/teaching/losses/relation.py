@@ -87,9 +87,7 @@ class RelationalKD(_RelationPair):
     A batch of one sample has no relations and gives 0.
     """
 
-    def __init__(
-        self, student: str = "logits", teacher: str = "logits", w_dist: float = 25.0, w_angle: float = 50.0
-    ) -> None:
+    def __init__(self, student: str = "logits", teacher: str = "logits", w_dist: float = 25.0, w_angle: float = 50.0) -> None:
         super().__init__(student, teacher)
         if w_dist < 0 or w_angle < 0:
             raise ValueError("w_dist and w_angle must be >= 0")

@@ -86,8 +86,13 @@ def test_missing_recipe_and_missing_dataset(tmp_path: Path, write_recipe) -> Non
 def test_overrides_scalars_nested_and_list_items(write_recipe) -> None:
     recipe = load_recipe(
         write_recipe(),
-        ["distill.epochs=7", "distill.losses=[{kind: ce}, {kind: kd, temperature: 2}]", "distill.losses[1].weight=0.25",
-         "validate.reduce_range=true", "teacher.train.lr=1e-3"],
+        [
+            "distill.epochs=7",
+            "distill.losses=[{kind: ce}, {kind: kd, temperature: 2}]",
+            "distill.losses[1].weight=0.25",
+            "validate.reduce_range=true",
+            "teacher.train.lr=1e-3",
+        ],
     )
     assert recipe.distill.epochs == 7
     assert recipe.distill.losses[1].weight == 0.25
@@ -138,7 +143,9 @@ def test_temperature_schedule_is_checked(write_recipe) -> None:
     recipe = load_recipe(write_recipe(), ["distill.temperature_schedule={kind: linear, start: 4, end: 1}"])
     assert recipe.distill.temperature_schedule.kwargs() == {"start": 4, "end": 1}
     assert load_recipe(write_recipe()).distill.temperature_schedule.is_default
-    with pytest.raises(RecipeError, match=r"distill\.temperature_schedule\.kind: unknown temperature schedule 'lineer' .*did you mean: linear"):
+    with pytest.raises(
+        RecipeError, match=r"distill\.temperature_schedule\.kind: unknown temperature schedule 'lineer' .*did you mean: linear"
+    ):
         load_recipe(write_recipe(), ["distill.temperature_schedule.kind=lineer"])
     with pytest.raises(RecipeError, match=r"distill\.temperature_schedule\.end: missing argument"):
         load_recipe(write_recipe(), ["distill.temperature_schedule={kind: cosine, start: 4}"])
@@ -159,8 +166,17 @@ def test_nan_loss_weight_and_teacher_normalisation_are_checked(write_recipe) -> 
         load_recipe(write_recipe(teacher={"arch": "test_resnet", "mean": [0.1, 0.2], "std": [0.0]}))
     assert "teacher.mean: needs 1 value(s), one per channel, got 2" in str(exc.value)
     assert "teacher.std: every value must be > 0" in str(exc.value)
-    recipe = load_recipe(write_recipe(), ["teacher.mean=[0.1]", "teacher.std=[0.3]", "distill.loss_balance=uncertainty",
-                                          "distill.warmup_epochs=0.5", "distill.amp=bf16", "distill.ema_decay=0.99"])
+    recipe = load_recipe(
+        write_recipe(),
+        [
+            "teacher.mean=[0.1]",
+            "teacher.std=[0.3]",
+            "distill.loss_balance=uncertainty",
+            "distill.warmup_epochs=0.5",
+            "distill.amp=bf16",
+            "distill.ema_decay=0.99",
+        ],
+    )
     assert recipe.teacher.mean == [0.1] and recipe.distill.loss_balance == "uncertainty" and recipe.distill.amp == "bf16"
     with pytest.raises(RecipeError, match=r"distill\.loss_balance: Input should be 'none' or 'uncertainty'"):
         load_recipe(write_recipe(), ["distill.loss_balance=magic"])

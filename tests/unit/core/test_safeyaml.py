@@ -28,12 +28,35 @@ def test_shipped_recipes_read_as_pyyaml_reads_them(path: Path) -> None:
     assert load_document(path).data == yaml.safe_load(path.read_text())
 
 
-@pytest.mark.parametrize("text, value", [
-    ("true", True), ("False", False), ("yes", "yes"), ("on", "on"), ("~", None), ("null", None), ("", None),
-    ("12", 12), ("-3", -3), ("012", 12), ("0o17", 15), ("0x1F", 31), ("1_000", "1_000"),
-    ("1e-3", 1e-3), ("5.", 5.0), (".5", 0.5), ("-1.5E2", -150.0), ("12:30:00", "12:30:00"), ("1:30", "1:30"),
-    ("'1'", "1"), ('"true"', "true"), ("!!str 5", "5"), ("!!float 5", 5.0), ("2024-01-01", "2024-01-01"),
-])
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("true", True),
+        ("False", False),
+        ("yes", "yes"),
+        ("on", "on"),
+        ("~", None),
+        ("null", None),
+        ("", None),
+        ("12", 12),
+        ("-3", -3),
+        ("012", 12),
+        ("0o17", 15),
+        ("0x1F", 31),
+        ("1_000", "1_000"),
+        ("1e-3", 1e-3),
+        ("5.", 5.0),
+        (".5", 0.5),
+        ("-1.5E2", -150.0),
+        ("12:30:00", "12:30:00"),
+        ("1:30", "1:30"),
+        ("'1'", "1"),
+        ('"true"', "true"),
+        ("!!str 5", "5"),
+        ("!!float 5", 5.0),
+        ("2024-01-01", "2024-01-01"),
+    ],
+)
 def test_core_schema_scalars(text: str, value: object) -> None:
     got = load_value(f"a: {text}", "t")["a"]
     assert got == value and type(got) is type(value)
@@ -45,20 +68,23 @@ def test_non_finite_scalars_load_and_are_refused_by_the_value_check() -> None:
     assert [p for p, _ in value_errors(data)] == ["a", "b", "c[0]"]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("a: 1\nb: 2\na: 3\n", r"t:3:1: a: duplicate key \(first at line 1\)"),
-    ("a:\n  b: 1\n  b: 2\n", r"t:3:3: a\.b: duplicate key \(first at line 2\)"),
-    ("a: !!python/object/apply:os.system ['id']\n", r"t:1:4: YAML tag '!!python/object/apply:os\.system' is not allowed"),
-    ("a: !custom x\n", r"t:1:4: YAML tag '!custom' is not allowed"),
-    ("a: !!int x\n", r"t:1:4: 'x' is not a valid int"),
-    ("<<: {a: 1}\n", r"merge keys \(<<\) are not supported"),
-    ("? [a]\n: b\n", r"mapping keys must be plain names"),
-    ("a: 1\n---\nb: 2\n", r"t:2:1: a recipe is one YAML document"),
-    ("a: *nothing\n", r"alias \*'nothing' names no anchor"),
-    ("a: " + "9" * 5000 + "\n", r"t:1:4: number '9999.*has too many digits"),
-    ("a: [1\n", r"t:2:1: YAML syntax error"),
-    ("a: b\x07\n", r"t:1:5: YAML syntax error: character U\+0007 is not allowed"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("a: 1\nb: 2\na: 3\n", r"t:3:1: a: duplicate key \(first at line 1\)"),
+        ("a:\n  b: 1\n  b: 2\n", r"t:3:3: a\.b: duplicate key \(first at line 2\)"),
+        ("a: !!python/object/apply:os.system ['id']\n", r"t:1:4: YAML tag '!!python/object/apply:os\.system' is not allowed"),
+        ("a: !custom x\n", r"t:1:4: YAML tag '!custom' is not allowed"),
+        ("a: !!int x\n", r"t:1:4: 'x' is not a valid int"),
+        ("<<: {a: 1}\n", r"merge keys \(<<\) are not supported"),
+        ("? [a]\n: b\n", r"mapping keys must be plain names"),
+        ("a: 1\n---\nb: 2\n", r"t:2:1: a recipe is one YAML document"),
+        ("a: *nothing\n", r"alias \*'nothing' names no anchor"),
+        ("a: " + "9" * 5000 + "\n", r"t:1:4: number '9999.*has too many digits"),
+        ("a: [1\n", r"t:2:1: YAML syntax error"),
+        ("a: b\x07\n", r"t:1:5: YAML syntax error: character U\+0007 is not allowed"),
+    ],
+)
 def test_refused_yaml_names_line_and_column(text: str, message: str) -> None:
     with pytest.raises(RecipeError, match=message):
         compose(text, "t")
@@ -79,8 +105,7 @@ def test_depth_limit_before_recursion() -> None:
 def test_aliases_are_copied_and_budgeted() -> None:
     data = load_value("a: &x {k: [1, 2]}\nb: *x\n", "t")
     assert data["a"] == data["b"] and data["a"] is not data["b"]  # an override of one never changes the other
-    bomb = "l0: &l0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
-        f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]\n" for i in range(1, 10))
+    bomb = "l0: &l0 [x, x, x, x, x, x, x, x, x]\n" + "".join(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]\n" for i in range(1, 10))
     with pytest.raises(RecipeError, match=f"more than {MAX_NODES:,} YAML nodes"):
         compose(bomb, "t")
     with pytest.raises(RecipeError, match="more than 100 aliases"):
@@ -117,14 +142,17 @@ def test_syntax_errors_are_their_own_kind() -> None:
     assert not isinstance(exc.value, YAMLSyntaxError)  # a limit, not a string to fall back to
 
 
-@pytest.mark.parametrize("value, message", [
-    ({"name": "a\x00b"}, r"name: 'a\\x00b' contains the control or invisible character U\+0000"),
-    ({"name": "a\u202eb"}, r"U\+202E"),
-    ({"name": "x" * 5000}, r"name: 'xxx.*… is 5,000 characters long \(at most 4,096\)"),
-    ({"seed": 10**26}, r"seed: 1000.* does not fit in 64 bits"),
-    ({"a": {"k\x01": 1}}, r"a\.'k\\x01': key contains the control"),
-    ({"a": [{"w": math.inf}]}, r"a\[0\]\.w: Input should be a finite number, got inf"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ({"name": "a\x00b"}, r"name: 'a\\x00b' contains the control or invisible character U\+0000"),
+        ({"name": "a\u202eb"}, r"U\+202E"),
+        ({"name": "x" * 5000}, r"name: 'xxx.*… is 5,000 characters long \(at most 4,096\)"),
+        ({"seed": 10**26}, r"seed: 1000.* does not fit in 64 bits"),
+        ({"a": {"k\x01": 1}}, r"a\.'k\\x01': key contains the control"),
+        ({"a": [{"w": math.inf}]}, r"a\[0\]\.w: Input should be a finite number, got inf"),
+    ],
+)
 def test_value_errors(value: dict, message: str) -> None:
     errors = value_errors(value)
     assert len(errors) == 1

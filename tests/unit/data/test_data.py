@@ -25,9 +25,15 @@ def ops(transform) -> dict[type, object]:
 
 
 def test_training_and_evaluation_transforms_come_from_timm() -> None:
-    cfg = DataConfig(image_size=48, channels=3, mean=[0.1, 0.2, 0.3], std=[0.5, 0.5, 0.5], crop_pct=0.75,
-                     interpolation="bicubic", augment={"scale": [0.3, 1.0], "hflip": 0.25, "auto_augment": "rand-m9-mstd0.5",
-                                                       "re_prob": 0.4})
+    cfg = DataConfig(
+        image_size=48,
+        channels=3,
+        mean=[0.1, 0.2, 0.3],
+        std=[0.5, 0.5, 0.5],
+        crop_pct=0.75,
+        interpolation="bicubic",
+        augment={"scale": [0.3, 1.0], "hflip": 0.25, "auto_augment": "rand-m9-mstd0.5", "re_prob": 0.4},
+    )
     train_tf, eval_tf = build_transforms(cfg)
     t = ops(train_tf)
     rrc = t[RandomResizedCropAndInterpolation]
@@ -48,11 +54,15 @@ def test_defaults_resolve_from_the_teachers_pretrained_cfg(tmp_path: Path, write
     d = recipe.data
     assert d.image_size == 224 and d.crop_pct == 0.95 and d.interpolation == "bicubic"
     assert d.mean == pytest.approx([0.485, 0.456, 0.406]) and d.std == pytest.approx([0.229, 0.224, 0.225])
-    own = load_recipe(write_recipe(data={"source": "imagefolder", "root": str(tmp_path / "ds"), "image_size": 96, "crop_pct": 1.0},
-                                   teacher={"arch": "resnet18"}))
+    own = load_recipe(
+        write_recipe(
+            data={"source": "imagefolder", "root": str(tmp_path / "ds"), "image_size": 96, "crop_pct": 1.0}, teacher={"arch": "resnet18"}
+        )
+    )
     assert own.data.image_size == 96 and own.data.crop_pct == 1.0
-    gray = load_recipe(write_recipe(data={"source": "imagefolder", "root": str(tmp_path / "ds"), "channels": 1},
-                                    teacher={"arch": "resnet18"}))
+    gray = load_recipe(
+        write_recipe(data={"source": "imagefolder", "root": str(tmp_path / "ds"), "channels": 1}, teacher={"arch": "resnet18"})
+    )
     assert gray.data.mean == pytest.approx([(0.485 + 0.456 + 0.406) / 3])
 
 
@@ -100,8 +110,9 @@ def test_worker_count_does_not_change_the_batches() -> None:
 def test_drop_last_keeps_a_last_batch_of_one_from_crashing_batchnorm() -> None:
     x = torch.randn(33, 3, 8, 8)
     split = Split("train", [str(i) for i in range(33)], np.array([i % 2 for i in range(33)]), ["a", "b"], lambda i: x[i], lambda t: t)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.BatchNorm1d(4),
-                              torch.nn.Linear(4, 2))  # the BatchNorm after pooling, as in classifier heads
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2)
+    )  # the BatchNorm after pooling, as in classifier heads
     with pytest.raises(ValueError, match="Expected more than 1 value per channel"):  # what drop_last prevents
         net.train()(torch.randn(1, 3, 8, 8)).sum()
     history = fit(net, split, TrainConfig(epochs=1, lr=0.01), 32, ce_step, 0, "bn")
@@ -124,8 +135,9 @@ def test_mixup_comes_from_timm_and_ce_trains_on_soft_targets() -> None:
 
 def test_mixup_needs_losses_that_take_soft_targets_and_even_batches() -> None:
     with pytest.raises(RecipeError) as err:
-        load_recipe(None, ["data.augment.mixup_alpha=0.2", "data.batch_size=33",
-                           "distill.losses=[{kind: ce}, {kind: dkd, temperature: 4}]"])
+        load_recipe(
+            None, ["data.augment.mixup_alpha=0.2", "data.batch_size=33", "distill.losses=[{kind: ce}, {kind: dkd, temperature: 4}]"]
+        )
     msg = str(err.value)
     assert "distill.losses[1].kind: 'dkd' needs hard labels" in msg and "data.batch_size: mixup/cutmix" in msg
 
@@ -161,16 +173,36 @@ def rgb_folder(root: Path, n: int = 12) -> DataConfig:
             (root / split / c).mkdir(parents=True)
             for i in range(n // 2):
                 Image.fromarray(rng.integers(0, 256, (20 + i, 24, 3), dtype=np.uint8)).save(root / split / c / f"{i}.png")
-    return DataConfig(source="imagefolder", root=str(root), image_size=16, channels=3, mean=[0.485, 0.456, 0.406],
-                      std=[0.229, 0.224, 0.225], crop_pct=0.875, interpolation="bicubic", num_workers=0,
-                      augment={"scale": [0.5, 1.0], "hflip": 0.5, "color_jitter": 0.4})
+    return DataConfig(
+        source="imagefolder",
+        root=str(root),
+        image_size=16,
+        channels=3,
+        mean=[0.485, 0.456, 0.406],
+        std=[0.229, 0.224, 0.225],
+        crop_pct=0.875,
+        interpolation="bicubic",
+        num_workers=0,
+        augment={"scale": [0.5, 1.0], "hflip": 0.5, "color_jitter": 0.4},
+    )
 
 
 @pytest.mark.parametrize("source", ["digits", "rgb_folder"])
 def test_uint8_batches_are_bit_identical_to_the_per_sample_float_path(source: str, tmp_path: Path) -> None:
     # digits: the mobilenetv3 digits recipe's augmentation; the folder: RGB, ImageNet mean/std, flips, crop_pct
-    cfg = (digits(**{"image_size": 32, "augment.scale": "[0.8,1.0]", "augment.ratio": "[0.9,1.11]", "augment.hflip": 0.0,
-                     "augment.color_jitter": 0.1}) if source == "digits" else rgb_folder(tmp_path / "ds"))
+    cfg = (
+        digits(
+            **{
+                "image_size": 32,
+                "augment.scale": "[0.8,1.0]",
+                "augment.ratio": "[0.9,1.11]",
+                "augment.hflip": 0.0,
+                "augment.color_jitter": 0.1,
+            }
+        )
+        if source == "digits"
+        else rgb_folder(tmp_path / "ds")
+    )
     splits = load_splits(cfg)
     train = splits.train
     ref_train, ref_eval = float_path(splits.train_transform, cfg), float_path(train.transform, cfg)

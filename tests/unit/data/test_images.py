@@ -31,8 +31,10 @@ def save(img: Image.Image, path: Path, **kw: Any) -> Path:
 
 def png_bytes(width: int, height: int, bit_depth: int, color_type: int, rows: np.ndarray) -> bytes:
     """A PNG written by hand, for the 16-bit colour layouts Pillow cannot write."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     raw = b"".join(b"\x00" + row.astype(">u2").tobytes() for row in rows)
     header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
@@ -47,6 +49,7 @@ SIXTEEN_AS_8 = [[0, 1, 128, 255]]
 
 
 # --- conversion -----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("fmt,mode", [("PNG", "I;16"), ("TIFF", "I;16"), ("TIFF", "I;16B")])
 def test_16bit_gray_is_scaled_not_clipped(tmp_path: Path, fmt: str, mode: str) -> None:
@@ -65,20 +68,26 @@ def test_16bit_little_endian_in_memory() -> None:
     assert pixels(images._to_8bit(img)) == SIXTEEN_AS_8
 
 
-@pytest.mark.parametrize("values,expected", [
-    ([0, 256, 32768, 65535], SIXTEEN_AS_8[0]),  # max > 255: 16-bit data
-    ([0, 7, 200, 255], [0, 7, 200, 255]),  # max <= 255: already 8-bit
-])
+@pytest.mark.parametrize(
+    "values,expected",
+    [
+        ([0, 256, 32768, 65535], SIXTEEN_AS_8[0]),  # max > 255: 16-bit data
+        ([0, 7, 200, 255], [0, 7, 200, 255]),  # max <= 255: already 8-bit
+    ],
+)
 def test_mode_I_range_decided_by_max(tmp_path: Path, values: list[int], expected: list[int]) -> None:
     path = save(Image.fromarray(np.array([values], dtype=np.int32)), tmp_path / "i.tif")
     assert Image.open(path).mode == "I"
     assert pixels(open_image(path, "L")) == [expected]
 
 
-@pytest.mark.parametrize("values,expected", [
-    ([0.0, 0.5, 1.0], [0, 128, 255]),  # in [0, 1]: x255
-    ([-1.0, 0.0, 3.0], [0, 64, 255]),  # otherwise min-max: (0 - -1) / 4 * 255 = 63.75
-])
+@pytest.mark.parametrize(
+    "values,expected",
+    [
+        ([0.0, 0.5, 1.0], [0, 128, 255]),  # in [0, 1]: x255
+        ([-1.0, 0.0, 3.0], [0, 64, 255]),  # otherwise min-max: (0 - -1) / 4 * 255 = 63.75
+    ],
+)
 def test_float_images(tmp_path: Path, values: list[float], expected: list[int]) -> None:
     path = save(Image.fromarray(np.array([values], dtype=np.float32)), tmp_path / "f.tif")
     assert Image.open(path).mode == "F"
@@ -168,6 +177,7 @@ def test_exif_orientation_applied(tmp_path: Path, ext: str) -> None:
 
 # --- huge images ----------------------------------------------------------------------------------
 
+
 def halves(width: int, height: int) -> Image.Image:
     """White left half, black right half: shrinking must keep that layout."""
     a = np.zeros((height, width), dtype=np.uint8)
@@ -207,8 +217,7 @@ def test_large_jpeg_is_drafted_then_reduced(tmp_path: Path, monkeypatch: pytest.
     assert a[37, 5] > 240 and a[37, 95] < 15
 
 
-def test_decompression_bomb_is_a_bad_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                           recwarn: pytest.WarningsRecorder) -> None:
+def test_decompression_bomb_is_a_bad_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, recwarn: pytest.WarningsRecorder) -> None:
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     warned = save(Image.new("L", (40, 40)), tmp_path / "warned.png")  # 1,600 px: PIL only warns
     raised = save(Image.new("L", (100, 100)), tmp_path / "raised.png")  # 10,000 px: PIL raises
@@ -222,6 +231,7 @@ def test_decompression_bomb_is_a_bad_image(tmp_path: Path, monkeypatch: pytest.M
 
 
 # --- bad files ------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def bad_files(tmp_path: Path) -> dict[str, Path]:
@@ -248,12 +258,15 @@ def test_check_image_reasons(bad_files: dict[str, Path], tmp_path: Path) -> None
     assert check_image(tmp_path / "missing.png") == "cannot read file (No such file or directory)"
 
 
-@pytest.mark.parametrize("name,reason", [
-    ("empty", "empty file (0 bytes)"),
-    ("text", "not an image (unknown format)"),
-    ("png_half", "truncated image (image file is truncated)"),
-    ("jpg_70", "truncated image (image file is truncated ("),
-])
+@pytest.mark.parametrize(
+    "name,reason",
+    [
+        ("empty", "empty file (0 bytes)"),
+        ("text", "not an image (unknown format)"),
+        ("png_half", "truncated image (image file is truncated)"),
+        ("jpg_70", "truncated image (image file is truncated ("),
+    ],
+)
 def test_open_image_raises_one_line_bad_image_error(bad_files: dict[str, Path], name: str, reason: str) -> None:
     rel = bad_files[name].relative_to(bad_files[name].parents[2])
     with pytest.raises(BadImageError) as err:
@@ -286,13 +299,31 @@ def test_jpeg_trailers(tmp_path: Path) -> None:
     assert check_image(trailer) is None
 
 
-@pytest.mark.parametrize("fmt,mode", [
-    ("PNG", "L"), ("PNG", "RGB"), ("PNG", "RGBA"), ("PNG", "P"), ("PNG", "I;16"),
-    ("JPEG", "L"), ("JPEG", "RGB"), ("JPEG", "CMYK"),
-    ("BMP", "L"), ("BMP", "RGB"), ("BMP", "P"),
-    ("TIFF", "L"), ("TIFF", "RGB"), ("TIFF", "RGBA"), ("TIFF", "P"), ("TIFF", "I;16"), ("TIFF", "CMYK"),
-    ("WEBP", "RGB"), ("WEBP", "RGBA"), ("GIF", "P"),
-])
+@pytest.mark.parametrize(
+    "fmt,mode",
+    [
+        ("PNG", "L"),
+        ("PNG", "RGB"),
+        ("PNG", "RGBA"),
+        ("PNG", "P"),
+        ("PNG", "I;16"),
+        ("JPEG", "L"),
+        ("JPEG", "RGB"),
+        ("JPEG", "CMYK"),
+        ("BMP", "L"),
+        ("BMP", "RGB"),
+        ("BMP", "P"),
+        ("TIFF", "L"),
+        ("TIFF", "RGB"),
+        ("TIFF", "RGBA"),
+        ("TIFF", "P"),
+        ("TIFF", "I;16"),
+        ("TIFF", "CMYK"),
+        ("WEBP", "RGB"),
+        ("WEBP", "RGBA"),
+        ("GIF", "P"),
+    ],
+)
 def test_valid_images_pass_and_open(tmp_path: Path, fmt: str, mode: str) -> None:
     gradient = Image.fromarray(np.tile(np.arange(0, 240, 10, dtype=np.uint8), (16, 1))).convert("RGB")
     if mode == "I;16":
@@ -311,12 +342,19 @@ def test_valid_images_pass_and_open(tmp_path: Path, fmt: str, mode: str) -> None
 
 # --- scan_tree ------------------------------------------------------------------------------------
 
+
 def test_scan_tree(tmp_path: Path) -> None:
     root = tmp_path / "data"
     files = {
-        "train/cat/001.jpg": b"a", "train/cat/002.JPG": b"bb", "train/dog/sub/003.Png": b"ccc",
-        "val/cat/004.webp": b"dddd", "train/cat/notes.txt": b"x", "train/cat/noext": b"x",
-        "train/cat/.hidden.jpg": b"x", "train/.cache/005.jpg": b"x", ".thumbs/006.png": b"x",
+        "train/cat/001.jpg": b"a",
+        "train/cat/002.JPG": b"bb",
+        "train/dog/sub/003.Png": b"ccc",
+        "val/cat/004.webp": b"dddd",
+        "train/cat/notes.txt": b"x",
+        "train/cat/noext": b"x",
+        "train/cat/.hidden.jpg": b"x",
+        "train/.cache/005.jpg": b"x",
+        ".thumbs/006.png": b"x",
     }
     for rel, data in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -331,7 +369,11 @@ def test_scan_tree(tmp_path: Path) -> None:
 
     entries = scan_tree(root)
     assert [e.rel for e in entries] == [
-        "train/cat/001.jpg", "train/cat/002.JPG", "train/dog/sub/003.Png", "val/cat/004.webp", "val/cat/link.tif",
+        "train/cat/001.jpg",
+        "train/cat/002.JPG",
+        "train/dog/sub/003.Png",
+        "val/cat/004.webp",
+        "val/cat/link.tif",
     ]
     by_rel = {e.rel: e for e in entries}
     assert by_rel["train/cat/001.jpg"] == FileEntry("train/cat/001.jpg", 1, 123_456_789_000)
@@ -355,6 +397,7 @@ def test_image_exts() -> None:
 
 
 # --- find_bad_images ------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def dataset(tmp_path: Path) -> Path:
@@ -424,8 +467,7 @@ def test_find_bad_images_memo_notices_a_repaired_file(dataset: Path, tmp_path: P
 
 
 @pytest.mark.parametrize("damage", [b"{not json", b"\xff\xfe\x00", b"[1, 2, 3]", b'{"train/cat/0.png": "oops", "train/cat/1.png": [1]}'])
-def test_find_bad_images_tolerates_a_damaged_memo(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                  damage: bytes) -> None:
+def test_find_bad_images_tolerates_a_damaged_memo(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: bytes) -> None:
     cache = tmp_path / "cache"
     entries = scan_tree(dataset)
     find_bad_images(dataset, entries, cache_dir=cache)
@@ -439,8 +481,9 @@ def test_find_bad_images_tolerates_a_damaged_memo(dataset: Path, tmp_path: Path,
     assert [p.name for p in (cache / "image_checks").iterdir()] == [memo_file.name]  # no temp file left
 
 
-def test_find_bad_images_merges_separate_calls_and_works_without_cache(dataset: Path, tmp_path: Path,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_find_bad_images_merges_separate_calls_and_works_without_cache(
+    dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     entries = scan_tree(dataset)
     train = [e for e in entries if e.rel.startswith("train/")]
     val = [e for e in entries if e.rel.startswith("val/")]
@@ -453,8 +496,7 @@ def test_find_bad_images_merges_separate_calls_and_works_without_cache(dataset: 
     assert seen == []
 
 
-def test_find_bad_images_saves_progress_when_interrupted(dataset: Path, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_find_bad_images_saves_progress_when_interrupted(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = tmp_path / "cache"
     entries = scan_tree(dataset)
 

@@ -46,7 +46,8 @@ def test_module_path_taps_and_gradients(resnet: torch.nn.Module) -> None:
 def test_unknown_tap_lists_the_valid_ones(resnet: torch.nn.Module) -> None:
     assert tap_error(resnet, "test_resnet", "4") is None and tap_error(resnet, "test_resnet", "layer2.0") is None
     assert tap_error(resnet, "test_resnet", "7") == (
-        "layer '7' not in test_resnet's taps (valid: 0, 1, 2, 3, 4 or a module path like layer2.0)")
+        "layer '7' not in test_resnet's taps (valid: 0, 1, 2, 3, 4 or a module path like layer2.0)"
+    )
     assert "did you mean: layer2.0" in tap_error(resnet, "test_resnet", "layer2.O")
     with pytest.raises(ValueError, match=r"layer '9' not in test_resnet's taps"):
         FeatureTapper(resnet, ["9"], "test_resnet")

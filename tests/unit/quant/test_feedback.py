@@ -23,7 +23,9 @@ def run(drop: float, qad: bool = True, fb: FeedbackConfig | None = None, gains: 
         return 0.80 + max((gains.get(k, 0.0) for k in changes), default=0.0)
 
     cfg = ValidateConfig()
-    return suggest_fixes(cfg, fb or FeedbackConfig(), drop, [], "test_resnet", 0.80, SCHEME, evaluate, qat=QatConfig() if qad else None), seen
+    return suggest_fixes(
+        cfg, fb or FeedbackConfig(), drop, [], "test_resnet", 0.80, SCHEME, evaluate, qat=QatConfig() if qad else None
+    ), seen
 
 
 def qad_suggestions(result: dict) -> list[dict]:
@@ -64,8 +66,9 @@ def test_patch_writes_keys_outside_the_validate_section(tmp_path: Path) -> None:
     data = patched_recipe(original, {QAD_ENABLED: True, QAD_EPOCHS: 1, "calibration.method": "entropy"})
     assert data["distill"] == {**TINY["distill"], "qat": {"enabled": True, "epochs": 1}}
     assert data["validate"]["calibration"] == {"samples": 32, "method": "entropy"}
-    assert {k: v for k, v in data.items() if k not in ("distill", "validate")} == \
-        {k: v for k, v in original.items() if k not in ("distill", "validate")}
+    assert {k: v for k, v in data.items() if k not in ("distill", "validate")} == {
+        k: v for k, v in original.items() if k not in ("distill", "validate")
+    }
     assert original["distill"] == TINY["distill"]  # the input is not modified
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(original))
@@ -77,14 +80,23 @@ def test_patch_writes_keys_outside_the_validate_section(tmp_path: Path) -> None:
 
 def test_patched_qad_runs_what_was_measured(tmp_path: Path) -> None:
     """A recipe with QAD off but `teacher: teacher` and a late freeze epoch: the fix writes the keys its trial ran with."""
-    original = {**TINY, "run_dir": str(tmp_path / "run"),
-                "distill": {**TINY["distill"], "qat": {"teacher": "teacher", "epochs": 3, "freeze_bn_epoch": 3, "freeze_observers_epoch": 1}}}
+    original = {
+        **TINY,
+        "run_dir": str(tmp_path / "run"),
+        "distill": {**TINY["distill"], "qat": {"teacher": "teacher", "epochs": 3, "freeze_bn_epoch": 3, "freeze_observers_epoch": 1}},
+    }
     recipe_qat = load_recipe_data(tmp_path, original).distill.qat
     result = suggest_fixes(ValidateConfig(), FeedbackConfig(), 0.05, [], "test_resnet", 0.8, SCHEME, lambda c: 0.9, qat=recipe_qat)
     [s] = qad_suggestions(result)
     assert s["changes"] == {QAD_ENABLED: True, QAD_EPOCHS: 1, "distill.qat.teacher": "float_student", "distill.qat.freeze_bn_epoch": 1}
     trial = qat_config(recipe_qat, s["changes"])  # what the measured trial trains with
-    assert (trial.enabled, trial.epochs, trial.teacher, trial.freeze_bn_epoch, trial.freeze_observers_epoch) == (True, 1, "float_student", 1, 1)
+    assert (trial.enabled, trial.epochs, trial.teacher, trial.freeze_bn_epoch, trial.freeze_observers_epoch) == (
+        True,
+        1,
+        "float_student",
+        1,
+        1,
+    )
     path = tmp_path / "qad.yaml"
     path.write_text(yaml.safe_dump(original))
     patched = load_recipe(write_patched_recipe(path, original, result["apply"], "feedback applied"))  # loads: freeze epochs fit

@@ -74,8 +74,10 @@ def test_plan_follows_onnxruntime(prepared) -> None:
 def test_fake_quant_error_at_most_half_a_step_per_layer(prepared, digits) -> None:
     model, plan, *_ = prepared
     seen = []
-    hooks = [qz.register_forward_hook(lambda m, a, o: seen.append((m, a[0].detach().clone(), o.detach().clone())))
-             for qz in getattr(model, qat.QUANTIZERS)]
+    hooks = [
+        qz.register_forward_hook(lambda m, a, o: seen.append((m, a[0].detach().clone(), o.detach().clone())))
+        for qz in getattr(model, qat.QUANTIZERS)
+    ]
     with torch.no_grad():
         model(torch.from_numpy(digits[0][:32]))
     for h in hooks:
@@ -119,7 +121,11 @@ def test_biases_are_onnxruntime_int32_biases(prepared) -> None:
         m = modules[spec["module"]]
         w, w_scale = qat._fq(m, qat.folded_weight(m))
         bn = getattr(m, "bn", None)
-        bias = m.bias if bn is None else ((m.bias if m.bias is not None else 0) - bn.running_mean) * bn.weight / torch.sqrt(bn.running_var + bn.eps) + bn.bias
+        bias = (
+            m.bias
+            if bn is None
+            else ((m.bias if m.bias is not None else 0) - bn.running_mean) * bn.weight / torch.sqrt(bn.running_var + bn.eps) + bn.bias
+        )
         with torch.no_grad():
             fq = qat._fq_bias(m, bias, w_scale)
         scale = (m.input_quant.scale * w_scale).numpy()

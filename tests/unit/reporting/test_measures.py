@@ -27,9 +27,9 @@ def test_transfer_efficiency_and_its_undefined_case() -> None:
 
 def test_error_reduction_counts_by_hand() -> None:
     y = np.zeros(6, dtype=int)
-    teacher = np.array([0, 0, 0, 0, 1, 0])   # right on 0 1 2 3 5
+    teacher = np.array([0, 0, 0, 0, 1, 0])  # right on 0 1 2 3 5
     baseline = np.array([1, 1, 0, 0, 0, 1])  # wrong on 0 1 5 -> opportunities {0, 1, 5}
-    student = np.array([0, 1, 0, 1, 0, 0])   # right on 0 2 4 5 -> fixes 0 and 5; loses 3 (teacher and baseline right)
+    student = np.array([0, 1, 0, 1, 0, 0])  # right on 0 2 4 5 -> fixes 0 and 5; loses 3 (teacher and baseline right)
     er = m.error_reduction(y, teacher, baseline, student)
     assert er["value"] == pytest.approx(2 / 3)
     assert (er["fixed"], er["opportunities"], er["regressed"], er["teacher_correct"]) == (2, 3, 1, 5)

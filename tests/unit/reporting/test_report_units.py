@@ -21,9 +21,14 @@ def test_shipped_recipes_train_a_baseline(path: Path) -> None:
     assert yaml.safe_load(path.read_text())["report"]["baseline"] is True
 
 
-@pytest.mark.parametrize("report, message", [({"baseline": "sometimes"}, r"report\.baseline: Input should be a valid boolean"),
-                                             ({"samples": 2}, r"report\.samples: Input should be greater than or equal to 8"),
-                                             ({"baselines": True}, r"report\.baselines: unknown key")])
+@pytest.mark.parametrize(
+    "report, message",
+    [
+        ({"baseline": "sometimes"}, r"report\.baseline: Input should be a valid boolean"),
+        ({"samples": 2}, r"report\.samples: Input should be greater than or equal to 8"),
+        ({"baselines": True}, r"report\.baselines: unknown key"),
+    ],
+)
 def test_bad_report_keys_are_named(write_recipe, report: dict, message: str) -> None:
     with pytest.raises(RecipeError, match=message):
         load_recipe(write_recipe(report=report))
@@ -52,8 +57,13 @@ def test_winner_per_row() -> None:
     assert winner([0.9, 0.9], "higher", "pct") is None  # tie
     assert winner([0.91234, 0.91231], "higher", "pct") is None  # equal as displayed
     assert winner([None, 0.5], "higher", "num") is None  # one value: nothing to win
-    md = to_markdown({"runs": [{"name": "a"}, {"name": "b"}], "warnings": ["runs used different data (x)"],
-                      "rows": [{"metric": "DQI", "better": "higher", "display": ["0.100", "0.200"], "winner": 1}]})
+    md = to_markdown(
+        {
+            "runs": [{"name": "a"}, {"name": "b"}],
+            "warnings": ["runs used different data (x)"],
+            "rows": [{"metric": "DQI", "better": "higher", "display": ["0.100", "0.200"], "winner": 1}],
+        }
+    )
     assert "| DQI (higher is better) | 0.100 | **0.200** | b |" in md and "**Warning:** runs used different data" in md
 
 

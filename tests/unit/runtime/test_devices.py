@@ -39,7 +39,9 @@ def test_absent_cuda_through_the_cli_is_exit_2_before_any_work(cli, write_recipe
     monkeypatch.setattr(devices, "_cuda_count", lambda: 0)
     result = cli("teacher", write_recipe(), "--device", "cuda")
     assert result.exit_code == 2
-    assert result.stderr.strip().splitlines() == ["Error: device 'cuda' is not available: " + result.stderr.split("available: ", 1)[1].strip()]
+    assert result.stderr.strip().splitlines() == [
+        "Error: device 'cuda' is not available: " + result.stderr.split("available: ", 1)[1].strip()
+    ]
     assert not (tmp_path / "run" / "teacher").exists()
 
 

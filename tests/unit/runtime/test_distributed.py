@@ -28,8 +28,9 @@ def as_rank(monkeypatch: pytest.MonkeyPatch):
 
 def tiny_split(n: int = 30) -> Split:
     images = np.arange(n, dtype=np.float32)
-    return Split("train", [f"s{i}" for i in range(n)], np.zeros(n, dtype=np.int64), ["a"], lambda i: images[i],
-                 lambda img: torch.tensor([img]))
+    return Split(
+        "train", [f"s{i}" for i in range(n)], np.zeros(n, dtype=np.int64), ["a"], lambda i: images[i], lambda img: torch.tensor([img])
+    )
 
 
 def ids_per_batch(batches) -> list[list[int]]:
@@ -136,8 +137,9 @@ def _gather_worker(rank: int, world: int, store_path: str, out_path: str) -> Non
 
     import torch.distributed as dist
 
-    dist.init_process_group("gloo", store=dist.FileStore(store_path, world), rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=60))
+    dist.init_process_group(
+        "gloo", store=dist.FileStore(store_path, world), rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60)
+    )
     distributed._group = distributed.Group(rank, world, rank, "gloo", torch.device("cpu"), 60.0)
     try:
         full = np.arange(41 * 3, dtype=np.int16).reshape(41, 3) * (1 - 2 * (np.arange(41 * 3).reshape(41, 3) % 2))

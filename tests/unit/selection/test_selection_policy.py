@@ -127,8 +127,9 @@ def test_el2n_and_forgetting_scores() -> None:
     teacher = onehot_logits(targets)
     right, wrong = onehot_logits(np.array([0])), onehot_logits(np.array([1]))
     # sample 0 always right; sample 1 right, wrong, right (one forgetting event); sample 2 never right
-    history = np.stack([np.concatenate([right, right, wrong]), np.concatenate([right, wrong, wrong]),
-                        np.concatenate([right, right, wrong])])
+    history = np.stack(
+        [np.concatenate([right, right, wrong]), np.concatenate([right, wrong, wrong]), np.concatenate([right, right, wrong])]
+    )
     e_right = math.sqrt((1 - math.exp(5) / (math.exp(5) + 2)) ** 2 + 2 / (math.exp(5) + 2) ** 2)
     el2n = SELECTORS.build("el2n").score(teacher, targets, student_history=history)
     assert el2n[0] == pytest.approx(e_right) and el2n[0] < el2n[1] < el2n[2]
@@ -147,8 +148,10 @@ def test_steps_and_cost() -> None:
 
 
 def test_refresh_changes_the_index_when_the_student_changes() -> None:
-    recipe = Recipe(data=DataConfig(source="digits", image_size=8, max_samples=60, augment={"enabled": False}),
-                    select=SelectConfig(top_k_ratio=0.3, refresh_every=2))
+    recipe = Recipe(
+        data=DataConfig(source="digits", image_size=8, max_samples=60, augment={"enabled": False}),
+        select=SelectConfig(top_k_ratio=0.3, refresh_every=2),
+    )
     train = load_splits(recipe.data).train
     rng = np.random.default_rng(0)
     teacher = rng.normal(size=(len(train), 10)).astype(np.float32)
@@ -176,8 +179,9 @@ def test_refresh_changes_the_index_when_the_student_changes() -> None:
 def test_refresh_by_reducible_loss_and_the_subset_default() -> None:
     # a subset re-mined by default: every epoch, hard; by reducible_loss when asked
     data = DataConfig(source="digits", image_size=8, max_samples=60, augment={"enabled": False})
-    recipe = Recipe(data=data, select=SelectConfig(top_k_ratio=0.3, refresh_by="reducible_loss"),
-                    distill={"epochs": 4, "critical": {"mode": "subset"}})
+    recipe = Recipe(
+        data=data, select=SelectConfig(top_k_ratio=0.3, refresh_by="reducible_loss"), distill={"epochs": 4, "critical": {"mode": "subset"}}
+    )
     train = load_splits(recipe.data).train
     teacher = np.random.default_rng(1).normal(size=(len(train), 10)).astype(np.float32)
     torch.manual_seed(0)

@@ -46,8 +46,10 @@ def test_pick_critical_top_k_and_class_balanced() -> None:
     assert top.mask.tolist() == [True, True, False, False, False, False]
     bal = pick_critical(scores, targets, Recipe(select=SelectConfig(top_k_ratio=0.34, policy="hard")))  # class-balanced by default
     assert bal.mask.tolist() == [True, False, False, False, True, False]
-    assert bal.policy == "hard" and bal.per_class == {"0": {"available": 3, "quota": 1, "taken": 1},
-                                                      "1": {"available": 3, "quota": 1, "taken": 1}}
+    assert bal.policy == "hard" and bal.per_class == {
+        "0": {"available": 3, "quota": 1, "taken": 1},
+        "1": {"available": 3, "quota": 1, "taken": 1},
+    }
 
 
 @pytest.mark.parametrize("name", SELECTORS.names())

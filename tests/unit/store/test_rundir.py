@@ -57,8 +57,13 @@ def test_records_vouch_only_for_their_own_verified_files(tmp_path: Path) -> None
         (tmp_path / stage).mkdir()
         (tmp_path / stage / name).write_text(stage)
     teacher = StageRecord("fp", {}, {"teacher/teacher.pt": sha256_file(tmp_path / "teacher" / "teacher.pt")}, 0.0, 1.0)
-    select = StageRecord("fp", {"artifacts": {"teacher/teacher.pt": teacher.outputs["teacher/teacher.pt"]}},
-                         {"select/index.csv": sha256_file(tmp_path / "select" / "index.csv")}, 0.0, 1.0)
+    select = StageRecord(
+        "fp",
+        {"artifacts": {"teacher/teacher.pt": teacher.outputs["teacher/teacher.pt"]}},
+        {"select/index.csv": sha256_file(tmp_path / "select" / "index.csv")},
+        0.0,
+        1.0,
+    )
     run.write_record("teacher", teacher)
     run.write_record("select", select)
     assert json.loads(run.record_path("select").read_text())["outputs"] == select.outputs

@@ -33,8 +33,15 @@ def models() -> tuple[torch.nn.Module, torch.nn.Module]:
 
 def make(specs: list[dict[str, Any]], **kwargs: Any) -> Distiller:
     student, teacher = models()
-    return Distiller([LossSpec(**s) for s in specs], student, student_arch="test_efficientnet", sample=torch.randn(2, 1, 16, 16),
-                     teacher=teacher, teacher_arch="test_resnet", **kwargs)
+    return Distiller(
+        [LossSpec(**s) for s in specs],
+        student,
+        student_arch="test_efficientnet",
+        sample=torch.randn(2, 1, 16, 16),
+        teacher=teacher,
+        teacher_arch="test_resnet",
+        **kwargs,
+    )
 
 
 def batch(b: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,8 +85,9 @@ def test_one_distill_step_with_every_registered_loss(kind: str) -> None:
 
 
 def test_connectors_are_not_exported() -> None:
-    d = make([{"kind": "fitnet", "student": "2", "teacher": "2"}, {"kind": "attn_mse", "student": "2", "teacher": "2"}],
-             balance="uncertainty")
+    d = make(
+        [{"kind": "fitnet", "student": "2", "teacher": "2"}, {"kind": "attn_mse", "student": "2", "teacher": "2"}], balance="uncertainty"
+    )
     assert list(d.model.connectors) == ["2__2"]  # one connector per tap pair, shared
     plain = create_model("test_efficientnet", 10, 1)
     assert set(d.model.student.state_dict()) == set(plain.state_dict())
@@ -91,10 +99,13 @@ def test_bad_taps_and_unbridgeable_shapes_are_one_line_recipe_errors() -> None:
         make([{"kind": "ce"}, {"kind": "fitnet", "student": "7", "teacher": "2"}, {"kind": "at", "student": "1", "teacher": "layer9"}])
     msg = str(exc.value)
     assert "\n" not in msg
-    assert ("distill.losses[1].student: layer '7' not in test_efficientnet's taps "
-            "(valid: 0, 1, 2, 3, 4 or a module path like blocks.2.0)") in msg
+    assert (
+        "distill.losses[1].student: layer '7' not in test_efficientnet's taps (valid: 0, 1, 2, 3, 4 or a module path like blocks.2.0)"
+    ) in msg
     assert "distill.losses[2].teacher: layer 'layer9' not in test_resnet's taps" in msg
-    with pytest.raises(RecipeError, match=r"distill\.losses\[0\] \(fitnet\): cannot connect student tap \(64, 1, 1\) to teacher tap \(96,\)"):
+    with pytest.raises(
+        RecipeError, match=r"distill\.losses\[0\] \(fitnet\): cannot connect student tap \(64, 1, 1\) to teacher tap \(96,\)"
+    ):
         make([{"kind": "fitnet", "student": "4", "teacher": "global_pool"}])
 
 

@@ -268,9 +268,7 @@ def test_connector_identity_when_shapes_match() -> None:
     assert isinstance(build_connector((8,), (8,)), nn.Identity)
 
 
-@pytest.mark.parametrize(
-    ("student", "teacher"), [((8, 8, 8), (16, 4, 4)), ((8, 2, 2), (16, 4, 4)), ((8, 4, 4), (8, 2, 3)), ((8,), (16,))]
-)
+@pytest.mark.parametrize(("student", "teacher"), [((8, 8, 8), (16, 4, 4)), ((8, 2, 2), (16, 4, 4)), ((8, 4, 4), (8, 2, 3)), ((8,), (16,))])
 def test_connector_maps_to_teacher_shape(student: tuple[int, ...], teacher: tuple[int, ...]) -> None:
     conn = build_connector(student, teacher)
     assert isinstance(conn, Connector)
@@ -334,10 +332,10 @@ def test_one_step_with_every_registered_loss(name: str) -> None:
     assert LOSSES.check_kwargs(name, kwargs) == []
     loss = LOSSES.build(name, **kwargs)
     b = 4
-    student = {"student.logits": torch.randn(b, 10, requires_grad=True),
-               "student.feat.a": torch.randn(b, 6, 3, 3, requires_grad=True)}
-    outputs = Recording({**student, "teacher.logits": torch.randn(b, 10), "teacher.feat.a": torch.randn(b, 6, 3, 3),
-                         "targets": torch.randint(0, 10, (b,))})
+    student = {"student.logits": torch.randn(b, 10, requires_grad=True), "student.feat.a": torch.randn(b, 6, 3, 3, requires_grad=True)}
+    outputs = Recording(
+        {**student, "teacher.logits": torch.randn(b, 10), "teacher.feat.a": torch.randn(b, 6, 3, 3), "targets": torch.randint(0, 10, (b,))}
+    )
     assert set(loss.requires) <= set(outputs)
     value = loss(outputs)
     assert outputs.read <= set(loss.requires) | OPTIONAL_KEYS

@@ -76,9 +76,17 @@ def test_too_little_disk_stops_before_writing_with_the_numbers(tmp_path: Path, m
 
 
 def test_the_cache_key_follows_the_augmentation_draws_and_top_k(tmp_path: Path) -> None:
-    base = ["data.max_samples=60", "data.image_size=16", "teacher.arch=test_resnet", "student.arch=test_efficientnet",
-            f"select.cache_dir={tmp_path / 'cache'}", "distill.teacher_targets=replay", "distill.replay.draws=2",
-            "distill.replay.top_k=3", "data.augment.scale=[0.5, 1.0]"]
+    base = [
+        "data.max_samples=60",
+        "data.image_size=16",
+        "teacher.arch=test_resnet",
+        "student.arch=test_efficientnet",
+        f"select.cache_dir={tmp_path / 'cache'}",
+        "distill.teacher_targets=replay",
+        "distill.replay.draws=2",
+        "distill.replay.top_k=3",
+        "data.augment.scale=[0.5, 1.0]",
+    ]
     ckpt = tmp_path / "teacher.pt"
     save_checkpoint(ckpt, create_model("test_resnet", 10, 1), "test_resnet", 10, 1)
 
@@ -91,8 +99,13 @@ def test_the_cache_key_follows_the_augmentation_draws_and_top_k(tmp_path: Path) 
     key, st = status()
     assert st == "miss"
     assert status() == (key, "hit")
-    for changed in (["data.augment.scale=[0.6, 1.0]"], ["data.augment.hflip=0.5"], ["distill.replay.draws=3"],
-                    ["distill.replay.top_k=4"], ["seed=1"]):
+    for changed in (
+        ["data.augment.scale=[0.6, 1.0]"],
+        ["data.augment.hflip=0.5"],
+        ["distill.replay.draws=3"],
+        ["distill.replay.top_k=4"],
+        ["seed=1"],
+    ):
         other, st = status(*changed)
         assert st == "miss" and other != key, changed
     # mixing happens in distill on the replayed distributions: it does not change the stored labels

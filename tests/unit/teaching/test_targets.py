@@ -29,8 +29,15 @@ from cann_distill.teaching.targets import (
 )
 from cann_distill.training.loop import ce_step, fit
 
-AUGMENT = ["data.max_samples=60", "data.image_size=16", "teacher.arch=test_resnet", "student.arch=test_efficientnet",
-           "data.augment.scale=[0.4, 1.0]", "data.augment.hflip=0.5", "data.augment.color_jitter=0.3"]
+AUGMENT = [
+    "data.max_samples=60",
+    "data.image_size=16",
+    "teacher.arch=test_resnet",
+    "student.arch=test_efficientnet",
+    "data.augment.scale=[0.4, 1.0]",
+    "data.augment.hflip=0.5",
+    "data.augment.color_jitter=0.3",
+]
 
 
 def recipe(*overrides: str) -> Recipe:
@@ -93,8 +100,15 @@ def test_top_k_targets_sum_to_one_and_spread_the_rest_uniformly() -> None:
 def _distiller(teacher: torch.nn.Module, sample: torch.Tensor) -> Distiller:
     torch.manual_seed(1)
     student = create_model("test_efficientnet", 10, 1)
-    return Distiller([LossSpec(kind="kd", temperature=4.0)], student, student_arch="test_efficientnet", sample=sample,
-                     teacher=teacher, teacher_arch="test_resnet", force_teacher=True)
+    return Distiller(
+        [LossSpec(kind="kd", temperature=4.0)],
+        student,
+        student_arch="test_efficientnet",
+        sample=sample,
+        teacher=teacher,
+        teacher_arch="test_resnet",
+        force_teacher=True,
+    )
 
 
 def test_online_and_replay_give_the_same_loss_with_one_draw_and_every_class() -> None:
@@ -149,13 +163,16 @@ def test_mode_defaults_and_replay_spec() -> None:
 def test_targets_the_source_cannot_give_are_recipe_errors() -> None:
     with pytest.raises(RecipeError, match=r"distill\.replay\.top_k: 11 is more than the 10 classes"):
         check_recipe(recipe("distill.teacher_targets=replay", "distill.replay.top_k=11"))
-    errors = recipe_errors(recipe("distill.teacher_targets=replay",
-                                  "distill.losses=[{kind: kd}, {kind: fitnet, student: '2', teacher: '2'}, {kind: rkd}]"))
+    errors = recipe_errors(
+        recipe("distill.teacher_targets=replay", "distill.losses=[{kind: kd}, {kind: fitnet, student: '2', teacher: '2'}, {kind: rkd}]")
+    )
     assert len(errors) == 2
     assert errors[0].startswith("distill.losses[1] (fitnet): reads teacher features, which only distill.teacher_targets: online")
     assert errors[1].startswith("distill.losses[2] (rkd): needs the teacher's raw logits, but replayed targets are top-k")
     assert recipe_errors(recipe("distill.teacher_targets=cached", "distill.losses=[{kind: rkd}]")) == []  # raw logits are cached
-    mixed = recipe_errors(recipe("distill.teacher_targets=cached", "data.augment.mixup_alpha=0.2", "distill.losses=[{kind: ce}, {kind: rkd}]"))
+    mixed = recipe_errors(
+        recipe("distill.teacher_targets=cached", "data.augment.mixup_alpha=0.2", "distill.losses=[{kind: ce}, {kind: rkd}]")
+    )
     assert mixed and "mixup/cutmix mixes the cached distributions" in mixed[0]
     assert recipe_errors(recipe("distill.teacher_targets=online", "distill.losses=[{kind: rkd}]")) == []
 
@@ -188,5 +205,6 @@ def test_top_k_over_the_class_count_is_exit_2_before_any_work(cli, write_recipe,
     result = cli("run", recipe_path)
     assert result.exit_code == 2
     assert [line for line in result.stderr.splitlines() if line.startswith("Error:")] == [
-        "Error: distill.replay.top_k: 12 is more than the 10 classes"]
+        "Error: distill.replay.top_k: 12 is more than the 10 classes"
+    ]
     assert not (tmp_path / "run" / "teacher").exists()

@@ -36,8 +36,18 @@ def test_epoch_hooks_change_the_sampler_and_extend_the_history() -> None:
         return ce_step(model, batch)
 
     cfg = TrainConfig(epochs=3, lr=0.1)
-    history = fit(torch.nn.Linear(4, 2), split, cfg, 5, step, 0, "toy", sampler=sampler,
-                  on_epoch_start=on_start, on_epoch_end=lambda e, row: ends.append(row["epoch"]))
+    history = fit(
+        torch.nn.Linear(4, 2),
+        split,
+        cfg,
+        5,
+        step,
+        0,
+        "toy",
+        sampler=sampler,
+        on_epoch_start=on_start,
+        on_epoch_end=lambda e, row: ends.append(row["epoch"]),
+    )
     assert seen == [set(range(5)), set(range(20)), set(range(20))]
     assert [row["samples"] for row in history] == [5, 20, 20]
     assert ends == [1, 2, 3]
@@ -96,8 +106,14 @@ def toy_images(n: int = 24) -> Split:
 
 def toy_net() -> torch.nn.Module:
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Dropout(0.2),
-                               torch.nn.Flatten(), torch.nn.Linear(64, 2))
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(0.2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, 2),
+    )
 
 
 def test_lr_warmup_then_cosine() -> None:
@@ -190,15 +206,35 @@ def test_ctrl_c_saves_and_resume_is_bit_exact(tmp_path: Path, at: int, after_for
     ckpt = Checkpointing(tmp_path / "resume.pt", "fp-1", command="resume me")
     model = toy_net()
     with pytest.raises(KeyboardInterrupt):
-        fit(model, split, cfg, 8, Interrupt(at, after_forward), 0, "toy", val=split, sampler=SubsetSampler(range(24), sampler_seed),
-            checkpoint=ckpt)
+        fit(
+            model,
+            split,
+            cfg,
+            8,
+            Interrupt(at, after_forward),
+            0,
+            "toy",
+            val=split,
+            sampler=SubsetSampler(range(24), sampler_seed),
+            checkpoint=ckpt,
+        )
     saved = torch.load(ckpt.path, weights_only=True)
     assert (saved["epoch"], saved["batch"]) == divmod(at, 3)
 
     resumed = toy_net()  # fresh weights: everything comes from the checkpoint
     torch.manual_seed(123)  # and whatever the global RNG holds
-    history = fit(resumed, split, cfg, 8, ce_step, 0, "toy", val=split, sampler=SubsetSampler(range(24), sampler_seed),
-                  checkpoint=Checkpointing(ckpt.path, "fp-1", resume=True))
+    history = fit(
+        resumed,
+        split,
+        cfg,
+        8,
+        ce_step,
+        0,
+        "toy",
+        val=split,
+        sampler=SubsetSampler(range(24), sampler_seed),
+        checkpoint=Checkpointing(ckpt.path, "fp-1", resume=True),
+    )
     assert history.resumed_from == {"epoch": at // 3 + 1, "step": at % 3 + 1}
     assert [r["loss"] for r in history] == pytest.approx([r["loss"] for r in ref], rel=0, abs=0)
     assert history.best_epoch == ref.best_epoch
@@ -225,5 +261,13 @@ def test_resume_refuses_another_fingerprint_and_nan_keeps_the_last_checkpoint(tm
     assert f"last good checkpoint ({ckpt.path}, end of epoch 1) is kept" in msg and "\n" not in msg
     assert torch.load(ckpt.path, weights_only=True)["epoch"] == 1
     with pytest.raises(UsageError, match=r"--resume: .*resume\.pt was saved by another configuration"):
-        fit(toy_net(), split, TrainConfig(epochs=3, lr=0.05), 8, ce_step, 0, "distill",
-            checkpoint=Checkpointing(ckpt.path, "fp-2", resume=True))
+        fit(
+            toy_net(),
+            split,
+            TrainConfig(epochs=3, lr=0.05),
+            8,
+            ce_step,
+            0,
+            "distill",
+            checkpoint=Checkpointing(ckpt.path, "fp-2", resume=True),
+        )
