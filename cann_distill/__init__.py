@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from cann_distill.api import run_pipeline, run_stages  # noqa: E402
 from cann_distill.core.errors import CannDistillError, RecipeError, StageError  # noqa: E402
 from cann_distill.core.recipe import Recipe, load_recipe  # noqa: E402
+from cann_distill.core.version import __version__
 
 __all__ = ["CannDistillError", "Recipe", "RecipeError", "StageError", "load_recipe", "run_pipeline", "run_stages", "__version__"]

@@ -9,13 +9,14 @@ from typing import Iterable, Optional, Sequence, Union
 from rich.markup import escape
 
 from cann_distill.core.errors import ArtifactError, GateError, UsageError
+from cann_distill.core.files import sha256_json
 from cann_distill.core.recipe import Recipe, load_recipe, read_yaml
 from cann_distill.data.loading import forget_listings
 from cann_distill.runtime import distributed
 from cann_distill.runtime.devices import Runtime, channels_last_for, resolve_device
 from cann_distill.runtime.terminal import ui
 from cann_distill.stages import STAGE_ORDER, STAGES, Stage, StageResult, is_current, run_stage
-from cann_distill.store.rundir import RunDir, sha256_json
+from cann_distill.store.rundir import RunDir
 
 
 def run_dir_of(recipe: Recipe, run_dir: Union[str, Path, None] = None) -> RunDir:

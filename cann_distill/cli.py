@@ -12,8 +12,8 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
-from cann_distill import __version__
 from cann_distill.core.errors import CannDistillError, cut
+from cann_distill.core.version import __version__
 from cann_distill.runtime import distributed
 from cann_distill.runtime.terminal import ui
 

@@ -24,14 +24,15 @@ import numpy as np
 import onnx
 
 from cann_distill.core.errors import StageError, UsageError
+from cann_distill.core.files import write_json_atomic, write_text_atomic
+from cann_distill.core.paths import resolve_cache_dir
 from cann_distill.core.recipe import HardwareProfile, Recipe, ValidateConfig, hardware_profile, timm_archs
 from cann_distill.core.registry import suggest
 from cann_distill.quant import ort as q
 from cann_distill.quant.export import export_onnx
 from cann_distill.quant.profiles import basis, effective_validate, limits, misses
 from cann_distill.runtime.terminal import ui
-from cann_distill.store.cache import resolve_cache_dir
-from cann_distill.store.rundir import library_versions, write_json_atomic, write_text_atomic
+from cann_distill.store.rundir import library_versions
 
 log = logging.getLogger(__name__)
 
@@ -287,7 +288,7 @@ def fit_path(recipe_path: Path) -> Path:
 
 def make_setup(recipe: Recipe, profile: HardwareProfile) -> Setup:
     from cann_distill.data.loading import channels_of, load_splits
-    from cann_distill.stages.validate import calibration_images, stack
+    from cann_distill.quant.calibration import calibration_images, stack
 
     cfg = effective_validate(recipe.validate_, profile)
     provider, warning = q.resolve_provider(cfg.provider or profile.provider)

@@ -35,8 +35,9 @@ from cann_distill.api import run_stages
 from cann_distill.core.recipe import load_recipe, resource_dir
 from cann_distill.data.loading import load_splits
 from cann_distill.quant import ort as q
+from cann_distill.quant.calibration import calibration_images
 from cann_distill.runtime.terminal import ui
-from cann_distill.stages.validate import Quantizer, apply_changes, calibration_images, onnx_logits, topk
+from cann_distill.stages.validate import Quantizer, apply_changes, onnx_logits, topk
 
 RECIPES = ("mobilenetv3_small_050_from_resnet18_digits.yaml", "resnet10t_from_resnet18_digits.yaml")
 

@@ -24,6 +24,7 @@ from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cann_distill.core.errors import RecipeError, UsageError, cut, preview
+from cann_distill.core.registries import DEVICE_PATTERN, LOSSES, SCHEDULES, SELECTORS
 from cann_distill.core.registry import suggest
 from cann_distill.core.safeyaml import (
     Document,
@@ -35,10 +36,6 @@ from cann_distill.core.safeyaml import (
     text_problem,
     value_errors,
 )
-from cann_distill.runtime.devices import DEVICE_PATTERN
-from cann_distill.selection import SELECTORS
-from cann_distill.teaching.losses import LOSSES
-from cann_distill.teaching.temperature import SCHEDULES
 
 
 class Strict(BaseModel):

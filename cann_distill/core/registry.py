@@ -6,6 +6,7 @@ Recipes refer to components by short names only: loading a recipe never imports 
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
 import json
 import typing
@@ -31,9 +32,15 @@ def suggest(name: str, known: list[str], n: int = 3) -> str:
 class Registry(Generic[T]):
     """Name → component. `@REG.register` or `@REG.register("name")` both work."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, provider: Optional[str] = None) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._provider = provider  # module whose import registers the built-ins; loaded on first lookup
+
+    def _load(self) -> None:
+        if self._provider is not None:
+            provider, self._provider = self._provider, None
+            importlib.import_module(provider)
 
     @overload
     def register(self, name_or_obj: str) -> Callable[[T], T]: ...
@@ -58,9 +65,11 @@ class Registry(Generic[T]):
         self._items[name] = obj
 
     def names(self) -> list[str]:
+        self._load()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
+        self._load()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:
@@ -70,6 +79,7 @@ class Registry(Generic[T]):
         return f"unknown {self.kind} {preview(name)} (known: {', '.join(self.names())})"
 
     def get(self, name: str) -> T:
+        self._load()
         if name not in self._items:
             raise KeyError(self.unknown_message(name))
         return self._items[name]

@@ -38,7 +38,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL.JpegImagePlugin import JpegImageFile
 from PIL.PngImagePlugin import PngImageFile
 
-from cann_distill.store.rundir import write_text_atomic
+from cann_distill.core.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 

@@ -552,8 +552,8 @@ def forget_listings() -> None:
 
 
 def _bad_images(cfg: DataConfig, root: Path, entries: list[FileEntry]) -> dict[str, str]:
+    from cann_distill.core.paths import default_cache_dir
     from cann_distill.runtime.terminal import ui
-    from cann_distill.store.cache import default_cache_dir
 
     def progress(items: Any) -> Any:
         items = list(items)

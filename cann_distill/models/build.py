@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
 
 from cann_distill.core.errors import ArtifactError, StageError
+from cann_distill.core.files import atomic_path
 from cann_distill.core.recipe import DataConfig, ModelConfig, TeacherConfig, timm_archs
 from cann_distill.core.registry import suggest
 
@@ -139,3 +141,34 @@ def with_teacher_input(model: nn.Module, data: "DataConfig", teacher: "TeacherCo
     """The teacher as every stage must run it: inputs re-normalised to its own statistics first."""
     renorm = teacher_input(data, teacher)
     return model if renorm.identity else nn.Sequential(renorm, model)
+
+
+def weights_fingerprint(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over names, dtypes, shapes and bytes: checkpoint files differ between saves, weights do not."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def checkpoint_weights_fingerprint(cache_root: Path, path: Path, file_sha256: str) -> str:
+    """weights_fingerprint of a checkpoint, memoised by the file's sha256 (which the runner already knows).
+
+    A file determines its weights, so the memo never goes stale; a damaged memo only costs a cache miss.
+    """
+    memo = Path(cache_root) / "weights" / f"{file_sha256}.txt"
+    try:
+        known = memo.read_text().strip()
+        if len(known) == 64 and all(c in "0123456789abcdef" for c in known):
+            return known
+    except (OSError, UnicodeDecodeError):
+        pass
+    fingerprint = weights_fingerprint(read_checkpoint(path)["state_dict"])
+    try:
+        with atomic_path(memo) as tmp:
+            tmp.write_text(fingerprint + "\n")
+    except OSError:
+        pass  # an unwritable cache is reported when the outputs are stored
+    return fingerprint

@@ -182,7 +182,7 @@ def feedback_path(recipe_path: Path) -> Path:
 
 
 def write_patched_recipe(recipe_path: Path, original: dict[str, Any], apply: dict[str, Any], header: str) -> Path:
-    from cann_distill.store.rundir import write_text_atomic
+    from cann_distill.core.files import write_text_atomic
 
     out = feedback_path(recipe_path)
     text = yaml.safe_dump(patched_recipe(original, apply), sort_keys=False)

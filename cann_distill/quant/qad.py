@@ -26,6 +26,7 @@ from cann_distill.data.loading import Splits, make_mixup
 from cann_distill.models.build import build_model, create_model, read_checkpoint, save_checkpoint, with_teacher_input
 from cann_distill.quant import ort as q
 from cann_distill.quant import qat
+from cann_distill.quant.calibration import calibration_images
 from cann_distill.quant.export import export_onnx
 from cann_distill.runtime import distributed
 from cann_distill.runtime.devices import CPU, Runtime
@@ -52,8 +53,6 @@ class Prepared:
 
 def calibration(recipe: Recipe, splits: Splits) -> np.ndarray:
     """validate's calibration images (same samples, same seed), so QAD starts from validate's own PTQ ranges."""
-    from cann_distill.stages.validate import calibration_images  # validate imports distill: import at call time
-
     return calibration_images(splits.train, recipe.validate_.calibration.samples, recipe.seed)
 
 

@@ -17,8 +17,7 @@ from typing import Any, Optional
 from urllib.parse import unquote
 
 from cann_distill.core.errors import StageError, UsageError
-from cann_distill.stages.base import STAGE_ORDER
-from cann_distill.store.rundir import MANIFEST, RESOLVED, manifest_problem
+from cann_distill.store.rundir import MANIFEST, RESOLVED, STAGE_ORDER, manifest_problem
 from cann_distill.training.live import read_live
 
 TRAINING = ("teacher", "distill", "baseline")

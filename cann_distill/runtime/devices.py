@@ -19,10 +19,10 @@ import torch
 from torch import nn
 
 from cann_distill.core.errors import UsageError
+from cann_distill.core.registries import DEVICE_PATTERN
 
 log = logging.getLogger(__name__)
 
-DEVICE_PATTERN = r"^(auto|cpu|cuda|npu)(:\d+)?$"
 _SPEC = re.compile(DEVICE_PATTERN)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cann_distill.core import registries
 from cann_distill.core.registry import Registry
 
 
@@ -35,4 +36,4 @@ class Selector:
         raise NotImplementedError
 
 
-SELECTORS: Registry[type[Selector]] = Registry("selector")
+SELECTORS: Registry[type[Selector]] = registries.SELECTORS  # defined in core so the recipe schema can name it

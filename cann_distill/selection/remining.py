@@ -20,8 +20,8 @@ from cann_distill.data.loading import Split
 from cann_distill.runtime import distributed
 from cann_distill.runtime.devices import CPU, Runtime
 from cann_distill.selection.base import SELECTORS
+from cann_distill.selection.pick import pick_critical, report_selection
 from cann_distill.selection.policy import Selection
-from cann_distill.stages.select import pick_critical, report_selection
 from cann_distill.training.loop import predict
 
 

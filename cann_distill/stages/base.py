@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 from cann_distill.core.errors import MissingInputError, StageError
+from cann_distill.core.files import sha256_file, sha256_json
 from cann_distill.core.recipe import Recipe
 from cann_distill.data.loading import SAMPLE_INVARIANT
 from cann_distill.runtime import distributed
 from cann_distill.runtime.devices import CPU, Runtime
 from cann_distill.runtime.terminal import ui
-from cann_distill.store.rundir import RunDir, StageRecord, library_versions, sha256_file, sha256_json
-
-STAGE_ORDER = ("teacher", "select", "distill", "baseline", "validate", "report")
+from cann_distill.store.rundir import RunDir, StageRecord, library_versions
 
 
 @dataclass

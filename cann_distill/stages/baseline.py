@@ -19,14 +19,15 @@ import shutil
 from pathlib import Path
 from typing import Any, Optional
 
+from cann_distill.core.files import atomic_path, sha256_file, write_json_atomic
+from cann_distill.core.paths import resolve_cache_dir
 from cann_distill.core.recipe import Recipe, TrainConfig
 from cann_distill.data.loading import channels_of, data_fingerprint, load_splits, make_mixup
 from cann_distill.models.build import build_model, count_params, save_checkpoint
 from cann_distill.runtime.terminal import ui
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
 from cann_distill.stages.teacher import headline
-from cann_distill.store.cache import _origin_mismatch, cache_key, produced_by, read_sidecar, resolve_cache_dir
-from cann_distill.store.rundir import atomic_path, sha256_file, write_json_atomic
+from cann_distill.store.cache import _origin_mismatch, cache_key, produced_by, read_sidecar
 from cann_distill.training.live import EpochLog
 from cann_distill.training.loop import accuracy, ce_step, fit, predict, seed_everything
 

@@ -30,9 +30,10 @@ import numpy as np
 import torch
 
 from cann_distill.core.errors import ArtifactError
+from cann_distill.core.paths import resolve_cache_dir
 from cann_distill.core.recipe import DistillConfig, LossSpec, Recipe, refresh_epochs
 from cann_distill.data.loading import Split, Splits, channels_of, load_splits, loader, make_mixup
-from cann_distill.models.build import build_model, count_params, save_checkpoint, teacher_input
+from cann_distill.models.build import build_model, checkpoint_weights_fingerprint, count_params, save_checkpoint, teacher_input
 from cann_distill.quant.qad import run_phase as run_qad
 from cann_distill.runtime import distributed
 from cann_distill.runtime.terminal import ui
@@ -41,7 +42,7 @@ from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, registe
 from cann_distill.stages.select import INDEX, INDEX_FIELDS, LOGITS, SUMMARY, teacher_output_parts
 from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT
 from cann_distill.stages.teacher import headline
-from cann_distill.store.cache import OutputCache, checkpoint_weights_fingerprint, resolve_cache_dir
+from cann_distill.store.cache import OutputCache
 from cann_distill.store.rundir import RunDir
 from cann_distill.teaching.distiller import Distiller, Term
 from cann_distill.teaching.losses.feature import channel_weights_key

@@ -24,12 +24,13 @@ from cann_distill.reporting.schema import SCHEMA_ID, SCHEMA_VERSION
 from cann_distill.reporting.transfer import SHOWN, Tapped, logits_of, tap_features, transfer_metrics
 from cann_distill.runtime.terminal import ui
 from cann_distill.selection import SELECTORS
+from cann_distill.selection.pick import pick_critical
 from cann_distill.stages.base import Context, Stage, register_stage
 from cann_distill.stages.baseline import CHECKPOINT as BASELINE_CKPT
 from cann_distill.stages.baseline import METRICS as BASELINE_METRICS
 from cann_distill.stages.distill import CHECKPOINT as STUDENT_CKPT
 from cann_distill.stages.distill import METRICS as DISTILL_METRICS
-from cann_distill.stages.select import INDEX, pick_critical
+from cann_distill.stages.select import INDEX
 from cann_distill.stages.select import SUMMARY as SELECT_SUMMARY
 from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT
 from cann_distill.stages.teacher import METRICS as TEACHER_METRICS

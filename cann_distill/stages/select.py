@@ -15,9 +15,10 @@ import numpy as np
 import torch
 
 from cann_distill.core.errors import StageError
+from cann_distill.core.files import sha256_file
+from cann_distill.core.paths import resolve_cache_dir
 from cann_distill.core.recipe import (
     AugmentConfig,
-    MixConfig,
     Recipe,
     SelectTemperatureConfig,
     TrainConfig,
@@ -36,16 +37,15 @@ from cann_distill.data.loading import (
     load_splits,
     norm_stats,
 )
-from cann_distill.models.build import build_model, with_teacher_input
+from cann_distill.models.build import build_model, checkpoint_weights_fingerprint, with_teacher_input
 from cann_distill.runtime import distributed
 from cann_distill.runtime.devices import CPU, Runtime
 from cann_distill.runtime.terminal import ui
 from cann_distill.selection import SELECTORS, Selector
-from cann_distill.selection.policy import Selection, select_samples
+from cann_distill.selection.pick import pick_critical, report_selection
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
 from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT
-from cann_distill.store.cache import CacheStatus, OutputCache, cache_key, checkpoint_weights_fingerprint, resolve_cache_dir
-from cann_distill.store.rundir import sha256_file
+from cann_distill.store.cache import CacheStatus, OutputCache, cache_key
 from cann_distill.teaching.replay import ReplayStore, index_dtype
 from cann_distill.teaching.targets import ReplaySpec, check_recipe, label_draws, replay_spec, resolve_mode
 from cann_distill.teaching.temperature import per_sample_temperature
@@ -56,38 +56,6 @@ INDEX = "select/index.csv"
 SUMMARY = "select/summary.json"
 INDEX_FIELDS = ("id", "target", "score", "rank", "critical", "temperature")
 HIST_BINS = 10
-
-
-def pick_critical(
-    scores: np.ndarray, targets: np.ndarray, recipe: Recipe, classes: Optional[Sequence[str]] = None, seed: int = 0
-) -> Selection:
-    """The critical samples by the recipe's policy (`selection_policy`: its default follows distill.critical.mode)
-    and class balance (`cann_distill.selection.policy`)."""
-    cfg = recipe.select
-    names = list(classes) if classes is not None else [str(c) for c in range(int(np.max(targets, initial=-1)) + 1)]
-    mix = (cfg.mix or MixConfig(hard=1 / 3, medium=1 / 3, easy=1 / 3)).model_dump()
-    return select_samples(
-        scores,
-        targets,
-        names,
-        cfg.top_k_ratio,
-        policy=selection_policy(recipe),
-        mix=mix,
-        class_balanced=cfg.class_balanced,
-        scarce_below=cfg.scarce_below,
-        seed=seed,
-    )
-
-
-def report_selection(selection: Selection, what: str = "select") -> None:
-    """Say what the policy did that a user would not guess: small classes, an auto choice, empty classes."""
-    for note in selection.notes:
-        ui.info(f"[dim]{what}: {note}[/dim]")
-    if selection.empty:
-        ui.warn(
-            f"{what}: no critical sample in class(es) {', '.join(selection.empty[:10])}"
-            f"{' …' if len(selection.empty) > 10 else ''}; set select.class_balanced: true to keep every class"
-        )
 
 
 def index_temperatures(scores: np.ndarray, cfg: SelectTemperatureConfig) -> np.ndarray:

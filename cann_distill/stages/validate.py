@@ -12,13 +12,13 @@ import numpy as np
 import onnx
 import torch
 
-from cann_distill.core.errors import StageError
 from cann_distill.core.recipe import Recipe, ValidateConfig, hardware_profile, load_hardware_profile
 from cann_distill.data.loading import Split, channels_of, load_splits, loader
 from cann_distill.models.build import build_model, count_params, with_teacher_input
 from cann_distill.quant import latency as timing
 from cann_distill.quant import ort as q
 from cann_distill.quant import qad
+from cann_distill.quant.calibration import calibration_images, stack
 from cann_distill.quant.export import export_onnx
 from cann_distill.quant.feedback import QAD_ENABLED, gate, qat_config, set_dotted, split_changes, suggest_fixes
 from cann_distill.quant.gap import layer_gap
@@ -33,17 +33,6 @@ REPORT = "validate/validation.json"
 FP32 = "validate/student_fp32.onnx"
 INT8 = "validate/student_int8.onnx"
 QAT_CKPT = f"distill/{qad.CHECKPOINT_NAME}"
-
-
-def stack(split: Split, idx: np.ndarray) -> np.ndarray:
-    return torch.stack([split.fetch(int(i)) for i in idx]).numpy().astype(np.float32)
-
-
-def calibration_images(train: Split, samples: int, seed: int) -> np.ndarray:
-    if samples > len(train):
-        raise StageError(f"validate.calibration.samples asks for {samples} images but the training split has only {len(train)}")
-    idx = np.sort(np.random.default_rng(seed).permutation(len(train))[:samples])
-    return stack(train, idx)
 
 
 def onnx_logits(sessions: dict[str, Any], split: Split, batch: int = 256) -> dict[str, np.ndarray]:

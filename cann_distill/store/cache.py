@@ -19,64 +19,20 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from pathlib import Path
-from typing import Any, Callable, Literal, Mapping, Optional, Sequence
+from typing import Any, Callable, Literal, Optional, Sequence
 
 import numpy as np
-import torch
 
-from cann_distill import __version__
 from cann_distill.core.errors import preview
-from cann_distill.models.build import read_checkpoint
+from cann_distill.core.files import atomic_path, sha256_file, write_json_atomic
+from cann_distill.core.version import __version__
 from cann_distill.runtime.terminal import ui
-from cann_distill.store.rundir import atomic_path, sha256_file, write_json_atomic
 
 CACHE_VERSION = 2  # 2: sidecars record and are checked for what produced the entry
 CacheStatus = Literal["hit", "miss", "invalid"]
 SPOT_ROWS = 8  # rows a spot check recomputes
 SpotCheck = Callable[[Sequence[int]], np.ndarray]  # rows -> freshly computed outputs for them
-
-
-def default_cache_dir() -> Path:
-    """$XDG_CACHE_HOME/cann-distill, else ~/.cache/cann-distill."""
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "cann-distill"
-
-
-def resolve_cache_dir(configured: Optional[str]) -> Path:
-    return Path(configured).expanduser() if configured else default_cache_dir()
-
-
-def weights_fingerprint(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """sha256 over names, dtypes, shapes and bytes: checkpoint files differ between saves, weights do not."""
-    h = hashlib.sha256()
-    for name in sorted(state_dict):
-        t = state_dict[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}\n".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-def checkpoint_weights_fingerprint(cache_root: Path, path: Path, file_sha256: str) -> str:
-    """weights_fingerprint of a checkpoint, memoised by the file's sha256 (which the runner already knows).
-
-    A file determines its weights, so the memo never goes stale; a damaged memo only costs a cache miss.
-    """
-    memo = Path(cache_root) / "weights" / f"{file_sha256}.txt"
-    try:
-        known = memo.read_text().strip()
-        if len(known) == 64 and all(c in "0123456789abcdef" for c in known):
-            return known
-    except (OSError, UnicodeDecodeError):
-        pass
-    fingerprint = weights_fingerprint(read_checkpoint(path)["state_dict"])
-    try:
-        with atomic_path(memo) as tmp:
-            tmp.write_text(fingerprint + "\n")
-    except OSError:
-        pass  # an unwritable cache is reported when the outputs are stored
-    return fingerprint
 
 
 def produced_by(parts: dict[str, Any]) -> dict[str, Any]:

@@ -21,9 +21,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from cann_distill.core.errors import StageError
+from cann_distill.core.files import sha256_file, write_json_atomic
 from cann_distill.runtime.terminal import ui
 from cann_distill.store.cache import CacheStatus, read_sidecar
-from cann_distill.store.rundir import sha256_file, write_json_atomic
 
 FILES = ("values.npy", "indices.npy")
 

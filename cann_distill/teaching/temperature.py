@@ -29,6 +29,7 @@ from typing import overload
 
 import numpy as np
 
+from cann_distill.core import registries
 from cann_distill.core.registry import Registry
 
 
@@ -115,7 +116,7 @@ class TemperatureSchedule:
         """Called once per epoch with the epoch's KD loss; a no-op for fixed schedules."""
 
 
-SCHEDULES: Registry[type[TemperatureSchedule]] = Registry("temperature schedule")
+SCHEDULES: Registry[type[TemperatureSchedule]] = registries.SCHEDULES  # defined in core so the recipe schema can name it
 
 
 @SCHEDULES.register("constant")

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from cann_distill.store.rundir import write_json_atomic
+from cann_distill.core.files import write_json_atomic
 from cann_distill.training.loop import EpochEnd
 
 LIVE = ".live"

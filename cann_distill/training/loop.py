@@ -28,12 +28,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from cann_distill.core.errors import ArtifactError, StageError, UsageError
+from cann_distill.core.files import atomic_path
 from cann_distill.core.recipe import TrainConfig
 from cann_distill.data.loading import BatchMixup, Split, Transform, loader
 from cann_distill.runtime import distributed
 from cann_distill.runtime.devices import CPU, Runtime, peak_rss_mb
 from cann_distill.runtime.terminal import ui
-from cann_distill.store.rundir import atomic_path
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 StepFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, dict[str, float]]]

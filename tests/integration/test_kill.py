@@ -19,7 +19,7 @@ from typing import Callable
 import pytest
 import torch
 
-from cann_distill.store.rundir import sha256_file
+from cann_distill.core.files import sha256_file
 
 pytestmark = pytest.mark.slow
 

@@ -9,10 +9,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from cann_distill.core.files import sha256_file
 from cann_distill.core.recipe import load_recipe
 from cann_distill.data.loading import load_splits
 from cann_distill.models.build import build_model
-from cann_distill.store.rundir import sha256_file
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from cann_distill.store.rundir import sha256_file
+from cann_distill.core.files import sha256_file
 
 pytestmark = pytest.mark.slow
 

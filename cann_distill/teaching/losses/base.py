@@ -6,6 +6,7 @@ from typing import Literal, Mapping, Optional
 
 import torch
 
+from cann_distill.core import registries
 from cann_distill.core.registry import Registry
 
 Outputs = Mapping[str, torch.Tensor]
@@ -41,4 +42,4 @@ class Loss:
         raise NotImplementedError
 
 
-LOSSES: Registry[type[Loss]] = Registry("loss")
+LOSSES: Registry[type[Loss]] = registries.LOSSES  # defined in core so the recipe schema can name it

@@ -9,9 +9,9 @@ import torch
 from cann_distill.core.recipe import DataConfig, MixConfig, Recipe, SelectConfig
 from cann_distill.data.loading import load_splits
 from cann_distill.selection import SELECTORS
+from cann_distill.selection.pick import pick_critical
 from cann_distill.selection.policy import band_counts, equal_quotas, select_samples
 from cann_distill.selection.remining import Refresher, steps_in_epoch, training_cost
-from cann_distill.stages.select import pick_critical
 from cann_distill.training.loop import predict
 
 CLASSES = [str(c) for c in range(5)]

@@ -5,7 +5,7 @@ import pytest
 
 from cann_distill.core.recipe import Recipe, SelectConfig
 from cann_distill.selection import SELECTORS
-from cann_distill.stages.select import pick_critical
+from cann_distill.selection.pick import pick_critical
 
 # rows: confident, near the boundary, uniform
 LOGITS = np.array([[4.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])

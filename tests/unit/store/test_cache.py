@@ -6,16 +6,10 @@ import pytest
 import torch
 
 from cann_distill import __version__
-from cann_distill.store.cache import (
-    OutputCache,
-    cache_key,
-    checkpoint_weights_fingerprint,
-    default_cache_dir,
-    produced_by,
-    resolve_cache_dir,
-    weights_fingerprint,
-)
-from cann_distill.store.rundir import sha256_file
+from cann_distill.core.files import sha256_file
+from cann_distill.core.paths import default_cache_dir, resolve_cache_dir
+from cann_distill.models.build import checkpoint_weights_fingerprint, weights_fingerprint
+from cann_distill.store.cache import OutputCache, cache_key, produced_by
 
 ARR = np.arange(12, dtype=np.float32).reshape(4, 3)
 K1 = {"outputs": "logits", "weights": "w1"}  # what an entry is computed from

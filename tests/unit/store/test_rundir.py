@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 from cann_distill.core.errors import ArtifactError, MissingInputError, StageError
-from cann_distill.store.rundir import RunDir, StageRecord, atomic_path, sha256_file, write_json_atomic
+from cann_distill.core.files import atomic_path, sha256_file, write_json_atomic
+from cann_distill.store.rundir import RunDir, StageRecord
 
 
 def test_atomic_path_keeps_old_file_on_failure(tmp_path: Path) -> None:
