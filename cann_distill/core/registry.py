@@ -11,7 +11,7 @@ import inspect
 import json
 import typing
 from functools import lru_cache
-from typing import Any, Callable, Generic, Iterator, Optional, TypeVar, overload
+from typing import Any, Callable, Generic, Iterator, Optional, TypeVar, cast, overload
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
@@ -89,7 +89,7 @@ class Registry(Generic[T]):
 
         Returns (argument, message) pairs; empty when the arguments fit.
         """
-        sig = inspect.signature(self.get(name))
+        sig = inspect.signature(cast(Callable[..., Any], self.get(name)))
         params = {k: p for k, p in sig.parameters.items() if k != "self"}
         if any(p.kind is p.VAR_KEYWORD for p in params.values()):
             return []
@@ -109,7 +109,7 @@ class Registry(Generic[T]):
         return errors
 
     def build(self, name: str, **kwargs: Any) -> Any:
-        return self.get(name)(**kwargs)
+        return cast(Callable[..., Any], self.get(name))(**kwargs)
 
 
 def _type_hints(obj: Any) -> dict[str, Any]:

@@ -499,7 +499,7 @@ class DistillStage(Stage):
         cache = OutputCache(resolve_cache_dir(r.select.cache_dir))
         teacher_path = ctx.artifacts[TEACHER_CKPT]
         weights = checkpoint_weights_fingerprint(cache.root, teacher_path, ctx.hashes[TEACHER_CKPT])
-        status = {}
+        status: dict[str, str] = {}
         for tap in taps:
             channels = distiller.shapes[f"teacher.feat.{tap}"][0]
             batches = loader(train, r.select.batch_size, runtime=ctx.runtime)

@@ -46,7 +46,7 @@ class TeacherStage(Stage):
         model = build_model(cfg, len(train.classes), in_chans, role="teacher", classes=train.classes)
         epochs = cfg.train.epochs if (cfg.checkpoint is None or cfg.train_when_checkpoint) else 0
         source = "checkpoint" if cfg.checkpoint else ("pretrained" if cfg.pretrained else "scratch")
-        history = []
+        history: list[Any] = []
         net = with_teacher_input(model, r.data, cfg)  # a pretrained teacher sees inputs normalised its own way
         if epochs:
             tcfg = cfg.train.model_copy(update={"epochs": epochs})
