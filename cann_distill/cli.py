@@ -14,7 +14,6 @@ from typing_extensions import Annotated
 
 from cann_distill.core.errors import CannDistillError, cut
 from cann_distill.core.version import __version__
-from cann_distill.runtime import distributed
 from cann_distill.runtime.terminal import ui
 
 app = typer.Typer(
@@ -91,6 +90,8 @@ def _invoke(
     render: Callable[[Any], None] = _print_results,
     to_json: Callable[[Any], Any] = _stages_json,
 ) -> None:
+    from cann_distill.runtime import distributed  # imports torch: only when a command runs, never for --help
+
     follower = distributed.launched_rank() > 0  # under torchrun only rank 0 reports; the others say only what went wrong
     quiet = quiet or follower
     as_json = as_json and not follower
