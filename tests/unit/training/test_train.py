@@ -10,7 +10,8 @@ from cann_distill.core.recipe import TrainConfig
 from cann_distill.data.loading import Split
 from cann_distill.stages.distill import read_index
 from cann_distill.stages.select import INDEX_FIELDS
-from cann_distill.training.loop import Checkpointing, SubsetSampler, ce_step, cosine_factor, fit, lr_factor
+from cann_distill.training.loop import Checkpointing, SubsetSampler, ce_step, fit
+from cann_distill.training.update import cosine_factor, lr_factor
 
 
 def toy_split(n: int = 20) -> Split:
