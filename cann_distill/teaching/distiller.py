@@ -132,17 +132,34 @@ class Distiller:
         self.runs_teacher = bool(self.teacher_taps) or force_teacher
         if self.runs_teacher and teacher is None:
             raise ValueError("a teacher model is needed: a loss reads teacher feature taps")
+        _raise(self._tap_errors(specs, (("student", student, student_arch), ("teacher", teacher, teacher_arch))))
+        self._attach(student, student_arch, teacher, teacher_arch, teacher_input)
+        was_training = student.training
+        dry = self._dry_run(sample)  # one dry run for the shapes
+        self.shapes = {k: list(v.shape[1:]) for k, v in dry.items()}
+        connectors, errors = self._connectors(dry)
+        _raise(errors)
+        self.model = DistillModel(
+            student, nn.ModuleDict(connectors), UncertaintyBalance(len(self.terms)) if balance == "uncertainty" else None
+        )
+        _raise(self._loss_errors(dry, sample, was_training))
+        self.weights = torch.tensor([t.weight for t in self.terms], dtype=torch.float32)
 
+    def _tap_errors(self, specs: Sequence[LossSpec], models: Sequence[tuple[str, Optional[nn.Module], str]]) -> list[str]:
+        """Every tap a loss reads that its model does not have, with the recipe key that names it."""
         errors: list[str] = []
         for term, spec in zip(self.terms, specs):
-            for role, model, arch in (("student", student, student_arch), ("teacher", teacher, teacher_arch)):
+            for role, model, arch in models:
                 for name in _tap_names(term.loss.requires, role):
                     err = tap_error(model, arch, name) if model is not None else None
                     if err:
                         errors.append(f"distill.losses[{term.index}].{_which_arg(spec, role, name)}: {err}")
-        if errors:
-            raise RecipeError("; ".join(errors))
+        return errors
 
+    def _attach(
+        self, student: nn.Module, student_arch: str, teacher: Optional[nn.Module], teacher_arch: str, teacher_input: Optional[nn.Module]
+    ) -> None:
+        """The models and their tappers; the teacher frozen in eval mode."""
         self.student = student
         self.teacher = teacher.eval() if teacher is not None else None
         if self.teacher is not None:
@@ -153,7 +170,9 @@ class Distiller:
         self.teacher_tapper = FeatureTapper(teacher, self.teacher_taps, teacher_arch) if self.runs_teacher else None
         self.constants: dict[str, torch.Tensor] = {}  # e.g. teacher.chw.<tap>, added to every batch's outputs
 
-        # one dry run for the shapes
+    def _dry_run(self, sample: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The tapped outputs of one batch (eval mode, no grad), to learn their shapes."""
+        student = self.student
         was_training = student.training
         student.eval()
         with torch.no_grad():
@@ -161,9 +180,12 @@ class Distiller:
             if self.runs_teacher:
                 dry.update(self._teacher(sample))
         student.train(was_training)
-        self.shapes = {k: list(v.shape[1:]) for k, v in dry.items()}
+        return dry
 
+    def _connectors(self, dry: dict[str, torch.Tensor]) -> tuple[dict[str, nn.Module], list[str]]:
+        """A connector per (student tap, teacher tap) pair whose shapes differ; (connectors, problems)."""
         connectors: dict[str, nn.Module] = {}
+        errors: list[str] = []
         for term in self.terms:
             if not term.loss.elementwise:
                 continue
@@ -179,13 +201,11 @@ class Distiller:
             if not isinstance(conn, nn.Identity):
                 connectors[key] = conn
                 term.student_key, term.connector = s_key, key
-        if errors:
-            raise RecipeError("; ".join(errors))
-        self.model = DistillModel(
-            student, nn.ModuleDict(connectors), UncertaintyBalance(len(self.terms)) if balance == "uncertainty" else None
-        )
+        return connectors, errors
 
-        # every loss once on the dry-run outputs: shape problems surface now, as one line each
+    def _loss_errors(self, dry: dict[str, torch.Tensor], sample: torch.Tensor, was_training: bool) -> list[str]:
+        """Every loss once on the dry-run outputs: shape problems surface now, as one line each."""
+        errors: list[str] = []
         self.model.eval()
         with torch.no_grad():
             dry_out = {**dry, "targets": torch.zeros(sample.shape[0], dtype=torch.long)}
@@ -197,9 +217,7 @@ class Distiller:
                 except (ValueError, RuntimeError) as exc:
                     errors.append(f"distill.losses[{term.index}] ({term.kind}): {str(exc).splitlines()[0]}")
         self.model.train(was_training)
-        if errors:
-            raise RecipeError("; ".join(errors))
-        self.weights = torch.tensor([t.weight for t in self.terms], dtype=torch.float32)
+        return errors
 
     # ------------------------------------------------------------------ forward passes
 
@@ -273,3 +291,8 @@ class Distiller:
         if total is None:
             raise ValueError("channel_sensitivity: no batches")
         return (total / n).float().cpu().numpy()
+
+
+def _raise(errors: list[str]) -> None:
+    if errors:
+        raise RecipeError("; ".join(errors))
