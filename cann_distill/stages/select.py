@@ -43,6 +43,7 @@ from cann_distill.runtime.devices import CPU, Runtime
 from cann_distill.runtime.terminal import ui
 from cann_distill.selection import SELECTORS, Selector
 from cann_distill.selection.pick import pick_critical, report_selection
+from cann_distill.selection.policy import Selection
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
 from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT
 from cann_distill.store.cache import CacheStatus, OutputCache, cache_key
@@ -317,29 +318,8 @@ class SelectStage(Stage):
         file_sha = ctx.hashes.get(TEACHER_CKPT) or sha256_file(teacher_path)
         weights = checkpoint_weights_fingerprint(cache.root, teacher_path, file_sha)
         parts = teacher_output_parts(r, train, weights, "logits", classes=train.classes)
-        key = cache_key(parts)
-
         teacher = teacher_loader(r, train, teacher_path)
-
-        def teacher_forward(split: Split = train, desc: str = "teacher logits", sharded: bool = False) -> np.ndarray:
-            forward = predict_all if sharded else predict  # sharded: whole batches per rank under torchrun
-            return forward(teacher(), split, batch_size=cfg.batch_size, desc=desc, runtime=ctx.runtime).astype(np.float32)
-
-        def spot_check(rows: Sequence[int]) -> np.ndarray:
-            some = replace(
-                train,
-                ids=[train.ids[i] for i in rows],
-                targets=train.targets[list(rows)],
-                images=lambda i: train.images(rows[i]),
-                skipped={},
-            )
-            return teacher_forward(some, "teacher spot check")
-
-        # under torchrun rank 0 alone reads and writes the cache; on a miss every rank labels its shard
-        logits, cache_status = distributed.follow_cache(
-            lambda compute: cache.get_or_compute(parts, (n, n_classes), compute, spot_check=spot_check),
-            lambda: teacher_forward(sharded=True),
-        )
+        logits, cache_status = _teacher_logits(ctx, train, cache, parts, teacher)
         np.save(ctx.out / "teacher_logits.npy", logits, allow_pickle=False)
 
         selector = SELECTORS.build(cfg.strategy, **cfg.strategy_args)
@@ -351,50 +331,9 @@ class SelectStage(Stage):
             raise StageError(f"select.strategy '{cfg.strategy}': scores contain NaN or inf")
         selection = pick_critical(scores, train.targets, r, train.classes, seed=r.seed)
         report_selection(selection)
-        critical = selection.mask
         temps = index_temperatures(scores, cfg.temperature)
-        order = np.argsort(-scores, kind="stable")
-        rank = np.empty(n, dtype=np.int64)
-        rank[order] = np.arange(1, n + 1)
-        with open(ctx.out / "index.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(INDEX_FIELDS)
-            for i, sid in enumerate(train.ids):
-                w.writerow([sid, int(train.targets[i]), f"{scores[i]:.6g}", int(rank[i]), int(critical[i]), f"{temps[i]:.6g}"])
-
-        t = cfg.temperature
-        summary = {
-            "strategy": cfg.strategy,
-            "strategy_args": cfg.strategy_args,
-            "num_samples": n,
-            "num_critical": int(critical.sum()),
-            "ratio": float(critical.mean()),
-            "per_class_critical": {train.classes[c]: int(critical[train.targets == c].sum()) for c in range(n_classes)},
-            "selection": {
-                **selection.describe(),
-                "class_balanced": cfg.class_balanced,
-                "mix": cfg.mix.model_dump() if cfg.mix is not None else None,
-                "scarce_below": cfg.scarce_below,
-            },
-            "refresh_every": refresh_epochs(r),
-            "refresh_by": cfg.refresh_by if refresh_epochs(r) is not None else None,
-            "probe_epochs": probe_epochs(r) if (selector.needs_student or selector.needs_history) else None,
-            "views": cfg.views if selector.needs_views else None,
-            "teacher_train_acc": accuracy(logits, train.targets),
-            "score_mean": float(scores.mean()),
-            "score_critical_min": float(scores[critical].min()),
-            "temperature": {
-                "per_sample": t.per_sample,
-                "base": t.base,
-                "t_min": t.t_min,
-                "t_max": t.t_max,
-                "mean": float(temps.mean()),
-                "min": float(temps.min()),
-                "max": float(temps.max()),
-            },
-            "cached": "logits",
-            "cache_key": key,
-        }
+        _write_index(ctx.out / "index.csv", train, scores, selection.mask, temps)
+        summary = _summary(r, selector, train, logits, scores, selection, temps, cache_key(parts))
         statuses: dict[str, Any] = {"cache": cache_status}
         if views_status is not None:
             statuses["views_cache"] = views_status
@@ -404,6 +343,93 @@ class SelectStage(Stage):
         # summary.json holds only what the recipe and data determine, so an identical rerun leaves distill up to date
         (ctx.out / "summary.json").write_text(json.dumps({**summary, **hists}, indent=2))
         return {**summary, **statuses, "cache_dir": str(cache.dir)}
+
+
+def _teacher_logits(
+    ctx: Context, train: Split, cache: OutputCache, parts: dict[str, Any], teacher: Callable[[], torch.nn.Module]
+) -> tuple[np.ndarray, CacheStatus]:
+    """The teacher's logits on the training split, from the verified cache or computed (sharded under torchrun)."""
+    cfg = ctx.recipe.select
+
+    def teacher_forward(split: Split = train, desc: str = "teacher logits", sharded: bool = False) -> np.ndarray:
+        forward = predict_all if sharded else predict  # sharded: whole batches per rank under torchrun
+        return forward(teacher(), split, batch_size=cfg.batch_size, desc=desc, runtime=ctx.runtime).astype(np.float32)
+
+    def spot_check(rows: Sequence[int]) -> np.ndarray:
+        some = replace(
+            train,
+            ids=[train.ids[i] for i in rows],
+            targets=train.targets[list(rows)],
+            images=lambda i: train.images(rows[i]),
+            skipped={},
+        )
+        return teacher_forward(some, "teacher spot check")
+
+    # under torchrun rank 0 alone reads and writes the cache; on a miss every rank labels its shard
+    return distributed.follow_cache(
+        lambda compute: cache.get_or_compute(parts, (len(train), len(train.classes)), compute, spot_check=spot_check),
+        lambda: teacher_forward(sharded=True),
+    )
+
+
+def _write_index(path: Path, train: Split, scores: np.ndarray, critical: np.ndarray, temps: np.ndarray) -> None:
+    """index.csv: one row per training sample with its score, rank, criticality and temperature."""
+    n = len(train)
+    order = np.argsort(-scores, kind="stable")
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(1, n + 1)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(INDEX_FIELDS)
+        for i, sid in enumerate(train.ids):
+            w.writerow([sid, int(train.targets[i]), f"{scores[i]:.6g}", int(rank[i]), int(critical[i]), f"{temps[i]:.6g}"])
+
+
+def _summary(
+    r: Recipe,
+    selector: Selector,
+    train: Split,
+    logits: np.ndarray,
+    scores: np.ndarray,
+    selection: Selection,
+    temps: np.ndarray,
+    key: str,
+) -> dict[str, Any]:
+    """summary.json without the histograms: what was selected, how, and the temperatures."""
+    cfg, critical, n_classes = r.select, selection.mask, len(train.classes)
+    t = cfg.temperature
+    return {
+        "strategy": cfg.strategy,
+        "strategy_args": cfg.strategy_args,
+        "num_samples": len(train),
+        "num_critical": int(critical.sum()),
+        "ratio": float(critical.mean()),
+        "per_class_critical": {train.classes[c]: int(critical[train.targets == c].sum()) for c in range(n_classes)},
+        "selection": {
+            **selection.describe(),
+            "class_balanced": cfg.class_balanced,
+            "mix": cfg.mix.model_dump() if cfg.mix is not None else None,
+            "scarce_below": cfg.scarce_below,
+        },
+        "refresh_every": refresh_epochs(r),
+        "refresh_by": cfg.refresh_by if refresh_epochs(r) is not None else None,
+        "probe_epochs": probe_epochs(r) if (selector.needs_student or selector.needs_history) else None,
+        "views": cfg.views if selector.needs_views else None,
+        "teacher_train_acc": accuracy(logits, train.targets),
+        "score_mean": float(scores.mean()),
+        "score_critical_min": float(scores[critical].min()),
+        "temperature": {
+            "per_sample": t.per_sample,
+            "base": t.base,
+            "t_min": t.t_min,
+            "t_max": t.t_max,
+            "mean": float(temps.mean()),
+            "min": float(temps.min()),
+            "max": float(temps.max()),
+        },
+        "cached": "logits",
+        "cache_key": key,
+    }
 
 
 register_stage(SelectStage())
