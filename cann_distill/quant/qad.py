@@ -25,7 +25,7 @@ from cann_distill.core.recipe import QatConfig, Recipe
 from cann_distill.data.loading import Splits, make_mixup
 from cann_distill.models.build import build_model, create_model, read_checkpoint, save_checkpoint, with_teacher_input
 from cann_distill.quant import ort as q
-from cann_distill.quant import qat
+from cann_distill.quant import qat, qat_export, qat_plan
 from cann_distill.quant.calibration import calibration_images
 from cann_distill.quant.export import export_onnx
 from cann_distill.runtime import distributed
@@ -64,7 +64,7 @@ def prepare(student: nn.Module, recipe: Recipe, calib: np.ndarray, cfg: Optional
 
     vcfg = effective_validate(recipe.validate_, hardware_profile(recipe.validate_.target))  # as validate quantizes
     student = copy.deepcopy(student).cpu().eval()
-    qat.check_overrides(student, cfg.keep_float, cfg.per_tensor)
+    qat_plan.check_overrides(student, cfg.keep_float, cfg.per_tensor)
     t0 = time.perf_counter()
     scheme = q.choose_scheme(vcfg.activation_type, vcfg.reduce_range, q.cpu_features())
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,9 +72,11 @@ def prepare(student: nn.Module, recipe: Recipe, calib: np.ndarray, cfg: Optional
         fp32, prep, ptq = work / "fp32.onnx", work / "prep.onnx", work / "ptq.onnx"
         export_onnx(student, fp32, int(calib.shape[1]), int(calib.shape[-1]), vcfg.opset)
         q.preprocess(fp32, prep)
-        exclude = list(vcfg.nodes_to_exclude) + qat.node_names(prep, cfg.keep_float)
+        exclude = list(vcfg.nodes_to_exclude) + qat_export.node_names(prep, cfg.keep_float)
         q.quantize_int8(prep, ptq, calib, scheme, vcfg.per_channel, vcfg.calibration.method, exclude)
-        plan = qat.build_plan(student, prep, ptq, calib[:8], scheme, vcfg.per_channel, cfg.keep_float, cfg.per_tensor, work, vcfg.opset)
+        plan = qat_plan.build_plan(
+            student, prep, ptq, calib[:8], scheme, vcfg.per_channel, cfg.keep_float, cfg.per_tensor, work, vcfg.opset
+        )
         s8 = q.session(ptq, "CPUExecutionProvider", optimized_out=work / "ptq_opt.onnx")
         del s8
         import onnx
@@ -234,7 +236,7 @@ def summary(prepared: Prepared, history: History, seconds: float, val_acc: float
         "kept_start": prepared.kept_start,
         "scheme": {"activation_type": plan.activation_type, "reduce_range": plan.reduce_range, "per_channel": plan.per_channel},
         "quantizers": {"activations": len(plan.activations), "weights": len(plan.weights), "unmatched": plan.unmatched},
-        "float_layers": qat.float_reasons(plan),
+        "float_layers": qat_plan.float_reasons(plan),
         "ranges_init": "validate's PTQ calibration (onnxruntime quantize_static)",
     }
 
@@ -255,7 +257,7 @@ def validate_qat(
     fp32, prep = work / "qat_fp32.onnx", work / "qat_prep.onnx"
     export_onnx(plain, fp32, in_chans, recipe.data.image_size, recipe.validate_.opset)
     q.preprocess(fp32, prep)
-    export = qat.quantize_learned(model, prep, out, calib, nodes_to_exclude)
+    export = qat_export.quantize_learned(model, prep, out, calib, nodes_to_exclude)
     sess = q.session(out, "CPUExecutionProvider")
     by_split = {}
     for name, split in evaluated.items():

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from cann_distill.core.errors import ArtifactError, RecipeError
 from cann_distill.quant import ort as q
-from cann_distill.quant import qat
+from cann_distill.quant import qat, qat_export, qat_plan
 from cann_distill.quant.export import export_onnx
 
 SIZE = 16
@@ -57,7 +57,7 @@ def prepared(trained: torch.nn.Module, digits: tuple[np.ndarray, np.ndarray], tm
     scheme = {"activation_type": "uint8", "weight_type": "int8", "reduce_range": False}
     q.quantize_int8(prep, ptq, calib, scheme, True, "minmax")
     student = copy.deepcopy(trained)
-    plan = qat.build_plan(student, prep, ptq, calib[:8], scheme, True, [], [], work)
+    plan = qat_plan.build_plan(student, prep, ptq, calib[:8], scheme, True, [], [], work)
     model = qat.attach(student, plan, qat.conv_bn_pairs(student, torch.from_numpy(calib[:2])))
     qat.freeze_bn(model)
     return model.eval(), plan, prep, ptq, work
@@ -66,8 +66,8 @@ def prepared(trained: torch.nn.Module, digits: tuple[np.ndarray, np.ndarray], tm
 def test_plan_follows_onnxruntime(prepared) -> None:
     model, plan, _, ptq, _ = prepared
     assert not plan.unmatched
-    assert {a["tensor"] for a in plan.activations} == {qat._original(t) for t in qat.qdq_activations(ptq)}
-    assert len(plan.weights) == len(qat.qdq_weights(ptq)) > 0
+    assert {a["tensor"] for a in plan.activations} == {qat_plan._original(t) for t in qat_plan.qdq_activations(ptq)}
+    assert len(plan.weights) == len(qat_plan.qdq_weights(ptq)) > 0
     assert plan.activations[0]["tensor"] == "input" and plan.activations[0]["side"] == "in"
 
 
@@ -94,8 +94,8 @@ def test_fake_quant_error_at_most_half_a_step_per_layer(prepared, digits) -> Non
 
 def test_weight_scales_equal_onnxruntime(prepared) -> None:
     model, _, _, ptq, _ = prepared
-    ort_w = qat.qdq_weights(ptq)
-    mine = qat.weight_scales(model)
+    ort_w = qat_plan.qdq_weights(ptq)
+    mine = qat_export.weight_scales(model)
     for node, scales in mine.items():
         np.testing.assert_allclose(scales, ort_w[node]["scale"], rtol=1e-6)
 
@@ -119,7 +119,7 @@ def test_biases_are_onnxruntime_int32_biases(prepared) -> None:
         dq = producer[node.input[2]]
         ints, ort_scale = inits[dq.input[0]], inits[dq.input[1]]
         m = modules[spec["module"]]
-        w, w_scale = qat._fq(m, qat.folded_weight(m))
+        w, w_scale = qat._fq(m, qat_export.folded_weight(m))
         bn = getattr(m, "bn", None)
         bias = (
             m.bias
@@ -152,8 +152,8 @@ def test_exported_scales_are_the_learned_ones_and_agree_with_onnxruntime(prepare
     fp32, prep, out = work / "l_fp32.onnx", work / "l_prep.onnx", work / "learned.onnx"
     export_onnx(plain.eval(), fp32, 1, SIZE, 17)
     q.preprocess(fp32, prep)
-    info = qat.quantize_learned(learned_model, prep, out, digits[0][:64])
-    written = {qat._original(t): v for t, v in qat.qdq_activations(out).items()}
+    info = qat_export.quantize_learned(learned_model, prep, out, digits[0][:64])
+    written = {qat_plan._original(t): v for t, v in qat_plan.qdq_activations(out).items()}
     for tensor, r in ranges.items():
         assert written[tensor][0] == pytest.approx(r["scale"], rel=0, abs=1e-12)
         assert written[tensor][1] == r["zero_point"]
@@ -178,9 +178,9 @@ def test_fake_quant_off_gives_the_float_model(prepared, trained, digits) -> None
 
 def test_layer_overrides_name_conv_layers(trained) -> None:
     with pytest.raises(RecipeError, match="no module 'nope'"):
-        qat.check_overrides(trained, ["nope"], [])
+        qat_plan.check_overrides(trained, ["nope"], [])
     with pytest.raises(RecipeError, match="is a ReLU, not a Conv/Linear"):
-        qat.check_overrides(trained, [], ["act1"])
+        qat_plan.check_overrides(trained, [], ["act1"])
 
 
 def test_float_checkpoint_is_refused_as_qat(tmp_path: Path, trained) -> None:
