@@ -8,15 +8,13 @@ import math
 import signal
 import threading
 import time
-from typing import TYPE_CHECKING, Iterator, Optional, Sequence
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
 from cann_distill.runtime.devices import Runtime, peak_rss_mb
-
-if TYPE_CHECKING:
-    from cann_distill.training.resume import Checkpointing
 
 
 class History(list):
@@ -59,14 +57,14 @@ class EarlyStop:
 
 
 def nonfinite_message(
-    desc: str, epoch: int, step: int, loss: torch.Tensor, parts: dict[str, float], ckpt: Optional[Checkpointing], last_saved: Optional[int]
+    desc: str, epoch: int, step: int, loss: torch.Tensor, parts: dict[str, float], saved: Optional[Path], last_saved: Optional[int]
 ) -> str:
     bad = [k for k, v in parts.items() if not math.isfinite(v)]
     shown = ", ".join(f"{k}={v:.4g}" for k, v in parts.items())
     which = f"non-finite component(s): {', '.join(bad)}" if bad else "the weighted sum overflowed"
     msg = f"{desc}: loss is {loss.item()} at epoch {epoch + 1} step {step + 1}, {which} ({shown})"
-    if ckpt is not None and last_saved is not None:
-        msg += f"; the last good checkpoint ({ckpt.path}, end of epoch {last_saved}) is kept"
+    if saved is not None and last_saved is not None:
+        msg += f"; the last good checkpoint ({saved}, end of epoch {last_saved}) is kept"
     return msg + "; lower the learning rate or set grad_clip"
 
 

@@ -300,9 +300,8 @@ class _Fit:
                     taught = self.teacher(batch, self.pos.epoch, lam)
                 loss, parts = self.run_step(batch, taught)  # a TaughtStepFn with a teacher
         if not torch.isfinite(loss):
-            message = nonfinite_message(
-                self.desc, self.pos.epoch, self.pos.batch, loss, parts, self.resume.checkpoint, self.resume.last_saved
-            )
+            saved = self.resume.checkpoint.path if self.resume.checkpoint is not None else None
+            message = nonfinite_message(self.desc, self.pos.epoch, self.pos.batch, loss, parts, saved, self.resume.last_saved)
             raise StageError(message)
         self.update.backward(loss)
         return loss, parts
