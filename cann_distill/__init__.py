@@ -13,7 +13,8 @@ from cann_distill.core.version import __version__
 if TYPE_CHECKING:
     from cann_distill.api import run_pipeline, run_stages
     from cann_distill.core.errors import CannDistillError, RecipeError, StageError
-    from cann_distill.core.recipe import Recipe, load_recipe
+    from cann_distill.core.recipe import Recipe
+    from cann_distill.core.recipe_load import load_recipe
 
 _LAZY = {
     "CannDistillError": "cann_distill.core.errors",
@@ -22,7 +23,7 @@ _LAZY = {
     "run_pipeline": "cann_distill.api",
     "run_stages": "cann_distill.api",
     "Recipe": "cann_distill.core.recipe",
-    "load_recipe": "cann_distill.core.recipe",
+    "load_recipe": "cann_distill.core.recipe_load",
 }
 
 __all__ = ["CannDistillError", "Recipe", "RecipeError", "StageError", "load_recipe", "run_pipeline", "run_stages", "__version__"]

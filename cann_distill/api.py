@@ -10,7 +10,8 @@ from rich.markup import escape
 
 from cann_distill.core.errors import ArtifactError, GateError, UsageError
 from cann_distill.core.files import sha256_json
-from cann_distill.core.recipe import Recipe, load_recipe, read_yaml
+from cann_distill.core.recipe import Recipe
+from cann_distill.core.recipe_load import load_recipe, read_yaml
 from cann_distill.data.loading import forget_listings
 from cann_distill.runtime import distributed
 from cann_distill.runtime.devices import Runtime, channels_last_for, resolve_device

@@ -549,7 +549,7 @@ def fit_student_cmd(
     debug: DebugOpt = False,
 ) -> None:
     from cann_distill.api import run_dir_of
-    from cann_distill.core.recipe import load_recipe
+    from cann_distill.core.recipe_load import load_recipe
     from cann_distill.fit_student import fit_student, require_fit
 
     def go() -> dict:

@@ -384,7 +384,7 @@ def write_fit_recipe(recipe_path: Path, arch: str, target: Optional[str]) -> Pat
     """RECIPE.fit.yaml: the user's recipe with only student.arch (and validate.target when --target changed it) set."""
     import yaml
 
-    from cann_distill.core.recipe import read_yaml
+    from cann_distill.core.recipe_load import read_yaml
 
     data = read_yaml(recipe_path)
     data.setdefault("student", {})["arch"] = arch

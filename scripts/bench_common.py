@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from cann_distill.api import run_stages
-from cann_distill.core.recipe import Recipe, load_recipe
+from cann_distill.core.recipe import Recipe
+from cann_distill.core.recipe_load import load_recipe
 
 
 def add_common_args(ap: argparse.ArgumentParser, recipe: Path, recipe_help: str) -> None:

@@ -321,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             args.out.parent.mkdir(parents=True, exist_ok=True)
         first = by_dataset[datasets[0]]
         host["load_average_end"] = os.getloadavg()
-        from cann_distill.core.recipe import load_recipe
+        from cann_distill.core.recipe_load import load_recipe
 
         write_results(
             args.out,

@@ -29,7 +29,8 @@ import torch
 from bench_common import add_common_args, epoch_overrides, mean_std, run_arm, scratch_dir, train_base_teacher, write_results  # noqa: E402  (scripts/ is on sys.path)
 
 from cann_distill.api import run_stages
-from cann_distill.core.recipe import load_recipe, resource_dir
+from cann_distill.core.recipe import resource_dir
+from cann_distill.core.recipe_load import load_recipe
 from cann_distill.runtime.terminal import ui
 
 KD = "distill.losses=[{kind: ce, weight: 0.5}, {kind: kd, weight: 0.5, temperature: 4.0}]"

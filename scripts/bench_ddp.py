@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import mean_std  # noqa: E402
 
 from cann_distill.api import run_stages  # noqa: E402
-from cann_distill.core.recipe import load_recipe  # noqa: E402
+from cann_distill.core.recipe_load import load_recipe  # noqa: E402
 
 RECIPE: dict[str, Any] = {
     "name": "bench_ddp",

@@ -32,7 +32,8 @@ from typing import Any
 from bench_common import add_common_args, epoch_overrides, mean_std, scratch_dir, train_base_teacher, write_results  # noqa: E402
 
 from cann_distill.api import run_stages
-from cann_distill.core.recipe import load_recipe, resource_dir
+from cann_distill.core.recipe import resource_dir
+from cann_distill.core.recipe_load import load_recipe
 from cann_distill.data.loading import load_splits
 from cann_distill.quant import ort as q
 from cann_distill.quant.calibration import calibration_images

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch.utils.data import default_collate
 
-from cann_distill.core.recipe import load_recipe, resource_dir
+from cann_distill.core.recipe import resource_dir
+from cann_distill.core.recipe_load import load_recipe
 from cann_distill.data.loading import SplitDataset, load_splits, loader
 
 

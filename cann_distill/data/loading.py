@@ -31,7 +31,8 @@ from timm.data.mixup import mixup_target
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
 
 from cann_distill.core.errors import StageError
-from cann_distill.core.recipe import AugmentConfig, DataConfig, class_folders, class_mismatch
+from cann_distill.core.recipe import AugmentConfig, DataConfig
+from cann_distill.core.recipe_load import class_folders, class_mismatch
 from cann_distill.data.images import IMAGE_EXTS, BadImageError, FileEntry, find_bad_images, open_image, scan_tree
 from cann_distill.data.jitter import fast_jitter
 from cann_distill.runtime import distributed

@@ -545,7 +545,7 @@ def train_accuracy_teacher(recipe_path: Path, st: dict[str, Any], work: Path, ar
     import torch
 
     from cann_distill.api import run_stages
-    from cann_distill.core.recipe import load_recipe
+    from cann_distill.core.recipe_load import load_recipe
     from cann_distill.runtime.terminal import ui
 
     torch.set_num_threads(args.threads)
@@ -609,7 +609,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"wrote {args.docs}")
         return 0
 
-    from cann_distill.core.recipe import load_recipe, resource_dir
+    from cann_distill.core.recipe import resource_dir
+    from cann_distill.core.recipe_load import load_recipe
 
     started = time.perf_counter()
     recipe_path = args.recipe or resource_dir("recipes") / "mobilenetv3_small_050_from_resnet18_digits.yaml"

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cann_distill.core.recipe import load_recipe
+from cann_distill.core.recipe_load import load_recipe
 from cann_distill.data.loading import load_splits, loader
 from cann_distill.stages.select import teacher_loader
 from cann_distill.teaching.targets import log_probs, topk_distribution

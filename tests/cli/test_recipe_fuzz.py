@@ -32,7 +32,8 @@ from typer.testing import CliRunner
 
 from cann_distill.cli import app
 from cann_distill.core.errors import MAX_LINE
-from cann_distill.core.recipe import Recipe, resolve
+from cann_distill.core.recipe import Recipe
+from cann_distill.core.recipe_load import resolve
 from cann_distill.core.safeyaml import load_value, value_errors
 
 REPO = Path(__file__).resolve().parents[2]

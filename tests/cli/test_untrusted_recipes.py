@@ -7,7 +7,7 @@ from typing import Callable, Union
 import pytest
 
 from cann_distill.core.errors import MAX_LINE
-from cann_distill.core.recipe import load_recipe
+from cann_distill.core.recipe_load import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = (REPO / "recipes" / "resnet10t_from_resnet18_digits.yaml").read_text()

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cann_distill.core.files import sha256_file
-from cann_distill.core.recipe import load_recipe
+from cann_distill.core.recipe_load import load_recipe
 from cann_distill.data.loading import load_splits
 from cann_distill.models.build import build_model
 

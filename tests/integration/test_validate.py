@@ -9,7 +9,7 @@ import torch
 import yaml
 
 from cann_distill.api import run_stages
-from cann_distill.core.recipe import load_recipe
+from cann_distill.core.recipe_load import load_recipe
 from cann_distill.models.build import create_model
 from cann_distill.quant import ort as q
 from cann_distill.quant.export import export_onnx

@@ -4,7 +4,8 @@ import pytest
 import yaml
 
 from cann_distill.core.errors import RecipeError, UsageError
-from cann_distill.core.recipe import apply_overrides, default_recipe_path, load_recipe, resource_dir
+from cann_distill.core.recipe import default_recipe_path, resource_dir
+from cann_distill.core.recipe_load import apply_overrides, load_recipe
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -14,7 +14,8 @@ from timm.data.transforms import RandomResizedCropAndInterpolation
 from torchvision import transforms as T
 
 from cann_distill.core.errors import RecipeError
-from cann_distill.core.recipe import DataConfig, TrainConfig, load_recipe
+from cann_distill.core.recipe import DataConfig, TrainConfig
+from cann_distill.core.recipe_load import load_recipe
 from cann_distill.data.jitter import FastColorJitter
 from cann_distill.data.loading import PixelNorm, Split, build_transforms, load_splits, loader, make_mixup, sample_seed
 from cann_distill.training.loop import ce_step, fit

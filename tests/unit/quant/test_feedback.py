@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from cann_distill.core.errors import RecipeError
-from cann_distill.core.recipe import FeedbackConfig, QatConfig, ValidateConfig, load_recipe
+from cann_distill.core.recipe import FeedbackConfig, QatConfig, ValidateConfig
+from cann_distill.core.recipe_load import load_recipe
 from cann_distill.quant.feedback import QAD_ENABLED, QAD_EPOCHS, patched_recipe, qat_config, recipe_key, suggest_fixes, write_patched_recipe
 from tests.conftest import TINY
 

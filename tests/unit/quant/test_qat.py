@@ -184,7 +184,7 @@ def test_layer_overrides_name_conv_layers(trained) -> None:
 
 
 def test_float_checkpoint_is_refused_as_qat(tmp_path: Path, trained) -> None:
-    from cann_distill.core.recipe import resolve
+    from cann_distill.core.recipe_load import resolve
     from cann_distill.models.build import save_checkpoint
     from cann_distill.quant import qad
 

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from cann_distill.core.errors import ArtifactError, RecipeError
-from cann_distill.core.recipe import load_recipe
+from cann_distill.core.recipe_load import load_recipe
 from cann_distill.reporting.compare import to_markdown, winner
 from cann_distill.reporting.html import render
 from cann_distill.reporting.schema import SCHEMA_ID, SCHEMA_VERSION, read_report, schema

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cann_distill.core.errors import UsageError
-from cann_distill.core.recipe import load_recipe
+from cann_distill.core.recipe_load import load_recipe
 from cann_distill.runtime import devices
 from cann_distill.runtime.devices import Runtime, device_string, resolve_device, worker_count
 

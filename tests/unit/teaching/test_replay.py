@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cann_distill.core.errors import StageError
-from cann_distill.core.recipe import load_recipe
+from cann_distill.core.recipe_load import load_recipe
 from cann_distill.data.loading import load_splits
 from cann_distill.models.build import create_model, save_checkpoint
 from cann_distill.runtime.devices import CPU
