@@ -287,7 +287,8 @@ def fit_path(recipe_path: Path) -> Path:
 
 
 def make_setup(recipe: Recipe, profile: HardwareProfile) -> Setup:
-    from cann_distill.data.loading import channels_of, load_splits
+    from cann_distill.data.loading import load_splits
+    from cann_distill.data.transforms import channels_of
     from cann_distill.quant.calibration import calibration_images, stack
 
     cfg = effective_validate(recipe.validate_, profile)

@@ -32,7 +32,8 @@ from bench_common import epoch_overrides, mean_std, run_arm, scratch_dir, train_
 
 from cann_distill.api import run_stages
 from cann_distill.core.recipe import Recipe, default_recipe_path
-from cann_distill.data.loading import channels_of, load_splits
+from cann_distill.data.loading import load_splits
+from cann_distill.data.transforms import channels_of
 from cann_distill.models.build import build_model
 from cann_distill.runtime.terminal import ui
 from cann_distill.teaching.losses import LOSSES

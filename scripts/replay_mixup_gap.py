@@ -38,7 +38,8 @@ import torch.nn.functional as F
 from cann_distill.api import run_stages
 from cann_distill.core.recipe import resource_dir
 from cann_distill.core.recipe_load import load_recipe
-from cann_distill.data.loading import BatchMixup, channels_of, load_splits, loader, mix_distributions
+from cann_distill.data.loading import load_splits, loader
+from cann_distill.data.transforms import BatchMixup, channels_of, mix_distributions
 from cann_distill.models.build import build_model, with_teacher_input
 from cann_distill.teaching.targets import log_probs, topk_distribution
 

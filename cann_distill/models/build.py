@@ -131,7 +131,7 @@ class Renormalize(nn.Module):
 
 def teacher_input(data: "DataConfig", teacher: "TeacherConfig") -> Renormalize:
     """Re-normalisation from the data's mean/std to the teacher's (identity when the teacher's are unset or equal)."""
-    from cann_distill.data.loading import norm_stats
+    from cann_distill.data.transforms import norm_stats
 
     mean_s, std_s = norm_stats(data)
     return Renormalize(mean_s, std_s, teacher.mean or mean_s, teacher.std or std_s)

@@ -89,7 +89,8 @@ def student_budget_problem(arch: str, params: int, budget_limits: dict[str, tupl
 
 def check_student_budget(recipe: Recipe) -> None:
     """Stop before any training when the recipe's student cannot meet the target's parameter or size budget."""
-    from cann_distill.data.loading import channels_of, count_classes
+    from cann_distill.data.loading import count_classes
+    from cann_distill.data.transforms import channels_of
     from cann_distill.models.build import count_params, create_model
 
     profile = hardware_profile(recipe.validate_.target)

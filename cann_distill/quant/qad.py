@@ -22,7 +22,8 @@ from torch import nn
 
 from cann_distill.core.errors import ArtifactError
 from cann_distill.core.recipe import QatConfig, Recipe
-from cann_distill.data.loading import Splits, make_mixup
+from cann_distill.data.loading import Splits
+from cann_distill.data.transforms import make_mixup
 from cann_distill.models.build import build_model, create_model, read_checkpoint, save_checkpoint, with_teacher_input
 from cann_distill.quant import ort as q
 from cann_distill.quant import qat, qat_export, qat_plan

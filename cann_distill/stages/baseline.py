@@ -22,7 +22,8 @@ from typing import Any, Optional
 from cann_distill.core.files import atomic_path, sha256_file, write_json_atomic
 from cann_distill.core.paths import resolve_cache_dir
 from cann_distill.core.recipe import Recipe, TrainConfig
-from cann_distill.data.loading import channels_of, data_fingerprint, load_splits, make_mixup
+from cann_distill.data.loading import data_fingerprint, load_splits
+from cann_distill.data.transforms import channels_of, make_mixup
 from cann_distill.models.build import build_model, count_params, save_checkpoint
 from cann_distill.runtime.terminal import ui
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage

@@ -32,7 +32,8 @@ import torch
 from cann_distill.core.errors import ArtifactError
 from cann_distill.core.paths import resolve_cache_dir
 from cann_distill.core.recipe import DistillConfig, LossSpec, Recipe, refresh_epochs
-from cann_distill.data.loading import Split, Splits, channels_of, load_splits, loader, make_mixup
+from cann_distill.data.loading import Split, Splits, load_splits, loader
+from cann_distill.data.transforms import channels_of, make_mixup
 from cann_distill.models.build import build_model, checkpoint_weights_fingerprint, count_params, save_checkpoint, teacher_input
 from cann_distill.quant.qad import run_phase as run_qad
 from cann_distill.runtime import distributed

@@ -17,7 +17,8 @@ from typing import Any, Optional
 import numpy as np
 
 from cann_distill.core.errors import MissingInputError
-from cann_distill.data.loading import Splits, channels_of, data_fingerprint, load_splits
+from cann_distill.data.loading import Splits, data_fingerprint, load_splits
+from cann_distill.data.transforms import channels_of
 from cann_distill.models.build import build_model, teacher_input, with_teacher_input
 from cann_distill.reporting import html as report_html
 from cann_distill.reporting.schema import SCHEMA_ID, SCHEMA_VERSION

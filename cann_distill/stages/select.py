@@ -25,18 +25,8 @@ from cann_distill.core.recipe import (
     refresh_epochs,
     selection_policy,
 )
-from cann_distill.data.loading import (
-    Split,
-    Splits,
-    Transform,
-    build_transforms,
-    channels_of,
-    count_classes,
-    data_fingerprint,
-    draw_loader,
-    load_splits,
-    norm_stats,
-)
+from cann_distill.data.loading import Split, Splits, count_classes, data_fingerprint, draw_loader, load_splits
+from cann_distill.data.transforms import Transform, build_transforms, channels_of, norm_stats
 from cann_distill.models.build import build_model, checkpoint_weights_fingerprint, with_teacher_input
 from cann_distill.runtime import distributed
 from cann_distill.runtime.devices import CPU, Runtime

@@ -6,7 +6,8 @@ import json
 from typing import Any
 
 from cann_distill.core.recipe import Recipe
-from cann_distill.data.loading import Splits, channels_of, data_fingerprint, load_splits, make_mixup
+from cann_distill.data.loading import Splits, data_fingerprint, load_splits
+from cann_distill.data.transforms import channels_of, make_mixup
 from cann_distill.models.build import build_model, count_params, save_checkpoint, with_teacher_input
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
 from cann_distill.training.live import EpochLog

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from cann_distill.core.recipe import HardwareProfile, Recipe, ValidateConfig, hardware_profile, load_hardware_profile
-from cann_distill.data.loading import Split, Splits, channels_of, load_splits, loader
+from cann_distill.data.loading import Split, Splits, load_splits, loader
+from cann_distill.data.transforms import channels_of
 from cann_distill.models.build import build_model, count_params, with_teacher_input
 from cann_distill.quant import latency as timing
 from cann_distill.quant import ort as q

@@ -32,7 +32,8 @@ from torch import nn
 
 from cann_distill.core.errors import RecipeError
 from cann_distill.core.recipe import Recipe
-from cann_distill.data.loading import Split, Transform, count_classes, draw_loader, mix_distributions
+from cann_distill.data.loading import Split, count_classes, draw_loader
+from cann_distill.data.transforms import Transform, mix_distributions
 from cann_distill.runtime import distributed
 from cann_distill.runtime.devices import CPU, Runtime
 from cann_distill.teaching.distiller import Distiller, teacher_feature_taps

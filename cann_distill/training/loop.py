@@ -21,7 +21,8 @@ from torch import nn
 
 from cann_distill.core.errors import StageError
 from cann_distill.core.recipe import TrainConfig
-from cann_distill.data.loading import BatchMixup, Split, Transform, loader
+from cann_distill.data.loading import Split, loader
+from cann_distill.data.transforms import BatchMixup, Transform
 from cann_distill.runtime import distributed
 from cann_distill.runtime.devices import CPU, Runtime
 from cann_distill.runtime.terminal import ui

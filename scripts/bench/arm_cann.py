@@ -23,7 +23,7 @@ def main() -> int:
     import cann_distill.training.loop as cd_train
     from cann_distill.api import run_stages
     from cann_distill.core.recipe_load import load_recipe
-    from cann_distill.data.loading import build_transforms
+    from cann_distill.data.transforms import build_transforms
     from cann_distill.runtime.terminal import ui
 
     timers: list[ac.TimedLoader] = []

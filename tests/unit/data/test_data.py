@@ -17,7 +17,8 @@ from cann_distill.core.errors import RecipeError
 from cann_distill.core.recipe import DataConfig, TrainConfig
 from cann_distill.core.recipe_load import load_recipe
 from cann_distill.data.jitter import FastColorJitter
-from cann_distill.data.loading import PixelNorm, Split, build_transforms, load_splits, loader, make_mixup, sample_seed
+from cann_distill.data.loading import Split, load_splits, loader, sample_seed
+from cann_distill.data.transforms import PixelNorm, build_transforms, make_mixup
 from cann_distill.training.loop import ce_step, fit
 
 

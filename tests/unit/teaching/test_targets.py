@@ -12,7 +12,8 @@ from timm.data import Mixup
 from cann_distill.core.errors import RecipeError
 from cann_distill.core.recipe import LossSpec, Recipe, TrainConfig
 from cann_distill.core.recipe_load import load_recipe
-from cann_distill.data.loading import draw_loader, load_splits, loader, make_mixup, mix_distributions
+from cann_distill.data.loading import draw_loader, load_splits, loader
+from cann_distill.data.transforms import make_mixup, mix_distributions
 from cann_distill.models.build import create_model
 from cann_distill.teaching.distiller import Distiller
 from cann_distill.teaching.replay import ReplayDraws, index_dtype
