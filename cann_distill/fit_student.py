@@ -32,6 +32,7 @@ from cann_distill.quant import ort as q
 from cann_distill.quant.export import export_onnx
 from cann_distill.quant.profiles import basis, effective_validate, limits, misses
 from cann_distill.runtime.terminal import ui
+from cann_distill.store.cache import KeyedEntries
 from cann_distill.store.rundir import library_versions
 
 log = logging.getLogger(__name__)
@@ -169,14 +170,17 @@ def measure(arch: str, setup: Setup, work: Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- cache
 
 
-class MeasurementCache:
-    """`<cache_dir>/fit_student/<sha256 of key>.json` holding the key and the row; an entry whose key differs is a miss."""
+class MeasurementCache(KeyedEntries):
+    """`<cache_dir>/fit_student/<sha256 of key>.json` holding the key and the row; an entry whose key differs is a miss.
+
+    The entry is its own sidecar: the row is small JSON, so there is no payload file to vouch for.
+    """
 
     def __init__(self, root: Path) -> None:
-        self.dir = root / "fit_student"
+        super().__init__(root, "fit_student")
 
     def _path(self, key: dict[str, Any]) -> Path:
-        return self.dir / f"{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]}.json"
+        return self.paths(hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32])[1]
 
     def get(self, key: dict[str, Any]) -> Optional[dict[str, Any]]:
         try:

@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Optional
 
-from cann_distill.core.files import atomic_path, sha256_file, write_json_atomic
+from cann_distill.core.files import atomic_path, sha256_file
 from cann_distill.core.paths import resolve_cache_dir
 from cann_distill.core.recipe import Recipe, TrainConfig
 from cann_distill.data.loading import data_fingerprint, load_splits
@@ -28,7 +28,7 @@ from cann_distill.models.build import build_model, count_params, save_checkpoint
 from cann_distill.runtime.terminal import ui
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
 from cann_distill.stages.teacher import headline
-from cann_distill.store.cache import _origin_mismatch, cache_key, produced_by, read_sidecar
+from cann_distill.store.cache import KeyedEntries, cache_key, produced_by
 from cann_distill.training.live import EpochLog
 from cann_distill.training.loop import accuracy, ce_step, fit, predict, seed_everything
 
@@ -54,27 +54,21 @@ def baseline_parts(recipe: Recipe, version: int) -> dict[str, Any]:
     }
 
 
-class BaselineCache:
+class BaselineCache(KeyedEntries):
     """Finished baselines keyed by `baseline_parts`, shared by every run dir using the same cache dir."""
 
     def __init__(self, root: Path) -> None:
-        self.dir = Path(root) / "baselines"
-
-    def paths(self, key: str) -> tuple[Path, Path]:
-        return self.dir / f"{key}.pt", self.dir / f"{key}.json"
+        super().__init__(root, "baselines", ".pt")
 
     def load(self, parts: dict[str, Any]) -> tuple[Optional[Path], Optional[dict[str, Any]], Optional[str]]:
         """(checkpoint, metrics, None) on a verified hit; (None, None, why) when unusable; all None when absent."""
         key = cache_key(parts)
         ckpt, side = self.paths(key)
-        if not ckpt.exists() and not side.exists():
+        if self.absent(key):
             return None, None, None
-        meta, problem = read_sidecar(side, key)
+        meta, problem = self.sidecar(key, parts)
         if meta is None:
             return None, None, problem
-        mismatch = _origin_mismatch(meta.get("produced_by"), produced_by(parts))
-        if mismatch:
-            return None, None, f"{ckpt} {mismatch}"
         if not ckpt.is_file() or sha256_file(ckpt) != meta.get("sha256"):
             return None, None, f"{ckpt}: missing or its sha256 does not match its sidecar"
         if not isinstance(meta.get("metrics"), dict):
@@ -83,10 +77,10 @@ class BaselineCache:
 
     def store(self, parts: dict[str, Any], ckpt: Path, metrics: dict[str, Any]) -> None:
         key = cache_key(parts)
-        dst, side = self.paths(key)
+        dst, _ = self.paths(key)
         with atomic_path(dst) as tmp:
             shutil.copyfile(ckpt, tmp)
-        write_json_atomic(side, {"key": key, "sha256": sha256_file(dst), "produced_by": produced_by(parts), "metrics": metrics})
+        self.write_sidecar(key, {"sha256": sha256_file(dst), "produced_by": produced_by(parts), "metrics": metrics})
 
 
 class BaselineStage(Stage):

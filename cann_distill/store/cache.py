@@ -71,30 +71,56 @@ def read_sidecar(side: Path, key: str, missing: str = "is missing") -> tuple[Opt
     return meta, None
 
 
-class OutputCache:
+class KeyedEntries:
+    """A folder of entries keyed by what produced them: `<key><suffix>` (a file or a folder) and the
+    sidecar `<key>.json` that vouches for it. The shared caches are thin users (teacher outputs here,
+    replay draws, finished baselines, fit-student measurements); each checks what its payload needs."""
+
+    def __init__(self, root: Path, kind: str, suffix: str = "") -> None:
+        self.root = Path(root)
+        self.dir = self.root / kind
+        self.suffix = suffix
+
+    def paths(self, key: str) -> tuple[Path, Path]:
+        return self.dir / f"{key}{self.suffix}", self.dir / f"{key}.json"
+
+    def absent(self, key: str) -> bool:
+        payload, side = self.paths(key)
+        return not payload.exists() and not side.exists()
+
+    def sidecar(
+        self, key: str, parts: Optional[dict[str, Any]] = None, missing: str = "is missing"
+    ) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+        """(sidecar, None) when it is JSON for `key` and, given `parts`, records them as its origin; (None, why) otherwise."""
+        payload, side = self.paths(key)
+        meta, problem = read_sidecar(side, key, missing)
+        if meta is None or parts is None:
+            return meta, problem
+        mismatch = _origin_mismatch(meta.get("produced_by"), produced_by(parts))
+        return (None, f"{payload} {mismatch}") if mismatch else (meta, None)
+
+    def write_sidecar(self, key: str, fields: dict[str, Any]) -> None:
+        """Written last, atomically: an entry without it is absent or unusable, never half-trusted."""
+        write_json_atomic(self.paths(key)[1], {"key": key, **fields})
+
+
+class OutputCache(KeyedEntries):
     """One folder of keyed .npy entries with verifying sidecars."""
 
     def __init__(self, root: Path, kind: str = "teacher_outputs") -> None:
-        self.root = Path(root)
-        self.dir = self.root / kind
-
-    def paths(self, key: str) -> tuple[Path, Path]:
-        return self.dir / f"{key}.npy", self.dir / f"{key}.json"
+        super().__init__(root, kind, ".npy")
 
     def load(self, parts: dict[str, Any], shape: tuple[int, ...]) -> tuple[Optional[np.ndarray], Optional[str]]:
         """(array, None) on a verified hit; (None, None) when absent; (None, why) when unusable."""
         key = cache_key(parts)
-        npy, side = self.paths(key)
-        if not npy.exists() and not side.exists():
+        npy, _ = self.paths(key)
+        if self.absent(key):
             return None, None
         if not npy.is_file():
             return None, f"{npy} is missing (its sidecar is there)"
-        meta, problem = read_sidecar(side, key)
+        meta, problem = self.sidecar(key, parts)
         if meta is None:
             return None, problem
-        mismatch = _origin_mismatch(meta.get("produced_by"), produced_by(parts))
-        if mismatch:
-            return None, f"{npy} {mismatch}"
         if sha256_file(npy) != meta.get("sha256"):
             return None, f"{npy}: sha256 does not match its sidecar (modified or corrupt)"
         if tuple(meta.get("shape") or ()) != tuple(shape):
@@ -110,13 +136,12 @@ class OutputCache:
     def store(self, parts: dict[str, Any], arr: np.ndarray) -> None:
         """Write the .npy then its sidecar, each atomically; a half-written entry fails the hash check."""
         key = cache_key(parts)
-        npy, side = self.paths(key)
+        npy, _ = self.paths(key)
         with atomic_path(npy) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, arr, allow_pickle=False)
-        write_json_atomic(
-            side,
-            {"key": key, "sha256": sha256_file(npy), "shape": list(arr.shape), "dtype": arr.dtype.str, "produced_by": produced_by(parts)},
+        self.write_sidecar(
+            key, {"sha256": sha256_file(npy), "shape": list(arr.shape), "dtype": arr.dtype.str, "produced_by": produced_by(parts)}
         )
 
     def get_or_compute(

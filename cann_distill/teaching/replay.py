@@ -21,9 +21,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from cann_distill.core.errors import StageError
-from cann_distill.core.files import sha256_file, write_json_atomic
+from cann_distill.core.files import sha256_file
 from cann_distill.runtime.terminal import ui
-from cann_distill.store.cache import CacheStatus, read_sidecar
+from cann_distill.store.cache import CacheStatus, KeyedEntries
 
 FILES = ("values.npy", "indices.npy")
 
@@ -59,14 +59,11 @@ def _human(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-class ReplayStore:
-    """The `teacher_replay` folder of the shared cache."""
+class ReplayStore(KeyedEntries):
+    """The `teacher_replay` folder of the shared cache: an entry is a folder of two .npy files."""
 
     def __init__(self, root: Path) -> None:
-        self.dir = Path(root) / "teacher_replay"
-
-    def paths(self, key: str) -> tuple[Path, Path]:
-        return self.dir / key, self.dir / f"{key}.json"
+        super().__init__(root, "teacher_replay")
 
     def open(
         self, key: str, shape: tuple[int, int, int], num_classes: int, verify: bool = True
@@ -77,9 +74,9 @@ class ReplayStore:
         entry select verified, checks the sidecar, shapes and dtypes only).
         """
         folder, side = self.paths(key)
-        if not folder.exists() and not side.exists():
+        if self.absent(key):
             return None, None
-        meta, problem = read_sidecar(side, key, missing="is missing (an interrupted write?)")
+        meta, problem = self.sidecar(key, missing="is missing (an interrupted write?)")
         if meta is None:
             return None, problem
         if tuple(meta.get("shape") or ()) != tuple(shape):
@@ -137,10 +134,9 @@ class ReplayStore:
             if folder.exists():
                 shutil.rmtree(folder)
             os.replace(tmp, folder)
-            write_json_atomic(
-                side,
+            self.write_sidecar(
+                key,
                 {
-                    "key": key,
                     "sha256": sha,
                     "shape": list(shape),
                     "dtypes": {FILES[0]: "float16", FILES[1]: index_dtype(num_classes).name},
