@@ -12,9 +12,9 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
-from cann_distill import __version__, distributed
-from cann_distill.errors import CannDistillError, cut
-from cann_distill.ui import ui
+from cann_distill.core.errors import CannDistillError, cut
+from cann_distill.core.version import __version__
+from cann_distill.runtime.terminal import ui
 
 app = typer.Typer(
     name="cann-distill",
@@ -31,14 +31,20 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="Rerun even if inputs ar
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print only the machine-readable result on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or messages (warnings and errors still shown).")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="Where torch work runs: auto, cpu, cuda, cuda:N, npu or npu:N "
-                                                  "(overrides runtime.device; auto = CUDA, then NPU, then CPU).")]
+DeviceOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--device",
+        help="Where torch work runs: auto, cpu, cuda, cuda:N, npu or npu:N (overrides runtime.device; auto = CUDA, then NPU, then CPU).",
+    ),
+]
 
 
 def _overrides(overrides: Optional[List[str]], device: Optional[str] = None, provider: Optional[str] = None) -> list[str]:
     """--set values plus the shortcuts that are recipe keys too (--device, --provider)."""
-    return (list(overrides or []) + ([f"runtime.device={device}"] if device else [])
-            + ([f"validate.provider={provider}"] if provider else []))
+    return (
+        list(overrides or []) + ([f"runtime.device={device}"] if device else []) + ([f"validate.provider={provider}"] if provider else [])
+    )
 
 
 def _print_results(results: list) -> None:
@@ -52,8 +58,10 @@ def _print_results(results: list) -> None:
             "select": lambda: f"{s.get('num_critical')}/{s.get('num_samples')} critical ({s.get('strategy')})",
             "distill": lambda: f"{s.get('arch')} val {100 * s.get('val_acc', 0):.2f}%",
             "baseline": lambda: f"{s.get('arch')} CE only, val {100 * s.get('val_acc', 0):.2f}%" if s else "off (report.baseline)",
-            "validate": lambda: (f"INT8 {100 * s['accuracy']['onnx_int8']:.2f}% (drop {100 * s['accuracy']['int8_drop']:.2f} pt), "
-                                 f"latency ×{s['int8_over_fp32']:.2f} vs FP32"),
+            "validate": lambda: (
+                f"INT8 {100 * s['accuracy']['onnx_int8']:.2f}% (drop {100 * s['accuracy']['int8_drop']:.2f} pt), "
+                f"latency ×{s['int8_over_fp32']:.2f} vs FP32"
+            ),
             "report": lambda: s.get("title", ""),
         }.get(r.stage, lambda: "")()
         table.add_row(r.stage, r.status, f"{r.seconds:.1f}", key)
@@ -73,8 +81,17 @@ def _stages_json(results: list) -> dict:
     return {"stages": [r.to_dict() for r in results]}
 
 
-def _invoke(fn: Callable[[], Any], as_json: bool, quiet: bool, debug: bool, after: Optional[Callable[[Any], None]] = None,
-            render: Callable[[Any], None] = _print_results, to_json: Callable[[Any], Any] = _stages_json) -> None:
+def _invoke(
+    fn: Callable[[], Any],
+    as_json: bool,
+    quiet: bool,
+    debug: bool,
+    after: Optional[Callable[[Any], None]] = None,
+    render: Callable[[Any], None] = _print_results,
+    to_json: Callable[[Any], Any] = _stages_json,
+) -> None:
+    from cann_distill.runtime import distributed  # imports torch: only when a command runs, never for --help
+
     follower = distributed.launched_rank() > 0  # under torchrun only rank 0 reports; the others say only what went wrong
     quiet = quiet or follower
     as_json = as_json and not follower
@@ -110,21 +127,35 @@ def _invoke(fn: Callable[[], Any], as_json: bool, quiet: bool, debug: bool, afte
 
 def _stage_command(stage: str, help_text: str, example: str) -> None:
     def command(
-        recipe: RecipeArg, run_dir: RunDirOpt = None, set_: SetOpt = None, force: ForceOpt = False, device: DeviceOpt = None,
-        as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+        recipe: RecipeArg,
+        run_dir: RunDirOpt = None,
+        set_: SetOpt = None,
+        force: ForceOpt = False,
+        device: DeviceOpt = None,
+        as_json: JsonOpt = False,
+        quiet: QuietOpt = False,
+        debug: DebugOpt = False,
     ) -> None:
-        from cann_distill.pipeline import run_stages
+        from cann_distill.api import run_stages
 
-        _invoke(lambda: run_stages(recipe, [stage], run_dir=run_dir, force=force, overrides=_overrides(set_, device)), as_json, quiet, debug)
+        _invoke(
+            lambda: run_stages(recipe, [stage], run_dir=run_dir, force=force, overrides=_overrides(set_, device)), as_json, quiet, debug
+        )
 
     command.__doc__ = help_text
     app.command(name=stage, help=help_text, epilog=f"Example: {example}")(command)
 
 
-_stage_command("teacher", "Train the teacher on the training split (or load its checkpoint / pretrained weights).",
-               "cann-distill teacher recipes/resnet10t_from_resnet18_digits.yaml --set teacher.train.epochs=3")
-_stage_command("select", "Run the teacher once over the training set, cache its logits and write the critical-sample index.",
-               "cann-distill select recipes/resnet10t_from_resnet18_digits.yaml --set select.top_k_ratio=0.5")
+_stage_command(
+    "teacher",
+    "Train the teacher on the training split (or load its checkpoint / pretrained weights).",
+    "cann-distill teacher recipes/resnet10t_from_resnet18_digits.yaml --set teacher.train.epochs=3",
+)
+_stage_command(
+    "select",
+    "Run the teacher once over the training set, cache its logits and write the critical-sample index.",
+    "cann-distill select recipes/resnet10t_from_resnet18_digits.yaml --set select.top_k_ratio=0.5",
+)
 
 
 @app.command(
@@ -135,23 +166,53 @@ _stage_command("select", "Run the teacher once over the training set, cache its 
     epilog="Example: cann-distill distill recipes/resnet10t_from_resnet18_digits_mgd.yaml --set distill.epochs=2 --resume",
 )
 def distill_cmd(
-    recipe: RecipeArg, run_dir: RunDirOpt = None, set_: SetOpt = None, force: ForceOpt = False, device: DeviceOpt = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run from <run_dir>/.distill.resume.pt "
-                                         "(refused if the recipe changed since).")] = False,
-    no_budget_check: Annotated[bool, typer.Option("--no-budget-check", help="Do not stop before training when the student's "
-                                                  "parameters / estimated INT8 size exceed the hardware profile's budgets.")] = False,
-    as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+    recipe: RecipeArg,
+    run_dir: RunDirOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+    device: DeviceOpt = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue an interrupted run from <run_dir>/.distill.resume.pt (refused if the recipe changed since)."
+        ),
+    ] = False,
+    no_budget_check: Annotated[
+        bool,
+        typer.Option(
+            "--no-budget-check",
+            help="Do not stop before training when the student's parameters / estimated INT8 size exceed the hardware profile's budgets.",
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
 ) -> None:
-    from cann_distill.pipeline import run_stages
+    from cann_distill.api import run_stages
 
-    _invoke(lambda: run_stages(recipe, ["distill"], run_dir=run_dir, force=force, overrides=_overrides(set_, device), resume=resume,
-                               budget_check=not no_budget_check), as_json, quiet, debug)
+    _invoke(
+        lambda: run_stages(
+            recipe,
+            ["distill"],
+            run_dir=run_dir,
+            force=force,
+            overrides=_overrides(set_, device),
+            resume=resume,
+            budget_check=not no_budget_check,
+        ),
+        as_json,
+        quiet,
+        debug,
+    )
 
 
-_stage_command("baseline", "Train the student with cross-entropy only (same data, augmentation and epoch budget as distill): the "
-               "reference for the report's transfer efficiency. Runs when report.baseline is true; reused from the shared cache "
-               "by any recipe with the same student, data, seed and budget.",
-               "cann-distill baseline recipes/resnet10t_from_resnet18_digits.yaml")
+_stage_command(
+    "baseline",
+    "Train the student with cross-entropy only (same data, augmentation and epoch budget as distill): the "
+    "reference for the report's transfer efficiency. Runs when report.baseline is true; reused from the shared cache "
+    "by any recipe with the same student, data, seed and budget.",
+    "cann-distill baseline recipes/resnet10t_from_resnet18_digits.yaml",
+)
 
 
 @app.command(
@@ -163,28 +224,43 @@ _stage_command("baseline", "Train the student with cross-entropy only (same data
 def inspect_cmd(
     arch: Annotated[str, typer.Argument(help="timm architecture name.", show_default=False)],
     image_size: Annotated[int, typer.Option("--image-size", help="Input height and width for the output shapes.")] = 224,
-    as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
 ) -> None:
-    from cann_distill.taps import inspect_arch
+    from cann_distill.models.taps import inspect_arch
 
     def render(info: dict) -> None:
         t = Table(title=f"{info['arch']} taps at {info['image_size']}x{info['image_size']}", title_justify="left")
         for col in ("tap", "module", "channels", "stride", "output shape"):
             t.add_column(col)
         for row in info["taps"]:
-            t.add_row(row["tap"], row["module"], str(row["channels"]), "" if row["stride"] is None else str(row["stride"]),
-                      "x".join(str(d) for d in row["shape"]))
+            t.add_row(
+                row["tap"],
+                row["module"],
+                str(row["channels"]),
+                "" if row["stride"] is None else str(row["stride"]),
+                "x".join(str(d) for d in row["shape"]),
+            )
         ui.console.print(t)
         ui.console.print(f"or any module path, e.g. {info['module_path_example']}", highlight=False)
 
     _invoke(lambda: inspect_arch(arch, image_size), as_json, quiet, debug, render=render, to_json=lambda info: info)
+
+
 ProviderOpt = Annotated[Optional[str], typer.Option("--provider", help="onnxruntime execution provider (overrides validate.provider).")]
-StrictOpt = Annotated[bool, typer.Option("--strict", help="Exit 1 when a deployment budget (hardware profile / validate.budgets) fails, "
-                                          "or (with the report stage) when distillation measurably hurt or the teacher has no lead.")]
+StrictOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="Exit 1 when a deployment budget (hardware profile / validate.budgets) fails, "
+        "or (with the report stage) when distillation measurably hurt or the teacher has no lead.",
+    ),
+]
 
 
 def _validate_after(strict: bool, apply_fb: Optional[Path]) -> Callable[[list], None]:
-    from cann_distill.pipeline import apply_feedback, check_gate
+    from cann_distill.api import apply_feedback, check_gate
 
     def after(results: list) -> None:
         for r in results:
@@ -193,8 +269,11 @@ def _validate_after(strict: bool, apply_fb: Optional[Path]) -> Callable[[list], 
                 ui.info(f"  gate {mark} {line['budget']}: {line['value']:.4g} (limit {line['limit']:.4g}, {line['source']})")
         if apply_fb is not None:
             out = apply_feedback(apply_fb, results)
-            ui.info(f"feedback: wrote {out}; run `cann-distill run {out}` to re-validate with it" if out
-                    else "feedback: nothing to apply (INT8 within thresholds)")
+            ui.info(
+                f"feedback: wrote {out}; run `cann-distill run {out}` to re-validate with it"
+                if out
+                else "feedback: nothing to apply (INT8 within thresholds)"
+            )
         if strict:
             check_gate(results)
 
@@ -208,15 +287,28 @@ def _validate_after(strict: bool, apply_fb: Optional[Path]) -> Callable[[list], 
     epilog="Example: cann-distill validate recipes/resnet10t_from_resnet18_digits.yaml --strict --apply-feedback",
 )
 def validate_cmd(
-    recipe: RecipeArg, run_dir: RunDirOpt = None, set_: SetOpt = None, force: ForceOpt = False, device: DeviceOpt = None,
-    provider: ProviderOpt = None, strict: StrictOpt = False,
+    recipe: RecipeArg,
+    run_dir: RunDirOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+    device: DeviceOpt = None,
+    provider: ProviderOpt = None,
+    strict: StrictOpt = False,
     apply_fb: Annotated[bool, typer.Option("--apply-feedback", help="Write <recipe>.feedback.yaml with the suggested changes.")] = False,
-    as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
 ) -> None:
-    from cann_distill.pipeline import run_stages
+    from cann_distill.api import run_stages
 
-    _invoke(lambda: run_stages(recipe, ["validate"], run_dir=run_dir, force=force, overrides=_overrides(set_, device, provider)),
-            as_json, quiet, debug, after=_validate_after(strict, recipe if apply_fb else None))
+    _invoke(
+        lambda: run_stages(recipe, ["validate"], run_dir=run_dir, force=force, overrides=_overrides(set_, device, provider)),
+        as_json,
+        quiet,
+        debug,
+        after=_validate_after(strict, recipe if apply_fb else None),
+    )
+
 
 @app.command(
     "report",
@@ -227,20 +319,36 @@ def validate_cmd(
     "--format markdown",
 )
 def report_cmd(
-    targets: Annotated[List[Path], typer.Argument(help="RECIPE; with --compare: two or more RUN_DIRs (or report.json files).",
-                                                  show_default=False)],
+    targets: Annotated[
+        List[Path], typer.Argument(help="RECIPE; with --compare: two or more RUN_DIRs (or report.json files).", show_default=False)
+    ],
     compare: Annotated[bool, typer.Option("--compare", help="Compare the reports of the given run dirs instead of writing one.")] = False,
-    fmt: Annotated[str, typer.Option("--format", help="--compare output: table (terminal), json or markdown (for a CI comment).")] = "table",
-    run_dir: RunDirOpt = None, set_: SetOpt = None, force: ForceOpt = False, device: DeviceOpt = None,
-    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 when the distilled student is below its CE-only baseline beyond "
-                                         "the noise, or the teacher does not beat the baseline (nothing to transfer).")] = False,
-    as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+    fmt: Annotated[
+        str, typer.Option("--format", help="--compare output: table (terminal), json or markdown (for a CI comment).")
+    ] = "table",
+    run_dir: RunDirOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+    device: DeviceOpt = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Exit 1 when the distilled student is below its CE-only baseline beyond the noise, "
+            "or the teacher does not beat the baseline (nothing to transfer).",
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
 ) -> None:
-    from cann_distill.compare import compare as compare_runs, to_markdown
-    from cann_distill.errors import UsageError
-    from cann_distill.pipeline import run_stages
+    from cann_distill.api import run_stages
+    from cann_distill.core.errors import UsageError
+    from cann_distill.reporting.compare import compare as compare_runs
+    from cann_distill.reporting.compare import to_markdown
 
     if not compare:
+
         def one() -> Any:
             if len(targets) != 1:
                 raise UsageError(f"report takes one RECIPE (got {len(targets)} arguments); to compare run dirs use --compare")
@@ -267,8 +375,9 @@ def report_cmd(
             t.add_column(col)
         for row in result["rows"]:
             cells = [f"[bold green]{d}[/bold green]" if i == row["winner"] else d for i, d in enumerate(row["display"])]
-            t.add_row(f"{row['metric']} ({row['better']})", *cells,
-                      result["runs"][row["winner"]]["name"] if row["winner"] is not None else "–")
+            t.add_row(
+                f"{row['metric']} ({row['better']})", *cells, result["runs"][row["winner"]]["name"] if row["winner"] is not None else "–"
+            )
         ui.console.print(t)
 
     _invoke(run_compare, fmt == "json", quiet and fmt == "table", debug, render=render, to_json=lambda result: result)
@@ -287,7 +396,7 @@ def dashboard_cmd(
     refresh: Annotated[float, typer.Option("--refresh", help="Seconds between page updates.", min=0.1)] = 2.0,
     debug: DebugOpt = False,
 ) -> None:
-    from cann_distill.dashboard import make_server, serve
+    from cann_distill.reporting.dashboard import make_server, serve
 
     def start() -> Any:
         server = make_server(runs_dir, port, host, refresh)
@@ -308,18 +417,37 @@ def dashboard_cmd(
     epilog="Example: cann-distill run recipes/resnet10t_from_resnet18_digits.yaml --set distill.epochs=2",
 )
 def run_cmd(
-    recipe: Annotated[Optional[Path], typer.Argument(help="YAML recipe file (default: the packaged default recipe).", show_default=False)] = None,
-    run_dir: RunDirOpt = None, set_: SetOpt = None, force: ForceOpt = False, device: DeviceOpt = None,
-    provider: ProviderOpt = None, strict: StrictOpt = False,
-    no_budget_check: Annotated[bool, typer.Option("--no-budget-check", help="Do not stop before training when the student's "
-                                                  "parameters / estimated INT8 size exceed the hardware profile's budgets.")] = False,
-    as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+    recipe: Annotated[
+        Optional[Path], typer.Argument(help="YAML recipe file (default: the packaged default recipe).", show_default=False)
+    ] = None,
+    run_dir: RunDirOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+    device: DeviceOpt = None,
+    provider: ProviderOpt = None,
+    strict: StrictOpt = False,
+    no_budget_check: Annotated[
+        bool,
+        typer.Option(
+            "--no-budget-check",
+            help="Do not stop before training when the student's parameters / estimated INT8 size exceed the hardware profile's budgets.",
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
 ) -> None:
-    from cann_distill.pipeline import run_pipeline
+    from cann_distill.api import run_pipeline
 
-    _invoke(lambda: run_pipeline(recipe, run_dir=run_dir, force=force, overrides=_overrides(set_, device, provider),
-                                 budget_check=not no_budget_check),
-            as_json, quiet, debug, after=_validate_after(strict, None))
+    _invoke(
+        lambda: run_pipeline(
+            recipe, run_dir=run_dir, force=force, overrides=_overrides(set_, device, provider), budget_check=not no_budget_check
+        ),
+        as_json,
+        quiet,
+        debug,
+        after=_validate_after(strict, None),
+    )
 
 
 def _probe_cells(row: dict) -> tuple[str, str]:
@@ -330,24 +458,39 @@ def _probe_cells(row: dict) -> tuple[str, str]:
 
 
 def _render_fit(result: dict) -> None:
-    from cann_distill.fit import describe_miss
+    from cann_distill.fit_student import describe_miss
 
     basis = result["basis"]
-    t = Table(title=f"fit-student: {result['target']} ({result['provider']}, {result['scheme']['activation_type']} activations, "
-                    f"reduce_range={result['scheme']['reduce_range']}, batch {result['batch']}, {result['threads']} thread(s), "
-                    f"{result['image_size']} px) — {basis['kind']}" + (f" ({basis['why']})" if basis["why"] else ""),
-              title_justify="left")
+    t = Table(
+        title=f"fit-student: {result['target']} ({result['provider']}, {result['scheme']['activation_type']} activations, "
+        f"reduce_range={result['scheme']['reduce_range']}, batch {result['batch']}, {result['threads']} thread(s), "
+        f"{result['image_size']} px) — {basis['kind']}" + (f" ({basis['why']})" if basis["why"] else ""),
+        title_justify="left",
+    )
     probed = result.get("probe_epochs", 0) > 0
-    for col in ("candidate", "params M", "MFLOPs", "FP32 ms", "INT8 ms", "INT8 p99", "INT8/FP32", "INT8 MB",
-                *(("probe val", "val/ms") if probed else ()), "fits"):
+    for col in (
+        "candidate",
+        "params M",
+        "MFLOPs",
+        "FP32 ms",
+        "INT8 ms",
+        "INT8 p99",
+        "INT8/FP32",
+        "INT8 MB",
+        *(("probe val", "val/ms") if probed else ()),
+        "fits",
+    ):
         t.add_column(col)
     notes = []
     for r in result["candidates"]:
-        mark = "[bold green]picked[/bold green]" if r["arch"] == result["picked"] else ("[green]yes[/green]" if r["fits"] else "[red]no[/red]")
+        mark = (
+            "[bold green]picked[/bold green]" if r["arch"] == result["picked"] else ("[green]yes[/green]" if r["fits"] else "[red]no[/red]")
+        )
         flops = "" if r.get("flops") is None else f"{r['flops'] / 1e6:.1f}"
         if r["status"] != "ok":
-            t.add_row(r["arch"], f"{r['params'] / 1e6:.2f}", flops, "", "", "", "", "", *(("", "") if probed else ()),
-                      f"[red]{r['status']}[/red]")
+            t.add_row(
+                r["arch"], f"{r['params'] / 1e6:.2f}", flops, "", "", "", "", "", *(("", "") if probed else ()), f"[red]{r['status']}[/red]"
+            )
             notes.append(f"{r['arch']}: {r['status']}: {cut(r['error'], 200)}")
             continue
         note = [f"{m['budget']} {m['value']:.4g} > {m['limit']:.4g} (+{100 * m['excess']:.0f}%)" for m in r["misses"]]
@@ -355,10 +498,18 @@ def _render_fit(result: dict) -> None:
             note.append("latency rounds disagree (busy machine)")
         if note:
             notes.append(f"{r['arch']}: {'; '.join(note)}")
-        t.add_row(r["arch"] + (" (cached)" if r.get("cached") else ""), f"{r['params'] / 1e6:.2f}", flops,
-                  f"{r['fp32']['median_ms']:.3f}±{r['fp32']['spread_ms']:.3f}", f"{r['int8']['median_ms']:.3f}±{r['int8']['spread_ms']:.3f}",
-                  f"{r['int8']['p99_ms']:.3f}", f"{r['int8_over_fp32']:.2f}×" + ("" if r["comparison"]["significant"] else "~"),
-                  f"{r['size_bytes']['int8'] / 1e6:.2f}", *(_probe_cells(r) if probed else ()), mark)
+        t.add_row(
+            r["arch"] + (" (cached)" if r.get("cached") else ""),
+            f"{r['params'] / 1e6:.2f}",
+            flops,
+            f"{r['fp32']['median_ms']:.3f}±{r['fp32']['spread_ms']:.3f}",
+            f"{r['int8']['median_ms']:.3f}±{r['int8']['spread_ms']:.3f}",
+            f"{r['int8']['p99_ms']:.3f}",
+            f"{r['int8_over_fp32']:.2f}×" + ("" if r["comparison"]["significant"] else "~"),
+            f"{r['size_bytes']['int8'] / 1e6:.2f}",
+            *(_probe_cells(r) if probed else ()),
+            mark,
+        )
     ui.console.print(t)
     for line in notes:
         ui.console.print(f"  {line}", highlight=False)
@@ -380,29 +531,55 @@ def _render_fit(result: dict) -> None:
     "(latency, size, parameters) and write RECIPE.fit.yaml with the largest student that fits (exit 1 with the closest "
     "miss when none does). Measurements are cached per arch, image size, provider, scheme and library versions.",
     epilog="Example: cann-distill fit-student recipes/resnet10t_from_resnet18_digits.yaml --target x86-avx2 "
-           "--candidates resnet10t,lcnet_050,mobilenetv2_050",
+    "--candidates resnet10t,lcnet_050,mobilenetv2_050",
 )
 def fit_student_cmd(
-    recipe: RecipeArg, run_dir: RunDirOpt = None, set_: SetOpt = None,
-    target: Annotated[Optional[str], typer.Option("--target", help="Hardware profile name (configs/hardware/) or a profile "
-                                                  ".yaml path (default: validate.target).")] = None,
-    candidates: Annotated[Optional[str], typer.Option("--candidates", help="Comma-separated timm archs (default: the student's "
-                                                      "width/depth variants plus resnet10t/14t, lcnet, mobilenetv2).")] = None,
+    recipe: RecipeArg,
+    run_dir: RunDirOpt = None,
+    set_: SetOpt = None,
+    target: Annotated[
+        Optional[str],
+        typer.Option("--target", help="Hardware profile name (configs/hardware/) or a profile .yaml path (default: validate.target)."),
+    ] = None,
+    candidates: Annotated[
+        Optional[str],
+        typer.Option(
+            "--candidates",
+            help="Comma-separated timm archs (default: the student's width/depth variants plus resnet10t/14t, lcnet, mobilenetv2).",
+        ),
+    ] = None,
     force: Annotated[bool, typer.Option("--force", help="Measure again even when cached.")] = False,
-    probe_epochs: Annotated[int, typer.Option("--probe-epochs", min=0, help="Distill each candidate this many epochs from "
-                                              "select's cached teacher logits (needs `cann-distill select` first); "
-                                              "pick the most accurate that fits.")] = 0,
-    as_json: JsonOpt = False, quiet: QuietOpt = False, debug: DebugOpt = False,
+    probe_epochs: Annotated[
+        int,
+        typer.Option(
+            "--probe-epochs",
+            min=0,
+            help="Distill each candidate this many epochs from "
+            "select's cached teacher logits (needs `cann-distill select` first); "
+            "pick the most accurate that fits.",
+        ),
+    ] = 0,
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+    debug: DebugOpt = False,
 ) -> None:
-    from cann_distill.fit import fit_student, require_fit
-    from cann_distill.pipeline import run_dir_of
-    from cann_distill.recipe import load_recipe
+    from cann_distill.api import run_dir_of
+    from cann_distill.core.recipe_load import load_recipe
+    from cann_distill.fit_student import fit_student, require_fit
 
     def go() -> dict:
         r = load_recipe(recipe, list(set_ or []))
         root = run_dir_of(r, run_dir).root
-        return fit_student(r, recipe, root / "fit", target=target, candidates=candidates.split(",") if candidates is not None else None,
-                           force=force, probe_epochs=probe_epochs, run_root=root)
+        return fit_student(
+            r,
+            recipe,
+            root / "fit",
+            target=target,
+            candidates=candidates.split(",") if candidates is not None else None,
+            force=force,
+            probe_epochs=probe_epochs,
+            run_root=root,
+        )
 
     _invoke(go, as_json, quiet, debug, after=require_fit, render=_render_fit, to_json=lambda res: res)
 

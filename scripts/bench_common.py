@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from cann_distill.pipeline import run_stages
-from cann_distill.recipe import Recipe, load_recipe
+from cann_distill.api import run_stages
+from cann_distill.core.recipe import Recipe
+from cann_distill.core.recipe_load import load_recipe
 
 
 def add_common_args(ap: argparse.ArgumentParser, recipe: Path, recipe_help: str) -> None:
@@ -71,15 +72,22 @@ def mean_std(values: list[float]) -> dict[str, Any]:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "values": values}
 
 
-def write_results(out: Path, recipe_path: Path, base_recipe: Recipe, teacher: dict[str, Any], seeds: list[int],
-                  started: float, **fields: Any) -> None:
+def write_results(
+    out: Path, recipe_path: Path, base_recipe: Recipe, teacher: dict[str, Any], seeds: list[int], started: float, **fields: Any
+) -> None:
     """The fields every benchmark reports, then the script's own, as JSON at `out`."""
     results = {
         "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
-        "recipe": str(recipe_path), "teacher": base_recipe.teacher.arch, "student": base_recipe.student.arch,
-        "distill_epochs": base_recipe.distill.epochs, "teacher_epochs": teacher["epochs"], "teacher_val_acc": teacher["val_acc"],
-        "seeds": seeds, "std": "sample standard deviation (ddof=1) over seeds",
-        **fields, "seconds": time.perf_counter() - started,
+        "recipe": str(recipe_path),
+        "teacher": base_recipe.teacher.arch,
+        "student": base_recipe.student.arch,
+        "distill_epochs": base_recipe.distill.epochs,
+        "teacher_epochs": teacher["epochs"],
+        "teacher_val_acc": teacher["val_acc"],
+        "seeds": seeds,
+        "std": "sample standard deviation (ddof=1) over seeds",
+        **fields,
+        "seconds": time.perf_counter() - started,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

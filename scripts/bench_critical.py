@@ -55,13 +55,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_common import add_common_args, epoch_overrides, mean_std, run_arm, scratch_dir, train_base_teacher, write_results  # noqa: E402
 
-from cann_distill.recipe import resource_dir
-from cann_distill.ui import ui
-
-from cann_distill.critical import steps_in_epoch
-
-from bench_common import add_common_args, epoch_overrides, mean_std, run_arm, train_base_teacher, scratch_dir, write_results  # noqa: E402
+from cann_distill.core.recipe import resource_dir
+from cann_distill.runtime.terminal import ui
+from cann_distill.selection.remining import steps_in_epoch
 
 SUBSET = "distill.critical.mode=subset"
 POOLED = "select.class_balanced=false"
@@ -78,8 +76,13 @@ ARMS: dict[str, list[str]] = {
     "refresh": [SUBSET, "select.strategy=view_loss", "select.policy=hard", "select.refresh_every=2"],
     "refresh1_hard": [SUBSET, "select.strategy=view_loss", "select.policy=hard", "select.refresh_every=1"],
     "refresh1_mix": [SUBSET, "select.strategy=view_loss", "select.policy=mix", "select.refresh_every=1"],
-    "refresh1_rho": [SUBSET, "select.strategy=reducible_loss", "select.policy=hard", "select.refresh_every=1",
-                     "select.refresh_by=reducible_loss"],
+    "refresh1_rho": [
+        SUBSET,
+        "select.strategy=reducible_loss",
+        "select.policy=hard",
+        "select.refresh_every=1",
+        "select.refresh_by=reducible_loss",
+    ],
     "refresh1_hard_half": [SUBSET, "select.strategy=view_loss", "select.policy=hard", "select.refresh_every=1", "select.top_k_ratio=0.5"],
     "full_short": ["distill.critical.mode=none"],
 }
@@ -115,15 +118,21 @@ def write_hard_digits(root: Path, seed: int = 0, noise: float = 0.15, label_nois
             img = img + rng.normal(0.0, noise, img.shape)
             if rng.random() < occlude:
                 r0, c0 = rng.integers(0, 32 - 10, size=2)
-                img[r0:r0 + 10, c0:c0 + 10] = rng.uniform(0.0, 1.0)
+                img[r0 : r0 + 10, c0 : c0 + 10] = rng.uniform(0.0, 1.0)
             label = int(y[i])
             if split == "train" and rng.random() < label_noise:
                 label = int(rng.choice([c for c in range(10) if c != label]))
                 flipped += 1
             Image.fromarray((np.clip(img, 0, 1) * 255).round().astype(np.uint8), mode="L").save(root / split / str(label) / f"{i:04d}.png")
-    info = {"root": str(root), "train": len(tr), "val": len(va), "test": len(te), "train_labels_flipped": flipped,
-            "corruption": f"shift ±2 px, contrast U(0.6, 1), Gaussian noise σ={noise}, 10×10 grey patch p={occlude}",
-            "label_noise": label_noise}
+    info = {
+        "root": str(root),
+        "train": len(tr),
+        "val": len(va),
+        "test": len(te),
+        "train_labels_flipped": flipped,
+        "corruption": f"shift ±2 px, contrast U(0.6, 1), Gaussian noise σ={noise}, 10×10 grey patch p={occlude}",
+        "label_noise": label_noise,
+    }
     marker.write_text(json.dumps(info, indent=2))
     return info
 
@@ -132,8 +141,15 @@ def dataset_overrides(name: str, work: Path) -> tuple[list[str], dict[str, Any]]
     if name == "digits":
         return [], {"source": "sklearn load_digits, the recipe's split (60/20/20, split_seed 0)"}
     info = write_hard_digits(work / "digits_hard")
-    return ["data.source=imagefolder", f"data.root={info['root']}", "data.channels=1", "data.mean=[0.5]", "data.std=[0.5]",
-            "data.num_workers=0", "data.test_fraction=0.0"], info
+    return [
+        "data.source=imagefolder",
+        f"data.root={info['root']}",
+        "data.channels=1",
+        "data.mean=[0.5]",
+        "data.std=[0.5]",
+        "data.num_workers=0",
+        "data.test_fraction=0.0",
+    ], info
 
 
 def machine() -> dict[str, Any]:
@@ -142,9 +158,14 @@ def machine() -> dict[str, Any]:
         flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
     except OSError:
         pass
-    return {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-            "avx512_vnni": "avx512_vnni" in flags, "avx2": " avx2" in flags, "load_average_start": os.getloadavg(),
-            "note": "other agents were loading the machine (see load averages)"}
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "avx512_vnni": "avx512_vnni" in flags,
+        "avx2": " avx2" in flags,
+        "load_average_start": os.getloadavg(),
+        "note": "other agents were loading the machine (see load averages)",
+    }
 
 
 def run_dataset(name: str, args: argparse.Namespace, arms: list[str], work: Path) -> dict[str, Any]:
@@ -158,7 +179,7 @@ def run_dataset(name: str, args: argparse.Namespace, arms: list[str], work: Path
     for arm in ["full", *[a for a in arms if a != "full"]]:  # full first: its step count sets the subset arms' epochs
         accs, walls, per = [], [], []
         epochs = arm_epochs(arm, budget, base_recipe.distill.epochs)
-        for seed in seeds[:args.alone_seeds] if arm == "alone" and args.alone_seeds else seeds:
+        for seed in seeds[: args.alone_seeds] if arm == "alone" and args.alone_seeds else seeds:
             t0 = time.perf_counter()
             _, res = run_arm(args.recipe, [*common, *ARMS[arm], f"distill.epochs={epochs}"], ckpt, seed, work / name / arm / f"seed{seed}")
             if arm == "full" and not budget:
@@ -166,15 +187,37 @@ def run_dataset(name: str, args: argparse.Namespace, arms: list[str], work: Path
             walls.append(time.perf_counter() - t0)
             d, s = res["distill"].summary, res["select"].summary
             accs.append(d["test_acc"] if d["test_acc"] is not None else d["val_acc"])
-            per.append({"seed": seed, "acc": accs[-1], "select_s": res["select"].seconds, "distill_s": res["distill"].seconds,
-                        "cost": d["cost"], "selection": s.get("selection"), "refresh": d.get("refresh")})
-            print(f"  {name} {arm:9s} seed {seed}: test {100 * accs[-1]:.2f}%  steps {d['cost']['steps']}/{budget['full_steps']}"
-                  f"  {walls[-1]:.0f}s", flush=True)
+            per.append(
+                {
+                    "seed": seed,
+                    "acc": accs[-1],
+                    "select_s": res["select"].seconds,
+                    "distill_s": res["distill"].seconds,
+                    "cost": d["cost"],
+                    "selection": s.get("selection"),
+                    "refresh": d.get("refresh"),
+                }
+            )
+            print(
+                f"  {name} {arm:9s} seed {seed}: test {100 * accs[-1]:.2f}%  steps {d['cost']['steps']}/{budget['full_steps']}"
+                f"  {walls[-1]:.0f}s",
+                flush=True,
+            )
         steps = per[0]["cost"]["steps"]
-        results[arm] = {**mean_std(accs), "wall_s": mean_std(walls), "epochs": epochs, "steps": steps,
-                        "full_set_steps": budget["full_steps"], "step_share": steps / budget["full_steps"], "runs": per}
-        print(f"{name} {arm:9s} {100 * results[arm]['mean']:.2f} ± {100 * results[arm]['std']:.2f} %  "
-              f"wall {results[arm]['wall_s']['mean']:.0f}s", flush=True)
+        results[arm] = {
+            **mean_std(accs),
+            "wall_s": mean_std(walls),
+            "epochs": epochs,
+            "steps": steps,
+            "full_set_steps": budget["full_steps"],
+            "step_share": steps / budget["full_steps"],
+            "runs": per,
+        }
+        print(
+            f"{name} {arm:9s} {100 * results[arm]['mean']:.2f} ± {100 * results[arm]['std']:.2f} %  "
+            f"wall {results[arm]['wall_s']['mean']:.0f}s",
+            flush=True,
+        )
     if "full" not in arms:
         results.pop("full")
     full = results.get("full", {}).get("mean")
@@ -193,8 +236,16 @@ def run_dataset(name: str, args: argparse.Namespace, arms: list[str], work: Path
             results[a]["over_full"] = results[a]["mean"] / full
         if rand is not None:
             results[a]["vs_random_pt"] = 100 * (results[a]["mean"] - rand)
-    return {"dataset": info, "teacher": teacher, "teacher_test_acc": teacher.get("test_acc"), "arms": results, "verdict": verdict,
-            "recipe_epochs": base_recipe.distill.epochs, "seeds": seeds, "budget": budget}
+    return {
+        "dataset": info,
+        "teacher": teacher,
+        "teacher_test_acc": teacher.get("test_acc"),
+        "arms": results,
+        "verdict": verdict,
+        "recipe_epochs": base_recipe.distill.epochs,
+        "seeds": seeds,
+        "budget": budget,
+    }
 
 
 def step_budget(select_summary: dict[str, Any], recipe: Any, share: float) -> dict[str, Any]:
@@ -203,8 +254,16 @@ def step_budget(select_summary: dict[str, Any], recipe: Any, share: float) -> di
     n, kept, epochs = int(select_summary["num_samples"]), int(select_summary["num_critical"]), recipe.distill.epochs
     full_steps = epochs * steps_in_epoch(n, batch)
     subset_epochs = max(1, round(share * full_steps / steps_in_epoch(kept, batch)))
-    return {"share": share, "full_epochs": epochs, "full_steps": full_steps, "samples": n, "subset_samples": kept,
-            "subset_epochs": subset_epochs, "full_short_epochs": max(1, round(share * epochs)), "batch": batch}
+    return {
+        "share": share,
+        "full_epochs": epochs,
+        "full_steps": full_steps,
+        "samples": n,
+        "subset_samples": kept,
+        "subset_epochs": subset_epochs,
+        "full_short_epochs": max(1, round(share * epochs)),
+        "batch": batch,
+    }
 
 
 def arm_epochs(arm: str, budget: dict[str, Any], full_epochs: int) -> int:
@@ -222,17 +281,28 @@ def arm_epochs(arm: str, budget: dict[str, Any], full_epochs: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="Example: .venv/bin/python scripts/bench_critical.py --epochs 10 --seeds 3 --out runs/bench_critical.json")
-    add_common_args(ap, resource_dir("recipes") / "mobilenetv3_small_050_from_resnet18_digits.yaml",
-                    "recipe (default: the shipped mobilenetv3 digits recipe)")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Example: .venv/bin/python scripts/bench_critical.py --epochs 10 --seeds 3 --out runs/bench_critical.json",
+    )
+    add_common_args(
+        ap,
+        resource_dir("recipes") / "mobilenetv3_small_050_from_resnet18_digits.yaml",
+        "recipe (default: the shipped mobilenetv3 digits recipe)",
+    )
     ap.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of %(default)s")
     ap.add_argument("--datasets", default=",".join(DATASETS), help="comma-separated subset of %(default)s")
-    ap.add_argument("--step-budget", type=float, default=0.35,
-                    help="share of the full set's optimizer steps every subset arm (and full_short) trains for (default %(default)s)")
+    ap.add_argument(
+        "--step-budget",
+        type=float,
+        default=0.35,
+        help="share of the full set's optimizer steps every subset arm (and full_short) trains for (default %(default)s)",
+    )
     ap.add_argument("--alone-seeds", type=int, default=None, help="seeds of the `alone` arm (default: --seeds)")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (default 1: on a shared 2-core machine 2 threads made an epoch 9x slower)")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads (default 1: on a shared 2-core machine 2 threads made an epoch 9x slower)"
+    )
     args = ap.parse_args(argv)
     import torch
 
@@ -251,10 +321,21 @@ def main(argv: list[str] | None = None) -> int:
             args.out.parent.mkdir(parents=True, exist_ok=True)
         first = by_dataset[datasets[0]]
         host["load_average_end"] = os.getloadavg()
-        from cann_distill.recipe import load_recipe
+        from cann_distill.core.recipe_load import load_recipe
 
-        write_results(args.out, args.recipe, load_recipe(args.recipe, epoch_overrides(args)), first["teacher"],
-                      first["seeds"], started, machine=host, threads=args.threads, arms_run=arms, datasets=by_dataset, step_budget=args.step_budget)
+        write_results(
+            args.out,
+            args.recipe,
+            load_recipe(args.recipe, epoch_overrides(args)),
+            first["teacher"],
+            first["seeds"],
+            started,
+            machine=host,
+            threads=args.threads,
+            arms_run=arms,
+            datasets=by_dataset,
+            step_budget=args.step_budget,
+        )
     return 0
 
 

@@ -32,8 +32,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_common import mean_std  # noqa: E402
 
-from cann_distill.pipeline import run_stages  # noqa: E402
-from cann_distill.recipe import load_recipe  # noqa: E402
+from cann_distill.api import run_stages  # noqa: E402
+from cann_distill.core.recipe_load import load_recipe  # noqa: E402
 
 RECIPE: dict[str, Any] = {
     "name": "bench_ddp",
@@ -63,7 +63,9 @@ def cpu_info() -> dict[str, Any]:
 
 
 def distill_arm(recipe: Path, seed: int, procs: int, threads: str) -> dict[str, float]:
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"] if procs > 1 else [sys.executable]
+    launcher = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"] if procs > 1 else [sys.executable]
+    )
     cmd = [*launcher, "-m", "cann_distill", "distill", str(recipe), "--force", "-q"]
     t0 = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": threads})
@@ -102,14 +104,23 @@ def main() -> None:
         for arm, (procs, threads) in ARMS.items():
             row = distill_arm(recipe_path, seed, procs, threads)
             m = json.loads((work / "run" / "distill" / "metrics.json").read_text())
-            row.update(samples_per_s=m["throughput"]["samples_per_s"], distill_s=sum(h["train_s"] for h in m["history"]),
-                       val_acc=m["val_acc"])
+            row.update(
+                samples_per_s=m["throughput"]["samples_per_s"], distill_s=sum(h["train_s"] for h in m["history"]), val_acc=m["val_acc"]
+            )
             rows[arm].append(row)
-            print(f"seed {seed} {arm}: {row['samples_per_s']:.0f} samples/s, train {row['distill_s']:.1f}s, "
-                  f"wall {row['wall_s']:.1f}s, val {100 * row['val_acc']:.1f}%", flush=True)
+            print(
+                f"seed {seed} {arm}: {row['samples_per_s']:.0f} samples/s, train {row['distill_s']:.1f}s, "
+                f"wall {row['wall_s']:.1f}s, val {100 * row['val_acc']:.1f}%",
+                flush=True,
+            )
     results = {
-        "command": " ".join([sys.executable, *sys.argv]), "recipe": base, "seeds": seeds, "std": "sample std (ddof=1) over seeds",
-        "machine": cpu_info(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+        "command": " ".join([sys.executable, *sys.argv]),
+        "recipe": base,
+        "seeds": seeds,
+        "std": "sample std (ddof=1) over seeds",
+        "machine": cpu_info(),
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
         "arms": {arm: {k: mean_std([r[k] for r in rs]) for k in rs[0]} for arm, rs in rows.items()},
         "seconds": time.perf_counter() - started,
     }

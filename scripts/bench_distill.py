@@ -24,10 +24,10 @@ import sys
 import time
 from typing import Any
 
-from cann_distill.recipe import resource_dir
-from cann_distill.ui import ui
+from bench_common import add_common_args, epoch_overrides, mean_std, run_arm, scratch_dir, train_base_teacher, write_results  # noqa: E402  (scripts/ is on sys.path)
 
-from bench_common import add_common_args, epoch_overrides, run_arm, mean_std, train_base_teacher, scratch_dir, write_results  # noqa: E402  (scripts/ is on sys.path)
+from cann_distill.core.recipe import resource_dir
+from cann_distill.runtime.terminal import ui
 
 ARMS: dict[str, list[str]] = {
     "scratch": ["distill.losses=[{kind: ce, weight: 1.0}]"],
@@ -39,9 +39,16 @@ DEFAULT_ARMS = ("scratch", "kd", "mgd")
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="Example: .venv/bin/python scripts/bench_distill.py --epochs 10 --seeds 3 --out runs/bench_distill.json")
-    add_common_args(ap, resource_dir("recipes") / "resnet10t_from_resnet18_digits_mgd.yaml", "the multi-granularity recipe; its losses are the mgd arm (default: the shipped digits one)")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Example: .venv/bin/python scripts/bench_distill.py --epochs 10 --seeds 3 --out runs/bench_distill.json",
+    )
+    add_common_args(
+        ap,
+        resource_dir("recipes") / "resnet10t_from_resnet18_digits_mgd.yaml",
+        "the multi-granularity recipe; its losses are the mgd arm (default: the shipped digits one)",
+    )
     ap.add_argument("--arms", default=",".join(DEFAULT_ARMS), help=f"comma-separated, from {', '.join(ARMS)} (default: %(default)s)")
     args = ap.parse_args(argv)
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
@@ -67,10 +74,16 @@ def main(argv: list[str] | None = None) -> int:
                 accs.append(res["distill"].summary["val_acc"])
                 seconds.append(res["distill"].seconds)
                 print(f"  {arm:16s} seed {seed}: val {100 * accs[-1]:.2f}% ({seconds[-1]:.0f}s)", flush=True)
-            results_by_arm[arm] = {**mean_std(accs), "losses": losses, "loss_balance": recipe.distill.loss_balance,
-                                   "distill_seconds_mean": statistics.fmean(seconds)}
-            print(f"{arm:16s} {100 * results_by_arm[arm]['mean']:.2f} ± {100 * results_by_arm[arm]['std']:.2f} % "
-                  f"({len(seeds)} seeds)", flush=True)
+            results_by_arm[arm] = {
+                **mean_std(accs),
+                "losses": losses,
+                "loss_balance": recipe.distill.loss_balance,
+                "distill_seconds_mean": statistics.fmean(seconds),
+            }
+            print(
+                f"{arm:16s} {100 * results_by_arm[arm]['mean']:.2f} ± {100 * results_by_arm[arm]['std']:.2f} % ({len(seeds)} seeds)",
+                flush=True,
+            )
 
         print(f"teacher          {100 * teacher['val_acc']:.2f} %", flush=True)
         write_results(args.out, args.recipe, base_recipe, teacher, seeds, started, critical_mode="none", arms=results_by_arm)

@@ -26,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from cann_distill.images import IMAGE_EXTS, find_bad_images, scan_tree
+from cann_distill.data.images import IMAGE_EXTS, find_bad_images, scan_tree
 
 
 def build_tree(root: Path, n: int, classes: int, copies: bool) -> None:
@@ -72,10 +72,14 @@ def bench(root: Path, cache: Path, repeats: int) -> dict[str, Any]:
     memo_s, bad_again = timed(lambda: find_bad_images(root, entries, cache_dir=cache))
     assert bad == bad_again == {}, f"unexpected bad images: {list(bad)[:3]}"
     return {
-        "files": len(entries), "threads": os.cpu_count(),
-        "scan_tree_first_s": first_s, "scan_tree_warm_median_s": statistics.median(warm), "scan_tree_warm_s": warm,
+        "files": len(entries),
+        "threads": os.cpu_count(),
+        "scan_tree_first_s": first_s,
+        "scan_tree_warm_median_s": statistics.median(warm),
+        "scan_tree_warm_s": warm,
         "pathlib_walk_s": old_s,
-        "find_bad_images_cold_s": cold_s, "find_bad_images_memo_s": memo_s,
+        "find_bad_images_cold_s": cold_s,
+        "find_bad_images_memo_s": memo_s,
         "memo_bytes": sum(p.stat().st_size for p in (cache / "image_checks").iterdir()),
     }
 
@@ -110,8 +114,13 @@ def main() -> None:
         if any(root.iterdir()):
             sys.exit(f"Error: {root} is not empty")
         build_s, _ = timed(lambda: build_tree(root, args.n, args.classes, args.copies))
-        result = {"n": args.n, "classes": args.classes, "layout": "copies" if args.copies else "symlinks",
-                  "build_s": build_s, **bench(root, Path(tmp) / "cache", args.repeats)}
+        result = {
+            "n": args.n,
+            "classes": args.classes,
+            "layout": "copies" if args.copies else "symlinks",
+            "build_s": build_s,
+            **bench(root, Path(tmp) / "cache", args.repeats),
+        }
     print(table(result), file=sys.stderr if args.json else sys.stdout)
     if args.json:
         print(json.dumps(result, indent=2))

@@ -29,14 +29,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cann_distill.data import load_splits
-from cann_distill.pipeline import run_stages
-from cann_distill.quant import ort as q
-from cann_distill.recipe import load_recipe, resource_dir
-from cann_distill.stages.validate import Quantizer, apply_changes, calibration_images, onnx_logits, topk
-from cann_distill.ui import ui
+from bench_common import add_common_args, epoch_overrides, mean_std, scratch_dir, train_base_teacher, write_results  # noqa: E402
 
-from bench_common import add_common_args, epoch_overrides, mean_std, train_base_teacher, scratch_dir, write_results  # noqa: E402
+from cann_distill.api import run_stages
+from cann_distill.core.recipe import resource_dir
+from cann_distill.core.recipe_load import load_recipe
+from cann_distill.data.loading import load_splits
+from cann_distill.quant import ort as q
+from cann_distill.quant.calibration import calibration_images
+from cann_distill.runtime.terminal import ui
+from cann_distill.stages.validate import Quantizer, apply_changes, onnx_logits, topk
 
 RECIPES = ("mobilenetv3_small_050_from_resnet18_digits.yaml", "resnet10t_from_resnet18_digits.yaml")
 
@@ -64,10 +66,17 @@ def one_seed(recipe_path: Path, overrides: list[str], ckpt: Path, seed: int, run
     fix = ptq_fix_accuracy(run, recipe, fb["apply"]) if fb.get("apply") else acc["onnx_int8"]
     float_s = d["throughput"].get("samples_per_s")
     return {
-        "seed": seed, "float": acc["onnx_fp32"], "ptq": acc["onnx_int8"], "ptq_fix": fix, "qad": acc["onnx_int8_qat"],
-        "fix": fb.get("apply"), "agreement": v["qat"]["by_split"]["test"]["fake_quant_vs_onnx_int8_top1"],
+        "seed": seed,
+        "float": acc["onnx_fp32"],
+        "ptq": acc["onnx_int8"],
+        "ptq_fix": fix,
+        "qad": acc["onnx_int8_qat"],
+        "fix": fb.get("apply"),
+        "agreement": v["qat"]["by_split"]["test"]["fake_quant_vs_onnx_int8_top1"],
         "ranges_exported_equal": f"{v['qat']['ranges']['exported_equal']}/{v['qat']['ranges']['learned']}",
-        "distill_seconds": results["distill"].seconds, "qad_seconds": d["qat"]["seconds"], "float_samples_per_s": float_s,
+        "distill_seconds": results["distill"].seconds,
+        "qad_seconds": d["qat"]["seconds"],
+        "float_samples_per_s": float_s,
     }
 
 
@@ -81,14 +90,22 @@ def parse_variant(text: str) -> tuple[str, str, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="Example: .venv/bin/python scripts/bench_qad.py --epochs 8 --teacher-epochs 5 --qad-epochs 2 --seeds 3 --out runs/bench_qad.json")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Example: .venv/bin/python scripts/bench_qad.py --epochs 8 --teacher-epochs 5 --qad-epochs 2 --seeds 3 --out runs/bench_qad.json",
+    )
     add_common_args(ap, resource_dir("recipes") / RECIPES[0], "ignored: both --recipes run")
     ap.add_argument("--recipes", default=",".join(RECIPES), help="comma-separated shipped recipe files (default: %(default)s)")
     ap.add_argument("--qad-epochs", type=int, default=2, help="distill.qat.epochs (default 2)")
-    ap.add_argument("--variant", action="append", default=[], metavar="LABEL=RECIPE:KEY=VALUE[;KEY=VALUE]",
-                    help="one more case: a shipped recipe with overrides, reported under LABEL (repeatable), e.g. "
-                         "'mobilenetv3 per-tensor=mobilenetv3_small_050_from_resnet18_digits.yaml:validate.per_channel=false'")
+    ap.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL=RECIPE:KEY=VALUE[;KEY=VALUE]",
+        help="one more case: a shipped recipe with overrides, reported under LABEL (repeatable), e.g. "
+        "'mobilenetv3 per-tensor=mobilenetv3_small_050_from_resnet18_digits.yaml:validate.per_channel=false'",
+    )
     args = ap.parse_args(argv)
     ui.configure(quiet=not args.verbose)
     with scratch_dir(args.work_dir, "bench_qad.") as work:
@@ -100,9 +117,16 @@ def main(argv: list[str] | None = None) -> int:
         cases += [parse_variant(v) for v in args.variant]
         for name, recipe_file, extra in cases:
             path = resource_dir("recipes") / recipe_file
-            overrides = [*epoch_overrides(args), *extra, f"select.cache_dir={work / 'cache'}", "distill.qat.enabled=true",
-                         f"distill.qat.epochs={args.qad_epochs}", f"distill.qat.freeze_observers_epoch={max(args.qad_epochs - 1, 0)}",
-                         "validate.latency.runs=20", "validate.latency.warmup=2"]
+            overrides = [
+                *epoch_overrides(args),
+                *extra,
+                f"select.cache_dir={work / 'cache'}",
+                "distill.qat.enabled=true",
+                f"distill.qat.epochs={args.qad_epochs}",
+                f"distill.qat.freeze_observers_epoch={max(args.qad_epochs - 1, 0)}",
+                "validate.latency.runs=20",
+                "validate.latency.warmup=2",
+            ]
             base_recipe, _, teacher, ckpt = train_base_teacher(path, overrides, work / name)
             base_info = base_info or (path, base_recipe, teacher)
             seeds = [base_recipe.seed + i for i in range(args.seeds)]
@@ -113,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(row), flush=True)
             arms = {arm: mean_std([100 * r[arm] for r in rows]) for arm in ("float", "ptq", "ptq_fix", "qad")}
             out[name] = {
-                "student": base_recipe.student.arch, "teacher_val_acc": teacher["val_acc"], "runs": rows,
+                "student": base_recipe.student.arch,
+                "teacher_val_acc": teacher["val_acc"],
+                "runs": rows,
                 "accuracy_pct": arms,
                 "int8_drop_pt": {arm: mean_std([100 * (r["float"] - r[arm]) for r in rows]) for arm in ("ptq", "ptq_fix", "qad")},
                 "agreement_fake_quant_vs_onnx_int8": mean_std([r["agreement"] for r in rows]),
@@ -122,8 +148,17 @@ def main(argv: list[str] | None = None) -> int:
             print(name, json.dumps({k: v for k, v in out[name].items() if k != "runs"}, indent=1), flush=True)
     path, base_recipe, teacher = base_info  # type: ignore[misc]
     feats = q.cpu_features()
-    write_results(args.out, path, base_recipe, teacher, seeds, started, qad_epochs=args.qad_epochs, recipes=out,
-                  machine={"cpu": feats, "platform": platform.platform(), "cores": os.cpu_count(), "loadavg": os.getloadavg()})
+    write_results(
+        args.out,
+        path,
+        base_recipe,
+        teacher,
+        seeds,
+        started,
+        qad_epochs=args.qad_epochs,
+        recipes=out,
+        machine={"cpu": feats, "platform": platform.platform(), "cores": os.cpu_count(), "loadavg": os.getloadavg()},
+    )
     return 0
 
 

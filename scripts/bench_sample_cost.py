@@ -16,8 +16,9 @@ from typing import Any
 import torch
 from torch.utils.data import default_collate
 
-from cann_distill.data import SplitDataset, load_splits, loader
-from cann_distill.recipe import load_recipe, resource_dir
+from cann_distill.core.recipe import resource_dir
+from cann_distill.core.recipe_load import load_recipe
+from cann_distill.data.loading import SplitDataset, load_splits, loader
 
 
 def loader_cost(train: Any, transform: Any, samples: int) -> float:
@@ -48,17 +49,22 @@ def worker_cost(train: Any, transform: Any, samples: int, rep: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="Example: PYTHONPATH=. .venv/bin/python scripts/bench_sample_cost.py --samples 2000")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Example: PYTHONPATH=. .venv/bin/python scripts/bench_sample_cost.py --samples 2000",
+    )
     ap.add_argument("--recipe", default=str(resource_dir("recipes") / "mobilenetv3_small_050_from_resnet18_digits.yaml"))
     ap.add_argument("--samples", type=int, default=2000)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     splits = load_splits(load_recipe(args.recipe, ["data.num_workers=0"]).data)
-    rows = {"train loader": lambda r: loader_cost(splits.train, splits.train_transform, args.samples),
-            "eval loader": lambda r: loader_cost(splits.train, None, args.samples),
-            "worker fetch+collate": lambda r: worker_cost(splits.train, splits.train_transform, args.samples, r)}
+    rows = {
+        "train loader": lambda r: loader_cost(splits.train, splits.train_transform, args.samples),
+        "eval loader": lambda r: loader_cost(splits.train, None, args.samples),
+        "worker fetch+collate": lambda r: worker_cost(splits.train, splits.train_transform, args.samples, r),
+    }
     for name, fn in rows.items():
         runs = [fn(r) for r in range(args.repeats)]
         print(f"{name:22s} {statistics.mean(runs):7.1f} ± {statistics.stdev(runs) if len(runs) > 1 else 0:5.1f} µs/sample")

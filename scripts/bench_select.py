@@ -28,16 +28,16 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from bench_common import epoch_overrides, mean_std, run_arm, scratch_dir, train_base_teacher, write_results  # noqa: E402  (scripts/ is on sys.path)
 
-from cann_distill.data import channels_of, load_splits
-from cann_distill.losses import LOSSES
-from cann_distill.models import build_model
-from cann_distill.pipeline import run_stages
-from cann_distill.recipe import Recipe, default_recipe_path
-from cann_distill.train import fit, seed_everything
-from cann_distill.ui import ui
-
-from bench_common import epoch_overrides, run_arm, mean_std, train_base_teacher, scratch_dir, write_results  # noqa: E402  (scripts/ is on sys.path)
+from cann_distill.api import run_stages
+from cann_distill.core.recipe import Recipe, default_recipe_path
+from cann_distill.data.loading import load_splits
+from cann_distill.data.transforms import channels_of
+from cann_distill.models.build import build_model
+from cann_distill.runtime.terminal import ui
+from cann_distill.teaching.losses import LOSSES
+from cann_distill.training.loop import fit, seed_everything
 
 ARMS: dict[str, list[str]] = {
     "critical": ["distill.critical.mode=subset"],
@@ -70,6 +70,7 @@ def steps_per_second(recipe: Recipe, teacher_ckpt: Path | None, cached_logits: n
             outputs = {"student.logits": model(x), "teacher.logits": teacher_logits(x, idx), "targets": y}
             total = sum(w * loss(outputs).mean() for w, loss in losses)
             return total, {}
+
         return step
 
     def rerun_teacher(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -86,24 +87,38 @@ def steps_per_second(recipe: Recipe, teacher_ckpt: Path | None, cached_logits: n
             t0 = time.perf_counter()
             fit(student, train, cfg, batch_size, step, recipe.seed, f"throughput {name}")
             best[name] = max(best.get(name, 0.0), steps / (time.perf_counter() - t0))
-    return {"cached_steps_per_s": best["cached"], "teacher_forward_steps_per_s": best["teacher_forward"],
-            "ratio": best["cached"] / best["teacher_forward"], "steps": steps}
+    return {
+        "cached_steps_per_s": best["cached"],
+        "teacher_forward_steps_per_s": best["teacher_forward"],
+        "ratio": best["cached"] / best["teacher_forward"],
+        "steps": steps,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="Example: .venv/bin/python scripts/bench_select.py --epochs 10 --seeds 3 --out runs/bench_select.json")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Example: .venv/bin/python scripts/bench_select.py --epochs 10 --seeds 3 --out runs/bench_select.json",
+    )
     ap.add_argument("--recipe", type=Path, default=default_recipe_path(), help="default: the packaged default recipe")
     ap.add_argument("--epochs", type=int, default=None, help="distill epochs per arm (default: the recipe's)")
     ap.add_argument("--seeds", type=int, default=3, help="student seeds per arm: recipe seed, +1, ... (default 3)")
     ap.add_argument("--teacher-epochs", type=int, default=None, help="teacher training epochs (default: the recipe's)")
     ap.add_argument("--throughput-epochs", type=int, default=1, help="epochs per steps/s measurement (default 1)")
-    ap.add_argument("--temperature", choices=["fixed", "per-sample"], default="fixed",
-                    help="fixed (default): KD's own temperature in every arm, so only the subset differs; "
-                         "per-sample: select.temperature.per_sample=true (the random arm then gets random temperatures)")
+    ap.add_argument(
+        "--temperature",
+        choices=["fixed", "per-sample"],
+        default="fixed",
+        help="fixed (default): KD's own temperature in every arm, so only the subset differs; "
+        "per-sample: select.temperature.per_sample=true (the random arm then gets random temperatures)",
+    )
     ap.add_argument("--work-dir", type=Path, default=None, help="run dirs and the cache (default: a fresh temp dir, removed after)")
-    ap.add_argument("--speed-teachers", default="resnet34,resnet50",
-                    help="also time the cached vs teacher-forward loop with these (untrained) teachers; '' for none")
+    ap.add_argument(
+        "--speed-teachers",
+        default="resnet34,resnet50",
+        help="also time the cached vs teacher-forward loop with these (untrained) teachers; '' for none",
+    )
     ap.add_argument("--out", type=Path, required=True, help="write the results here as JSON")
     ap.add_argument("--verbose", action="store_true", help="show the stages' progress messages")
     args = ap.parse_args(argv)
@@ -122,10 +137,19 @@ def main(argv: list[str] | None = None) -> int:
         cold, cold_status = timed_select(base_recipe, base, force=True)
         warm_runs = [timed_select(base_recipe, base, force=True) for _ in range(3)]
         warm = statistics.median(s for s, _ in warm_runs)
-        cache_result = {"cold_s": cold, "cold_status": cold_status, "warm_s": warm, "warm_runs_s": [s for s, _ in warm_runs],
-                        "warm_status": sorted({st for _, st in warm_runs}), "warm_over_cold": warm / cold}
-        print(f"select: cold {cold:.2f}s ({cold_status}), warm {warm:.3f}s (median of 3, {'/'.join(cache_result['warm_status'])}) "
-              f"= {100 * warm / cold:.1f}% of cold (target < 10%)", flush=True)
+        cache_result = {
+            "cold_s": cold,
+            "cold_status": cold_status,
+            "warm_s": warm,
+            "warm_runs_s": [s for s, _ in warm_runs],
+            "warm_status": sorted({st for _, st in warm_runs}),
+            "warm_over_cold": warm / cold,
+        }
+        print(
+            f"select: cold {cold:.2f}s ({cold_status}), warm {warm:.3f}s (median of 3, {'/'.join(cache_result['warm_status'])}) "
+            f"= {100 * warm / cold:.1f}% of cold (target < 10%)",
+            flush=True,
+        )
 
         seeds = [base_recipe.seed + i for i in range(args.seeds)]
         arms: dict[str, Any] = {}
@@ -140,26 +164,48 @@ def main(argv: list[str] | None = None) -> int:
                 samples = hist[0]["samples"] if hist else None
                 print(f"  {arm:8s} seed {seed}: val {100 * accs[-1]:.2f}%", flush=True)
             arms[arm] = {**mean_std(accs), "train_samples_per_epoch": samples}
-            print(f"{arm:8s} {100 * arms[arm]['mean']:.2f} ± {100 * arms[arm]['std']:.2f} % "
-                  f"({len(seeds)} seeds, {samples} samples/epoch)", flush=True)
+            print(
+                f"{arm:8s} {100 * arms[arm]['mean']:.2f} ± {100 * arms[arm]['std']:.2f} % ({len(seeds)} seeds, {samples} samples/epoch)",
+                flush=True,
+            )
 
         logits = np.load(base / "select" / "teacher_logits.npy", allow_pickle=False)
         throughput = steps_per_second(base_recipe, ckpt, logits, args.throughput_epochs)
-        print(f"distill steps/s: cached {throughput['cached_steps_per_s']:.2f}, teacher forward per step "
-              f"{throughput['teacher_forward_steps_per_s']:.2f}: {throughput['ratio']:.2f}x (target >= 1.5x)", flush=True)
+        print(
+            f"distill steps/s: cached {throughput['cached_steps_per_s']:.2f}, teacher forward per step "
+            f"{throughput['teacher_forward_steps_per_s']:.2f}: {throughput['ratio']:.2f}x (target >= 1.5x)",
+            flush=True,
+        )
         by_teacher = {base_recipe.teacher.arch: throughput}
         for arch in [a for a in args.speed_teachers.split(",") if a]:
-            other = base_recipe.model_copy(update={"teacher": base_recipe.teacher.model_copy(update={"arch": arch, "checkpoint": None, "pretrained": False})})
+            other = base_recipe.model_copy(
+                update={"teacher": base_recipe.teacher.model_copy(update={"arch": arch, "checkpoint": None, "pretrained": False})}
+            )
             by_teacher[arch] = steps_per_second(other, None, logits, args.throughput_epochs)
-            print(f"distill steps/s with teacher {arch}: cached {by_teacher[arch]['cached_steps_per_s']:.2f}, teacher forward "
-                  f"{by_teacher[arch]['teacher_forward_steps_per_s']:.2f}: {by_teacher[arch]['ratio']:.2f}x", flush=True)
+            print(
+                f"distill steps/s with teacher {arch}: cached {by_teacher[arch]['cached_steps_per_s']:.2f}, teacher forward "
+                f"{by_teacher[arch]['teacher_forward_steps_per_s']:.2f}: {by_teacher[arch]['ratio']:.2f}x",
+                flush=True,
+            )
 
         write_results(
-            args.out, args.recipe, base_recipe, teacher, seeds, started,
-            top_k_ratio=base_recipe.select.top_k_ratio, strategy=base_recipe.select.strategy, temperature=args.temperature,
-            arms=arms, cache=cache_result, throughput=throughput, throughput_by_teacher=by_teacher,
-            targets={"warm_over_cold_below_0.10": cache_result["warm_over_cold"] < 0.10,
-                     "steps_ratio_at_least_1.5": throughput["ratio"] >= 1.5},
+            args.out,
+            args.recipe,
+            base_recipe,
+            teacher,
+            seeds,
+            started,
+            top_k_ratio=base_recipe.select.top_k_ratio,
+            strategy=base_recipe.select.strategy,
+            temperature=args.temperature,
+            arms=arms,
+            cache=cache_result,
+            throughput=throughput,
+            throughput_by_teacher=by_teacher,
+            targets={
+                "warm_over_cold_below_0.10": cache_result["warm_over_cold"] < 0.10,
+                "steps_ratio_at_least_1.5": throughput["ratio"] >= 1.5,
+            },
         )
     return 0
 

@@ -23,21 +23,34 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
 from bench_listing import build_tree  # noqa: E402  (scripts/ is on sys.path)
 
 
 def recipe(root: Path, work: Path) -> Path:
     r = {
-        "name": f"uptodate_{root.name}", "seed": 0, "run_dir": str(work / f"run_{root.name}"), "runtime": {"device": "cpu"},
-        "data": {"source": "imagefolder", "root": str(root), "image_size": 8, "channels": 1, "batch_size": 256, "num_workers": 2,
-                 "augment": {"enabled": False}},
+        "name": f"uptodate_{root.name}",
+        "seed": 0,
+        "run_dir": str(work / f"run_{root.name}"),
+        "runtime": {"device": "cpu"},
+        "data": {
+            "source": "imagefolder",
+            "root": str(root),
+            "image_size": 8,
+            "channels": 1,
+            "batch_size": 256,
+            "num_workers": 2,
+            "augment": {"enabled": False},
+        },
         "teacher": {"arch": "test_resnet", "train": {"epochs": 0}},
         "student": {"arch": "test_efficientnet"},
         "select": {"top_k_ratio": 0.01, "cache_dir": str(work / "cache")},
         "distill": {"epochs": 1, "critical": {"mode": "subset"}},
-        "validate": {"calibration": {"samples": 32}, "latency": {"warmup": 1, "runs": 5}, "gap": {"samples": 16},
-                     "feedback": {"search": False}},
+        "validate": {
+            "calibration": {"samples": 32},
+            "latency": {"warmup": 1, "runs": 5},
+            "gap": {"samples": 16},
+            "feedback": {"search": False},
+        },
     }
     path = work / f"{root.name}.yaml"
     path.write_text(yaml.safe_dump(r, sort_keys=False))
@@ -70,8 +83,11 @@ def measure(n: int, work: Path, repeats: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="Example: python scripts/bench_uptodate.py --out runs/bench_uptodate.json")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Example: python scripts/bench_uptodate.py --out runs/bench_uptodate.json",
+    )
     ap.add_argument("-n", type=int, default=100_000, help="files in the large tree (default 100,000)")
     ap.add_argument("--small", type=int, default=1_000, help="files in the reference tree (default 1,000)")
     ap.add_argument("--repeats", type=int, default=3)
@@ -79,8 +95,12 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench_uptodate.") as tmp:
         small, large = measure(args.small, Path(tmp), args.repeats), measure(args.n, Path(tmp), args.repeats)
-    result = {"command": " ".join([sys.executable, *sys.argv]), "small": small, "large": large,
-              "added_s": large["uptodate_median_s"] - small["uptodate_median_s"]}
+    result = {
+        "command": " ".join([sys.executable, *sys.argv]),
+        "small": small,
+        "large": large,
+        "added_s": large["uptodate_median_s"] - small["uptodate_median_s"],
+    }
     print(f"{args.n - args.small:,} more files add {result['added_s']:.2f}s to an up-to-date run")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -26,11 +26,16 @@ def table(result: dict) -> str:
             continue
         within = "" if r["comparison"]["significant"] else " (within spread)"
         flag = " ⚠" if r["fp32"]["unstable"] or r["int8"]["unstable"] else ""
-        fits = "**picked**" if r["arch"] == result["picked"] else ("yes" if r["fits"] else "no: " + ", ".join(m["budget"] for m in r["misses"]))
+        fits = (
+            "**picked**"
+            if r["arch"] == result["picked"]
+            else ("yes" if r["fits"] else "no: " + ", ".join(m["budget"] for m in r["misses"]))
+        )
         lines.append(
             f"| {r['arch']} | {r['params'] / 1e6:.2f} | {(r['flops'] or 0) / 1e6:.1f} | {r['fp32']['median_ms']:.3f} ± {r['fp32']['spread_ms']:.3f} "
             f"| {r['int8']['median_ms']:.3f} ± {r['int8']['spread_ms']:.3f}{flag} | {r['int8']['p99_ms']:.2f} | {r['int8_over_fp32']:.2f}×{within} "
-            f"| {r['throughput']['int8_img_s']:,.0f} | {r['size_bytes']['int8'] / 1e6:.2f} | {r['int8_float_ops']} | {fits} |")
+            f"| {r['throughput']['int8_img_s']:,.0f} | {r['size_bytes']['int8'] / 1e6:.2f} | {r['int8_float_ops']} | {fits} |"
+        )
     loads = [r["load_avg"]["before"][0] for r in result["candidates"] if r.get("load_avg") and r["load_avg"].get("before")]
     if loads:
         lines += ["", f"1-minute load average while measuring: {min(loads):.1f}–{max(loads):.1f}"]

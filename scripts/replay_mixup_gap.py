@@ -2,7 +2,7 @@
 
 With `distill.teacher_targets: replay` (or `cached`) and mixup/cutmix on, distill cannot run the
 teacher on the mixed image; it mixes the teacher's distributions of the two images with the batch's
-λ and partner instead (timm batch mode: sample i with sample B-1-i; `cann_distill.targets`).
+λ and partner instead (timm batch mode: sample i with sample B-1-i; `cann_distill.teaching.targets`).
 `online` runs the teacher on the mixed image. This script trains the recipe's teacher once, takes
 `--batches` training batches (the views of epoch 0), mixes each with mixup only and with cutmix only,
 and compares the teacher's distribution on the mixed image (`online`) with:
@@ -35,11 +35,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cann_distill.data import BatchMixup, channels_of, load_splits, loader, mix_distributions
-from cann_distill.models import build_model, with_teacher_input
-from cann_distill.pipeline import run_stages
-from cann_distill.recipe import load_recipe, resource_dir
-from cann_distill.targets import log_probs, topk_distribution
+from cann_distill.api import run_stages
+from cann_distill.core.recipe import resource_dir
+from cann_distill.core.recipe_load import load_recipe
+from cann_distill.data.loading import load_splits, loader
+from cann_distill.data.transforms import BatchMixup, channels_of, mix_distributions
+from cann_distill.models.build import build_model, with_teacher_input
+from cann_distill.teaching.targets import log_probs, topk_distribution
 
 KINDS = {"mixup": {"mixup_alpha": 0.8, "cutmix_alpha": 0.0}, "cutmix": {"mixup_alpha": 0.0, "cutmix_alpha": 1.0}}
 
@@ -69,8 +71,13 @@ def main() -> None:
     splits = load_splits(recipe.data)
     train = splits.train
     n_classes = len(train.classes)
-    teacher = build_model(recipe.teacher, n_classes, channels_of(recipe.data), checkpoint=work / "teacher_run" / "teacher" / "teacher.pt",
-                          classes=train.classes)
+    teacher = build_model(
+        recipe.teacher,
+        n_classes,
+        channels_of(recipe.data),
+        checkpoint=work / "teacher_run" / "teacher" / "teacher.pt",
+        classes=train.classes,
+    )
     teacher = with_teacher_input(teacher, recipe.data, recipe.teacher).eval()
     batch_size = recipe.distill.batch_size or recipe.data.batch_size
     batches = loader(train, batch_size, train=True, seed=recipe.seed, transform=splits.train_transform)
@@ -92,20 +99,36 @@ def main() -> None:
                 mixed, _, lam = mixer.mix_batch(x.clone(), y)
                 lams.append(lam)
                 online = teacher(mixed).softmax(1)
-                approx = {"replay": mix_distributions(p_view, lam), "replay_topk": mix_distributions(p_topk, lam),
-                          "cached": mix_distributions(p_eval, lam), "unmixed": p_view}
+                approx = {
+                    "replay": mix_distributions(p_view, lam),
+                    "replay_topk": mix_distributions(p_topk, lam),
+                    "cached": mix_distributions(p_eval, lam),
+                    "unmixed": p_view,
+                }
                 for name, a in approx.items():
                     s = sums.setdefault(name, {"kl_t1": [], "kl_t": [], "top1_agree": []})
                     s["kl_t1"] += kl(online, a, 1.0).tolist()
                     s["kl_t"] += kl(online, a, args.temperature).tolist()
                     s["top1_agree"] += (online.argmax(1) == a.argmax(1)).float().tolist()
-        results[kind] = {"lambda_mean": float(np.mean(lams)),
-                         **{name: {k: float(np.mean(v)) for k, v in s.items()} for name, s in sums.items()}}
+        results[kind] = {
+            "lambda_mean": float(np.mean(lams)),
+            **{name: {k: float(np.mean(v)) for k, v in s.items()} for name, s in sums.items()},
+        }
 
-    out = {"command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]), "recipe": str(args.recipe),
-           "teacher": recipe.teacher.arch, "teacher_val_acc": teacher_summary["val_acc"], "teacher_epochs": teacher_summary["epochs"],
-           "samples_per_kind": len(sums["replay"]["kl_t1"]), "batches": len(lams), "top_k": args.top_k, "temperature": args.temperature,
-           "kl": "mean KL(online || approximation), nats", "seconds": time.time() - started, "results": results}
+    out = {
+        "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
+        "recipe": str(args.recipe),
+        "teacher": recipe.teacher.arch,
+        "teacher_val_acc": teacher_summary["val_acc"],
+        "teacher_epochs": teacher_summary["epochs"],
+        "samples_per_kind": len(sums["replay"]["kl_t1"]),
+        "batches": len(lams),
+        "top_k": args.top_k,
+        "temperature": args.temperature,
+        "kl": "mean KL(online || approximation), nats",
+        "seconds": time.time() - started,
+        "results": results,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))
     print(f"teacher {recipe.teacher.arch}: val {100 * teacher_summary['val_acc']:.2f}%; {out['samples_per_kind']} samples per kind")

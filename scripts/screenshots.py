@@ -1,6 +1,6 @@
 """Screenshots of a run's report.html and of the dashboard for the README (headless Chromium, tests/browser.py).
 
-    python scripts/screenshots.py RUNS_DIR [--report-run NAME] [--out docs/img]
+python scripts/screenshots.py RUNS_DIR [--report-run NAME] [--out docs/img]
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cann_distill.dashboard import make_server  # noqa: E402
+from cann_distill.reporting.dashboard import make_server  # noqa: E402
 from tests.browser import Browser  # noqa: E402
 
 

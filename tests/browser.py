@@ -30,8 +30,12 @@ class WebSocket:
         u = urlparse(url)
         self.sock = socket.create_connection((u.hostname, u.port), timeout=60)
         key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((f"GET {u.path} HTTP/1.1\r\nHost: {u.hostname}:{u.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                           f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        self.sock.sendall(
+            (
+                f"GET {u.path} HTTP/1.1\r\nHost: {u.hostname}:{u.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
         head = b""
         while not head.endswith(b"\r\n\r\n"):
             head += self._exact(1)
@@ -93,10 +97,23 @@ class Browser:
         if CHROMIUM is None:
             raise RuntimeError("chromium is not installed (apt-get install -y chromium)")
         self.profile = tempfile.mkdtemp(prefix="cann-distill-chromium-")
-        self.proc = subprocess.Popen([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                                      "--disable-extensions", "--remote-debugging-port=0", f"--user-data-dir={self.profile}",
-                                      f"--window-size={width},{height}", "about:blank"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [
+                CHROMIUM,
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-extensions",
+                "--remote-debugging-port=0",
+                f"--user-data-dir={self.profile}",
+                f"--window-size={width},{height}",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         port = None
         end = time.monotonic() + 60
         while port is None and time.monotonic() < end:
@@ -158,8 +175,9 @@ class Browser:
 
     def images(self) -> list[dict[str, Any]]:
         """Every <img>: whether it decoded (complete with a natural width) and its source's start."""
-        return self.js("Array.from(document.images).map(i => ({src: i.src.slice(0, 40), ok: i.complete && i.naturalWidth > 0,"
-                       " width: i.naturalWidth}))")
+        return self.js(
+            "Array.from(document.images).map(i => ({src: i.src.slice(0, 40), ok: i.complete && i.naturalWidth > 0, width: i.naturalWidth}))"
+        )
 
     def screenshot(self, path: Path, full_page: bool = True) -> None:
         params: dict[str, Any] = {"format": "png", "captureBeyondViewport": full_page}

@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from cann_distill.errors import StageError
+from cann_distill.core.errors import StageError
 
 INPUT = "input"
 OUTPUT = "logits"
@@ -26,8 +26,15 @@ def export_onnx(model: nn.Module, path: Path, in_chans: int, image_size: int, op
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                model, (dummy,), str(path), dynamo=False, opset_version=opset, input_names=[INPUT], output_names=[OUTPUT],
-                dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}}, do_constant_folding=True,
+                model,
+                (dummy,),
+                str(path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT],
+                output_names=[OUTPUT],
+                dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+                do_constant_folding=True,
             )
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -18,8 +18,8 @@ from typing import Any, Callable, Optional
 
 import yaml
 
-from cann_distill.hardware import limits
-from cann_distill.recipe import BudgetConfig, FeedbackConfig, QatConfig, ValidateConfig
+from cann_distill.core.recipe import BudgetConfig, FeedbackConfig, QatConfig, ValidateConfig
+from cann_distill.quant.profiles import limits
 
 # Student families whose ops (depthwise conv + ReLU6/hard-swish/squeeze-excite) stay partly in
 # float or quantize badly under onnxruntime static INT8; dense-conv students do better.
@@ -49,7 +49,7 @@ def qad_changes(qat: QatConfig, epochs: int) -> dict[str, Any]:
 
 def qat_config(qat: QatConfig, changes: dict[str, Any]) -> QatConfig:
     """The recipe's `distill.qat` with the fix's `distill.qat.*` changes applied."""
-    return qat.model_copy(update={k[len(QAD_PREFIX):]: v for k, v in changes.items() if k.startswith(QAD_PREFIX)})
+    return qat.model_copy(update={k[len(QAD_PREFIX) :]: v for k, v in changes.items() if k.startswith(QAD_PREFIX)})
 
 
 def recipe_key(key: str) -> str:
@@ -63,8 +63,9 @@ def split_changes(changes: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
     return inside, {k: v for k, v in changes.items() if k.startswith(OUTSIDE_VALIDATE)}
 
 
-def candidate_changes(cfg: ValidateConfig, worst_nodes: list[str], scheme: dict[str, Any],
-                      qad_epochs: int = 0, qat: Optional[QatConfig] = None) -> list[tuple[str, dict[str, Any]]]:
+def candidate_changes(
+    cfg: ValidateConfig, worst_nodes: list[str], scheme: dict[str, Any], qad_epochs: int = 0, qat: Optional[QatConfig] = None
+) -> list[tuple[str, dict[str, Any]]]:
     """(why, changes) for each fix worth trying, most targeted first; QAD (retraining) last, when `qad_epochs` > 0
     (its other keys from the recipe's `qat`)."""
     out: list[tuple[str, dict[str, Any]]] = []
@@ -73,8 +74,9 @@ def candidate_changes(cfg: ValidateConfig, worst_nodes: list[str], scheme: dict[
         out.append((f"keep the {len(worst_nodes)} layer(s) with the largest quantization gap in float", {"nodes_to_exclude": nodes}))
     for method in ("percentile", "entropy"):
         if cfg.calibration.method != method:
-            out.append((f"calibrate with {method} instead of {cfg.calibration.method} (clips activation outliers)",
-                        {"calibration.method": method}))
+            out.append(
+                (f"calibrate with {method} instead of {cfg.calibration.method} (clips activation outliers)", {"calibration.method": method})
+            )
     if not cfg.per_channel:
         out.append(("quantize weights per channel", {"per_channel": True}))
     if not scheme["reduce_range"]:
@@ -82,15 +84,26 @@ def candidate_changes(cfg: ValidateConfig, worst_nodes: list[str], scheme: dict[
     if scheme["activation_type"] != "uint8":
         out.append(("uint8 activations (asymmetric range fits ReLU outputs)", {"activation_type": "uint8"}))
     if qad_epochs:
-        out.append((f"run QAD: {qad_epochs} epoch(s) of quantization-aware distillation from the float student "
-                    "(distill.qat), so the student learns onnxruntime's INT8 arithmetic; applying it re-runs distill",
-                    qad_changes(qat or QatConfig(), qad_epochs)))
+        out.append(
+            (
+                f"run QAD: {qad_epochs} epoch(s) of quantization-aware distillation from the float student "
+                "(distill.qat), so the student learns onnxruntime's INT8 arithmetic; applying it re-runs distill",
+                qad_changes(qat or QatConfig(), qad_epochs),
+            )
+        )
     return out
 
 
 def suggest_fixes(
-    cfg: ValidateConfig, fb: FeedbackConfig, drop: float, gap_rows: list[dict[str, Any]], arch: str,
-    baseline_acc: float, scheme: dict[str, Any], evaluate: Optional[Evaluate] = None, qat: Optional[QatConfig] = None,
+    cfg: ValidateConfig,
+    fb: FeedbackConfig,
+    drop: float,
+    gap_rows: list[dict[str, Any]],
+    arch: str,
+    baseline_acc: float,
+    scheme: dict[str, Any],
+    evaluate: Optional[Evaluate] = None,
+    qat: Optional[QatConfig] = None,
 ) -> dict[str, Any]:
     """Suggestions (with measured INT8 accuracy when `evaluate` is given) and the changes to apply.
 
@@ -113,11 +126,14 @@ def suggest_fixes(
             s["gain"] = acc - baseline_acc
         suggestions.append(s)
     if any(f in arch for f in QUANT_UNFRIENDLY):
-        suggestions.append({
-            "why": f"'{arch}' uses depthwise/ReLU6/hard-swish/SE ops that quantize poorly with onnxruntime static INT8; "
-                   "a dense-conv student (e.g. resnet10t) quantizes well — change student.arch and re-distill",
-            "changes": {}, "manual": True,
-        })
+        suggestions.append(
+            {
+                "why": f"'{arch}' uses depthwise/ReLU6/hard-swish/SE ops that quantize poorly with onnxruntime static INT8; "
+                "a dense-conv student (e.g. resnet10t) quantizes well — change student.arch and re-distill",
+                "changes": {},
+                "manual": True,
+            }
+        )
     result["suggestions"] = suggestions
     measured = [s for s in suggestions if "gain" in s]
     if measured:
@@ -166,7 +182,7 @@ def feedback_path(recipe_path: Path) -> Path:
 
 
 def write_patched_recipe(recipe_path: Path, original: dict[str, Any], apply: dict[str, Any], header: str) -> Path:
-    from cann_distill.rundir import write_text_atomic
+    from cann_distill.core.files import write_text_atomic
 
     out = feedback_path(recipe_path)
     text = yaml.safe_dump(patched_recipe(original, apply), sort_keys=False)
@@ -176,5 +192,8 @@ def write_patched_recipe(recipe_path: Path, original: dict[str, Any], apply: dic
 
 def gate(budgets: BudgetConfig, profile_budgets: dict[str, Any], measured: dict[str, float]) -> list[dict[str, Any]]:
     """One pass/fail line per budget set in the recipe or the hardware profile (budgets not measured are left out)."""
-    return [{"budget": key, "limit": limit, "value": float(measured[key]), "pass": bool(measured[key] <= limit), "source": source}
-            for key, (limit, source) in limits(budgets, profile_budgets).items() if key in measured]
+    return [
+        {"budget": key, "limit": limit, "value": float(measured[key]), "pass": bool(measured[key] <= limit), "source": source}
+        for key, (limit, source) in limits(budgets, profile_budgets).items()
+        if key in measured
+    ]

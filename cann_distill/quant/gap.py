@@ -134,9 +134,17 @@ def layer_gap(fp32: Path, int8: Path, images: np.ndarray, work: Path, input_cap_
             continue
         node = producers[tensor]
         before = min(input_sqnr(tensor), input_cap_db)
-        rows.append({
-            "tensor": tensor, "node": node.name, "module": module_path(node.name), "op": node.op_type,
-            "sqnr_db": value, "input_sqnr_db": before, "gap_db": before - min(value, input_cap_db), "cosine": cos[tensor],
-        })
+        rows.append(
+            {
+                "tensor": tensor,
+                "node": node.name,
+                "module": module_path(node.name),
+                "op": node.op_type,
+                "sqnr_db": value,
+                "input_sqnr_db": before,
+                "gap_db": before - min(value, input_cap_db),
+                "cosine": cos[tensor],
+            }
+        )
     rows.sort(key=lambda r: -r["gap_db"])
     return rows

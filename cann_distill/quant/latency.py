@@ -49,10 +49,15 @@ def summarize(round_times: list[list[float]]) -> dict[str, Any]:
         return statistics.median(nearest_rank(sorted(r), q) for r in round_times)
 
     return {
-        "median_ms": median, "spread_ms": spread, "round_medians_ms": medians,
-        "p90_ms": per_round(0.90), "p99_ms": per_round(0.99), "p99_pooled_ms": nearest_rank(pooled, 0.99),
+        "median_ms": median,
+        "spread_ms": spread,
+        "round_medians_ms": medians,
+        "p90_ms": per_round(0.90),
+        "p99_ms": per_round(0.99),
+        "p99_pooled_ms": nearest_rank(pooled, 0.99),
         "mean_ms": statistics.fmean(pooled),
-        "runs": len(pooled), "rounds": len(round_times),
+        "runs": len(pooled),
+        "rounds": len(round_times),
         "times_ms": [round(t, 5) for t in pooled],  # every run, sorted: the report's latency distribution
         "unstable": bool(median > 0 and spread / median > UNSTABLE_SPREAD),
     }
@@ -70,13 +75,17 @@ def compare(fp32: Mapping[str, Any], int8: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "int8_over_fp32": statistics.median(ratios) if ratios else float("nan"),
         "ratio_range": [min(ratios), max(ratios)] if ratios else None,
-        "difference_ms": diff, "spread_ms": spread, "significant": significant, "verdict": verdict,
+        "difference_ms": diff,
+        "spread_ms": spread,
+        "significant": significant,
+        "verdict": verdict,
         "rounds_disagree": disagree,
     }
 
 
-def interleaved(sessions: Mapping[str, Any], sample: np.ndarray, warmup: int, runs: int, rounds: int,
-                batch: int = 1, progress: Any = None) -> dict[str, Any]:
+def interleaved(
+    sessions: Mapping[str, Any], sample: np.ndarray, warmup: int, runs: int, rounds: int, batch: int = 1, progress: Any = None
+) -> dict[str, Any]:
     """Time every session at `batch` in `rounds` alternating rounds of `runs // rounds` runs each.
 
     `progress`, when given, is called once per timed run (a progress-bar advance).
@@ -92,7 +101,7 @@ def interleaved(sessions: Mapping[str, Any], sample: np.ndarray, warmup: int, ru
             sessions[name].run(None, feed)
     times: dict[str, list[list[float]]] = {name: [] for name in names}
     for r in range(rounds):
-        for name in (names if r % 2 == 0 else names[::-1]):
+        for name in names if r % 2 == 0 else names[::-1]:
             sess, this = sessions[name], []
             for _ in range(per_round):
                 t0 = time.perf_counter()
@@ -111,8 +120,11 @@ def interleaved(sessions: Mapping[str, Any], sample: np.ndarray, warmup: int, ru
 
 def unstable_note(measured: Mapping[str, Any]) -> Optional[str]:
     """A warning line when a model's rounds disagree or the per-round ratios straddle 1, else None."""
-    shaky = [f"{name} rounds {', '.join(f'{m:.3f}' for m in measured[name]['round_medians_ms'])} ms"
-             for name in ("fp32", "int8") if name in measured and measured[name]["unstable"]]
+    shaky = [
+        f"{name} rounds {', '.join(f'{m:.3f}' for m in measured[name]['round_medians_ms'])} ms"
+        for name in ("fp32", "int8")
+        if name in measured and measured[name]["unstable"]
+    ]
     cmp = measured.get("comparison") or {}
     if cmp.get("rounds_disagree"):
         lo, hi = cmp["ratio_range"]
@@ -120,5 +132,10 @@ def unstable_note(measured: Mapping[str, Any]) -> Optional[str]:
     if not shaky:
         return None
     load = (measured.get("load_avg") or {}).get("after")
-    return ("latency rounds disagree (" + "; ".join(shaky) + ")"
-            + (f"; load average {load[0]:.2f}" if load else "") + ": the machine was busy, rerun on a quieter one to trust the figures")
+    return (
+        "latency rounds disagree ("
+        + "; ".join(shaky)
+        + ")"
+        + (f"; load average {load[0]:.2f}" if load else "")
+        + ": the machine was busy, rerun on a quieter one to trust the figures"
+    )

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import collections
-import functools
 import contextlib
-import sys
+import functools
 import platform
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
-from cann_distill.errors import RecipeError, StageError
+from cann_distill.core.errors import RecipeError, StageError
 from cann_distill.quant.export import INPUT
-from cann_distill.ui import ui
+from cann_distill.runtime.terminal import ui
 
 
 def cpu_features() -> dict[str, Any]:
@@ -96,8 +96,14 @@ def preprocess(fp32: Path, out: Path) -> None:
 
 
 def quantize_int8(
-    prep: Path, out: Path, calib: np.ndarray, scheme: dict[str, Any], per_channel: bool, method: str,
-    nodes_to_exclude: Sequence[str] = (), extra_options: Optional[dict[str, Any]] = None,
+    prep: Path,
+    out: Path,
+    calib: np.ndarray,
+    scheme: dict[str, Any],
+    per_channel: bool,
+    method: str,
+    nodes_to_exclude: Sequence[str] = (),
+    extra_options: Optional[dict[str, Any]] = None,
 ) -> None:
     """Static QDQ quantization; every argument passed explicitly (defaults changed across versions).
 
@@ -110,12 +116,21 @@ def quantize_int8(
         # onnxruntime's calibrators print progress on stdout, which belongs to --json
         with contextlib.redirect_stdout(sys.stderr):
             quantize_static(
-                model_input=str(prep), model_output=str(out), calibration_data_reader=ArrayReader(calib),
-                quant_format=QuantFormat.QDQ, op_types_to_quantize=None, per_channel=per_channel,
-                reduce_range=scheme["reduce_range"], activation_type=qtype[scheme["activation_type"]],
-                weight_type=qtype[scheme["weight_type"]], nodes_to_quantize=None,
-                nodes_to_exclude=list(nodes_to_exclude) or None, use_external_data_format=False,
-                calibrate_method=calib_method[method], calibration_providers=["CPUExecutionProvider"], extra_options=dict(extra_options or {}),
+                model_input=str(prep),
+                model_output=str(out),
+                calibration_data_reader=ArrayReader(calib),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=None,
+                per_channel=per_channel,
+                reduce_range=scheme["reduce_range"],
+                activation_type=qtype[scheme["activation_type"]],
+                weight_type=qtype[scheme["weight_type"]],
+                nodes_to_quantize=None,
+                nodes_to_exclude=list(nodes_to_exclude) or None,
+                use_external_data_format=False,
+                calibrate_method=calib_method[method],
+                calibration_providers=["CPUExecutionProvider"],
+                extra_options=dict(extra_options or {}),
             )
     except Exception as exc:
         raise StageError(f"onnxruntime static quantization failed: {str(exc).splitlines()[0][:300]}") from exc
@@ -143,8 +158,7 @@ def resolve_provider(name: str) -> tuple[str, Optional[str]]:
     return name, None
 
 
-def session(path: Path, provider: str, threads: int = 0, optimized_out: Optional[Path] = None,
-            options: Optional[dict[str, Any]] = None):
+def session(path: Path, provider: str, threads: int = 0, optimized_out: Optional[Path] = None, options: Optional[dict[str, Any]] = None):
     """An inference session on `provider` (with its provider options, e.g. a hardware profile's)."""
     import onnxruntime as ort
 

@@ -20,17 +20,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cann_distill.data import Splits, make_mixup
-from cann_distill.devices import CPU, Runtime
-from cann_distill.errors import ArtifactError
-from cann_distill.losses import LOSSES
-from cann_distill import distributed
-from cann_distill.models import build_model, create_model, read_checkpoint, save_checkpoint, with_teacher_input
+from cann_distill.core.errors import ArtifactError
+from cann_distill.core.recipe import QatConfig, Recipe
+from cann_distill.data.loading import Splits
+from cann_distill.data.transforms import make_mixup
+from cann_distill.models.build import build_model, create_model, read_checkpoint, save_checkpoint, with_teacher_input
 from cann_distill.quant import ort as q
-from cann_distill.quant import qat
+from cann_distill.quant import qat, qat_export, qat_plan
+from cann_distill.quant.calibration import calibration_images
 from cann_distill.quant.export import export_onnx
-from cann_distill.recipe import QatConfig, Recipe
-from cann_distill.train import Checkpointing, History, accuracy, evaluate, fit, predict
+from cann_distill.runtime import distributed
+from cann_distill.runtime.devices import CPU, Runtime
+from cann_distill.teaching.losses import LOSSES
+from cann_distill.training.loop import Checkpointing, History, accuracy, evaluate, fit, predict
 
 log = logging.getLogger(__name__)
 
@@ -52,20 +54,18 @@ class Prepared:
 
 def calibration(recipe: Recipe, splits: Splits) -> np.ndarray:
     """validate's calibration images (same samples, same seed), so QAD starts from validate's own PTQ ranges."""
-    from cann_distill.stages.validate import calibration_images  # validate imports distill: import at call time
-
     return calibration_images(splits.train, recipe.validate_.calibration.samples, recipe.seed)
 
 
 def prepare(student: nn.Module, recipe: Recipe, calib: np.ndarray, cfg: Optional[QatConfig] = None) -> Prepared:
     """Export the float student, quantize it with validate's PTQ settings, place the quantizers from that model."""
     cfg = cfg or recipe.distill.qat
-    from cann_distill.hardware import effective_validate
-    from cann_distill.recipe import hardware_profile
+    from cann_distill.core.recipe import hardware_profile
+    from cann_distill.quant.profiles import effective_validate
 
     vcfg = effective_validate(recipe.validate_, hardware_profile(recipe.validate_.target))  # as validate quantizes
     student = copy.deepcopy(student).cpu().eval()
-    qat.check_overrides(student, cfg.keep_float, cfg.per_tensor)
+    qat_plan.check_overrides(student, cfg.keep_float, cfg.per_tensor)
     t0 = time.perf_counter()
     scheme = q.choose_scheme(vcfg.activation_type, vcfg.reduce_range, q.cpu_features())
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,9 +73,11 @@ def prepare(student: nn.Module, recipe: Recipe, calib: np.ndarray, cfg: Optional
         fp32, prep, ptq = work / "fp32.onnx", work / "prep.onnx", work / "ptq.onnx"
         export_onnx(student, fp32, int(calib.shape[1]), int(calib.shape[-1]), vcfg.opset)
         q.preprocess(fp32, prep)
-        exclude = list(vcfg.nodes_to_exclude) + qat.node_names(prep, cfg.keep_float)
+        exclude = list(vcfg.nodes_to_exclude) + qat_export.node_names(prep, cfg.keep_float)
         q.quantize_int8(prep, ptq, calib, scheme, vcfg.per_channel, vcfg.calibration.method, exclude)
-        plan = qat.build_plan(student, prep, ptq, calib[:8], scheme, vcfg.per_channel, cfg.keep_float, cfg.per_tensor, work, vcfg.opset)
+        plan = qat_plan.build_plan(
+            student, prep, ptq, calib[:8], scheme, vcfg.per_channel, cfg.keep_float, cfg.per_tensor, work, vcfg.opset
+        )
         s8 = q.session(ptq, "CPUExecutionProvider", optimized_out=work / "ptq_opt.onnx")
         del s8
         import onnx
@@ -86,8 +88,11 @@ def prepare(student: nn.Module, recipe: Recipe, calib: np.ndarray, cfg: Optional
     for quantizer in getattr(model, qat.QUANTIZERS):
         quantizer.momentum = cfg.observer_momentum
     if plan.unmatched:
-        log.warning("QAD: %d quantized tensor(s) not found in the torch student (stay unsimulated): %s",
-                    len(plan.unmatched), ", ".join(plan.unmatched[:5]))
+        log.warning(
+            "QAD: %d quantized tensor(s) not found in the torch student (stay unsimulated): %s",
+            len(plan.unmatched),
+            ", ".join(plan.unmatched[:5]),
+        )
     return Prepared(model, plan, time.perf_counter() - t0)
 
 
@@ -137,9 +142,17 @@ def kd_target(recipe: Recipe, cfg: QatConfig, float_student: nn.Module, teacher:
     return target
 
 
-def train(float_student: nn.Module, recipe: Recipe, splits: Splits, *, teacher: Optional[nn.Module] = None,
-          checkpoint: Optional[Checkpointing] = None, runtime: Runtime = CPU, cfg: Optional[QatConfig] = None,
-          calib: Optional[np.ndarray] = None) -> tuple[Prepared, History, float]:
+def train(
+    float_student: nn.Module,
+    recipe: Recipe,
+    splits: Splits,
+    *,
+    teacher: Optional[nn.Module] = None,
+    checkpoint: Optional[Checkpointing] = None,
+    runtime: Runtime = CPU,
+    cfg: Optional[QatConfig] = None,
+    calib: Optional[np.ndarray] = None,
+) -> tuple[Prepared, History, float]:
     """The QAD phase: prepared QAT student trained against its KD target; (prepared, history, seconds)."""
     cfg = cfg or recipe.distill.qat
     t0 = time.perf_counter()
@@ -147,9 +160,21 @@ def train(float_student: nn.Module, recipe: Recipe, splits: Splits, *, teacher: 
     prepared = prepare(float_student, recipe, calib, cfg)
     start = start_point(prepared.model, splits.val, runtime) if cfg.keep_start and splits.val is not None else None
     target = runtime.model(kd_target(recipe, cfg, float_student, teacher))
-    history = fit(prepared.model, splits.train, cfg, cfg.batch_size or recipe.data.batch_size, QadStep(target, cfg), recipe.seed,
-                  "qad", val=splits.val, on_epoch_start=Freezing(prepared.model, cfg), checkpoint=checkpoint, runtime=runtime,
-                  transform=splits.train_transform, mix=make_mixup(recipe.data, len(splits.train.classes)))
+    history = fit(
+        prepared.model,
+        splits.train,
+        cfg,
+        cfg.batch_size or recipe.data.batch_size,
+        QadStep(target, cfg),
+        recipe.seed,
+        "qad",
+        val=splits.val,
+        on_epoch_start=Freezing(prepared.model, cfg),
+        checkpoint=checkpoint,
+        runtime=runtime,
+        transform=splits.train_transform,
+        mix=make_mixup(recipe.data, len(splits.train.classes)),
+    )
     if start is not None:
         prepared.start_val_acc = start[0]
         final = prepared.val_acc = evaluate(prepared.model, splits.val, "qad val", runtime)
@@ -168,8 +193,9 @@ def start_point(model: nn.Module, val: Any, runtime: Runtime) -> tuple[float, di
 
 
 def save(path: Path, prepared: Prepared, recipe: Recipe, num_classes: int, in_chans: int, classes: list[str]) -> None:
-    save_checkpoint(path, prepared.model, recipe.student.arch, num_classes, in_chans, classes=classes, format=FORMAT,
-                    qat_plan=prepared.plan.to_dict())
+    save_checkpoint(
+        path, prepared.model, recipe.student.arch, num_classes, in_chans, classes=classes, format=FORMAT, qat_plan=prepared.plan.to_dict()
+    )
 
 
 def load(path: Path, recipe: Recipe, num_classes: int, in_chans: int, classes: list[str]) -> nn.Module:
@@ -177,7 +203,9 @@ def load(path: Path, recipe: Recipe, num_classes: int, in_chans: int, classes: l
     ckpt = read_checkpoint(path)
     meta = ckpt.get("meta") or {}
     if meta.get("format") != FORMAT or "qat_plan" not in meta:
-        raise ArtifactError(f"{path}: not a QAT checkpoint (a float student?); rerun `cann-distill distill --force` with distill.qat.enabled")
+        raise ArtifactError(
+            f"{path}: not a QAT checkpoint (a float student?); rerun `cann-distill distill --force` with distill.qat.enabled"
+        )
     plan = qat.QuantPlan.from_dict(meta["qat_plan"])
     student = create_model(recipe.student.arch, num_classes, in_chans)
     student.load_state_dict({k: v for k, v in ckpt["state_dict"].items() if not k.startswith(qat.QUANTIZERS + ".")})
@@ -198,36 +226,63 @@ def plain_student(model: nn.Module, recipe: Recipe, num_classes: int, in_chans: 
 def summary(prepared: Prepared, history: History, seconds: float, val_acc: float, cfg: QatConfig) -> dict[str, Any]:
     plan = prepared.plan
     return {
-        "epochs": cfg.epochs, "lr": cfg.lr, "teacher": cfg.teacher, "seconds": seconds, "ptq_init_seconds": prepared.ptq_seconds,
-        "fake_quant_val_acc": val_acc, "best_epoch": history.best_epoch,
-        "start_fake_quant_val_acc": prepared.start_val_acc, "kept_start": prepared.kept_start,
+        "epochs": cfg.epochs,
+        "lr": cfg.lr,
+        "teacher": cfg.teacher,
+        "seconds": seconds,
+        "ptq_init_seconds": prepared.ptq_seconds,
+        "fake_quant_val_acc": val_acc,
+        "best_epoch": history.best_epoch,
+        "start_fake_quant_val_acc": prepared.start_val_acc,
+        "kept_start": prepared.kept_start,
         "scheme": {"activation_type": plan.activation_type, "reduce_range": plan.reduce_range, "per_channel": plan.per_channel},
         "quantizers": {"activations": len(plan.activations), "weights": len(plan.weights), "unmatched": plan.unmatched},
-        "float_layers": qat.float_reasons(plan), "ranges_init": "validate's PTQ calibration (onnxruntime quantize_static)",
+        "float_layers": qat_plan.float_reasons(plan),
+        "ranges_init": "validate's PTQ calibration (onnxruntime quantize_static)",
     }
 
 
-def validate_qat(model: nn.Module, recipe: Recipe, num_classes: int, in_chans: int, calib: np.ndarray, out: Path, work: Path,
-                 evaluated: dict[str, Any], nodes_to_exclude: list[str]) -> dict[str, Any]:
+def validate_qat(
+    model: nn.Module,
+    recipe: Recipe,
+    num_classes: int,
+    in_chans: int,
+    calib: np.ndarray,
+    out: Path,
+    work: Path,
+    evaluated: dict[str, Any],
+    nodes_to_exclude: list[str],
+) -> dict[str, Any]:
     """Export with the learned ranges, then per split: fake-quant torch vs onnxruntime INT8 (accuracy, agreement)."""
     plain = plain_student(model, recipe, num_classes, in_chans)
     fp32, prep = work / "qat_fp32.onnx", work / "qat_prep.onnx"
     export_onnx(plain, fp32, in_chans, recipe.data.image_size, recipe.validate_.opset)
     q.preprocess(fp32, prep)
-    export = qat.quantize_learned(model, prep, out, calib, nodes_to_exclude)
+    export = qat_export.quantize_learned(model, prep, out, calib, nodes_to_exclude)
     sess = q.session(out, "CPUExecutionProvider")
     by_split = {}
     for name, split in evaluated.items():
         torch_fq = predict(model, split, desc=f"qat fake-quant {name}")
         ort8 = np.concatenate([q.run_logits(sess, x.numpy().astype(np.float32)) for x, _, _ in _batches(split)])
-        by_split[name] = {"fake_quant_acc": accuracy(torch_fq, split.targets), "onnx_int8_acc": accuracy(ort8, split.targets),
-                          "fake_quant_vs_onnx_int8_top1": float((torch_fq.argmax(1) == ort8.argmax(1)).mean()),
-                          "max_abs_logit_diff": float(np.abs(torch_fq - ort8).max())}
+        by_split[name] = {
+            "fake_quant_acc": accuracy(torch_fq, split.targets),
+            "onnx_int8_acc": accuracy(ort8, split.targets),
+            "fake_quant_vs_onnx_int8_top1": float((torch_fq.argmax(1) == ort8.argmax(1)).mean()),
+            "max_abs_logit_diff": float(np.abs(torch_fq - ort8).max()),
+        }
     return {"ranges": export, "by_split": by_split, "prep": prep}
 
 
-def trial_int8_acc(float_student: nn.Module, recipe: Recipe, vcfg: Any, cfg: QatConfig, splits: Splits, calib: np.ndarray,
-                   work: Path, runtime: Runtime = CPU) -> float:
+def trial_int8_acc(
+    float_student: nn.Module,
+    recipe: Recipe,
+    vcfg: Any,
+    cfg: QatConfig,
+    splits: Splits,
+    calib: np.ndarray,
+    work: Path,
+    runtime: Runtime = CPU,
+) -> float:
     """validate's feedback fix "run QAD", measured: the QAD phase `cfg` (the fix's `distill.qat`, teacher
     float_student: no teacher needed) from the float student under the validate config `vcfg`, exported with the
     learned ranges; onnxruntime INT8 top-1 on val."""
@@ -235,15 +290,21 @@ def trial_int8_acc(float_student: nn.Module, recipe: Recipe, vcfg: Any, cfg: Qat
     epochs = cfg.epochs
     prepared, _, seconds = train(float_student, trial, splits, cfg=cfg, calib=calib, runtime=runtime)
     num_classes, in_chans = len(splits.train.classes), int(calib.shape[1])
-    got = validate_qat(prepared.model, trial, num_classes, in_chans, calib, work / "qad_trial.onnx", work, {"val": splits.val},
-                       vcfg.nodes_to_exclude)["by_split"]["val"]
-    log.info("feedback QAD trial: %d epoch(s) in %.1f s, INT8 val top-1 %.4f (fake-quant agreement %.4f)",
-             epochs, seconds, got["onnx_int8_acc"], got["fake_quant_vs_onnx_int8_top1"])
+    got = validate_qat(
+        prepared.model, trial, num_classes, in_chans, calib, work / "qad_trial.onnx", work, {"val": splits.val}, vcfg.nodes_to_exclude
+    )["by_split"]["val"]
+    log.info(
+        "feedback QAD trial: %d epoch(s) in %.1f s, INT8 val top-1 %.4f (fake-quant agreement %.4f)",
+        epochs,
+        seconds,
+        got["onnx_int8_acc"],
+        got["fake_quant_vs_onnx_int8_top1"],
+    )
     return float(got["onnx_int8_acc"])
 
 
 def _batches(split: Any) -> Any:
-    from cann_distill.data import loader
+    from cann_distill.data.loading import loader
 
     return loader(split, 256)
 
@@ -254,8 +315,17 @@ def compare_gaps(ptq_rows: list[dict[str, Any]], qad_rows: list[dict[str, Any]],
     rows = []
     for r in ptq_rows:
         other = qad.get(r["tensor"])
-        rows.append({"module": r["module"], "tensor": r["tensor"], "op": r["op"], "ptq_gap_db": r["gap_db"], "ptq_sqnr_db": r["sqnr_db"],
-                     "qad_gap_db": other["gap_db"] if other else None, "qad_sqnr_db": other["sqnr_db"] if other else None})
+        rows.append(
+            {
+                "module": r["module"],
+                "tensor": r["tensor"],
+                "op": r["op"],
+                "ptq_gap_db": r["gap_db"],
+                "ptq_sqnr_db": r["sqnr_db"],
+                "qad_gap_db": other["gap_db"] if other else None,
+                "qad_sqnr_db": other["sqnr_db"] if other else None,
+            }
+        )
     return rows[:top]
 
 
@@ -269,11 +339,16 @@ def run_phase(ctx: Any, float_student: nn.Module, splits: Splits, teacher_ckpt: 
     in_chans = int(splits.train.fetch(0).shape[0])
     teacher = None
     if cfg.teacher == "teacher":
-        teacher = with_teacher_input(build_model(r.teacher, len(classes), in_chans, checkpoint=teacher_ckpt, classes=classes), r.data, r.teacher)
+        teacher = with_teacher_input(
+            build_model(r.teacher, len(classes), in_chans, checkpoint=teacher_ckpt, classes=classes), r.data, r.teacher
+        )
     ckpt = Checkpointing(ctx.run.root / RESUME, ctx.fingerprint + ":qad", resume=resume, command="cann-distill distill RECIPE --resume")
     prepared, history, seconds = train(float_student, r, splits, teacher=teacher, checkpoint=ckpt, runtime=ctx.runtime)
-    val_acc = prepared.val_acc if prepared.val_acc is not None else accuracy(predict(prepared.model, splits.val, desc="qad eval"),
-                                                                             splits.val.targets)
+    val_acc = (
+        prepared.val_acc
+        if prepared.val_acc is not None
+        else accuracy(predict(prepared.model, splits.val, desc="qad eval"), splits.val.targets)
+    )
     save(ctx.out / CHECKPOINT_NAME, prepared, r, len(classes), in_chans, classes)
     result = summary(prepared, history, seconds, val_acc, cfg)
     (ctx.out / "qad_metrics.json").write_text(json.dumps({**result, "history": list(history)}, indent=2))

@@ -8,15 +8,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
 
-from cann_distill import distributed
-from cann_distill.data import SAMPLE_INVARIANT
-from cann_distill.devices import CPU, Runtime
-from cann_distill.errors import MissingInputError, StageError
-from cann_distill.recipe import Recipe
-from cann_distill.rundir import RunDir, StageRecord, library_versions, sha256_file, sha256_json
-from cann_distill.ui import ui
-
-STAGE_ORDER = ("teacher", "select", "distill", "baseline", "validate", "report")
+from cann_distill.core.errors import MissingInputError, StageError
+from cann_distill.core.files import sha256_file, sha256_json
+from cann_distill.core.recipe import Recipe
+from cann_distill.data.loading import SAMPLE_INVARIANT
+from cann_distill.runtime import distributed
+from cann_distill.runtime.devices import CPU, Runtime
+from cann_distill.runtime.terminal import ui
+from cann_distill.store.rundir import RunDir, StageRecord, library_versions
 
 
 @dataclass
@@ -106,8 +105,7 @@ def compute_inputs(stage: Stage, recipe: Recipe, run: RunDir) -> tuple[dict[str,
             rec = run.record(upstream)
             why = "has not run" if rec is None else "is out of date for this recipe"
             raise MissingInputError(
-                f"{stage.name} needs {rel}, but the '{upstream}' stage {why}: run `cann-distill {upstream}` first"
-                " (or `cann-distill run`)"
+                f"{stage.name} needs {rel}, but the '{upstream}' stage {why}: run `cann-distill {upstream}` first (or `cann-distill run`)"
             )
         path, digest = run.require(upstream, rel, stage.name)
         artifacts[rel], hashes[rel] = path, digest
@@ -146,8 +144,10 @@ def _optional_input(stage: Stage, recipe: Recipe, run: RunDir, rel: str) -> tupl
     path, digest = run.require(upstream.name, rel, stage.name)
     stale = None
     if not is_current(upstream, recipe, run):
-        stale = (f"the '{upstream.name}' stage is not current for this recipe (its recipe sections, upstream artifacts or another "
-                 f"of its outputs changed); used as it is, `cann-distill run` brings it up to date")
+        stale = (
+            f"the '{upstream.name}' stage is not current for this recipe (its recipe sections, upstream artifacts or another "
+            f"of its outputs changed); used as it is, `cann-distill run` brings it up to date"
+        )
     return path, digest, stale
 
 
@@ -194,13 +194,35 @@ def run_stage(stage: Stage, recipe: Recipe, run: RunDir, force: bool = False, ru
     t0 = time.perf_counter()
     if not distributed.is_main():  # a follower: same work, outputs thrown away; rank 0 writes them
         with tempfile.TemporaryDirectory(prefix=f"cann-distill-rank{distributed.rank()}-") as tmp:
-            summary = stage.execute(Context(recipe, run, Path(tmp), artifacts, dict(inputs["artifacts"]), fingerprint, runtime,
-                                            dict(inputs.get("missing", {})), dict(inputs.get("stale", {}))))
+            summary = stage.execute(
+                Context(
+                    recipe,
+                    run,
+                    Path(tmp),
+                    artifacts,
+                    dict(inputs["artifacts"]),
+                    fingerprint,
+                    runtime,
+                    dict(inputs.get("missing", {})),
+                    dict(inputs.get("stale", {})),
+                )
+            )
         distributed.barrier()  # until rank 0 has recorded the stage
         return StageResult(stage.name, "done", str(run.root), {}, summary, time.perf_counter() - t0, "rank 0 wrote the outputs")
     with run.staging(stage.name) as out:
-        summary = stage.execute(Context(recipe, run, out, artifacts, dict(inputs["artifacts"]), fingerprint, runtime,
-                                        dict(inputs.get("missing", {})), dict(inputs.get("stale", {}))))
+        summary = stage.execute(
+            Context(
+                recipe,
+                run,
+                out,
+                artifacts,
+                dict(inputs["artifacts"]),
+                fingerprint,
+                runtime,
+                dict(inputs.get("missing", {})),
+                dict(inputs.get("stale", {})),
+            )
+        )
         outputs = {f"{stage.name}/{p.relative_to(out).as_posix()}": sha256_file(p) for p in sorted(out.rglob("*")) if p.is_file()}
         run.forget(stage.name)  # the old record must not vouch for the folder being replaced
     seconds = time.perf_counter() - t0

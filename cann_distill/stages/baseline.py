@@ -19,16 +19,18 @@ import shutil
 from pathlib import Path
 from typing import Any, Optional
 
-from cann_distill.cache import _origin_mismatch, cache_key, produced_by, read_sidecar, resolve_cache_dir
-from cann_distill.data import channels_of, data_fingerprint, load_splits, make_mixup
-from cann_distill.live import EpochLog
-from cann_distill.models import build_model, count_params, save_checkpoint
-from cann_distill.recipe import Recipe, TrainConfig
-from cann_distill.rundir import atomic_path, sha256_file, write_json_atomic
+from cann_distill.core.files import atomic_path, sha256_file
+from cann_distill.core.paths import resolve_cache_dir
+from cann_distill.core.recipe import Recipe, TrainConfig
+from cann_distill.data.loading import data_fingerprint, load_splits
+from cann_distill.data.transforms import channels_of, make_mixup
+from cann_distill.models.build import build_model, count_params, save_checkpoint
+from cann_distill.runtime.terminal import ui
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
 from cann_distill.stages.teacher import headline
-from cann_distill.train import accuracy, ce_step, fit, predict, seed_everything
-from cann_distill.ui import ui
+from cann_distill.store.cache import KeyedEntries, cache_key, produced_by
+from cann_distill.training.live import EpochLog
+from cann_distill.training.loop import accuracy, ce_step, fit, predict, seed_everything
 
 CHECKPOINT = "baseline/student.pt"
 METRICS = "baseline/metrics.json"
@@ -41,32 +43,32 @@ def training_budget(recipe: Recipe) -> TrainConfig:
 
 def baseline_parts(recipe: Recipe, version: int) -> dict[str, Any]:
     """What a baseline is a function of: its cache key and the 'extra' part of the stage fingerprint."""
-    return {"kind": "baseline", "stage_version": version, "data": data_fingerprint(recipe.data), "student": recipe.section("student"),
-            "train": training_budget(recipe).model_dump(mode="json"), "seed": recipe.seed,
-            "checkpoint": _checkpoint_hashes(recipe)["student"]}
+    return {
+        "kind": "baseline",
+        "stage_version": version,
+        "data": data_fingerprint(recipe.data),
+        "student": recipe.section("student"),
+        "train": training_budget(recipe).model_dump(mode="json"),
+        "seed": recipe.seed,
+        "checkpoint": _checkpoint_hashes(recipe)["student"],
+    }
 
 
-class BaselineCache:
+class BaselineCache(KeyedEntries):
     """Finished baselines keyed by `baseline_parts`, shared by every run dir using the same cache dir."""
 
     def __init__(self, root: Path) -> None:
-        self.dir = Path(root) / "baselines"
-
-    def paths(self, key: str) -> tuple[Path, Path]:
-        return self.dir / f"{key}.pt", self.dir / f"{key}.json"
+        super().__init__(root, "baselines", ".pt")
 
     def load(self, parts: dict[str, Any]) -> tuple[Optional[Path], Optional[dict[str, Any]], Optional[str]]:
         """(checkpoint, metrics, None) on a verified hit; (None, None, why) when unusable; all None when absent."""
         key = cache_key(parts)
         ckpt, side = self.paths(key)
-        if not ckpt.exists() and not side.exists():
+        if self.absent(key):
             return None, None, None
-        meta, problem = read_sidecar(side, key)
+        meta, problem = self.sidecar(key, parts)
         if meta is None:
             return None, None, problem
-        mismatch = _origin_mismatch(meta.get("produced_by"), produced_by(parts))
-        if mismatch:
-            return None, None, f"{ckpt} {mismatch}"
         if not ckpt.is_file() or sha256_file(ckpt) != meta.get("sha256"):
             return None, None, f"{ckpt}: missing or its sha256 does not match its sidecar"
         if not isinstance(meta.get("metrics"), dict):
@@ -75,10 +77,10 @@ class BaselineCache:
 
     def store(self, parts: dict[str, Any], ckpt: Path, metrics: dict[str, Any]) -> None:
         key = cache_key(parts)
-        dst, side = self.paths(key)
+        dst, _ = self.paths(key)
         with atomic_path(dst) as tmp:
             shutil.copyfile(ckpt, tmp)
-        write_json_atomic(side, {"key": key, "sha256": sha256_file(dst), "produced_by": produced_by(parts), "metrics": metrics})
+        self.write_sidecar(key, {"sha256": sha256_file(dst), "produced_by": produced_by(parts), "metrics": metrics})
 
 
 class BaselineStage(Stage):
@@ -119,16 +121,38 @@ class BaselineStage(Stage):
         train, val, test = splits.train, splits.val, splits.test
         seed_everything(r.seed)  # as distill does before building its student: the same initial weights
         student = build_model(r.student, len(train.classes), channels_of(r.data), role="student", classes=train.classes)
-        history = fit(student, train, cfg, cfg.batch_size or r.data.batch_size, ce_step, r.seed, "baseline", val=val, runtime=rt,
-                      transform=splits.train_transform, mix=make_mixup(r.data, len(train.classes)),
-                      on_epoch_end=EpochLog(ctx.run.root, self.name, cfg.epochs))
+        history = fit(
+            student,
+            train,
+            cfg,
+            cfg.batch_size or r.data.batch_size,
+            ce_step,
+            r.seed,
+            "baseline",
+            val=val,
+            runtime=rt,
+            transform=splits.train_transform,
+            mix=make_mixup(r.data, len(train.classes)),
+            on_epoch_end=EpochLog(ctx.run.root, self.name, cfg.epochs),
+        )
         val_acc = accuracy(predict(student, val, desc="baseline eval", runtime=rt), val.targets)
         test_acc = accuracy(predict(student, test, desc="baseline test", runtime=rt), test.targets) if test is not None else None
         save_checkpoint(ctx.out / "student.pt", student, r.student.arch, len(train.classes), channels_of(r.data), classes=train.classes)
-        return {"arch": r.student.arch, "params": count_params(student), "losses": ["ce"], "epochs": cfg.epochs,
-                "val_acc": val_acc, "test_acc": test_acc, "headline": headline(val_acc, test_acc), "best_epoch": history.best_epoch,
-                "weights": history.selected, "stopped_early": history.stopped_early, "augmented": splits.augmented,
-                "mixup": r.data.augment.mixes, "history": list(history)}
+        return {
+            "arch": r.student.arch,
+            "params": count_params(student),
+            "losses": ["ce"],
+            "epochs": cfg.epochs,
+            "val_acc": val_acc,
+            "test_acc": test_acc,
+            "headline": headline(val_acc, test_acc),
+            "best_epoch": history.best_epoch,
+            "weights": history.selected,
+            "stopped_early": history.stopped_early,
+            "augmented": splits.augmented,
+            "mixup": r.data.augment.mixes,
+            "history": list(history),
+        }
 
 
 register_stage(BaselineStage())

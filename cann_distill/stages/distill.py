@@ -1,6 +1,6 @@
 """distill: train the student from the teacher's targets and the critical-sample index.
 
-Teacher targets come from one source (`distill.teacher_targets`, `cann_distill.targets`): select's
+Teacher targets come from one source (`distill.teacher_targets`, `cann_distill.teaching.targets`): select's
 cached logits, the teacher online on each batch (the only source of teacher feature taps), or the
 top-k labels select stored for replayed augmented views (no teacher forward here). `execute` reads
 the inputs (IO), builds the target source and the temperature / critical-sample plans (policy) and
@@ -29,27 +29,38 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-from cann_distill import distributed
-from cann_distill.cache import OutputCache, checkpoint_weights_fingerprint, resolve_cache_dir
-from cann_distill.critical import Refresher, training_cost
-from cann_distill.data import Split, Splits, channels_of, load_splits, loader, make_mixup
-from cann_distill.distiller import Distiller, Term
-from cann_distill.errors import ArtifactError
-from cann_distill.live import EpochLog
-from cann_distill.losses.feature import channel_weights_key
-from cann_distill.models import build_model, count_params, save_checkpoint, teacher_input
+from cann_distill.core.errors import ArtifactError
+from cann_distill.core.paths import resolve_cache_dir
+from cann_distill.core.recipe import DistillConfig, LossSpec, Recipe, refresh_epochs
+from cann_distill.data.loading import Split, Splits, load_splits, loader
+from cann_distill.data.transforms import channels_of, make_mixup
+from cann_distill.models.build import build_model, checkpoint_weights_fingerprint, count_params, save_checkpoint, teacher_input
 from cann_distill.quant.qad import run_phase as run_qad
-from cann_distill.recipe import DistillConfig, LossSpec, Recipe, refresh_epochs
-from cann_distill.replay import ReplayStore
-from cann_distill.rundir import RunDir
+from cann_distill.runtime import distributed
+from cann_distill.runtime.terminal import ui
+from cann_distill.selection.remining import Refresher, training_cost
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
 from cann_distill.stages.select import INDEX, INDEX_FIELDS, LOGITS, SUMMARY, teacher_output_parts
-from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT, headline
-from cann_distill.targets import (CachedTargets, OnlineTargets, ReplayTargets, TeacherTargets, check_recipe, describe_mixing,
-                                  resolve_mode, why_online)
-from cann_distill.temperature import SCHEDULES, temperature_at
-from cann_distill.train import Batch, Checkpointing, History, SubsetSampler, accuracy, fit, predict, seed_everything
-from cann_distill.ui import ui
+from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT
+from cann_distill.stages.teacher import headline
+from cann_distill.store.cache import OutputCache
+from cann_distill.store.rundir import RunDir
+from cann_distill.teaching.distiller import Distiller, Term
+from cann_distill.teaching.losses.feature import channel_weights_key
+from cann_distill.teaching.replay import ReplayStore
+from cann_distill.teaching.targets import (
+    CachedTargets,
+    OnlineTargets,
+    ReplayTargets,
+    TeacherTargets,
+    check_recipe,
+    describe_mixing,
+    resolve_mode,
+    why_online,
+)
+from cann_distill.teaching.temperature import SCHEDULES, temperature_at
+from cann_distill.training.live import EpochLog
+from cann_distill.training.loop import Batch, Checkpointing, History, SubsetSampler, accuracy, fit, predict, seed_everything
 
 CHECKPOINT = "distill/student.pt"
 METRICS = "distill/metrics.json"
@@ -83,8 +94,10 @@ def read_index(path: Path, train: Split) -> CriticalIndex:
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         if tuple(reader.fieldnames or ()) != INDEX_FIELDS:
-            raise ArtifactError(f"{path}: not a critical-sample index (columns {reader.fieldnames}, expected {list(INDEX_FIELDS)}); "
-                                "rerun `cann-distill select --force`")
+            raise ArtifactError(
+                f"{path}: not a critical-sample index (columns {reader.fieldnames}, expected {list(INDEX_FIELDS)}); "
+                "rerun `cann-distill select --force`"
+            )
         rows = list(reader)
     ids = [row["id"] for row in rows]
     if ids != train.ids:
@@ -140,8 +153,12 @@ class DistillInputs:
 
 def read_inputs(ctx: Context) -> DistillInputs:
     splits = load_splits(ctx.recipe.data)
-    return DistillInputs(splits, read_index(ctx.artifacts[INDEX], splits.train), read_temperature_config(ctx.artifacts[SUMMARY]),
-                         read_select_summary(ctx.artifacts[SUMMARY]))
+    return DistillInputs(
+        splits,
+        read_index(ctx.artifacts[INDEX], splits.train),
+        read_temperature_config(ctx.artifacts[SUMMARY]),
+        read_select_summary(ctx.artifacts[SUMMARY]),
+    )
 
 
 def read_cached_logits(path: Path, train: Split) -> torch.Tensor:
@@ -159,10 +176,14 @@ def open_replay(recipe: Recipe, summary_path: Path, summary: dict[str, Any], tra
     n_classes = len(train.classes)
     shape = tuple(entry.get("shape") or ())
     if len(shape) != 3 or shape[1] != len(train):
-        raise ArtifactError(f"{summary_path}: replay draws of shape {shape} do not fit {len(train)} samples; rerun `cann-distill select --force`")
+        raise ArtifactError(
+            f"{summary_path}: replay draws of shape {shape} do not fit {len(train)} samples; rerun `cann-distill select --force`"
+        )
     draws, problem = ReplayStore(resolve_cache_dir(recipe.select.cache_dir)).open(entry["key"], shape, n_classes, verify=False)  # type: ignore[arg-type]
     if draws is None:
-        raise ArtifactError(f"replay draws named by {summary_path}: {problem or 'no longer in the cache'}; rerun `cann-distill select --force`")
+        raise ArtifactError(
+            f"replay draws named by {summary_path}: {problem or 'no longer in the cache'}; rerun `cann-distill select --force`"
+        )
     return ReplayTargets(draws, n_classes)
 
 
@@ -172,12 +193,19 @@ def build_distiller(ctx: Context, train: Split, online: bool) -> Distiller:
     n_classes, in_chans = len(train.classes), channels_of(r.data)
     seed_everything(r.seed)
     student = build_model(r.student, n_classes, in_chans, role="student", classes=train.classes)
-    teacher = (build_model(r.teacher, n_classes, in_chans, checkpoint=ctx.artifacts[TEACHER_CKPT], classes=train.classes)
-               if online else None)
+    teacher = build_model(r.teacher, n_classes, in_chans, checkpoint=ctx.artifacts[TEACHER_CKPT], classes=train.classes) if online else None
     sample = torch.stack([train.fetch(i) for i in range(min(2, len(train)))])
-    return Distiller(r.distill.losses, student, student_arch=r.student.arch, sample=sample, teacher=teacher,
-                     teacher_arch=r.teacher.arch, teacher_input=teacher_input(r.data, r.teacher) if online else None,
-                     balance=r.distill.loss_balance, force_teacher=online)
+    return Distiller(
+        r.distill.losses,
+        student,
+        student_arch=r.student.arch,
+        sample=sample,
+        teacher=teacher,
+        teacher_arch=r.teacher.arch,
+        teacher_input=teacher_input(r.data, r.teacher) if online else None,
+        balance=r.distill.loss_balance,
+        force_teacher=online,
+    )
 
 
 def build_targets(ctx: Context, mode: str, distiller: Distiller, inputs: DistillInputs) -> TeacherTargets:
@@ -199,7 +227,9 @@ def build_targets(ctx: Context, mode: str, distiller: Distiller, inputs: Distill
 class TemperaturePlan:
     """The temperature the tempered losses (those that declare one) get in each epoch; see the module docstring."""
 
-    def __init__(self, cfg: DistillConfig, terms: Sequence[Term], index_temperature: np.ndarray, select_temperature: dict[str, Any]) -> None:
+    def __init__(
+        self, cfg: DistillConfig, terms: Sequence[Term], index_temperature: np.ndarray, select_temperature: dict[str, Any]
+    ) -> None:
         self.spec, self.epochs = cfg.temperature_schedule, cfg.epochs
         self.schedule = SCHEDULES.build(self.spec.kind, **self.spec.kwargs())
         self.source = "per_sample" if select_temperature["per_sample"] else ("loss" if self.spec.is_default else "schedule")
@@ -214,8 +244,10 @@ class TemperaturePlan:
         overridden = [f"{s.kind}.temperature={s.kwargs()['temperature']}" for s in specs if "temperature" in s.kwargs()]
         if self.source == "loss" or not overridden:
             return None
-        by = {"per_sample": "per-sample temperatures from select (select.temperature.per_sample=false keeps it)",
-              "schedule": f"the '{self.spec.kind}' temperature schedule"}[self.source]
+        by = {
+            "per_sample": "per-sample temperatures from select (select.temperature.per_sample=false keeps it)",
+            "schedule": f"the '{self.spec.kind}' temperature schedule",
+        }[self.source]
         return f"distill: {', '.join(overridden)} replaced by {by}"
 
     def at(self, epoch: int) -> Optional[np.ndarray]:
@@ -292,8 +324,9 @@ class DistillStep:
 class Epochs:
     """fit's epoch hooks: the critical plan picks the samples, the temperature plan feeds the step."""
 
-    def __init__(self, temperature: TemperaturePlan, critical: CriticalPlan, step: DistillStep, ctx: Context,
-                 refresh: Optional[Refresher] = None) -> None:
+    def __init__(
+        self, temperature: TemperaturePlan, critical: CriticalPlan, step: DistillStep, ctx: Context, refresh: Optional[Refresher] = None
+    ) -> None:
         self.temperature, self.critical, self.step, self.runtime, self.refresh = temperature, critical, step, ctx.runtime, refresh
 
     def start(self, epoch: int) -> dict[str, float]:
@@ -315,7 +348,7 @@ class Epochs:
 class DistillStage(Stage):
     name = "distill"
     version = 7
-    all_ranks = True  # under torchrun: DDP training / a sharded teacher pass (cann_distill.distributed)
+    all_ranks = True  # under torchrun: DDP training / a sharded teacher pass (cann_distill.runtime.distributed)
     sections = ("data", "student", "distill", "seed")
     needs = (LOGITS, INDEX, SUMMARY, TEACHER_CKPT)
 
@@ -325,10 +358,18 @@ class DistillStage(Stage):
             from cann_distill.quant.ort import cpu_features
 
             v = recipe.validate_
-            qat = {"qat_ptq": {k: v.model_dump()[k] for k in ("opset", "per_channel", "activation_type", "reduce_range", "nodes_to_exclude", "calibration")},
-                   "cpu": cpu_features()}
-        return {**qat, "checkpoint": _checkpoint_hashes(recipe)["student"],
-                "teacher_input": {"arch": recipe.teacher.arch, "mean": recipe.teacher.mean, "std": recipe.teacher.std}}
+            qat = {
+                "qat_ptq": {
+                    k: v.model_dump()[k]
+                    for k in ("opset", "per_channel", "activation_type", "reduce_range", "nodes_to_exclude", "calibration")
+                },
+                "cpu": cpu_features(),
+            }
+        return {
+            **qat,
+            "checkpoint": _checkpoint_hashes(recipe)["student"],
+            "teacher_input": {"arch": recipe.teacher.arch, "mean": recipe.teacher.mean, "std": recipe.teacher.std},
+        }
 
     def execute(self, ctx: Context) -> dict[str, Any]:
         r, cfg, rt = ctx.recipe, ctx.recipe.distill, ctx.runtime
@@ -344,17 +385,41 @@ class DistillStage(Stage):
             ui.info(f"[dim]{message}[/dim]")
         critical = CriticalPlan(r, inputs.index)
         step = DistillStep(distiller, rt.to(critical.sample_weight))
-        refresh = (Refresher(r, distiller.student, inputs.train, read_cached_logits(ctx.artifacts[LOGITS], inputs.train).numpy(),
-                             inputs.index.critical, rt) if refresh_epochs(r) else None)
+        refresh = (
+            Refresher(
+                r,
+                distiller.student,
+                inputs.train,
+                read_cached_logits(ctx.artifacts[LOGITS], inputs.train).numpy(),
+                inputs.index.critical,
+                rt,
+            )
+            if refresh_epochs(r)
+            else None
+        )
         epochs = Epochs(temperature, critical, step, ctx, refresh)
-        resume = Checkpointing(resume_path(ctx.run), ctx.fingerprint, resume=_resume.get(),
-                               command="cann-distill distill RECIPE --resume")
-        history = fit(distiller.model, inputs.train, cfg, cfg.batch_size or r.data.batch_size, step, r.seed, "distill",
-                      val=inputs.splits.val, sampler=critical.sampler, on_epoch_start=epochs.start,
-                      on_epoch_end=EpochLog(ctx.run.root, self.name, cfg.epochs, then=epochs.end),
-                      deploy=distiller.student, checkpoint=resume, no_decay=("balance.",), runtime=rt,
-                      transform=inputs.splits.train_transform, mix=make_mixup(r.data, len(inputs.train.classes)),
-                      teacher=targets, period=targets.period)
+        resume = Checkpointing(resume_path(ctx.run), ctx.fingerprint, resume=_resume.get(), command="cann-distill distill RECIPE --resume")
+        history = fit(
+            distiller.model,
+            inputs.train,
+            cfg,
+            cfg.batch_size or r.data.batch_size,
+            step,
+            r.seed,
+            "distill",
+            val=inputs.splits.val,
+            sampler=critical.sampler,
+            on_epoch_start=epochs.start,
+            on_epoch_end=EpochLog(ctx.run.root, self.name, cfg.epochs, then=epochs.end),
+            deploy=distiller.student,
+            checkpoint=resume,
+            no_decay=("balance.",),
+            runtime=rt,
+            transform=inputs.splits.train_transform,
+            mix=make_mixup(r.data, len(inputs.train.classes)),
+            teacher=targets,
+            period=targets.period,
+        )
         qad = run_qad(ctx, distiller.student, inputs.splits, ctx.artifacts[TEACHER_CKPT], _resume.get()) if cfg.qat.enabled else None
         summary = self._finish(ctx, distiller, inputs, history, targets, temperature, critical, sensitivity, refresh)
         if qad is not None:
@@ -363,9 +428,18 @@ class DistillStage(Stage):
             resume.path.unlink(missing_ok=True)
         return summary
 
-    def _finish(self, ctx: Context, distiller: Distiller, inputs: DistillInputs, history: History, targets: TeacherTargets,
-                temperature: TemperaturePlan, critical: CriticalPlan, sensitivity: dict[str, str],
-                refresh: Optional[Refresher] = None) -> dict[str, Any]:
+    def _finish(
+        self,
+        ctx: Context,
+        distiller: Distiller,
+        inputs: DistillInputs,
+        history: History,
+        targets: TeacherTargets,
+        temperature: TemperaturePlan,
+        critical: CriticalPlan,
+        sensitivity: dict[str, str],
+        refresh: Optional[Refresher] = None,
+    ) -> dict[str, Any]:
         """Evaluate and save the student; write metrics.json; the summary for the manifest."""
         r, cfg, rt, student = ctx.recipe, ctx.recipe.distill, ctx.runtime, distiller.student
         train, val, test = inputs.train, inputs.splits.val, inputs.splits.test
@@ -374,23 +448,42 @@ class DistillStage(Stage):
         save_checkpoint(ctx.out / "student.pt", student, r.student.arch, len(train.classes), channels_of(r.data), classes=train.classes)
         mixes = r.data.augment.mixes  # mixing needs augmentation on
         summary = {
-            "arch": r.student.arch, "params": count_params(student), "epochs": cfg.epochs, "val_acc": val_acc,
-            "test_acc": test_acc, "headline": headline(val_acc, test_acc), "stopped_early": history.stopped_early,
-            "augmented": inputs.splits.augmented, "mixup": mixes, "runtime": rt.describe(),
-            "best_epoch": history.best_epoch, "weights": history.selected if not cfg.ema_decay else f"ema ({history.selected})",
-            "losses": [s.model_dump() for s in cfg.losses], "loss_balance": cfg.loss_balance, "critical_mode": critical.mode,
-            "num_critical": len(critical.critical), "critical_only_epochs": min(critical.warmup, cfg.epochs),
+            "arch": r.student.arch,
+            "params": count_params(student),
+            "epochs": cfg.epochs,
+            "val_acc": val_acc,
+            "test_acc": test_acc,
+            "headline": headline(val_acc, test_acc),
+            "stopped_early": history.stopped_early,
+            "augmented": inputs.splits.augmented,
+            "mixup": mixes,
+            "runtime": rt.describe(),
+            "best_epoch": history.best_epoch,
+            "weights": history.selected if not cfg.ema_decay else f"ema ({history.selected})",
+            "losses": [s.model_dump() for s in cfg.losses],
+            "loss_balance": cfg.loss_balance,
+            "critical_mode": critical.mode,
+            "num_critical": len(critical.critical),
+            "critical_only_epochs": min(critical.warmup, cfg.epochs),
             "temperature": temperature.describe(),
             "teacher_targets": targets.mode,
-            "teacher": {**targets.describe(), "forward": targets.runs_teacher, "logits": targets.mode, "why_online": why_online(r),
-                        "mixing": describe_mixing(targets, mixes), "renormalized": not teacher_input(r.data, r.teacher).identity,
-                        "taps": distiller.teacher_taps},
+            "teacher": {
+                **targets.describe(),
+                "forward": targets.runs_teacher,
+                "logits": targets.mode,
+                "why_online": why_online(r),
+                "mixing": describe_mixing(targets, mixes),
+                "renormalized": not teacher_input(r.data, r.teacher).identity,
+                "taps": distiller.teacher_taps,
+            },
             "student_taps": distiller.student_taps,
             "connectors": {k: {"params": count_params(m)} for k, m in distiller.model.connectors.items()},
             "tap_shapes": {k: v for k, v in distiller.shapes.items() if ".feat." in k},
             "channel_sensitivity": sensitivity,
             "throughput": throughput(history),
-            "cost": training_cost(history, len(train), cfg.batch_size or r.data.batch_size, cfg.epochs, refresh.seconds if refresh else 0.0),
+            "cost": training_cost(
+                history, len(train), cfg.batch_size or r.data.batch_size, cfg.epochs, refresh.seconds if refresh else 0.0
+            ),
             "refresh": {"every": refresh.every, "by": r.select.refresh_by, "records": refresh.records} if refresh else None,
         }
         if history.resumed_from:
@@ -407,14 +500,16 @@ class DistillStage(Stage):
         cache = OutputCache(resolve_cache_dir(r.select.cache_dir))
         teacher_path = ctx.artifacts[TEACHER_CKPT]
         weights = checkpoint_weights_fingerprint(cache.root, teacher_path, ctx.hashes[TEACHER_CKPT])
-        status = {}
+        status: dict[str, str] = {}
         for tap in taps:
             channels = distiller.shapes[f"teacher.feat.{tap}"][0]
             batches = loader(train, r.select.batch_size, runtime=ctx.runtime)
             on_device = ((b[0],) for b in batches)  # `loader` batches arrive on the device
             arr, status[tap] = cache.get_or_compute(
-                teacher_output_parts(r, train, weights, "channel_sensitivity", tap=tap), (channels,),
-                lambda: distiller.channel_sensitivity(tap, ui.track(on_device, f"teacher sensitivity {tap}", total=len(batches))))
+                teacher_output_parts(r, train, weights, "channel_sensitivity", tap=tap),
+                (channels,),
+                lambda: distiller.channel_sensitivity(tap, ui.track(on_device, f"teacher sensitivity {tap}", total=len(batches))),
+            )
             distiller.constants[channel_weights_key(tap)] = torch.from_numpy(np.asarray(arr, dtype=np.float32))
         return status
 

@@ -16,26 +16,37 @@ from typing import Any, Optional
 
 import numpy as np
 
-from cann_distill import report_html
-from cann_distill.data import Splits, channels_of, data_fingerprint, load_splits
-from cann_distill.guard import STRICT_FAILS, distillation_verdict
-from cann_distill.errors import MissingInputError
-from cann_distill.knowledge import SHOWN, Tapped, logits_of, tap_features, transfer_metrics
-from cann_distill.models import build_model, teacher_input, with_teacher_input
-from cann_distill.report_schema import SCHEMA_ID, SCHEMA_VERSION
-from cann_distill.selectors import SELECTORS
+from cann_distill.core.errors import MissingInputError
+from cann_distill.data.loading import Splits, data_fingerprint, load_splits
+from cann_distill.data.transforms import channels_of
+from cann_distill.models.build import build_model, teacher_input, with_teacher_input
+from cann_distill.reporting import html as report_html
+from cann_distill.reporting.guard import STRICT_FAILS, distillation_verdict
+from cann_distill.reporting.schema import SCHEMA_ID, SCHEMA_VERSION
+from cann_distill.reporting.transfer import SHOWN, Tapped, logits_of, tap_features, transfer_metrics
+from cann_distill.runtime.terminal import ui
+from cann_distill.selection import SELECTORS
+from cann_distill.selection.pick import pick_critical
 from cann_distill.stages.base import Context, Stage, register_stage
-from cann_distill.stages.baseline import CHECKPOINT as BASELINE_CKPT, METRICS as BASELINE_METRICS
-from cann_distill.stages.distill import CHECKPOINT as STUDENT_CKPT, METRICS as DISTILL_METRICS
-from cann_distill.stages.select import INDEX, SUMMARY as SELECT_SUMMARY, pick_critical
-from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT, METRICS as TEACHER_METRICS
+from cann_distill.stages.baseline import CHECKPOINT as BASELINE_CKPT
+from cann_distill.stages.baseline import METRICS as BASELINE_METRICS
+from cann_distill.stages.distill import CHECKPOINT as STUDENT_CKPT
+from cann_distill.stages.distill import METRICS as DISTILL_METRICS
+from cann_distill.stages.select import INDEX
+from cann_distill.stages.select import SUMMARY as SELECT_SUMMARY
+from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT
+from cann_distill.stages.teacher import METRICS as TEACHER_METRICS
 from cann_distill.stages.validate import REPORT as VALIDATION
-from cann_distill.ui import ui
 
 REPORT = "report/report.json"
 HTML = "report/report.html"
-DOCS = {"teacher": TEACHER_METRICS, "select": SELECT_SUMMARY, "distill": DISTILL_METRICS, "baseline": BASELINE_METRICS,
-        "validate": VALIDATION}
+DOCS = {
+    "teacher": TEACHER_METRICS,
+    "select": SELECT_SUMMARY,
+    "distill": DISTILL_METRICS,
+    "baseline": BASELINE_METRICS,
+    "validate": VALIDATION,
+}
 
 
 def rows(report: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
@@ -47,12 +58,16 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     pct = lambda a: f"{100 * a:.2f}%" if a is not None else "?"  # noqa: E731
     ms = lambda kind, q: f"{lat[kind][q]:.3f} ms" if kind in lat else "?"  # noqa: E731
     arch = lambda doc: (report.get(doc) or {}).get("arch", "?")  # noqa: E731
-    out = [(f"teacher {arch('teacher')}", pct(acc.get("teacher", (report.get("teacher") or {}).get("val_acc"))), "-", "-", "-"),
-           (f"student {arch('distill')} (torch)", pct(acc.get("torch_fp32")), "-", "-", "-")]
+    out = [
+        (f"teacher {arch('teacher')}", pct(acc.get("teacher", (report.get("teacher") or {}).get("val_acc"))), "-", "-", "-"),
+        (f"student {arch('distill')} (torch)", pct(acc.get("torch_fp32")), "-", "-", "-"),
+    ]
     if report.get("baseline"):
         out.append((f"baseline {arch('baseline')} (CE only)", pct((k.get("accuracy") or {}).get("baseline")), "-", "-", "-"))
-    out += [("student ONNX FP32", pct(acc.get("onnx_fp32")), ms("fp32", "median_ms"), ms("fp32", "p99_ms"), mb(size.get("fp32"))),
-            ("student ONNX INT8", pct(acc.get("onnx_int8")), ms("int8", "median_ms"), ms("int8", "p99_ms"), mb(size.get("int8")))]
+    out += [
+        ("student ONNX FP32", pct(acc.get("onnx_fp32")), ms("fp32", "median_ms"), ms("fp32", "p99_ms"), mb(size.get("fp32"))),
+        ("student ONNX INT8", pct(acc.get("onnx_int8")), ms("int8", "median_ms"), ms("int8", "p99_ms"), mb(size.get("int8"))),
+    ]
     return out
 
 
@@ -61,8 +76,9 @@ class Inputs:
 
     def __init__(self, ctx: Context) -> None:
         self.paths = dict(ctx.artifacts)
-        self.problems = ([{"input": rel, "kind": "missing", "problem": why} for rel, why in sorted(ctx.missing.items())]
-                         + [{"input": rel, "kind": "stale", "problem": why} for rel, why in sorted(ctx.stale.items())])
+        self.problems = [{"input": rel, "kind": "missing", "problem": why} for rel, why in sorted(ctx.missing.items())] + [
+            {"input": rel, "kind": "stale", "problem": why} for rel, why in sorted(ctx.stale.items())
+        ]
         self.docs: dict[str, Optional[dict[str, Any]]] = {name: self._json(rel) for name, rel in DOCS.items()}
 
     def _json(self, rel: str) -> Optional[dict[str, Any]]:
@@ -83,8 +99,9 @@ class Inputs:
         self.paths.pop(rel, None)
 
 
-def eval_critical(recipe: Any, teacher_logits: np.ndarray, y: np.ndarray, student_logits: np.ndarray,
-                  classes: list[str]) -> tuple[np.ndarray, str]:
+def eval_critical(
+    recipe: Any, teacher_logits: np.ndarray, y: np.ndarray, student_logits: np.ndarray, classes: list[str]
+) -> tuple[np.ndarray, str]:
     """Critical samples of the headline split and the rule that chose them: the recipe's selector, policy and ratio
     applied to the teacher's logits there (margin for a strategy that needs augmented views or a probe history)."""
     strategy = recipe.select.strategy
@@ -107,32 +124,57 @@ class ReportStage(Stage):
     name = "report"
     version = 3
     sections = ("report", "data", "teacher", "student", "select", "seed")
-    optional = (TEACHER_METRICS, SELECT_SUMMARY, INDEX, DISTILL_METRICS, BASELINE_METRICS, VALIDATION,
-                TEACHER_CKPT, STUDENT_CKPT, BASELINE_CKPT)
+    optional = (
+        TEACHER_METRICS,
+        SELECT_SUMMARY,
+        INDEX,
+        DISTILL_METRICS,
+        BASELINE_METRICS,
+        VALIDATION,
+        TEACHER_CKPT,
+        STUDENT_CKPT,
+        BASELINE_CKPT,
+    )
 
     def execute(self, ctx: Context) -> dict[str, Any]:
         r = ctx.recipe
         inputs = Inputs(ctx)
         if not any(inputs.docs.values()):
             first = next(name for name, rel in DOCS.items() if "is off" not in ctx.missing.get(rel, ""))
-            raise MissingInputError(f"report: nothing to report yet (no stage output in {ctx.run.root}): "
-                                    f"run `cann-distill {first}` first (or `cann-distill run`)")
+            raise MissingInputError(
+                f"report: nothing to report yet (no stage output in {ctx.run.root}): "
+                f"run `cann-distill {first}` first (or `cann-distill run`)"
+            )
         splits = load_splits(r.data)
         knowledge, visuals = self._knowledge(ctx, inputs, splits)
         manifest = ctx.run.read_manifest()
+        verdict = distillation_verdict(knowledge)
         report = {
-            "schema": SCHEMA_ID, "schema_version": SCHEMA_VERSION, "title": r.report.title or r.name or "cann-distill run",
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "recipe": r.to_dict(),
-            "data": {"source": r.data.source, "fingerprint": data_fingerprint(r.data, ignore=frozenset({"augment", "batch_size"})),
-                     "classes": splits.train.classes, "num_train": len(splits.train), "num_val": len(splits.val),
-                     "num_test": len(splits.test) if splits.test is not None else 0, "headline_split": splits.headline.name},
-            **inputs.docs, "knowledge": knowledge, "distillation": distillation_verdict(knowledge), "problems": inputs.problems,
-            "stages": {name: {"seconds": rec["seconds"], "outputs": rec["outputs"], "versions": rec["versions"]}
-                       for name, rec in manifest["stages"].items()},
+            "schema": SCHEMA_ID,
+            "schema_version": SCHEMA_VERSION,
+            "title": r.report.title or r.name or "cann-distill run",
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "recipe": r.to_dict(),
+            "data": {
+                "source": r.data.source,
+                "fingerprint": data_fingerprint(r.data, ignore=frozenset({"augment", "batch_size"})),
+                "classes": splits.train.classes,
+                "num_train": len(splits.train),
+                "num_val": len(splits.val),
+                "num_test": len(splits.test) if splits.test is not None else 0,
+                "headline_split": splits.headline.name,
+            },
+            **inputs.docs,
+            "knowledge": knowledge,
+            "distillation": verdict,
+            "problems": inputs.problems,
+            "stages": {
+                name: {"seconds": rec["seconds"], "outputs": rec["outputs"], "versions": rec["versions"]}
+                for name, rec in manifest["stages"].items()
+            },
         }
         for p in inputs.problems:
             ui.warn(f"report: {p['input']}: {p['problem']}; rendering the rest")
-        verdict = report["distillation"]
         (ui.warn if verdict["status"] in STRICT_FAILS else ui.info)(f"report: {verdict['line']}")
         (ctx.out / "report.json").write_text(json.dumps(report, indent=2))
         (ctx.out / "report.html").write_text(report_html.render(report, visuals), encoding="utf-8")
@@ -168,27 +210,49 @@ class ReportStage(Stage):
             k["accuracy"]["onnx_int8"] = v["accuracy"]["onnx_int8"]
         teacher_pred, student_pred = logits["teacher"].argmax(1), logits["student"].argmax(1)
         shown = (list(np.flatnonzero(critical)) + list(np.flatnonzero(~critical)))[:SHOWN]
-        tapped: Tapped = tap_features(teacher, r.teacher.arch, teacher_input(r.data, r.teacher), student, r.student.arch, split,
-                                      r.report.samples, [int(i) for i in shown], rt)
+        tapped: Tapped = tap_features(
+            teacher,
+            r.teacher.arch,
+            teacher_input(r.data, r.teacher),
+            student,
+            r.student.arch,
+            split,
+            r.report.samples,
+            [int(i) for i in shown],
+            rt,
+        )
         k["cka"], k["cka_samples"], k["attention"] = tapped.cka, min(r.report.samples, len(split)), tapped.attention_pair
         visuals.tapped = tapped
-        visuals.shown = [{"image": split.fetch(i).numpy(), "critical": bool(critical[i]), "label": classes[y[i]],
-                          "teacher": classes[teacher_pred[i]], "student": classes[student_pred[i]],
-                          "agree": bool(teacher_pred[i] == student_pred[i])} for i in tapped.shown]
+        visuals.shown = [
+            {
+                "image": split.fetch(i).numpy(),
+                "critical": bool(critical[i]),
+                "label": classes[y[i]],
+                "teacher": classes[teacher_pred[i]],
+                "student": classes[student_pred[i]],
+                "agree": bool(teacher_pred[i] == student_pred[i]),
+            }
+            for i in tapped.shown
+        ]
         return k, visuals
 
     def _summary(self, report: dict[str, Any]) -> dict[str, Any]:
         v, k = report.get("validate") or {}, report.get("knowledge") or {}
         acc = v.get("accuracy") or {}
         return {
-            "title": report["title"], "split": acc.get("split", "val"),
-            "teacher_acc": acc.get("teacher", (report.get("teacher") or {}).get("val_acc")), "student_acc": acc.get("torch_fp32"),
+            "title": report["title"],
+            "split": acc.get("split", "val"),
+            "teacher_acc": acc.get("teacher", (report.get("teacher") or {}).get("val_acc")),
+            "student_acc": acc.get("torch_fp32"),
             "baseline_acc": (k.get("accuracy") or {}).get("baseline"),
-            "onnx_fp32_acc": acc.get("onnx_fp32"), "onnx_int8_acc": acc.get("onnx_int8"),
+            "onnx_fp32_acc": acc.get("onnx_fp32"),
+            "onnx_int8_acc": acc.get("onnx_int8"),
             "int8_over_fp32_latency": (v.get("latency_batch1") or {}).get("int8_over_fp32"),
-            "transfer_efficiency": (k.get("transfer_efficiency") or {}).get("value"), "dqi": (k.get("dqi") or {}).get("value"),
+            "transfer_efficiency": (k.get("transfer_efficiency") or {}).get("value"),
+            "dqi": (k.get("dqi") or {}).get("value"),
             "distillation": report["distillation"],
-            "problems": [f"{p['input']}: {p['problem']}" for p in report["problems"]], "rows": rows(report),
+            "problems": [f"{p['input']}: {p['problem']}" for p in report["problems"]],
+            "rows": rows(report),
         }
 
 

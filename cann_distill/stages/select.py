@@ -14,51 +14,39 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from cann_distill import distributed
-from cann_distill.cache import CacheStatus, OutputCache, cache_key, checkpoint_weights_fingerprint, resolve_cache_dir
-from cann_distill.data import (Split, Splits, Transform, build_transforms, channels_of, count_classes, data_fingerprint, draw_loader,
-                               load_splits, norm_stats)
-from cann_distill.devices import CPU, Runtime
-from cann_distill.errors import StageError
-from cann_distill.models import build_model, with_teacher_input
-from cann_distill.recipe import (AugmentConfig, MixConfig, Recipe, SelectTemperatureConfig, TrainConfig, refresh_epochs,
-                                 selection_policy)
-from cann_distill.replay import ReplayStore, index_dtype
-from cann_distill.rundir import sha256_file
-from cann_distill.selectors import SELECTORS, Selector
-from cann_distill.selectors.policy import Selection, select_samples
+from cann_distill.core.errors import StageError
+from cann_distill.core.files import sha256_file
+from cann_distill.core.paths import resolve_cache_dir
+from cann_distill.core.recipe import (
+    AugmentConfig,
+    Recipe,
+    SelectTemperatureConfig,
+    TrainConfig,
+    refresh_epochs,
+    selection_policy,
+)
+from cann_distill.data.loading import Split, Splits, count_classes, data_fingerprint, draw_loader, load_splits
+from cann_distill.data.transforms import Transform, build_transforms, channels_of, norm_stats
+from cann_distill.models.build import build_model, checkpoint_weights_fingerprint, with_teacher_input
+from cann_distill.runtime import distributed
+from cann_distill.runtime.devices import CPU, Runtime
+from cann_distill.runtime.terminal import ui
+from cann_distill.selection import SELECTORS, Selector
+from cann_distill.selection.pick import pick_critical, report_selection
+from cann_distill.selection.policy import Selection
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
 from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT
-from cann_distill.targets import ReplaySpec, check_recipe, label_draws, replay_spec, resolve_mode
-from cann_distill.temperature import per_sample_temperature
-from cann_distill.train import accuracy, ce_step, fit, predict, predict_all, seed_everything
-from cann_distill.ui import ui
+from cann_distill.store.cache import CacheStatus, OutputCache, cache_key
+from cann_distill.teaching.replay import ReplayStore, index_dtype
+from cann_distill.teaching.targets import ReplaySpec, check_recipe, label_draws, replay_spec, resolve_mode
+from cann_distill.teaching.temperature import per_sample_temperature
+from cann_distill.training.loop import accuracy, ce_step, fit, predict, predict_all, seed_everything
 
 LOGITS = "select/teacher_logits.npy"
 INDEX = "select/index.csv"
 SUMMARY = "select/summary.json"
 INDEX_FIELDS = ("id", "target", "score", "rank", "critical", "temperature")
 HIST_BINS = 10
-
-
-def pick_critical(scores: np.ndarray, targets: np.ndarray, recipe: Recipe, classes: Optional[Sequence[str]] = None,
-                  seed: int = 0) -> Selection:
-    """The critical samples by the recipe's policy (`selection_policy`: its default follows distill.critical.mode)
-    and class balance (`cann_distill.selectors.policy`)."""
-    cfg = recipe.select
-    names = list(classes) if classes is not None else [str(c) for c in range(int(np.max(targets, initial=-1)) + 1)]
-    mix = (cfg.mix or MixConfig(hard=1 / 3, medium=1 / 3, easy=1 / 3)).model_dump()
-    return select_samples(scores, targets, names, cfg.top_k_ratio, policy=selection_policy(recipe), mix=mix,
-                          class_balanced=cfg.class_balanced, scarce_below=cfg.scarce_below, seed=seed)
-
-
-def report_selection(selection: Selection, what: str = "select") -> None:
-    """Say what the policy did that a user would not guess: small classes, an auto choice, empty classes."""
-    for note in selection.notes:
-        ui.info(f"[dim]{what}: {note}[/dim]")
-    if selection.empty:
-        ui.warn(f"{what}: no critical sample in class(es) {', '.join(selection.empty[:10])}"
-                f"{' …' if len(selection.empty) > 10 else ''}; set select.class_balanced: true to keep every class")
 
 
 def index_temperatures(scores: np.ndarray, cfg: SelectTemperatureConfig) -> np.ndarray:
@@ -84,8 +72,14 @@ def probe_epochs(recipe: Recipe) -> int:
 def probe_config(recipe: Recipe) -> TrainConfig:
     """How the student probe trains: distill's optimizer settings for `probe_epochs(recipe)` epochs."""
     d = recipe.distill
-    return TrainConfig(epochs=probe_epochs(recipe), optimizer=d.optimizer, lr=d.lr, momentum=d.momentum,
-                       weight_decay=d.weight_decay, batch_size=d.batch_size)
+    return TrainConfig(
+        epochs=probe_epochs(recipe),
+        optimizer=d.optimizer,
+        lr=d.lr,
+        momentum=d.momentum,
+        weight_decay=d.weight_decay,
+        batch_size=d.batch_size,
+    )
 
 
 def probe_logits(recipe: Recipe, train: Split, runtime: Runtime = CPU, history: Optional[list[np.ndarray]] = None) -> np.ndarray:
@@ -100,13 +94,25 @@ def probe_logits(recipe: Recipe, train: Split, runtime: Runtime = CPU, history: 
 
     def record(epoch: int, row: dict[str, float]) -> None:
         if history is not None:
-            history.append(predict(student, train, batch_size=recipe.select.batch_size, desc="student probe logits",
-                                   runtime=runtime).astype(np.float32))
+            history.append(
+                predict(student, train, batch_size=recipe.select.batch_size, desc="student probe logits", runtime=runtime).astype(
+                    np.float32
+                )
+            )
             student.train()
 
     if cfg.epochs:
-        fit(student, train, cfg, cfg.batch_size or recipe.data.batch_size, ce_step, recipe.seed, "student probe", runtime=runtime,
-            on_epoch_end=record)
+        fit(
+            student,
+            train,
+            cfg,
+            cfg.batch_size or recipe.data.batch_size,
+            ce_step,
+            recipe.seed,
+            "student probe",
+            runtime=runtime,
+            on_epoch_end=record,
+        )
     if history:  # the last epoch's logits were just recorded: the probe's final weights
         return history[-1]
     return predict(student, train, batch_size=recipe.select.batch_size, desc="student probe logits", runtime=runtime).astype(np.float32)
@@ -125,14 +131,18 @@ def view_inputs(recipe: Recipe) -> dict[str, Any]:
     import timm
     import torchvision
 
-    return {"views": recipe.select.views, "seed": recipe.seed,
-            "augment": recipe.data.augment.model_dump(mode="json", exclude=set(AugmentConfig.MIXING) | {"enabled"}),
-            "libraries": {"timm": timm.__version__, "torchvision": torchvision.__version__, "torch": torch.__version__}}
+    return {
+        "views": recipe.select.views,
+        "seed": recipe.seed,
+        "augment": recipe.data.augment.model_dump(mode="json", exclude=set(AugmentConfig.MIXING) | {"enabled"}),
+        "libraries": {"timm": timm.__version__, "torchvision": torchvision.__version__, "torch": torch.__version__},
+    }
 
 
 @torch.no_grad()
-def view_logits(teacher: torch.nn.Module, train: Split, transform: Transform, views: int, seed: int, batch_size: int,
-                runtime: Runtime = CPU) -> np.ndarray:
+def view_logits(
+    teacher: torch.nn.Module, train: Split, transform: Transform, views: int, seed: int, batch_size: int, runtime: Runtime = CPU
+) -> np.ndarray:
     """The teacher's logits on `views` augmented views of every training sample, [V, N, C] (view d of sample i keyed (d, i))."""
     runtime.model(teacher).eval()
     batches = draw_loader(train, batch_size, views, seed=seed, transform=transform, runtime=runtime)
@@ -148,10 +158,13 @@ def teacher_output_parts(recipe: Recipe, train: Split, teacher_weights: str, out
     """
     mean, std = norm_stats(recipe.data)
     return {
-        "outputs": outputs, "arch": recipe.teacher.arch, "weights": teacher_weights,
+        "outputs": outputs,
+        "arch": recipe.teacher.arch,
+        "weights": teacher_weights,
         "teacher_input": {"mean": recipe.teacher.mean or mean, "std": recipe.teacher.std or std},
         "data": data_fingerprint(recipe.data, ignore=frozenset({"batch_size", "augment"})),
-        "ids": hashlib.sha256("\n".join(train.ids).encode()).hexdigest(), **extra,
+        "ids": hashlib.sha256("\n".join(train.ids).encode()).hexdigest(),
+        **extra,
     }
 
 
@@ -163,22 +176,32 @@ def replay_inputs(recipe: Recipe, num_classes: int) -> dict[str, Any]:
     import torchvision
 
     spec = replay_spec(recipe, num_classes)
-    return {"augment": recipe.data.augment.model_dump(mode="json", exclude=set(AugmentConfig.MIXING)), "draws": spec.draws, "top_k": spec.top_k,
-            "values": "log_probs",  # entries written before this stored probabilities: never read as log-probabilities
-            "seed": recipe.seed, "amp": recipe.distill.amp,
-            "libraries": {"timm": timm.__version__, "torchvision": torchvision.__version__, "torch": torch.__version__}}
+    return {
+        "augment": recipe.data.augment.model_dump(mode="json", exclude=set(AugmentConfig.MIXING)),
+        "draws": spec.draws,
+        "top_k": spec.top_k,
+        "values": "log_probs",  # entries written before this stored probabilities: never read as log-probabilities
+        "seed": recipe.seed,
+        "amp": recipe.distill.amp,
+        "libraries": {"timm": timm.__version__, "torchvision": torchvision.__version__, "torch": torch.__version__},
+    }
 
 
 def teacher_loader(recipe: Recipe, train: Split, checkpoint: Path) -> Callable[[], torch.nn.Module]:
     """The teacher from its checkpoint (input adapter included), built at the first call and shared by every
     pass select makes with it (logits, spot check, augmented views, replay draws)."""
-    return functools.cache(lambda: with_teacher_input(
-        build_model(recipe.teacher, len(train.classes), channels_of(recipe.data), checkpoint=checkpoint, classes=train.classes),
-        recipe.data, recipe.teacher))
+    return functools.cache(
+        lambda: with_teacher_input(
+            build_model(recipe.teacher, len(train.classes), channels_of(recipe.data), checkpoint=checkpoint, classes=train.classes),
+            recipe.data,
+            recipe.teacher,
+        )
+    )
 
 
-def make_replay(recipe: Recipe, splits: Splits, teacher: Callable[[], torch.nn.Module], weights: str,
-                runtime: Runtime) -> tuple[dict[str, Any], CacheStatus]:
+def make_replay(
+    recipe: Recipe, splits: Splits, teacher: Callable[[], torch.nn.Module], weights: str, runtime: Runtime
+) -> tuple[dict[str, Any], CacheStatus]:
     """The teacher's top-k labels of K views per training sample, from the shared cache or computed into it."""
     train = splits.train
     n_classes = len(train.classes)
@@ -187,9 +210,19 @@ def make_replay(recipe: Recipe, splits: Splits, teacher: Callable[[], torch.nn.M
     shape = (spec.draws, len(train), spec.top_k)
 
     def label(values: Optional[np.ndarray], indices: Optional[np.ndarray]) -> None:
-        label_draws(teacher(), train, splits.train_transform, recipe.seed, spec,
-                    values, indices, batch_size=recipe.select.batch_size, runtime=runtime, amp=recipe.distill.amp,
-                    progress=lambda it, total: ui.track(it, f"teacher replay labels ({spec.draws} views)", total=total))
+        label_draws(
+            teacher(),
+            train,
+            splits.train_transform,
+            recipe.seed,
+            spec,
+            values,
+            indices,
+            batch_size=recipe.select.batch_size,
+            runtime=runtime,
+            amp=recipe.distill.amp,
+            progress=lambda it, total: ui.track(it, f"teacher replay labels ({spec.draws} views)", total=total),
+        )
 
     def get_or_create(announce: Callable[[], None]) -> tuple[Any, CacheStatus]:
         def fill(values: np.ndarray, indices: np.ndarray) -> None:
@@ -197,8 +230,13 @@ def make_replay(recipe: Recipe, splits: Splits, teacher: Callable[[], torch.nn.M
             label(values, indices)
 
         store = ReplayStore(resolve_cache_dir(recipe.select.cache_dir))
-        return store.get_or_compute(key, shape, n_classes, fill, info={"outputs": "replay", "arch": recipe.teacher.arch,
-                                                                       "samples": len(train), "draws": spec.draws, "top_k": spec.top_k})
+        return store.get_or_compute(
+            key,
+            shape,
+            n_classes,
+            fill,
+            info={"outputs": "replay", "arch": recipe.teacher.arch, "samples": len(train), "draws": spec.draws, "top_k": spec.top_k},
+        )
 
     # rank 0 alone opens and writes the entry; on a miss the other ranks label their shards and send them to it
     found, filled = distributed.follow_entry(get_or_create, lambda: label(None, None))
@@ -207,8 +245,9 @@ def make_replay(recipe: Recipe, splits: Splits, teacher: Callable[[], torch.nn.M
     return entry, status
 
 
-def score_inputs(r: Recipe, selector: Selector, train: Split, cache: OutputCache, weights: str, teacher: Callable[[], torch.nn.Module],
-                 runtime: Runtime) -> tuple[Optional[np.ndarray], dict[str, Any], Optional[CacheStatus]]:
+def score_inputs(
+    r: Recipe, selector: Selector, train: Split, cache: OutputCache, weights: str, teacher: Callable[[], torch.nn.Module], runtime: Runtime
+) -> tuple[Optional[np.ndarray], dict[str, Any], Optional[CacheStatus]]:
     """What the strategy declared it reads beyond the teacher's logits: the student probe (final logits and,
     for training-dynamics scores, its per-epoch history) and the teacher's logits on augmented views (cached)."""
     cfg, n, n_classes = r.select, len(train), len(train.classes)
@@ -221,6 +260,7 @@ def score_inputs(r: Recipe, selector: Selector, train: Split, cache: OutputCache
         evidence["student_history"] = np.stack(history) if history else student_logits[None]  # type: ignore[index]
     status: Optional[CacheStatus] = None
     if selector.needs_views:
+
         def compute() -> np.ndarray:
             return view_logits(teacher(), train, view_transform(r), cfg.views, r.seed, cfg.batch_size, runtime)
 
@@ -232,7 +272,7 @@ def score_inputs(r: Recipe, selector: Selector, train: Split, cache: OutputCache
 class SelectStage(Stage):
     name = "select"
     version = 6
-    all_ranks = True  # under torchrun: DDP training / a sharded teacher pass (cann_distill.distributed)
+    all_ranks = True  # under torchrun: DDP training / a sharded teacher pass (cann_distill.runtime.distributed)
     sections = ("data", "select", "seed")
     needs = (TEACHER_CKPT,)
     ignore = ("data.augment",)  # the teacher labels un-augmented training images here (replayed views: see extra_inputs)
@@ -241,8 +281,11 @@ class SelectStage(Stage):
         inputs: dict[str, Any] = {"data": data_fingerprint(recipe.data, ignore=frozenset({"augment"}))}
         strategy = SELECTORS.get(recipe.select.strategy) if recipe.select.strategy in SELECTORS else None
         if strategy is not None and (strategy.needs_student or strategy.needs_history):
-            inputs["probe"] = {"student": recipe.section("student"), "train": probe_config(recipe).model_dump(mode="json"),
-                               "checkpoint": _checkpoint_hashes(recipe)["student"]}
+            inputs["probe"] = {
+                "student": recipe.section("student"),
+                "train": probe_config(recipe).model_dump(mode="json"),
+                "checkpoint": _checkpoint_hashes(recipe)["student"],
+            }
         if strategy is not None and strategy.needs_views:
             inputs["views"] = view_inputs(recipe)
         if resolve_mode(recipe) == "replay":
@@ -265,23 +308,8 @@ class SelectStage(Stage):
         file_sha = ctx.hashes.get(TEACHER_CKPT) or sha256_file(teacher_path)
         weights = checkpoint_weights_fingerprint(cache.root, teacher_path, file_sha)
         parts = teacher_output_parts(r, train, weights, "logits", classes=train.classes)
-        key = cache_key(parts)
-
         teacher = teacher_loader(r, train, teacher_path)
-
-        def teacher_forward(split: Split = train, desc: str = "teacher logits", sharded: bool = False) -> np.ndarray:
-            forward = predict_all if sharded else predict  # sharded: whole batches per rank under torchrun
-            return forward(teacher(), split, batch_size=cfg.batch_size, desc=desc, runtime=ctx.runtime).astype(np.float32)
-
-        def spot_check(rows: Sequence[int]) -> np.ndarray:
-            some = replace(train, ids=[train.ids[i] for i in rows], targets=train.targets[list(rows)],
-                           images=lambda i: train.images(rows[i]), skipped={})
-            return teacher_forward(some, "teacher spot check")
-
-        # under torchrun rank 0 alone reads and writes the cache; on a miss every rank labels its shard
-        logits, cache_status = distributed.follow_cache(
-            lambda compute: cache.get_or_compute(parts, (n, n_classes), compute, spot_check=spot_check),
-            lambda: teacher_forward(sharded=True))
+        logits, cache_status = _teacher_logits(ctx, train, cache, parts, teacher)
         np.save(ctx.out / "teacher_logits.npy", logits, allow_pickle=False)
 
         selector = SELECTORS.build(cfg.strategy, **cfg.strategy_args)
@@ -293,33 +321,9 @@ class SelectStage(Stage):
             raise StageError(f"select.strategy '{cfg.strategy}': scores contain NaN or inf")
         selection = pick_critical(scores, train.targets, r, train.classes, seed=r.seed)
         report_selection(selection)
-        critical = selection.mask
         temps = index_temperatures(scores, cfg.temperature)
-        order = np.argsort(-scores, kind="stable")
-        rank = np.empty(n, dtype=np.int64)
-        rank[order] = np.arange(1, n + 1)
-        with open(ctx.out / "index.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(INDEX_FIELDS)
-            for i, sid in enumerate(train.ids):
-                w.writerow([sid, int(train.targets[i]), f"{scores[i]:.6g}", int(rank[i]), int(critical[i]), f"{temps[i]:.6g}"])
-
-        t = cfg.temperature
-        summary = {
-            "strategy": cfg.strategy, "strategy_args": cfg.strategy_args, "num_samples": n,
-            "num_critical": int(critical.sum()), "ratio": float(critical.mean()),
-            "per_class_critical": {train.classes[c]: int(critical[train.targets == c].sum()) for c in range(n_classes)},
-            "selection": {**selection.describe(), "class_balanced": cfg.class_balanced,
-                          "mix": cfg.mix.model_dump() if cfg.mix is not None else None, "scarce_below": cfg.scarce_below},
-            "refresh_every": refresh_epochs(r), "refresh_by": cfg.refresh_by if refresh_epochs(r) is not None else None,
-            "probe_epochs": probe_epochs(r) if (selector.needs_student or selector.needs_history) else None,
-            "views": cfg.views if selector.needs_views else None,
-            "teacher_train_acc": accuracy(logits, train.targets),
-            "score_mean": float(scores.mean()), "score_critical_min": float(scores[critical].min()),
-            "temperature": {"per_sample": t.per_sample, "base": t.base, "t_min": t.t_min, "t_max": t.t_max,
-                            "mean": float(temps.mean()), "min": float(temps.min()), "max": float(temps.max())},
-            "cached": "logits", "cache_key": key,
-        }
+        _write_index(ctx.out / "index.csv", train, scores, selection.mask, temps)
+        summary = _summary(r, selector, train, logits, scores, selection, temps, cache_key(parts))
         statuses: dict[str, Any] = {"cache": cache_status}
         if views_status is not None:
             statuses["views_cache"] = views_status
@@ -329,6 +333,93 @@ class SelectStage(Stage):
         # summary.json holds only what the recipe and data determine, so an identical rerun leaves distill up to date
         (ctx.out / "summary.json").write_text(json.dumps({**summary, **hists}, indent=2))
         return {**summary, **statuses, "cache_dir": str(cache.dir)}
+
+
+def _teacher_logits(
+    ctx: Context, train: Split, cache: OutputCache, parts: dict[str, Any], teacher: Callable[[], torch.nn.Module]
+) -> tuple[np.ndarray, CacheStatus]:
+    """The teacher's logits on the training split, from the verified cache or computed (sharded under torchrun)."""
+    cfg = ctx.recipe.select
+
+    def teacher_forward(split: Split = train, desc: str = "teacher logits", sharded: bool = False) -> np.ndarray:
+        forward = predict_all if sharded else predict  # sharded: whole batches per rank under torchrun
+        return forward(teacher(), split, batch_size=cfg.batch_size, desc=desc, runtime=ctx.runtime).astype(np.float32)
+
+    def spot_check(rows: Sequence[int]) -> np.ndarray:
+        some = replace(
+            train,
+            ids=[train.ids[i] for i in rows],
+            targets=train.targets[list(rows)],
+            images=lambda i: train.images(rows[i]),
+            skipped={},
+        )
+        return teacher_forward(some, "teacher spot check")
+
+    # under torchrun rank 0 alone reads and writes the cache; on a miss every rank labels its shard
+    return distributed.follow_cache(
+        lambda compute: cache.get_or_compute(parts, (len(train), len(train.classes)), compute, spot_check=spot_check),
+        lambda: teacher_forward(sharded=True),
+    )
+
+
+def _write_index(path: Path, train: Split, scores: np.ndarray, critical: np.ndarray, temps: np.ndarray) -> None:
+    """index.csv: one row per training sample with its score, rank, criticality and temperature."""
+    n = len(train)
+    order = np.argsort(-scores, kind="stable")
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(1, n + 1)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(INDEX_FIELDS)
+        for i, sid in enumerate(train.ids):
+            w.writerow([sid, int(train.targets[i]), f"{scores[i]:.6g}", int(rank[i]), int(critical[i]), f"{temps[i]:.6g}"])
+
+
+def _summary(
+    r: Recipe,
+    selector: Selector,
+    train: Split,
+    logits: np.ndarray,
+    scores: np.ndarray,
+    selection: Selection,
+    temps: np.ndarray,
+    key: str,
+) -> dict[str, Any]:
+    """summary.json without the histograms: what was selected, how, and the temperatures."""
+    cfg, critical, n_classes = r.select, selection.mask, len(train.classes)
+    t = cfg.temperature
+    return {
+        "strategy": cfg.strategy,
+        "strategy_args": cfg.strategy_args,
+        "num_samples": len(train),
+        "num_critical": int(critical.sum()),
+        "ratio": float(critical.mean()),
+        "per_class_critical": {train.classes[c]: int(critical[train.targets == c].sum()) for c in range(n_classes)},
+        "selection": {
+            **selection.describe(),
+            "class_balanced": cfg.class_balanced,
+            "mix": cfg.mix.model_dump() if cfg.mix is not None else None,
+            "scarce_below": cfg.scarce_below,
+        },
+        "refresh_every": refresh_epochs(r),
+        "refresh_by": cfg.refresh_by if refresh_epochs(r) is not None else None,
+        "probe_epochs": probe_epochs(r) if (selector.needs_student or selector.needs_history) else None,
+        "views": cfg.views if selector.needs_views else None,
+        "teacher_train_acc": accuracy(logits, train.targets),
+        "score_mean": float(scores.mean()),
+        "score_critical_min": float(scores[critical].min()),
+        "temperature": {
+            "per_sample": t.per_sample,
+            "base": t.base,
+            "t_min": t.t_min,
+            "t_max": t.t_max,
+            "mean": float(temps.mean()),
+            "min": float(temps.min()),
+            "max": float(temps.max()),
+        },
+        "cached": "logits",
+        "cache_key": key,
+    }
 
 
 register_stage(SelectStage())

@@ -5,45 +5,37 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import onnx
 import torch
+from torch import nn
 
-from cann_distill.data import Split, channels_of, load_splits, loader
-from cann_distill.errors import StageError
-from cann_distill.models import build_model, count_params, with_teacher_input
-from cann_distill.hardware import basis, effective_validate
+from cann_distill.core.recipe import HardwareProfile, Recipe, ValidateConfig, hardware_profile, load_hardware_profile
+from cann_distill.data.loading import Split, Splits, load_splits, loader
+from cann_distill.data.transforms import channels_of
+from cann_distill.models.build import build_model, count_params, with_teacher_input
 from cann_distill.quant import latency as timing
 from cann_distill.quant import ort as q
 from cann_distill.quant import qad
+from cann_distill.quant.calibration import calibration_images, stack
 from cann_distill.quant.export import export_onnx
 from cann_distill.quant.feedback import QAD_ENABLED, gate, qat_config, set_dotted, split_changes, suggest_fixes
 from cann_distill.quant.gap import layer_gap
-from cann_distill.recipe import Recipe, ValidateConfig, hardware_profile, load_hardware_profile
+from cann_distill.quant.profiles import basis, effective_validate
+from cann_distill.runtime.terminal import ui
 from cann_distill.stages.base import Context, Stage, register_stage
 from cann_distill.stages.distill import CHECKPOINT as STUDENT_CKPT
 from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT
-from cann_distill.train import predict
-from cann_distill.ui import ui
+from cann_distill.training.loop import predict
 
 REPORT = "validate/validation.json"
 FP32 = "validate/student_fp32.onnx"
 INT8 = "validate/student_int8.onnx"
 QAT_CKPT = f"distill/{qad.CHECKPOINT_NAME}"
-
-
-def stack(split: Split, idx: np.ndarray) -> np.ndarray:
-    return torch.stack([split.fetch(int(i)) for i in idx]).numpy().astype(np.float32)
-
-
-def calibration_images(train: Split, samples: int, seed: int) -> np.ndarray:
-    if samples > len(train):
-        raise StageError(f"validate.calibration.samples asks for {samples} images but the training split has only {len(train)}")
-    idx = np.sort(np.random.default_rng(seed).permutation(len(train))[:samples])
-    return stack(train, idx)
 
 
 def onnx_logits(sessions: dict[str, Any], split: Split, batch: int = 256) -> dict[str, np.ndarray]:
@@ -126,9 +118,246 @@ def measure_latency(sessions: dict[str, Any], sample: np.ndarray, cfg: ValidateC
 
 def slowdown_note(ratio: float, float_ops: dict[str, int]) -> str:
     stay = ", ".join(f"{k}×{v}" for k, v in list(float_ops.items())[:6]) or "none"
-    return (f"INT8 is {ratio:.2f}× slower than FP32 on this target (beyond the measurement spread): ops that stay in float after "
-            f"optimization ({stay}) need Quantize/Dequantize round-trips, and at this model size the "
-            "quantize/dequantize overhead outweighs the cheaper INT8 arithmetic")
+    return (
+        f"INT8 is {ratio:.2f}× slower than FP32 on this target (beyond the measurement spread): ops that stay in float after "
+        f"optimization ({stay}) need Quantize/Dequantize round-trips, and at this model size the "
+        "quantize/dequantize overhead outweighs the cheaper INT8 arithmetic"
+    )
+
+
+@dataclass
+class _Job:
+    """What one validation works on: the target's settings, the splits, the student and the float logits."""
+
+    ctx: Context
+    hw: HardwareProfile
+    cfg: ValidateConfig  # the recipe's validate section, what it leaves open filled in from the hardware profile
+    provider: str
+    warning: Optional[str]
+    options: Optional[dict[str, Any]]
+    splits: Splits
+    evaluated: dict[str, Split]
+    in_chans: int
+    classes: int
+    student: nn.Module
+    torch_logits: dict[str, dict[str, np.ndarray]]
+    calib: np.ndarray
+    gap_x: np.ndarray
+
+    @classmethod
+    def prepare(cls, ctx: Context) -> "_Job":
+        r, rt = ctx.recipe, ctx.runtime
+        hw = hardware_profile(r.validate_.target)
+        cfg = effective_validate(r.validate_, hw)  # what the recipe leaves open comes from the profile
+        provider, warning = q.resolve_provider(cfg.provider or hw.provider)
+        options = hw.provider_options if provider == hw.provider else None
+        if warning:
+            ui.warn(warning)
+        splits = load_splits(r.data)
+        evaluated = {"val": splits.val, **({"test": splits.test} if splits.test is not None else {})}
+        in_chans, classes = channels_of(r.data), len(splits.train.classes)
+        names = splits.train.classes
+        student = build_model(r.student, classes, in_chans, checkpoint=ctx.artifacts[STUDENT_CKPT], classes=names)
+        teacher = with_teacher_input(
+            build_model(r.teacher, classes, in_chans, checkpoint=ctx.artifacts[TEACHER_CKPT], classes=names), r.data, r.teacher
+        )
+        torch_logits = {
+            name: {
+                "teacher": predict(teacher, split, desc=f"teacher {name}", runtime=rt),
+                "torch_fp32": predict(student, split, desc=f"student {name}", runtime=rt),
+            }
+            for name, split in evaluated.items()
+        }
+        student.cpu()  # ONNX export and FLOPs on the CPU
+        calib = calibration_images(splits.train, cfg.calibration.samples, r.seed)
+        gap_x = stack(splits.val, np.arange(min(cfg.gap.samples, len(splits.val))))
+        return cls(ctx, hw, cfg, provider, warning, options, splits, evaluated, in_chans, classes, student, torch_logits, calib, gap_x)
+
+
+@dataclass
+class _OnnxRun:
+    """The exported student quantized and measured: sessions, per-split metrics, the per-layer gap, QAD, feedback."""
+
+    scheme: dict[str, Any]
+    s32: Any
+    s8: Any
+    optimized_ops: dict[str, int]
+    float_ops: dict[str, int]
+    metrics: dict[str, Any]
+    gap_rows: list[dict[str, Any]]
+    qat_result: Optional[dict[str, Any]]
+    feedback: dict[str, Any]
+
+    @classmethod
+    def measure(cls, job: _Job, fp32: Path, int8: Path, work: Path) -> "_OnnxRun":
+        cfg, options = job.cfg, job.options
+        quantizer = Quantizer(fp32, job.calib, work)
+        scheme = quantizer.scheme(cfg)
+        ui.info(
+            f"  quantizing: {scheme['activation_type']} activations, reduce_range={scheme['reduce_range']}, "
+            f"per_channel={cfg.per_channel}, {cfg.calibration.method} calibration on {len(job.calib)} images"
+            + (f", {len(cfg.nodes_to_exclude)} node(s) kept in float" if cfg.nodes_to_exclude else "")
+        )
+        quantizer.quantize(cfg, int8)
+        onnx.checker.check_model(str(int8), full_check=True)
+        s32 = q.session(fp32, job.provider, threads=cfg.latency.threads, options=options)
+        s8 = q.session(int8, job.provider, threads=cfg.latency.threads, optimized_out=work / "int8_opt.onnx", options=options)
+        optimized = onnx.load(str(work / "int8_opt.onnx")).graph
+        metrics = {
+            name: split_metrics({**job.torch_logits[name], **onnx_logits({"onnx_fp32": s32, "onnx_int8": s8}, split)}, split.targets)
+            for name, split in job.evaluated.items()
+        }
+        gap_rows = layer_gap(quantizer.prep, int8, job.gap_x, work)
+        qat_result = _qat_result(job, gap_rows, work)
+        feedback = _feedback(job, quantizer, metrics, gap_rows, scheme, qat_result, work)
+        return cls(scheme, s32, s8, q.op_histogram(optimized), q.float_ops(optimized), metrics, gap_rows, qat_result, feedback)
+
+
+def _qat_result(job: _Job, gap_rows: list[dict[str, Any]], work: Path) -> Optional[dict[str, Any]]:
+    """The QAD student, exported with the ranges it learned, measured like the PTQ one; None without QAD."""
+    ctx, r, cfg = job.ctx, job.ctx.recipe, job.cfg
+    if QAT_CKPT not in ctx.artifacts:
+        return None
+    qat_model = qad.load(ctx.artifacts[QAT_CKPT], r, job.classes, job.in_chans, job.splits.train.classes)
+    qat_result = qad.validate_qat(
+        qat_model, r, job.classes, job.in_chans, job.calib, ctx.out / "student_int8_qat.onnx", work, job.evaluated, cfg.nodes_to_exclude
+    )
+    qat_rows = layer_gap(qat_result.pop("prep"), ctx.out / "student_int8_qat.onnx", job.gap_x, work)
+    qat_result["layer_gap"] = qad.compare_gaps(gap_rows, qat_rows, cfg.gap.top)
+    return qat_result
+
+
+def _feedback(
+    job: _Job,
+    quantizer: Quantizer,
+    metrics: dict[str, Any],
+    gap_rows: list[dict[str, Any]],
+    scheme: dict[str, Any],
+    qat_result: Optional[dict[str, Any]],
+    work: Path,
+) -> dict[str, Any]:
+    """Fixes for a large INT8 drop, each tried on val (never on test)."""
+    r, rt, cfg, splits = job.ctx.recipe, job.ctx.runtime, job.cfg, job.splits
+    val, y_val = splits.val, splits.val.targets
+
+    def evaluate(changes: dict[str, Any]) -> float:  # fixes are chosen on val, never on test
+        inside, outside = split_changes(changes)
+        trial_cfg = apply_changes(cfg, inside)
+        if outside.get(QAD_ENABLED):
+            return qad.trial_int8_acc(job.student, r, trial_cfg, qat_config(r.distill.qat, outside), splits, job.calib, work, rt)
+        trial = work / "trial.onnx"
+        quantizer.quantize(trial_cfg, trial)
+        return topk(onnx_logits({"int8": q.session(trial, "CPUExecutionProvider")}, val)["int8"], y_val, 1)
+
+    v = metrics["val"]["accuracy"]
+    feedback = suggest_fixes(
+        cfg,
+        cfg.feedback,
+        v["int8_drop"],
+        gap_rows,
+        r.student.arch,
+        v["onnx_int8"],
+        scheme,
+        evaluate,
+        qat=r.distill.qat if qat_result is None else None,
+    )
+    feedback["split"] = "val"
+    return feedback
+
+
+def _shipped_drop(job: _Job, run: _OnnxRun) -> float:
+    """The headline split's INT8 drop of what ships; with QAD, its INT8 against the float student (added to the metrics)."""
+    metrics, qat_result, head = run.metrics, run.qat_result, job.splits.headline.name
+    if qat_result is None:
+        return metrics[head]["accuracy"]["int8_drop"]
+    for name, m in metrics.items():
+        got = qat_result["by_split"][name]
+        m["accuracy"].update(onnx_int8_qat=got["onnx_int8_acc"], qat_drop=m["accuracy"]["onnx_fp32"] - got["onnx_int8_acc"])
+        m["agreement"]["qat_fake_quant_vs_onnx_int8_top1"] = got["fake_quant_vs_onnx_int8_top1"]
+    return metrics[head]["accuracy"]["qat_drop"]
+
+
+def _notes(run: _OnnxRun, lat: dict[str, Any]) -> list[str]:
+    cmp = lat["comparison"]
+    notes = [slowdown_note(cmp["int8_over_fp32"], run.float_ops)] if cmp["verdict"] == "slower" else []
+    if (shaky := timing.unstable_note(lat)) is not None:
+        notes.append(shaky)
+    if run.feedback["triggered"]:
+        notes.append(
+            f"INT8 drop {100 * run.metrics['val']['accuracy']['int8_drop']:.2f} pt on val: see feedback.suggestions; "
+            "`cann-distill validate RECIPE --apply-feedback` writes a patched recipe"
+        )
+    return notes
+
+
+def _result(job: _Job, run: _OnnxRun, lat: dict[str, Any], fp32: Path, int8: Path) -> dict[str, Any]:
+    """validation.json."""
+    r, cfg, hw, splits, metrics = job.ctx.recipe, job.cfg, job.hw, job.splits, run.metrics
+    lat32, lat8, cmp = lat["fp32"], lat["int8"], lat["comparison"]
+    head = splits.headline.name
+    drop = _shipped_drop(job, run)
+    params = count_params(job.student)
+    budgets = gate(
+        cfg.budgets,
+        hw.model_dump(mode="json").get("budgets") or {},
+        {
+            "latency_ms_p99": lat8["p99_ms"],
+            "latency_ms_median": lat8["median_ms"],
+            "size_mb": int8.stat().st_size / 1e6,
+            "params_m": params / 1e6,
+            "max_accuracy_drop": drop,
+        },
+    )
+    return {
+        "target": cfg.target,
+        "provider": job.provider,
+        "provider_warning": job.warning,
+        "runtime": job.ctx.runtime.describe(),
+        "cpu": q.cpu_features(),
+        "scheme": run.scheme,
+        "per_channel": cfg.per_channel,
+        "nodes_to_exclude": cfg.nodes_to_exclude,
+        "calibration": {"method": cfg.calibration.method, "samples": len(job.calib), "source": "train split"},
+        "split": head,
+        "num_val": len(splits.val),
+        "num_test": len(splits.test) if splits.test is not None else 0,
+        "params": params,
+        "flops": flops(job.student, job.in_chans, r.data.image_size),
+        "accuracy": {**metrics[head]["accuracy"], "split": head},
+        "top5": metrics[head]["top5"],
+        "agreement": metrics[head]["agreement"],
+        "by_split": metrics,
+        "latency_batch1": {
+            "threads": cfg.latency.threads,
+            "batch": hw.batch,
+            "fp32": lat32,
+            "int8": lat8,
+            "int8_over_fp32": cmp["int8_over_fp32"],
+            "comparison": cmp,
+            "load_avg": lat["load_avg"],
+            "rounds": lat["rounds"],
+            "basis": basis(hw, job.provider, q.cpu_features()),
+        },
+        "throughput": {
+            "batch": cfg.throughput_batch,
+            "fp32_img_s": q.throughput(run.s32, job.gap_x, cfg.throughput_batch, cfg.latency.runs // 10 + 3),
+            "int8_img_s": q.throughput(run.s8, job.gap_x, cfg.throughput_batch, cfg.latency.runs // 10 + 3),
+        },
+        "size_bytes": {"fp32": fp32.stat().st_size, "int8": int8.stat().st_size},
+        "int8_optimized_ops": run.optimized_ops,
+        "int8_float_ops": run.float_ops,
+        "layer_gap": {
+            "samples": len(job.gap_x),
+            "split": "val",
+            "metric": "sqnr_db: mean per-channel SQNR of the INT8 activation vs FP32; gap_db: SQNR lost in this layer",
+            "worst": run.gap_rows[: cfg.gap.top],
+        },
+        "feedback": run.feedback,
+        "gate": budgets,
+        "notes": _notes(run, lat),
+        "quantization": "qat" if run.qat_result is not None else "ptq",
+        **({"qat": run.qat_result} if run.qat_result is not None else {}),
+    }
 
 
 class ValidateStage(Stage):
@@ -149,125 +378,25 @@ class ValidateStage(Stage):
         return extra
 
     def execute(self, ctx: Context) -> dict[str, Any]:
-        r, rt = ctx.recipe, ctx.runtime
-        hw = hardware_profile(r.validate_.target)
-        cfg, profile = effective_validate(r.validate_, hw), hw.model_dump(mode="json")  # what the recipe leaves open comes from the profile
-        provider, warning = q.resolve_provider(cfg.provider or hw.provider)
-        options = hw.provider_options if provider == hw.provider else None
-        if warning:
-            ui.warn(warning)
-        splits = load_splits(r.data)
-        evaluated = {"val": splits.val, **({"test": splits.test} if splits.test is not None else {})}
-        in_chans, classes = channels_of(r.data), len(splits.train.classes)
-        names = splits.train.classes
-        student = build_model(r.student, classes, in_chans, checkpoint=ctx.artifacts[STUDENT_CKPT], classes=names)
-        teacher = with_teacher_input(build_model(r.teacher, classes, in_chans, checkpoint=ctx.artifacts[TEACHER_CKPT], classes=names),
-                                     r.data, r.teacher)
-        torch_logits = {name: {"teacher": predict(teacher, split, desc=f"teacher {name}", runtime=rt),
-                               "torch_fp32": predict(student, split, desc=f"student {name}", runtime=rt)}
-                        for name, split in evaluated.items()}
-        student.cpu()  # ONNX export and FLOPs on the CPU
-        calib = calibration_images(splits.train, cfg.calibration.samples, r.seed)
-        val, y_val = splits.val, splits.val.targets
-        gap_x = stack(val, np.arange(min(cfg.gap.samples, len(val))))
-
+        job = _Job.prepare(ctx)
         fp32, int8 = ctx.out / "student_fp32.onnx", ctx.out / "student_int8.onnx"
-        export_onnx(student, fp32, in_chans, r.data.image_size, cfg.opset)
+        export_onnx(job.student, fp32, job.in_chans, ctx.recipe.data.image_size, job.cfg.opset)
         with tempfile.TemporaryDirectory() as tmp:
-            work = Path(tmp)
-            quantizer = Quantizer(fp32, calib, work)
-            scheme = quantizer.scheme(cfg)
-            ui.info(f"  quantizing: {scheme['activation_type']} activations, reduce_range={scheme['reduce_range']}, "
-                    f"per_channel={cfg.per_channel}, {cfg.calibration.method} calibration on {len(calib)} images"
-                    + (f", {len(cfg.nodes_to_exclude)} node(s) kept in float" if cfg.nodes_to_exclude else ""))
-            quantizer.quantize(cfg, int8)
-            onnx.checker.check_model(str(int8), full_check=True)
-            s32 = q.session(fp32, provider, threads=cfg.latency.threads, options=options)
-            s8 = q.session(int8, provider, threads=cfg.latency.threads, optimized_out=work / "int8_opt.onnx", options=options)
-            optimized = onnx.load(str(work / "int8_opt.onnx")).graph
-            optimized_ops, float_ops = q.op_histogram(optimized), q.float_ops(optimized)
-            metrics = {name: split_metrics({**torch_logits[name], **onnx_logits({"onnx_fp32": s32, "onnx_int8": s8}, split)}, split.targets)
-                       for name, split in evaluated.items()}
-            gap_rows = layer_gap(quantizer.prep, int8, gap_x, work)
-            qat_result = None
-            if QAT_CKPT in ctx.artifacts:  # the QAD student, exported with the ranges it learned
-                qat_model = qad.load(ctx.artifacts[QAT_CKPT], r, classes, in_chans, names)
-                qat_result = qad.validate_qat(qat_model, r, classes, in_chans, calib, ctx.out / "student_int8_qat.onnx", work, evaluated,
-                                              cfg.nodes_to_exclude)
-                qat_rows = layer_gap(qat_result.pop("prep"), ctx.out / "student_int8_qat.onnx", gap_x, work)
-                qat_result["layer_gap"] = qad.compare_gaps(gap_rows, qat_rows, cfg.gap.top)
-
-            def evaluate(changes: dict[str, Any]) -> float:  # fixes are chosen on val, never on test
-                inside, outside = split_changes(changes)
-                trial_cfg = apply_changes(cfg, inside)
-                if outside.get(QAD_ENABLED):
-                    return qad.trial_int8_acc(student, r, trial_cfg, qat_config(r.distill.qat, outside), splits, calib, work, rt)
-                trial = work / "trial.onnx"
-                quantizer.quantize(trial_cfg, trial)
-                return topk(onnx_logits({"int8": q.session(trial, "CPUExecutionProvider")}, val)["int8"], y_val, 1)
-
-            v = metrics["val"]["accuracy"]
-            feedback = suggest_fixes(cfg, cfg.feedback, v["int8_drop"], gap_rows, r.student.arch, v["onnx_int8"], scheme, evaluate,
-                                     qat=r.distill.qat if qat_result is None else None)
-            feedback["split"] = "val"
-
-        lat = measure_latency({"fp32": s32, "int8": s8}, gap_x, cfg, hw.batch)
-        lat32, lat8, cmp = lat["fp32"], lat["int8"], lat["comparison"]
-        tput = {
-            "batch": cfg.throughput_batch,
-            "fp32_img_s": q.throughput(s32, gap_x, cfg.throughput_batch, cfg.latency.runs // 10 + 3),
-            "int8_img_s": q.throughput(s8, gap_x, cfg.throughput_batch, cfg.latency.runs // 10 + 3),
-        }
-        ratio = cmp["int8_over_fp32"]
-        head = splits.headline.name
-        drop = metrics[head]["accuracy"]["int8_drop"]
-        if qat_result is not None:  # what ships is the QAD student: its INT8 against the float student
-            for name, m in metrics.items():
-                got = qat_result["by_split"][name]
-                m["accuracy"].update(onnx_int8_qat=got["onnx_int8_acc"], qat_drop=m["accuracy"]["onnx_fp32"] - got["onnx_int8_acc"])
-                m["agreement"]["qat_fake_quant_vs_onnx_int8_top1"] = got["fake_quant_vs_onnx_int8_top1"]
-            drop = metrics[head]["accuracy"]["qat_drop"]
-        notes = [slowdown_note(ratio, float_ops)] if cmp["verdict"] == "slower" else []
-        if (shaky := timing.unstable_note(lat)) is not None:
-            notes.append(shaky)
-        if feedback["triggered"]:
-            notes.append(f"INT8 drop {100 * v['int8_drop']:.2f} pt on val: see feedback.suggestions; "
-                         "`cann-distill validate RECIPE --apply-feedback` writes a patched recipe")
-        params = count_params(student)
-        budgets = gate(cfg.budgets, profile.get("budgets") or {}, {
-            "latency_ms_p99": lat8["p99_ms"], "latency_ms_median": lat8["median_ms"], "size_mb": int8.stat().st_size / 1e6, "params_m": params / 1e6,
-            "max_accuracy_drop": drop,
-        })
-        result = {
-            "target": cfg.target, "provider": provider, "provider_warning": warning, "runtime": rt.describe(),
-            "cpu": q.cpu_features(), "scheme": scheme, "per_channel": cfg.per_channel, "nodes_to_exclude": cfg.nodes_to_exclude,
-            "calibration": {"method": cfg.calibration.method, "samples": len(calib), "source": "train split"},
-            "split": head, "num_val": len(val), "num_test": len(splits.test) if splits.test is not None else 0,
-            "params": params, "flops": flops(student, in_chans, r.data.image_size),
-            "accuracy": {**metrics[head]["accuracy"], "split": head}, "top5": metrics[head]["top5"],
-            "agreement": metrics[head]["agreement"], "by_split": metrics,
-            "latency_batch1": {"threads": cfg.latency.threads, "batch": hw.batch, "fp32": lat32, "int8": lat8, "int8_over_fp32": ratio,
-                               "comparison": cmp, "load_avg": lat["load_avg"], "rounds": lat["rounds"],
-                               "basis": basis(hw, provider, q.cpu_features())},
-            "throughput": tput,
-            "size_bytes": {"fp32": fp32.stat().st_size, "int8": int8.stat().st_size},
-            "int8_optimized_ops": optimized_ops, "int8_float_ops": float_ops,
-            "layer_gap": {"samples": len(gap_x), "split": "val",
-                          "metric": "sqnr_db: mean per-channel SQNR of the INT8 activation vs FP32; gap_db: SQNR lost in this layer",
-                          "worst": gap_rows[: cfg.gap.top]},
-            "feedback": feedback, "gate": budgets, "notes": notes,
-            "quantization": "qat" if qat_result is not None else "ptq",
-            **({"qat": qat_result} if qat_result is not None else {}),
-        }
-        for note in notes:
+            onnx_run = _OnnxRun.measure(job, fp32, int8, Path(tmp))
+        lat = measure_latency({"fp32": onnx_run.s32, "int8": onnx_run.s8}, job.gap_x, job.cfg, job.hw.batch)
+        result = _result(job, onnx_run, lat, fp32, int8)
+        for note in result["notes"]:
             ui.warn(note)
         (ctx.out / "validation.json").write_text(json.dumps(result, indent=2))
         return {
-            "accuracy": result["accuracy"], "latency_ms": {"fp32": lat32["median_ms"], "int8": lat8["median_ms"]},
-            "int8_over_fp32": ratio, "size_bytes": result["size_bytes"],
-            "scheme": {k: scheme[k] for k in ("activation_type", "reduce_range")},
-            "worst_layers": [{k: row.get(k) for k in ("module", "node", "gap_db", "sqnr_db")} for row in gap_rows[:3]],
-            "feedback": {"triggered": feedback["triggered"], "apply": feedback["apply"]}, "gate": budgets,
+            "accuracy": result["accuracy"],
+            "latency_ms": {"fp32": lat["fp32"]["median_ms"], "int8": lat["int8"]["median_ms"]},
+            "int8_over_fp32": lat["comparison"]["int8_over_fp32"],
+            "size_bytes": result["size_bytes"],
+            "scheme": {k: onnx_run.scheme[k] for k in ("activation_type", "reduce_range")},
+            "worst_layers": [{k: row.get(k) for k in ("module", "node", "gap_db", "sqnr_db")} for row in onnx_run.gap_rows[:3]],
+            "feedback": {"triggered": onnx_run.feedback["triggered"], "apply": onnx_run.feedback["apply"]},
+            "gate": result["gate"],
             "quantization": result["quantization"],
         }
 

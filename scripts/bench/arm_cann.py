@@ -1,7 +1,7 @@
 """cann-distill through its library entry points (`load_recipe`, `run_stages`): teacher (loads the
 shared checkpoint), select (the one-time teacher pass, and for `replay` the stored draws), distill.
 
-The training loop is timed by wrapping the training DataLoader that `cann_distill.train.fit`
+The training loop is timed by wrapping the training DataLoader that `cann_distill.training.loop.fit`
 builds (the same `TimedLoader` the other arms use); the package itself is not changed. Should a
 version of cann-distill not build its loop that way, the distill stage's wall time is reported
 instead and the result says so.
@@ -20,11 +20,11 @@ def main() -> int:
     spec, out = ac.parse_args(__doc__.splitlines()[0])
     started = time.perf_counter()
     ac.setup(spec)
-    import cann_distill.train as cd_train
-    from cann_distill.data import build_transforms
-    from cann_distill.pipeline import run_stages
-    from cann_distill.recipe import load_recipe
-    from cann_distill.ui import ui
+    import cann_distill.training.loop as cd_train
+    from cann_distill.api import run_stages
+    from cann_distill.core.recipe_load import load_recipe
+    from cann_distill.data.transforms import build_transforms
+    from cann_distill.runtime.terminal import ui
 
     timers: list[ac.TimedLoader] = []
     build_loader = cd_train.loader
@@ -50,13 +50,20 @@ def main() -> int:
         epochs = [{"seconds": results["distill"].seconds, "samples": steps * spec["batch_size"], "steps": steps}]
     train_tf, eval_tf = build_transforms(recipe.data)
     ac.write_result(
-        out, spec, started, epochs=epochs,
+        out,
+        spec,
+        started,
+        epochs=epochs,
         loop_timer="training DataLoader pass" if timers else "distill stage wall time (the loop was not reached by the timer)",
         distill_seconds=results["distill"].seconds,
         stages={name: {"seconds": r.seconds, "status": r.status} for name, r in results.items()},
-        test_acc=distill.get("test_acc") if spec["evaluate"] else None, val_acc=distill.get("val_acc"),
-        teacher_targets=targets, teacher_summary=distill.get("teacher"), augmented=distill.get("augmented"),
-        teacher_mode="eval" if targets == "online" else "no teacher forward", overrides=cfg["overrides"],
+        test_acc=distill.get("test_acc") if spec["evaluate"] else None,
+        val_acc=distill.get("val_acc"),
+        teacher_targets=targets,
+        teacher_summary=distill.get("teacher"),
+        augmented=distill.get("augmented"),
+        teacher_mode="eval" if targets == "online" else "no teacher forward",
+        overrides=cfg["overrides"],
         transform_repr=repr(train_tf or eval_tf),
         versions=ac.versions("torch", "torchvision", "timm", "cann-distill"),
     )

@@ -157,7 +157,13 @@ def accuracy(model: torch.nn.Module, loader: Any) -> float:
 
 
 def write_result(out: Path, spec: dict[str, Any], started: float, **fields: Any) -> None:
-    result = {"arm": spec["arm"], "status": "done", "seed": spec["seed"], "pid": os.getpid(), **fields,
-              "wall_seconds": time.perf_counter() - started}
+    result = {
+        "arm": spec["arm"],
+        "status": "done",
+        "seed": spec["seed"],
+        "pid": os.getpid(),
+        **fields,
+        "wall_seconds": time.perf_counter() - started,
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -18,12 +18,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import arm_common as ac
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
-
-import arm_common as ac
 
 
 def main() -> int:
@@ -33,8 +32,17 @@ def main() -> int:
     train_tf, eval_tf = ac.transforms(spec)
     root, workers, opt_cfg, loss_cfg = Path(spec["data_root"]), int(spec["workers"]), spec["optimizer"], spec["loss"]
     train = ImageFolder(str(root / "train"), train_tf)
-    loader = ac.TimedLoader(DataLoader(train, batch_size=spec["batch_size"], shuffle=True, drop_last=True, num_workers=workers,
-                                       persistent_workers=workers > 0, generator=torch.Generator().manual_seed(spec["seed"])))
+    loader = ac.TimedLoader(
+        DataLoader(
+            train,
+            batch_size=spec["batch_size"],
+            shuffle=True,
+            drop_last=True,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            generator=torch.Generator().manual_seed(spec["seed"]),
+        )
+    )
 
     ac.setup(spec)  # the student's initial weights come straight from the seed, as in cann-distill
     student = ac.model_from_spec(spec, "student")
@@ -71,8 +79,18 @@ def main() -> int:
     if spec["evaluate"]:
         test = DataLoader(ImageFolder(str(root / "test"), eval_tf), batch_size=256)
         test_acc = ac.accuracy(student, test)
-    ac.write_result(out, spec, started, epochs=loader.epochs, test_acc=test_acc, teacher_targets="online" if forward else ("none (CE only)" if not use_kd else "none (skipped)"),
-                    augmented=spec["augment"], teacher_mode="eval" if forward else ("no teacher" if not use_kd else "no teacher forward"), transform_repr=repr(train_tf), versions=ac.versions("torch", "torchvision", "timm"))
+    ac.write_result(
+        out,
+        spec,
+        started,
+        epochs=loader.epochs,
+        test_acc=test_acc,
+        teacher_targets="online" if forward else ("none (CE only)" if not use_kd else "none (skipped)"),
+        augmented=spec["augment"],
+        teacher_mode="eval" if forward else ("no teacher" if not use_kd else "no teacher forward"),
+        transform_repr=repr(train_tf),
+        versions=ac.versions("torch", "torchvision", "timm"),
+    )
     return 0
 
 

@@ -22,9 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import arm_common as ac
+import torch
 
 
 def config_yaml(spec: dict[str, Any], teacher_ckpt: str, student_dst: str) -> str:
@@ -189,7 +188,9 @@ def main() -> int:
         metric_logger = MetricLogger(delimiter="  ")
         metric_logger.add_meter("lr", SmoothedValue(window_size=1, fmt="{value}"))
         metric_logger.add_meter("img/s", SmoothedValue(window_size=10, fmt="{value}"))
-        for sample_batch, targets, supp_dict in metric_logger.log_every(box.train_data_loader, train_config["log_freq"], f"Epoch: [{epoch}]"):
+        for sample_batch, targets, supp_dict in metric_logger.log_every(
+            box.train_data_loader, train_config["log_freq"], f"Epoch: [{epoch}]"
+        ):
             start_time = time.time()
             sample_batch, targets = sample_batch.to(device), targets.to(device)
             loss = box.forward_process(sample_batch, targets, supp_dict)
@@ -202,13 +203,24 @@ def main() -> int:
 
     test_acc = None
     if spec["evaluate"]:
-        test_loader = build_data_loader(dataset_dict[config["test"]["test_data_loader"]["dataset_id"]], config["test"]["test_data_loader"], False)
+        test_loader = build_data_loader(
+            dataset_dict[config["test"]["test_data_loader"]["dataset_id"]], config["test"]["test_data_loader"], False
+        )
         test_acc = ac.accuracy(student_model, test_loader)
     box.clean_modules()
-    ac.write_result(out, spec, started, epochs=timed.epochs, test_acc=test_acc, teacher_targets="online", augmented=spec["augment"],
-                    teacher_mode="/".join(sorted(teacher_modes)), config=config_text,
-                    transform_repr=repr(dataset_dict["digits/train"].transform),
-                    versions=ac.versions("torch", "torchvision", "timm", "torchdistill"))
+    ac.write_result(
+        out,
+        spec,
+        started,
+        epochs=timed.epochs,
+        test_acc=test_acc,
+        teacher_targets="online",
+        augmented=spec["augment"],
+        teacher_mode="/".join(sorted(teacher_modes)),
+        config=config_text,
+        transform_repr=repr(dataset_dict["digits/train"].transform),
+        versions=ac.versions("torch", "torchvision", "timm", "torchdistill"),
+    )
     return 0
 
 

@@ -76,56 +76,91 @@ SPEED_ONLY = ("ceiling",)
 CANN_ARMS = ("online", "cached", "replay", "default", "patient")
 NO_CRITICAL = ("online", "cached", "replay")  # these compare teacher targets alone: critical-sample weighting off
 DEFAULT_PEER = "/work/benchenv/bin/python"
-PEER_SETUP = ("python3 -m venv /work/benchenv && /work/benchenv/bin/pip install torch==2.14.1 torchvision==0.29.1 "
-              "&& /work/benchenv/bin/pip install torchdistill timm")
+PEER_SETUP = (
+    "python3 -m venv /work/benchenv && /work/benchenv/bin/pip install torch==2.14.1 torchvision==0.29.1 "
+    "&& /work/benchenv/bin/pip install torchdistill timm"
+)
 QUICK = {"max_samples": 400, "speed_epochs": 2, "repeats": 1, "seeds": 1, "epochs": 2, "teacher_epochs": 2}
 
 
 def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="\n\n".join(__doc__.split("\n\n")[-1:]))
-    ap.add_argument("--quick", action="store_true",
-                    help=f"smoke run: {QUICK['max_samples']} digits (an imagefolder tree is used whole: point the recipe at a small one), {QUICK['speed_epochs']} speed epochs × {QUICK['repeats']} repeat, "
-                         f"{QUICK['seeds']} seed × {QUICK['epochs']} epochs, teacher {QUICK['teacher_epochs']} epochs; the page says so")
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n\n".join(__doc__.split("\n\n")[-1:]),
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"smoke run: {QUICK['max_samples']} digits (an imagefolder tree is used whole: point the recipe at a small one), {QUICK['speed_epochs']} speed epochs × {QUICK['repeats']} repeat, "
+        f"{QUICK['seeds']} seed × {QUICK['epochs']} epochs, teacher {QUICK['teacher_epochs']} epochs; the page says so",
+    )
     ap.add_argument("--parts", default="speed,accuracy", help="comma-separated: speed, accuracy (default: both)")
-    ap.add_argument("--arms", default=None, help=f"comma-separated subset of {','.join(ARMS)} (default: speed "
-                    f"{','.join(SPEED_DEFAULT)}; accuracy {','.join(ACCURACY_DEFAULT)})")
+    ap.add_argument(
+        "--arms",
+        default=None,
+        help=f"comma-separated subset of {','.join(ARMS)} (default: speed "
+        f"{','.join(SPEED_DEFAULT)}; accuracy {','.join(ACCURACY_DEFAULT)})",
+    )
     ap.add_argument("--patient-factor", type=int, default=5, help="the patient arm's epochs ÷ the others' (default %(default)s)")
-    ap.add_argument("--resume", action="store_true", help="keep every arm result already saved in the work dir for the same "
-                    "seed and spec (status done) and run only the missing ones")
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep every arm result already saved in the work dir for the same seed and spec (status done) and run only the missing ones",
+    )
     ap.add_argument("--out", type=Path, default=Path("runs/bench/bench.json"), help="raw results (JSON; default %(default)s)")
     ap.add_argument("--docs", type=Path, default=None, help="write the generated page here, e.g. docs/benchmarks.md")
     ap.add_argument("--render", action="store_true", help="only regenerate --docs from an existing --out")
     ap.add_argument("--work-dir", type=Path, default=None, help="data export, checkpoints, run dirs, logs (default: next to --out)")
-    ap.add_argument("--peer-python", default=DEFAULT_PEER, help="python of the benchmark environment with torchdistill (default %(default)s)")
-    ap.add_argument("--recipe", type=Path, default=None,
-                    help="cann-distill recipe giving data split, augmentation, batch, optimizer, loss, epochs "
-                         "(default: the shipped mobilenetv3_small_050_from_resnet18_digits.yaml)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="recipe override applied everywhere (as cann-distill's --set), e.g. data.root=/data/photos; repeatable")
+    ap.add_argument(
+        "--peer-python", default=DEFAULT_PEER, help="python of the benchmark environment with torchdistill (default %(default)s)"
+    )
+    ap.add_argument(
+        "--recipe",
+        type=Path,
+        default=None,
+        help="cann-distill recipe giving data split, augmentation, batch, optimizer, loss, epochs "
+        "(default: the shipped mobilenetv3_small_050_from_resnet18_digits.yaml)",
+    )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="recipe override applied everywhere (as cann-distill's --set), e.g. data.root=/data/photos; repeatable",
+    )
     ap.add_argument("--student", default=None, help="student arch (default: the recipe's)")
     ap.add_argument("--speed-teachers", default="resnet50,resnet18", help="untrained teachers timed (default %(default)s)")
-    ap.add_argument("--speed-sizes", default=None,
-                    help="comma-separated image sizes (px) the speed part runs at (default: the recipe's image size)")
+    ap.add_argument(
+        "--speed-sizes", default=None, help="comma-separated image sizes (px) the speed part runs at (default: the recipe's image size)"
+    )
     ap.add_argument("--speed-epochs", type=int, default=None, help="epochs per timed run, the first is warm-up (default 3)")
     ap.add_argument("--repeats", type=int, default=None, help="interleaved repeats of the speed arms (default 3)")
     ap.add_argument("--seeds", type=int, default=None, help="accuracy seeds: recipe seed, +1, ... (default 3)")
-    ap.add_argument("--first-seed", type=int, default=0, help="offset of the first accuracy seed from the recipe's, to add "
-                    "seeds to an earlier run (its rounds' run dirs in --work-dir are reused by name) (default 0)")
+    ap.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="offset of the first accuracy seed from the recipe's, to add "
+        "seeds to an earlier run (its rounds' run dirs in --work-dir are reused by name) (default 0)",
+    )
     ap.add_argument("--epochs", type=int, default=None, help="accuracy distill epochs (default: the recipe's)")
     ap.add_argument("--teacher-epochs", type=int, default=None, help="accuracy teacher training epochs (default: the recipe's)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads in every arm (default %(default)s)")
     ap.add_argument("--workers", type=int, default=1, help="DataLoader workers in every arm (default %(default)s)")
-    ap.add_argument("--replay-set", action="append", default=[], metavar="KEY=VALUE",
-                    help="extra recipe override for the replay arm only, e.g. distill.replay.draws=10 if the installed "
-                         "cann-distill has it; repeatable")
+    ap.add_argument(
+        "--replay-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra recipe override for the replay arm only, e.g. distill.replay.draws=10 if the installed cann-distill has it; repeatable",
+    )
     ap.add_argument("--arm-timeout", type=float, default=3600, help="seconds before one arm run is stopped (default %(default)s)")
     args = ap.parse_args(argv)
     args.parts = [p.strip() for p in args.parts.split(",") if p.strip()]
     chosen = [a.strip() for a in args.arms.split(",") if a.strip()] if args.arms else None
     args.part_arms = {"speed": chosen or list(SPEED_DEFAULT), "accuracy": chosen or list(ACCURACY_DEFAULT)}
-    args.arms = [a for a in ARMS if any(a in args.part_arms[p] for p in args.parts)] + \
-        [a for a in (chosen or []) if a not in ARMS]
+    args.arms = [a for a in ARMS if any(a in args.part_arms[p] for p in args.parts)] + [a for a in (chosen or []) if a not in ARMS]
     if bad := [p for p in args.parts if p not in ("speed", "accuracy")]:
         ap.error(f"unknown part(s) {', '.join(bad)} (known: speed, accuracy)")
     if args.patient_factor < 1:
@@ -149,8 +184,12 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
 
 
 def machine_info() -> dict[str, Any]:
-    info: dict[str, Any] = {"machine": platform.machine(), "os": platform.platform(), "cores_total": os.cpu_count(),
-                            "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}
+    info: dict[str, Any] = {
+        "machine": platform.machine(),
+        "os": platform.platform(),
+        "cores_total": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+    }
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
         model = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")), "?")
@@ -170,24 +209,32 @@ def machine_info() -> dict[str, Any]:
 
 def git_commit() -> str:
     try:
-        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+        ).stdout.strip()
         return head + (" + uncommitted changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "?"
 
 
 def project_versions() -> dict[str, Any]:
-    return {**arm_common.versions("torch", "torchvision", "timm", "numpy", "onnxruntime", "cann-distill"),
-            "cann-distill commit": git_commit()}
+    return {
+        **arm_common.versions("torch", "torchvision", "timm", "numpy", "onnxruntime", "cann-distill"),
+        "cann-distill commit": git_commit(),
+    }
 
 
 def peer_status(python: str) -> dict[str, Any]:
     """Whether the benchmark environment can run torchdistill, with its versions or the reason it cannot."""
     if not Path(python).exists():
         return {"python": python, "available": False, "reason": f"no python at {python} (make the benchmark environment: {PEER_SETUP})"}
-    probe = ("import json, torchdistill, timm, arm_common; "
-             "print(json.dumps(arm_common.versions('torchdistill', 'torch', 'torchvision', 'timm')))")
+    probe = (
+        "import json, torchdistill, timm, arm_common; "
+        "print(json.dumps(arm_common.versions('torchdistill', 'torch', 'torchvision', 'timm')))"
+    )
     res = subprocess.run([python, "-c", probe], capture_output=True, text=True, env=clean_env(PYTHONPATH=str(HERE)))
     if res.returncode != 0:
         last = (res.stderr.strip().splitlines() or ["?"])[-1]
@@ -197,7 +244,7 @@ def peer_status(python: str) -> dict[str, Any]:
 
 def teacher_target_modes() -> Optional[list[str]]:
     """The values `distill.teacher_targets` accepts in the installed cann-distill, or None when it has no such key."""
-    from cann_distill.recipe import DistillConfig
+    from cann_distill.core.recipe import DistillConfig
 
     field = DistillConfig.model_fields.get("teacher_targets")
     if field is None:
@@ -222,7 +269,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def export_digits(data_cfg: Any, dest: Path) -> dict[str, int]:
     """Write the digits splits (cann-distill's own split and upsampling) as PNGs in an ImageFolder tree, once."""
-    from cann_distill.data import load_splits
+    from cann_distill.data.loading import load_splits
 
     stamp = dest / "export.json"
     key = data_cfg.model_dump(mode="json")
@@ -247,8 +294,9 @@ def check_recipe(recipe: Any, recipe_path: Path) -> None:
     d, dist = recipe.data, recipe.distill
     kinds = [(s.kind, s.kwargs()) for s in dist.losses]
     if [k for k, _ in kinds] != ["ce", "kd"] or kinds[0][1].get("label_smoothing", 0):
-        raise SystemExit(f"{recipe_path}: the benchmark needs distill.losses [ce, kd] without label smoothing "
-                         f"(got {', '.join(k for k, _ in kinds)})")
+        raise SystemExit(
+            f"{recipe_path}: the benchmark needs distill.losses [ce, kd] without label smoothing (got {', '.join(k for k, _ in kinds)})"
+        )
     if dist.optimizer not in ("sgd", "adamw"):
         raise SystemExit(f"{recipe_path}: the benchmark runs distill.optimizer sgd or adamw (got {dist.optimizer})")
     if d.augment.mixes:
@@ -259,15 +307,22 @@ def check_recipe(recipe: Any, recipe_path: Path) -> None:
 
 def cann_only_settings(recipe: Any) -> list[str]:
     """Recipe settings that the cann-distill arms apply and the plain and torchdistill arms do not reproduce."""
-    d, dist = recipe.data, recipe.distill
-    found = [f"distill.ema_decay {dist.ema_decay}" if dist.ema_decay else "",
-             "distill.select_best true (the best validation epoch's weights)" if dist.select_best else "",
-             f"distill.amp {dist.amp}" if dist.amp != "none" else "", f"distill.grad_clip {dist.grad_clip}" if dist.grad_clip else "",
-             f"distill.patience {dist.patience}" if dist.patience else "",
-             f"distill.loss_balance {dist.loss_balance}" if dist.loss_balance != "none" else "",
-             f"distill.temperature_schedule {dist.temperature_schedule.kind}" if getattr(dist.temperature_schedule, "kind", "constant") != "constant" else "",
-             f"distill.critical.mode {dist.critical.mode} (default and patient arms)" if dist.critical.mode != "none" else "",
-             f"teacher.mean/std {recipe.teacher.mean}/{recipe.teacher.std} (re-normalised teacher input)" if recipe.teacher.mean or recipe.teacher.std else ""]
+    dist = recipe.distill
+    found = [
+        f"distill.ema_decay {dist.ema_decay}" if dist.ema_decay else "",
+        "distill.select_best true (the best validation epoch's weights)" if dist.select_best else "",
+        f"distill.amp {dist.amp}" if dist.amp != "none" else "",
+        f"distill.grad_clip {dist.grad_clip}" if dist.grad_clip else "",
+        f"distill.patience {dist.patience}" if dist.patience else "",
+        f"distill.loss_balance {dist.loss_balance}" if dist.loss_balance != "none" else "",
+        f"distill.temperature_schedule {dist.temperature_schedule.kind}"
+        if getattr(dist.temperature_schedule, "kind", "constant") != "constant"
+        else "",
+        f"distill.critical.mode {dist.critical.mode} (default and patient arms)" if dist.critical.mode != "none" else "",
+        f"teacher.mean/std {recipe.teacher.mean}/{recipe.teacher.std} (re-normalised teacher input)"
+        if recipe.teacher.mean or recipe.teacher.std
+        else "",
+    ]
     return [f for f in found if f]
 
 
@@ -285,13 +340,16 @@ def imagefolder_tree(root: Path) -> dict[str, Any]:
     with Image.open(first) as im:
         channels = 1 if im.mode in ("1", "L", "I", "I;16", "F") else 3
     if channels != 3:
-        raise SystemExit(f"{root}: grayscale images ({first.name}); torchvision's ImageFolder reads them as RGB, so the arms "
-                         "would not see the same input")
+        raise SystemExit(
+            f"{root}: grayscale images ({first.name}); torchvision's ImageFolder reads them as RGB, so the arms "
+            "would not see the same input"
+        )
     return {"sizes": sizes, "classes": classes, "channels": channels}
 
 
-def settings_from_recipe(recipe: Any, recipe_path: Path, args: argparse.Namespace, data_root: Path, sizes: dict[str, int],
-                         classes: Optional[list[str]] = None) -> dict[str, Any]:
+def settings_from_recipe(
+    recipe: Any, recipe_path: Path, args: argparse.Namespace, data_root: Path, sizes: dict[str, int], classes: Optional[list[str]] = None
+) -> dict[str, Any]:
     """Everything the arms must share, read from one cann-distill recipe (as `load_recipe` resolves it) so there is one source."""
     check_recipe(recipe, recipe_path)
     d, dist = recipe.data, recipe.distill
@@ -303,32 +361,72 @@ def settings_from_recipe(recipe: Any, recipe_path: Path, args: argparse.Namespac
         crop_pct, interpolation = float(d.crop_pct), str(d.interpolation)
     common = {"input_size": size, "interpolation": interpolation, "mean": mean, "std": std}
     aug = d.augment
-    train_tf = {**common, "is_training": True, "scale": list(aug.scale), "ratio": list(aug.ratio), "hflip": aug.hflip,
-                "vflip": aug.vflip, "color_jitter": aug.color_jitter, "auto_augment": aug.auto_augment, "re_prob": aug.re_prob}
-    opt = {"name": dist.optimizer, "lr": dist.lr, "momentum": dist.momentum, "weight_decay": dist.weight_decay,
-           "nesterov": dist.momentum > 0, "warmup_epochs": float(dist.warmup())}
-    loss = {"ce_weight": dist.losses[0].weight, "kd_weight": dist.losses[1].weight, "temperature": float(kinds[1][1].get("temperature", 4.0))}
+    train_tf = {
+        **common,
+        "is_training": True,
+        "scale": list(aug.scale),
+        "ratio": list(aug.ratio),
+        "hflip": aug.hflip,
+        "vflip": aug.vflip,
+        "color_jitter": aug.color_jitter,
+        "auto_augment": aug.auto_augment,
+        "re_prob": aug.re_prob,
+    }
+    opt = {
+        "name": dist.optimizer,
+        "lr": dist.lr,
+        "momentum": dist.momentum,
+        "weight_decay": dist.weight_decay,
+        "nesterov": dist.momentum > 0,
+        "warmup_epochs": float(dist.warmup()),
+    }
+    loss = {
+        "ce_weight": dist.losses[0].weight,
+        "kd_weight": dist.losses[1].weight,
+        "temperature": float(kinds[1][1].get("temperature", 4.0)),
+    }
     warm = f"linear warmup over {opt['warmup_epochs']:g} epoch(s) per step, then " if opt["warmup_epochs"] else ""
     if opt["name"] == "adamw":
         opt_text = f"AdamW lr {opt['lr']} ({warm}cosine decay per step), weight decay {opt['weight_decay']}"
     else:
-        opt_text = (f"SGD lr {opt['lr']} ({warm}cosine decay per step), momentum {opt['momentum']}"
-                    f"{' (Nesterov)' if opt['nesterov'] else ''}, weight decay {opt['weight_decay']}")
+        opt_text = (
+            f"SGD lr {opt['lr']} ({warm}cosine decay per step), momentum {opt['momentum']}"
+            f"{' (Nesterov)' if opt['nesterov'] else ''}, weight decay {opt['weight_decay']}"
+        )
     classes = classes or [str(c) for c in range(10)]
     batch = dist.batch_size or d.batch_size
     return {
-        "data": {**d.model_dump(mode="json", include={"source", "val_fraction", "test_fraction", "split_seed", "max_samples"}),
-                 "image_size": size, "root": str(data_root), "sizes": sizes, "classes": len(classes), "class_names": classes,
-                 "channels": 3},
+        "data": {
+            **d.model_dump(mode="json", include={"source", "val_fraction", "test_fraction", "split_seed", "max_samples"}),
+            "image_size": size,
+            "root": str(data_root),
+            "sizes": sizes,
+            "classes": len(classes),
+            "class_names": classes,
+            "channels": 3,
+        },
         "transforms": {"train": train_tf, "eval": {**common, "is_training": False, "crop_pct": crop_pct}},
-        "batch_size": batch, "steps_per_epoch": sizes["train"] // batch, "optimizer": opt, "loss": loss,
+        "batch_size": batch,
+        "steps_per_epoch": sizes["train"] // batch,
+        "optimizer": opt,
+        "loss": loss,
         "optimizer_text": opt_text,
         "loss_text": f"{loss['ce_weight']}·CE + {loss['kd_weight']}·T²·KL(teacher ‖ student) at T = {loss['temperature']}",
-        "threads": args.threads, "workers": args.workers, "student": args.student or recipe.student.arch,
-        "speed": {"teachers": [t.strip() for t in args.speed_teachers.split(",") if t.strip()], "epochs": args.speed_epochs,
-                  "repeats": args.repeats, "warmup_epochs": 1 if args.speed_epochs > 1 else 0},
-        "accuracy": {"teacher": recipe.teacher.arch, "teacher_epochs": args.teacher_epochs or recipe.teacher.train.epochs,
-                     "epochs": args.epochs or dist.epochs, "seeds": [recipe.seed + args.first_seed + i for i in range(args.seeds)]},
+        "threads": args.threads,
+        "workers": args.workers,
+        "student": args.student or recipe.student.arch,
+        "speed": {
+            "teachers": [t.strip() for t in args.speed_teachers.split(",") if t.strip()],
+            "epochs": args.speed_epochs,
+            "repeats": args.repeats,
+            "warmup_epochs": 1 if args.speed_epochs > 1 else 0,
+        },
+        "accuracy": {
+            "teacher": recipe.teacher.arch,
+            "teacher_epochs": args.teacher_epochs or recipe.teacher.train.epochs,
+            "epochs": args.epochs or dist.epochs,
+            "seeds": [recipe.seed + args.first_seed + i for i in range(args.seeds)],
+        },
     }
 
 
@@ -346,10 +444,23 @@ def sized_settings(st: dict[str, Any], data_cfg: Any, px: int, root: Path) -> di
 def cann_overrides(st: dict[str, Any], teacher_arch: str, teacher_ckpt: Optional[Path], epochs: int) -> list[str]:
     """The recipe overrides that put cann-distill on the shared ImageFolder export with the shared settings."""
     tf = st["transforms"]["eval"]
-    out = [*st.get("recipe_overrides", []), "data.source=imagefolder", f"data.root={st['data']['root']}", "data.channels=3", f"data.image_size={tf['input_size']}",
-           f"data.mean={tf['mean']}", f"data.std={tf['std']}", f"data.crop_pct={tf['crop_pct']}", f"data.interpolation={tf['interpolation']}",
-           f"data.num_workers={st['workers']}", f"data.batch_size={st['batch_size']}", f"teacher.arch={teacher_arch}",
-           f"student.arch={st['student']}", f"distill.epochs={epochs}", "runtime.device=cpu"]
+    out = [
+        *st.get("recipe_overrides", []),
+        "data.source=imagefolder",
+        f"data.root={st['data']['root']}",
+        "data.channels=3",
+        f"data.image_size={tf['input_size']}",
+        f"data.mean={tf['mean']}",
+        f"data.std={tf['std']}",
+        f"data.crop_pct={tf['crop_pct']}",
+        f"data.interpolation={tf['interpolation']}",
+        f"data.num_workers={st['workers']}",
+        f"data.batch_size={st['batch_size']}",
+        f"teacher.arch={teacher_arch}",
+        f"student.arch={st['student']}",
+        f"distill.epochs={epochs}",
+        "runtime.device=cpu",
+    ]
     return out + ([f"teacher.checkpoint={teacher_ckpt}"] if teacher_ckpt is not None else [])
 
 
@@ -358,30 +469,54 @@ def arm_plan(args: argparse.Namespace, peer: dict[str, Any], modes: Optional[lis
     version = f"cann-distill {metadata.version('cann-distill')} ({git_commit()})"
     key = modes is not None
     plan: dict[str, dict[str, Any]] = {
-        "student": {"label": "student alone (CE)", "python": sys.executable, "script": "arm_plain.py", "spec": {"kd": False},
-                    "text": "the plain loop with the KD term off: the student trained on the labels alone (CE, weight 1), with "
-                            "the same optimizer, schedule, epochs and augmentation; the reference for transfer efficiency."},
-        "plain": {"label": "plain PyTorch KD", "python": sys.executable, "script": "arm_plain.py",
-                  "text": "a short Hinton-KD loop written here (`arm_plain.py`): teacher in eval mode under no_grad on every batch."},
-        "ceiling": {"label": "plain loop, no teacher forward", "python": sys.executable, "script": "arm_plain.py",
-                    "spec": {"teacher_forward": False},
-                    "text": "the plain loop with the teacher forward skipped (KD towards a fixed uniform target; timing only): "
-                            "what dropping the teacher alone buys that loop. cann-distill's replay beats it only by doing the "
-                            "rest of the step faster (NHWC memory format: `runtime.channels_last: auto`)."},
-        "torchdistill": {"label": "torchdistill KD", "python": peer["python"], "script": "arm_torchdistill.py",
-                         "text": "torchdistill's `DistillationBox` with its own YAML config (below), driven as its "
-                                 "`examples/torchvision/image_classification.py` drives it, in the separate benchmark environment."},
+        "student": {
+            "label": "student alone (CE)",
+            "python": sys.executable,
+            "script": "arm_plain.py",
+            "spec": {"kd": False},
+            "text": "the plain loop with the KD term off: the student trained on the labels alone (CE, weight 1), with "
+            "the same optimizer, schedule, epochs and augmentation; the reference for transfer efficiency.",
+        },
+        "plain": {
+            "label": "plain PyTorch KD",
+            "python": sys.executable,
+            "script": "arm_plain.py",
+            "text": "a short Hinton-KD loop written here (`arm_plain.py`): teacher in eval mode under no_grad on every batch.",
+        },
+        "ceiling": {
+            "label": "plain loop, no teacher forward",
+            "python": sys.executable,
+            "script": "arm_plain.py",
+            "spec": {"teacher_forward": False},
+            "text": "the plain loop with the teacher forward skipped (KD towards a fixed uniform target; timing only): "
+            "what dropping the teacher alone buys that loop. cann-distill's replay beats it only by doing the "
+            "rest of the step faster (NHWC memory format: `runtime.channels_last: auto`).",
+        },
+        "torchdistill": {
+            "label": "torchdistill KD",
+            "python": peer["python"],
+            "script": "arm_torchdistill.py",
+            "text": "torchdistill's `DistillationBox` with its own YAML config (below), driven as its "
+            "`examples/torchvision/image_classification.py` drives it, in the separate benchmark environment.",
+        },
     }
-    texts = {"default": "the recipe exactly as written (its `distill.critical`, its `teacher_targets` or the default)",
-             "patient": f"stored teacher draws replayed (`distill.teacher_targets: replay`) for {args.patient_factor}× the epochs "
-                        "(patient distillation: the replayed targets make long runs cheap)",
-             "online": "the teacher labels every augmented batch",
-             "cached": "teacher logits from select's cache (one pass over the un-augmented images)",
-             "replay": "select stores the teacher's top-k probabilities for seeded augmentation draws; distill replays them "
-                       "with no teacher forward (FKD-style)"}
+    texts = {
+        "default": "the recipe exactly as written (its `distill.critical`, its `teacher_targets` or the default)",
+        "patient": f"stored teacher draws replayed (`distill.teacher_targets: replay`) for {args.patient_factor}× the epochs "
+        "(patient distillation: the replayed targets make long runs cheap)",
+        "online": "the teacher labels every augmented batch",
+        "cached": "teacher logits from select's cache (one pass over the un-augmented images)",
+        "replay": "select stores the teacher's top-k probabilities for seeded augmentation draws; distill replays them "
+        "with no teacher forward (FKD-style)",
+    }
     for mode in CANN_ARMS:
-        entry: dict[str, Any] = {"label": f"cann-distill {mode}", "python": sys.executable, "script": "arm_cann.py", "overrides": [],
-                                 "notes": []}
+        entry: dict[str, Any] = {
+            "label": f"cann-distill {mode}",
+            "python": sys.executable,
+            "script": "arm_cann.py",
+            "overrides": [],
+            "notes": [],
+        }
         if mode == "default":
             entry["text"] = texts[mode] + "."
         elif mode == "patient":
@@ -400,8 +535,10 @@ def arm_plan(args: argparse.Namespace, peer: dict[str, Any], modes: Optional[lis
         elif mode == "cached":
             entry["text"] = f"{texts[mode]}; this version uses them only with `data.augment.enabled: false`."
             entry["overrides"] = ["data.augment.enabled=false"]
-            entry["notes"] = [f"{version} has no distill.teacher_targets: cached logits are used only with data.augment.enabled=false, "
-                              "so this arm trains without augmentation (cheaper data loading, and not the same training task)"]
+            entry["notes"] = [
+                f"{version} has no distill.teacher_targets: cached logits are used only with data.augment.enabled=false, "
+                "so this arm trains without augmentation (cheaper data loading, and not the same training task)"
+            ]
         else:
             entry["text"] = texts[mode] + "."
             entry["unavailable"] = f"{version} has no distill.teacher_targets key"
@@ -460,8 +597,9 @@ def run_arm(arm: str, plan: dict[str, Any], spec: dict[str, Any], out: Path, arg
         result = json.loads(out.read_text())
         result["notes"] = list(plan.get("notes", [])) + result.get("notes", [])
         if result.get("teacher_mode") == "train":
-            result["notes"].append("the teacher's BatchNorm ran in training mode (batch statistics) during distillation, "
-                                   "as torchdistill's example leaves it")
+            result["notes"].append(
+                "the teacher's BatchNorm ran in training mode (batch statistics) during distillation, as torchdistill's example leaves it"
+            )
         if result.get("loop_timer", "").startswith("distill stage"):
             result["notes"].append("loop timer not reached: samples/s from the whole distill stage (setup and evaluation included)")
         result = {**result, "process_seconds": process_seconds, "log": str(log_path)}
@@ -480,7 +618,7 @@ def untrained_teacher(arch: str, path: Path, classes: list[str]) -> Path:
     import timm
     import torch
 
-    from cann_distill.models import save_checkpoint
+    from cann_distill.models.build import save_checkpoint
 
     if not path.exists():
         torch.manual_seed(0)
@@ -491,21 +629,46 @@ def untrained_teacher(arch: str, path: Path, classes: list[str]) -> Path:
 
 
 def base_spec(st: dict[str, Any], teacher: str, ckpt: Path, epochs: int, seed: int, augment: bool, evaluate: bool) -> dict[str, Any]:
-    return {"data_root": st["data"]["root"], "num_classes": st["data"]["classes"], "in_chans": st["data"]["channels"],
-            "transforms": st["transforms"], "augment": augment, "batch_size": st["batch_size"],
-            "steps_per_epoch": st["steps_per_epoch"], "optimizer": st["optimizer"], "loss": st["loss"],
-            "threads": st["threads"], "workers": st["workers"], "teacher": {"arch": teacher, "checkpoint": str(ckpt)},
-            "student": {"arch": st["student"]}, "epochs": epochs, "seed": seed, "evaluate": evaluate}
+    return {
+        "data_root": st["data"]["root"],
+        "num_classes": st["data"]["classes"],
+        "in_chans": st["data"]["channels"],
+        "transforms": st["transforms"],
+        "augment": augment,
+        "batch_size": st["batch_size"],
+        "steps_per_epoch": st["steps_per_epoch"],
+        "optimizer": st["optimizer"],
+        "loss": st["loss"],
+        "threads": st["threads"],
+        "workers": st["workers"],
+        "teacher": {"arch": teacher, "checkpoint": str(ckpt)},
+        "student": {"arch": st["student"]},
+        "epochs": epochs,
+        "seed": seed,
+        "evaluate": evaluate,
+    }
 
 
 def interleaved(arms: list[str], rounds: int) -> list[tuple[int, list[str]]]:
     """A B C, B C A, C A B, ...: every arm runs once per round, its position rotating."""
-    return [(r, arms[r % len(arms):] + arms[:r % len(arms)]) for r in range(rounds)] if arms else []
+    return [(r, arms[r % len(arms) :] + arms[: r % len(arms)]) for r in range(rounds)] if arms else []
 
 
-def run_part(part: str, label: str, st: dict[str, Any], plan: dict[str, dict[str, Any]], args: argparse.Namespace, work: Path,
-             teacher: str, ckpt: Path, epochs: int, seeds: list[int], recipe_path: Path, save: Any,
-             runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def run_part(
+    part: str,
+    label: str,
+    st: dict[str, Any],
+    plan: dict[str, dict[str, Any]],
+    args: argparse.Namespace,
+    work: Path,
+    teacher: str,
+    ckpt: Path,
+    epochs: int,
+    seeds: list[int],
+    recipe_path: Path,
+    save: Any,
+    runs: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
     """Every arm of the part once per round (a repeat, or a seed), interleaved; each result goes into `runs` (the
     combined JSON's list) and is saved as it comes."""
     plan = {a: p for a, p in plan.items() if a in args.part_arms[part]}
@@ -519,15 +682,20 @@ def run_part(part: str, label: str, st: dict[str, Any], plan: dict[str, dict[str
             arm_epochs = epochs * plan[arm].get("epochs_factor", 1)
             spec = {**base_spec(st, teacher, ckpt, arm_epochs, seed, augment=True, evaluate=evaluate), **plan[arm].get("spec", {})}
             if arm in CANN_ARMS:
-                spec["cann"] = {"recipe": str(recipe_path),
-                                "overrides": cann_overrides(st, teacher, ckpt, arm_epochs) + plan[arm]["overrides"]}
+                spec["cann"] = {
+                    "recipe": str(recipe_path),
+                    "overrides": cann_overrides(st, teacher, ckpt, arm_epochs) + plan[arm]["overrides"],
+                }
             out = work / f"round{rnd}" / f"{arm}.json"
             res = {**run_arm(arm, plan[arm], spec, out, args), "repeat": rnd, "position": pos}
             runs.append(res)
             save()
             if res["status"] == "done":
-                shown = (f"test {100 * res['test_acc']:.2f}%" if evaluate and res.get("test_acc") is not None
-                         else f"{bench_report.loop_rate(res):.1f} samples/s (loop)")
+                shown = (
+                    f"test {100 * res['test_acc']:.2f}%"
+                    if evaluate and res.get("test_acc") is not None
+                    else f"{bench_report.loop_rate(res):.1f} samples/s (loop)"
+                )
                 kept = " (kept from an earlier run: --resume)" if res.get("resumed") else ""
                 print(f"[{label} round {rnd + 1}/{len(seeds)}] {arm}: {shown}, {res['process_seconds']:.0f}s{kept}", flush=True)
             else:
@@ -539,45 +707,65 @@ def train_accuracy_teacher(recipe_path: Path, st: dict[str, Any], work: Path, ar
     """The accuracy part's teacher, trained once by cann-distill's teacher stage on the shared export (reused when up to date)."""
     import torch
 
-    from cann_distill.pipeline import run_stages
-    from cann_distill.recipe import load_recipe
-    from cann_distill.ui import ui
+    from cann_distill.api import run_stages
+    from cann_distill.core.recipe_load import load_recipe
+    from cann_distill.runtime.terminal import ui
 
     torch.set_num_threads(args.threads)
     ui.configure(quiet=True)
     a = st["accuracy"]
-    overrides = cann_overrides(st, a["teacher"], None, a["epochs"]) + [f"teacher.train.epochs={a['teacher_epochs']}",
-                                                                       f"select.cache_dir={work / 'cache'}"]
+    overrides = cann_overrides(st, a["teacher"], None, a["epochs"]) + [
+        f"teacher.train.epochs={a['teacher_epochs']}",
+        f"select.cache_dir={work / 'cache'}",
+    ]
     run_dir = work / "teacher"
     started = time.perf_counter()
     res = run_stages(load_recipe(recipe_path, overrides), ["teacher"], run_dir=run_dir)[0]
     summary = {k: res.summary.get(k) for k in ("arch", "epochs", "val_acc", "test_acc", "params")}
     summary.update(seconds=time.perf_counter() - started, status=res.status)
-    print(f"[accuracy] teacher {a['teacher']}: test {100 * (summary['test_acc'] or 0):.2f}% ({summary['epochs']} epochs, {res.status})", flush=True)
+    print(
+        f"[accuracy] teacher {a['teacher']}: test {100 * (summary['test_acc'] or 0):.2f}% ({summary['epochs']} epochs, {res.status})",
+        flush=True,
+    )
     return run_dir / "teacher" / "teacher.pt", summary
 
 
 def transforms_identical(data: dict[str, Any]) -> bool:
-    reprs = {r["transform_repr"] for part in ([*data.get("speed", {}).values()] + [data.get("accuracy") or {}])
-             for r in part.get("runs", []) if r.get("status") == "done" and r.get("augmented", True) is not False
-             and "data.augment.enabled=false" not in r.get("overrides", [])}
+    reprs = {
+        r["transform_repr"]
+        for part in ([*data.get("speed", {}).values()] + [data.get("accuracy") or {}])
+        for r in part.get("runs", [])
+        if r.get("status") == "done"
+        and r.get("augmented", True) is not False
+        and "data.augment.enabled=false" not in r.get("overrides", [])
+    }
     return len(reprs) == 1
 
 
 def differences(plan: dict[str, dict[str, Any]], cann_only: Optional[list[str]] = None) -> list[str]:
-    out = ([f"The recipe sets what only the cann-distill arms apply: {'; '.join(cann_only)}. The plain, student and "
-            "torchdistill arms train without it."] if cann_only else []) + ["Augmentation draws: cann-distill seeds each sample's view from (seed, epoch, index); the plain loop and "
-           "torchdistill draw from the global RNG. Same transform and distribution, other draws.",
-           "cann-distill evaluates on the validation split after every epoch (it cannot be switched off); the plain "
-           "loop and the torchdistill runner do not (the example's per-epoch validation and best-checkpoint saving are "
-           "left out). Evaluation is outside the timed loop either way.",
-           "Student initial weights: the plain loop and cann-distill seed torch right before creating the student; "
-           "torchdistill (as its example) seeds once and creates the teacher first, so its student starts from other "
-           "random weights of the same distribution."]
+    out = (
+        [
+            f"The recipe sets what only the cann-distill arms apply: {'; '.join(cann_only)}. The plain, student and "
+            "torchdistill arms train without it."
+        ]
+        if cann_only
+        else []
+    ) + [
+        "Augmentation draws: cann-distill seeds each sample's view from (seed, epoch, index); the plain loop and "
+        "torchdistill draw from the global RNG. Same transform and distribution, other draws.",
+        "cann-distill evaluates on the validation split after every epoch (it cannot be switched off); the plain "
+        "loop and the torchdistill runner do not (the example's per-epoch validation and best-checkpoint saving are "
+        "left out). Evaluation is outside the timed loop either way.",
+        "Student initial weights: the plain loop and cann-distill seed torch right before creating the student; "
+        "torchdistill (as its example) seeds once and creates the teacher first, so its student starts from other "
+        "random weights of the same distribution.",
+    ]
     if "torchdistill" in plan:
-        out.append("torchdistill's teacher is never put in eval mode by its example, so its BatchNorm normalises with "
-                   "batch statistics (and updates its running statistics) during distillation; the plain loop and "
-                   "cann-distill run the teacher in eval mode. Kept, because it is what torchdistill does out of the box.")
+        out.append(
+            "torchdistill's teacher is never put in eval mode by its example, so its BatchNorm normalises with "
+            "batch statistics (and updates its running statistics) during distillation; the plain loop and "
+            "cann-distill run the teacher in eval mode. Kept, because it is what torchdistill does out of the box."
+        )
     return out
 
 
@@ -591,7 +779,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"wrote {args.docs}")
         return 0
 
-    from cann_distill.recipe import load_recipe, resource_dir
+    from cann_distill.core.recipe import resource_dir
+    from cann_distill.core.recipe_load import load_recipe
 
     started = time.perf_counter()
     recipe_path = args.recipe or resource_dir("recipes") / "mobilenetv3_small_050_from_resnet18_digits.yaml"
@@ -622,25 +811,48 @@ def main(argv: Optional[list[str]] = None) -> int:
     exe = Path(sys.executable)
     python = os.path.relpath(exe, Path.cwd()) if exe.is_relative_to(Path.cwd()) else str(exe)
     data: dict[str, Any] = {
-        "schema": 1, "smoke": args.quick, "out": str(args.out),
-        "quick_note": (f"{QUICK['max_samples']} digits, " if recipe.data.source == "digits" else "") + (f"{args.speed_epochs} epochs × {args.repeats} repeat per speed arm, "
-                       f"{args.seeds} seed × {args.epochs} epochs, teacher {args.teacher_epochs} epochs") if args.quick else None,
+        "schema": 1,
+        "smoke": args.quick,
+        "out": str(args.out),
+        "quick_note": (f"{QUICK['max_samples']} digits, " if recipe.data.source == "digits" else "")
+        + (
+            f"{args.speed_epochs} epochs × {args.repeats} repeat per speed arm, "
+            f"{args.seeds} seed × {args.epochs} epochs, teacher {args.teacher_epochs} epochs"
+        )
+        if args.quick
+        else None,
         "command": shlex.join([python, *sys.argv]) if argv is None else shlex.join([python, "scripts/bench/bench.py", *argv]),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine_info(), "versions": {**project_versions(), **{f"{k} (benchmark env)": v for k, v in peer.get("versions", {}).items()}},
-        "recipe": str(recipe_path), "settings": st, "peer": peer,
+        "machine": machine_info(),
+        "versions": {**project_versions(), **{f"{k} (benchmark env)": v for k, v in peer.get("versions", {}).items()}},
+        "recipe": str(recipe_path),
+        "settings": st,
+        "peer": peer,
         "cann": {"teacher_targets_key": modes is not None, "modes": modes},
-        "arms": {a: {k: p[k] for k in ("label", "text")} | ({"unavailable": p["unavailable"]} if "unavailable" in p else {})
-                    | ({"skipped": p["skipped"]} if "skipped" in p else {}) for a, p in plan.items()},
-        "differences": differences(plan, cann_only_settings(recipe)), "speed": {}, "accuracy": None,
+        "arms": {
+            a: {k: p[k] for k in ("label", "text")}
+            | ({"unavailable": p["unavailable"]} if "unavailable" in p else {})
+            | ({"skipped": p["skipped"]} if "skipped" in p else {})
+            for a, p in plan.items()
+        },
+        "differences": differences(plan, cann_only_settings(recipe)),
+        "speed": {},
+        "accuracy": None,
     }
 
     def save() -> None:
         data["wall_seconds"] = time.perf_counter() - started
         data["machine"]["load_end"] = os.getloadavg()[0]
         data["transforms_identical"] = transforms_identical(data)
-        td = next((r.get("config") for part in [*data["speed"].values(), data["accuracy"] or {}] for r in part.get("runs", [])
-                   if r.get("arm") == "torchdistill" and r.get("config")), None)
+        td = next(
+            (
+                r.get("config")
+                for part in [*data["speed"].values(), data["accuracy"] or {}]
+                for r in part.get("runs", [])
+                if r.get("arm") == "torchdistill" and r.get("config")
+            ),
+            None,
+        )
         data["torchdistill_config"] = td
         data["summary"] = bench_report.summarize(data)
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -648,8 +860,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
         tmp.replace(args.out)
 
-    print(f"work dir {work}; arms {', '.join(plan)}; cann-distill teacher_targets: {modes or 'no such key (ac20290 behaviour)'}; "
-          f"torchdistill: {'yes' if peer['available'] else peer['reason']}", flush=True)
+    print(
+        f"work dir {work}; arms {', '.join(plan)}; cann-distill teacher_targets: {modes or 'no such key (ac20290 behaviour)'}; "
+        f"torchdistill: {'yes' if peer['available'] else peer['reason']}",
+        flush=True,
+    )
     classes = st["data"]["class_names"]
     if "speed" in args.parts:
         base_px = int(st["data"]["image_size"] or 32)
@@ -662,15 +877,41 @@ def main(argv: Optional[list[str]] = None) -> int:
                 data["speed"][key] = {"teacher": teacher, "image_size": px, "teacher_checkpoint": str(ckpt), "runs": []}
                 seeds = [recipe.seed] * args.repeats  # one seed; the rounds are repeats
                 sub = work / "speed" / (teacher if px == base_px else f"{teacher}_{px}px")
-                run_part("speed", f"speed {key}", st_px, plan, args, sub, teacher, ckpt, args.speed_epochs, seeds, recipe_path,
-                         save, data["speed"][key]["runs"])
+                run_part(
+                    "speed",
+                    f"speed {key}",
+                    st_px,
+                    plan,
+                    args,
+                    sub,
+                    teacher,
+                    ckpt,
+                    args.speed_epochs,
+                    seeds,
+                    recipe_path,
+                    save,
+                    data["speed"][key]["runs"],
+                )
                 save()
     if "accuracy" in args.parts:
         ckpt, teacher_summary = train_accuracy_teacher(recipe_path, st, work / "accuracy", args)
         data["accuracy"] = {"teacher": teacher_summary, "teacher_checkpoint": str(ckpt), "runs": []}
         a = st["accuracy"]
-        run_part("accuracy", "accuracy", st, plan, args, work / "accuracy", a["teacher"], ckpt, a["epochs"], a["seeds"],
-                 recipe_path, save, data["accuracy"]["runs"])
+        run_part(
+            "accuracy",
+            "accuracy",
+            st,
+            plan,
+            args,
+            work / "accuracy",
+            a["teacher"],
+            ckpt,
+            a["epochs"],
+            a["seeds"],
+            recipe_path,
+            save,
+            data["accuracy"]["runs"],
+        )
     save()
     print(f"wrote {args.out} ({data['wall_seconds']:.0f}s)", flush=True)
     if args.docs is not None:

@@ -47,8 +47,12 @@ def _spread(values: list[float]) -> dict[str, Any]:
 
 
 def _mean_std(values: list[float]) -> dict[str, Any]:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values),
-            "values": values}
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "n": len(values),
+        "values": values,
+    }
 
 
 def _done(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -88,8 +92,12 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
                 if b.get("status") != "done":
                     continue
                 s[f"x_{base}"] = s["loop"]["median"] / b["loop"]["median"]
-                per_repeat = [loop_rate(a) / loop_rate(p) for a in _done([r for r in runs if r["arm"] == arm])
-                              for p in _done([r for r in runs if r["arm"] == base]) if a["repeat"] == p["repeat"]]
+                per_repeat = [
+                    loop_rate(a) / loop_rate(p)
+                    for a in _done([r for r in runs if r["arm"] == arm])
+                    for p in _done([r for r in runs if r["arm"] == base])
+                    if a["repeat"] == p["repeat"]
+                ]
                 s[f"x_{base}_per_repeat"] = _spread(per_repeat) if per_repeat else None
         out["speed"][key] = by_arm
         target = SPEED_TARGETS.get(teacher)
@@ -102,9 +110,11 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
         for arm in _arms(acc["runs"]):
             arm_runs = [r for r in acc["runs"] if r["arm"] == arm]
             ok = [r for r in _done(arm_runs) if r.get("test_acc") is not None]
-            out["accuracy"][arm] = ({"status": "done", "test_acc": _mean_std([100 * r["test_acc"] for r in ok]),
-                                     "seeds": [r["seed"] for r in ok], **_rates(ok)}
-                                    if ok else {"status": _why_not(arm_runs) or "no test accuracy"})
+            out["accuracy"][arm] = (
+                {"status": "done", "test_acc": _mean_std([100 * r["test_acc"] for r in ok]), "seeds": [r["seed"] for r in ok], **_rates(ok)}
+                if ok
+                else {"status": _why_not(arm_runs) or "no test accuracy"}
+            )
         if any(arm in out["accuracy"] for arm in ("online", "cached", "replay")):
             out["criteria"] += _accuracy_criteria(out["accuracy"])
         teacher = (acc.get("teacher") or {}).get("test_acc")
@@ -136,8 +146,11 @@ def _transfer_efficiency(acc: dict[str, Any], per_seed: dict[int, dict[str, floa
     for arm, a in acc.items():
         if a.get("status") != "done":
             continue
-        te = {seed: transfer_efficiency(row[arm], row["student"], teacher) for seed, row in per_seed.items()
-              if arm in row and "student" in row}
+        te = {
+            seed: transfer_efficiency(row[arm], row["student"], teacher)
+            for seed, row in per_seed.items()
+            if arm in row and "student" in row
+        }
         a["te_per_seed"] = te
         values = [v for v in te.values() if v is not None]
         if values:
@@ -160,16 +173,22 @@ def _where_cann_loses(acc: dict[str, Any], labels: dict[str, str]) -> list[str]:
             lead = a["test_acc"]["mean"] - c["test_acc"]["mean"]
             spread = max(a["test_acc"]["std"], c["test_acc"]["std"])
             if lead > spread:
-                lines.append(f"{labels.get(arm, arm)} beats {labels.get(cann, 'cann-distill ' + cann)} by {lead:.2f} pt test top-1 (mean over {a['test_acc']['n']} "
-                             f"seed(s); spread {spread:.2f} pt)")
+                lines.append(
+                    f"{labels.get(arm, arm)} beats {labels.get(cann, 'cann-distill ' + cann)} by {lead:.2f} pt test top-1 (mean over {a['test_acc']['n']} "
+                    f"seed(s); spread {spread:.2f} pt)"
+                )
     return lines
 
 
 def _rates(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Loop samples/s, one-time seconds and amortised samples/s over finished runs, with what they trained on."""
-    return {"loop": _spread([loop_rate(r) for r in runs]), "one_time_seconds": _spread([one_time_seconds(r) for r in runs]),
-            "amortised": _spread([amortised_rate(r) for r in runs]), "teacher_targets": _targets(runs),
-            "notes": sorted({n for r in runs for n in r.get("notes", [])})}
+    return {
+        "loop": _spread([loop_rate(r) for r in runs]),
+        "one_time_seconds": _spread([one_time_seconds(r) for r in runs]),
+        "amortised": _spread([amortised_rate(r) for r in runs]),
+        "teacher_targets": _targets(runs),
+        "notes": sorted({n for r in runs for n in r.get("notes", [])}),
+    }
 
 
 def _targets(runs: list[dict[str, Any]]) -> list[str]:
@@ -183,15 +202,22 @@ def _arms(runs: list[dict[str, Any]]) -> list[str]:
 
 
 def _criterion(what: str, value: Optional[float], target: str, passed: Optional[bool], why: str = "") -> dict[str, Any]:
-    return {"what": what, "value": value, "target": target, "status": "n/a" if passed is None else ("pass" if passed else "fail"),
-            "why": why}
+    return {
+        "what": what,
+        "value": value,
+        "target": target,
+        "status": "n/a" if passed is None else ("pass" if passed else "fail"),
+        "why": why,
+    }
 
 
 def _speed_criterion(by_arm: dict[str, Any], teacher: str, base: str, target: float) -> dict[str, Any]:
     what = f"replay samples/s ÷ {base}, teacher {teacher}"
     missing = [a for a in ("replay", base) if by_arm.get(a, {}).get("status") != "done"]
     if missing:
-        return _criterion(what, None, f"≥ {target:g}×", None, "; ".join(f"{a} {by_arm.get(a, {}).get('status', 'not run')}" for a in missing))
+        return _criterion(
+            what, None, f"≥ {target:g}×", None, "; ".join(f"{a} {by_arm.get(a, {}).get('status', 'not run')}" for a in missing)
+        )
     ratio = by_arm["replay"][f"x_{base}"]
     return _criterion(what, ratio, f"≥ {target:g}×", ratio >= target)
 
@@ -208,10 +234,20 @@ def _accuracy_criteria(acc: dict[str, Any]) -> list[dict[str, Any]]:
     gap = None if replay is None or online is None else replay - online
     lead = None if replay is None or cached is None else replay - cached
     return [
-        _criterion("replay − online test top-1 (pt, mean over seeds)", gap, f"≥ −{ACCURACY_TOLERANCE_PT} pt",
-                   None if gap is None else gap >= -ACCURACY_TOLERANCE_PT, missing("replay", "online")),
-        _criterion("replay − cached test top-1 (pt, augmentation on)", lead, "> 0 pt", None if lead is None else lead > 0,
-                   missing("replay", "cached")),
+        _criterion(
+            "replay − online test top-1 (pt, mean over seeds)",
+            gap,
+            f"≥ −{ACCURACY_TOLERANCE_PT} pt",
+            None if gap is None else gap >= -ACCURACY_TOLERANCE_PT,
+            missing("replay", "online"),
+        ),
+        _criterion(
+            "replay − cached test top-1 (pt, augmentation on)",
+            lead,
+            "> 0 pt",
+            None if lead is None else lead > 0,
+            missing("replay", "cached"),
+        ),
     ]
 
 
@@ -243,8 +279,16 @@ def _speed_rows(by_arm: dict[str, Any], arms_info: dict[str, Any]) -> list[list[
             r = s.get(f"x_{base}")
             per = s.get(f"x_{base}_per_repeat")
             ratios.append("–" if r is None else f"{r:.2f}×" + (f" ({per['min']:.2f}–{per['max']:.2f})" if per and per["n"] > 1 else ""))
-        rows.append([label, "; ".join(s["teacher_targets"]), _num(loop["median"]), f"{_num(loop['min'])}–{_num(loop['max'])} (n={loop['n']})",
-                     *ratios, *_one_time_cells(s)])
+        rows.append(
+            [
+                label,
+                "; ".join(s["teacher_targets"]),
+                _num(loop["median"]),
+                f"{_num(loop['min'])}–{_num(loop['max'])} (n={loop['n']})",
+                *ratios,
+                *_one_time_cells(s),
+            ]
+        )
     return rows
 
 
@@ -262,17 +306,24 @@ def _data_line(d: dict[str, Any], st: dict[str, Any]) -> str:
     sz = d.get("sizes", {})
     reads = "every arm reads and decodes those files (cann-distill `data.source: imagefolder`, the others torchvision `ImageFolder`)."
     if d.get("source") == "imagefolder":
-        return (f"- **Data**: the ImageFolder tree `{d.get('root')}` read as it is ({d.get('classes')} classes; train "
-                f"{sz.get('train')}, val {sz.get('val')}, test {sz.get('test')} images) at {d.get('image_size')} px; " + reads)
+        return (
+            f"- **Data**: the ImageFolder tree `{d.get('root')}` read as it is ({d.get('classes')} classes; train "
+            f"{sz.get('train')}, val {sz.get('val')}, test {sz.get('test')} images) at {d.get('image_size')} px; " + reads
+        )
     other_sizes = [p for p in st.get("speed", {}).get("sizes", []) if p != d.get("image_size")]
-    return (f"- **Data**: scikit-learn digits split as cann-distill's `digits` source splits it (val {d.get('val_fraction')}, "
-            f"test {d.get('test_fraction')}, split seed {d.get('split_seed')}"
-            + (f", {d.get('max_samples')} samples" if d.get("max_samples") else "")
-            + f"), upsampled to {d.get('image_size')} px"
-            + (f" (the speed part also at {', '.join(str(p) for p in other_sizes)} px, the same images upsampled further)"
-               if other_sizes else "")
-            + f" and exported once as PNG to an ImageFolder tree (train {sz.get('train')}, val {sz.get('val')}, "
-            f"test {sz.get('test')}); " + reads)
+    return (
+        f"- **Data**: scikit-learn digits split as cann-distill's `digits` source splits it (val {d.get('val_fraction')}, "
+        f"test {d.get('test_fraction')}, split seed {d.get('split_seed')}"
+        + (f", {d.get('max_samples')} samples" if d.get("max_samples") else "")
+        + f"), upsampled to {d.get('image_size')} px"
+        + (
+            f" (the speed part also at {', '.join(str(p) for p in other_sizes)} px, the same images upsampled further)"
+            if other_sizes
+            else ""
+        )
+        + f" and exported once as PNG to an ImageFolder tree (train {sz.get('train')}, val {sz.get('val')}, "
+        f"test {sz.get('test')}); " + reads
+    )
 
 
 def render(data: dict[str, Any]) -> str:
@@ -283,67 +334,117 @@ def render(data: dict[str, Any]) -> str:
     m, v = data.get("machine", {}), data.get("versions", {})
     lines = ["# Benchmarks", ""]
     if data.get("smoke"):
-        lines += [f"> **Smoke run — not a measurement.** Made with `--quick` ({data.get('quick_note', 'tiny settings')}) on a "
-                  "shared machine to check that every arm runs end to end. Regenerate this page from the full run "
-                  "on a quiet machine (command below, without `--quick`).", ""]
-    lines += [f"Generated by `scripts/bench/bench.py` from `{data.get('out', 'the JSON')}`; nothing on this page is typed by hand "
-              f"(`--render` rebuilds it from the JSON).", ""]
+        lines += [
+            f"> **Smoke run — not a measurement.** Made with `--quick` ({data.get('quick_note', 'tiny settings')}) on a "
+            "shared machine to check that every arm runs end to end. Regenerate this page from the full run "
+            "on a quiet machine (command below, without `--quick`).",
+            "",
+        ]
+    lines += [
+        f"Generated by `scripts/bench/bench.py` from `{data.get('out', 'the JSON')}`; nothing on this page is typed by hand "
+        f"(`--render` rebuilds it from the JSON).",
+        "",
+    ]
     commit = str(v.get("cann-distill commit", "?"))
-    clean = f"commit `{commit}`" if "uncommitted" not in commit else \
-        f"commit `{commit.split()[0]}`, **not clean** (the working tree had uncommitted changes)"
-    lines += ["## Command", "", "```", data.get("command", "?"), "```", "",
-              f"Started {data.get('date', '?')}, {_num(data.get('wall_seconds'), 0)} s wall in all; cann-distill {clean}.", ""]
+    clean = (
+        f"commit `{commit}`"
+        if "uncommitted" not in commit
+        else f"commit `{commit.split()[0]}`, **not clean** (the working tree had uncommitted changes)"
+    )
+    lines += [
+        "## Command",
+        "",
+        "```",
+        data.get("command", "?"),
+        "```",
+        "",
+        f"Started {data.get('date', '?')}, {_num(data.get('wall_seconds'), 0)} s wall in all; cann-distill {clean}.",
+        "",
+    ]
     flags = m.get("flags", {})
-    lines += ["## Machine", ""] + _table(["", ""], [
-        ["CPU", f"{m.get('cpu_model', '?')} ({m.get('machine', '?')})"],
-        ["cores", f"{m.get('cores_usable', '?')} usable of {m.get('cores_total', '?')}"],
-        ["CPU flags", ", ".join(f"{k} {'yes' if on else 'no'}" for k, on in flags.items()) or "?"],
-        ["memory", f"{_num(m.get('memory_gib'))} GiB"],
-        ["load average (1 min) at start / end", f"{_num(m.get('load_start'), 2)} / {_num(m.get('load_end'), 2)}"],
-        ["OS", m.get("os", "?")],
-    ]) + [""]
+    lines += (
+        ["## Machine", ""]
+        + _table(
+            ["", ""],
+            [
+                ["CPU", f"{m.get('cpu_model', '?')} ({m.get('machine', '?')})"],
+                ["cores", f"{m.get('cores_usable', '?')} usable of {m.get('cores_total', '?')}"],
+                ["CPU flags", ", ".join(f"{k} {'yes' if on else 'no'}" for k, on in flags.items()) or "?"],
+                ["memory", f"{_num(m.get('memory_gib'))} GiB"],
+                ["load average (1 min) at start / end", f"{_num(m.get('load_start'), 2)} / {_num(m.get('load_end'), 2)}"],
+                ["OS", m.get("os", "?")],
+            ],
+        )
+        + [""]
+    )
     lines += ["## Versions", ""] + _table(["package", "version"], [[k, str(val)] for k, val in v.items()]) + [""]
 
     lines += ["## Setup (the same for every arm)", ""]
     d = st.get("data", {})
     lines += [_data_line(d, st)]
-    lines += [f"- **Transforms**: timm `create_transform`, training `{st.get('transforms', {}).get('train')}`, evaluation "
-              f"`{st.get('transforms', {}).get('eval')}`. The transform each arm built was compared: "
-              f"{'identical in every arm' if data.get('transforms_identical') else 'NOT identical (see the JSON)'}.",
-              f"- **Training**: batch {st.get('batch_size')} (last partial batch dropped), {st.get('optimizer_text')}, "
-              f"loss {st.get('loss_text')}, {st.get('threads')} torch threads, {st.get('workers')} DataLoader worker(s) "
-              "(persistent), every arm in its own fresh process.",
-              f"- **Student** `{st.get('student')}`.", ""]
+    lines += [
+        f"- **Transforms**: timm `create_transform`, training `{st.get('transforms', {}).get('train')}`, evaluation "
+        f"`{st.get('transforms', {}).get('eval')}`. The transform each arm built was compared: "
+        f"{'identical in every arm' if data.get('transforms_identical') else 'NOT identical (see the JSON)'}.",
+        f"- **Training**: batch {st.get('batch_size')} (last partial batch dropped), {st.get('optimizer_text')}, "
+        f"loss {st.get('loss_text')}, {st.get('threads')} torch threads, {st.get('workers')} DataLoader worker(s) "
+        "(persistent), every arm in its own fresh process.",
+        f"- **Student** `{st.get('student')}`.",
+        "",
+    ]
     lines += ["**Arms**", ""] + [f"- **{info.get('label', arm)}**: {info.get('text', '')}" for arm, info in arms_info.items()] + [""]
 
     if s["speed"]:
         sp = st.get("speed", {})
-        lines += ["## Speed", "",
-                  f"Training-loop samples/s (data loading, teacher, student, backward, step; evaluation excluded), "
-                  f"{sp.get('epochs')} epoch(s) per run with the first left out as warm-up, arms interleaved with the order "
-                  f"rotated each repeat, {sp.get('repeats')} repeat(s). Teachers untrained (timing only). Ratios are of medians "
-                  "from this one invocation (range: per-repeat ratios). *One-time* is cann-distill's select stage (teacher pass "
-                  "over the training split; for `replay` also the stored augmentation draws), paid once per run; *amortised* "
-                  f"spreads it over the run's {sp.get('epochs')} epoch(s) at the steady loop rate (the accuracy part "
-                  "reports it over its longer runs).", ""]
+        lines += [
+            "## Speed",
+            "",
+            f"Training-loop samples/s (data loading, teacher, student, backward, step; evaluation excluded), "
+            f"{sp.get('epochs')} epoch(s) per run with the first left out as warm-up, arms interleaved with the order "
+            f"rotated each repeat, {sp.get('repeats')} repeat(s). Teachers untrained (timing only). Ratios are of medians "
+            "from this one invocation (range: per-repeat ratios). *One-time* is cann-distill's select stage (teacher pass "
+            "over the training split; for `replay` also the stored augmentation draws), paid once per run; *amortised* "
+            f"spreads it over the run's {sp.get('epochs')} epoch(s) at the steady loop rate (the accuracy part "
+            "reports it over its longer runs).",
+            "",
+        ]
         for key, by_arm in s["speed"].items():
             part = data["speed"][key]
             px = part.get("image_size", st.get("data", {}).get("image_size"))
             lines += [f"### teacher `{part.get('teacher', key)}` → student `{st.get('student')}`, {px} px", ""]
-            lines += _table(["arm", "teacher targets", "samples/s (median)", "range", "× plain", "× torchdistill", "one-time (s)",
-                             "amortised samples/s"], _speed_rows(by_arm, arms_info)) + [""]
+            lines += _table(
+                [
+                    "arm",
+                    "teacher targets",
+                    "samples/s (median)",
+                    "range",
+                    "× plain",
+                    "× torchdistill",
+                    "one-time (s)",
+                    "amortised samples/s",
+                ],
+                _speed_rows(by_arm, arms_info),
+            ) + [""]
 
     if s["accuracy"]:
         a = st.get("accuracy", {})
         t = (data.get("accuracy") or {}).get("teacher", {})
-        lines += ["## Accuracy", "",
-                  f"Teacher `{a.get('teacher')}` trained once with cann-distill's teacher stage ({t.get('epochs')} epochs, "
-                  f"test {_num(100 * t['test_acc'], 2) if t.get('test_acc') is not None else '–'}%) and given to every arm; student "
-                  f"`{st.get('student')}`, {a.get('epochs')} epochs"
-                  + (f" ({st['patient_factor'] * a.get('epochs', 0)} for the patient arm)" if "patient" in s["accuracy"] and st.get("patient_factor") else "")
-                  + f", augmentation on (unless the teacher-targets column says otherwise), seeds "
-                  f"{a.get('seeds')}. Test top-1 of the last epoch's weights (nothing chosen on the test split); std is the "
-                  "sample std over seeds.", ""]
+        lines += [
+            "## Accuracy",
+            "",
+            f"Teacher `{a.get('teacher')}` trained once with cann-distill's teacher stage ({t.get('epochs')} epochs, "
+            f"test {_num(100 * t['test_acc'], 2) if t.get('test_acc') is not None else '–'}%) and given to every arm; student "
+            f"`{st.get('student')}`, {a.get('epochs')} epochs"
+            + (
+                f" ({st['patient_factor'] * a.get('epochs', 0)} for the patient arm)"
+                if "patient" in s["accuracy"] and st.get("patient_factor")
+                else ""
+            )
+            + f", augmentation on (unless the teacher-targets column says otherwise), seeds "
+            f"{a.get('seeds')}. Test top-1 of the last epoch's weights (nothing chosen on the test split); std is the "
+            "sample std over seeds.",
+            "",
+        ]
         rows = []
         for arm, r in s["accuracy"].items():
             label = arms_info.get(arm, {}).get("label", arm)
@@ -351,45 +452,99 @@ def render(data: dict[str, Any]) -> str:
                 rows.append([label, r["status"]] + ["–"] * 6)
                 continue
             ta = r["test_acc"]
-            rows.append([label, f"{ta['mean']:.2f} ± {ta['std']:.2f}%", ", ".join(f"{x:.2f}" for x in ta["values"]), _te_cell(r.get("te")),
-                         "; ".join(r["teacher_targets"]), _num(r["loop"]["median"]), *_one_time_cells(r)])
-        lines += _table(["arm", "test top-1 (mean ± std)", "per seed (%)", "TE (mean ± std)", "teacher targets", "loop samples/s (median)",
-                         "one-time (s)", "amortised samples/s"], rows) + [""]
-        lines += [f"Teacher test top-1: {_num(s.get('teacher_test_acc'), 2)}%. **TE** (transfer efficiency) per seed = (arm − "
-                  "student) / (teacher − student), with the student arm of the same seed: 0 is no better than the student trained "
-                  "alone, 1 reaches the teacher; mean ± sample std over seeds." + ("" if "student" in s["accuracy"] else
-                  " No student arm in this run, so no TE."), ""]
+            rows.append(
+                [
+                    label,
+                    f"{ta['mean']:.2f} ± {ta['std']:.2f}%",
+                    ", ".join(f"{x:.2f}" for x in ta["values"]),
+                    _te_cell(r.get("te")),
+                    "; ".join(r["teacher_targets"]),
+                    _num(r["loop"]["median"]),
+                    *_one_time_cells(r),
+                ]
+            )
+        lines += _table(
+            [
+                "arm",
+                "test top-1 (mean ± std)",
+                "per seed (%)",
+                "TE (mean ± std)",
+                "teacher targets",
+                "loop samples/s (median)",
+                "one-time (s)",
+                "amortised samples/s",
+            ],
+            rows,
+        ) + [""]
+        lines += [
+            f"Teacher test top-1: {_num(s.get('teacher_test_acc'), 2)}%. **TE** (transfer efficiency) per seed = (arm − "
+            "student) / (teacher − student), with the student arm of the same seed: 0 is no better than the student trained "
+            "alone, 1 reaches the teacher; mean ± sample std over seeds."
+            + ("" if "student" in s["accuracy"] else " No student arm in this run, so no TE."),
+            "",
+        ]
         arms = list(s["accuracy"])
-        seed_rows = [[str(seed)] + [(f"{row[a]:.2f}" + (f" (TE {te:.2f})" if (te := s["accuracy"][a].get("te_per_seed", {}).get(seed))
-                                                      is not None and a != "student" else "")) if a in row else "–" for a in arms]
-                     for seed, row in s.get("per_seed", {}).items()]
+        seed_rows = [
+            [str(seed)]
+            + [
+                (
+                    f"{row[a]:.2f}"
+                    + (
+                        f" (TE {te:.2f})"
+                        if (te := s["accuracy"][a].get("te_per_seed", {}).get(seed)) is not None and a != "student"
+                        else ""
+                    )
+                )
+                if a in row
+                else "–"
+                for a in arms
+            ]
+            for seed, row in s.get("per_seed", {}).items()
+        ]
         lines += ["### Per seed", "", "Test top-1 (%) and TE of each arm, by seed.", ""]
         lines += _table(["seed"] + [arms_info.get(a, {}).get("label", a) for a in arms], seed_rows) + [""]
-        lines += ["### Where cann-distill loses", "",
-                  "Generated from the numbers above: every arm that is not cann-distill whose mean test top-1 beats cann-distill's "
-                  "`default` or `patient` arm by more than the seeds' spread (the larger of the two arms' std; with one seed, any "
-                  "lead).", ""]
+        lines += [
+            "### Where cann-distill loses",
+            "",
+            "Generated from the numbers above: every arm that is not cann-distill whose mean test top-1 beats cann-distill's "
+            "`default` or `patient` arm by more than the seeds' spread (the larger of the two arms' std; with one seed, any "
+            "lead).",
+            "",
+        ]
         headline = [a for a in ("default", "patient") if s["accuracy"].get(a, {}).get("status") == "done"]
         if not headline:
             lines += ["- Not measured: neither cann-distill default nor patient finished in this run.", ""]
         else:
             lines += [f"- {ln}" for ln in s.get("losses", [])] or [
-                f"- No arm beats {' or '.join(arms_info.get(a, {}).get('label', a) for a in headline)} by more than the spread."]
+                f"- No arm beats {' or '.join(arms_info.get(a, {}).get('label', a) for a in headline)} by more than the spread."
+            ]
             lines += [""]
 
     if s["criteria"]:
         lines += ["## Issue 10 criteria", ""]
-        rows = [[c["what"], c["target"], _num(c["value"], 2), c["status"] + (f" ({c['why']})" if c["why"] else "")]
-                for c in s["criteria"]]
+        rows = [[c["what"], c["target"], _num(c["value"], 2), c["status"] + (f" ({c['why']})" if c["why"] else "")] for c in s["criteria"]]
         lines += _table(["criterion", "target", "measured", "status"], rows) + [""]
 
-    notes = sorted({(arm, n) for part in (s["speed"].values()) for arm, r in part.items() for n in r.get("notes", [])}
-                   | {(arm, n) for arm, r in s["accuracy"].items() for n in r.get("notes", [])})
+    notes = sorted(
+        {(arm, n) for part in (s["speed"].values()) for arm, r in part.items() for n in r.get("notes", [])}
+        | {(arm, n) for arm, r in s["accuracy"].items() for n in r.get("notes", [])}
+    )
     if notes or data.get("differences"):
-        lines += ["## Where the arms differ", ""] + [f"- {d}" for d in data.get("differences", [])] \
-                 + [f"- **{arms_info.get(arm, {}).get('label', arm)}**: {n}" for arm, n in notes] + [""]
+        lines += (
+            ["## Where the arms differ", ""]
+            + [f"- {d}" for d in data.get("differences", [])]
+            + [f"- **{arms_info.get(arm, {}).get('label', arm)}**: {n}" for arm, n in notes]
+            + [""]
+        )
     if data.get("torchdistill_config"):
-        lines += ["## torchdistill config used", "",
-                  "Written by `scripts/bench/arm_torchdistill.py` (one per run; this one from the first run; paths are the "
-                  "run's):", "", "```yaml", data["torchdistill_config"].rstrip(), "```", ""]
+        lines += [
+            "## torchdistill config used",
+            "",
+            "Written by `scripts/bench/arm_torchdistill.py` (one per run; this one from the first run; paths are the run's):",
+            "",
+            "```yaml",
+            data["torchdistill_config"].rstrip(),
+            "```",
+            "",
+        ]
     return "\n".join(lines)

@@ -19,20 +19,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cann_distill.data import SplitDataset, load_splits
-from cann_distill.models import build_model
-from cann_distill.recipe import load_recipe
+from cann_distill.core.recipe_load import load_recipe
+from cann_distill.data.loading import SplitDataset, load_splits
+from cann_distill.models.build import build_model
 
 
 def grad_norm(model: torch.nn.Module, loss: torch.Tensor) -> float:
     model.zero_grad()
     loss.backward(retain_graph=True)
-    return float(torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters() if p.grad is not None)))
+    return float(torch.sqrt(sum((p.grad**2).sum() for p in model.parameters() if p.grad is not None)))
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=__doc__.split("\n\n")[-1])
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[-1]
+    )
     ap.add_argument("--recipe", required=True)
     ap.add_argument("--teacher", required=True, help="teacher checkpoint (a teacher stage's teacher/teacher.pt)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -57,12 +58,20 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(seed)
         student = build_model(r.student, n_classes, in_chans).train()
         s = student(x)
-        row = {"seed": seed, "ce": {"logit_l1": float((s.detach().softmax(1) - F.one_hot(y, n_classes)).abs().sum(1).mean()),
-                                    "param_l2": grad_norm(student, F.cross_entropy(s, y))}, "kd": {}}
+        row = {
+            "seed": seed,
+            "ce": {
+                "logit_l1": float((s.detach().softmax(1) - F.one_hot(y, n_classes)).abs().sum(1).mean()),
+                "param_l2": grad_norm(student, F.cross_entropy(s, y)),
+            },
+            "kd": {},
+        }
         for temp in (float(v) for v in args.temperatures.split(",")):
             kd = F.kl_div(F.log_softmax(s / temp, 1), F.softmax(t / temp, 1), reduction="batchmean") * temp * temp
-            row["kd"][f"{temp:g}"] = {"logit_l1": float((temp * (F.softmax(s.detach() / temp, 1) - F.softmax(t / temp, 1))).abs().sum(1).mean()),
-                                      "param_l2": grad_norm(student, kd)}
+            row["kd"][f"{temp:g}"] = {
+                "logit_l1": float((temp * (F.softmax(s.detach() / temp, 1) - F.softmax(t / temp, 1))).abs().sum(1).mean()),
+                "param_l2": grad_norm(student, kd),
+            }
         out["seeds"].append(row)
     print(json.dumps(out, indent=2))
     return 0

@@ -1,7 +1,7 @@
 """Build the photo benchmark sets as ImageFolder trees (train/val/test/<class>/*.png) from real photographs
 that ship in Debian packages; every arm of the benchmarks reads the same PNG files.
 
-Each class is one photograph; crops come from disjoint bands of it (cann_distill.photos), so test
+Each class is one photograph; crops come from disjoint bands of it (cann_distill.data.photos), so test
 crops show parts of the scene never seen in training.
 
 Sets (licences: see each package's /usr/share/doc/<package>/copyright; nothing here is redistributed):
@@ -23,25 +23,53 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
-from cann_distill.photos import class_name, crop_set
+from cann_distill.data.photos import class_name, crop_set
 
 LOMIRI16 = "lomiri-wallpapers-16.04/usr/share/backgrounds"
 SETS: dict[str, list[str]] = {
-    "ubuntu15": [f"{LOMIRI16}/{n}" for n in (
-        "Bridge_by_Sander_Klootwijk.jpg", "Dragonfly_by_Bolly.jpg", "Picture_0B_by_freespace.jpg", "Picture_1A_by_freespace.jpg",
-        "Wine_by_Jakkub_Mede.jpg", "aitzgorri_by_Aitzol_Berasategi.jpg", "analogpattern_by_Peter_Nerlich.jpg",
-        "free_by_Peter_Nerlich.jpg", "friends_by_Aitzol_Berasategi.jpg", "greentock_by_Peter_Nerlich.jpg",
-        "life_by_Aitzol_Berasategi.jpg", "picosdeeuropa_by_Aitzol_Berasategi.jpg", "seeding_by_Clements_Engelhardt.jpg",
-        "sunset_by_Aitzol_Berasategi.jpg")]
+    "ubuntu15": [
+        f"{LOMIRI16}/{n}"
+        for n in (
+            "Bridge_by_Sander_Klootwijk.jpg",
+            "Dragonfly_by_Bolly.jpg",
+            "Picture_0B_by_freespace.jpg",
+            "Picture_1A_by_freespace.jpg",
+            "Wine_by_Jakkub_Mede.jpg",
+            "aitzgorri_by_Aitzol_Berasategi.jpg",
+            "analogpattern_by_Peter_Nerlich.jpg",
+            "free_by_Peter_Nerlich.jpg",
+            "friends_by_Aitzol_Berasategi.jpg",
+            "greentock_by_Peter_Nerlich.jpg",
+            "life_by_Aitzol_Berasategi.jpg",
+            "picosdeeuropa_by_Aitzol_Berasategi.jpg",
+            "seeding_by_Clements_Engelhardt.jpg",
+            "sunset_by_Aitzol_Berasategi.jpg",
+        )
+    ]
     + ["lomiri-wallpapers-20.04/usr/share/backgrounds/Kleiber_by_Lukas_Baubkus.jpg"],
-    "nature20": [f"mate-backgrounds/usr/share/backgrounds/mate/nature/{n}.jpg" for n in (
-        "Aqua", "Blinds", "Dune", "FreshFlower", "Garden", "GreenMeadow", "LadyBird", "RainDrops", "Storm", "TwoWings",
-        "Wood", "YellowFlower")]
-    + [f"plasma-workspace-wallpapers/usr/share/wallpapers/{n}/contents/images/2560x1600.jpg" for n in (
-        "BytheWater", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf", "Kite", "OneStandsOut", "Path")],
+    "nature20": [
+        f"mate-backgrounds/usr/share/backgrounds/mate/nature/{n}.jpg"
+        for n in (
+            "Aqua",
+            "Blinds",
+            "Dune",
+            "FreshFlower",
+            "Garden",
+            "GreenMeadow",
+            "LadyBird",
+            "RainDrops",
+            "Storm",
+            "TwoWings",
+            "Wood",
+            "YellowFlower",
+        )
+    ]
+    + [
+        f"plasma-workspace-wallpapers/usr/share/wallpapers/{n}/contents/images/2560x1600.jpg"
+        for n in ("BytheWater", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf", "Kite", "OneStandsOut", "Path")
+    ],
 }
 SPLITS = {"train": 240, "val": 80, "test": 80}
 LONG_SIDE = 512  # photos are first reduced to this long side, so a crop spans 24-100 % of a 102-px band
@@ -74,15 +102,15 @@ def build(name: str, debs: Path, out: Path, size: int, seed: int) -> dict[str, o
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(pix).save(folder / f"{i:05d}.png")
         counts[split] = int(len(crops.targets))
-    info = {"set": name, "classes": names, "sources": SETS[name], "size": size, "seed": seed,
-            "long_side": LONG_SIDE, "counts": counts}
+    info = {"set": name, "classes": names, "sources": SETS[name], "size": size, "seed": seed, "long_side": LONG_SIDE, "counts": counts}
     (dest / "set.json").write_text(json.dumps(info, indent=2) + "\n")
     return info
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=__doc__.split("\n\n")[-1])
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[-1]
+    )
     ap.add_argument("--debs", type=Path, required=True, help="folder the Debian packages were unpacked into (one sub-folder each)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--sets", default=",".join(SETS), help="comma-separated (default %(default)s)")

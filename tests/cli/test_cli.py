@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cann_distill.cli import app
-from cann_distill.models import create_model, save_checkpoint
+from cann_distill.models.build import create_model, save_checkpoint
 
 COMMANDS = ["teacher", "select", "distill", "baseline", "validate", "report", "run", "inspect", "fit-student", "dashboard"]
 

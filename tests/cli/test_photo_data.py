@@ -19,16 +19,23 @@ def _photos(folder: Path, names: list[str]) -> None:
 def test_a_class_the_teacher_never_saw_is_a_one_line_error(cli, write_recipe, tmp_path: Path) -> None:
     photos = tmp_path / "photos"
     _photos(photos, ["alpha", "beta", "gamma"])
-    data = {"source": "photos", "root": str(photos), "crops_per_class": [8, 4, 4], "image_size": 16, "batch_size": 8,
-            "augment": {"enabled": False}}
+    data = {
+        "source": "photos",
+        "root": str(photos),
+        "crops_per_class": [8, 4, 4],
+        "image_size": 16,
+        "batch_size": 8,
+        "augment": {"enabled": False},
+    }
     first = write_recipe(data=data, teacher={"arch": "test_resnet", "train": {"epochs": 1, "lr": 0.05}})
     result = cli("teacher", first)
     assert result.exit_code == 0, result.stderr
     ckpt = tmp_path / "run" / "teacher" / "teacher.pt"
     assert ckpt.is_file()
     _photos(photos, ["alpha", "beta", "gamma", "delta"])  # a fourth photo: a class the trained teacher has no output for
-    again = write_recipe(data=data, name="again.yaml", run_dir=str(tmp_path / "run2"),
-                         teacher={"arch": "test_resnet", "checkpoint": str(ckpt)})
+    again = write_recipe(
+        data=data, name="again.yaml", run_dir=str(tmp_path / "run2"), teacher={"arch": "test_resnet", "checkpoint": str(ckpt)}
+    )
     result = cli("teacher", again)
     assert result.exit_code == 1
     line = one_line_error(result)

@@ -31,9 +31,10 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from cann_distill.cli import app
-from cann_distill.errors import MAX_LINE
-from cann_distill.recipe import Recipe, resolve
-from cann_distill.safeyaml import load_value, value_errors
+from cann_distill.core.errors import MAX_LINE
+from cann_distill.core.recipe import Recipe
+from cann_distill.core.recipe_load import resolve
+from cann_distill.core.safeyaml import load_value, value_errors
 
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = {p.name: yaml.safe_load(p.read_text()) for p in sorted((REPO / "recipes").glob("*.yaml"))}
@@ -42,12 +43,59 @@ MAX_SECONDS = 2.0
 MAX_PYTHON_MB = 64  # peak Python allocations while one mutated recipe is refused
 
 RAW_YAML = [
-    "yes", "no", "on", "off", "y", "12:30:00", "1:30", "0b101", "1_000", "0x_1", "0o8", "2001-12-14", "~", ".NaN",
-    "+.inf", "-.Inf", "1e9999", "-1e400", "99999999999999999999999999", "-0", "0.", "'true'", '"\\0"', '"\\e"',
-    '"\\u202e"', '"\\x85"', '"\\ud800"', "!!python/object/apply:os.system ['touch pwned']", "!!python/name:os.system",
-    "!!python/tuple [1, 2]", "!custom x", "!!binary aGk=", "!!set {a: null}", "!!timestamp 2001-12-14", "!!omap [{a: 1}]",
-    "!!int '3'", "!!float x", "!!str 5", "*undefined", "&a 1", "{<<: {a: 1}}", "'unterminated", "[1, 2", "{a: 1, a: 2}",
-    "{? [a]: b}", "|\n  literal", "- a\n- b", "\t", "@reserved", "`tick", "%", "---", "...",
+    "yes",
+    "no",
+    "on",
+    "off",
+    "y",
+    "12:30:00",
+    "1:30",
+    "0b101",
+    "1_000",
+    "0x_1",
+    "0o8",
+    "2001-12-14",
+    "~",
+    ".NaN",
+    "+.inf",
+    "-.Inf",
+    "1e9999",
+    "-1e400",
+    "99999999999999999999999999",
+    "-0",
+    "0.",
+    "'true'",
+    '"\\0"',
+    '"\\e"',
+    '"\\u202e"',
+    '"\\x85"',
+    '"\\ud800"',
+    "!!python/object/apply:os.system ['touch pwned']",
+    "!!python/name:os.system",
+    "!!python/tuple [1, 2]",
+    "!custom x",
+    "!!binary aGk=",
+    "!!set {a: null}",
+    "!!timestamp 2001-12-14",
+    "!!omap [{a: 1}]",
+    "!!int '3'",
+    "!!float x",
+    "!!str 5",
+    "*undefined",
+    "&a 1",
+    "{<<: {a: 1}}",
+    "'unterminated",
+    "[1, 2",
+    "{a: 1, a: 2}",
+    "{? [a]: b}",
+    "|\n  literal",
+    "- a\n- b",
+    "\t",
+    "@reserved",
+    "`tick",
+    "%",
+    "---",
+    "...",
 ]
 
 
@@ -66,8 +114,10 @@ raw_yaml = st.one_of(
 )
 
 wild_scalar = st.one_of(
-    st.booleans(), st.none(),
-    st.integers(-(2**70), 2**70), st.sampled_from([0, -1, 2**31, 2**32, 2**63, -(2**63) - 1, 10**26]),
+    st.booleans(),
+    st.none(),
+    st.integers(-(2**70), 2**70),
+    st.sampled_from([0, -1, 2**31, 2**32, 2**63, -(2**63) - 1, 10**26]),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=30),
     st.text(st.characters(min_codepoint=0, max_codepoint=0x20) | st.sampled_from("\x7f\x85\u2028\u202e\ufeff\u200b"), max_size=5),
@@ -103,11 +153,13 @@ def dotted(path: tuple) -> str:
 @st.composite
 def overrides(draw: st.DrawFn, data: dict) -> str:
     paths = [p for p in value_paths(data) if p]
-    key = draw(st.one_of(
-        st.sampled_from(paths).map(dotted) if paths else st.just("seed"),
-        st.sampled_from(["distill.losses[99].weight", "a..b", "", "seed.x", "distill.losses.x", "x" * 300, "[0]", "seed[0]"]),
-        st.text(max_size=20),
-    ))
+    key = draw(
+        st.one_of(
+            st.sampled_from(paths).map(dotted) if paths else st.just("seed"),
+            st.sampled_from(["distill.losses[99].weight", "a..b", "", "seed.x", "distill.losses.x", "x" * 300, "[0]", "seed[0]"]),
+            st.text(max_size=20),
+        )
+    )
     value = draw(st.one_of(st.sampled_from(RAW_YAML), wild_scalar.map(lambda v: yaml.safe_dump(v).strip()), raw_yaml))
     return draw(st.sampled_from([f"{key}={value}", key]))  # sometimes no '='
 
@@ -177,14 +229,21 @@ def sound(recipe: Recipe) -> None:
 @pytest.fixture(scope="module")
 def warm() -> None:
     """Import what a refusal can touch (torch, timm, onnxruntime) before anything is timed."""
-    with mock.patch("cann_distill.pipeline.run_dir_of", side_effect=Accepted):
-        result = CliRunner().invoke(app, ["run", str(REPO / "recipes" / sorted(RECIPES)[0]),
-                                          "--set", "validate.provider=CPUExecutionProvider"])
+    with mock.patch("cann_distill.api.run_dir_of", side_effect=Accepted):
+        result = CliRunner().invoke(
+            app, ["run", str(REPO / "recipes" / sorted(RECIPES)[0]), "--set", "validate.provider=CPUExecutionProvider"]
+        )
     assert "Accepted" in result.stderr, result.stderr
 
 
-@settings(max_examples=EXAMPLES, derandomize=True, database=None, deadline=None, print_blob=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
+@settings(
+    max_examples=EXAMPLES,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+)
 @given(case=mutated_recipe())
 def test_mutated_shipped_recipes_are_refused_cleanly_or_sound(warm: None, case: tuple[bytes, list[str]]) -> None:
     content, sets = case
@@ -195,8 +254,7 @@ def test_mutated_shipped_recipes_are_refused_cleanly_or_sound(warm: None, case: 
         raise Accepted
 
     args = ["run", "r.yaml"] + [a for s in sets for a in ("--set", s)]
-    with tempfile.TemporaryDirectory() as tmp, chdir(tmp), \
-            mock.patch("cann_distill.pipeline.run_dir_of", side_effect=accept):
+    with tempfile.TemporaryDirectory() as tmp, chdir(tmp), mock.patch("cann_distill.api.run_dir_of", side_effect=accept):
         Path("r.yaml").write_bytes(content)
         tracemalloc.start()
         t0 = time.perf_counter()

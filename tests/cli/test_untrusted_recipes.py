@@ -6,8 +6,8 @@ from typing import Callable, Union
 
 import pytest
 
-from cann_distill.errors import MAX_LINE
-from cann_distill.recipe import load_recipe
+from cann_distill.core.errors import MAX_LINE
+from cann_distill.core.recipe_load import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = (REPO / "recipes" / "resnet10t_from_resnet18_digits.yaml").read_text()
@@ -31,48 +31,75 @@ def alias_bomb_in_tap() -> str:
     """Nine levels of nine aliases (9**9 strings) as a fitnet tap name."""
     anchors = "[" + ", ".join(["lol"] * 9) + "]"
     args = [f"a0: &a0 {anchors}"] + [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
-    return sub('{kind: fitnet, weight: 0.3, student: "3", teacher: "3"}',
-               "{kind: fitnet, weight: 0.3, teacher: '3', " + ", ".join(args) + ", student: [*a8, *a8, *a8]}", MGD)
+    return sub(
+        '{kind: fitnet, weight: 0.3, student: "3", teacher: "3"}',
+        "{kind: fitnet, weight: 0.3, teacher: '3', " + ", ".join(args) + ", student: [*a8, *a8, *a8]}",
+        MGD,
+    )
 
 
 CASES: dict[str, tuple[Union[str, bytes, Callable[[], str]], str]] = {
-    "latin1_comment": (sub("name:", "# recette de caf\xe9\nname:").encode("latin-1"),
-                       rf"r\.yaml:{line_of('name:')}:17: not UTF-8: byte 0xe9 at byte offset \d+; save the recipe as UTF-8"),
+    "latin1_comment": (
+        sub("name:", "# recette de caf\xe9\nname:").encode("latin-1"),
+        rf"r\.yaml:{line_of('name:')}:17: not UTF-8: byte 0xe9 at byte offset \d+; save the recipe as UTF-8",
+    ),
     "utf16": (SHIPPED.encode("utf-16"), r"not UTF-8: byte 0xff at byte offset 0 \(it looks like UTF-16\)"),
     "nesting_1000": (SHIPPED + "runtime: " + "[" * 1000 + "]" * 1000 + "\n", rf"r\.yaml:{END}:\d+: "),
     "nesting_200_block": ("".join(f"{' ' * i}k{i}:\n" for i in range(200)), r"r\.yaml:33:33: nested more than 32 levels deep"),
     "alias_bomb_in_tap_arg": (alias_bomb_in_tap, r"more than 20,000 YAML nodes \(after expanding aliases\)"),
-    "huge_seed": (sub("seed: 0", "seed: 99999999999999999999999999"), rf"r\.yaml:{line_of('seed:')}:1: seed: 9999.* does not fit in 64 bits"),
+    "huge_seed": (
+        sub("seed: 0", "seed: 99999999999999999999999999"),
+        rf"r\.yaml:{line_of('seed:')}:1: seed: 9999.* does not fit in 64 bits",
+    ),
     "seed_over_2_32": (sub("seed: 0", "seed: 4294967296"), r"seed: Input should be less than or equal to 4294967295"),
     "negative_seed": (sub("seed: 0", "seed: -1"), r"seed: Input should be greater than or equal to 0"),
-    "nul_in_name": (sub("name: resnet10t_from_resnet18_digits", 'name: "runs\\0x"'),
-                    rf"r\.yaml:{line_of('name:')}:1: name: 'runs\\x00x' contains the control or invisible character U\+0000"),
+    "nul_in_name": (
+        sub("name: resnet10t_from_resnet18_digits", 'name: "runs\\0x"'),
+        rf"r\.yaml:{line_of('name:')}:1: name: 'runs\\x00x' contains the control or invisible character U\+0000",
+    ),
     "nul_in_run_dir": (SHIPPED + 'run_dir: "out\\0put"\n', rf"r\.yaml:{END}:1: run_dir: 'out\\x00put' contains the control"),
     "newline_in_run_dir": (SHIPPED + 'run_dir: "out\\nput"\n', r"run_dir: 'out\\nput' contains the control"),
     "arch_1mb": (sub("arch: resnet10t ", "arch: " + "x" * 1_000_000 + " "), r"r\.yaml: larger than 256 KiB"),
-    "arch_200k": (sub("arch: resnet10t ", "arch: " + "x" * 200_000 + " "),
-                  r"student\.arch: 'x{38}… is 200,000 characters long \(at most 4,096\)"),
+    "arch_200k": (
+        sub("arch: resnet10t ", "arch: " + "x" * 200_000 + " "),
+        r"student\.arch: 'x{38}… is 200,000 characters long \(at most 4,096\)",
+    ),
     "arch_4k": (sub("arch: resnet10t ", "arch: " + "x" * 4000 + " "), r"student\.arch: unknown timm architecture 'x{38}…$"),
-    "batch_size_true": (sub("batch_size: 64", "batch_size: true"), rf"r\.yaml:{line_of('batch_size:')}:3: data\.batch_size: Input should be a valid integer, got True"),
+    "batch_size_true": (
+        sub("batch_size: 64", "batch_size: true"),
+        rf"r\.yaml:{line_of('batch_size:')}:3: data\.batch_size: Input should be a valid integer, got True",
+    ),
     "sexagesimal_epochs": (sub("epochs: 30", "epochs: 12:30:00"), r"distill\.epochs: Input should be a valid integer, got '12:30:00'"),
     "yes_as_bool": (sub("per_channel: true", "per_channel: yes"), r"validate\.per_channel: Input should be a valid boolean, got 'yes'"),
     "string_number": (sub("epochs: 30", "epochs: '30'"), r"distill\.epochs: Input should be a valid integer, got '30'"),
     "duplicate_top_key": (SHIPPED + "seed: 5\n", rf"r\.yaml:{END}:1: seed: duplicate key \(first at line {line_of('seed:')}\)"),
-    "duplicate_nested_key": (sub("  batch_size: 64\n", "  batch_size: 64\n  image_size: 16\n"),
-                             rf"r\.yaml:{line_of('batch_size: 64') + 1}:3: data\.image_size: duplicate key "
-                             rf"\(first at line {line_of('image_size:')}\)"),
-    "nan_loss_weight": (sub("{kind: ce, weight: 0.5}", "{kind: ce, weight: .nan}"),
-                        rf"r\.yaml:{line_of('{kind: ce')}:\d+: distill\.losses\[0\]\.weight: Input should be a finite number, got nan"),
+    "duplicate_nested_key": (
+        sub("  batch_size: 64\n", "  batch_size: 64\n  image_size: 16\n"),
+        rf"r\.yaml:{line_of('batch_size: 64') + 1}:3: data\.image_size: duplicate key "
+        rf"\(first at line {line_of('image_size:')}\)",
+    ),
+    "nan_loss_weight": (
+        sub("{kind: ce, weight: 0.5}", "{kind: ce, weight: .nan}"),
+        rf"r\.yaml:{line_of('{kind: ce')}:\d+: distill\.losses\[0\]\.weight: Input should be a finite number, got nan",
+    ),
     "inf_loss_weight": (sub("{kind: ce, weight: 0.5}", "{kind: ce, weight: .inf}"), r"distill\.losses\[0\]\.weight: .*finite"),
-    "inf_loss_argument": (sub("temperature: 4.0}", "temperature: .inf}"),
-                          r"distill\.losses\[1\]\.temperature: Input should be a finite number, got inf"),
-    "nan_strategy_argument": (sub("strategy: margin", "strategy: confidence_entropy_balance\n  strategy_args: {alpha: .nan}"),
-                              r"select\.strategy_args\.alpha: Input should be a finite number, got nan"),
-    "bool_loss_argument": (sub("temperature: 4.0}", "temperature: true}"),
-                           r"distill\.losses\[1\]\.temperature: Input should be a valid number, got True"),
+    "inf_loss_argument": (
+        sub("temperature: 4.0}", "temperature: .inf}"),
+        r"distill\.losses\[1\]\.temperature: Input should be a finite number, got inf",
+    ),
+    "nan_strategy_argument": (
+        sub("strategy: margin", "strategy: confidence_entropy_balance\n  strategy_args: {alpha: .nan}"),
+        r"select\.strategy_args\.alpha: Input should be a finite number, got nan",
+    ),
+    "bool_loss_argument": (
+        sub("temperature: 4.0}", "temperature: true}"),
+        r"distill\.losses\[1\]\.temperature: Input should be a valid number, got True",
+    ),
     "inf_float_field": (sub("lr: 0.05\n  losses", "lr: .inf\n  losses"), r"distill\.lr: Input should be a finite number, got inf"),
-    "python_tag": (SHIPPED + "runtime: !!python/object/apply:os.system ['touch pwned']\n",
-                   rf"r\.yaml:{END}:10: YAML tag '!!python/object/apply:os\.system' is not allowed"),
+    "python_tag": (
+        SHIPPED + "runtime: !!python/object/apply:os.system ['touch pwned']\n",
+        rf"r\.yaml:{END}:10: YAML tag '!!python/object/apply:os\.system' is not allowed",
+    ),
 }
 
 
@@ -102,16 +129,19 @@ def test_issue_reproduction_is_a_recipe_error(name: str, cli, tmp_path: Path, mo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml"]  # nothing written, not even a run dir
 
 
-@pytest.mark.parametrize("override, message", [
-    ("seed=99999999999999999999999999", r"--set seed: 9999.* does not fit in 64 bits"),
-    ("name=a\x01b", r"--set name: 'a\\x01b' contains the control"),
-    ("distill.losses[1].temperature=.nan", r"--set distill\.losses\[1\]\.temperature: Input should be a finite number"),
-    ("data.batch_size=true", r"--set data\.batch_size: Input should be a valid integer, got True"),
-    ("teacher.arch=" + "y" * 5000, r"--set teacher\.arch: 'y{38}… is 5,000 characters long"),
-    ("report=" + "[" * 1000 + "]" * 1000, r"--set report: YAML syntax error|--set report.*nested more than"),
-    ("report.title=" + "&a [x, x, x, x, x, x, x, x, x]", None),  # valid (title is a list: refused by the schema)
-    ("x" * 10_000 + "=1", r"^Error: r\.yaml: --set 'x{38}…: key is 10,000 characters long \(at most 100\)$"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("seed=99999999999999999999999999", r"--set seed: 9999.* does not fit in 64 bits"),
+        ("name=a\x01b", r"--set name: 'a\\x01b' contains the control"),
+        ("distill.losses[1].temperature=.nan", r"--set distill\.losses\[1\]\.temperature: Input should be a finite number"),
+        ("data.batch_size=true", r"--set data\.batch_size: Input should be a valid integer, got True"),
+        ("teacher.arch=" + "y" * 5000, r"--set teacher\.arch: 'y{38}… is 5,000 characters long"),
+        ("report=" + "[" * 1000 + "]" * 1000, r"--set report: YAML syntax error|--set report.*nested more than"),
+        ("report.title=" + "&a [x, x, x, x, x, x, x, x, x]", None),  # valid (title is a list: refused by the schema)
+        ("x" * 10_000 + "=1", r"^Error: r\.yaml: --set 'x{38}…: key is 10,000 characters long \(at most 100\)$"),
+    ],
+)
 def test_bad_overrides(override: str, message, cli, tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "r.yaml").write_text(SHIPPED)
     monkeypatch.chdir(tmp_path)
@@ -131,8 +161,10 @@ def test_all_problems_at_once_in_file_order_with_positions(tmp_path: Path) -> No
     with pytest.raises(Exception) as exc:
         load_recipe(p)
     msg = str(exc.value)
-    assert msg.startswith(f"{p}:{line_of('image_size:')}:3: data.image_size: Input should be a valid integer, got 'big'; "
-                          f"line {line_of('lr: 0.05' + chr(10) + '  losses') }: distill.lr: ")
+    assert msg.startswith(
+        f"{p}:{line_of('image_size:')}:3: data.image_size: Input should be a valid integer, got 'big'; "
+        f"line {line_of('lr: 0.05' + chr(10) + '  losses')}: distill.lr: "
+    )
 
 
 def test_utf8_bom_and_unicode_names_are_fine(tmp_path: Path) -> None:

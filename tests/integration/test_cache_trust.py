@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cann_distill.rundir import sha256_file
+from cann_distill.core.files import sha256_file
 
 pytestmark = pytest.mark.slow
 

@@ -6,18 +6,26 @@ from pathlib import Path
 import pytest
 import torch
 
-from cann_distill.distiller import Distiller
-from cann_distill.models import create_model, load_weights, read_checkpoint
+from cann_distill.models.build import create_model, load_weights, read_checkpoint
+from cann_distill.teaching.distiller import Distiller
 
 pytestmark = pytest.mark.slow
 
 DATA = {"source": "digits", "image_size": 16, "max_samples": 100, "batch_size": 32}
 TEACHER = {"arch": "test_resnet", "train": {"epochs": 1}}
 MGD = {
-    "epochs": 2, "lr": 0.05, "warmup_epochs": 0.5, "grad_clip": 5.0, "ema_decay": 0.5, "select_best": True,
-    "losses": [{"kind": "ce", "weight": 0.3}, {"kind": "kd", "weight": 0.3},
-               {"kind": "cw_mse", "weight": 0.3, "student": "2", "teacher": "2"},
-               {"kind": "at", "weight": 0.1, "student": "1", "teacher": "layer1"}],
+    "epochs": 2,
+    "lr": 0.05,
+    "warmup_epochs": 0.5,
+    "grad_clip": 5.0,
+    "ema_decay": 0.5,
+    "select_best": True,
+    "losses": [
+        {"kind": "ce", "weight": 0.3},
+        {"kind": "kd", "weight": 0.3},
+        {"kind": "cw_mse", "weight": 0.3, "student": "2", "teacher": "2"},
+        {"kind": "at", "weight": 0.1, "student": "1", "teacher": "layer1"},
+    ],
 }
 
 
@@ -74,8 +82,10 @@ def test_bad_tap_fails_before_training_with_one_line(cli, write_recipe) -> None:
     result = cli("run", recipe, "--set", "distill.losses=[{kind: ce}, {kind: fitnet, student: '9', teacher: '2'}]")
     assert result.exit_code == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
-    assert errors == ["Error: distill.losses[1].student: layer '9' not in test_efficientnet's taps "
-                      "(valid: 0, 1, 2, 3, 4 or a module path like blocks.2.0)"]
+    assert errors == [
+        "Error: distill.losses[1].student: layer '9' not in test_efficientnet's taps "
+        "(valid: 0, 1, 2, 3, 4 or a module path like blocks.2.0)"
+    ]
 
 
 def test_distill_and_baseline_warm_up_by_default(cli, write_recipe, tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ import pytest
 import torch
 import yaml
 
-from cann_distill.errors import MissingInputError, StageError
-from cann_distill.pipeline import run_stages
+from cann_distill.api import run_stages
+from cann_distill.core.errors import MissingInputError, StageError
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +68,7 @@ def test_a_candidate_that_cannot_export_is_marked_and_the_search_goes_on(cli, wr
     import timm
     from timm.models import register_model
 
-    from cann_distill.recipe import timm_archs
+    from cann_distill.core.recipe import timm_archs
 
     class Spectral(torch.nn.Module):
         def __init__(self, num_classes: int = 10, in_chans: int = 1, **_) -> None:
@@ -80,6 +80,7 @@ def test_a_candidate_that_cannot_export_is_marked_and_the_search_goes_on(cli, wr
             return self.head(torch.fft.rfft(self.stem(x), dim=-1).abs().mean((2, 3)))
 
     if "fit_test_spectral" not in timm.list_models("fit_test_*"):
+
         @register_model
         def fit_test_spectral(pretrained: bool = False, **kwargs) -> torch.nn.Module:
             return Spectral(**kwargs)

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from PIL import Image
 
-import cann_distill.data as data_module
+import cann_distill.data.loading as data_module
 
 pytestmark = pytest.mark.slow
 
@@ -41,9 +41,19 @@ def add_bad_images(root: Path) -> None:
 
 def recipe(tmp_path: Path, root: Path, **data) -> Path:
     r = {
-        "name": "folder", "seed": 0, "run_dir": str(tmp_path / "run"), "runtime": {"device": "cpu"},
-        "data": {"source": "imagefolder", "root": str(root), "image_size": 16, "batch_size": 8, "num_workers": 2,
-                 "augment": {"scale": [0.5, 1.0]}, **data},
+        "name": "folder",
+        "seed": 0,
+        "run_dir": str(tmp_path / "run"),
+        "runtime": {"device": "cpu"},
+        "data": {
+            "source": "imagefolder",
+            "root": str(root),
+            "image_size": 16,
+            "batch_size": 8,
+            "num_workers": 2,
+            "augment": {"scale": [0.5, 1.0]},
+            **data,
+        },
         "teacher": {"arch": "test_resnet", "train": {"epochs": 2, "lr": 0.05}},
         "student": {"arch": "test_efficientnet"},
         "distill": {"epochs": 1, "lr": 0.05},

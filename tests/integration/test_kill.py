@@ -14,12 +14,12 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import pytest
 import torch
 
-from cann_distill.rundir import sha256_file
+from cann_distill.core.files import sha256_file
 
 pytestmark = pytest.mark.slow
 
@@ -28,8 +28,13 @@ TINIER = {  # conftest's TINY, smaller and quicker to validate
     "data": {"source": "digits", "image_size": 16, "max_samples": 200, "batch_size": 32},
     "teacher": {"arch": "test_resnet", "train": {"epochs": 3, "lr": 0.05}},
     "distill": {"epochs": DISTILL_EPOCHS, "lr": 0.05},
-    "validate": {"calibration": {"samples": 32}, "latency": {"warmup": 1, "runs": 5}, "throughput_batch": 8,
-                 "gap": {"samples": 16}, "feedback": {"search": False}},
+    "validate": {
+        "calibration": {"samples": 32},
+        "latency": {"warmup": 1, "runs": 5},
+        "throughput_batch": 8,
+        "gap": {"samples": 16},
+        "feedback": {"search": False},
+    },
 }
 STEP_TIMEOUT = 150.0
 
@@ -39,8 +44,9 @@ class Command:
 
     def __init__(self, *args: str) -> None:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "cann_distill", *args], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True, env=env)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cann_distill", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+        )
         self.lines: queue.Queue[str] = queue.Queue()
         self.seen: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()

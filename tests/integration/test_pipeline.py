@@ -9,10 +9,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from cann_distill.data import load_splits
-from cann_distill.models import build_model
-from cann_distill.recipe import load_recipe
-from cann_distill.rundir import sha256_file
+from cann_distill.core.files import sha256_file
+from cann_distill.core.recipe_load import load_recipe
+from cann_distill.data.loading import load_splits
+from cann_distill.models.build import build_model
 
 pytestmark = pytest.mark.slow
 
@@ -31,9 +31,20 @@ def test_every_stage_then_skip_then_force(cli, write_recipe, tmp_path: Path) -> 
         assert stage_statuses(cli(stage, recipe_path, "--json")) == {stage: "done"}
 
     # artifacts
-    for rel in ["teacher/teacher.pt", "teacher/metrics.json", "select/teacher_logits.npy", "select/index.csv",
-                "select/summary.json", "distill/student.pt", "distill/metrics.json", "validate/student_fp32.onnx",
-                "validate/student_int8.onnx", "validate/validation.json", "report/report.json", "recipe.resolved.yaml"]:
+    for rel in [
+        "teacher/teacher.pt",
+        "teacher/metrics.json",
+        "select/teacher_logits.npy",
+        "select/index.csv",
+        "select/summary.json",
+        "distill/student.pt",
+        "distill/metrics.json",
+        "validate/student_fp32.onnx",
+        "validate/student_int8.onnx",
+        "validate/validation.json",
+        "report/report.json",
+        "recipe.resolved.yaml",
+    ]:
         assert (run / rel).is_file(), rel
     manifest = json.loads((run / "manifest.json").read_text())
     assert list(manifest["stages"]) == STAGES
@@ -79,7 +90,7 @@ def test_every_stage_then_skip_then_force(cli, write_recipe, tmp_path: Path) -> 
     assert report["teacher"]["val_acc"] > 0.3  # the tiny teacher learned something (chance is 0.1)
 
     # second run: everything up to date
-    assert stage_statuses(cli("run", recipe_path, "--json")) == {s: "skipped" for s in STAGES}
+    assert stage_statuses(cli("run", recipe_path, "--json")) == dict.fromkeys(STAGES, "skipped")
     # --force reruns exactly one stage
     mtime = (run / "teacher" / "teacher.pt").stat().st_mtime_ns
     assert stage_statuses(cli("distill", recipe_path, "--json", "--force"))["distill"] == "done"
@@ -136,7 +147,8 @@ def test_imagefolder_source(cli, write_recipe, tmp_path: Path) -> None:
                 Image.fromarray(arr).save(d / f"{i}.png")
     recipe_path = write_recipe(
         data={"source": "imagefolder", "root": str(tmp_path / "imgs"), "image_size": 16, "batch_size": 8},
-        teacher={"arch": "test_resnet", "train": {"epochs": 3}}, distill={"epochs": 2},
+        teacher={"arch": "test_resnet", "train": {"epochs": 3}},
+        distill={"epochs": 2},
         validate={"calibration": {"samples": 8}, "latency": {"warmup": 1, "runs": 5}},
     )
     assert set(stage_statuses(cli("run", recipe_path, "--json")).values()) == {"done"}

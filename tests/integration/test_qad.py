@@ -72,7 +72,7 @@ def test_pipeline_with_qad_then_resume_across_phases(cli, write_recipe, tmp_path
 
     # the reverse: a float-only run interrupted, resumed with QAD switched on, is refused with one line
     calls["n"] = 0
-    from cann_distill.distiller import Distiller
+    from cann_distill.teaching.distiller import Distiller
 
     loss = Distiller.loss
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from cann_distill.rundir import sha256_file
+from cann_distill.core.files import sha256_file
 
 pytestmark = pytest.mark.slow
 
@@ -29,12 +29,15 @@ def assert_manifest_matches_disk(run: Path) -> None:
             assert sha256_file(run / rel) == digest, rel
 
 
-@pytest.mark.parametrize("damage, problem", [
-    (lambda text: text[: len(text) // 2], r"is unreadable \(.*: line \d+ column \d+\)"),
-    (lambda text: "[]", r"is not a cann-distill manifest \(a JSON array\)"),
-    (lambda text: '{"version": 1, "stages": {"teacher": 5}}', r"is damaged \(the record of teacher is malformed\)"),
-    (lambda text: '{"version": 7, "stages": {}}', r"has manifest version 7"),
-])
+@pytest.mark.parametrize(
+    "damage, problem",
+    [
+        (lambda text: text[: len(text) // 2], r"is unreadable \(.*: line \d+ column \d+\)"),
+        (lambda text: "[]", r"is not a cann-distill manifest \(a JSON array\)"),
+        (lambda text: '{"version": 1, "stages": {"teacher": 5}}', r"is damaged \(the record of teacher is malformed\)"),
+        (lambda text: '{"version": 7, "stages": {}}', r"has manifest version 7"),
+    ],
+)
 def test_damaged_manifest_is_rebuilt_from_verified_records(damage, problem, cli, write_recipe, tmp_path: Path) -> None:
     import re
 
@@ -49,8 +52,9 @@ def test_damaged_manifest_is_rebuilt_from_verified_records(damage, problem, cli,
     assert result.exit_code == 1
     line = error_line(result)
     assert re.search(problem, line), line
-    assert line.endswith("rerun with --force: it is moved aside, rebuilt with teacher, select from their verified artifacts, "
-                         "and nothing rerun")
+    assert line.endswith(
+        "rerun with --force: it is moved aside, rebuilt with teacher, select from their verified artifacts, and nothing rerun"
+    )
 
     result = cli("select", recipe, "--force", "--json")
     assert statuses(result) == {"select": "skipped"}

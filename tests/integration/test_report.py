@@ -16,16 +16,23 @@ import jsonschema
 import pytest
 import yaml
 
-from cann_distill.dashboard import make_server
-from cann_distill.report_schema import schema
+from cann_distill.reporting.dashboard import make_server
+from cann_distill.reporting.schema import schema
 from tests.browser import CHROMIUM, Browser
 from tests.conftest import TINY
 
 pytestmark = pytest.mark.slow
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed and could not be (.ci/run runs "
-                                    "`apt-get install -y chromium`; it needs root and the Debian archive)")
-RECIPE = {**TINY, "data": {**TINY["data"], "max_samples": 200}, "teacher": {"arch": "test_resnet", "train": {"epochs": 3, "lr": 0.05}},
-          "distill": {"epochs": 2, "lr": 0.05}, "report": {"baseline": True}}
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="chromium is not installed and could not be (.ci/run runs `apt-get install -y chromium`; it needs root and the Debian archive)",
+)
+RECIPE = {
+    **TINY,
+    "data": {**TINY["data"], "max_samples": 200},
+    "teacher": {"arch": "test_resnet", "train": {"epochs": 3, "lr": 0.05}},
+    "distill": {"epochs": 2, "lr": 0.05},
+    "report": {"baseline": True},
+}
 
 
 def write(path: Path, recipe: dict[str, Any]) -> Path:
@@ -39,8 +46,13 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("report")
     env = {"XDG_CACHE_HOME": str(root / "cache")}
     recipe = write(root / "tiny.yaml", {**RECIPE, "run_dir": str(root / "runs" / "tiny")})
-    out = subprocess.run([sys.executable, "-m", "cann_distill", "run", str(recipe), "--json"], capture_output=True, text=True,
-                         env={**__import__("os").environ, **env}, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-m", "cann_distill", "run", str(recipe), "--json"],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, **env},
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert {s["stage"]: s["status"] for s in json.loads(out.stdout)["stages"]}["baseline"] == "done"
     return root
@@ -150,18 +162,28 @@ def test_dashboard_errors(cli, tmp_path: Path, runs: Path) -> None:
         s.listen()
         port = s.getsockname()[1]
         busy = cli("dashboard", runs / "runs", "--port", port)
-    assert busy.exit_code == 1 and busy.stderr.strip() == (f"Error: port {port} on 127.0.0.1 is in use (another dashboard?); "
-                                                           "pick another with --port")
+    assert busy.exit_code == 1 and busy.stderr.strip() == (
+        f"Error: port {port} on 127.0.0.1 is in use (another dashboard?); pick another with --port"
+    )
 
 
 @needs_chromium
 def test_dashboard_follows_a_run_while_it_trains(runs: Path, tmp_path: Path) -> None:
-    live = {**RECIPE, "run_dir": str(runs / "runs" / "live"), "teacher": {"arch": "test_resnet", "train": {"epochs": 8, "lr": 0.05}},
-            "report": {"baseline": False}}
+    live = {
+        **RECIPE,
+        "run_dir": str(runs / "runs" / "live"),
+        "teacher": {"arch": "test_resnet", "train": {"epochs": 8, "lr": 0.05}},
+        "report": {"baseline": False},
+    }
     recipe = write(tmp_path / "live.yaml", live)
     env = {**__import__("os").environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    train = subprocess.Popen([sys.executable, "-m", "cann_distill", "teacher", str(recipe), "--quiet"], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    train = subprocess.Popen(
+        [sys.executable, "-m", "cann_distill", "teacher", str(recipe), "--quiet"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     server = None
     try:
         end = time.monotonic() + 120

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cann_distill.rundir import sha256_file
+from cann_distill.core.files import sha256_file
 
 pytestmark = pytest.mark.slow
 
@@ -39,8 +39,12 @@ def test_teacher_logits_are_cached_shared_and_verified(cli, write_recipe, tmp_pa
     logits_a = np.load(tmp_path / "run" / "select" / "teacher_logits.npy", allow_pickle=False)
 
     # a second recipe, own run dir, same teacher weights and data, another strategy: no teacher forward
-    recipe_b = write_recipe(name="b.yaml", run_dir=str(tmp_path / "run_b"), select={"strategy": "entropy"},
-                            teacher={"arch": "test_resnet", "checkpoint": str(tmp_path / "run" / "teacher" / "teacher.pt")})
+    recipe_b = write_recipe(
+        name="b.yaml",
+        run_dir=str(tmp_path / "run_b"),
+        select={"strategy": "entropy"},
+        teacher={"arch": "test_resnet", "checkpoint": str(tmp_path / "run" / "teacher" / "teacher.pt")},
+    )
     assert run_ok(cli, "teacher", recipe_b)["teacher"]["summary"]["source"] == "checkpoint"
     second = run_ok(cli, "select", recipe_b)["select"]["summary"]
     assert second["cache"] == "hit" and second["cache_key"] == first["cache_key"]
@@ -100,7 +104,7 @@ def test_critical_modes_record_in_history(cli, write_recipe, tmp_path: Path) -> 
         "curriculum": ([k, n, n], [1, 0, 0]),  # default: half of 3 epochs, rounded down
     }
     for mode, (samples, critical_only) in expected.items():
-        sets = ["--set", f"distill.critical.mode={mode}", "--set", "distill.epochs=3"]
+        sets = ["--set", f"distill.critical.mode={mode}", "--set", "distill.epochs=3", "--set", "select.policy=hard"]
         run_ok(cli, "select", recipe, *sets)  # select's default policy and re-mining follow the mode
         summary = run_ok(cli, "distill", recipe, *sets)["distill"]["summary"]
         rows = history(run)
@@ -108,7 +112,7 @@ def test_critical_modes_record_in_history(cli, write_recipe, tmp_path: Path) -> 
         assert [r["samples"] for r in rows] == samples, mode
         assert [r["critical_only"] for r in rows] == critical_only, mode
         assert all(np.isfinite(r["loss"]) for r in rows)
-        # by default a subset is re-mined every epoch (hard by teacher–student disagreement); other modes are not
+        # a subset picked by a score (hard) is re-mined every epoch by teacher–student disagreement; other modes are not
         refresh = summary["refresh"]
         assert (refresh is not None) is (mode == "subset"), mode
         if refresh is not None:
@@ -119,8 +123,11 @@ def test_critical_modes_record_in_history(cli, write_recipe, tmp_path: Path) -> 
 
 
 def test_temperature_per_epoch_in_history(cli, write_recipe, tmp_path: Path) -> None:
-    recipe = write_recipe(teacher=QUICK_TEACHER, data={"source": "digits", "image_size": 16, "max_samples": 100, "batch_size": 32},
-                          distill={"epochs": 3, "lr": 0.05, "critical": {"mode": "none"}})
+    recipe = write_recipe(
+        teacher=QUICK_TEACHER,
+        data={"source": "digits", "image_size": 16, "max_samples": 100, "batch_size": 32},
+        distill={"epochs": 3, "lr": 0.05, "critical": {"mode": "none"}},
+    )
     run = tmp_path / "run"
     fixed = ["--set", "select.temperature.per_sample=false"]
     linear = ["--set", "distill.temperature_schedule={kind: linear, start: 4, end: 2}"]
@@ -146,30 +153,54 @@ def test_temperature_per_epoch_in_history(cli, write_recipe, tmp_path: Path) -> 
     assert [r["temperature_mean"] for r in history(run)] == [4.0, 4.0, 4.0]
 
     # adaptive: update(kd_loss) once per epoch; a threshold no epoch can meet decays T after epoch 2
-    run_ok(cli, "distill", recipe, *fixed, "--set",
-           "distill.temperature_schedule={kind: adaptive, start: 4, min_value: 1, patience: 1, factor: 0.5, threshold: 10}")
+    run_ok(
+        cli,
+        "distill",
+        recipe,
+        *fixed,
+        "--set",
+        "distill.temperature_schedule={kind: adaptive, start: 4, min_value: 1, patience: 1, factor: 0.5, threshold: 10}",
+    )
     assert [r["temperature_mean"] for r in history(run)] == pytest.approx([4.0, 4.0, 2.0])
 
 
 def test_disagreement_probe_and_its_inputs(cli, write_recipe, tmp_path: Path) -> None:
-    recipe = write_recipe(teacher={"arch": "test_resnet", "train": {"epochs": 0}},
-                          data={"source": "digits", "image_size": 16, "max_samples": 100, "batch_size": 32},
-                          select={"strategy": "disagreement", "strategy_args": {"temperature": 2.0}, "probe_epochs": 1})
+    recipe = write_recipe(
+        teacher={"arch": "test_resnet", "train": {"epochs": 0}},
+        data={"source": "digits", "image_size": 16, "max_samples": 100, "batch_size": 32},
+        select={"strategy": "disagreement", "strategy_args": {"temperature": 2.0}, "probe_epochs": 1},
+    )
     summary = run_ok(cli, "run", recipe, "--set", "distill.epochs=0")["select"]["summary"]
     assert summary["strategy"] == "disagreement" and summary["strategy_args"] == {"temperature": 2.0}
     assert all(float(r["score"]) >= -1e-6 for r in read_rows(tmp_path / "run"))  # a KL divergence
     # the probe is an input of select for this strategy only
     assert run_ok(cli, "select", recipe, "--set", "student.arch=test_resnet")["select"]["status"] == "done"
-    assert run_ok(cli, "select", recipe, "--set", "select.strategy=margin", "--set", "select.strategy_args={}")["select"]["status"] == "done"
-    assert run_ok(cli, "select", recipe, "--set", "select.strategy=margin", "--set", "select.strategy_args={}",
-                  "--set", "student.arch=test_resnet")["select"]["status"] == "skipped"
+    assert (
+        run_ok(cli, "select", recipe, "--set", "select.strategy=margin", "--set", "select.strategy_args={}")["select"]["status"] == "done"
+    )
+    assert (
+        run_ok(
+            cli,
+            "select",
+            recipe,
+            "--set",
+            "select.strategy=margin",
+            "--set",
+            "select.strategy_args={}",
+            "--set",
+            "student.arch=test_resnet",
+        )["select"]["status"]
+        == "skipped"
+    )
 
 
 def test_view_scores_policy_refresh_and_cost(cli, write_recipe, tmp_path: Path) -> None:
-    recipe = write_recipe(teacher={"arch": "test_resnet", "train": {"epochs": 0}},
-                          data={"source": "digits", "image_size": 16, "max_samples": 100, "batch_size": 16, "augment": {"enabled": False}},
-                          select={"strategy": "view_loss", "views": 2, "policy": "mix", "top_k_ratio": 0.4, "refresh_every": 1},
-                          distill={"epochs": 2, "lr": 0.05, "critical": {"mode": "subset"}})
+    recipe = write_recipe(
+        teacher={"arch": "test_resnet", "train": {"epochs": 0}},
+        data={"source": "digits", "image_size": 16, "max_samples": 100, "batch_size": 16, "augment": {"enabled": False}},
+        select={"strategy": "view_loss", "views": 2, "policy": "mix", "top_k_ratio": 0.4, "refresh_every": 1},
+        distill={"epochs": 2, "lr": 0.05, "critical": {"mode": "subset"}},
+    )
     run = tmp_path / "run"
     stages = {name: run_ok(cli, name, recipe)[name] for name in ("teacher", "select", "distill")}
     select, distill = stages["select"]["summary"], stages["distill"]["summary"]

@@ -12,12 +12,17 @@ import pytest
 import torch
 from timm.models.resnet import ResNet
 
-from cann_distill.distiller import Distiller
+from cann_distill.teaching.distiller import Distiller
 
 pytestmark = pytest.mark.slow
 
-DATA = {"source": "digits", "image_size": 16, "max_samples": 300, "batch_size": 32,
-        "augment": {"enabled": True, "scale": [0.5, 1.0], "ratio": [0.8, 1.25], "hflip": 0.0, "color_jitter": 0.2}}
+DATA = {
+    "source": "digits",
+    "image_size": 16,
+    "max_samples": 300,
+    "batch_size": 32,
+    "augment": {"enabled": True, "scale": [0.5, 1.0], "ratio": [0.8, 1.25], "hflip": 0.0, "color_jitter": 0.2},
+}
 
 
 def run_ok(cli, *args: str) -> dict:
@@ -73,8 +78,10 @@ def test_each_target_source_end_to_end(cli, write_recipe, tmp_path: Path) -> Non
 
 
 def test_replay_with_mixup_resumes_bit_exactly(cli, write_recipe, tmp_path: Path, monkeypatch) -> None:
-    recipe = write_recipe(data={**DATA, "augment": {**DATA["augment"], "mixup_alpha": 0.4, "cutmix_alpha": 1.0}},
-                          distill={"epochs": 3, "lr": 0.05, "teacher_targets": "replay", "replay": {"draws": 2, "top_k": 4}})
+    recipe = write_recipe(
+        data={**DATA, "augment": {**DATA["augment"], "mixup_alpha": 0.4, "cutmix_alpha": 1.0}},
+        distill={"epochs": 3, "lr": 0.05, "teacher_targets": "replay", "replay": {"draws": 2, "top_k": 4}},
+    )
     run_ok(cli, "teacher", recipe)
     run_ok(cli, "select", recipe)
     summary = run_ok(cli, "distill", recipe)["distill"]["summary"]

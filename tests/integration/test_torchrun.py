@@ -65,8 +65,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("torchrun")
     paths: dict[str, Path] = {"root": root}
     for name in ("one", "two"):
-        recipe = {**RECIPE, "name": name, "run_dir": str(root / name),
-                  "select": {**RECIPE["select"], "cache_dir": str(root / f"cache_{name}")}}
+        recipe = {
+            **RECIPE,
+            "name": name,
+            "run_dir": str(root / name),
+            "select": {**RECIPE["select"], "cache_dir": str(root / f"cache_{name}")},
+        }
         paths[name], paths[f"{name}.yaml"] = root / name, root / f"{name}.yaml"
         paths[f"{name}.yaml"].write_text(yaml.safe_dump(recipe, sort_keys=False))
     cli = CliRunner()
@@ -91,7 +95,9 @@ def test_select_merges_into_the_single_process_index_and_cache(runs: dict[str, P
     assert len(entries) == 1 and entries[0].read_bytes() == (root / "cache_one" / "teacher_outputs" / entries[0].name).read_bytes()
     # the replay draws: each rank labelled its batches of the 2 × 160 views, rank 0 wrote them into one entry
     draws = sorted(p.relative_to(root / "cache_two") for p in (root / "cache_two" / "teacher_replay").rglob("*.npy"))
-    assert len(draws) == 2 and draws == sorted(p.relative_to(root / "cache_one") for p in (root / "cache_one" / "teacher_replay").rglob("*.npy"))
+    assert len(draws) == 2 and draws == sorted(
+        p.relative_to(root / "cache_one") for p in (root / "cache_one" / "teacher_replay").rglob("*.npy")
+    )
     for rel in draws:
         assert (root / "cache_two" / rel).read_bytes() == (root / "cache_one" / rel).read_bytes(), rel
     assert json.loads((two / "select" / "summary.json").read_text())["replay"]["shape"] == [2, 160, 10]
@@ -130,9 +136,16 @@ def test_dead_rank_stops_the_other_and_one_process_resumes(runs: dict[str, Path]
     run = runs["two"]
     args = [str(runs["two.yaml"]), "--force", "--set", "distill.epochs=5", "--set", "runtime.dist_timeout_s=60"]
     env = {**os.environ, **ENV, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2"}
-    procs = [subprocess.Popen([sys.executable, "-m", "cann_distill", "distill", *args], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True, env={**env, "RANK": str(r), "LOCAL_RANK": str(r)})
-             for r in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "cann_distill", "distill", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+        )
+        for r in (0, 1)
+    ]
     resume = run / RESUME
     deadline = time.monotonic() + 180
     while not resume.exists() and time.monotonic() < deadline and procs[0].poll() is None:

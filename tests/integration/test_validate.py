@@ -8,12 +8,12 @@ import pytest
 import torch
 import yaml
 
-from cann_distill.models import create_model
-from cann_distill.pipeline import run_stages
+from cann_distill.api import run_stages
+from cann_distill.core.recipe_load import load_recipe
+from cann_distill.models.build import create_model
 from cann_distill.quant import ort as q
 from cann_distill.quant.export import export_onnx
 from cann_distill.quant.gap import layer_gap
-from cann_distill.recipe import load_recipe
 
 pytestmark = pytest.mark.slow
 
@@ -49,8 +49,11 @@ def distilled(tmp_path_factory) -> tuple[Path, dict]:
     from tests.conftest import TINY
 
     root = tmp_path_factory.mktemp("validate")
-    data = {**TINY, "run_dir": str(root / "run"),
-            "validate": {**TINY["validate"], "gap": {"samples": 32}, "feedback": {"search": True, "max_exclude": 2}}}
+    data = {
+        **TINY,
+        "run_dir": str(root / "run"),
+        "validate": {**TINY["validate"], "gap": {"samples": 32}, "feedback": {"search": True, "max_exclude": 2}},
+    }
     path = root / "tiny.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     run_stages(load_recipe(path), ["teacher", "select", "distill"])
@@ -63,8 +66,9 @@ def test_strict_gate_fails_and_passes(cli, distilled) -> None:
     assert result.exit_code == 1
     assert "Error: deployment gate failed: params_m" in result.stderr
     assert "FAIL" in result.stderr
-    result = cli("validate", path, "--strict", "--json", "--set", "validate.budgets.params_m=100",
-                 "--set", "validate.budgets.max_accuracy_drop=1.0")
+    result = cli(
+        "validate", path, "--strict", "--json", "--set", "validate.budgets.params_m=100", "--set", "validate.budgets.max_accuracy_drop=1.0"
+    )
     assert result.exit_code == 0, result.stderr
     gate = json.loads(result.stdout)["stages"][0]["summary"]["gate"]
     assert {g["budget"] for g in gate} == {"latency_ms_p99", "size_mb", "params_m", "max_accuracy_drop"}
@@ -119,6 +123,7 @@ def test_apply_feedback_writes_a_patched_recipe(cli, distilled, tmp_path: Path, 
         def measured(changes):
             acc = evaluate(changes)
             return baseline + 0.05 if changes.get("calibration.method") == "entropy" else min(acc, baseline)
+
         return real(cfg, fb, drop, gap_rows, arch, baseline, scheme, measured, **kw)
 
     monkeypatch.setattr(validate_stage, "suggest_fixes", rigged)
@@ -171,6 +176,7 @@ def test_feedback_measures_and_applies_the_qad_fix(cli, distilled, monkeypatch) 
         def measured(changes):  # every candidate really runs; QAD is made to win so that it gets applied
             acc = evaluate(changes)
             return baseline + 0.05 if QAD_ENABLED in changes else min(acc, baseline)
+
         return real(cfg, fb, 0.5, gap_rows, arch, baseline, scheme, measured, **kw)
 
     monkeypatch.setattr(qad, "trial_int8_acc", trial)
@@ -202,7 +208,7 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def test_export_failure_names_the_op_and_layer(tmp_path: Path) -> None:
-    from cann_distill.errors import StageError
+    from cann_distill.core.errors import StageError
 
     class Spectrum(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -17,8 +17,14 @@ N = 640  # samples per epoch
 
 def speed_run(arm: str, repeat: int, seconds: float, select: float | None = None) -> dict[str, Any]:
     """3 epochs: a slow warm-up epoch, then two of `seconds` each (rate N / seconds)."""
-    run: dict[str, Any] = {"arm": arm, "status": "done", "repeat": repeat, "seed": 0, "teacher_targets": "online",
-                           "epochs": [{"seconds": 99.0, "samples": N, "steps": 10}] + [{"seconds": seconds, "samples": N, "steps": 10}] * 2}
+    run: dict[str, Any] = {
+        "arm": arm,
+        "status": "done",
+        "repeat": repeat,
+        "seed": 0,
+        "teacher_targets": "online",
+        "epochs": [{"seconds": 99.0, "samples": N, "steps": 10}] + [{"seconds": seconds, "samples": N, "steps": 10}] * 2,
+    }
     if select is not None:
         run["stages"] = {"select": {"seconds": select}}
     return run
@@ -26,8 +32,15 @@ def speed_run(arm: str, repeat: int, seconds: float, select: float | None = None
 
 def acc_run(arm: str, seed: int, acc: float) -> dict[str, Any]:
     """Two epochs at 64 samples/s; replay's select takes 20 s."""
-    return {"arm": arm, "status": "done", "seed": seed, "test_acc": acc, "teacher_targets": arm,
-            "epochs": [{"seconds": 10.0, "samples": N, "steps": 10}] * 2, "stages": {"select": {"seconds": 20.0 if arm == "replay" else 0.0}}}
+    return {
+        "arm": arm,
+        "status": "done",
+        "seed": seed,
+        "test_acc": acc,
+        "teacher_targets": arm,
+        "epochs": [{"seconds": 10.0, "samples": N, "steps": 10}] * 2,
+        "stages": {"select": {"seconds": 20.0 if arm == "replay" else 0.0}},
+    }
 
 
 @pytest.fixture
@@ -35,15 +48,27 @@ def data() -> dict[str, Any]:
     plain = [speed_run("plain", r, N / rate) for r, rate in enumerate((64.0, 32.0, 40.0))]  # median 40
     replay = [speed_run("replay", r, N / rate, select=5.0) for r, rate in enumerate((200.0, 160.0, 128.0))]  # median 160
     skipped = {"arm": "torchdistill", "status": "skipped", "reason": "no python at /nowhere", "seed": 0, "repeat": 0}
-    accuracy = [acc_run(arm, s, a) for arm, accs in {"online": (0.98, 0.97, 0.99), "cached": (0.95, 0.96, 0.94),
-                                                      "replay": (0.979, 0.981, 0.98)}.items() for s, a in enumerate(accs)]
+    accuracy = [
+        acc_run(arm, s, a)
+        for arm, accs in {"online": (0.98, 0.97, 0.99), "cached": (0.95, 0.96, 0.94), "replay": (0.979, 0.981, 0.98)}.items()
+        for s, a in enumerate(accs)
+    ]
     return {
-        "smoke": False, "command": "python scripts/bench/bench.py --out x.json", "out": "x.json",
-        "settings": {"student": "mobilenetv3_small_050", "speed": {"epochs": 3, "repeats": 3},
-                     "accuracy": {"teacher": "resnet18", "epochs": 30, "seeds": [0, 1, 2]}},
-        "arms": {"plain": {"label": "plain PyTorch KD"}, "torchdistill": {"label": "torchdistill KD"},
-                 "online": {"label": "cann-distill online"}, "cached": {"label": "cann-distill cached"},
-                 "replay": {"label": "cann-distill replay"}},
+        "smoke": False,
+        "command": "python scripts/bench/bench.py --out x.json",
+        "out": "x.json",
+        "settings": {
+            "student": "mobilenetv3_small_050",
+            "speed": {"epochs": 3, "repeats": 3},
+            "accuracy": {"teacher": "resnet18", "epochs": 30, "seeds": [0, 1, 2]},
+        },
+        "arms": {
+            "plain": {"label": "plain PyTorch KD"},
+            "torchdistill": {"label": "torchdistill KD"},
+            "online": {"label": "cann-distill online"},
+            "cached": {"label": "cann-distill cached"},
+            "replay": {"label": "cann-distill replay"},
+        },
         "speed": {"resnet50": {"runs": [skipped, *plain, *replay]}},
         "accuracy": {"teacher": {"epochs": 15, "test_acc": 0.98}, "runs": accuracy},
     }
@@ -51,7 +76,7 @@ def data() -> dict[str, Any]:
 
 def row(page: str, label: str, section: str = "") -> list[str]:
     """The cells of the first table row whose first cell is `label` (after the heading `section`)."""
-    line = next(ln for ln in page[page.index(section):].splitlines() if ln.startswith(f"| {label} |"))
+    line = next(ln for ln in page[page.index(section) :].splitlines() if ln.startswith(f"| {label} |"))
     return [c.strip() for c in line.strip("|").split(" | ")]
 
 
@@ -98,8 +123,15 @@ def test_accuracy_rows_are_mean_and_sample_std_over_seeds(data: dict[str, Any]) 
     page = bench_report.render(data)
     assert row(page, "cann-distill online", "## Accuracy")[1:3] == ["98.00 ± 1.00%", "98.00, 97.00, 99.00"]
     assert row(page, "cann-distill cached", "## Accuracy")[1] == "95.00 ± 1.00%"
-    assert row(page, "cann-distill replay", "## Accuracy")[1:] == ["98.00 ± 0.10%", "97.90, 98.10, 98.00", "–", "replay", "64.0", "20.00",
-                                                                   "32.0"]  # no student arm: no TE
+    assert row(page, "cann-distill replay", "## Accuracy")[1:] == [
+        "98.00 ± 0.10%",
+        "97.90, 98.10, 98.00",
+        "–",
+        "replay",
+        "64.0",
+        "20.00",
+        "32.0",
+    ]  # no student arm: no TE
 
 
 def test_smoke_runs_are_labelled_and_failures_do_not_break_tables(data: dict[str, Any]) -> None:
@@ -115,12 +147,20 @@ def test_smoke_runs_are_labelled_and_failures_do_not_break_tables(data: dict[str
 @pytest.fixture
 def photo_data(data: dict[str, Any]) -> dict[str, Any]:
     """The accuracy arms of a photo run: teacher 90%, the student alone 70/72/74%."""
-    accs = {"student": (0.70, 0.72, 0.74), "plain": (0.80, 0.82, 0.84), "torchdistill": (0.79, 0.80, 0.81),
-            "default": (0.75, 0.76, 0.77), "patient": (0.85, 0.84, 0.86)}
-    data["arms"].update(student={"label": "student alone (CE)"}, default={"label": "cann-distill default"},
-                        patient={"label": "cann-distill patient"})
-    data["accuracy"] = {"teacher": {"epochs": 15, "test_acc": 0.90},
-                        "runs": [acc_run(arm, s, a) for arm, v in accs.items() for s, a in enumerate(v)]}
+    accs = {
+        "student": (0.70, 0.72, 0.74),
+        "plain": (0.80, 0.82, 0.84),
+        "torchdistill": (0.79, 0.80, 0.81),
+        "default": (0.75, 0.76, 0.77),
+        "patient": (0.85, 0.84, 0.86),
+    }
+    data["arms"].update(
+        student={"label": "student alone (CE)"}, default={"label": "cann-distill default"}, patient={"label": "cann-distill patient"}
+    )
+    data["accuracy"] = {
+        "teacher": {"epochs": 15, "test_acc": 0.90},
+        "runs": [acc_run(arm, s, a) for arm, v in accs.items() for s, a in enumerate(v)],
+    }
     return data
 
 
@@ -139,11 +179,13 @@ def test_transfer_efficiency_is_per_seed_with_mean_and_std(photo_data: dict[str,
 
 def test_where_cann_distill_loses_names_arms_beyond_the_spread(photo_data: dict[str, Any]) -> None:
     page = bench_report.render(photo_data)
-    section = page[page.index("### Where cann-distill loses"):]
+    section = page[page.index("### Where cann-distill loses") :]
     losses = [ln for ln in section.splitlines() if ln.startswith("- ")]
     # default 76 ± 1: plain (82 ± 2) and torchdistill (80 ± 1) lead by more than the spread; patient (85) beats all
-    assert losses == ["- plain PyTorch KD beats cann-distill default by 6.00 pt test top-1 (mean over 3 seed(s); spread 2.00 pt)",
-                      "- torchdistill KD beats cann-distill default by 4.00 pt test top-1 (mean over 3 seed(s); spread 1.00 pt)"]
+    assert losses == [
+        "- plain PyTorch KD beats cann-distill default by 6.00 pt test top-1 (mean over 3 seed(s); spread 2.00 pt)",
+        "- torchdistill KD beats cann-distill default by 4.00 pt test top-1 (mean over 3 seed(s); spread 1.00 pt)",
+    ]
     photo_data["accuracy"]["runs"] = [r for r in photo_data["accuracy"]["runs"] if r["arm"] != "default"]
     page = bench_report.render(photo_data)
     assert "- No arm beats cann-distill patient by more than the spread." in page
@@ -157,7 +199,8 @@ def bench_mod() -> Any:
 
 
 def test_settings_accept_adamw_with_warmup(bench_mod: Any, tmp_path: Path) -> None:
-    from cann_distill.recipe import load_recipe, resource_dir
+    from cann_distill.core.recipe import resource_dir
+    from cann_distill.core.recipe_load import load_recipe
 
     path = resource_dir("recipes") / "mobilenetv3_small_050_from_resnet18_digits.yaml"
     recipe = load_recipe(path, ["distill.optimizer=adamw", "distill.lr=0.001", "distill.warmup_epochs=2"])
@@ -171,7 +214,8 @@ def test_settings_accept_adamw_with_warmup(bench_mod: Any, tmp_path: Path) -> No
 
 
 def test_settings_refuse_a_third_loss_in_one_line(bench_mod: Any) -> None:
-    from cann_distill.recipe import load_recipe, resource_dir
+    from cann_distill.core.recipe import resource_dir
+    from cann_distill.core.recipe_load import load_recipe
 
     path = resource_dir("recipes") / "mobilenetv3_small_050_from_resnet18_digits.yaml"
     recipe = load_recipe(path, ["distill.losses=[{kind: ce, weight: 0.5}, {kind: kd, weight: 0.5}, {kind: dkd, weight: 1.0}]"])
@@ -187,6 +231,6 @@ def test_the_shared_schedule_warms_up_per_step_then_decays() -> None:
     sched = arm_common.StepSchedule(epochs=4, steps_per_epoch=10, warmup_epochs=1)
     assert sched(0) == pytest.approx(0.1) and sched(9) == pytest.approx(1.0)  # end of the current step, as cann-distill
     assert sched(10) == pytest.approx(1.0) and sched(25) == pytest.approx(0.5)
-    from cann_distill.train import lr_factor
+    from cann_distill.training.update import lr_factor
 
     assert [sched(k) for k in range(40)] == pytest.approx([lr_factor(k / 10, 4, 1, 0.1) for k in range(40)])

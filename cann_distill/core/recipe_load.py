@@ -1,0 +1,456 @@
+"""Reading a recipe: YAML, `--set` overrides, defaults, the schema and the semantic checks, all before any work.
+
+Everything is checked before any work starts, and all problems are reported at once, on one
+line, each with its key path and where it was written
+(`r.yaml:31:9: distill.losses[1].kind: unknown loss 'kdd' (known: ce, kd)`). Recipes are
+untrusted input: the text is read by `cann_distill.core.safeyaml` (UTF-8, bounded size, depth and
+aliases, YAML 1.2 core scalars, no duplicate keys), every value is checked there for what no
+field may hold (non-finite floats, control characters), and the schema is strict (no `true` → 1,
+no `"3"` → 3).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Optional, Union
+
+from pydantic import ValidationError
+
+from cann_distill.core.errors import RecipeError, UsageError, cut, preview
+from cann_distill.core.recipe import (
+    DataConfig,
+    ModelConfig,
+    Recipe,
+    default_recipe_path,
+    format_loc,
+    hardware_profile,
+    schema_errors,
+    selection_policy,
+    timm_archs,
+)
+from cann_distill.core.registries import LOSSES, SCHEDULES, SELECTORS
+from cann_distill.core.registry import suggest
+from cann_distill.core.safeyaml import (
+    Document,
+    YAMLSyntaxError,
+    key_text,
+    load_document,
+    load_value,
+    render_errors,
+    value_errors,
+)
+
+
+def read_document(path: Path) -> Document:
+    """A recipe file as data plus where each key was written (see cann_distill.core.safeyaml)."""
+    if not path.exists():
+        raise UsageError(f"recipe not found: {path}")
+    if path.is_dir():
+        raise UsageError(f"recipe is a directory, not a YAML file: {path}")
+    return load_document(path)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    return read_document(path).data
+
+
+_INDEX = re.compile(r"^(\w+)\[(\d+)\]$")
+
+
+def split_key(key: str) -> list[Union[str, int]]:
+    parts: list[Union[str, int]] = []
+    for raw in key.split("."):
+        m = _INDEX.match(raw)
+        if m:
+            parts += [m.group(1), int(m.group(2))]
+        elif raw.isdigit():
+            parts.append(int(raw))
+        elif raw:
+            parts.append(raw)
+        else:
+            raise UsageError(f"--set {key_text(key)}: empty key segment")
+    return parts
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], positions: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Apply `a.b=c` / `a.list[1].k=v` overrides; values are parsed as YAML like a recipe file.
+
+    `positions` (a Document's) learns that the overridden paths now come from `--set`.
+    """
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise UsageError(f"--set {key_text(item)}: expected KEY=VALUE, e.g. --set distill.epochs=2")
+        key, raw = item.split("=", 1)
+        label = f"--set {key_text(key)}"
+        try:
+            value = load_value(raw, label) if raw != "" else None
+        except YAMLSyntaxError:
+            value = raw
+        parts = split_key(key.strip())
+        node: Any = data
+        for i, part in enumerate(parts[:-1]):
+            nxt = parts[i + 1]
+            if isinstance(part, int):
+                if not isinstance(node, list) or part >= len(node):
+                    raise UsageError(f"{label}: index [{part}] out of range")
+                node = node[part]
+                continue
+            if not isinstance(node, dict):
+                raise UsageError(f"{label}: '{key_text(part)}' is not inside a mapping")
+            if part not in node or node[part] is None:
+                node[part] = [] if isinstance(nxt, int) else {}
+            node = node[part]
+        last = parts[-1]
+        if isinstance(last, int):
+            if not isinstance(node, list) or last >= len(node):
+                raise UsageError(f"{label}: index [{last}] out of range")
+            node[last] = value
+        elif isinstance(node, dict):
+            node[last] = value
+        else:
+            raise UsageError(f"{label}: '{key_text(last)}' is not inside a mapping")
+        if positions is not None:
+            path = format_loc(tuple(parts))
+            for p in [p for p in positions if p == path or p.startswith((path + ".", path + "["))]:
+                del positions[p]
+            positions[path] = "--set"
+    return data
+
+
+def semantic_errors(recipe: Recipe) -> list[str]:
+    """Checks that need the registries, timm or the file system."""
+    errors: list[str] = []
+    archs = timm_archs()
+    for role in ("teacher", "student"):
+        cfg: ModelConfig = getattr(recipe, role)
+        if cfg.arch not in archs:
+            errors.append(f"{role}.arch: unknown timm architecture {preview(cfg.arch)}{suggest(cfg.arch, sorted(archs))}")
+        if cfg.checkpoint and not Path(cfg.checkpoint).is_file():
+            errors.append(f"{role}.checkpoint: file not found: {cfg.checkpoint}")
+    errors += _data_errors(recipe)
+    channels = recipe.data.channels or (1 if recipe.data.source == "digits" else 3)
+    for section in ("data", "teacher"):
+        for key in ("mean", "std"):
+            value = getattr(getattr(recipe, section), key)
+            if value is None:
+                continue
+            if len(value) != channels:
+                errors.append(f"{section}.{key}: needs {channels} value(s), one per channel, got {len(value)}")
+            if not all(math.isfinite(v) for v in value):
+                errors.append(f"{section}.{key}: every value must be finite")
+            elif key == "std" and any(v <= 0 for v in value):
+                errors.append(f"{section}.std: every value must be > 0")
+    errors += _select_errors(recipe)
+    errors += _qat_errors(recipe)
+    for i, spec in enumerate(recipe.distill.losses):
+        path = f"distill.losses[{i}]"
+        if spec.kind not in LOSSES:
+            errors.append(f"{path}.kind: {LOSSES.unknown_message(spec.kind)}{suggest(spec.kind, LOSSES.names())}")
+            continue
+        errors += _component_errors(LOSSES, spec.kind, spec.kwargs(), path, path, arg_in_path=False)
+    if all(spec.weight == 0 for spec in recipe.distill.losses):
+        errors.append("distill.losses: at least one loss needs a weight > 0")
+    errors += _schedule_errors(recipe)
+    if recipe.validate_.provider is not None:
+        import onnxruntime as ort
+
+        if recipe.validate_.provider not in ort.get_all_providers():
+            errors.append(
+                f"validate.provider: onnxruntime does not know {preview(recipe.validate_.provider)}"
+                f"{suggest(recipe.validate_.provider, ort.get_all_providers())}"
+            )
+    try:
+        hardware_profile(recipe.validate_.target)
+    except RecipeError as exc:
+        errors.append(f"validate.target: {exc}")
+    return errors
+
+
+def class_folders(folder: Path) -> list[str]:
+    """A split's class folder names, sorted (hidden folders skipped): their order is the class order."""
+    return sorted(d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def class_mismatch(split: str, train: list[str], other: list[str]) -> Optional[str]:
+    """How `split`'s class folders differ from train's, or None when they match."""
+    missing, extra = sorted(set(train) - set(other)), sorted(set(other) - set(train))
+    if not (missing or extra):
+        return None
+    diff = ", ".join(
+        ([f"missing in {split}: {', '.join(missing[:5])}"] if missing else [])
+        + ([f"not in train: {', '.join(extra[:5])}"] if extra else [])
+    )
+    return f"class folders of {split}/ do not match train/ ({diff})"
+
+
+def _photos_errors(data: DataConfig) -> list[str]:
+    from cann_distill.core.paths import photo_files
+
+    if data.root is None:
+        return []
+    root = Path(data.root)
+    if not root.is_dir():
+        return [f"data.root: photo folder not found: {root}"]
+    found = len(photo_files(root))
+    if found < 2:
+        return [f"data.root: {root} needs at least two photos (.jpg/.jpeg/.png/.webp), one per class, found {found}"]
+    if min(data.crops_per_class) < 1:
+        return [f"data.crops_per_class: every count must be >= 1, got {list(data.crops_per_class)}"]
+    return []
+
+
+def _data_errors(recipe: Recipe) -> list[str]:
+    """Dataset folders and class folders that match across splits; augmentation that timm and the losses accept."""
+    data, errors = recipe.data, []
+    if data.source == "imagefolder":
+        if not data.root:
+            errors.append("data.root: required when data.source is 'imagefolder'")
+        else:
+            root = Path(data.root)
+            for split in ("train", "val"):
+                if not (root / split).is_dir():
+                    errors.append(f"data.root: dataset folder not found: {root / split} (expected <root>/{split}/<class>/*)")
+            if not errors:
+                train = class_folders(root / "train")
+                if not train:
+                    errors.append(f"data.root: no class folders in {root / 'train'} (expected {root / 'train'}/<class>/*)")
+                for split in ("val", "test"):
+                    if split == "test" and not (root / split).is_dir():
+                        continue
+                    if (mismatch := class_mismatch(split, train, class_folders(root / split))) is not None:
+                        errors.append(f"data.root: {mismatch}")
+    if data.source == "photos":
+        errors += _photos_errors(data)
+    aug = data.augment
+    if aug.enabled and aug.auto_augment:
+        from timm.data import create_transform
+
+        try:
+            create_transform(32, is_training=True, auto_augment=aug.auto_augment)
+        except Exception as exc:  # timm raises AssertionError / KeyError / ValueError for bad policy strings
+            errors.append(
+                f"data.augment.auto_augment: timm does not accept {preview(aug.auto_augment, 60)} ({type(exc).__name__}: "
+                f"{cut(str(exc), 80)}); e.g. rand-m9-mstd0.5, augmix-m5-w3, original"
+            )
+    for lo_hi in ("scale", "ratio"):
+        lo, hi = getattr(aug, lo_hi)
+        if not 0 < lo <= hi or (lo_hi == "scale" and hi > 1):
+            errors.append(f"data.augment.{lo_hi}: needs 0 < low <= high{' <= 1' if lo_hi == 'scale' else ''}, got [{lo}, {hi}]")
+    if aug.mixes:
+        for i, spec in enumerate(recipe.distill.losses):
+            if spec.kind not in LOSSES or LOSSES.get(spec.kind).soft_targets or LOSSES.check_kwargs(spec.kind, spec.kwargs()):
+                continue  # unknown kinds and bad arguments are reported with the losses below
+            try:
+                reads_labels = "targets" in LOSSES.build(spec.kind, **spec.kwargs()).requires
+            except (ValueError, TypeError):
+                continue  # a value the loss refuses: reported with the losses below
+            if reads_labels:
+                errors.append(
+                    f"distill.losses[{i}].kind: '{spec.kind}' needs hard labels, but data.augment mixes images "
+                    "(mixup_alpha/cutmix_alpha > 0) into soft targets; use ce + kd, or turn mixing off"
+                )
+        sizes = {
+            "data.batch_size": data.batch_size,
+            "teacher.train.batch_size": recipe.teacher.train.batch_size,
+            "distill.batch_size": recipe.distill.batch_size,
+        }
+        for key, size in sizes.items():
+            if size is not None and size % 2:
+                errors.append(f"{key}: mixup/cutmix pairs images within a batch, so the batch size must be even, got {size}")
+    return errors
+
+
+def fill_data_defaults(recipe: Recipe) -> None:
+    """Input size, mean/std, crop and interpolation the recipe leaves open, from the teacher's pretrained_cfg
+    (timm's `resolve_data_config`); digits: 32 px, 0.5/0.5, no crop, bilinear. The resolved recipe records them."""
+    data = recipe.data
+    channels = data.channels or (1 if data.source == "digits" else 3)
+    if data.source == "digits":
+        resolved = {
+            "input_size": (channels, 32, 32),
+            "mean": (0.5,) * channels,
+            "std": (0.5,) * channels,
+            "crop_pct": 1.0,
+            "interpolation": "bilinear",
+        }
+    else:
+        import timm
+        from timm.data import resolve_data_config
+
+        cfg = timm.models.get_pretrained_cfg(recipe.teacher.arch)
+        resolved = resolve_data_config({}, pretrained_cfg=cfg.to_dict() if cfg is not None else {})
+        if data.source == "photos":  # crops are cut at their final size: 32 px, nothing to centre-crop
+            resolved = {**resolved, "input_size": (channels, 32, 32), "crop_pct": 1.0}
+    mean, std = list(resolved["mean"]), list(resolved["std"])
+    if channels == 1 and len(mean) != 1:  # a grayscale dataset: one channel of the teacher's statistics' mean
+        mean, std = [sum(mean) / len(mean)], [sum(std) / len(std)]
+    updates = {
+        "image_size": data.image_size or int(resolved["input_size"][-1]),
+        "mean": data.mean or mean,
+        "std": data.std or std,
+        "crop_pct": data.crop_pct or float(resolved.get("crop_pct") or 1.0),
+        "interpolation": data.interpolation
+        or (resolved.get("interpolation") if resolved.get("interpolation") in ("bilinear", "bicubic", "nearest") else "bilinear"),
+        "channels": channels,
+    }
+    recipe.data = data.model_copy(update=updates)
+
+
+def _component_errors(registry: Any, name: str, kwargs: dict[str, Any], path: str, args_path: str, arg_in_path: bool = True) -> list[str]:
+    """Bind `kwargs` against a registered component and build it once; errors carry their key path.
+
+    With `arg_in_path`, a constructor error that starts with an argument's name is moved onto
+    that argument's path; without it, it is reported on `path` as raised (loss messages).
+    """
+    bad = registry.check_kwargs(name, kwargs)
+    if bad:
+        return [f"{args_path}.{arg}: {msg}" for arg, msg in bad]
+    try:
+        registry.build(name, **kwargs)
+    except (ValueError, TypeError) as exc:
+        # "alpha must be in [0, 1]" → "<args_path>.alpha: must be in [0, 1]"
+        first, _, rest = str(exc).partition(" ")
+        if arg_in_path and first in kwargs and rest:
+            return [f"{args_path}.{first}: {rest}"]
+        return [f"{path}: {exc}"]
+    return []
+
+
+def _select_errors(recipe: Recipe) -> list[str]:
+    sel = recipe.select
+    errors: list[str] = []
+    if sel.strategy not in SELECTORS:
+        errors.append(f"select.strategy: {SELECTORS.unknown_message(sel.strategy)}{suggest(sel.strategy, SELECTORS.names())}")
+    else:
+        errors += _component_errors(SELECTORS, sel.strategy, sel.strategy_args, "select.strategy_args", "select.strategy_args")
+    errors += _policy_errors(recipe)
+    t = sel.temperature
+    if t.t_min > t.t_max:
+        errors.append(f"select.temperature.t_min: must be <= t_max, got t_min={t.t_min} > t_max={t.t_max}")
+    elif not t.t_min <= t.base <= t.t_max:
+        errors.append(f"select.temperature.base: must lie in [t_min, t_max] = [{t.t_min}, {t.t_max}], got {t.base}")
+    if not t.t_easy <= t.base:
+        errors.append(f"select.temperature.t_easy: must be <= base ({t.base}), got {t.t_easy}")
+    if not t.base <= t.t_hard:
+        errors.append(f"select.temperature.t_hard: must be >= base ({t.base}), got {t.t_hard}")
+    return errors
+
+
+def _qat_errors(recipe: Recipe) -> list[str]:
+    qat, errors = recipe.distill.qat, []
+    if not qat.enabled:
+        return errors
+    for key in ("freeze_observers_epoch", "freeze_bn_epoch"):
+        value = getattr(qat, key)
+        if value is not None and value > qat.epochs:
+            errors.append(f"distill.qat.{key}: {value} is past the last QAD epoch (distill.qat.epochs={qat.epochs})")
+    if qat.ema_decay is not None:
+        errors.append("distill.qat.ema_decay: not supported in QAD (an averaged copy would lose the quantizers' hooks)")
+    if recipe.validate_.per_channel and recipe.validate_.opset < 13:
+        errors.append(f"validate.opset: per-channel QDQ (QuantizeLinear axis) needs opset >= 13, got {recipe.validate_.opset}")
+    both = set(qat.keep_float) & set(qat.per_tensor)
+    if both:
+        errors.append(f"distill.qat.per_tensor: {sorted(both)[0]!r} is also in keep_float")
+    return errors
+
+
+def _policy_errors(recipe: Recipe) -> list[str]:
+    """select.mix, refresh_every and the probe a strategy needs."""
+    sel, errors = recipe.select, []
+    if sel.mix is not None:
+        total = sel.mix.hard + sel.mix.medium + sel.mix.easy
+        if selection_policy(recipe) != "mix":
+            errors.append(f"select.mix: only read with select.policy: mix (policy is {selection_policy(recipe)})")
+        elif abs(total - 1.0) > 1e-6:
+            errors.append(
+                f"select.mix: hard + medium + easy must sum to 1, got {sel.mix.hard} + {sel.mix.medium} + {sel.mix.easy} = {total:.4g}"
+            )
+    if sel.refresh_every not in (None, "auto"):
+        epochs = recipe.distill.epochs
+        if sel.refresh_every > epochs:
+            errors.append(
+                f"select.refresh_every: {sel.refresh_every} is more than distill.epochs ({epochs}); the critical samples would never be re-mined"
+            )
+        if recipe.distill.critical.mode == "none":
+            errors.append("select.refresh_every: distill.critical.mode is none, so there are no critical samples to re-mine")
+    if sel.strategy in SELECTORS:
+        need = SELECTORS.get(sel.strategy).min_probe_epochs
+        if sel.probe_epochs is not None and sel.probe_epochs < need:
+            errors.append(
+                f"select.probe_epochs: strategy '{sel.strategy}' scores a student probe's training and needs >= {need} "
+                f"probe epoch(s), got {sel.probe_epochs}"
+            )
+    return errors
+
+
+def _schedule_errors(recipe: Recipe) -> list[str]:
+    spec = recipe.distill.temperature_schedule
+    path = "distill.temperature_schedule"
+    if spec.kind not in SCHEDULES:
+        return [f"{path}.kind: {SCHEDULES.unknown_message(spec.kind)}{suggest(spec.kind, SCHEDULES.names())}"]
+    errors = _component_errors(SCHEDULES, spec.kind, spec.kwargs(), path, path)
+    reads_temperature = (
+        "temperature" in inspect.signature(LOSSES.get(s.kind)).parameters for s in recipe.distill.losses if s.kind in LOSSES
+    )
+    if not spec.is_default and not any(reads_temperature):
+        errors.append(f"{path}: a temperature schedule needs a loss that reads a temperature (kd, dkd)")
+    return errors
+
+
+def _path_and_message(error: str) -> tuple[str, str]:
+    path, sep, msg = error.partition(": ")
+    return (path, msg) if sep and " " not in path else ("", error)
+
+
+def resolve(data: dict[str, Any], source: str = "recipe", name: Optional[str] = None, doc: Optional[Document] = None) -> Recipe:
+    """Validate raw recipe data; raise one RecipeError listing every problem with its key path.
+
+    `doc` (the file's Document) lets each problem name the line it was written on.
+    """
+    errors = value_errors(data)
+    try:
+        # strict, as JSON: `true` is no int, "3" no number, 2.0 no int, while a list fills a tuple field
+        recipe: Optional[Recipe] = Recipe.model_validate_json(json.dumps(data, skipkeys=True, default=str), strict=True)
+    except ValidationError as exc:
+        recipe = None
+        # a value the walk above already refused is not reported again by the schema
+        bad = [path for path, _ in errors]
+        errors += [(loc, msg) for loc, msg in schema_errors(exc) if not any(b == loc or b.startswith((loc + ".", loc + "[")) for b in bad)]
+    if errors or recipe is None:
+        raise RecipeError(render_errors(source, errors, doc))
+    semantic = semantic_errors(recipe)
+    if semantic:
+        raise RecipeError(render_errors(source, [_path_and_message(e) for e in semantic], doc))
+    fill_data_defaults(recipe)
+    if recipe.name is None:
+        try:
+            recipe.name = name or "recipe"
+        except ValidationError:
+            raise RecipeError(f"{source}: the file name cannot serve as the recipe's name; set `name:`") from None
+    return recipe
+
+
+def merge_defaults(defaults: Any, data: Any) -> Any:
+    """Recipe values over schema defaults (mappings merge, everything else replaces)."""
+    if isinstance(defaults, dict) and isinstance(data, dict):
+        return {**defaults, **{k: merge_defaults(defaults.get(k), v) for k, v in data.items()}}
+    return data
+
+
+def load_recipe(path: Union[str, Path, None] = None, overrides: Optional[list[str]] = None) -> Recipe:
+    """Load, override and validate a recipe. `None` loads the packaged default recipe.
+
+    Overrides apply on top of the schema defaults, so `--set distill.losses[1].temperature=2`
+    works on a recipe that relies on the default loss list.
+    """
+    path = Path(path) if path is not None else default_recipe_path()
+    doc = read_document(path)
+    data = merge_defaults(Recipe().to_dict(), doc.data)
+    data = apply_overrides(data, list(overrides or []), doc.positions)
+    return resolve(data, source=str(path), name=path.stem, doc=doc)

@@ -1,0 +1,1 @@
+"""Datasets, splits, loaders and seeding, image decoding, colour jitter."""

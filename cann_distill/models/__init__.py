@@ -1,0 +1,1 @@
+"""timm models, checkpoints, feature taps and connectors."""

@@ -1,0 +1,1 @@
+"""Transfer metrics, the report page and schema, run comparison and the dashboard."""

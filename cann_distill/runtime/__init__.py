@@ -1,0 +1,1 @@
+"""Where code runs: devices, distributed processes, terminal output."""

@@ -1,8 +1,0 @@
-"""Critical-sample mining strategies: teacher outputs → per-sample criticality score (higher = more critical)."""
-
-from __future__ import annotations
-
-from cann_distill.selectors.base import SELECTORS, Selector
-from cann_distill.selectors import dynamics, strategies  # noqa: F401  (registers the built-ins)
-
-__all__ = ["SELECTORS", "Selector"]

@@ -1,0 +1,1 @@
+"""What the teacher gives the student: targets (cached/online/replay), temperature, the distiller, losses."""

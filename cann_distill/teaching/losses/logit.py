@@ -1,0 +1,119 @@
+"""Logit-level losses."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from cann_distill.teaching.losses.base import LOSSES, Loss, Outputs
+
+
+def _temperature(outputs: Outputs, default: float, like: torch.Tensor) -> torch.Tensor:
+    """Per-sample temperature [B, 1]: `outputs["temperature"]` when given, else `default`."""
+    temp = outputs.get("temperature")
+    if temp is None:
+        return torch.full((like.shape[0], 1), default, dtype=like.dtype, device=like.device)
+    return temp.to(like.dtype).reshape(-1, 1)
+
+
+@LOSSES.register("ce")
+class CrossEntropy(Loss):
+    """Cross-entropy of the student against the labels (optional label smoothing).
+
+    Takes soft targets too (mixup/cutmix: class probabilities [B, C], already smoothed by timm's Mixup).
+    """
+
+    requires = ("student.logits", "targets")
+    soft_targets = True
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError("label_smoothing must be in [0, 1)")
+        self.label_smoothing = label_smoothing
+
+    def __call__(self, outputs: Outputs) -> torch.Tensor:
+        s, y = outputs["student.logits"], outputs["targets"]
+        soft = y.dim() == 2  # probabilities: smoothing was applied when they were mixed
+        return F.cross_entropy(s, y.to(s.dtype) if soft else y, reduction="none", label_smoothing=0.0 if soft else self.label_smoothing)
+
+
+@LOSSES.register("kd")
+class HintonKD(Loss):
+    """Hinton et al., "Distilling the Knowledge in a Neural Network" (2015).
+
+    KL(softmax(t/T) || softmax(s/T)) * T^2, so the gradient scale does not shrink with T.
+    A per-sample temperature (`outputs["temperature"]`, shape [B]) overrides the fixed one.
+
+    `teacher.logits` may be log-probabilities: T then applies to them, softmax(log p / T), which for a
+    full distribution is exactly softmax(t / T). Replayed targets (`distill.teacher_targets: replay`,
+    FKD, Shen & Xing, ECCV 2022) arrive so: the teacher's top-k probabilities of the view with the
+    remaining mass spread uniformly over the other classes, as FKD does (`cann_distill.teaching.targets`).
+    """
+
+    requires = ("student.logits", "teacher.logits")
+    teacher_logits = "distribution"
+
+    def __init__(self, temperature: float = 4.0) -> None:
+        if not temperature > 0:
+            raise ValueError("temperature must be > 0")
+        self.temperature = temperature
+
+    def __call__(self, outputs: Outputs) -> torch.Tensor:
+        s = outputs["student.logits"]
+        t = outputs["teacher.logits"].to(s.dtype)
+        temp = _temperature(outputs, self.temperature, s)
+        log_p_s = F.log_softmax(s / temp, dim=1)
+        log_p_t = F.log_softmax(t / temp, dim=1)
+        kl = (log_p_t.exp() * (log_p_t - log_p_s)).sum(dim=1)
+        return kl * temp.squeeze(1) ** 2
+
+
+@LOSSES.register("dkd")
+class DecoupledKD(Loss):
+    """Zhao et al., "Decoupled Knowledge Distillation" (CVPR 2022).
+
+    Splits KD into target-class KD (TCKD: KL between the binary distributions
+    [p_target, 1 - p_target]) and non-target-class KD (NCKD: KL between the
+    distributions renormalised over the non-target classes), so the two can be
+    weighted independently: ``(alpha * TCKD + beta * NCKD) * T^2`` per sample.
+    This is the authors' batch loss without the division by B (the trainer
+    averages). NCKD is computed with the target class masked out exactly rather
+    than the reference code's ``- 1000`` logit shift. A per-sample temperature
+    (`outputs["temperature"]`, shape [B]) overrides the fixed one, as in `kd`, and
+    `teacher.logits` may be log-probabilities (top-k replayed targets), as in `kd`.
+    """
+
+    teacher_logits = "distribution"
+
+    def __init__(self, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0) -> None:
+        if not temperature > 0:
+            raise ValueError("temperature must be > 0")
+        if alpha < 0 or beta < 0:
+            raise ValueError("alpha and beta must be >= 0")
+        self.alpha = alpha
+        self.beta = beta
+        self.temperature = temperature
+        self.requires = ("student.logits", "teacher.logits", "targets")
+
+    def __call__(self, outputs: Outputs) -> torch.Tensor:
+        s = outputs["student.logits"]
+        t = outputs["teacher.logits"].to(s.dtype)
+        if s.shape != t.shape or s.dim() != 2 or s.shape[1] < 2:
+            raise ValueError(
+                f"dkd needs 'student.logits' and 'teacher.logits' of the same shape [B, C >= 2], got {tuple(s.shape)} and {tuple(t.shape)}"
+            )
+        temp = _temperature(outputs, self.temperature, s)
+        target = F.one_hot(outputs["targets"].long(), s.shape[1]).bool()
+        zs, zt = s / temp, t / temp
+        # log-probabilities of the target class and of "any other class", from logsumexps (stable)
+        lse_s, lse_t = zs.logsumexp(1), zt.logsumexp(1)
+        zs_nt, zt_nt = zs.masked_fill(target, float("-inf")), zt.masked_fill(target, float("-inf"))
+        lse_s_nt, lse_t_nt = zs_nt.logsumexp(1), zt_nt.logsumexp(1)
+        log_bs = torch.stack([zs[target] - lse_s, lse_s_nt - lse_s], dim=1)
+        log_bt = torch.stack([zt[target] - lse_t, lse_t_nt - lse_t], dim=1)
+        tckd = (log_bt.exp() * (log_bt - log_bs)).sum(1)
+        # distributions over the non-target classes; the masked entry contributes 0
+        log_qs = (zs_nt - lse_s_nt.unsqueeze(1)).masked_fill(target, 0.0)
+        log_qt = (zt_nt - lse_t_nt.unsqueeze(1)).masked_fill(target, 0.0)
+        nckd = (log_qt.exp().masked_fill(target, 0.0) * (log_qt - log_qs)).sum(1)
+        return (self.alpha * tckd + self.beta * nckd) * temp.squeeze(1) ** 2

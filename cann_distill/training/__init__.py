@@ -1,0 +1,1 @@
+"""The training loop and its live progress log."""
