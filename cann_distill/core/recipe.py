@@ -558,6 +558,24 @@ def timm_archs() -> frozenset[str]:
 # ----------------------------------------------------------------------------- derived values
 
 
+def curriculum_epochs(recipe: Recipe) -> int:
+    """distill.critical.curriculum_epochs resolved: as given, else half of distill.epochs."""
+    c = recipe.distill.critical
+    return c.curriculum_epochs if c.curriculum_epochs is not None else recipe.distill.epochs // 2
+
+
+def distill_epoch_equivalents(recipe: Recipe) -> float:
+    """distill's optimizer steps in full-set epochs: a subset of top_k_ratio trains that share of each epoch, a
+    curriculum that share of its critical-only epochs. The CE-only baseline gets as many (it gets the same steps)."""
+    mode, epochs, ratio = recipe.distill.critical.mode, recipe.distill.epochs, recipe.select.top_k_ratio
+    if mode == "subset":
+        return epochs * ratio
+    if mode == "curriculum":
+        first = min(curriculum_epochs(recipe), epochs)
+        return first * ratio + (epochs - first)
+    return float(epochs)
+
+
 def refresh_epochs(recipe: Recipe) -> Optional[int]:
     """select.refresh_every resolved: N, or for `auto` 1 with distill.critical.mode: subset, a score-based
     select.policy and more than one epoch (a random subset is not re-drawn), else None."""

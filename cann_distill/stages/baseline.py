@@ -2,7 +2,8 @@
 
 Same student (architecture, initial weights: the seed is set before building it exactly as distill
 does), same data and augmentation (mixing included: CE on the mixed labels), same training budget
-(distill's optimizer, lr, epochs, warmup, EMA, best-epoch selection); only the losses, the
+(distill's optimizer, lr, warmup, EMA, best-epoch selection, and as many optimizer steps: with a critical
+subset or curriculum, fewer full-set epochs than distill.epochs); only the losses, the
 critical-sample plan and the teacher are left out. It needs no upstream artifact.
 
 It runs when `report.baseline` is true. Its fingerprint holds only what it depends on (data, student,
@@ -21,7 +22,7 @@ from typing import Any, Optional
 
 from cann_distill.core.files import atomic_path, sha256_file
 from cann_distill.core.paths import resolve_cache_dir
-from cann_distill.core.recipe import Recipe, TrainConfig
+from cann_distill.core.recipe import Recipe, TrainConfig, distill_epoch_equivalents
 from cann_distill.data.loading import data_fingerprint, load_splits
 from cann_distill.data.transforms import channels_of, make_mixup
 from cann_distill.models.build import build_model, count_params, save_checkpoint
@@ -37,8 +38,12 @@ METRICS = "baseline/metrics.json"
 
 
 def training_budget(recipe: Recipe) -> TrainConfig:
-    """distill's training settings (the TrainConfig part of the distill section), nothing about the losses."""
-    return TrainConfig.model_validate({k: getattr(recipe.distill, k) for k in TrainConfig.model_fields})
+    """distill's training settings (the TrainConfig part of the distill section), nothing about the losses, with the
+    epochs that give it distill's number of optimizer steps (a subset or curriculum trains fewer than its epochs)."""
+    cfg = TrainConfig.model_validate({k: getattr(recipe.distill, k) for k in TrainConfig.model_fields})
+    if recipe.distill.critical.mode in ("subset", "curriculum"):
+        cfg = cfg.model_copy(update={"epochs": max(1, round(distill_epoch_equivalents(recipe)))})
+    return cfg
 
 
 def baseline_parts(recipe: Recipe, version: int) -> dict[str, Any]:

@@ -31,7 +31,7 @@ import torch
 
 from cann_distill.core.errors import ArtifactError
 from cann_distill.core.paths import resolve_cache_dir
-from cann_distill.core.recipe import DistillConfig, LossSpec, Recipe, refresh_epochs
+from cann_distill.core.recipe import DistillConfig, LossSpec, Recipe, curriculum_epochs, refresh_epochs
 from cann_distill.data.loading import Split, Splits, load_splits, loader
 from cann_distill.data.transforms import channels_of, make_mixup
 from cann_distill.models.build import build_model, checkpoint_weights_fingerprint, count_params, save_checkpoint, teacher_input
@@ -127,11 +127,6 @@ def read_temperature_config(path: Path) -> dict[str, Any]:
     if not isinstance(temp, dict) or not {"per_sample", "t_min", "t_max"} <= set(temp):
         raise ArtifactError(f"{path}: no temperature settings in the select summary; rerun `cann-distill select --force`")
     return temp
-
-
-def curriculum_epochs(recipe: Recipe) -> int:
-    c = recipe.distill.critical
-    return c.curriculum_epochs if c.curriculum_epochs is not None else recipe.distill.epochs // 2
 
 
 # ----------------------------------------------------------------------------- IO
