@@ -13,7 +13,7 @@ ARM_ORDER = ("student", "plain", "ceiling", "torchdistill", "online", "cached", 
 BASELINES = ("plain", "torchdistill")
 CANN_ARMS = ("online", "cached", "replay", "default", "patient")
 HEADLINE = ("default", "patient")  # the cann-distill arms "where cann-distill loses" is about
-# issue 10: replay's training samples/s over each baseline, per teacher
+# targets: replay's training samples/s over each baseline, per teacher
 SPEED_TARGETS = {"resnet50": 2.5, "resnet18": 2.0}
 ACCURACY_TOLERANCE_PT = 0.5
 
@@ -71,7 +71,7 @@ def _why_not(runs: list[dict[str, Any]]) -> Optional[str]:
 
 
 def summarize(data: dict[str, Any]) -> dict[str, Any]:
-    """Medians, spreads, ratios within the invocation, mean ± std over seeds and the issue's criteria."""
+    """Medians, spreads, ratios within the invocation, mean ± std over seeds and the targets."""
     out: dict[str, Any] = {"speed": {}, "accuracy": {}, "criteria": []}
     for key, part in data.get("speed", {}).items():
         teacher = part.get("teacher", key)  # keys are "<teacher>" or "<teacher> @ <px> px"
@@ -521,7 +521,7 @@ def render(data: dict[str, Any]) -> str:
             lines += [""]
 
     if s["criteria"]:
-        lines += ["## Issue 10 criteria", ""]
+        lines += ["## Speed and accuracy targets", ""]
         rows = [[c["what"], c["target"], _num(c["value"], 2), c["status"] + (f" ({c['why']})" if c["why"] else "")] for c in s["criteria"]]
         lines += _table(["criterion", "target", "measured", "status"], rows) + [""]
 
