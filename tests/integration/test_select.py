@@ -118,7 +118,8 @@ def test_critical_modes_record_in_history(cli, write_recipe, tmp_path: Path) -> 
         if refresh is not None:
             assert refresh["every"] == 1 and refresh["by"] == "disagreement"
             assert [r["epoch"] for r in refresh["records"]] == [2, 3] and all(r["critical"] == k for r in refresh["records"])
-    run_ok(cli, "distill", recipe, "--set", "distill.critical={mode: curriculum, curriculum_epochs: 2}", "--set", "distill.epochs=3")
+    curriculum = ["--set", "distill.critical={mode: curriculum, curriculum_epochs: 2}", "--set", "distill.epochs=3"]
+    run_ok(cli, "distill", recipe, *curriculum, "--set", "select.policy=hard")
     assert [r["critical_only"] for r in history(run)] == [1, 1, 0]
 
 
