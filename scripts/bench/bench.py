@@ -809,7 +809,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     modes = teacher_target_modes()
     plan = arm_plan(args, peer, modes)
     exe = Path(sys.executable)
-    python = os.path.relpath(exe, Path.cwd()) if exe.is_relative_to(Path.cwd()) else str(exe)
+    python = os.path.relpath(exe, Path.cwd()) if exe.is_relative_to(Path.cwd()) else "python"  # no machine paths on the page
     data: dict[str, Any] = {
         "schema": 1,
         "smoke": args.quick,

@@ -7,6 +7,7 @@ so `python scripts/bench/bench.py --render --out RUN.json --docs docs/benchmarks
 from __future__ import annotations
 
 import statistics
+from pathlib import Path
 from typing import Any, Optional
 
 ARM_ORDER = ("student", "plain", "ceiling", "torchdistill", "online", "cached", "replay", "default", "patient")
@@ -326,6 +327,12 @@ def _data_line(d: dict[str, Any], st: dict[str, Any]) -> str:
     )
 
 
+def _portable(command: str) -> str:
+    """The command as a reader would type it: an interpreter given by absolute path is shown as `python`."""
+    first, _, rest = command.partition(" ")
+    return f"python {rest}" if first.startswith("/") and Path(first).name.startswith("python") else command
+
+
 def render(data: dict[str, Any]) -> str:
     """docs/benchmarks.md from the benchmark JSON."""
     s = summarize(data)
@@ -355,7 +362,7 @@ def render(data: dict[str, Any]) -> str:
         "## Command",
         "",
         "```",
-        data.get("command", "?"),
+        _portable(data.get("command", "?")),
         "```",
         "",
         f"Started {data.get('date', '?')}, {_num(data.get('wall_seconds'), 0)} s wall in all; cann-distill {clean}.",

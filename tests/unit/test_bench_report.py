@@ -234,3 +234,10 @@ def test_the_shared_schedule_warms_up_per_step_then_decays() -> None:
     from cann_distill.training.update import lr_factor
 
     assert [sched(k) for k in range(40)] == pytest.approx([lr_factor(k / 10, 4, 1, 0.1) for k in range(40)])
+
+
+def test_the_page_shows_no_machine_path_for_the_interpreter() -> None:
+    assert (
+        bench_report._portable("/home/me/.venv/bin/python3 scripts/bench/bench.py --seeds 3") == "python scripts/bench/bench.py --seeds 3"
+    )
+    assert bench_report._portable(".venv/bin/python scripts/bench/bench.py") == ".venv/bin/python scripts/bench/bench.py"
