@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from cann_distill.core.errors import RecipeError, preview
 from cann_distill.core.registries import DEVICE_PATTERN
@@ -72,7 +72,7 @@ class DataConfig(Strict):
         description="imagefolder: folder holding train/<class>/*, val/<class>/* and optionally test/<class>/*; "
         "photos: folder of photographs, one class each (default: the nine packaged photos)",
     )
-    crops_per_class: tuple[int, int, int] = Field(
+    crops_per_class: tuple[PositiveInt, PositiveInt, PositiveInt] = Field(
         (120, 40, 80),
         description="photos: crops cut from each photo for train, val and test (disjoint bands of the photo: cann_distill.data.photos)",
     )
@@ -581,7 +581,7 @@ def refresh_epochs(recipe: Recipe) -> Optional[int]:
     select.policy and more than one epoch (a random subset is not re-drawn), else None."""
     every = recipe.select.refresh_every
     if every == "auto":
-        scored = recipe.select.policy not in (None, "random")
+        scored = selection_policy(recipe) != "random"
         return 1 if recipe.distill.critical.mode == "subset" and scored and recipe.distill.epochs > 1 else None
     return every
 

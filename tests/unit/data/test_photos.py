@@ -71,3 +71,5 @@ def test_bad_photo_folders_are_one_line_errors(tmp_path: Path) -> None:
     _photo((1, 2, 3)).save(tmp_path / "only.png")
     with pytest.raises(RecipeError, match="needs at least two photos"):
         load_recipe(None, overrides=["data.source=photos", f"data.root={tmp_path}"])
+    with pytest.raises(RecipeError, match=r"data\.crops_per_class"):  # the packaged photos too, not only a folder
+        load_recipe(None, overrides=["data.source=photos", "data.crops_per_class=[0, 2, 2]"])
