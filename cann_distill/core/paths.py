@@ -25,6 +25,11 @@ def packaged_photos_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "datasets" / "photos"
 
 
+def photos_dir(root: Optional[str]) -> Path:
+    """`data.root` of a photos recipe, else the packaged photos."""
+    return Path(root) if root else packaged_photos_dir()
+
+
 def photo_files(folder: Path) -> list[Path]:
     """The photos in `folder` (not recursive), sorted by name: one class each."""
     return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in PHOTO_EXTS and p.is_file())

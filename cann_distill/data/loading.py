@@ -399,9 +399,9 @@ def _photos(cfg: DataConfig, eval_tf: Transform) -> tuple[Split, Split, Optional
     """Crops of photographs, one class per photo, cut from disjoint bands (cann_distill.data.photos), in memory."""
     from PIL import Image
 
-    from cann_distill.data.photos import class_name, crop_set, packaged_photos_dir, photo_files
+    from cann_distill.data.photos import class_name, crop_set, photo_files, photos_dir
 
-    files = photo_files(Path(cfg.root) if cfg.root else packaged_photos_dir())
+    files = photo_files(photos_dir(cfg.root))
     photos = []
     for f in files:
         with Image.open(f) as im:
@@ -498,9 +498,9 @@ def count_classes(cfg: DataConfig) -> int:
     if cfg.source == "digits":
         return 10
     if cfg.source == "photos":
-        from cann_distill.data.photos import packaged_photos_dir, photo_files
+        from cann_distill.data.photos import photo_files, photos_dir
 
-        root = Path(cfg.root) if cfg.root else packaged_photos_dir()
+        root = photos_dir(cfg.root)
         return len(photo_files(root)) if root.is_dir() else 0
     train = Path(cfg.root or "") / "train"
     return len(class_folders(train)) if train.is_dir() else 0
@@ -532,8 +532,8 @@ def data_fingerprint(cfg: DataConfig, ignore: frozenset[str] = frozenset()) -> s
         for e in scan(Path(cfg.root)):
             h.update(f"{e.rel}:{e.size}:{e.mtime_ns}\n".encode())
     if cfg.source == "photos":  # the photos' bytes: an edited or swapped photo is a new dataset
-        from cann_distill.data.photos import packaged_photos_dir, photo_files
+        from cann_distill.data.photos import photo_files, photos_dir
 
-        for f in photo_files(Path(cfg.root) if cfg.root else packaged_photos_dir()):
+        for f in photo_files(photos_dir(cfg.root)):
             h.update(f"{f.name}:{hashlib.sha256(f.read_bytes()).hexdigest()}\n".encode())
     return h.hexdigest()

@@ -19,9 +19,20 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from cann_distill.core.paths import packaged_photos_dir, photo_files
+from cann_distill.core.paths import packaged_photos_dir, photo_files, photos_dir
 
-__all__ = ["BANDS", "SCALE", "CropSet", "band_box", "class_name", "crop_boxes", "crop_set", "packaged_photos_dir", "photo_files"]
+__all__ = [
+    "BANDS",
+    "SCALE",
+    "CropSet",
+    "band_box",
+    "class_name",
+    "crop_boxes",
+    "crop_set",
+    "packaged_photos_dir",
+    "photo_files",
+    "photos_dir",
+]
 
 BANDS = {"train": (0, 2, 4), "val": (1,), "test": (3,)}
 """Which of the five bands along a photo's long side each split crops from."""
