@@ -26,6 +26,13 @@ app = typer.Typer(
 
 RecipeArg = Annotated[Path, typer.Argument(help="YAML recipe file.", show_default=False)]
 RunDirOpt = Annotated[Optional[Path], typer.Option("--run-dir", help="Run directory (default: recipe's run_dir, else runs/<name>).")]
+NoBudgetCheckOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-budget-check",
+        help="Do not stop before training when the student's parameters / estimated INT8 size exceed the hardware profile's budgets.",
+    ),
+]
 SetOpt = Annotated[Optional[List[str]], typer.Option("--set", help="Override a recipe key, e.g. --set distill.epochs=2 (repeatable).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Rerun even if inputs are unchanged.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print only the machine-readable result on stdout.")]
@@ -177,13 +184,7 @@ def distill_cmd(
             "--resume", help="Continue an interrupted run from <run_dir>/.distill.resume.pt (refused if the recipe changed since)."
         ),
     ] = False,
-    no_budget_check: Annotated[
-        bool,
-        typer.Option(
-            "--no-budget-check",
-            help="Do not stop before training when the student's parameters / estimated INT8 size exceed the hardware profile's budgets.",
-        ),
-    ] = False,
+    no_budget_check: NoBudgetCheckOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
@@ -426,13 +427,7 @@ def run_cmd(
     device: DeviceOpt = None,
     provider: ProviderOpt = None,
     strict: StrictOpt = False,
-    no_budget_check: Annotated[
-        bool,
-        typer.Option(
-            "--no-budget-check",
-            help="Do not stop before training when the student's parameters / estimated INT8 size exceed the hardware profile's budgets.",
-        ),
-    ] = False,
+    no_budget_check: NoBudgetCheckOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
