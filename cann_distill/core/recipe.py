@@ -458,6 +458,27 @@ class Recipe(Strict):
         return self.model_dump(mode="json", by_alias=True)
 
 
+RECIPE_SCHEMA_FILE = "recipe.schema.json"  # shipped in cann_distill/schemas/
+
+
+def recipe_json_schema() -> dict[str, Any]:
+    """The recipe schema as JSON Schema (draft 2020-12), for editors and other tools.
+
+    The same pydantic models that check a recipe produce it, so the shipped copy
+    (`cann_distill/schemas/recipe.schema.json`) is regenerated, never edited by hand. It describes keys,
+    types and ranges; the checks that need code (timm arch names, registered losses and their arguments,
+    cross-key rules) run only when cann-distill loads the recipe.
+    """
+    schema = Recipe.model_json_schema(by_alias=True)
+    head = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "cann-distill recipe",
+        "description": "A cann-distill recipe (YAML). Generated from cann_distill.core.recipe.Recipe; "
+        "cann-distill checks more when it loads a recipe (arch names, registered losses and their arguments, cross-key rules).",
+    }
+    return {**head, **{k: v for k, v in schema.items() if k not in ("title", "description")}}
+
+
 # ----------------------------------------------------------------------------- resources
 
 
