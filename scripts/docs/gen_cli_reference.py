@@ -15,8 +15,12 @@ import typer.main
 
 
 def _cell(text: Any) -> str:
-    """One Markdown table cell: no newlines, pipes escaped."""
-    return " ".join(str(text).split()).replace("|", "\\|")
+    """One Markdown table cell: one line; pipes escaped, and outside code spans `<`, `>` and `*` kept as text
+    (runs/<name>, train/<class>/* would otherwise turn into HTML tags and emphasis)."""
+    parts = " ".join(str(text).split()).split("`")
+    for i in range(0, len(parts), 2):  # even parts are outside code spans
+        parts[i] = parts[i].replace("<", "&lt;").replace(">", "&gt;").replace("*", "\\*")
+    return "`".join(parts).replace("|", "\\|")
 
 
 # Typer builds on click, and recent Typer releases carry their own copy of it: the code below reads the command
@@ -36,7 +40,8 @@ def _param_row(param: Any, ctx: Any) -> list[str]:
     if getattr(param, "multiple", False):
         kind += ", repeatable"
     help_text = (record[1] if record else None) or getattr(param, "help", None) or ""
-    return [f"`{_cell(shown)}`", kind, _cell(help_text)]  # the help text carries [default: ...] / [required]
+    code = shown.replace("|", "\\|")  # a code span: only the table's pipes need escaping
+    return [f"`{code}`", kind, _cell(help_text)]  # the help text carries [default: ...] / [required]
 
 
 def _usage_piece(arg: Any) -> str:
@@ -48,7 +53,7 @@ def _usage_piece(arg: Any) -> str:
 def _command_section(name: str, cmd: Any, parent: Any) -> list[str]:
     ctx = cmd.context_class(cmd, info_name=name, parent=parent)
     usage = " ".join(["cann-distill", name, "[OPTIONS]", *(_usage_piece(p) for p in cmd.params if p.param_type_name == "argument")])
-    lines = [f"## `{name}`", "", (cmd.help or "").strip(), "", "```", usage, "```", ""]
+    lines = [f"## `{name}`", "", _cell(cmd.help or ""), "", "```", usage, "```", ""]
     params = [p for p in cmd.params if not getattr(p, "hidden", False)]
     if params:
         lines += ["| argument / option | kind | what it does |", "|---|---|---|"]

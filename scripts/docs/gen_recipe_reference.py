@@ -29,7 +29,12 @@ def schema_text() -> str:
 
 
 def _cell(text: Any) -> str:
-    return " ".join(str(text).split()).replace("|", "\\|")
+    """One Markdown table cell: one line; pipes escaped, and outside code spans `<`, `>` and `*` kept as text
+    (runs/<name>, train/<class>/* would otherwise turn into HTML tags and emphasis)."""
+    parts = " ".join(str(text).split()).split("`")
+    for i in range(0, len(parts), 2):  # even parts are outside code spans
+        parts[i] = parts[i].replace("<", "&lt;").replace(">", "&gt;").replace("*", "\\*")
+    return "`".join(parts).replace("|", "\\|")
 
 
 def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
