@@ -3,6 +3,7 @@ that move replay draws and weight sums (two forked gloo processes)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -13,6 +14,7 @@ from cann_distill.core.errors import UsageError
 from cann_distill.core.recipe import Recipe
 from cann_distill.data.loading import Split, loader
 from cann_distill.runtime import distributed
+from cann_distill.training.epoch import History
 from cann_distill.training.loop import SubsetSampler
 
 
@@ -205,3 +207,82 @@ def test_gather_to_main_and_follow_entry_across_two_real_processes(tmp_path) -> 
     mp.start_processes(_gather_worker, args=(2, str(tmp_path / "store"), out), nprocs=2, start_method="fork")
     got, want = np.load(out), np.load(out + ".want.npy")
     assert got.dtype == np.int16 and np.array_equal(got, want)
+
+
+def _write_everything(root: Path) -> None:
+    """Every cache and live-log write a training rank reaches, into `root`: the dashboard's live log, a teacher-output
+    cache entry, the weights-fingerprint memo, the image-check memo and a Ctrl-C resume checkpoint."""
+    from cann_distill.core.recipe import DataConfig, TrainConfig
+    from cann_distill.data.images import scan_tree
+    from cann_distill.data.loading import _bad_images
+    from cann_distill.models.build import checkpoint_weights_fingerprint, save_checkpoint
+    from cann_distill.store.cache import OutputCache
+    from cann_distill.training.live import EpochLog
+    from cann_distill.training.resume import Checkpointing, Position, Resume
+    from cann_distill.training.update import Update, make_optimizer
+
+    EpochLog(root / "run", "distill", 2)(0, {"epoch": 1, "loss": 0.5})
+    arr, status = OutputCache(root / "cache").get_or_compute({"what": "logits"}, (2, 3), lambda: np.ones((2, 3), np.float32))
+    assert status == "miss" and arr.shape == (2, 3)
+    net = torch.nn.Linear(2, 2)
+    save_checkpoint(root.parent / "inputs" / "teacher.pt", net, "linear", 2, 3)
+    checkpoint_weights_fingerprint(root / "cache", root.parent / "inputs" / "teacher.pt", "ab" * 32)
+    images = root.parent / "inputs" / "images"
+    _bad_images(DataConfig(), images, scan_tree(images))
+    cfg = TrainConfig(epochs=1)
+    opt = make_optimizer(net, cfg)
+    resume = Resume(Checkpointing(root / "run" / "resume.pt", "fp"), "toy", net, Update(net, net, cfg, opt, None, None), dict)
+    resume.interrupted(Position(0, 1, {}, None), 1, None, History())
+
+
+def test_a_rank_other_than_0_writes_no_cache_no_live_log_no_checkpoint(as_rank, tmp_path, monkeypatch) -> None:
+    from PIL import Image
+
+    images = tmp_path / "inputs" / "images" / "a"
+    images.mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(images / "x.png")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "rank1" / "xdg"))
+    as_rank(1, 2)
+    _write_everything(tmp_path / "rank1")
+    assert [p for p in (tmp_path / "rank1").rglob("*") if p.is_file()] == []
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "rank0" / "xdg"))
+    as_rank(0, 2)  # rank 0 writes each of them (so the calls above did reach every writer)
+    _write_everything(tmp_path / "rank0")
+    written = {p.relative_to(tmp_path / "rank0").parts[:2] for p in (tmp_path / "rank0").rglob("*") if p.is_file()}
+    assert written == {("run", ".live"), ("run", "resume.pt"), ("cache", "teacher_outputs"), ("cache", "weights"), ("xdg", "cann-distill")}
+
+
+def _shared_cache_worker(rank: int, world: int, store_path: str, roots: list[str]) -> None:
+    """One rank of a forked gloo group: each rank points at its own cache folder; rank 0's alone is used."""
+    import datetime
+
+    import torch.distributed as dist
+
+    from cann_distill.store.cache import OutputCache
+
+    dist.init_process_group(
+        "gloo", store=dist.FileStore(store_path, world), rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60)
+    )
+    distributed._group = distributed.Group(rank, world, rank, "gloo", torch.device("cpu"), 60.0)
+    try:
+        cache = OutputCache(Path(roots[rank]))
+        # a miss: every rank computes (here each its own value), rank 0 alone stores
+        arr, status = cache.shared({"what": "views"}, (3,), lambda: np.full(3, float(rank), np.float32))
+        assert status == "miss" and np.array_equal(arr, np.full(3, float(rank)))
+        # a hit: rank 0's entry reaches every rank, whatever the others would have computed
+        arr, status = cache.shared({"what": "views"}, (3,), lambda: np.full(3, 7.0 + rank, np.float32))
+        assert np.array_equal(arr, np.zeros(3)) and status == "hit", (rank, arr, status)
+    finally:
+        distributed._group = None
+        dist.destroy_process_group()
+
+
+def test_shared_cache_entry_is_read_and_written_by_rank_0_alone(tmp_path) -> None:
+    """Two forked gloo processes, each with its own cache folder: only rank 0's folder gets the entry, and on a hit
+    both ranks hold rank 0's array."""
+    import torch.multiprocessing as mp
+
+    roots = [str(tmp_path / "rank0"), str(tmp_path / "rank1")]
+    mp.start_processes(_shared_cache_worker, args=(2, str(tmp_path / "store"), roots), nprocs=2, start_method="fork")
+    assert len(list((tmp_path / "rank0" / "teacher_outputs").glob("*.npy"))) == 1
+    assert not (tmp_path / "rank1").exists()
