@@ -27,7 +27,7 @@ import torch.distributed as dist
 from torch import nn
 
 from cann_distill.core import errors
-from cann_distill.core.errors import CannDistillError, StageError, UsageError
+from cann_distill.core.errors import CannDistillError, RecipeError, StageError, UsageError
 
 T = TypeVar("T")
 BACKENDS = ("auto", "gloo", "nccl", "hccl")
@@ -301,13 +301,14 @@ def check_same(what: str, value: str) -> None:
 
 
 def check_divisible(batch_sizes: dict[str, int]) -> None:
-    """Each global batch is split evenly over the ranks: refuse a batch size the world size does not divide."""
+    """Each global batch is split evenly over the ranks: refuse (RecipeError, exit 2) a batch size the world size
+    does not divide, before any stage trains."""
     if not active():
         return
     bad = {k: v for k, v in batch_sizes.items() if v % world()}
     if bad:
         listing = ", ".join(f"{k}={v}" for k, v in bad.items())
-        raise UsageError(
+        raise RecipeError(
             f"{listing}: not divisible by the {world()} processes of this torchrun job (each rank takes "
             f"batch_size / {world()} samples of every batch); use a multiple of {world()}"
         )

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from cann_distill.core.errors import UsageError
+from cann_distill.core.errors import RecipeError, UsageError
 from cann_distill.core.recipe import Recipe
 from cann_distill.data.loading import Split, loader
 from cann_distill.runtime import distributed
@@ -67,9 +67,10 @@ def test_rank_slices_union_is_the_one_process_batch_in_order(as_rank, world: int
 
 def test_indivisible_batch_is_refused_with_the_key_named(as_rank) -> None:
     as_rank(0, 2)
-    with pytest.raises(UsageError, match=r"distill.batch_size=33: not divisible by the 2 processes .* use a multiple of 2"):
+    with pytest.raises(RecipeError, match=r"distill.batch_size=33: not divisible by the 2 processes .* use a multiple of 2") as exc:
         distributed.check_divisible({"distill.batch_size": 33, "data.batch_size": 32})
-    with pytest.raises(UsageError, match="batch_size=30: not divisible by the 4 processes"):
+    assert exc.value.exit_code == 2
+    with pytest.raises(RecipeError, match="batch_size=30: not divisible by the 4 processes"):
         as_rank(1, 4)
         loader(tiny_split(), 30, train=True)
     distributed.check_divisible({"distill.batch_size": 32})
@@ -131,6 +132,28 @@ def test_training_batch_sizes_name_the_keys_the_stages_use() -> None:
     r = Recipe.model_validate({"data": {"batch_size": 30}, "distill": {"batch_size": 64}})
     assert training_batch_sizes(r, ["teacher", "select", "distill"]) == {"data.batch_size": 30, "distill.batch_size": 64}
     assert training_batch_sizes(r, ["validate"]) == {}
+
+
+@pytest.mark.parametrize(
+    ("section", "stages", "key"),
+    [
+        ({"select": {"strategy": "el2n"}}, ["select"], "distill.batch_size"),  # the probe, at el2n's default 2 epochs
+        ({"select": {"strategy": "disagreement", "probe_epochs": 1}}, ["select"], "distill.batch_size"),
+        ({"distill": {"epochs": 1, "batch_size": 64, "qat": {"enabled": True, "batch_size": 33}}}, ["distill"], "distill.qat.batch_size"),
+    ],
+)
+def test_probe_and_qad_batch_sizes_are_refused_before_training(as_rank, section: dict, stages: list[str], key: str) -> None:
+    """select's student probe trains with distill's batch size, QAD with its own: both are split over the ranks."""
+    from cann_distill.api import training_batch_sizes
+
+    recipe = {"data": {"batch_size": 32}, "distill": {"batch_size": 33}}
+    r = Recipe.model_validate({**recipe, **section})
+    sizes = training_batch_sizes(r, stages)
+    assert sizes[key] == 33
+    as_rank(0, 2)
+    with pytest.raises(RecipeError, match=rf"^{key}=33: not divisible by the 2 processes of this torchrun job") as exc:
+        distributed.check_divisible(sizes)
+    assert exc.value.exit_code == 2 and "\n" not in str(exc.value)
 
 
 def _gather_worker(rank: int, world: int, store_path: str, out_path: str) -> None:
