@@ -10,7 +10,9 @@ same stage code into a throwaway folder, and wait on a barrier. Training shards 
 (`RankSlices`): each rank takes its contiguous slice of the batch one process would draw, so the
 sample order, subsets, curricula and critical weights are those of one process, and DDP's gradient
 average makes a step the one-process step up to BatchNorm statistics (per rank unless
-`runtime.sync_bn`). Without torchrun every helper here is a no-op and `active()` is False.
+`runtime.sync_bn`). Losses that relate the samples of a batch read the global batch (`gather_batch`), and
+the loss sums are summed over the ranks after every step. Without torchrun every helper here is a no-op
+and `active()` is False.
 """
 
 from __future__ import annotations
