@@ -97,18 +97,21 @@ def _run_one(stage: Stage, recipe: Recipe, run: RunDir, force: bool, runtime: Ru
 
 
 def training_batch_sizes(recipe: Recipe, stages: Sequence[str]) -> dict[str, int]:
-    """The global batch sizes the requested stages train with (torchrun splits each over the ranks)."""
+    """The global batch sizes the requested stages train with (torchrun splits each over the ranks): the teacher,
+    select's student probe (distill's batch size, for the strategy's default epochs too), distill, and QAD."""
     from cann_distill.selection import SELECTORS
+    from cann_distill.stages.select import probe_epochs
 
     r, default = recipe, recipe.data.batch_size
     sizes = {}
     if "teacher" in stages and (r.teacher.checkpoint is None or r.teacher.train_when_checkpoint) and r.teacher.train.epochs:
         sizes["teacher.train.batch_size" if r.teacher.train.batch_size else "data.batch_size"] = r.teacher.train.batch_size or default
-    probe = (
-        "select" in stages and r.select.probe_epochs and r.select.strategy in SELECTORS and SELECTORS.get(r.select.strategy).needs_student
-    )
+    strategy = SELECTORS.get(r.select.strategy) if r.select.strategy in SELECTORS else None
+    probe = "select" in stages and strategy is not None and (strategy.needs_student or strategy.needs_history) and probe_epochs(r) > 0
     if ("distill" in stages and r.distill.epochs) or probe:
         sizes["distill.batch_size" if r.distill.batch_size else "data.batch_size"] = r.distill.batch_size or default
+    if "distill" in stages and r.distill.qat.enabled:
+        sizes["distill.qat.batch_size" if r.distill.qat.batch_size else "data.batch_size"] = r.distill.qat.batch_size or default
     return sizes
 
 

@@ -322,6 +322,7 @@ def find_bad_images(
     entries: Sequence[FileEntry],
     cache_dir: Path | None = None,
     progress: Callable[[Iterable[FileEntry]], Iterable[FileEntry]] | None = None,
+    save: bool = True,
 ) -> dict[str, str]:
     """rel -> reason (sorted by rel) for every unusable image among `entries`.
 
@@ -329,7 +330,8 @@ def find_bad_images(
     only entries whose (size, mtime_ns) changed, or that are new, are checked again. Records of files
     not in `entries` are kept (train and val may be checked in separate calls). What was checked is
     saved even if the pass is interrupted. `progress` wraps the entries that need checking and must
-    yield each of them, in order (tqdm does).
+    yield each of them, in order (tqdm does). `save` False reads the memo but never writes it (a torchrun rank
+    other than 0).
     """
     memo_path = _memo_file(cache_dir, root) if cache_dir is not None else None
     memo = _read_memo(memo_path) if memo_path is not None else {}
@@ -356,7 +358,7 @@ def find_bad_images(
                     bad[e.rel] = reason
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-            if memo_path is not None and checked:
+            if memo_path is not None and checked and save:
                 try:
                     write_text_atomic(memo_path, json.dumps(memo, separators=(",", ":")))
                 except OSError as exc:

@@ -444,7 +444,7 @@ def _bad_images(cfg: DataConfig, root: Path, entries: list[FileEntry]) -> dict[s
         items = list(items)
         return ui.track(items, "checking images", total=len(items)) if len(items) > 200 else items
 
-    bad = find_bad_images(root, entries, default_cache_dir(), progress=progress)
+    bad = find_bad_images(root, entries, default_cache_dir(), progress=progress, save=distributed.is_main())  # rank 0 writes
     if bad and cfg.on_bad_image == "error":
         first = sorted(bad)[0]
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""

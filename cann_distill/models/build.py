@@ -13,6 +13,7 @@ from cann_distill.core.errors import ArtifactError, StageError
 from cann_distill.core.files import atomic_path
 from cann_distill.core.recipe import DataConfig, ModelConfig, TeacherConfig, timm_archs
 from cann_distill.core.registry import suggest
+from cann_distill.runtime import distributed
 
 
 def create_model(arch: str, num_classes: int, in_chans: int, pretrained: bool = False) -> nn.Module:
@@ -166,6 +167,8 @@ def checkpoint_weights_fingerprint(cache_root: Path, path: Path, file_sha256: st
     except (OSError, UnicodeDecodeError):
         pass
     fingerprint = weights_fingerprint(read_checkpoint(path)["state_dict"])
+    if not distributed.is_main():
+        return fingerprint  # under torchrun rank 0 alone writes the cache
     try:
         with atomic_path(memo) as tmp:
             tmp.write_text(fingerprint + "\n")

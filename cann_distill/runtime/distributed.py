@@ -10,7 +10,9 @@ same stage code into a throwaway folder, and wait on a barrier. Training shards 
 (`RankSlices`): each rank takes its contiguous slice of the batch one process would draw, so the
 sample order, subsets, curricula and critical weights are those of one process, and DDP's gradient
 average makes a step the one-process step up to BatchNorm statistics (per rank unless
-`runtime.sync_bn`). Without torchrun every helper here is a no-op and `active()` is False.
+`runtime.sync_bn`). Losses that relate the samples of a batch read the global batch (`gather_batch`), and
+the loss sums are summed over the ranks after every step. Without torchrun every helper here is a no-op
+and `active()` is False.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import torch.distributed as dist
 from torch import nn
 
 from cann_distill.core import errors
-from cann_distill.core.errors import CannDistillError, StageError, UsageError
+from cann_distill.core.errors import CannDistillError, RecipeError, StageError, UsageError
 
 T = TypeVar("T")
 BACKENDS = ("auto", "gloo", "nccl", "hccl")
@@ -212,6 +214,53 @@ def weight_share(weights: torch.Tensor) -> torch.Tensor:
     return total.to(weights.device) / world()
 
 
+def batch_counts(rows: int) -> list[int]:
+    """Every rank's row count of the current batch, in rank order (slices may differ by one row)."""
+    if not active():
+        return [rows]
+    t = torch.tensor([rows], dtype=torch.int64, device=_group.device)  # type: ignore[union-attr]
+    parts = [torch.empty_like(t) for _ in range(world())]
+    dist.all_gather(parts, t)
+    return [int(p.item()) for p in parts]
+
+
+class _GatherRows(torch.autograd.Function):
+    """All ranks' rows in rank order, forward; backward: the gradient of this rank's rows summed over every rank's
+    loss (each rank's loss reads every row, so each row's owner must collect what every rank sends back)."""
+
+    @staticmethod
+    def forward(ctx: Any, local: torch.Tensor, counts: list[int]) -> torch.Tensor:  # type: ignore[override]
+        comm = _group.device  # type: ignore[union-attr]
+        wire = torch.float32 if comm.type == "cpu" and local.dtype in (torch.float16, torch.bfloat16) else local.dtype
+        padded = torch.zeros((max(counts), *local.shape[1:]), dtype=wire, device=comm)
+        padded[: len(local)] = local.detach().to(comm, wire)
+        parts = [torch.empty_like(padded) for _ in counts]
+        dist.all_gather(parts, padded)
+        ctx.counts, ctx.rank, ctx.device, ctx.dtype = counts, rank(), local.device, local.dtype
+        return torch.cat([p[:c] for p, c in zip(parts, counts)]).to(local.device, local.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        comm = _group.device  # type: ignore[union-attr]
+        wire = torch.float32 if comm.type == "cpu" and grad.dtype in (torch.float16, torch.bfloat16) else grad.dtype
+        summed = grad.detach().to(comm, wire, copy=True).contiguous()  # a copy: the all-reduce works in place
+        dist.all_reduce(summed)
+        lo = sum(ctx.counts[: ctx.rank])
+        return summed[lo : lo + ctx.counts[ctx.rank]].to(ctx.device, ctx.dtype), None
+
+
+def gather_batch(local: torch.Tensor, counts: Optional[Sequence[int]] = None) -> tuple[torch.Tensor, slice]:
+    """Every rank's rows of `local` [b, ...], concatenated in rank order (the global batch one process sees), and
+    where this rank's rows are in it. Differentiable: a loss of the global batch sends each rank's rows their
+    gradient from every rank's loss, so DDP's average is the one-process gradient. Without torchrun: `local` itself.
+    `counts`: every rank's rows (`batch_counts`), when the caller already has them."""
+    if not active():
+        return local, slice(0, len(local))
+    counts = list(counts) if counts is not None else batch_counts(len(local))
+    lo = sum(counts[: rank()])
+    return _GatherRows.apply(local, counts), slice(lo, lo + counts[rank()])
+
+
 def broadcast_array(arr: Optional[np.ndarray]) -> np.ndarray:
     """Rank 0's array on every rank (as a tensor, so large arrays are not pickled)."""
     if not active():
@@ -254,13 +303,14 @@ def check_same(what: str, value: str) -> None:
 
 
 def check_divisible(batch_sizes: dict[str, int]) -> None:
-    """Each global batch is split evenly over the ranks: refuse a batch size the world size does not divide."""
+    """Each global batch is split evenly over the ranks: refuse (RecipeError, exit 2) a batch size the world size
+    does not divide, before any stage trains."""
     if not active():
         return
     bad = {k: v for k, v in batch_sizes.items() if v % world()}
     if bad:
         listing = ", ".join(f"{k}={v}" for k, v in bad.items())
-        raise UsageError(
+        raise RecipeError(
             f"{listing}: not divisible by the {world()} processes of this torchrun job (each rank takes "
             f"batch_size / {world()} samples of every batch); use a multiple of {world()}"
         )

@@ -500,7 +500,7 @@ class DistillStage(Stage):
             channels = distiller.shapes[f"teacher.feat.{tap}"][0]
             batches = loader(train, r.select.batch_size, runtime=ctx.runtime)
             on_device = ((b[0],) for b in batches)  # `loader` batches arrive on the device
-            arr, status[tap] = cache.get_or_compute(
+            arr, status[tap] = cache.shared(  # rank 0 reads and writes; every rank gets its array
                 teacher_output_parts(r, train, weights, "channel_sensitivity", tap=tap),
                 (channels,),
                 lambda: distiller.channel_sensitivity(tap, ui.track(on_device, f"teacher sensitivity {tap}", total=len(batches))),

@@ -265,7 +265,7 @@ def score_inputs(
             return view_logits(teacher(), train, view_transform(r), cfg.views, r.seed, cfg.batch_size, runtime)
 
         parts = teacher_output_parts(r, train, weights, "view_logits", classes=train.classes, **view_inputs(r))
-        evidence["view_logits"], status = cache.get_or_compute(parts, (cfg.views, n, n_classes), compute)
+        evidence["view_logits"], status = cache.shared(parts, (cfg.views, n, n_classes), compute)  # rank 0 reads and writes
     return student_logits, evidence, status
 
 
@@ -356,10 +356,7 @@ def _teacher_logits(
         return teacher_forward(some, "teacher spot check")
 
     # under torchrun rank 0 alone reads and writes the cache; on a miss every rank labels its shard
-    return distributed.follow_cache(
-        lambda compute: cache.get_or_compute(parts, (len(train), len(train.classes)), compute, spot_check=spot_check),
-        lambda: teacher_forward(sharded=True),
-    )
+    return cache.shared(parts, (len(train), len(train.classes)), lambda: teacher_forward(sharded=True), spot_check=spot_check)
 
 
 def _write_index(path: Path, train: Split, scores: np.ndarray, critical: np.ndarray, temps: np.ndarray) -> None:

@@ -12,6 +12,8 @@ where the caller can recompute a few rows cheaply (`spot_check`, teacher logits)
 checked against them, so content replaced under a re-hashed sidecar is caught too.
 `<cache_dir>/weights/<checkpoint sha256>.txt` memoises the weights fingerprint of a checkpoint
 file, so a warm lookup does not load and hash the teacher's weights again.
+Under torchrun rank 0 alone reads and writes an entry (`shared`); the other ranks get its array and
+write nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 from cann_distill.core.errors import preview
 from cann_distill.core.files import atomic_path, sha256_file, write_json_atomic
 from cann_distill.core.version import __version__
+from cann_distill.runtime import distributed
 from cann_distill.runtime.terminal import ui
 
 CACHE_VERSION = 2  # 2: sidecars record and are checked for what produced the entry
@@ -134,7 +137,10 @@ class OutputCache(KeyedEntries):
         return arr, None
 
     def store(self, parts: dict[str, Any], arr: np.ndarray) -> None:
-        """Write the .npy then its sidecar, each atomically; a half-written entry fails the hash check."""
+        """Write the .npy then its sidecar, each atomically; a half-written entry fails the hash check.
+        Under torchrun only rank 0 writes (a no-op elsewhere)."""
+        if not distributed.is_main():
+            return
         key = cache_key(parts)
         npy, _ = self.paths(key)
         with atomic_path(npy) as tmp:
@@ -173,6 +179,18 @@ class OutputCache(KeyedEntries):
         except OSError as exc:  # a read-only or full cache must not fail the stage
             ui.warn(f"teacher-output cache: could not write {self.dir} ({exc.strerror or exc}); continuing without it")
         return arr, "invalid" if problem else "miss"
+
+    def shared(
+        self,
+        parts: dict[str, Any],
+        shape: tuple[int, ...],
+        compute: Callable[[], np.ndarray],
+        spot_check: Optional[SpotCheck] = None,
+    ) -> tuple[np.ndarray, CacheStatus]:
+        """`get_or_compute` for every rank of a torchrun job: rank 0 alone reads and writes the entry; on a miss
+        every rank runs `compute` (which may be a sharded pass that gives every rank the whole array), on a hit
+        rank 0 sends its array, so every rank holds the same one. One process: `get_or_compute`."""
+        return distributed.follow_cache(lambda fill: self.get_or_compute(parts, shape, fill, spot_check), compute)
 
 
 def _spot_check(arr: np.ndarray, recompute: SpotCheck) -> Optional[str]:

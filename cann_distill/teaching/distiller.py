@@ -32,7 +32,7 @@ from cann_distill.core.recipe import LossSpec
 from cann_distill.models.connectors import build_connector
 from cann_distill.models.taps import FeatureTapper, tap_error
 from cann_distill.runtime import distributed
-from cann_distill.teaching.losses import LOSSES, Loss
+from cann_distill.teaching.losses import LOSSES, Loss, rank_rows
 from cann_distill.teaching.losses.feature import channel_sensitivity
 
 
@@ -257,7 +257,7 @@ class Distiller:
         # DDP's gradient average is the one-process weighted mean exactly (not a mean of per-slice means)
         denom = distributed.weight_share(sample_weight) if sample_weight is not None else None
         for term in self.terms:
-            per_sample = term.loss(self._term_outputs(term, outputs, connected)).float()
+            per_sample = rank_rows(term.loss, self._term_outputs(term, outputs, connected)).float()
             value = per_sample.mean() if denom is None else (per_sample * sample_weight).sum() / denom
             values.append(value)
             parts[term.name] = value.item()

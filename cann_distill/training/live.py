@@ -4,6 +4,7 @@ A training stage's history reaches `<stage>/metrics.json` only when the stage su
 staged atomically). `EpochLog` is a `fit` epoch-end hook that rewrites `<run_dir>/.live/<stage>.json`
 (atomically) after every epoch with all rows so far, so a reader sees whole rows or the previous
 file, never a half-written one. It is idempotent under fit's resume replay (row e replaces row e).
+Under torchrun rank 0 alone writes it (the rows are the job's on every rank).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from cann_distill.core.files import write_json_atomic
+from cann_distill.runtime import distributed
 from cann_distill.training.loop import EpochEnd
 
 LIVE = ".live"
@@ -33,6 +35,8 @@ class EpochLog:
         self._write()
 
     def _write(self) -> None:
+        if not distributed.is_main():
+            return
         try:
             write_json_atomic(
                 self.path,

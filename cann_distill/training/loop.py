@@ -5,7 +5,7 @@ autocast and an exponential moving average (EMA) of the weights (`update`), eval
 validation split after every epoch, can keep the best epoch's weights and stop early (`epoch`).
 Given a `Checkpointing`, it saves a resumable state after every epoch and on Ctrl-C (mid-epoch,
 at the batch it reached), and resumes from it bit for bit (`resume`). Under torchrun each step is
-a DDP step and the epoch's sums are the job's.
+a DDP step and the loss sums are the job's, summed over the ranks after every step.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from cann_distill.training.resume import Best, Checkpointing, Position, Resume, 
 from cann_distill.training.update import EmaWeights, Update, make_optimizer
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+_SAMPLES = " samples"  # the batch size among a step's sums (no loss component has a space in its name)
 StepFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, dict[str, float]]]
 TeacherFn = Callable[[Batch, int, Optional[float]], dict[str, torch.Tensor]]
 """Teacher outputs for a batch as the student sees it (on the device, mixed), its epoch and the
@@ -277,12 +278,16 @@ class _Fit:
         with deferred_interrupt():
             parts = self.update(parts)
             bs = batch[0].shape[0]
+            # the job's sums, step by step: a checkpoint at any batch (Ctrl-C) holds every rank's share without a
+            # collective in the interrupt path, where the ranks may stand at different collectives
+            step = distributed.all_reduce_sums({**{k: v * bs for k, v in {"loss": loss.item(), **parts}.items()}, _SAMPLES: bs})
+            bs = int(step.pop(_SAMPLES))
             n += bs
             self.times.samples += bs
             self.done += 1
-            for k, v in {"loss": loss.item(), **parts}.items():
-                sums[k] = sums.get(k, 0.0) + v * bs
-            self.pos.update(batch=bi + 1, rng=None, buffers=None)
+            for k, v in step.items():
+                sums[k] = sums.get(k, 0.0) + v
+            self.pos.update(batch=bi + 1, rng=None, buffers=None, sums=dict(sums), n=n)
         return n, lr
 
     def to_device(self, batch: Batch) -> tuple[Batch, Optional[float]]:
@@ -308,12 +313,9 @@ class _Fit:
         return loss, parts
 
     def end_epoch(self, epoch: int, sums: dict[str, float], n: int, extra: dict[str, float]) -> None:
-        """The epoch's history row (the job's means under torchrun), validation, then hook and checkpoint together."""
+        """The epoch's history row (the job's means under torchrun: `sums`, `n` and the samples are the job's), validation,
+        then hook and checkpoint together."""
         times = self.times
-        if distributed.active():  # every rank's samples: the epoch's means and throughput are the job's
-            total = distributed.all_reduce_sums({**{f"sum.{k}": v for k, v in sums.items()}, "n": n, "samples": times.samples})
-            sums = {k[4:]: v for k, v in total.items() if k.startswith("sum.")}
-            n, times.samples = int(total["n"]), int(total["samples"])
         row = {
             "epoch": epoch + 1,
             "lr": self.update.set_lr(epoch + 1),

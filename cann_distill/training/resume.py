@@ -89,8 +89,8 @@ class Position:
     batch: int
     epoch_rng: Optional[dict[str, Any]] = None
     rng: Optional[dict[str, Any]] = None
-    sums: dict[str, float] = field(default_factory=dict)
-    n: int = 0
+    sums: dict[str, float] = field(default_factory=dict)  # the epoch's loss sums so far (under torchrun: every rank's)
+    n: int = 0  # the samples they cover (the job's)
     buffers: Optional[dict[str, torch.Tensor]] = None
 
     def update(self, **changes: Any) -> None:
@@ -156,8 +156,8 @@ class Resume:
         for name, gen in self.generators().items():
             gen.set_state(self.restored["epoch_rng"][name])
         set_rng_state(self.restored["rng"])
-        sums, n = self.partial if distributed.is_main() else ({}, 0)  # rank 0 saved the sums so far
-        return self.start_batch, sums, n
+        sums, n = self.partial  # the job's sums so far (every rank's, summed after each step), on every rank
+        return self.start_batch, dict(sums), n
 
     def generator_states(self) -> dict[str, torch.Tensor]:
         return {name: gen.get_state() for name, gen in self.generators().items()}

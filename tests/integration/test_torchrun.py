@@ -133,6 +133,21 @@ def test_batch_size_not_divisible_is_refused(runs: dict[str, Path]) -> None:
     assert "Error: distill.batch_size=33: not divisible by the 2 processes of this torchrun job" in res.stderr
 
 
+def test_qad_and_probe_batch_sizes_are_refused_before_any_stage(tmp_path: Path) -> None:
+    """Checked when the job starts, not when QAD begins after the float distillation (or the probe after the teacher)."""
+    import yaml
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({**RECIPE, "run_dir": str(tmp_path / "run")}, sort_keys=False))
+    qad = torchrun("distill", str(recipe), "--set", "distill.qat.enabled=true", "--set", "distill.qat.batch_size=33", timeout=120)
+    assert qad.returncode != 0
+    assert "Error: distill.qat.batch_size=33: not divisible by the 2 processes of this torchrun job" in qad.stderr
+    probe = torchrun("select", str(recipe), "--set", "select.strategy=el2n", "--set", "distill.batch_size=33", timeout=120)
+    assert probe.returncode != 0
+    assert "Error: distill.batch_size=33: not divisible by the 2 processes of this torchrun job" in probe.stderr
+    assert not [p for p in (tmp_path / "run").glob("*") if p.is_dir() and not p.name.startswith(".")]
+
+
 def test_dead_rank_stops_the_other_and_one_process_resumes(runs: dict[str, Path], tmp_path: Path) -> None:
     """Ranks started by hand (torchrun would SIGTERM the survivor itself): kill rank 1 after the first epoch's checkpoint."""
     run = runs["two"]

@@ -7,6 +7,6 @@ from cann_distill.teaching.losses import (
     logit,  # noqa: F401  (registers ce, kd, dkd)
     relation,  # noqa: F401  (registers sp, rkd)
 )
-from cann_distill.teaching.losses.base import LOSSES, Loss, Outputs
+from cann_distill.teaching.losses.base import LOSSES, Loss, Outputs, rank_rows
 
-__all__ = ["LOSSES", "Loss", "Outputs"]
+__all__ = ["LOSSES", "Loss", "Outputs", "rank_rows"]

@@ -8,6 +8,7 @@ import torch
 
 from cann_distill.core import registries
 from cann_distill.core.registry import Registry
+from cann_distill.runtime import distributed
 
 Outputs = Mapping[str, torch.Tensor]
 """Named tensors for one batch: `student.logits`, `teacher.logits`, `targets`, ..."""
@@ -36,6 +37,9 @@ class Loss:
     channel_weights: Optional[str] = None
     """The teacher tap whose per-channel sensitivity the loss reads (as `teacher.chw.<tap>`, [C]),
     computed once by the stage with the teacher; None when it reads none."""
+    relational: bool = False
+    """True when a sample's loss depends on the other samples of the batch (sp, rkd). Under torchrun
+    such a loss is fed the global batch, gathered from every rank (`rank_rows`), not this rank's slice."""
 
     def __call__(self, outputs: Outputs) -> torch.Tensor:
         """Per-sample loss, shape [B]; the trainer applies sample weights and reduces."""
@@ -43,3 +47,17 @@ class Loss:
 
 
 LOSSES: Registry[type[Loss]] = registries.LOSSES  # defined in core so the recipe schema can name it
+
+
+def rank_rows(loss: Loss, outputs: Outputs) -> torch.Tensor:
+    """`loss(outputs)` for this rank's samples [b]. A relational loss under torchrun reads the global batch: the
+    tensors it requires are gathered from every rank (gradients flow back to each rank's own rows, see
+    `distributed.gather_batch`) and this rank's rows of its per-sample result are kept, so the ranks' rows together
+    are the one-process loss of the whole batch. Anything else, and one process: `loss(outputs)` itself."""
+    if not loss.relational or not distributed.active():
+        return loss(outputs)
+    counts = distributed.batch_counts(len(outputs[loss.requires[0]]))
+    gathered, mine = {}, slice(0)
+    for key in loss.requires:
+        gathered[key], mine = distributed.gather_batch(outputs[key], counts)
+    return loss({**outputs, **gathered})[mine]

@@ -4,6 +4,8 @@ These are batch losses by nature. Convention for the per-sample vector: sample i
 part of the batch loss that belongs to its row (its similarities / distances / angles at
 vertex i), scaled so that the plain mean over the batch equals the paper's batch loss.
 Student and teacher may have different feature sizes; only the batch sizes must agree.
+They declare `relational`: under torchrun they see the global batch, gathered from every rank
+(`rank_rows`), so the loss and its gradient are the one-process ones.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ def tap_key(role: str, name: str) -> str:
 
 
 class _RelationPair(Loss):
+    relational = True
+
     def __init__(self, student: str, teacher: str) -> None:
         self.student_key = tap_key("student", check_tap_name("student", student))
         self.teacher_key = tap_key("teacher", check_tap_name("teacher", teacher))

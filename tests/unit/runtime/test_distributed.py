@@ -3,16 +3,18 @@ that move replay draws and weight sums (two forked gloo processes)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from cann_distill.core.errors import UsageError
+from cann_distill.core.errors import RecipeError, UsageError
 from cann_distill.core.recipe import Recipe
 from cann_distill.data.loading import Split, loader
 from cann_distill.runtime import distributed
+from cann_distill.training.epoch import History
 from cann_distill.training.loop import SubsetSampler
 
 
@@ -65,9 +67,10 @@ def test_rank_slices_union_is_the_one_process_batch_in_order(as_rank, world: int
 
 def test_indivisible_batch_is_refused_with_the_key_named(as_rank) -> None:
     as_rank(0, 2)
-    with pytest.raises(UsageError, match=r"distill.batch_size=33: not divisible by the 2 processes .* use a multiple of 2"):
+    with pytest.raises(RecipeError, match=r"distill.batch_size=33: not divisible by the 2 processes .* use a multiple of 2") as exc:
         distributed.check_divisible({"distill.batch_size": 33, "data.batch_size": 32})
-    with pytest.raises(UsageError, match="batch_size=30: not divisible by the 4 processes"):
+    assert exc.value.exit_code == 2
+    with pytest.raises(RecipeError, match="batch_size=30: not divisible by the 4 processes"):
         as_rank(1, 4)
         loader(tiny_split(), 30, train=True)
     distributed.check_divisible({"distill.batch_size": 32})
@@ -129,6 +132,28 @@ def test_training_batch_sizes_name_the_keys_the_stages_use() -> None:
     r = Recipe.model_validate({"data": {"batch_size": 30}, "distill": {"batch_size": 64}})
     assert training_batch_sizes(r, ["teacher", "select", "distill"]) == {"data.batch_size": 30, "distill.batch_size": 64}
     assert training_batch_sizes(r, ["validate"]) == {}
+
+
+@pytest.mark.parametrize(
+    ("section", "stages", "key"),
+    [
+        ({"select": {"strategy": "el2n"}}, ["select"], "distill.batch_size"),  # the probe, at el2n's default 2 epochs
+        ({"select": {"strategy": "disagreement", "probe_epochs": 1}}, ["select"], "distill.batch_size"),
+        ({"distill": {"epochs": 1, "batch_size": 64, "qat": {"enabled": True, "batch_size": 33}}}, ["distill"], "distill.qat.batch_size"),
+    ],
+)
+def test_probe_and_qad_batch_sizes_are_refused_before_training(as_rank, section: dict, stages: list[str], key: str) -> None:
+    """select's student probe trains with distill's batch size, QAD with its own: both are split over the ranks."""
+    from cann_distill.api import training_batch_sizes
+
+    recipe = {"data": {"batch_size": 32}, "distill": {"batch_size": 33}}
+    r = Recipe.model_validate({**recipe, **section})
+    sizes = training_batch_sizes(r, stages)
+    assert sizes[key] == 33
+    as_rank(0, 2)
+    with pytest.raises(RecipeError, match=rf"^{key}=33: not divisible by the 2 processes of this torchrun job") as exc:
+        distributed.check_divisible(sizes)
+    assert exc.value.exit_code == 2 and "\n" not in str(exc.value)
 
 
 def _gather_worker(rank: int, world: int, store_path: str, out_path: str) -> None:
@@ -205,3 +230,82 @@ def test_gather_to_main_and_follow_entry_across_two_real_processes(tmp_path) -> 
     mp.start_processes(_gather_worker, args=(2, str(tmp_path / "store"), out), nprocs=2, start_method="fork")
     got, want = np.load(out), np.load(out + ".want.npy")
     assert got.dtype == np.int16 and np.array_equal(got, want)
+
+
+def _write_everything(root: Path) -> None:
+    """Every cache and live-log write a training rank reaches, into `root`: the dashboard's live log, a teacher-output
+    cache entry, the weights-fingerprint memo, the image-check memo and a Ctrl-C resume checkpoint."""
+    from cann_distill.core.recipe import DataConfig, TrainConfig
+    from cann_distill.data.images import scan_tree
+    from cann_distill.data.loading import _bad_images
+    from cann_distill.models.build import checkpoint_weights_fingerprint, save_checkpoint
+    from cann_distill.store.cache import OutputCache
+    from cann_distill.training.live import EpochLog
+    from cann_distill.training.resume import Checkpointing, Position, Resume
+    from cann_distill.training.update import Update, make_optimizer
+
+    EpochLog(root / "run", "distill", 2)(0, {"epoch": 1, "loss": 0.5})
+    arr, status = OutputCache(root / "cache").get_or_compute({"what": "logits"}, (2, 3), lambda: np.ones((2, 3), np.float32))
+    assert status == "miss" and arr.shape == (2, 3)
+    net = torch.nn.Linear(2, 2)
+    save_checkpoint(root.parent / "inputs" / "teacher.pt", net, "linear", 2, 3)
+    checkpoint_weights_fingerprint(root / "cache", root.parent / "inputs" / "teacher.pt", "ab" * 32)
+    images = root.parent / "inputs" / "images"
+    _bad_images(DataConfig(), images, scan_tree(images))
+    cfg = TrainConfig(epochs=1)
+    opt = make_optimizer(net, cfg)
+    resume = Resume(Checkpointing(root / "run" / "resume.pt", "fp"), "toy", net, Update(net, net, cfg, opt, None, None), dict)
+    resume.interrupted(Position(0, 1, {}, None), 1, None, History())
+
+
+def test_a_rank_other_than_0_writes_no_cache_no_live_log_no_checkpoint(as_rank, tmp_path, monkeypatch) -> None:
+    from PIL import Image
+
+    images = tmp_path / "inputs" / "images" / "a"
+    images.mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(images / "x.png")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "rank1" / "xdg"))
+    as_rank(1, 2)
+    _write_everything(tmp_path / "rank1")
+    assert [p for p in (tmp_path / "rank1").rglob("*") if p.is_file()] == []
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "rank0" / "xdg"))
+    as_rank(0, 2)  # rank 0 writes each of them (so the calls above did reach every writer)
+    _write_everything(tmp_path / "rank0")
+    written = {p.relative_to(tmp_path / "rank0").parts[:2] for p in (tmp_path / "rank0").rglob("*") if p.is_file()}
+    assert written == {("run", ".live"), ("run", "resume.pt"), ("cache", "teacher_outputs"), ("cache", "weights"), ("xdg", "cann-distill")}
+
+
+def _shared_cache_worker(rank: int, world: int, store_path: str, roots: list[str]) -> None:
+    """One rank of a forked gloo group: each rank points at its own cache folder; rank 0's alone is used."""
+    import datetime
+
+    import torch.distributed as dist
+
+    from cann_distill.store.cache import OutputCache
+
+    dist.init_process_group(
+        "gloo", store=dist.FileStore(store_path, world), rank=rank, world_size=world, timeout=datetime.timedelta(seconds=60)
+    )
+    distributed._group = distributed.Group(rank, world, rank, "gloo", torch.device("cpu"), 60.0)
+    try:
+        cache = OutputCache(Path(roots[rank]))
+        # a miss: every rank computes (here each its own value), rank 0 alone stores
+        arr, status = cache.shared({"what": "views"}, (3,), lambda: np.full(3, float(rank), np.float32))
+        assert status == "miss" and np.array_equal(arr, np.full(3, float(rank)))
+        # a hit: rank 0's entry reaches every rank, whatever the others would have computed
+        arr, status = cache.shared({"what": "views"}, (3,), lambda: np.full(3, 7.0 + rank, np.float32))
+        assert np.array_equal(arr, np.zeros(3)) and status == "hit", (rank, arr, status)
+    finally:
+        distributed._group = None
+        dist.destroy_process_group()
+
+
+def test_shared_cache_entry_is_read_and_written_by_rank_0_alone(tmp_path) -> None:
+    """Two forked gloo processes, each with its own cache folder: only rank 0's folder gets the entry, and on a hit
+    both ranks hold rank 0's array."""
+    import torch.multiprocessing as mp
+
+    roots = [str(tmp_path / "rank0"), str(tmp_path / "rank1")]
+    mp.start_processes(_shared_cache_worker, args=(2, str(tmp_path / "store"), roots), nprocs=2, start_method="fork")
+    assert len(list((tmp_path / "rank0" / "teacher_outputs").glob("*.npy"))) == 1
+    assert not (tmp_path / "rank1").exists()

@@ -1,0 +1,68 @@
+"""Relational losses (sp, rkd) on 2 gloo ranks see the global batch: the loss and the DDP-averaged gradient equal the
+one-process ones on the whole batch, also when the ranks' slices differ by a row."""
+
+from __future__ import annotations
+
+import torch
+
+from tests.gloo import spawn_ranks
+
+# float32 everywhere; the ranks differ from one process only in summation order (the gathered Gram / distance
+# matrices are the same numbers, the weighted sum is split in two and re-added)
+RTOL, ATOL = 1e-5, 1e-6
+CASES = [("sp", {"student": "logits", "teacher": "logits"}), ("rkd", {})]
+
+
+def _batch(n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(n)
+    return torch.randn(n, 6, generator=g), torch.randn(n, 5, generator=g), torch.rand(n, generator=g) + 0.5
+
+
+def _worker(rank: int, world: int) -> None:
+    import torch.distributed as dist
+
+    from cann_distill.runtime import distributed
+    from cann_distill.teaching.losses import LOSSES, rank_rows
+
+    for kind, kwargs in CASES:
+        loss = LOSSES.build(kind, **kwargs)
+        for n in (8, 7):  # 4 + 4 rows, and 4 + 3 (a short last batch)
+            x, t, w = _batch(n)
+            torch.manual_seed(0)
+            one = torch.nn.Linear(6, 5)
+            two = torch.nn.Linear(6, 5)
+            two.load_state_dict(one.state_dict())
+
+            with distributed.alone():  # the reference: one process, the whole batch
+                full = rank_rows(loss, {"student.logits": one(x), "teacher.logits": t})
+                want = (full * w).sum() / w.sum()
+                want.backward()
+
+            lo = [0, 4][rank]
+            mine = slice(lo, lo + [4, n - 4][rank])
+
+            def step(model: torch.nn.Module, xs: torch.Tensor, ts: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
+                per = rank_rows(loss, {"student.logits": model(xs), "teacher.logits": ts})
+                assert per.shape == (len(xs),)
+                return (per * ws).sum() / distributed.weight_share(ws)
+
+            ddp = distributed.ddp_step(two, step, torch.device("cpu"))  # held until backward: its hooks average
+            got = ddp(x[mine], t[mine], w[mine])
+            got.backward()  # DDP averages the gradients over the ranks
+            value = got.detach().clone()
+            dist.all_reduce(value)
+            value /= world
+            assert torch.allclose(value, want.detach(), rtol=RTOL, atol=ATOL), (kind, n, value.item(), want.item())
+            for name, p in two.named_parameters():
+                ref = dict(one.named_parameters())[name].grad
+                assert torch.allclose(p.grad, ref, rtol=RTOL, atol=ATOL), (kind, n, name, (p.grad - ref).abs().max().item())
+
+            # the data makes the difference visible: each rank's slice alone gives another loss
+            sliced = loss({"student.logits": one(x[mine]).detach(), "teacher.logits": t[mine]})
+            alone = (sliced * w[mine]).sum() / distributed.weight_share(w[mine])
+            dist.all_reduce(alone)
+            assert not torch.allclose(alone / world, want.detach(), rtol=1e-3), (kind, n)
+
+
+def test_relational_losses_see_the_global_batch_on_two_ranks() -> None:
+    spawn_ranks(_worker)
