@@ -394,13 +394,23 @@ def dashboard_cmd(
     runs_dir: Annotated[Path, typer.Argument(help="Folder holding run dirs (or one run dir).")] = Path("runs"),
     port: Annotated[int, typer.Option("--port", help="TCP port (0: any free port).")] = 9400,
     host: Annotated[str, typer.Option("--host", help="Address to bind; anything but 127.0.0.1 exposes your runs.")] = "127.0.0.1",
+    allow_host: Annotated[
+        Optional[List[str]],
+        typer.Option(
+            "--allow-host",
+            help="A name the page may be reached under besides the bound address and localhost (repeatable; "
+            "other Host headers are refused with 403).",
+        ),
+    ] = None,
     refresh: Annotated[float, typer.Option("--refresh", help="Seconds between page updates.", min=0.1)] = 2.0,
     debug: DebugOpt = False,
 ) -> None:
-    from cann_distill.reporting.dashboard import make_server, serve
+    from cann_distill.reporting.dashboard import is_loopback, make_server, serve
 
     def start() -> Any:
-        server = make_server(runs_dir, port, host, refresh)
+        server = make_server(runs_dir, port, host, refresh, allow_host or ())
+        if not is_loopback(host):
+            ui.warn(f"dashboard: bound to {host}, beyond this machine: anyone who can reach it sees your runs' names, numbers and reports")
         ui.info(f"dashboard: {server.url} ({runs_dir}; Ctrl-C stops)")
         try:
             serve(server)
