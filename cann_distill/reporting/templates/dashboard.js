@@ -1,6 +1,6 @@
 "use strict";
 // The dashboard page. Every node is built from the data with createElement, textContent and
-// setAttribute; no string from the server is ever parsed as HTML (no innerHTML anywhere).
+// setAttribute; no string from the server is ever parsed as HTML.
 
 const SVG = "http://www.w3.org/2000/svg";
 // bidi embeddings, overrides, isolates and marks, and control characters: shown as visible escapes
