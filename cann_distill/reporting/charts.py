@@ -247,6 +247,7 @@ def gap_bars(rows: Sequence[dict[str, Any]], samples: Any, split: str) -> Any:
     names = [label(row.get("module") or row.get("node") or "?", 40) for row in rows][::-1]
     ax.barh(range(len(rows)), [row["gap_db"] for row in rows][::-1], color=COLORS["int8"])
     ax.set_yticks(range(len(rows)), names, fontsize=7)
+    ax.set_ylabel("layer (student module)")
     ax.set_xlabel("SQNR lost in the layer (dB; higher = more INT8 error added there)")
     ax.set_title(f"Worst {len(rows)} layers by INT8 gap, on {samples} {split} images", fontsize=10)
     return fig
