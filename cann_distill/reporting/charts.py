@@ -121,12 +121,14 @@ def per_class_errors(classes: Sequence[str], per_class: dict[str, Sequence[Optio
     fig = figure(7.5, len(shown) * (0.09 * len(names) + 0.06) + 1.3)
     ax = fig.subplots()
     y, h = np.arange(len(shown)), 0.8 / len(names)
+    top = 0.0
     for i, name in enumerate(names):
         err = [100 * (1 - a) if (a := per_class[name][c]) is not None else 0.0 for c in shown]
         ax.barh(y + i * h, err, h, label=name, color=COLORS[name])
+        top = max(top, *err)
     ax.set_yticks(y + h * (len(names) - 1) / 2, [label(classes[c]) for c in shown], fontsize=8)
     ax.invert_yaxis()  # worst first, at the top
-    ax.set_xlim(0, 100)
+    ax.set_xlim(0, min(100.0, max(5.0, 1.15 * top)))  # small error rates stay readable
     ax.set_ylabel("class")
     ax.set_xlabel(f"error rate on {split} (%) = 100 − top-1")
     more = f", worst {len(shown)} of {len(classes)}" if len(shown) < len(classes) else ""
@@ -141,7 +143,7 @@ def confusions(classes: Sequence[str], matrices: dict[str, Sequence[Sequence[int
     names = [n for n in ("teacher", "baseline", "student") if n in matrices]
     c = len(classes)
     side = min(max(3.2, 0.32 * c + 1.5), 7.0)
-    fig = figure(side * len(names) + 1.0, side + 0.4)
+    fig = figure(side * len(names) + 0.5, side + 0.4)
     axes = np.atleast_1d(fig.subplots(1, len(names)))
     image = None
     for ax, name in zip(axes, names):
