@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from typing_extensions import Annotated
 
@@ -364,7 +365,7 @@ def report_cmd(
             raise UsageError(f"--format must be table, json or markdown, got {fmt!r}")
         result = compare_runs(targets)
         for w in result["warnings"]:
-            ui.warn(w)
+            ui.warn(escape(w))
         return result
 
     def render(result: dict) -> None:
@@ -372,13 +373,12 @@ def report_cmd(
             print(to_markdown(result), end="")
             return
         t = Table(title="cann-distill report --compare", title_justify="left")
-        for col in ("metric", *[r["name"] for r in result["runs"]], "winner"):
+        for col in ("metric", *[escape(r["name"]) for r in result["runs"]], "winner"):
             t.add_column(col)
         for row in result["rows"]:
-            cells = [f"[bold green]{d}[/bold green]" if i == row["winner"] else d for i, d in enumerate(row["display"])]
-            t.add_row(
-                f"{row['metric']} ({row['better']})", *cells, result["runs"][row["winner"]]["name"] if row["winner"] is not None else "–"
-            )
+            cells = [f"[bold green]{escape(d)}[/bold green]" if i == row["winner"] else escape(d) for i, d in enumerate(row["display"])]
+            win = escape(result["runs"][row["winner"]]["name"]) if row["winner"] is not None else "–"
+            t.add_row(f"{row['metric']} ({row['better']})", *cells, win if row.get("comparable", True) else f"– ({row['why']})")
         ui.console.print(t)
 
     _invoke(run_compare, fmt == "json", quiet and fmt == "table", debug, render=render, to_json=lambda result: result)
@@ -394,13 +394,23 @@ def dashboard_cmd(
     runs_dir: Annotated[Path, typer.Argument(help="Folder holding run dirs (or one run dir).")] = Path("runs"),
     port: Annotated[int, typer.Option("--port", help="TCP port (0: any free port).")] = 9400,
     host: Annotated[str, typer.Option("--host", help="Address to bind; anything but 127.0.0.1 exposes your runs.")] = "127.0.0.1",
+    allow_host: Annotated[
+        Optional[List[str]],
+        typer.Option(
+            "--allow-host",
+            help="A name the page may be reached under besides the bound address and localhost (repeatable; "
+            "other Host headers are refused with 403).",
+        ),
+    ] = None,
     refresh: Annotated[float, typer.Option("--refresh", help="Seconds between page updates.", min=0.1)] = 2.0,
     debug: DebugOpt = False,
 ) -> None:
-    from cann_distill.reporting.dashboard import make_server, serve
+    from cann_distill.reporting.dashboard import is_loopback, make_server, serve
 
     def start() -> Any:
-        server = make_server(runs_dir, port, host, refresh)
+        server = make_server(runs_dir, port, host, refresh, allow_host or ())
+        if not is_loopback(host):
+            ui.warn(f"dashboard: bound to {host}, beyond this machine: anyone who can reach it sees your runs' names, numbers and reports")
         ui.info(f"dashboard: {server.url} ({runs_dir}; Ctrl-C stops)")
         try:
             serve(server)

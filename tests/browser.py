@@ -1,7 +1,7 @@
 """Headless Chromium driven over the DevTools protocol, stdlib only (a minimal WebSocket client).
 
 Debian's `chromium` package (.ci/run installs it). Collects console errors, uncaught exceptions and
-failed loads, evaluates JavaScript and takes screenshots (scripts/screenshots.py uses it too).
+failed loads, evaluates JavaScript and takes screenshots.
 """
 
 from __future__ import annotations

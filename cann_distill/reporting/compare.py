@@ -1,46 +1,58 @@
-"""`report --compare`: key numbers of several runs side by side, the winner per row, a warning on different data."""
+"""`report --compare`: key numbers of several runs side by side, the winner per row where the runs can be compared.
+
+Accuracies, TE and DQI are the ones report.html and the dashboard show (`numbers.headline`): the
+headline split of each run, TE "not meaningful" when its teacher's lead is within the noise. A row
+names no winner when its runs are not comparable: accuracies on different data or splits, latency
+and time measured on different machines, provider or thread count. One unit per quantity: top-1 in
+%, the INT8 drop in points (pt), latency in ms, size in MB.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from cann_distill.core.errors import UsageError
+from cann_distill.reporting.numbers import headline, number
 from cann_distill.reporting.schema import read_report
 
+Getter = Callable[[dict[str, Any]], Optional[float]]
 
-def _get(*path: str) -> Callable[[dict[str, Any]], Optional[float]]:
+
+def _get(*path: str) -> Getter:
     def get(report: dict[str, Any]) -> Optional[float]:
         node: Any = report
         for key in path:
             node = node.get(key) if isinstance(node, dict) else None
-        return float(node) if isinstance(node, (int, float)) and not isinstance(node, bool) else None
+        return number(node)
 
     return get
 
 
-def _distill_seconds(report: dict[str, Any]) -> Optional[float]:
-    return _get("stages", "distill", "seconds")(report)
+def _headline(key: str) -> Getter:
+    return lambda report: headline(report)[key]
 
 
-PCT, NUM, MS, MB, INT, SEC = "pct", "num", "ms", "mb", "int", "sec"
-# (metric, getter, better, format)
-ROWS: list[tuple[str, Callable[[dict[str, Any]], Optional[float]], str, str]] = [
-    ("teacher top-1", _get("knowledge", "accuracy", "teacher"), "higher", PCT),
-    ("baseline top-1 (CE only)", _get("knowledge", "accuracy", "baseline"), "higher", PCT),
-    ("student top-1 (torch)", _get("knowledge", "accuracy", "student"), "higher", PCT),
-    ("student INT8 top-1", _get("validate", "accuracy", "onnx_int8"), "higher", PCT),
-    ("INT8 drop", _get("validate", "accuracy", "int8_drop"), "lower", PCT),
-    ("transfer efficiency", _get("knowledge", "transfer_efficiency", "value"), "higher", NUM),
-    ("error reduction", _get("knowledge", "error_reduction", "value"), "higher", NUM),
-    ("agreement, all", _get("knowledge", "agreement", "all"), "higher", PCT),
-    ("agreement, critical", _get("knowledge", "agreement", "critical"), "higher", PCT),
-    ("ECE student", _get("knowledge", "ece", "student", "value"), "lower", NUM),
-    ("DQI", _get("knowledge", "dqi", "value"), "higher", NUM),
-    ("INT8 latency median (b=1)", _get("validate", "latency_batch1", "int8", "median_ms"), "lower", MS),
-    ("INT8 size", _get("validate", "size_bytes", "int8"), "lower", MB),
-    ("student params", _get("distill", "params"), "lower", INT),
-    ("distill time", _distill_seconds, "lower", SEC),
+PCT, PT, NUM, MS, MB, INT, SEC = "pct", "pt", "num", "ms", "mb", "int", "sec"
+DATA, MACHINE = "data", "machine"  # what must match for a row's runs to be comparable
+# (metric, getter, better, format, what must match)
+ROWS: list[tuple[str, Getter, str, str, Optional[str]]] = [
+    ("teacher top-1", _headline("teacher"), "higher", PCT, DATA),
+    ("baseline top-1 (CE only)", _headline("baseline"), "higher", PCT, DATA),
+    ("student top-1 (torch)", _headline("student"), "higher", PCT, DATA),
+    ("student INT8 top-1", _headline("onnx_int8"), "higher", PCT, DATA),
+    ("INT8 drop", _headline("int8_drop"), "lower", PT, DATA),
+    ("transfer efficiency", _headline("te"), "higher", NUM, DATA),
+    ("error reduction", _get("knowledge", "error_reduction", "value"), "higher", NUM, DATA),
+    ("agreement, all", _get("knowledge", "agreement", "all"), "higher", PCT, DATA),
+    ("agreement, critical", _get("knowledge", "agreement", "critical"), "higher", PCT, DATA),
+    ("ECE student", _get("knowledge", "ece", "student", "value"), "lower", NUM, DATA),
+    ("DQI", _headline("dqi"), "higher", NUM, DATA),
+    ("INT8 latency median (b=1)", _get("validate", "latency_batch1", "int8", "median_ms"), "lower", MS, MACHINE),
+    ("INT8 size", _get("validate", "size_bytes", "int8"), "lower", MB, None),
+    ("student params", _get("distill", "params"), "lower", INT, None),
+    ("distill time", _get("stages", "distill", "seconds"), "lower", SEC, MACHINE),
 ]
 
 
@@ -49,12 +61,20 @@ def fmt(value: Optional[float], kind: str) -> str:
         return "–"
     return {
         PCT: f"{100 * value:.2f}%",
+        PT: f"{100 * value:.2f} pt",
         NUM: f"{value:.3f}",
         MS: f"{value:.3f} ms",
         MB: f"{value / 1e6:.2f} MB",
         INT: f"{int(value):,}",
         SEC: f"{value:.1f} s",
     }[kind]
+
+
+def display(report: dict[str, Any], metric: str, value: Optional[float], kind: str) -> str:
+    """The value as shown; TE and DQI say "not meaningful" where the teacher's lead is within the noise (as report.html)."""
+    if value is None and metric in ("transfer efficiency", "DQI") and headline(report)["verdict"] == "undefined":
+        return "not meaningful"
+    return fmt(value, kind)
 
 
 def winner(values: Sequence[Optional[float]], better: str, kind: str) -> Optional[int]:
@@ -73,50 +93,109 @@ def report_path(target: Path) -> Path:
     return target if target.suffix == ".json" else target / "report" / "report.json"
 
 
-def data_warnings(names: Sequence[str], reports: Sequence[dict[str, Any]]) -> list[str]:
-    keys = [((r.get("data") or {}).get("fingerprint"), (r.get("data") or {}).get("headline_split")) for r in reports]
-    if len(set(keys)) <= 1:
-        return []
+def data_key(report: dict[str, Any]) -> tuple[Any, Any]:
+    """What accuracies depend on besides the model: the data (fingerprint) and the split they were measured on."""
+    return (report.get("data") or {}).get("fingerprint"), headline(report)["split"]
+
+
+def machine_key(report: dict[str, Any]) -> str:
+    """What latency and time depend on besides the model: the CPU's features, the provider, the threads."""
+    v = report.get("validate") or {}
+    return json.dumps([v.get("cpu"), v.get("provider"), (v.get("latency_batch1") or {}).get("threads")], sort_keys=True, default=str)
+
+
+def _groups(names: Sequence[str], keys: Sequence[Any]) -> dict[Any, list[str]]:
     groups: dict[Any, list[str]] = {}
     for name, key in zip(names, keys):
         groups.setdefault(key, []).append(name)
-    desc = "; ".join(f"{', '.join(g)}: {(k[0] or '?')[:12]} ({k[1]} split)" for k, g in groups.items())
-    return [f"runs used different data ({desc}): their accuracies are not comparable"]
+    return groups
+
+
+def data_warnings(names: Sequence[str], reports: Sequence[dict[str, Any]]) -> list[str]:
+    keys = [data_key(r) for r in reports]
+    if len(set(keys)) <= 1:
+        return []
+    desc = "; ".join(f"{', '.join(g)}: {(k[0] or '?')[:12]} ({k[1]} split)" for k, g in _groups(names, keys).items())
+    return [f"runs used different data or splits ({desc}): their accuracies are not comparable, no winner is named"]
+
+
+def machine_warnings(names: Sequence[str], reports: Sequence[dict[str, Any]]) -> list[str]:
+    keys = [machine_key(r) for r in reports]
+    if len(set(keys)) <= 1:
+        return []
+    desc = "; ".join(", ".join(g) for g in _groups(names, keys).values())
+    return [f"runs were measured on different machines, providers or thread counts ({desc}): latency and time have no winner"]
+
+
+def same_run_warnings(names: Sequence[str], targets: Sequence[Path]) -> list[str]:
+    """Two targets that are one report (the same file, or byte-identical files)."""
+    seen: dict[Any, str] = {}
+    out = []
+    for name, target in zip(names, targets):
+        path = report_path(target)
+        key = path.read_bytes()
+        if key in seen:
+            out.append(f"{seen[key]} and {name} are the same run (identical report.json): nothing to compare between them")
+        else:
+            seen[key] = name
+    return out
+
+
+def run_names(targets: Sequence[Path]) -> list[str]:
+    names = [Path(t).name if Path(t).suffix != ".json" else Path(t).parent.parent.name for t in targets]
+    return names if len(set(names)) == len(names) else [str(t) for t in targets]
 
 
 def compare(targets: Sequence[Path]) -> dict[str, Any]:
-    """Key metrics of each run's report.json side by side; `winner` is the index of the best run per row."""
+    """Key metrics of each run's report.json side by side; `winner` is the index of the best run per row (None when
+    the row's runs are not comparable, see `comparable` and `why`)."""
     if len(targets) < 2:
         raise UsageError("--compare needs at least two run dirs (or report.json files)")
     reports = [read_report(report_path(t)) for t in targets]
-    names = [Path(t).name if Path(t).suffix != ".json" else Path(t).parent.parent.name for t in targets]
-    if len(set(names)) < len(names):
-        names = [str(t) for t in targets]
+    names = run_names(targets)
+    splits = [headline(r)["split"] for r in reports]
+    same = {DATA: len({data_key(r) for r in reports}) == 1, MACHINE: len({machine_key(r) for r in reports}) == 1}
+    why = {DATA: "different data or splits", MACHINE: "different machines, providers or thread counts"}
     rows = []
-    for metric, get, better, kind in ROWS:
+    for metric, get, better, kind, needs in ROWS:
         values = [get(r) for r in reports]
+        comparable = needs is None or same[needs]
+        label = f"{metric} on {splits[0]}" if needs == DATA and len(set(splits)) == 1 else metric
         rows.append(
             {
-                "metric": metric,
+                "metric": label,
                 "better": better,
                 "values": values,
-                "display": [fmt(v, kind) for v in values],
-                "winner": winner(values, better, kind),
+                "display": [display(r, metric, v, kind) for r, v in zip(reports, values)],
+                "winner": winner(values, better, kind) if comparable else None,
+                "comparable": comparable,
+                "why": None if comparable else why[needs or DATA],
             }
         )
     return {
-        "runs": [{"name": n, "dir": str(t), "title": r.get("title")} for n, t, r in zip(names, targets, reports)],
+        "runs": [{"name": n, "dir": str(t), "title": r.get("title"), "split": s} for n, t, r, s in zip(names, targets, reports, splits)],
         "rows": rows,
-        "warnings": data_warnings(names, reports),
+        "warnings": same_run_warnings(names, targets) + data_warnings(names, reports) + machine_warnings(names, reports),
     }
 
 
+def md_cell(text: Any) -> str:
+    """A markdown table cell that stays one cell of plain text: | and markup escaped, line breaks as spaces."""
+    s = " ".join(str(text).split())
+    for ch in "\\`*_[]|#":
+        s = s.replace(ch, "\\" + ch)
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def to_markdown(result: dict[str, Any]) -> str:
-    names = [r["name"] for r in result["runs"]]
+    names = [md_cell(r["name"]) for r in result["runs"]]
     lines = ["| metric | " + " | ".join(names) + " | winner |", "|---|" + "---|" * len(names) + "---|"]
     for row in result["rows"]:
-        cells = [f"**{d}**" if i == row["winner"] else d for i, d in enumerate(row["display"])]
-        win = names[row["winner"]] if row["winner"] is not None else "–"
-        lines.append(f"| {row['metric']} ({row['better']} is better) | " + " | ".join(cells) + f" | {win} |")
-    lines += [f"\n> **Warning:** {w}" for w in result["warnings"]]
+        cells = [f"**{md_cell(d)}**" if i == row["winner"] else md_cell(d) for i, d in enumerate(row["display"])]
+        if row["winner"] is not None:
+            win = names[row["winner"]]
+        else:
+            win = f"– (not comparable: {md_cell(row['why'])})" if not row.get("comparable", True) else "–"
+        lines.append(f"| {md_cell(row['metric'])} ({row['better']} is better) | " + " | ".join(cells) + f" | {win} |")
+    lines += [f"\n> **Warning:** {md_cell(w)}" for w in result["warnings"]]
     return "\n".join(lines) + "\n"

@@ -26,6 +26,17 @@ CKA_MAX_SIDE = 8  # features are average-pooled to at most 8×8 positions before
 SHOWN = 6  # validation images with attention heatmaps in the HTML
 
 
+def pick_shown(critical: np.ndarray, agree: np.ndarray, k: int = SHOWN) -> list[int]:
+    """Up to `k` images for the attention heatmaps: half where teacher and student agree, half where they do not
+    (critical ones first within each half); a half that runs short is filled from the other."""
+    order = lambda mask: [int(i) for i in np.flatnonzero(mask & critical)] + [int(i) for i in np.flatnonzero(mask & ~critical)]  # noqa: E731
+    agree, critical = np.asarray(agree, dtype=bool), np.asarray(critical, dtype=bool)
+    yes, no = order(agree), order(~agree)
+    n_no = min(len(no), max(k // 2, k - len(yes)))
+    n_yes = min(len(yes), k - n_no)
+    return no[:n_no] + yes[:n_yes]
+
+
 def stage_pairs(n_teacher: int, n_student: int) -> list[tuple[int, int]]:
     """(teacher stage, student stage) at the same relative depth, one per student stage."""
     if n_teacher == 0 or n_student == 0:

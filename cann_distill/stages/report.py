@@ -23,7 +23,7 @@ from cann_distill.models.build import build_model, teacher_input, with_teacher_i
 from cann_distill.reporting import html as report_html
 from cann_distill.reporting.guard import STRICT_FAILS, distillation_verdict
 from cann_distill.reporting.schema import SCHEMA_ID, SCHEMA_VERSION
-from cann_distill.reporting.transfer import SHOWN, Tapped, logits_of, tap_features, transfer_metrics
+from cann_distill.reporting.transfer import SHOWN, Tapped, logits_of, pick_shown, tap_features, transfer_metrics
 from cann_distill.runtime.terminal import ui
 from cann_distill.selection import SELECTORS
 from cann_distill.selection.pick import pick_critical
@@ -209,7 +209,7 @@ class ReportStage(Stage):
         if "onnx_int8" in (v.get("accuracy") or {}):
             k["accuracy"]["onnx_int8"] = v["accuracy"]["onnx_int8"]
         teacher_pred, student_pred = logits["teacher"].argmax(1), logits["student"].argmax(1)
-        shown = (list(np.flatnonzero(critical)) + list(np.flatnonzero(~critical)))[:SHOWN]
+        shown = pick_shown(critical, teacher_pred == student_pred, SHOWN)
         tapped: Tapped = tap_features(
             teacher,
             r.teacher.arch,

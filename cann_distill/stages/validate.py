@@ -283,9 +283,11 @@ def _notes(run: _OnnxRun, lat: dict[str, Any]) -> list[str]:
     if (shaky := timing.unstable_note(lat)) is not None:
         notes.append(shaky)
     if run.feedback["triggered"]:
+        drop = f"INT8 drop {100 * run.metrics['val']['accuracy']['int8_drop']:.2f} pt on val"
         notes.append(
-            f"INT8 drop {100 * run.metrics['val']['accuracy']['int8_drop']:.2f} pt on val: see feedback.suggestions; "
-            "`cann-distill validate RECIPE --apply-feedback` writes a patched recipe"
+            f"{drop}: see feedback.suggestions; `cann-distill validate RECIPE --apply-feedback` writes a patched recipe"
+            if run.feedback["apply"]
+            else f"{drop}: no measured fix helped (feedback.suggestions lists what was tried); nothing to apply"
         )
     return notes
 

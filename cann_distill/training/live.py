@@ -56,6 +56,6 @@ def read_live(run_root: Path, stage: str) -> Optional[dict[str, Any]]:
     """The live history of `stage`, None when absent or unreadable."""
     try:
         data = json.loads(live_path(run_root, stage).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: a file nested too deeply to parse
         return None
     return data if isinstance(data, dict) and isinstance(data.get("history"), list) else None

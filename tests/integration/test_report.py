@@ -105,7 +105,7 @@ def test_report_html_renders_in_chromium(runs: Path) -> None:
         b.open((runs / "runs" / "tiny" / "report" / "report.html").as_uri())
         images = b.images()
         assert len(images) >= 9 and all(i["ok"] and i["src"].startswith("data:image/png;base64") for i in images), images
-        assert b.js("document.querySelectorAll('section').length") == 8
+        assert b.js("document.querySelectorAll('section').length") == 9
         assert b.js("document.querySelectorAll('.missing').length") == 0
         assert b.errors == []
 
@@ -138,10 +138,10 @@ def test_compare_winner_data_warning_and_unknown_version(runs: Path, cli, tmp_pa
     res = cli("report", "--compare", a, b, "--format", "json")
     assert res.exit_code == 0, res.stderr
     out = json.loads(res.stdout)
-    row = next(r for r in out["rows"] if r["metric"] == "student top-1 (torch)")
+    row = next(r for r in out["rows"] if r["metric"] == "student top-1 (torch) on val")
     assert row["winner"] == 1 and row["display"][1] == "100.00%" and out["warnings"] == []
     md = cli("report", "--compare", a, b, "--format", "markdown").stdout
-    assert "| student top-1 (torch) (higher is better) |" in md and "**100.00%** | b |" in md
+    assert "| student top-1 (torch) on val (higher is better) |" in md and "**100.00%** | b |" in md
     rb["data"]["fingerprint"] = "f" * 64
     (b / "report" / "report.json").write_text(json.dumps(rb))
     warned = cli("report", "--compare", a, b, "--format", "json")

@@ -76,4 +76,4 @@ def test_stage_pairs_match_relative_depth() -> None:
 def test_html_of_a_report_with_nothing_but_problems() -> None:
     html = render({"title": "t <x>", "problems": [{"input": "distill/metrics.json", "kind": "missing", "problem": "unreadable"}]})
     assert "t &lt;x&gt;" in html and "distill/metrics.json" in html
-    assert html.count("<section") == 8 and "<img" not in html and "could not render" not in html
+    assert html.count("<section") == 9 and "<img" not in html and "could not render" not in html
