@@ -45,6 +45,19 @@ def _stem(text: str) -> str:
     return text
 
 
+def _unknown(text: str, packaged: dict[str, Path]) -> str:
+    close = close_names(_stem(Path(text).name), list(packaged))
+    return f" (did you mean: {', '.join(close)}?)" if close else f" (packaged recipes: {', '.join(packaged)})"
+
+
+def packaged_recipe(name: str) -> Path:
+    """The packaged recipe called `name` (with or without .yaml); never a local file."""
+    packaged = packaged_recipes()
+    if _stem(name) not in packaged:
+        raise UsageError(f"no packaged recipe named {preview(name, 120)}{_unknown(name, packaged)}")
+    return packaged[_stem(name)]
+
+
 def find_recipe(spec: Union[str, Path, None]) -> FoundRecipe:
     """The recipe file `spec` names: a path, a packaged recipe name (with or without .yaml), or None for the default."""
     if spec is None:
@@ -59,8 +72,7 @@ def find_recipe(spec: Union[str, Path, None]) -> FoundRecipe:
         return FoundRecipe(local, packaged=False, note=note)
     if named is not None:
         return FoundRecipe(named, packaged=True, note=f"recipe: packaged {named.stem} ({named})")
-    close = close_names(_stem(Path(text).name), list(packaged))
-    hint = f" (did you mean: {', '.join(close)}?)" if close else f" (packaged recipes: {', '.join(packaged)})"
+    hint = _unknown(text, packaged)
     if not bare or text.endswith((".yaml", ".yml")):
         raise UsageError(f"recipe not found: {text}{hint}")
-    raise UsageError(f"no recipe file or packaged recipe named {preview(text)}{hint}")
+    raise UsageError(f"no recipe file or packaged recipe named {preview(text, 120)}{hint}")

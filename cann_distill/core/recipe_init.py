@@ -10,7 +10,7 @@ from typing import Optional
 
 from cann_distill.core.errors import UsageError
 from cann_distill.core.files import write_text_atomic
-from cann_distill.core.recipe_find import find_recipe
+from cann_distill.core.recipe_find import packaged_recipe
 from cann_distill.core.recipe_flags import RecipeFlags, check_arch, check_profile, data_source, parse_share, recipe_name
 
 TEMPLATE = """\
@@ -92,11 +92,9 @@ def init_recipe(name: Optional[str], flags: RecipeFlags, out: Optional[Path], fo
     if name is not None and flags.given():
         raise UsageError("init takes a packaged recipe NAME or --teacher/--student/--data flags, not both")
     if name is not None:
-        found = find_recipe(name)
-        if not found.packaged:
-            raise UsageError(f"{name} is a local file, not a packaged recipe name (`cann-distill list recipes` lists them)")
-        target = out or Path(found.path.name)
-        text, origin = found.path.read_text(encoding="utf-8"), f"packaged recipe {found.path.stem}"
+        source = packaged_recipe(name)
+        target = out or Path(source.name)
+        text, origin = source.read_text(encoding="utf-8"), f"packaged recipe {source.stem}"
     else:
         target = out or Path("recipe.yaml")
         text, origin = template(flags, str(target)), "template" + (" and flags" if flags.given() else "")

@@ -10,11 +10,10 @@ from typing import Any, Literal, Optional
 
 import yaml
 
-from cann_distill.core.errors import StageError, UsageError, preview
-from cann_distill.core.files import sha256_json
+from cann_distill.core.errors import MissingInputError, StageError, UsageError, preview
 from cann_distill.core.recipe import Recipe
 from cann_distill.core.registry import suggest
-from cann_distill.stages.base import STAGES, Stage, freshness
+from cann_distill.stages.base import STAGES, Stage, freshness, plan_stage
 from cann_distill.store.rundir import RESOLVED, STAGE_ORDER, RunDir
 
 MAX_CHANGES = 4  # changed keys named per reason; the rest are counted
@@ -157,9 +156,12 @@ def resume_problem(recipe: Recipe, run: RunDir) -> Optional[str]:
     path = resume_path(run)
     if not path.exists():
         return None
-    fresh = freshness(STAGES["distill"], recipe, run)
     try:
-        read_resume(Checkpointing(path, sha256_json(fresh.inputs) if fresh.inputs is not None else ""))
+        fingerprint = plan_stage(STAGES["distill"], recipe, run).fingerprint  # what the runner will hand distill
+    except MissingInputError:  # teacher or select must rerun first: their new outputs change distill's inputs
+        fingerprint = ""
+    try:
+        read_resume(Checkpointing(path, fingerprint))
     except UsageError:
         old = recorded_recipe(run)
         keys = changed_keys(old, recipe.to_dict()) if old is not None else []
