@@ -67,8 +67,11 @@ def run_stages_cli(
     resume: bool = False,
     budget_check: bool = True,
     packaged_ok: bool = True,
+    found_at: Optional[dict[str, Any]] = None,
 ) -> Callable[[], list]:
-    """The library call behind every pipeline command: load the recipe (file, packaged name, flags), check --resume, run."""
+    """The library call behind every pipeline command: load the recipe (file, packaged name, flags), check --resume, run.
+
+    `found_at["path"]` learns which recipe file was used (--apply-feedback writes next to it)."""
 
     def go() -> list:
         from cann_distill.api import run_dir_of, run_stages
@@ -76,6 +79,8 @@ def run_stages_cli(
         from cann_distill.stages.status import resume_problem
 
         r, found = load_cli_recipe(recipe, set_, flags, device, provider)
+        if found_at is not None:
+            found_at["path"] = found.path
         if not packaged_ok and found.packaged:
             raise UsageError(
                 f"--apply-feedback writes next to the recipe, and {found.path.stem} is a packaged one; "
@@ -254,11 +259,10 @@ def validate_cmd(
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    from pathlib import Path
-
     flags = recipe_flags(teacher, student, data, critical_samples, hardware, quant_aware)
-    go = run_stages_cli(recipe, ["validate"], run_dir, set_, force, flags, device, provider, packaged_ok=not apply_fb)
-    feedback_to = (lambda: Path(str(recipe))) if apply_fb else None
+    found: dict[str, Any] = {}
+    go = run_stages_cli(recipe, ["validate"], run_dir, set_, force, flags, device, provider, packaged_ok=not apply_fb, found_at=found)
+    feedback_to = (lambda: found["path"]) if apply_fb else None
     invoke(go, as_json, quiet, debug, render=print_results, to_json=_stages_json, after=_validate_after(strict, feedback_to))
 
 

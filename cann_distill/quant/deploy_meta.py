@@ -77,7 +77,7 @@ def read_deploy_metadata(props: dict[str, str], source: str) -> DeployInfo:
     if missing:
         raise UsageError(
             f"{source}: no {' or '.join(missing)} in the model's metadata (class names and preprocessing); "
-            "models exported by `cann-distill validate` carry them (an older run dir: `cann-distill validate RECIPE --force`)"
+            "models exported by `cann-distill validate` carry them (a model exported before they did: rerun `cann-distill validate RECIPE`)"
         )
     classes, pre = _json(props, CLASSES, source), _json(props, PREPROCESS, source)
     if not isinstance(classes, list) or not classes or len(classes) > MAX_CLASSES or not all(isinstance(c, str) for c in classes):

@@ -167,7 +167,7 @@ def resume_problem(recipe: Recipe, run: RunDir) -> Optional[str]:
         keys = changed_keys(old, recipe.to_dict()) if old is not None else []
         what = _listed("changed", keys) if keys else "its data or an upstream stage's outputs changed"
         return (
-            f"--resume: the recipe is not the one {path.name} was saved with ({what}); "
+            f"--resume: {path.name} was saved by another configuration ({what}); "
             "undo the change to continue, or rerun without --resume to start distill over"
         )
     return None

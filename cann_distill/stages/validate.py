@@ -363,7 +363,7 @@ def _result(job: _Job, run: _OnnxRun, lat: dict[str, Any], fp32: Path, int8: Pat
 
 class ValidateStage(Stage):
     name = "validate"
-    version = 4  # 4: interleaved latency rounds, hardware-profile INT8 scheme
+    version = 5  # 4: interleaved latency rounds, hardware-profile INT8 scheme; 5: class names and preprocessing in the ONNX metadata
     sections = ("data", "student", "validate", "seed")
     needs = (TEACHER_CKPT, STUDENT_CKPT)
     ignore = ("data.augment",)  # evaluation and calibration use the evaluation transform

@@ -114,7 +114,7 @@ def test_resume_after_the_recipe_changed_is_refused_before_any_work(cli, run) ->
         result = cli(*command, "--set", "distill.epochs=5", "--resume")
         assert result.exit_code == 2
         err = one_error(result)
-        assert "--resume: the recipe is not the one .distill.resume.pt was saved with" in err and "distill.epochs: 3 → 5" in err
+        assert "--resume: .distill.resume.pt was saved by another configuration (changed: " in err and "distill.epochs: 3 → 5" in err
     assert (run_dir / "manifest.json").read_text() == before  # the teacher did not retrain
     assert "distill was interrupted" in " ".join(cli("status", run_dir).stderr.split())
 
