@@ -60,13 +60,16 @@ def check_cmd(
         r, found = load_cli_recipe(recipe, set_, flags)
         return {"recipe": str(found.path), "name": r.name, "run_dir": str(run_dir_of(r).root), "resolved": r.to_dict()}
 
-    def render(result: dict) -> None:
+    def print_yaml(result: dict) -> None:  # the result itself: printed with --quiet too
         import yaml
 
         print(yaml.safe_dump(result["resolved"], sort_keys=False, allow_unicode=False), end="")
+
+    def render(result: dict) -> None:
+        print_yaml(result)
         render_note(f"ok: {inert(result['recipe'], 200)} is a valid recipe (run dir: {inert(result['run_dir'], 200)})")
 
-    invoke(go, as_json, quiet, debug, render=render)
+    invoke(go, as_json, quiet, debug, render=render, after=print_yaml if quiet and not as_json else None)
 
 
 @command(

@@ -33,6 +33,8 @@ def test_check_by_packaged_name_prints_the_resolved_recipe(cli, in_tmp: Path) ->
     assert resolved["name"] == NAME and resolved["distill"]["epochs"] == 2
     assert resolved["data"]["image_size"] == 32  # filled in from the digits defaults
     assert f"packaged {NAME}" in " ".join(result.stderr.split())
+    quiet = cli("check", NAME, "-q")
+    assert yaml.safe_load(quiet.stdout)["name"] == NAME and quiet.stderr == ""
     as_json = json.loads(cli("check", f"{NAME}.yaml", "--json").stdout)
     assert as_json["resolved"]["distill"]["epochs"] == yaml.safe_load(packaged_recipes()[NAME].read_text())["distill"]["epochs"]
 
