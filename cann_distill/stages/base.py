@@ -151,15 +151,36 @@ def _optional_input(stage: Stage, recipe: Recipe, run: RunDir, rel: str) -> tupl
     return path, digest, stale
 
 
-def is_current(stage: Stage, recipe: Recipe, run: RunDir) -> bool:
+@dataclass
+class Freshness:
+    """Whether a stage's record still vouches for its outputs, and what decided it (`cann-distill status` explains it)."""
+
+    record: Optional[StageRecord]
+    inputs: Optional[dict[str, Any]]  # the stage's inputs now; None when an upstream stage is not current
+    problem: Literal["", "not run", "upstream", "inputs", "outputs"]
+    detail: str = ""  # for "upstream": which upstream stage and what to run
+
+    @property
+    def current(self) -> bool:
+        return self.problem == ""
+
+
+def freshness(stage: Stage, recipe: Recipe, run: RunDir) -> Freshness:
+    """The runner's skip decision: a record whose fingerprint matches the inputs now, with its outputs intact."""
     rec = run.record(stage.name)
     if rec is None:
-        return False
+        return Freshness(None, None, "not run")
     try:
         inputs, _ = compute_inputs(stage, recipe, run)
-    except MissingInputError:
-        return False
-    return rec.fingerprint == sha256_json(inputs) and run.outputs_intact(rec)
+    except MissingInputError as exc:
+        return Freshness(rec, None, "upstream", str(exc))
+    if rec.fingerprint != sha256_json(inputs):
+        return Freshness(rec, inputs, "inputs")
+    return Freshness(rec, inputs, "" if run.outputs_intact(rec) else "outputs")
+
+
+def is_current(stage: Stage, recipe: Recipe, run: RunDir) -> bool:
+    return freshness(stage, recipe, run).current
 
 
 @dataclass

@@ -22,6 +22,7 @@ from cann_distill.quant import latency as timing
 from cann_distill.quant import ort as q
 from cann_distill.quant import qad
 from cann_distill.quant.calibration import calibration_images, stack
+from cann_distill.quant.deploy_meta import deploy_metadata, stamp_onnx
 from cann_distill.quant.export import export_onnx
 from cann_distill.quant.feedback import QAD_ENABLED, gate, qat_config, set_dotted, split_changes, suggest_fixes
 from cann_distill.quant.gap import layer_gap
@@ -364,7 +365,7 @@ def _result(job: _Job, run: _OnnxRun, lat: dict[str, Any], fp32: Path, int8: Pat
 
 class ValidateStage(Stage):
     name = "validate"
-    version = 4  # 4: interleaved latency rounds, hardware-profile INT8 scheme
+    version = 5  # 4: interleaved latency rounds, hardware-profile INT8 scheme; 5: class names and preprocessing in the ONNX metadata
     sections = ("data", "student", "validate", "seed")
     needs = (TEACHER_CKPT, STUDENT_CKPT)
     ignore = ("data.augment",)  # evaluation and calibration use the evaluation transform
@@ -385,6 +386,7 @@ class ValidateStage(Stage):
         export_onnx(job.student, fp32, job.in_chans, ctx.recipe.data.image_size, job.cfg.opset)
         with tempfile.TemporaryDirectory() as tmp:
             onnx_run = _OnnxRun.measure(job, fp32, int8, Path(tmp))
+        stamp_onnx([fp32, int8, ctx.out / "student_int8_qat.onnx"], deploy_metadata(job.splits.train.classes, ctx.recipe.data))
         lat = measure_latency({"fp32": onnx_run.s32, "int8": onnx_run.s8}, job.gap_x, job.cfg, job.hw.batch)
         result = _result(job, onnx_run, lat, fp32, int8)
         for note in result["notes"]:

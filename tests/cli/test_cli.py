@@ -8,7 +8,24 @@ import torch
 from cann_distill.cli import app
 from cann_distill.models.build import create_model, save_checkpoint
 
-COMMANDS = ["teacher", "select", "distill", "baseline", "validate", "report", "run", "inspect", "fit-student", "dashboard"]
+COMMANDS = [
+    "teacher",
+    "select",
+    "distill",
+    "baseline",
+    "validate",
+    "report",
+    "run",
+    "check",
+    "status",
+    "list",
+    "inspect",
+    "env",
+    "dashboard",
+    "init",
+    "predict",
+    "fit-student",
+]
 
 
 def one_line_error(result) -> str:

@@ -23,12 +23,16 @@ print(json.dumps({"code": code, "heavy": heavy}), file=sys.stderr)
 """
 
 
-@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["fit-student", "--help"], ["--version"]], ids=" ".join)
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["run", "--help"], ["fit-student", "--help"], ["predict", "--help"], ["status", "--help"], ["--version"], ["nosuch"]],
+    ids=" ".join,
+)
 def test_help_imports_no_torch(args: list[str]) -> None:
     proc = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, timeout=120)
     result = json.loads(proc.stderr.strip().splitlines()[-1])
-    assert result["code"] in (0, None), proc.stderr
-    assert "Usage" in proc.stdout or "cann-distill" in proc.stdout
+    assert result["code"] in ((0, None) if args != ["nosuch"] else (2,)), proc.stderr
+    assert "Usage" in proc.stdout or "cann-distill" in proc.stdout or "No such command" in proc.stderr
     assert "torch" not in result["heavy"], f"{' '.join(args)} imported {result['heavy']}"
 
 
