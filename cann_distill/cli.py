@@ -268,6 +268,8 @@ def _validate_after(strict: bool, apply_fb: Optional[Path]) -> Callable[[list], 
             for line in r.summary.get("gate", []) if r.stage == "validate" else []:
                 mark = "[green]pass[/green]" if line["pass"] else "[red]FAIL[/red]"
                 ui.info(f"  gate {mark} {line['budget']}: {line['value']:.4g} (limit {line['limit']:.4g}, {line['source']})")
+            for line in r.summary.get("gate_not_measured", []) if r.stage == "validate" else []:
+                ui.info(f"  gate [yellow]not measured[/yellow] {line['budget']} (limit {line['limit']:.4g}): {line['why']}")
         if apply_fb is not None:
             out = apply_feedback(apply_fb, results)
             ui.info(
@@ -499,7 +501,7 @@ def _render_fit(result: dict) -> None:
             flops,
             f"{r['fp32']['median_ms']:.3f}±{r['fp32']['spread_ms']:.3f}",
             f"{r['int8']['median_ms']:.3f}±{r['int8']['spread_ms']:.3f}",
-            f"{r['int8']['p99_ms']:.3f}",
+            f"{r['int8']['p99_ms']:.3f}" if r["int8"].get("p99_ms") is not None else f"max {r['int8'].get('max_ms', float('nan')):.3f}",
             f"{r['int8_over_fp32']:.2f}×" + ("" if r["comparison"]["significant"] else "~"),
             f"{r['size_bytes']['int8'] / 1e6:.2f}",
             *(_probe_cells(r) if probed else ()),

@@ -146,7 +146,7 @@ def measure(arch: str, setup: Setup, work: Path) -> dict[str, Any]:
     float_ops = q.float_ops(onnx.load(str(work / "int8_opt.onnx")).graph)
     lat = measure_latency({"fp32": s32, "int8": s8}, setup.sample, setup.cfg, setup.profile.batch)
     batch = setup.cfg.throughput_batch
-    keep = ("median_ms", "spread_ms", "p99_ms", "p99_pooled_ms", "round_medians_ms", "unstable")
+    keep = ("median_ms", "spread_ms", "p99_ms", "max_ms", "tail", "runs", "round_medians_ms", "notch_ms", "unstable")
     return {
         **row,
         "status": "ok",
