@@ -115,17 +115,19 @@ class Inputs:
         self.paths.pop(rel, None)
 
 
-def eval_critical(
-    recipe: Any, teacher_logits: np.ndarray, y: np.ndarray, student_logits: np.ndarray, classes: list[str]
-) -> tuple[np.ndarray, str]:
+def eval_critical(recipe: Any, teacher_logits: np.ndarray, y: np.ndarray, classes: list[str]) -> tuple[np.ndarray, str]:
     """Critical samples of the headline split and the rule that chose them: the recipe's selector, policy and ratio
-    applied to the teacher's logits there (margin for a strategy that needs augmented views or a probe history)."""
+    applied to the teacher's logits there. Teacher-only: a strategy that scores with the student (disagreement,
+    reducible_loss) would pick the samples the distilled student gets wrong and make "agreement on critical samples"
+    low by construction, so margin stands in for it (and for one that needs augmented views or a probe history)."""
     strategy = recipe.select.strategy
     selector = SELECTORS.build(strategy, **recipe.select.strategy_args)
     rule = f"select.strategy '{strategy}'"
-    if selector.needs_views or selector.needs_history:
+    if selector.needs_student:
+        selector, rule = SELECTORS.build("margin"), f"margin (teacher-only: '{strategy}' scores with the student the report measures)"
+    elif selector.needs_views or selector.needs_history:
         selector, rule = SELECTORS.build("margin"), f"margin ('{strategy}' needs views or a probe history the report does not compute)"
-    scores = np.asarray(selector.score(teacher_logits, y, seed=recipe.seed, student_logits=student_logits), dtype=np.float64)
+    scores = np.asarray(selector.score(teacher_logits, y, seed=recipe.seed), dtype=np.float64)
     chosen = pick_critical(scores, y, recipe, classes, seed=recipe.seed)
     return chosen.mask, f"{rule}, policy {chosen.resolved}, {recipe.select.top_k_ratio:.0%} of this split"
 
@@ -138,7 +140,7 @@ def read_scores(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
 
 class ReportStage(Stage):
     name = "report"
-    version = 3
+    version = 4  # 4: critical samples from the teacher alone; the INT8 row names what ships
     sections = ("report", "data", "teacher", "student", "select", "seed")
     optional = (
         TEACHER_METRICS,
@@ -217,7 +219,7 @@ class ReportStage(Stage):
             models["baseline"] = build_model(r.student, len(classes), in_chans, checkpoint=inputs.paths[BASELINE_CKPT], classes=classes)
         logits = logits_of(models, split, rt)
         y = split.targets
-        critical, rule = eval_critical(r, logits["teacher"], y, logits["student"], classes)
+        critical, rule = eval_critical(r, logits["teacher"], y, classes)
         v = inputs.docs.get("validate") or {}
         drop = (v.get("accuracy") or {}).get("int8_drop")
         k = transfer_metrics(y, logits, critical, drop, v.get("gate") if v else None, len(classes))
