@@ -451,7 +451,7 @@ def _probe_cells(row: dict) -> tuple[str, str]:
     p = row.get("probe") or {}
     if "val_acc" not in p:
         return ("failed", "")
-    return (f"{100 * p['val_acc']:.1f}%", f"{100 * p['val_acc_per_int8_ms']:.0f}")
+    return (f"{100 * p['val_acc']:.1f}%", f"{100 * p['val_acc_per_ms']:.0f}")
 
 
 def _render_fit(result: dict) -> None:
