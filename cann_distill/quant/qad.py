@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "student_qat.pt"
 FORMAT = "cann-distill-qat-1"
+VERSION = 2
+"""Part of distill's fingerprint with QAD on: bump when the QAD phase trains or keeps differently (2: onnxruntime's
+quantize arithmetic, the best epoch on val kept, observers frozen after the first epoch by default)."""
 
 
 @dataclass
@@ -158,12 +161,13 @@ def train(
     t0 = time.perf_counter()
     calib = calib if calib is not None else calibration(recipe, splits)
     prepared = prepare(float_student, recipe, calib, cfg)
-    start = start_point(prepared.model, splits.val, runtime) if cfg.keep_start and splits.val is not None else None
+    keep = cfg.keep_start and splits.val is not None
+    start = start_point(prepared.model, splits.val, runtime) if keep else None
     target = runtime.model(kd_target(recipe, cfg, float_student, teacher))
     history = fit(
         prepared.model,
         splits.train,
-        cfg,
+        cfg.model_copy(update={"select_best": True}) if keep else cfg,  # keep_start: the best QAD epoch on val, not the last
         cfg.batch_size or recipe.data.batch_size,
         QadStep(target, cfg),
         recipe.seed,
@@ -177,11 +181,11 @@ def train(
     )
     if start is not None:
         prepared.start_val_acc = start[0]
-        final = prepared.val_acc = evaluate(prepared.model, splits.val, "qad val", runtime)
-        if final <= start[0]:  # QAD must earn its place on val: otherwise ship the PTQ point it started from
+        best = prepared.val_acc = evaluate(prepared.model, splits.val, "qad val", runtime)  # the best epoch's weights
+        if best <= start[0]:  # QAD must earn its place on val: otherwise ship the PTQ point it started from
             prepared.model.load_state_dict(start[1])
             prepared.kept_start, prepared.val_acc = True, start[0]
-            log.info("QAD: no epoch beat the PTQ start on val (%.4f <= %.4f): keeping the start's weights and ranges", final, start[0])
+            log.info("QAD: no epoch beat the PTQ start on val (%.4f <= %.4f): keeping the start's weights and ranges", best, start[0])
     prepared.model.cpu().eval()
     return prepared, history, time.perf_counter() - t0
 
@@ -233,6 +237,7 @@ def summary(prepared: Prepared, history: History, seconds: float, val_acc: float
         "ptq_init_seconds": prepared.ptq_seconds,
         "fake_quant_val_acc": val_acc,
         "best_epoch": history.best_epoch,
+        "shipped_epoch": 0 if prepared.kept_start else (history.best_epoch if history.selected == "best" else cfg.epochs),
         "start_fake_quant_val_acc": prepared.start_val_acc,
         "kept_start": prepared.kept_start,
         "scheme": {"activation_type": plan.activation_type, "reduce_range": plan.reduce_range, "per_channel": plan.per_channel},
