@@ -2,8 +2,10 @@
 
 Each candidate is built with the recipe's classes, channels and image size, exported and quantized
 by validate's own code (`Quantizer`: same scheme choice, same calibration method, a few training
-images), and timed on the profile's provider with the interleaved FP32/INT8 rounds validate uses.
-Latency does not depend on the weights, so untrained candidates give the deployed student's
+images), and timed on the profile's provider round-robin: every latency round, and every throughput
+round, visits each new candidate's FP32 and INT8 session in turn (the order reversed every other
+round), so load on the machine lands on all candidates alike; each figure comes with its spread over
+the rounds. Latency does not depend on the weights, so untrained candidates give the deployed student's
 figures. A measurement is cached per (arch, image size, channels, classes, provider and its
 options, INT8 scheme, threads, batch, timing settings, host CPU features, library versions).
 """
@@ -37,9 +39,10 @@ from cann_distill.store.rundir import library_versions
 
 log = logging.getLogger(__name__)
 
-FIT_VERSION = 2  # part of every cache key: bump when what a measurement holds changes
+FIT_VERSION = 3  # part of every cache key: bump when what a measurement holds changes (3: round-robin rounds, pooled P99)
 CALIBRATION_SAMPLES = 32  # calibration sets the scales, not the speed; a few images are enough here
-THROUGHPUT_RUNS = 5
+THROUGHPUT_RUNS = 2  # per round; THROUGHPUT_ROUNDS rounds visit every candidate in turn
+THROUGHPUT_ROUNDS = 5
 FAMILY_MAX = 3
 FRIENDLY = ("resnet10t", "resnet14t", "lcnet_035", "lcnet_050", "mobilenetv2_035", "mobilenetv2_050")
 """Families to try besides the recipe student's: dense convolutions (resnet*t) and depthwise students
@@ -115,13 +118,20 @@ class Setup:
         }
 
 
-def measure(arch: str, setup: Setup, work: Path) -> dict[str, Any]:
-    """One candidate's row: export → quantize (validate's Quantizer) → interleaved latency, throughput, sizes.
+@dataclass
+class Built:
+    """A candidate exported and quantized, its sessions open, waiting for the shared timing rounds."""
 
-    A candidate that cannot be exported or quantized gets a row saying why; the search goes on.
-    """
+    row: dict[str, Any]  # arch, params, flops, scheme, sizes, float ops
+    s32: Any
+    s8: Any
+
+
+def build(arch: str, setup: Setup, work: Path) -> tuple[dict[str, Any], Optional[Built]]:
+    """One candidate exported and quantized by validate's code (`Quantizer`), sessions open: (row, built), or a row
+    saying why it could not be built (None: the search goes on without it)."""
     from cann_distill.models.build import count_params, create_model
-    from cann_distill.stages.validate import Quantizer, flops, measure_latency
+    from cann_distill.stages.validate import Quantizer, flops
 
     model = create_model(arch, setup.classes, setup.in_chans).eval()
     row: dict[str, Any] = {"arch": arch, "params": count_params(model)}
@@ -130,41 +140,70 @@ def measure(arch: str, setup: Setup, work: Path) -> dict[str, Any]:
     except Exception as exc:  # FLOP counting is informative only
         row["flops"] = None
         log.warning("%s: FLOPs not counted (%s)", arch, str(exc).splitlines()[0][:120])
+    work.mkdir(parents=True, exist_ok=True)
     fp32, int8 = work / "fp32.onnx", work / "int8.onnx"
     try:
         export_onnx(model, fp32, setup.in_chans, setup.image_size, setup.cfg.opset)
     except StageError as exc:
-        return {**row, "status": "export failed", "error": str(exc)}
+        return {**row, "status": "export failed", "error": str(exc)}, None
     try:
         scheme = Quantizer(fp32, setup.calib, work).quantize(setup.cfg, int8)
     except StageError as exc:
-        return {**row, "status": "quantize failed", "error": str(exc)}
+        return {**row, "status": "quantize failed", "error": str(exc)}, None
     options = setup.profile.provider_options if setup.provider == setup.profile.provider else None
     threads = setup.cfg.latency.threads or 1
     s32 = q.session(fp32, setup.provider, threads=threads, options=options)
     s8 = q.session(int8, setup.provider, threads=threads, optimized_out=work / "int8_opt.onnx", options=options)
-    float_ops = q.float_ops(onnx.load(str(work / "int8_opt.onnx")).graph)
-    lat = measure_latency({"fp32": s32, "int8": s8}, setup.sample, setup.cfg, setup.profile.batch)
-    batch = setup.cfg.throughput_batch
-    keep = ("median_ms", "spread_ms", "p99_ms", "p99_pooled_ms", "round_medians_ms", "unstable")
-    return {
-        **row,
-        "status": "ok",
-        "scheme": {k: scheme[k] for k in ("activation_type", "reduce_range")},
-        "fp32": {k: lat["fp32"][k] for k in keep},
-        "int8": {k: lat["int8"][k] for k in keep},
-        "int8_over_fp32": lat["comparison"]["int8_over_fp32"],
-        "comparison": lat["comparison"],
-        "throughput": {
-            "batch": batch,
-            "fp32_img_s": q.throughput(s32, setup.sample, batch, THROUGHPUT_RUNS),
-            "int8_img_s": q.throughput(s8, setup.sample, batch, THROUGHPUT_RUNS),
-        },
-        "size_bytes": {"fp32": fp32.stat().st_size, "int8": int8.stat().st_size},
-        "int8_float_ops": sum(float_ops.values()),
-        "load_avg": lat["load_avg"],
-        "measured_at": time.time(),
-    }
+    row.update(
+        status="ok",
+        scheme={k: scheme[k] for k in ("activation_type", "reduce_range")},
+        size_bytes={"fp32": fp32.stat().st_size, "int8": int8.stat().st_size},
+        int8_float_ops=sum(q.float_ops(onnx.load(str(work / "int8_opt.onnx")).graph).values()),
+    )
+    return row, Built(row, s32, s8)
+
+
+def measure_all(built: Sequence[Built], setup: Setup) -> None:
+    """Latency and throughput of every built candidate, round-robin: each round visits every candidate's FP32 and
+    INT8 session in turn (the order reversed every other round), so a burst of load lands on all of them alike
+    instead of on whichever was measured then. Fills each row in place."""
+    from cann_distill.quant import latency as timing
+    from cann_distill.stages.validate import measure_latency
+
+    if not built:
+        return
+    sessions = {f"{b.row['arch']}/{kind}": sess for b in built for kind, sess in (("fp32", b.s32), ("int8", b.s8))}
+    lat = measure_latency(sessions, setup.sample, setup.cfg, setup.profile.batch)
+    rates = interleaved_throughput(sessions, setup.sample, setup.cfg.throughput_batch, THROUGHPUT_ROUNDS, THROUGHPUT_RUNS)
+    keep = ("median_ms", "spread_ms", "p99_ms", "max_ms", "tail", "runs", "round_medians_ms", "notch_ms", "unstable")
+    for b in built:
+        arch = b.row["arch"]
+        fp32, int8 = lat[f"{arch}/fp32"], lat[f"{arch}/int8"]
+        comparison = timing.compare(fp32, int8)
+        b.row.update(
+            fp32={k: fp32[k] for k in keep},
+            int8={k: int8[k] for k in keep},
+            int8_over_fp32=comparison["int8_over_fp32"],
+            comparison=comparison,
+            throughput={
+                "batch": setup.cfg.throughput_batch,
+                **{f"{kind}_{k}": v for kind in ("fp32", "int8") for k, v in rates[f"{arch}/{kind}"].items()},
+            },
+            load_avg=lat["load_avg"],
+            rounds={"latency": lat["rounds"], "throughput": THROUGHPUT_ROUNDS, "candidates": len(built)},
+            measured_at=time.time(),
+        )
+
+
+def interleaved_throughput(sessions: dict[str, Any], sample: np.ndarray, batch: int, rounds: int, runs: int) -> dict[str, dict[str, float]]:
+    """Images per second of every session, `rounds` rounds that each run every session `runs` times (the order
+    reversed every other round): per session the median of its round rates and their range (`img_s`, `spread_img_s`)."""
+    names = list(sessions)
+    per: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            per[name].append(q.throughput(sessions[name], sample, batch, runs))
+    return {name: {"img_s": float(np.median(v)), "spread_img_s": float(max(v) - min(v))} for name, v in per.items()}
 
 
 # ----------------------------------------------------------------------------- cache
@@ -201,8 +240,9 @@ class MeasurementCache(KeyedEntries):
 # ----------------------------------------------------------------------------- budgets and choice
 
 
-def budget_values(row: dict[str, Any]) -> dict[str, float]:
-    """What a row can be checked for before training (INT8 drop needs a trained student: validate checks it)."""
+def budget_values(row: dict[str, Any]) -> dict[str, Optional[float]]:
+    """What a row can be checked for before training (INT8 drop needs a trained student: validate checks it); a P99
+    from too few timed runs is None (not measured: never checked on the slowest run)."""
     return {
         "latency_ms_p99": row["int8"]["p99_ms"],
         "latency_ms_median": row["int8"]["median_ms"],
@@ -215,10 +255,12 @@ def judge(rows: list[dict[str, Any]], budget_limits: dict[str, tuple[float, str]
     """Mark every measured row with the budgets it misses and whether it fits."""
     for row in rows:
         if row["status"] == "ok":
-            row["misses"] = misses(budget_values(row), budget_limits)
+            values = budget_values(row)
+            row["misses"] = misses({k: v for k, v in values.items() if v is not None}, budget_limits)
+            row["not_measured"] = [k for k, v in values.items() if v is None and k in budget_limits]
             row["fits"] = not row["misses"]
         else:
-            row["misses"], row["fits"] = [], False
+            row["misses"], row["not_measured"], row["fits"] = [], [], False
 
 
 def pick(rows: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
@@ -233,27 +275,30 @@ def pick(rows: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
 
 
 def probe(recipe: Recipe, run_root: Path, archs: Sequence[str], epochs: int) -> dict[str, dict[str, Any]]:
-    """A short distillation per candidate from select's cached teacher logits (the recipe's losses, `epochs`
-    epochs), each in a scratch copy of the run dir's teacher and select outputs: arch -> val_acc and seconds, or error."""
+    """A short distillation per candidate from what select wrote (its replay draws for a replay recipe, else its
+    cached teacher logits; the recipe's losses, `epochs` epochs), each in a scratch copy of the run dir's teacher
+    and select outputs: arch -> val_acc and seconds, or error."""
     import shutil
 
     from cann_distill.api import run_stages
     from cann_distill.core.errors import CannDistillError, MissingInputError
     from cann_distill.stages import STAGES, is_current
     from cann_distill.store.rundir import RunDir
+    from cann_distill.teaching.targets import resolve_mode
 
     run = RunDir(run_root)
     stale = [s for s in ("teacher", "select") if not is_current(STAGES[s], recipe, run)]
     if stale:
         raise MissingInputError(
-            f"--probe-epochs distills from the teacher's cached logits, but {', '.join(stale)} has not run "
+            f"--probe-epochs distills from the teacher outputs select wrote, but {', '.join(stale)} has not run "
             f"in {run_root} for this recipe: run `cann-distill select RECIPE` first"
         )
     out: dict[str, dict[str, Any]] = {}
     for arch in archs:
         variant = recipe.model_copy(deep=True)
         variant.student.arch, variant.student.checkpoint = arch, None
-        variant.distill.epochs, variant.distill.teacher_targets = epochs, "cached"
+        # the fast targets select already wrote: its replay draws for a replay recipe, else its cached logits
+        variant.distill.epochs, variant.distill.teacher_targets = epochs, "replay" if resolve_mode(recipe) == "replay" else "cached"
         with tempfile.TemporaryDirectory() as tmp:
             for part in ("teacher", "select"):
                 shutil.copytree(run.root / part, Path(tmp) / part)
@@ -313,6 +358,31 @@ def make_setup(recipe: Recipe, profile: HardwareProfile) -> Setup:
     )
 
 
+def measure_candidates(names: Sequence[str], setup: Setup, cache: "MeasurementCache", force: bool) -> list[dict[str, Any]]:
+    """A row per candidate: from the cache, or built and then timed with every other new candidate round-robin."""
+    rows: dict[str, dict[str, Any]] = {}
+    built: list[Built] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, arch in enumerate(ui.track(names, "fit-student: export + quantize", total=len(names))):
+            key = setup.cache_key(arch)
+            row = None if force else cache.get(key)
+            if row is not None:
+                rows[arch] = {**row, "cached": True}
+                continue
+            row, ready = build(arch, setup, Path(tmp) / str(i))
+            if ready is None:
+                log.warning("%s: %s; the search goes on", arch, row["error"])
+            else:
+                built.append(ready)
+            rows[arch] = row
+        measure_all(built, setup)
+    for arch, row in rows.items():
+        if not row.get("cached"):
+            cache.put(setup.cache_key(arch), row)  # a failed export is as deterministic as a measurement
+            rows[arch] = {**row, "cached": False}
+    return [rows[a] for a in names]
+
+
 def fit_student(
     recipe: Recipe,
     recipe_path: Path,
@@ -329,26 +399,14 @@ def fit_student(
     profile = hardware_profile(target)
     setup = make_setup(recipe, profile)
     cache = MeasurementCache(resolve_cache_dir(recipe.select.cache_dir))
-    rows = []
-    for arch in ui.track(names, "fit-student", total=len(names)):
-        key = setup.cache_key(arch)
-        row = None if force else cache.get(key)
-        if row is not None:
-            rows.append({**row, "cached": True})
-            continue
-        with tempfile.TemporaryDirectory() as tmp:
-            row = measure(arch, setup, Path(tmp))
-        if row["status"] != "ok":
-            log.warning("%s: %s; the search goes on", arch, row["error"])
-        cache.put(key, row)  # a failed export is as deterministic as a measurement
-        rows.append({**row, "cached": False})
+    rows = measure_candidates(names, setup, cache, force)
     if probe_epochs > 0:
         measured = [r for r in rows if r["status"] == "ok"]
         probes = probe(recipe, run_root or out_dir.parent, [r["arch"] for r in measured], probe_epochs)
         for r in measured:
             r["probe"] = probes[r["arch"]]
-            if "val_acc" in r["probe"]:  # transfer efficiency: accuracy the short probe reached per INT8 millisecond
-                r["probe"]["val_acc_per_int8_ms"] = r["probe"]["val_acc"] / r["int8"]["median_ms"]
+            if "val_acc" in r["probe"]:  # the short probe's val top-1 per INT8 millisecond (median latency)
+                r["probe"]["val_acc_per_ms"] = r["probe"]["val_acc"] / r["int8"]["median_ms"]
     budget_limits = limits(recipe.validate_.budgets, profile.budgets.model_dump())
     judge(rows, budget_limits)
     best = pick(rows)

@@ -101,6 +101,8 @@ def _validate_after(strict: bool, apply_fb: Optional[Callable[[], Any]]) -> Call
             for line in r.summary.get("gate", []) if r.stage == "validate" else []:
                 mark = "[green]pass[/green]" if line["pass"] else "[red]FAIL[/red]"
                 ui.info(f"  gate {mark} {line['budget']}: {line['value']:.4g} (limit {line['limit']:.4g}, {line['source']})")
+            for line in r.summary.get("gate_not_measured", []) if r.stage == "validate" else []:
+                ui.info(f"  gate [yellow]not measured[/yellow] {line['budget']} (limit {line['limit']:.4g}): {line['why']}")
         if apply_fb is not None:
             out = apply_feedback(apply_fb(), results)
             ui.info(

@@ -56,7 +56,7 @@ def _probe_cells(row: dict) -> tuple[str, str]:
     p = row.get("probe") or {}
     if "val_acc" not in p:
         return ("failed", "")
-    return (f"{100 * p['val_acc']:.1f}%", f"{100 * p['val_acc_per_int8_ms']:.0f}")
+    return (f"{100 * p['val_acc']:.1f}%", f"{100 * p['val_acc_per_ms']:.0f}")
 
 
 def render_fit(result: dict) -> None:
@@ -106,7 +106,7 @@ def render_fit(result: dict) -> None:
             flops,
             f"{r['fp32']['median_ms']:.3f}±{r['fp32']['spread_ms']:.3f}",
             f"{r['int8']['median_ms']:.3f}±{r['int8']['spread_ms']:.3f}",
-            f"{r['int8']['p99_ms']:.3f}",
+            f"{r['int8']['p99_ms']:.3f}" if r["int8"].get("p99_ms") is not None else f"max {r['int8'].get('max_ms', float('nan')):.3f}",
             f"{r['int8_over_fp32']:.2f}×" + ("" if r["comparison"]["significant"] else "~"),
             f"{r['size_bytes']['int8'] / 1e6:.2f}",
             *(_probe_cells(r) if probed else ()),

@@ -296,7 +296,9 @@ class QatConfig(TrainConfig):
         "1% of the initial training lr, cosine-annealed, ~10% of the original epochs)",
     )
     keep_start: bool = Field(
-        True, description="ship the PTQ starting point (weights and ranges) when no QAD epoch beats its fake-quant val accuracy"
+        True,
+        description="ship the best on fake-quant val accuracy of the PTQ starting point and every QAD epoch (weights and "
+        "ranges); false: the last epoch",
     )
     teacher: Literal["teacher", "float_student"] = Field(
         "float_student", description="KD target: the float student of the previous phase (the QAD recipe) or the teacher"
@@ -310,9 +312,10 @@ class QatConfig(TrainConfig):
         default_factory=list, description="student modules whose weights are quantized per tensor instead of per channel"
     )
     freeze_observers_epoch: Optional[int] = Field(
-        None,
+        1,
         ge=0,
-        description="activation ranges follow an EMA of min/max until this QAD epoch (0-based), then stay; default: never frozen",
+        description="activation ranges follow an EMA of min/max until this QAD epoch (0-based), then stay; default 1: "
+        "frozen after the first epoch; null: never frozen",
     )
     freeze_bn_epoch: int = Field(
         0, ge=0, description="BatchNorm uses batch statistics until this QAD epoch, then its running ones (0: frozen throughout)"

@@ -36,6 +36,7 @@ from cann_distill.core.recipe import (
 from cann_distill.core.registries import LOSSES, SCHEDULES, SELECTORS
 from cann_distill.core.registry import suggest
 from cann_distill.core.safeyaml import (
+    MAX_DEPTH,
     Document,
     YAMLSyntaxError,
     key_text,
@@ -63,6 +64,10 @@ _INDEX = re.compile(r"^(\w+)\[(\d+)\]$")
 
 
 def split_key(key: str) -> list[Union[str, int]]:
+    """`a.list[1].k` → ["a", "list", 1, "k"]; no deeper than a recipe file may nest (MAX_DEPTH), so a key of
+    thousands of segments is one usage error, not a recursion deep in the checks."""
+    if key.count(".") >= MAX_DEPTH:
+        raise UsageError(f"--set {key_text(key)}: {key.count('.') + 1:,} key segments (a recipe nests at most {MAX_DEPTH} levels)")
     parts: list[Union[str, int]] = []
     for raw in key.split("."):
         m = _INDEX.match(raw)

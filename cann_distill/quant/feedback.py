@@ -5,6 +5,10 @@ From the measured INT8 drop and the per-layer gap, propose only fixes the tool c
 reduce_range, activation type, and — when the INT8 drop exceeds the budget — a short QAD phase),
 optionally measure each one, and write a patched recipe.
 
+A measured fix counts as helping only when the paired test (`reporting.measures.paired_difference`: exact
+McNemar on the val images) says its INT8 model beats the shipped INT8 model beyond the noise; a one-image
+gain is not a fix. Fixes are chosen on val; the test split, when there is one, is measured for the report only.
+
 A change's key is relative to the recipe's `validate` section unless it starts with a prefix in
 `OUTSIDE_VALIDATE` (the QAD fix sets `distill.qat.enabled` / `distill.qat.epochs` and every other
 `distill.qat` key its measured trial ran with, so the patched recipe runs the QAD phase that was measured).
@@ -13,20 +17,56 @@ A change's key is relative to the recipe's `validate` section unless it starts w
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+import numpy as np
 import yaml
 
 from cann_distill.core.recipe import BudgetConfig, FeedbackConfig, QatConfig, ValidateConfig
 from cann_distill.quant.profiles import limits
+from cann_distill.reporting.measures import paired_difference
 
 # Student families whose ops (depthwise conv + ReLU6/hard-swish/squeeze-excite) stay partly in
 # float or quantize badly under onnxruntime static INT8; dense-conv students do better.
 QUANT_UNFRIENDLY = ("mobilenet", "efficientnet", "lcnet", "ghostnet", "mnasnet", "fbnet", "tinynet")
 
-Evaluate = Callable[[dict[str, Any]], float]
-"""Given changes, quantize with them (after a short QAD phase for the QAD fix) and return INT8 top-1 on val."""
+Evaluate = Callable[[dict[str, Any]], dict[str, np.ndarray]]
+"""Given changes, quantize with them (after a short QAD phase for the QAD fix) and return, per evaluated split
+(val, and test when there is one), the INT8 model's top-1 class of every image."""
+
+
+@dataclass
+class Baseline:
+    """The shipped INT8 model's top-1 classes and the labels, per split: what every fix is tested against."""
+
+    labels: dict[str, np.ndarray]
+    pred: dict[str, np.ndarray]
+
+    def accuracy(self, split: str = "val") -> float:
+        return float((self.pred[split] == self.labels[split]).mean())
+
+    def judge(self, pred: dict[str, np.ndarray]) -> dict[str, Any]:
+        """A trial's val accuracy, its gain over the shipped model and the paired test; the same on test, when evaluated."""
+        out = self._split(pred, "val")
+        if "test" in pred and "test" in self.labels:
+            out["test"] = self._split(pred, "test")
+        return out
+
+    def _split(self, pred: dict[str, np.ndarray], split: str) -> dict[str, Any]:
+        acc = float((pred[split] == self.labels[split]).mean())
+        return {
+            "int8_acc": acc,
+            "gain": acc - self.accuracy(split),
+            "paired": paired_difference(self.labels[split], pred[split], self.pred[split]),
+        }
+
+
+def helps(measured: dict[str, Any]) -> bool:
+    """A fix helps when its INT8 model beats the shipped one on val beyond the noise (the paired test says `better`)."""
+    return bool(measured.get("paired", {}).get("verdict") == "better")
+
 
 OUTSIDE_VALIDATE = ("distill.",)  # change keys with these prefixes are recipe paths, not validate-section paths
 QAD_PREFIX = "distill.qat."
@@ -64,14 +104,23 @@ def split_changes(changes: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
 
 
 def candidate_changes(
-    cfg: ValidateConfig, worst_nodes: list[str], scheme: dict[str, Any], qad_epochs: int = 0, qat: Optional[QatConfig] = None
+    cfg: ValidateConfig,
+    worst_nodes: list[str],
+    scheme: dict[str, Any],
+    qad_epochs: int = 0,
+    qat: Optional[QatConfig] = None,
+    qad_run: bool = False,
 ) -> list[tuple[str, dict[str, Any]]]:
     """(why, changes) for each fix worth trying, most targeted first; QAD (retraining) last, when `qad_epochs` > 0
-    (its other keys from the recipe's `qat`)."""
+    (its other keys from the recipe's `qat`). `qad_run`: the shipped model is the QAD student exported with its
+    learned ranges, so only keeping nodes in float changes it without retraining (the other settings are QAD's
+    starting point)."""
     out: list[tuple[str, dict[str, Any]]] = []
     if worst_nodes:
         nodes = sorted(set(cfg.nodes_to_exclude) | set(worst_nodes))
         out.append((f"keep the {len(worst_nodes)} layer(s) with the largest quantization gap in float", {"nodes_to_exclude": nodes}))
+    if qad_run:
+        return out
     for method in ("percentile", "entropy"):
         if cfg.calibration.method != method:
             out.append(
@@ -100,15 +149,17 @@ def suggest_fixes(
     drop: float,
     gap_rows: list[dict[str, Any]],
     arch: str,
-    baseline_acc: float,
+    baseline: Baseline,
     scheme: dict[str, Any],
     evaluate: Optional[Evaluate] = None,
     qat: Optional[QatConfig] = None,
+    qad_run: bool = False,
 ) -> dict[str, Any]:
-    """Suggestions (with measured INT8 accuracy when `evaluate` is given) and the changes to apply.
+    """Suggestions (measured against `baseline`, the shipped INT8 model, when `evaluate` is given) and the changes to apply.
 
     `qat`: the recipe's `distill.qat` when the QAD fix may be offered (the recipe does not run QAD already; None
-    otherwise); it is offered when the drop exceeds the budget.
+    otherwise); it is offered when the drop exceeds the budget. `qad_run`: the shipped model is QAD's (see
+    `candidate_changes`).
     """
     worst = [r for r in gap_rows if r["gap_db"] > fb.max_layer_gap_db and r.get("node")]
     worst_nodes = [r["node"] for r in worst[: fb.max_exclude]]
@@ -118,12 +169,10 @@ def suggest_fixes(
         return result
     suggestions = []
     qad_epochs = fb.qad_epochs if qat is not None and drop > fb.max_int8_drop else 0
-    for why, changes in candidate_changes(cfg, worst_nodes, scheme, qad_epochs, qat):
+    for why, changes in candidate_changes(cfg, worst_nodes, scheme, qad_epochs, qat, qad_run):
         s: dict[str, Any] = {"why": why, "changes": changes}
         if evaluate is not None and fb.search:
-            acc = evaluate(changes)
-            s["int8_acc"] = acc
-            s["gain"] = acc - baseline_acc
+            s.update(baseline.judge(evaluate(changes)))
         suggestions.append(s)
     if any(f in arch for f in QUANT_UNFRIENDLY):
         suggestions.append(
@@ -137,21 +186,29 @@ def suggest_fixes(
     result["suggestions"] = suggestions
     measured = [s for s in suggestions if "gain" in s]
     if measured:
-        # combine every measured fix that helped on its own, best first
-        helpful = sorted((s for s in measured if s["gain"] > 0), key=lambda s: -s["gain"])
-        combined: dict[str, Any] = {}
-        for s in helpful:
-            combined.update(s["changes"])
-        if helpful:
-            best = helpful[0]
-            acc = evaluate(combined) if len(helpful) > 1 and evaluate is not None else best["int8_acc"]
-            if acc < best["int8_acc"]:  # the fixes do not add up: keep the best single one
-                combined, acc = dict(best["changes"]), best["int8_acc"]
-            result["combined_int8_acc"] = acc
-        result["apply"] = combined
+        result.update(_combine(measured, baseline, evaluate))
     else:  # unmeasured: apply the quantizer changes; never switch on a retraining phase without a measurement
         result["apply"] = {k: v for s in suggestions for k, v in s["changes"].items() if QAD_ENABLED not in s["changes"]}
     return result
+
+
+def _combine(measured: list[dict[str, Any]], baseline: Baseline, evaluate: Optional[Evaluate]) -> dict[str, Any]:
+    """Every measured fix that beat the shipped model beyond the noise, combined best first; the best single one
+    when the combination measures lower. Nothing when none did."""
+    helpful = sorted((s for s in measured if helps(s)), key=lambda s: -s["gain"])
+    if not helpful:
+        return {"apply": {}}
+    best = helpful[0]
+    combined: dict[str, Any] = {}
+    for s in helpful:
+        combined.update(s["changes"])
+    got = baseline.judge(evaluate(combined)) if len(helpful) > 1 and evaluate is not None else best
+    if got["int8_acc"] < best["int8_acc"]:  # the fixes do not add up: keep the best single one
+        combined, got = dict(best["changes"]), best
+    out = {"apply": combined, "combined_int8_acc": got["int8_acc"], "combined_paired": got["paired"]}
+    if "test" in got:
+        out["test"] = got["test"]  # the applied changes on test: reported, never used to choose
+    return out
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
@@ -190,10 +247,22 @@ def write_patched_recipe(recipe_path: Path, original: dict[str, Any], apply: dic
     return out
 
 
-def gate(budgets: BudgetConfig, profile_budgets: dict[str, Any], measured: dict[str, float]) -> list[dict[str, Any]]:
-    """One pass/fail line per budget set in the recipe or the hardware profile (budgets not measured are left out)."""
+def gate(budgets: BudgetConfig, profile_budgets: dict[str, Any], measured: dict[str, Optional[float]]) -> list[dict[str, Any]]:
+    """One pass/fail line per budget set in the recipe or the hardware profile and measured (None: not measured,
+    left out: see `not_measured`)."""
     return [
-        {"budget": key, "limit": limit, "value": float(measured[key]), "pass": bool(measured[key] <= limit), "source": source}
+        {"budget": key, "limit": limit, "value": float(value), "pass": bool(value <= limit), "source": source}
         for key, (limit, source) in limits(budgets, profile_budgets).items()
-        if key in measured
+        if (value := measured.get(key)) is not None
+    ]
+
+
+def not_measured(
+    budgets: BudgetConfig, profile_budgets: dict[str, Any], measured: dict[str, Optional[float]], why: dict[str, str]
+) -> list[dict[str, Any]]:
+    """The budgets set but not checked because their figure was not measured (a P99 from too few runs), with why."""
+    return [
+        {"budget": key, "limit": limit, "source": source, "why": why.get(key, "not measured")}
+        for key, (limit, source) in limits(budgets, profile_budgets).items()
+        if key in measured and measured[key] is None
     ]

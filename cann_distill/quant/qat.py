@@ -15,7 +15,7 @@ The student trains with the arithmetic validate deploys, and validate exports th
   exporter folds it: w' = w * gamma / sqrt(var + eps), b' = (b - mean) * gamma / sqrt(var + eps) + beta.
   Before `freeze_bn_epoch` BatchNorm still uses batch statistics (Jacob et al. 2018's folding with
   the running-std correction, as torch.ao's ConvBn QAT modules do); after it, the running ones.
-- **activations**: `torch.fake_quantize_per_tensor_affine` with onnxruntime's qmin/qmax for the
+- **activations**: `fake_quant` (onnxruntime's QuantizeLinear arithmetic) with its qmin/qmax for the
   activation type validate chooses for this CPU (uint8 0..255, int8 -128..127; onnxruntime applies
   `reduce_range` to weights only). Scale / zero point follow an EMA of each batch's min/max
   (onnxruntime's formula: range widened to include 0) until `freeze_observers_epoch`, then stay.
@@ -92,28 +92,50 @@ def symmetric_scale(w: torch.Tensor, qmin: int, qmax: int, per_channel: bool) ->
     return torch.where(scale < torch.finfo(torch.float32).tiny, torch.ones_like(scale), scale)
 
 
-def fake_quant_weight(w: torch.Tensor, qmin: int, qmax: int, per_channel: bool) -> torch.Tensor:
-    """Symmetric int8 fake quantization of a (folded) weight; straight-through gradient."""
-    return fake_quant_weight_scaled(w, qmin, qmax, per_channel)[0]
+def fake_quant(
+    x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int, axis: Optional[int] = None
+) -> torch.Tensor:
+    """onnxruntime's QuantizeLinear then DequantizeLinear, in its arithmetic: q = clip(round(x / scale) + zero point)
+    with float32 division and rounding half to even (its kernels and `quantize_nparray` divide), then
+    (q - zero point) × scale; straight-through gradient inside the range, zero outside.
+
+    torch's fake_quantize multiplies by a float32 reciprocal instead, which lands one step off whenever x / scale
+    sits near .5: frequent after a 2×2 average pool (quarters), and it compounded to 1.6% top-1 disagreement between
+    a test_resnet's fake-quant logits and its onnxruntime INT8 export."""
+    shape = [1] * x.dim()
+    if axis is not None:
+        shape[axis] = -1
+    xf = x.float()
+    s = scale.to(xf.device, torch.float32).reshape(shape if axis is not None else [])
+    z = zero_point.to(xf.device, torch.float32).reshape(shape if axis is not None else [])
+    q = torch.round(xf / s) + z
+    inside = (q >= qmin) & (q <= qmax)
+    y = ((q.clamp(qmin, qmax) - z) * s).to(x.dtype)
+    return y.detach() + (x - x.detach()) * inside
 
 
 def fake_quant_weight_scaled(w: torch.Tensor, qmin: int, qmax: int, per_channel: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """`fake_quant_weight` and the scale it used (per output channel, or one)."""
+    """Symmetric int8 fake quantization of a (folded) weight (straight-through gradient) and the scale it used
+    (per output channel, or one)."""
     scale = symmetric_scale(w, qmin, qmax, per_channel).to(w.device)
     zp = torch.zeros(scale.numel(), dtype=torch.int32, device=w.device)
-    if per_channel:
-        return torch.fake_quantize_per_channel_affine(w, scale, zp, 0, qmin, qmax), scale
-    return torch.fake_quantize_per_tensor_affine(w, scale, zp, qmin, qmax), scale
+    return fake_quant(w, scale, zp, qmin, qmax, axis=0 if per_channel else None), scale
 
 
 def fake_quant_bias(b: torch.Tensor, weight_scale: torch.Tensor, input_scale: torch.Tensor) -> torch.Tensor:
     """onnxruntime's int32 bias: scale = input scale × weight scale (per output channel, in float32 as its quantizer
     computes it), zero point 0; straight-through gradient. Without it each conv rounds its output differently from
-    onnxruntime in ~0.1-0.6% of elements, which compounds through deep depthwise/SE students."""
+    onnxruntime in ~0.1-0.6% of elements, which compounds through deep depthwise/SE students.
+
+    The integer is onnxruntime's own arithmetic (`quantize_bias_static_impl`): bias / scale in float64, rounded half
+    to even. torch's fake_quantize multiplies by a float32 reciprocal instead, which lands one integer off whenever
+    the quotient sits near .5 (2 of 192 biases of a small resnet)."""
     scale = (input_scale.to(b.device).float() * weight_scale.float()).expand(b.shape[0]).contiguous()
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    zp = torch.zeros(b.shape[0], dtype=torch.int32, device=b.device)
-    return torch.fake_quantize_per_channel_affine(b, scale, zp, 0, *INT32_RANGE)
+    wide = torch.float32 if b.device.type == "mps" else torch.float64  # MPS has no float64: nearest it can do
+    q = torch.round(b.detach().to(wide) / scale.to(wide)).clamp(*INT32_RANGE)
+    dequantized = q.float() * scale  # DequantizeLinear: float(int32) × float32 scale
+    return b + (dequantized - b).detach()
 
 
 class ActQuant(nn.Module):
@@ -145,7 +167,7 @@ class ActQuant(nn.Module):
                 scale, zp = scale_zero_point(self.lo, self.hi, self.qmin, self.qmax)
                 self.scale.copy_(scale)
                 self.zero_point.copy_(zp)
-        return torch.fake_quantize_per_tensor_affine(x, self.scale.to(x.device), self.zero_point.to(x.device), self.qmin, self.qmax)
+        return fake_quant(x, self.scale, self.zero_point, self.qmin, self.qmax)
 
 
 class QConv2d(nn.Conv2d):
@@ -328,8 +350,7 @@ def attach(model: nn.Module, plan: QuantPlan, pairs: dict[str, str]) -> nn.Modul
         else:
             continue
         spec = quantized.get(conv_name)
-        module.planned = spec is not None  # type: ignore[attr-defined]  # onnxruntime quantizes its weight
-        module.quantize = module.planned  # type: ignore[attr-defined]
+        module.quantize = spec is not None  # type: ignore[attr-defined]  # onnxruntime quantizes its weight
         module.per_channel = bool(spec["per_channel"]) if spec else plan.per_channel  # type: ignore[attr-defined]
         module.qrange = wq  # type: ignore[attr-defined]
         module.bn_frozen = False  # type: ignore[attr-defined]
@@ -358,14 +379,6 @@ def attach(model: nn.Module, plan: QuantPlan, pairs: dict[str, str]) -> nn.Modul
 
 def quant_modules(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, (QConv2d, QLinear))]
-
-
-def set_fake_quant(model: nn.Module, enabled: bool) -> None:
-    """Switch every fake quantizer (activations and weights) on or off: off gives the float student's outputs."""
-    for q in getattr(model, QUANTIZERS, []):
-        q.enabled = enabled
-    for m in quant_modules(model):
-        m.quantize = enabled and m.planned
 
 
 def freeze_observers(model: nn.Module, frozen: bool = True) -> None:

@@ -64,16 +64,6 @@ def folded_weight(module: nn.Module) -> torch.Tensor:
     return (module.weight * factor.reshape(-1, 1, 1, 1)).detach()
 
 
-def weight_scales(model: nn.Module) -> dict[str, np.ndarray]:
-    """Per quantized layer, the weight scale(s) the fake quantizer uses (what the QDQ export must hold)."""
-    plan: QuantPlan = model.qat_plan  # type: ignore[assignment]
-    modules = _module_types(model)
-    return {
-        w["node"]: symmetric_scale(folded_weight(modules[w["module"]]), *weight_range(plan.reduce_range), w["per_channel"]).numpy()
-        for w in plan.weights
-    }
-
-
 def quantize_learned(model: nn.Module, prep: Path, out: Path, calib: np.ndarray, nodes_to_exclude: Sequence[str] = ()) -> dict[str, Any]:
     """QDQ INT8 of the QAT student's float export (`prep`) with the learned ranges, not re-calibrated.
 

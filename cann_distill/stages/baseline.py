@@ -20,6 +20,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
+from torch import nn
+
 from cann_distill.core.files import atomic_path, sha256_file
 from cann_distill.core.paths import resolve_cache_dir
 from cann_distill.core.recipe import Recipe, TrainConfig, distill_epoch_equivalents
@@ -30,8 +33,9 @@ from cann_distill.runtime.terminal import ui
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
 from cann_distill.stages.teacher import headline
 from cann_distill.store.cache import KeyedEntries, cache_key, produced_by
+from cann_distill.teaching.losses import LOSSES
 from cann_distill.training.live import EpochLog
-from cann_distill.training.loop import accuracy, ce_step, fit, predict, seed_everything
+from cann_distill.training.loop import accuracy, fit, predict, seed_everything
 
 CHECKPOINT = "baseline/student.pt"
 METRICS = "baseline/metrics.json"
@@ -46,8 +50,28 @@ def training_budget(recipe: Recipe) -> TrainConfig:
     return cfg
 
 
+def ce_arguments(recipe: Recipe) -> dict[str, Any]:
+    """The keyword arguments of the recipe's CE term (the first `ce` in distill.losses; none: plain CE), so the
+    baseline trains with the same cross-entropy as the distilled student (label smoothing included)."""
+    return next((spec.kwargs() for spec in recipe.distill.losses if spec.kind == "ce"), {})
+
+
+class CeStep:
+    """fit's step for the baseline: the recipe's CE term alone (hard labels, or mixed soft targets as distill's CE)."""
+
+    def __init__(self, arguments: dict[str, Any]) -> None:
+        self.ce = LOSSES.build("ce", **arguments)
+
+    def __call__(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        x, y, _ = batch
+        loss = self.ce({"student.logits": model(x), "targets": y}).mean()
+        return loss, {"ce": loss.item()}
+
+
 def baseline_parts(recipe: Recipe, version: int) -> dict[str, Any]:
-    """What a baseline is a function of: its cache key and the 'extra' part of the stage fingerprint."""
+    """What a baseline is a function of: its cache key and the 'extra' part of the stage fingerprint (the CE term's
+    arguments only when it has any, so a plain-CE baseline keeps the key it always had)."""
+    ce = ce_arguments(recipe)
     return {
         "kind": "baseline",
         "stage_version": version,
@@ -56,6 +80,7 @@ def baseline_parts(recipe: Recipe, version: int) -> dict[str, Any]:
         "train": training_budget(recipe).model_dump(mode="json"),
         "seed": recipe.seed,
         "checkpoint": _checkpoint_hashes(recipe)["student"],
+        **({"ce": ce} if ce else {}),
     }
 
 
@@ -131,7 +156,7 @@ class BaselineStage(Stage):
             train,
             cfg,
             cfg.batch_size or r.data.batch_size,
-            ce_step,
+            CeStep(ce_arguments(r)),
             r.seed,
             "baseline",
             val=val,
@@ -147,6 +172,7 @@ class BaselineStage(Stage):
             "arch": r.student.arch,
             "params": count_params(student),
             "losses": ["ce"],
+            "ce": ce_arguments(r),  # the CE term's arguments, as in distill.losses (e.g. label_smoothing)
             "epochs": cfg.epochs,
             "val_acc": val_acc,
             "test_acc": test_acc,

@@ -35,6 +35,7 @@ from cann_distill.core.recipe import DistillConfig, LossSpec, Recipe, curriculum
 from cann_distill.data.loading import Split, Splits, load_splits, loader
 from cann_distill.data.transforms import channels_of, make_mixup
 from cann_distill.models.build import build_model, checkpoint_weights_fingerprint, count_params, save_checkpoint, teacher_input
+from cann_distill.quant import qad
 from cann_distill.quant.qad import run_phase as run_qad
 from cann_distill.runtime import distributed
 from cann_distill.runtime.terminal import ui
@@ -359,6 +360,7 @@ class DistillStage(Stage):
                     for k in ("opset", "per_channel", "activation_type", "reduce_range", "nodes_to_exclude", "calibration")
                 },
                 "cpu": cpu_features(),
+                "qad_version": qad.VERSION,
             }
         return {
             **qat,

@@ -57,6 +57,7 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     mb = lambda b: f"{b / 1e6:.2f} MB" if b is not None else "?"  # noqa: E731
     pct = lambda a: f"{100 * a:.2f}%" if a is not None else "?"  # noqa: E731
     ms = lambda kind, q: f"{lat[kind][q]:.3f} ms" if kind in lat else "?"  # noqa: E731
+    p99 = lambda kind: tail_cell(lat.get(kind))  # noqa: E731
     arch = lambda doc: (report.get(doc) or {}).get("arch", "?")  # noqa: E731
     out = [
         (f"teacher {arch('teacher')}", pct(acc.get("teacher", (report.get("teacher") or {}).get("val_acc"))), "-", "-", "-"),
@@ -65,10 +66,25 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     if report.get("baseline"):
         out.append((f"baseline {arch('baseline')} (CE only)", pct((k.get("accuracy") or {}).get("baseline")), "-", "-", "-"))
     out += [
-        ("student ONNX FP32", pct(acc.get("onnx_fp32")), ms("fp32", "median_ms"), ms("fp32", "p99_ms"), mb(size.get("fp32"))),
-        ("student ONNX INT8", pct(acc.get("onnx_int8")), ms("int8", "median_ms"), ms("int8", "p99_ms"), mb(size.get("int8"))),
+        ("student ONNX FP32", pct(acc.get("onnx_fp32")), ms("fp32", "median_ms"), p99("fp32"), mb(size.get("fp32"))),
+        (
+            f"student ONNX INT8 ({v.get('quantization', 'ptq').upper()}, shipped)",
+            pct(acc.get("onnx_int8")),
+            ms("int8", "median_ms"),
+            p99("int8"),
+            mb(size.get("int8")),
+        ),
     ]
     return out
+
+
+def tail_cell(lat: Optional[dict[str, Any]]) -> str:
+    """The P99 cell: the percentile when enough runs measured it, else the slowest run labelled `max`."""
+    if not lat:
+        return "?"
+    if lat.get("p99_ms") is not None:
+        return f"{lat['p99_ms']:.3f} ms"
+    return f"max {lat['max_ms']:.3f} ms" if lat.get("max_ms") is not None else "?"
 
 
 class Inputs:
@@ -99,17 +115,19 @@ class Inputs:
         self.paths.pop(rel, None)
 
 
-def eval_critical(
-    recipe: Any, teacher_logits: np.ndarray, y: np.ndarray, student_logits: np.ndarray, classes: list[str]
-) -> tuple[np.ndarray, str]:
+def eval_critical(recipe: Any, teacher_logits: np.ndarray, y: np.ndarray, classes: list[str]) -> tuple[np.ndarray, str]:
     """Critical samples of the headline split and the rule that chose them: the recipe's selector, policy and ratio
-    applied to the teacher's logits there (margin for a strategy that needs augmented views or a probe history)."""
+    applied to the teacher's logits there. Teacher-only: a strategy that scores with the student (disagreement,
+    reducible_loss) would pick the samples the distilled student gets wrong and make "agreement on critical samples"
+    low by construction, so margin stands in for it (and for one that needs augmented views or a probe history)."""
     strategy = recipe.select.strategy
     selector = SELECTORS.build(strategy, **recipe.select.strategy_args)
     rule = f"select.strategy '{strategy}'"
-    if selector.needs_views or selector.needs_history:
+    if selector.needs_student:
+        selector, rule = SELECTORS.build("margin"), f"margin (teacher-only: '{strategy}' scores with the student the report measures)"
+    elif selector.needs_views or selector.needs_history:
         selector, rule = SELECTORS.build("margin"), f"margin ('{strategy}' needs views or a probe history the report does not compute)"
-    scores = np.asarray(selector.score(teacher_logits, y, seed=recipe.seed, student_logits=student_logits), dtype=np.float64)
+    scores = np.asarray(selector.score(teacher_logits, y, seed=recipe.seed), dtype=np.float64)
     chosen = pick_critical(scores, y, recipe, classes, seed=recipe.seed)
     return chosen.mask, f"{rule}, policy {chosen.resolved}, {recipe.select.top_k_ratio:.0%} of this split"
 
@@ -122,7 +140,7 @@ def read_scores(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
 
 class ReportStage(Stage):
     name = "report"
-    version = 3
+    version = 4  # 4: critical samples from the teacher alone; the INT8 row names what ships
     sections = ("report", "data", "teacher", "student", "select", "seed")
     optional = (
         TEACHER_METRICS,
@@ -201,7 +219,7 @@ class ReportStage(Stage):
             models["baseline"] = build_model(r.student, len(classes), in_chans, checkpoint=inputs.paths[BASELINE_CKPT], classes=classes)
         logits = logits_of(models, split, rt)
         y = split.targets
-        critical, rule = eval_critical(r, logits["teacher"], y, logits["student"], classes)
+        critical, rule = eval_critical(r, logits["teacher"], y, classes)
         v = inputs.docs.get("validate") or {}
         drop = (v.get("accuracy") or {}).get("int8_drop")
         k = transfer_metrics(y, logits, critical, drop, v.get("gate") if v else None, len(classes))

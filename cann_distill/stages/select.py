@@ -332,7 +332,8 @@ class SelectStage(Stage):
         hists = {"score_histogram": histogram(scores), "temperature_histogram": histogram(temps)}
         # summary.json holds only what the recipe and data determine, so an identical rerun leaves distill up to date
         (ctx.out / "summary.json").write_text(json.dumps({**summary, **hists}, indent=2))
-        return {**summary, **statuses, "cache_dir": str(cache.dir)}
+        cached = ["logits", *(["views"] if views_status is not None else []), *(["replay"] if replaying else [])]
+        return {**summary, **statuses, "cached": cached, "cache_dir": str(cache.dir)}
 
 
 def _teacher_logits(
@@ -414,7 +415,6 @@ def _summary(
             "min": float(temps.min()),
             "max": float(temps.max()),
         },
-        "cached": "logits",
         "cache_key": key,
     }
 

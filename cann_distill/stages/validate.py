@@ -14,6 +14,7 @@ import onnx
 import torch
 from torch import nn
 
+from cann_distill.core.files import sha256_file
 from cann_distill.core.recipe import HardwareProfile, Recipe, ValidateConfig, hardware_profile, load_hardware_profile
 from cann_distill.data.loading import Split, Splits, load_splits, loader
 from cann_distill.data.transforms import channels_of
@@ -24,7 +25,7 @@ from cann_distill.quant import qad
 from cann_distill.quant.calibration import calibration_images, stack
 from cann_distill.quant.deploy_meta import deploy_metadata, stamp_onnx
 from cann_distill.quant.export import export_onnx
-from cann_distill.quant.feedback import QAD_ENABLED, gate, qat_config, set_dotted, split_changes, suggest_fixes
+from cann_distill.quant.feedback import QAD_ENABLED, Baseline, gate, not_measured, qat_config, set_dotted, split_changes, suggest_fixes
 from cann_distill.quant.gap import layer_gap
 from cann_distill.quant.profiles import basis, effective_validate
 from cann_distill.runtime.terminal import ui
@@ -35,7 +36,9 @@ from cann_distill.training.loop import predict
 
 REPORT = "validate/validation.json"
 FP32 = "validate/student_fp32.onnx"
-INT8 = "validate/student_int8.onnx"
+INT8 = "validate/student_int8.onnx"  # the shipped INT8 model: PTQ, or with QAD the QAD student
+PTQ_FILE = "student_int8_ptq.onnx"  # a QAD run's PTQ model, kept for comparison
+PTQ = f"validate/{PTQ_FILE}"
 QAT_CKPT = f"distill/{qad.CHECKPOINT_NAME}"
 
 
@@ -50,8 +53,10 @@ def onnx_logits(sessions: dict[str, Any], split: Split, batch: int = 256) -> dic
 
 
 def topk(logits: np.ndarray, targets: np.ndarray, k: int) -> float:
+    """Top-k accuracy; exact ties (common in INT8 logits, which are dequantized integers) rank the lower class
+    first, as argmax does, so top-1 is the accuracy of `logits.argmax(1)`."""
     k = min(k, logits.shape[1])
-    return float((np.argsort(-logits, axis=1)[:, :k] == targets[:, None]).any(axis=1).mean())
+    return float((np.argsort(-logits, axis=1, kind="stable")[:, :k] == targets[:, None]).any(axis=1).mean())
 
 
 def agree(a: np.ndarray, b: np.ndarray) -> float:
@@ -112,7 +117,7 @@ def measure_latency(sessions: dict[str, Any], sample: np.ndarray, cfg: ValidateC
     """FP32 and INT8 timed in alternating rounds (see quant.latency), with a progress bar."""
     total = len(sessions) * cfg.latency.rounds * max(1, cfg.latency.runs // cfg.latency.rounds)
     with ui.progress() as prog:
-        task = prog.add_task("latency fp32/int8", total=total, status="") if prog is not None else None
+        task = prog.add_task("latency " + "/".join(sessions), total=total, status="") if prog is not None else None
         advance = (lambda: prog.advance(task)) if prog is not None else None
         return timing.interleaved(sessions, sample, cfg.latency.warmup, cfg.latency.runs, cfg.latency.rounds, batch, advance)
 
@@ -176,22 +181,38 @@ class _Job:
 
 
 @dataclass
+class _Qad:
+    """The QAD student exported with its learned ranges (the shipped INT8 model of a QAD run)."""
+
+    model: nn.Module
+    result: dict[str, Any]  # validation.json's `qat`
+    logits: dict[str, np.ndarray]  # onnxruntime INT8 logits per split
+    gap_rows: list[dict[str, Any]]
+
+
+@dataclass
 class _OnnxRun:
-    """The exported student quantized and measured: sessions, per-split metrics, the per-layer gap, QAD, feedback."""
+    """The exported student quantized and measured: sessions, per-split metrics, the per-layer gap, QAD, feedback.
+
+    Every headline figure is about the shipped INT8 file (`student_int8.onnx`): the PTQ model, or with QAD the
+    QAD model; a QAD run keeps its PTQ model beside it (`student_int8_ptq.onnx`, figures under `ptq`)."""
 
     scheme: dict[str, Any]
     s32: Any
     s8: Any
+    s_ptq: Optional[Any]  # the PTQ session when QAD ships (else PTQ is s8)
     optimized_ops: dict[str, int]
     float_ops: dict[str, int]
     metrics: dict[str, Any]
     gap_rows: list[dict[str, Any]]
+    ptq: Optional[dict[str, Any]]
     qat_result: Optional[dict[str, Any]]
     feedback: dict[str, Any]
 
     @classmethod
     def measure(cls, job: _Job, fp32: Path, int8: Path, work: Path) -> "_OnnxRun":
-        cfg, options = job.cfg, job.options
+        cfg, options, threads = job.cfg, job.options, job.cfg.latency.threads
+        qad_run = QAT_CKPT in job.ctx.artifacts
         quantizer = Quantizer(fp32, job.calib, work)
         scheme = quantizer.scheme(cfg)
         ui.info(
@@ -199,83 +220,119 @@ class _OnnxRun:
             f"per_channel={cfg.per_channel}, {cfg.calibration.method} calibration on {len(job.calib)} images"
             + (f", {len(cfg.nodes_to_exclude)} node(s) kept in float" if cfg.nodes_to_exclude else "")
         )
-        quantizer.quantize(cfg, int8)
-        onnx.checker.check_model(str(int8), full_check=True)
-        s32 = q.session(fp32, job.provider, threads=cfg.latency.threads, options=options)
-        s8 = q.session(int8, job.provider, threads=cfg.latency.threads, optimized_out=work / "int8_opt.onnx", options=options)
-        optimized = onnx.load(str(work / "int8_opt.onnx")).graph
+        ptq_path = job.ctx.out / PTQ_FILE if qad_run else int8
+        quantizer.quantize(cfg, ptq_path)
+        onnx.checker.check_model(str(ptq_path), full_check=True)
+        s32 = q.session(fp32, job.provider, threads=threads, options=options)
+        s_ptq = q.session(ptq_path, job.provider, threads=threads, optimized_out=work / "ptq_opt.onnx", options=options)
+        logits = {name: onnx_logits({"onnx_fp32": s32, "ptq": s_ptq}, split) for name, split in job.evaluated.items()}
+        ptq_rows = layer_gap(quantizer.prep, ptq_path, job.gap_x, work)
+        qad_model = _qad(job, ptq_rows, int8, work) if qad_run else None
+        if qad_model is not None:
+            onnx.checker.check_model(str(int8), full_check=True)
+            s8 = q.session(int8, job.provider, threads=threads, optimized_out=work / "int8_opt.onnx", options=options)
+            optimized, gap_rows = onnx.load(str(work / "int8_opt.onnx")).graph, qad_model.gap_rows
+        else:
+            s8, optimized, gap_rows = s_ptq, onnx.load(str(work / "ptq_opt.onnx")).graph, ptq_rows
+        for name, got in logits.items():
+            got["onnx_int8"] = qad_model.logits[name] if qad_model is not None else got["ptq"]
         metrics = {
-            name: split_metrics({**job.torch_logits[name], **onnx_logits({"onnx_fp32": s32, "onnx_int8": s8}, split)}, split.targets)
-            for name, split in job.evaluated.items()
+            name: split_metrics({**job.torch_logits[name], "onnx_fp32": got["onnx_fp32"], "onnx_int8": got["onnx_int8"]}, split.targets)
+            for (name, split), got in zip(job.evaluated.items(), logits.values())
         }
-        gap_rows = layer_gap(quantizer.prep, int8, job.gap_x, work)
-        qat_result = _qat_result(job, gap_rows, work)
-        feedback = _feedback(job, quantizer, metrics, gap_rows, scheme, qat_result, work)
-        return cls(scheme, s32, s8, q.op_histogram(optimized), q.float_ops(optimized), metrics, gap_rows, qat_result, feedback)
+        ptq = ptq_metrics(logits, job.evaluated, ptq_rows[: cfg.gap.top]) if qad_model is not None else None
+        feedback = _feedback(job, quantizer, metrics, logits, gap_rows, scheme, qad_model, work)
+        return cls(
+            scheme,
+            s32,
+            s8,
+            s_ptq if qad_model is not None else None,
+            q.op_histogram(optimized),
+            q.float_ops(optimized),
+            metrics,
+            gap_rows,
+            ptq,
+            qad_model.result if qad_model is not None else None,
+            feedback,
+        )
 
 
-def _qat_result(job: _Job, gap_rows: list[dict[str, Any]], work: Path) -> Optional[dict[str, Any]]:
-    """The QAD student, exported with the ranges it learned, measured like the PTQ one; None without QAD."""
+def ptq_metrics(logits: dict[str, dict[str, np.ndarray]], evaluated: dict[str, Split], worst: list[dict[str, Any]]) -> dict[str, Any]:
+    """A QAD run's PTQ model (QAD's starting point, kept for comparison): accuracy, drop and agreement per split."""
+    by_split = {}
+    for name, split in evaluated.items():
+        got, y = logits[name], split.targets
+        acc = topk(got["ptq"], y, 1)
+        by_split[name] = {
+            "accuracy": {"onnx_int8": acc, "int8_drop": topk(got["onnx_fp32"], y, 1) - acc},
+            "top5": {"onnx_int8": topk(got["ptq"], y, 5)},
+            "agreement": {
+                "fp32_vs_int8_top1": agree(got["onnx_fp32"], got["ptq"]),
+                "ptq_vs_shipped_int8_top1": agree(got["ptq"], got["onnx_int8"]),
+            },
+        }
+    return {
+        "file": PTQ,
+        "what": "onnxruntime static INT8 of the float student (validate's calibration): QAD's starting point, not shipped",
+        "by_split": by_split,
+        "layer_gap": {"worst": worst},
+    }
+
+
+def _qad(job: _Job, ptq_rows: list[dict[str, Any]], out: Path, work: Path) -> _Qad:
+    """The QAD student, exported with the ranges it learned into `out` (the shipped INT8 file), measured like PTQ."""
     ctx, r, cfg = job.ctx, job.ctx.recipe, job.cfg
-    if QAT_CKPT not in ctx.artifacts:
-        return None
-    qat_model = qad.load(ctx.artifacts[QAT_CKPT], r, job.classes, job.in_chans, job.splits.train.classes)
-    qat_result = qad.validate_qat(
-        qat_model, r, job.classes, job.in_chans, job.calib, ctx.out / "student_int8_qat.onnx", work, job.evaluated, cfg.nodes_to_exclude
-    )
-    qat_rows = layer_gap(qat_result.pop("prep"), ctx.out / "student_int8_qat.onnx", job.gap_x, work)
-    qat_result["layer_gap"] = qad.compare_gaps(gap_rows, qat_rows, cfg.gap.top)
-    return qat_result
+    model = qad.load(ctx.artifacts[QAT_CKPT], r, job.classes, job.in_chans, job.splits.train.classes)
+    result = qad.validate_qat(model, r, job.classes, job.in_chans, job.calib, out, work, job.evaluated, cfg.nodes_to_exclude)
+    rows = layer_gap(result.pop("prep"), out, job.gap_x, work)
+    logits = result.pop("logits")
+    result["layer_gap"] = qad.compare_gaps(ptq_rows, rows, cfg.gap.top)
+    return _Qad(model, result, logits, rows)
 
 
 def _feedback(
     job: _Job,
     quantizer: Quantizer,
     metrics: dict[str, Any],
+    logits: dict[str, dict[str, np.ndarray]],
     gap_rows: list[dict[str, Any]],
     scheme: dict[str, Any],
-    qat_result: Optional[dict[str, Any]],
+    qad_model: Optional[_Qad],
     work: Path,
 ) -> dict[str, Any]:
-    """Fixes for a large INT8 drop, each tried on val (never on test)."""
+    """Fixes for a large INT8 drop of the shipped model, each tried on val (never chosen on test) against it."""
     r, rt, cfg, splits = job.ctx.recipe, job.ctx.runtime, job.cfg, job.splits
-    val, y_val = splits.val, splits.val.targets
+    evaluated = job.evaluated  # val chooses; test, when there is one, is reported
 
-    def evaluate(changes: dict[str, Any]) -> float:  # fixes are chosen on val, never on test
+    def evaluate(changes: dict[str, Any]) -> dict[str, np.ndarray]:
         inside, outside = split_changes(changes)
         trial_cfg = apply_changes(cfg, inside)
         if outside.get(QAD_ENABLED):
-            return qad.trial_int8_acc(job.student, r, trial_cfg, qat_config(r.distill.qat, outside), splits, job.calib, work, rt)
+            return qad.trial_int8(job.student, r, trial_cfg, qat_config(r.distill.qat, outside), splits, job.calib, work, rt)
         trial = work / "trial.onnx"
-        quantizer.quantize(trial_cfg, trial)
-        return topk(onnx_logits({"int8": q.session(trial, "CPUExecutionProvider")}, val)["int8"], y_val, 1)
+        if qad_model is not None:  # the shipped QAD student exported again with the trial's nodes kept in float
+            qad.export_learned(qad_model.model, r, job.classes, job.in_chans, job.calib, trial, work, trial_cfg.nodes_to_exclude)
+        else:
+            quantizer.quantize(trial_cfg, trial)
+        return {name: got.argmax(1) for name, got in qad.int8_logits(trial, evaluated).items()}
 
-    v = metrics["val"]["accuracy"]
+    baseline = Baseline(
+        {name: split.targets for name, split in evaluated.items()}, {name: got["onnx_int8"].argmax(1) for name, got in logits.items()}
+    )
     feedback = suggest_fixes(
         cfg,
         cfg.feedback,
-        v["int8_drop"],
+        metrics["val"]["accuracy"]["int8_drop"],
         gap_rows,
         r.student.arch,
-        v["onnx_int8"],
+        baseline,
         scheme,
         evaluate,
-        qat=r.distill.qat if qat_result is None else None,
+        qat=r.distill.qat if qad_model is None else None,
+        qad_run=qad_model is not None,
     )
     feedback["split"] = "val"
     return feedback
-
-
-def _shipped_drop(job: _Job, run: _OnnxRun) -> float:
-    """The headline split's INT8 drop of what ships; with QAD, its INT8 against the float student (added to the metrics)."""
-    metrics, qat_result, head = run.metrics, run.qat_result, job.splits.headline.name
-    if qat_result is None:
-        return metrics[head]["accuracy"]["int8_drop"]
-    for name, m in metrics.items():
-        got = qat_result["by_split"][name]
-        m["accuracy"].update(onnx_int8_qat=got["onnx_int8_acc"], qat_drop=m["accuracy"]["onnx_fp32"] - got["onnx_int8_acc"])
-        m["agreement"]["qat_fake_quant_vs_onnx_int8_top1"] = got["fake_quant_vs_onnx_int8_top1"]
-    return metrics[head]["accuracy"]["qat_drop"]
 
 
 def _notes(run: _OnnxRun, lat: dict[str, Any]) -> list[str]:
@@ -293,30 +350,47 @@ def _notes(run: _OnnxRun, lat: dict[str, Any]) -> list[str]:
     return notes
 
 
+def _ptq_measured(run: _OnnxRun, lat: dict[str, Any], job: _Job, head: str) -> Optional[dict[str, Any]]:
+    """validation.json's `ptq` (a QAD run's PTQ model): its metrics plus latency, throughput and size."""
+    if run.ptq is None or run.s_ptq is None:
+        return None
+    cfg, ptq = job.cfg, run.ptq
+    return {
+        **ptq,
+        "accuracy": {**ptq["by_split"][head]["accuracy"], "split": head},
+        "latency_batch1": {"int8": lat["ptq"], "comparison": timing.compare(lat["fp32"], lat["ptq"])},
+        "throughput": {
+            "batch": cfg.throughput_batch,
+            "int8_img_s": q.throughput(run.s_ptq, job.gap_x, cfg.throughput_batch, cfg.latency.runs // 10 + 3),
+        },
+        "size_bytes": {"int8": (job.ctx.out / PTQ_FILE).stat().st_size},
+    }
+
+
 def _result(job: _Job, run: _OnnxRun, lat: dict[str, Any], fp32: Path, int8: Path) -> dict[str, Any]:
-    """validation.json."""
+    """validation.json: every headline figure is about the shipped INT8 file."""
     r, cfg, hw, splits, metrics = job.ctx.recipe, job.cfg, job.hw, job.splits, run.metrics
     lat32, lat8, cmp = lat["fp32"], lat["int8"], lat["comparison"]
     head = splits.headline.name
-    drop = _shipped_drop(job, run)
     params = count_params(job.student)
-    budgets = gate(
-        cfg.budgets,
-        hw.model_dump(mode="json").get("budgets") or {},
-        {
-            "latency_ms_p99": lat8["p99_ms"],
-            "latency_ms_median": lat8["median_ms"],
-            "size_mb": int8.stat().st_size / 1e6,
-            "params_m": params / 1e6,
-            "max_accuracy_drop": drop,
-        },
-    )
+    measured = {
+        "latency_ms_p99": lat8["p99_ms"],
+        "latency_ms_median": lat8["median_ms"],
+        "size_mb": int8.stat().st_size / 1e6,
+        "params_m": params / 1e6,
+        "max_accuracy_drop": metrics[head]["accuracy"]["int8_drop"],
+    }
+    profile_budgets = hw.model_dump(mode="json").get("budgets") or {}
+    budgets = gate(cfg.budgets, profile_budgets, measured)
+    unchecked = not_measured(cfg.budgets, profile_budgets, measured, {"latency_ms_p99": timing.not_measured_why(lat8)})
+    ptq = _ptq_measured(run, lat, job, head)
     return {
         "target": cfg.target,
         "provider": job.provider,
         "provider_warning": job.warning,
         "runtime": job.ctx.runtime.describe(),
         "cpu": q.cpu_features(),
+        "shipped": {"file": INT8, "quantization": "qat" if run.qat_result is not None else "ptq", "sha256": sha256_file(int8)},
         "scheme": run.scheme,
         "per_channel": cfg.per_channel,
         "nodes_to_exclude": cfg.nodes_to_exclude,
@@ -357,15 +431,19 @@ def _result(job: _Job, run: _OnnxRun, lat: dict[str, Any], fp32: Path, int8: Pat
         },
         "feedback": run.feedback,
         "gate": budgets,
-        "notes": _notes(run, lat),
+        "gate_not_measured": unchecked,
+        "notes": _notes(run, lat) + [f"budget {u['budget']} not checked: {u['why']}" for u in unchecked],
         "quantization": "qat" if run.qat_result is not None else "ptq",
         **({"qat": run.qat_result} if run.qat_result is not None else {}),
+        **({"ptq": ptq} if ptq is not None else {}),
     }
 
 
 class ValidateStage(Stage):
     name = "validate"
-    version = 5  # 4: interleaved latency rounds, hardware-profile INT8 scheme; 5: class names and preprocessing in the ONNX metadata
+    # 4: interleaved latency rounds, hardware-profile INT8 scheme; 5: with QAD the QAD model is student_int8.onnx and every
+    # figure is about it (PTQ under `ptq`); 6: class names and preprocessing in the ONNX metadata
+    version = 6
     sections = ("data", "student", "validate", "seed")
     needs = (TEACHER_CKPT, STUDENT_CKPT)
     ignore = ("data.augment",)  # evaluation and calibration use the evaluation transform
@@ -386,8 +464,9 @@ class ValidateStage(Stage):
         export_onnx(job.student, fp32, job.in_chans, ctx.recipe.data.image_size, job.cfg.opset)
         with tempfile.TemporaryDirectory() as tmp:
             onnx_run = _OnnxRun.measure(job, fp32, int8, Path(tmp))
-        stamp_onnx([fp32, int8, ctx.out / "student_int8_qat.onnx"], deploy_metadata(job.splits.train.classes, ctx.recipe.data))
-        lat = measure_latency({"fp32": onnx_run.s32, "int8": onnx_run.s8}, job.gap_x, job.cfg, job.hw.batch)
+        stamp_onnx([fp32, int8, ctx.out / PTQ_FILE], deploy_metadata(job.splits.train.classes, ctx.recipe.data))
+        sessions = {"fp32": onnx_run.s32, "int8": onnx_run.s8, **({"ptq": onnx_run.s_ptq} if onnx_run.s_ptq is not None else {})}
+        lat = measure_latency(sessions, job.gap_x, job.cfg, job.hw.batch)
         result = _result(job, onnx_run, lat, fp32, int8)
         for note in result["notes"]:
             ui.warn(note)
@@ -401,7 +480,9 @@ class ValidateStage(Stage):
             "worst_layers": [{k: row.get(k) for k in ("module", "node", "gap_db", "sqnr_db")} for row in onnx_run.gap_rows[:3]],
             "feedback": {"triggered": onnx_run.feedback["triggered"], "apply": onnx_run.feedback["apply"]},
             "gate": result["gate"],
+            "gate_not_measured": result["gate_not_measured"],
             "quantization": result["quantization"],
+            "int8_file": INT8,
         }
 
 

@@ -237,10 +237,6 @@ class Distiller:
         """The teacher's logits and taps (eval mode, no grad) for one batch of student-normalised inputs."""
         return self._teacher(x)
 
-    def outputs(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Student taps and, when the teacher runs here, the teacher's, for one batch."""
-        return {**self.student_outputs(x), **(self._teacher(x) if self.runs_teacher else {})}
-
     def _term_outputs(self, term: Term, outputs: dict[str, torch.Tensor], connected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if term.connector is None or term.student_key is None:
             return outputs

@@ -140,6 +140,9 @@ def test_issue_reproduction_is_a_recipe_error(name: str, cli, tmp_path: Path, mo
         ("report=" + "[" * 1000 + "]" * 1000, r"--set report: YAML syntax error|--set report.*nested more than"),
         ("report.title=" + "&a [x, x, x, x, x, x, x, x, x]", None),  # valid (title is a list: refused by the schema)
         ("x" * 10_000 + "=1", r"^Error: r\.yaml: --set 'x{38}…: key is 10,000 characters long \(at most 100\)$"),
+        (".".join(["a"] * 1000) + "=1", r"^Error: --set 'a\.a\.a.*…: 1,000 key segments \(a recipe nests at most 32 levels\)$"),
+        (".".join(["a"] * 5000) + "=1", r"--set 'a\.a.*…: 5,000 key segments"),
+        (".".join(["report"] * 32) + "=1", r"--set report\.report.*: unknown key|report\.report"),  # 32 levels: the schema answers
     ],
 )
 def test_bad_overrides(override: str, message, cli, tmp_path: Path, monkeypatch) -> None:

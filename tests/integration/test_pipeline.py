@@ -82,7 +82,7 @@ def test_every_stage_then_skip_then_force(cli, write_recipe, tmp_path: Path) -> 
     v = json.loads((run / "validate" / "validation.json").read_text())
     assert v["agreement"]["torch_vs_onnx_fp32_top1"] >= 0.99
     assert v["accuracy"]["onnx_fp32"] == pytest.approx(float((onnx_pred == val.targets).mean()))
-    assert 0 < v["latency_batch1"]["int8"]["median_ms"] <= v["latency_batch1"]["int8"]["p99_ms"]
+    assert 0 < v["latency_batch1"]["int8"]["median_ms"] <= v["latency_batch1"]["int8"]["max_ms"]
     assert v["size_bytes"]["int8"] < v["size_bytes"]["fp32"]
     assert v["scheme"]["activation_type"] in ("uint8", "int8") and v["scheme"]["reasons"]
     report = json.loads((run / "report" / "report.json").read_text())

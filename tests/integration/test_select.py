@@ -33,7 +33,8 @@ def test_teacher_logits_are_cached_shared_and_verified(cli, write_recipe, tmp_pa
     recipe_a = write_recipe(teacher=QUICK_TEACHER)
     assert run_ok(cli, "teacher", recipe_a)["teacher"]["status"] == "done"
     first = run_ok(cli, "select", recipe_a)["select"]["summary"]
-    assert first["cache"] == "miss" and first["cached"] == "logits"
+    assert first["cache"] == "miss" and first["cached"] == ["logits"]  # what this select keeps in the cache
+    assert "cached" not in json.loads((tmp_path / "run" / "select" / "summary.json").read_text())
     entries = sorted((isolated_cache / "teacher_outputs").iterdir())
     assert [p.suffix for p in entries] == [".json", ".npy"]
     logits_a = np.load(tmp_path / "run" / "select" / "teacher_logits.npy", allow_pickle=False)

@@ -2,30 +2,51 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from cann_distill.core.errors import RecipeError
 from cann_distill.core.recipe import FeedbackConfig, QatConfig, ValidateConfig
 from cann_distill.core.recipe_load import load_recipe
-from cann_distill.quant.feedback import QAD_ENABLED, QAD_EPOCHS, patched_recipe, qat_config, recipe_key, suggest_fixes, write_patched_recipe
+from cann_distill.quant.feedback import (
+    QAD_ENABLED,
+    QAD_EPOCHS,
+    Baseline,
+    patched_recipe,
+    qat_config,
+    recipe_key,
+    suggest_fixes,
+    write_patched_recipe,
+)
 from tests.conftest import TINY
 
 SCHEME = {"activation_type": "uint8", "reduce_range": False}
+N = 1000  # val images of the fake evaluator: the shipped INT8 model gets the first 200 wrong (top-1 0.80)
+LABELS = np.zeros(N, dtype=np.int64)
+SHIPPED = np.where(np.arange(N) < 200, 1, 0)
+BASELINE = Baseline({"val": LABELS}, {"val": SHIPPED})
+
+
+def trial_pred(gain: float) -> dict[str, np.ndarray]:
+    """Predictions of a trial that also gets right round(gain × N) of the images the shipped model misses."""
+    pred = SHIPPED.copy()
+    pred[: int(round(gain * N))] = 0
+    return {"val": pred}
 
 
 def run(drop: float, qad: bool = True, fb: FeedbackConfig | None = None, gains: dict[str, float] | None = None) -> tuple[dict, list]:
-    """suggest_fixes on a fake evaluator that scores each candidate by its first key (baseline 0.80)."""
+    """suggest_fixes on a fake evaluator that scores each candidate by its best key's gain (baseline 0.80)."""
     seen: list[dict] = []
     gains = gains or {}
 
-    def evaluate(changes: dict) -> float:
+    def evaluate(changes: dict) -> dict[str, np.ndarray]:
         seen.append(changes)
-        return 0.80 + max((gains.get(k, 0.0) for k in changes), default=0.0)
+        return trial_pred(max((gains.get(k, 0.0) for k in changes), default=0.0))
 
     cfg = ValidateConfig()
     return suggest_fixes(
-        cfg, fb or FeedbackConfig(), drop, [], "test_resnet", 0.80, SCHEME, evaluate, qat=QatConfig() if qad else None
+        cfg, fb or FeedbackConfig(), drop, [], "test_resnet", BASELINE, SCHEME, evaluate, qat=QatConfig() if qad else None
     ), seen
 
 
@@ -39,6 +60,7 @@ def test_qad_fix_is_offered_only_when_the_drop_exceeds_the_budget() -> None:
     # cheap by default: one epoch; the default teacher is already float_student, so only the two keys
     assert s["changes"] == {QAD_ENABLED: True, QAD_EPOCHS: 1}
     assert s["int8_acc"] == 0.80 and s["gain"] == 0.0 and s["changes"] in seen  # measured like the others
+    assert s["paired"]["verdict"] == "too_few" and s["paired"]["n"] == N  # the same images, paired
     assert result["suggestions"][-1] is s  # the costly fix is tried last
     assert not qad_suggestions(run(drop=0.005)[0])  # within max_int8_drop (0.01): not offered
     assert not qad_suggestions(run(drop=0.05, qad=False)[0])  # the recipe already runs QAD
@@ -57,8 +79,34 @@ def test_qad_fix_is_ranked_and_combined_by_its_measured_gain() -> None:
     result, _ = run(drop=0.05, gains={"calibration.method": 0.01})
     assert QAD_ENABLED not in result["apply"]  # measured, did not help: not applied
     # unmeasured (search off): suggested, but a retraining phase is never switched on blind
-    result = suggest_fixes(ValidateConfig(), FeedbackConfig(search=False), 0.05, [], "test_resnet", 0.8, SCHEME, None, qat=QatConfig())
+    result = suggest_fixes(ValidateConfig(), FeedbackConfig(search=False), 0.05, [], "test_resnet", BASELINE, SCHEME, None, qat=QatConfig())
     assert qad_suggestions(result) and QAD_ENABLED not in result["apply"] and result["apply"]
+
+
+def test_a_gain_within_the_noise_is_not_applied() -> None:
+    """One or a few more right images are not a fix: only a gain the exact McNemar test calls `better` is applied."""
+    result, _ = run(drop=0.05, gains={"calibration.method": 1 / N, QAD_ENABLED: 3 / N})
+    assert result["apply"] == {} and "combined_int8_acc" not in result
+    gains = {s["why"][:20]: (s["gain"], s["paired"]["verdict"]) for s in result["suggestions"] if "gain" in s}
+    assert (pytest.approx(1 / N), "too_few") in gains.values() and (pytest.approx(3 / N), "too_few") in gains.values()
+    result, _ = run(drop=0.05, gains={"calibration.method": 8 / N})  # 8 images, none lost: p = 2 / 2^8 < 0.05
+    assert result["apply"] == {"calibration.method": "entropy"} and result["combined_paired"]["verdict"] == "better"
+    assert result["combined_paired"]["p_value"] == pytest.approx(2 / 2**8)
+
+
+def test_fixes_are_reported_on_test_but_chosen_on_val() -> None:
+    """A fix that wins on val is applied; its test figures are reported next to it, never used to choose."""
+    base = Baseline({"val": LABELS, "test": LABELS}, {"val": SHIPPED, "test": SHIPPED})
+
+    def evaluate(changes: dict) -> dict[str, np.ndarray]:
+        got = trial_pred(0.05 if changes.get("calibration.method") == "percentile" else 0.0)
+        return {"val": got["val"], "test": SHIPPED.copy()}  # helps on val only
+
+    result = suggest_fixes(ValidateConfig(), FeedbackConfig(), 0.05, [], "test_resnet", base, SCHEME, evaluate)
+    assert result["apply"] == {"calibration.method": "percentile"}
+    assert result["test"]["gain"] == 0.0 and result["test"]["paired"]["verdict"] == "too_few"
+    [s] = [s for s in result["suggestions"] if s["changes"] == {"calibration.method": "percentile"}]
+    assert s["test"]["int8_acc"] == 0.80 and s["gain"] == pytest.approx(0.05)
 
 
 def test_patch_writes_keys_outside_the_validate_section(tmp_path: Path) -> None:
@@ -87,7 +135,9 @@ def test_patched_qad_runs_what_was_measured(tmp_path: Path) -> None:
         "distill": {**TINY["distill"], "qat": {"teacher": "teacher", "epochs": 3, "freeze_bn_epoch": 3, "freeze_observers_epoch": 1}},
     }
     recipe_qat = load_recipe_data(tmp_path, original).distill.qat
-    result = suggest_fixes(ValidateConfig(), FeedbackConfig(), 0.05, [], "test_resnet", 0.8, SCHEME, lambda c: 0.9, qat=recipe_qat)
+    result = suggest_fixes(
+        ValidateConfig(), FeedbackConfig(), 0.05, [], "test_resnet", BASELINE, SCHEME, lambda c: trial_pred(0.1), qat=recipe_qat
+    )
     [s] = qad_suggestions(result)
     assert s["changes"] == {QAD_ENABLED: True, QAD_EPOCHS: 1, "distill.qat.teacher": "float_student", "distill.qat.freeze_bn_epoch": 1}
     trial = qat_config(recipe_qat, s["changes"])  # what the measured trial trains with

@@ -62,3 +62,29 @@ def test_student_budget_names_the_numbers() -> None:
     assert student_budget_problem("tiny", 900_000, lim) is None
     problem = student_budget_problem("big", 4_900_000, lim)
     assert problem is not None and "params_m 4.9 > 1 (recipe budget, +390%)" in problem and "--no-budget-check" in problem
+
+
+def test_shipped_profiles_measure_the_percentile_they_gate_on() -> None:
+    """Every shipped profile with a P99 budget, under the default validate section (and under an uneven round
+    count), times enough runs for a P99 (not the slowest run); an explicit `latency.runs` is the recipe's to choose."""
+    from cann_distill.quant.latency import min_samples
+
+    gated = [name for name in hardware_profiles() if hardware_profile(name).budgets.latency_ms_p99 is not None]
+    assert "cpu" in gated
+    for name in gated:
+        for cfg in (ValidateConfig(), ValidateConfig.model_validate({"latency": {"rounds": 3}})):
+            lat = effective_validate(cfg, hardware_profile(name)).latency
+            assert (lat.runs // lat.rounds) * lat.rounds >= min_samples(0.99), (name, lat)
+    explicit = ValidateConfig.model_validate({"latency": {"runs": 10}})
+    assert effective_validate(explicit, hardware_profile("cpu")).latency.runs == 10
+
+
+def test_a_budget_on_an_unmeasured_percentile_is_not_gated() -> None:
+    from cann_distill.quant.feedback import gate, not_measured
+
+    measured = {"latency_ms_p99": None, "size_mb": 3.0, "params_m": 1.0}
+    why = {"latency_ms_p99": "P99 needs ≥ 100 timed runs, got 10"}
+    lines = gate(BudgetConfig(), hardware_profile("cpu").budgets.model_dump(), measured)
+    assert {g["budget"] for g in lines} == {"size_mb", "params_m"} and all(g["pass"] for g in lines)
+    [line] = not_measured(BudgetConfig(), hardware_profile("cpu").budgets.model_dump(), measured, why)
+    assert line == {"budget": "latency_ms_p99", "limit": 5.0, "source": "profile", "why": why["latency_ms_p99"]}

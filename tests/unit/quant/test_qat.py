@@ -95,9 +95,12 @@ def test_fake_quant_error_at_most_half_a_step_per_layer(prepared, digits) -> Non
 def test_weight_scales_equal_onnxruntime(prepared) -> None:
     model, _, _, ptq, _ = prepared
     ort_w = qat_plan.qdq_weights(ptq)
-    mine = qat_export.weight_scales(model)
-    for node, scales in mine.items():
-        np.testing.assert_allclose(scales, ort_w[node]["scale"], rtol=1e-6)
+    modules = dict(model.named_modules())
+    for w in model.qat_plan.weights:  # the scale each layer's forward fake-quantizes its folded weight with
+        m = modules[w["module"]]
+        with torch.no_grad():
+            _, scales = qat._fq(m, qat_export.folded_weight(m))
+        np.testing.assert_allclose(scales.numpy(), ort_w[w["node"]]["scale"], rtol=1e-6)
 
 
 def test_biases_are_onnxruntime_int32_biases(prepared) -> None:
@@ -168,12 +171,20 @@ def test_exported_scales_are_the_learned_ones_and_agree_with_onnxruntime(prepare
 def test_fake_quant_off_gives_the_float_model(prepared, trained, digits) -> None:
     model = prepared[0]
     x = torch.from_numpy(digits[0][:16])
-    qat.set_fake_quant(model, False)
+    quantizers, layers = getattr(model, qat.QUANTIZERS), qat.quant_modules(model)
+    planned = [m.quantize for m in layers]
+    for q_ in quantizers:  # every fake quantizer off: what is left is BatchNorm folding, which must be exact
+        q_.enabled = False
+    for m in layers:
+        m.quantize = False
     try:
         with torch.no_grad():
             np.testing.assert_allclose(model(x).numpy(), trained(x).numpy(), atol=1e-4)
     finally:
-        qat.set_fake_quant(model, True)
+        for q_ in quantizers:
+            q_.enabled = True
+        for m, on in zip(layers, planned):
+            m.quantize = on
 
 
 def test_layer_overrides_name_conv_layers(trained) -> None:
@@ -213,3 +224,52 @@ def test_qad_keeps_its_ptq_start_unless_an_epoch_beats_it(trained, tmp_path: Pat
     prepared, _, _ = qad.train(copy.deepcopy(trained), recipe, splits, cfg=wrecked.model_copy(update={"keep_start": False}))
     assert not prepared.kept_start and prepared.start_val_acc is None
     assert not all(torch.equal(v, prepared.model.state_dict()[k]) for k, v in start.items())
+
+
+def qdq_onnxruntime(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: int | None = None) -> np.ndarray:
+    """QuantizeLinear → DequantizeLinear run by onnxruntime itself (the reference fake quantization must equal)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    attrs = {} if axis is None else {"axis": axis}
+    graph = helper.make_graph(
+        [
+            helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], **attrs),
+            helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"], **attrs),
+        ],
+        "qdq",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(x.shape))],
+        [numpy_helper.from_array(scale, "s"), numpy_helper.from_array(zero_point, "z")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep the Q/DQ pair: no folding
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x})[0]
+
+
+def test_fake_quant_is_onnxruntime_arithmetic() -> None:
+    """Activations and weights quantize as onnxruntime does (x / scale, half to even), bit for bit, including
+    quotients a hair off .5 (2×2 average pools make quarters), where x·(1/scale) lands one step off."""
+    rng = np.random.default_rng(0)
+    scale = np.float32(0.0392906)
+    halves = ((np.arange(-120, 120) + 0.5) * scale).astype(np.float32)
+    x = np.concatenate([halves, np.nextafter(halves, np.inf), np.nextafter(halves, -np.inf), rng.normal(0, 3, 4000).astype(np.float32)])
+    x = x.reshape(1, -1, 1, 1)
+    ours = qat.fake_quant(torch.from_numpy(x), torch.tensor([scale]), torch.tensor([128], dtype=torch.int32), 0, 255).numpy()
+    np.testing.assert_array_equal(ours, qdq_onnxruntime(x, np.array(scale, np.float32), np.array(128, np.uint8)))
+    w = rng.normal(0, 0.2, (8, 3, 3, 3)).astype(np.float32)
+    w_scale = (np.abs(w).reshape(8, -1).max(1) * 2 / 254).astype(np.float32)
+    w[:, 0, 0, 0] = (np.arange(8) + 0.5) * w_scale  # exact halves in every channel
+    ours = qat.fake_quant(torch.from_numpy(w), torch.from_numpy(w_scale), torch.zeros(8, dtype=torch.int32), -127, 127, axis=0).numpy()
+    np.testing.assert_array_equal(ours, qdq_onnxruntime(w, w_scale, np.zeros(8, np.int8), axis=0))
+
+
+def test_fake_quant_gradient_is_straight_through_inside_the_range() -> None:
+    x = torch.tensor([-2.0, -0.5, 0.0, 0.7, 1.9, 3.0], requires_grad=True)
+    y = qat.fake_quant(x, torch.tensor([0.01]), torch.tensor([100], dtype=torch.int32), 0, 255)  # range [-1.0, 1.55]
+    y.sum().backward()
+    assert x.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0, 0.0]
+    assert y.detach().tolist() == pytest.approx([-1.0, -0.5, 0.0, 0.7, 1.55, 1.55])

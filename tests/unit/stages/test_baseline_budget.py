@@ -25,3 +25,25 @@ def test_baseline_epochs_match_distill_steps(critical: dict, epochs: int) -> Non
 def test_a_tiny_subset_still_trains_one_epoch() -> None:
     recipe = Recipe(select={"top_k_ratio": 0.05}, distill={"epochs": 2, "critical": {"mode": "subset"}})
     assert training_budget(recipe).epochs == 1
+
+
+def test_the_baseline_uses_the_recipes_ce_term() -> None:
+    """Label smoothing on distill's CE term is the baseline's too: same loss on the same logits, and a baseline key of
+    its own (a plain-CE recipe keeps the key it had)."""
+    import torch
+    import torch.nn.functional as F
+
+    from cann_distill.stages.baseline import CeStep, baseline_parts, ce_arguments
+
+    smoothed = Recipe(distill={"losses": [{"kind": "ce", "weight": 0.3, "label_smoothing": 0.1}, {"kind": "kd", "weight": 0.7}]})
+    plain = Recipe(distill={"losses": [{"kind": "kd"}]})
+    assert ce_arguments(smoothed) == {"label_smoothing": 0.1} and ce_arguments(plain) == {}
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    loss, parts = CeStep(ce_arguments(smoothed))(model, (x, y, None))
+    assert loss.item() == pytest.approx(F.cross_entropy(model(x), y, label_smoothing=0.1).item())
+    assert loss.item() != pytest.approx(F.cross_entropy(model(x), y).item())
+    soft = torch.softmax(torch.randn(8, 3), 1)  # mixup targets: already smoothed when mixed, taken as they are
+    assert CeStep(ce_arguments(smoothed))(model, (x, soft, None))[0].item() == pytest.approx(F.cross_entropy(model(x), soft).item())
+    assert baseline_parts(smoothed, 1)["ce"] == {"label_smoothing": 0.1} and "ce" not in baseline_parts(plain, 1)

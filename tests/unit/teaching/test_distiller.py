@@ -49,6 +49,11 @@ def batch(b: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(b, 1, 16, 16, generator=g), torch.randint(0, 10, (b,), generator=g)
 
 
+def outputs(d, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What the distill stage feeds the loss for one batch: the student's taps, and the teacher's when it runs."""
+    return {**d.student_outputs(x), **(d.teacher_outputs(x) if d.runs_teacher else {})}
+
+
 def test_tap_kwargs_cover_every_registered_loss() -> None:
     assert set(TAP_KWARGS) == set(LOSSES.names()), "add the new loss to TAP_KWARGS"
 
@@ -59,7 +64,7 @@ def test_one_distill_step_with_every_registered_loss(kind: str) -> None:
     if kind == "cw_mse":
         d.constants["teacher.chw.2"] = torch.rand(48) + 0.1
     x, y = batch()
-    out = d.outputs(x)
+    out = outputs(d, x)
     out["targets"] = y
     if not d.runs_teacher:  # the stage's fast path: select's cached teacher logits
         with torch.no_grad():
@@ -113,7 +118,7 @@ def test_uncertainty_balance_starts_at_the_weighted_sum_and_learns() -> None:
     d = make([{"kind": "ce", "weight": 0.7}, {"kind": "kd", "weight": 0.3}], balance="uncertainty")
     assert not d.runs_teacher  # logit losses only: the caller feeds cached teacher logits
     x, y = batch()
-    out = {**d.outputs(x), "targets": y, "teacher.logits": torch.randn(4, 10)}
+    out = {**outputs(d, x), "targets": y, "teacher.logits": torch.randn(4, 10)}
     total, parts = d.loss(out)
     assert total.item() == pytest.approx(0.7 * parts["ce"] + 0.3 * parts["kd"], rel=1e-5)  # s_i = 0
     assert parts["balance.ce"] == pytest.approx(0.7) and parts["balance.kd"] == pytest.approx(0.3)
@@ -127,7 +132,7 @@ def test_teacher_runs_when_its_normalisation_differs_and_sensitivity_is_per_chan
     renorm = Renormalize([0.5], [0.5], [0.1], [0.3])
     d = make([{"kind": "kd"}], teacher_input=renorm, force_teacher=True)
     x, _ = batch()
-    out = d.outputs(x)
+    out = outputs(d, x)
     with torch.no_grad():
         torch.testing.assert_close(out["teacher.logits"], d.teacher(renorm(x)))
     d2 = make([{"kind": "cw_mse", "student": "2", "teacher": "2"}])
