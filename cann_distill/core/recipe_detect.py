@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from cann_distill.core.errors import preview
 from cann_distill.core.safeyaml import text_problem
@@ -43,14 +43,6 @@ class DemoSetConfig(_Section):
     objects: tuple[int, int] = Field((1, 3), description="fewest and most digits per image (0: some images hold none)")
     digit_size: tuple[int, int] = Field((10, 44), description="smallest and largest side of a pasted digit, in px")
     seed: int = Field(0, ge=0, le=2**32 - 1, description="the set is a function of this seed and the keys above")
-
-    @model_validator(mode="after")
-    def _ranges(self) -> "DemoSetConfig":
-        if not 0 <= self.objects[0] <= self.objects[1] <= 8:
-            raise ValueError(f"objects: needs 0 <= fewest <= most <= 8, got {list(self.objects)}")
-        if not 4 <= self.digit_size[0] <= self.digit_size[1]:
-            raise ValueError(f"digit_size: needs 4 <= smallest <= largest, got {list(self.digit_size)}")
-        return self
 
 
 class DetectDataConfig(_Section):
@@ -93,30 +85,35 @@ class DetectConfig(_Section):
     mean: list[float] = Field(default_factory=lambda: list(IMAGENET_MEAN), min_length=3, max_length=3, description="input mean (RGB)")
     std: list[float] = Field(default_factory=lambda: list(IMAGENET_STD), min_length=3, max_length=3, description="input std (RGB)")
 
-    @model_validator(mode="after")
-    def _shapes(self) -> "DetectConfig":
-        if self.fpn_channels % 32:
-            raise ValueError(f"fpn_channels: must be a multiple of 32 (GroupNorm of 32 groups), got {self.fpn_channels}")
-        s = self.strides
-        if any(v <= 0 or v & (v - 1) for v in s) or sorted(set(s)) != s:
-            raise ValueError(f"strides: powers of two, increasing, each once, got {s}")
-        if self.data.image_size < 2 * s[-1]:
-            raise ValueError(
-                f"strides: the coarsest level ({s[-1]}) needs images of at least {2 * s[-1]} px, data.image_size is {self.data.image_size}"
-            )
-        if any(v <= 0 for v in self.std):
-            raise ValueError("std: every value must be > 0")
-        return self
-
 
 def detect_errors(task: str, detect: DetectConfig) -> list[str]:
-    """Files a `coco` source needs; none for classification recipes (the section is not read)."""
-    from pathlib import Path
-
-    if task != "detect" or detect.data.source != "coco":
+    """What the detect section's keys must agree on, and the files a `coco` source needs; nothing for classification
+    recipes (the section is not read)."""
+    if task != "detect":
         return []
     errors = []
-    d = detect.data
+    d, s = detect.data, detect.strides
+    if detect.fpn_channels % 32:
+        errors.append(f"detect.fpn_channels: must be a multiple of 32 (the head's GroupNorm has 32 groups), got {detect.fpn_channels}")
+    if any(v <= 0 or v & (v - 1) for v in s) or sorted(set(s)) != s:
+        errors.append(f"detect.strides: powers of two, increasing, each once, got {s}")
+    elif d.image_size < 2 * s[-1]:
+        errors.append(
+            f"detect.strides: the coarsest level ({s[-1]}) needs images of at least {2 * s[-1]} px, detect.data.image_size is {d.image_size}"
+        )
+    if any(v <= 0 for v in detect.std):
+        errors.append("detect.std: every value must be > 0")
+    if not 0 <= d.demo.objects[0] <= d.demo.objects[1] <= 8:
+        errors.append(f"detect.data.demo.objects: needs 0 <= fewest <= most <= 8, got {list(d.demo.objects)}")
+    if not 4 <= d.demo.digit_size[0] <= d.demo.digit_size[1]:
+        errors.append(f"detect.data.demo.digit_size: needs 4 <= smallest <= largest, got {list(d.demo.digit_size)}")
+    return errors + (_coco_errors(d) if d.source == "coco" else [])
+
+
+def _coco_errors(d: DetectDataConfig) -> list[str]:
+    from pathlib import Path
+
+    errors = []
     for split in ("train", "val"):
         ann, images = getattr(d, f"{split}_annotations"), getattr(d, f"{split}_images")
         if not ann:

@@ -39,7 +39,7 @@ def test_the_detector_gives_pyramid_levels_and_dense_predictions() -> None:
 
 def test_a_stride_the_backbone_lacks_is_one_line() -> None:
     with pytest.raises(StageError, match=r"test_resnet: no feature map of stride 64 \(its strides: \[2, 4, 8, 16, 32\]\)"):
-        Detector("test_resnet", 5, DetectConfig.model_validate({"strides": [16, 64], "data": {"image_size": 128}}))
+        Detector("test_resnet", 5, DetectConfig(strides=[16, 64]))
     with pytest.raises(StageError, match="unknown timm architecture 'resnet_18'.*did you mean"):
         Detector("resnet_18", 5, CFG)
 
