@@ -75,8 +75,8 @@ class DetectConfig(_Section):
     scale_factor: float = Field(
         8.0,
         gt=0,
-        description="a level of stride s learns the objects whose largest centre-to-side distance lies in (f*s/2, f*s] "
-        "(the first level from 0, the last to infinity); FCOS's ranges are f = 8",
+        description="a level of stride s learns the objects whose largest distance from a location to a box side lies in "
+        "(f * the previous level's stride, f * s] (the first level from 0, the last to infinity); FCOS's ranges are f = 8",
     )
     center_radius: float = Field(1.5, gt=0, description="positive locations lie within this many strides of a box centre (FCOS)")
     score_threshold: float = Field(0.05, ge=0, lt=1, description="detections scored below this are dropped before NMS")
@@ -86,12 +86,13 @@ class DetectConfig(_Section):
     std: list[float] = Field(default_factory=lambda: list(IMAGENET_STD), min_length=3, max_length=3, description="input std (RGB)")
 
 
-def detect_errors(task: str, detect: DetectConfig) -> list[str]:
-    """What the detect section's keys must agree on, and the files a `coco` source needs; nothing for classification
-    recipes (the section is not read)."""
-    if task != "detect":
+def detect_errors(recipe: Any) -> list[str]:
+    """What the detect section's keys must agree on, the files a `coco` source needs, and the settings detection does
+    not have yet; nothing for classification recipes (the section is not read)."""
+    if recipe.task != "detect":
         return []
-    errors = []
+    detect: DetectConfig = recipe.detect
+    errors = _unsupported(recipe)
     d, s = detect.data, detect.strides
     if detect.fpn_channels % 32:
         errors.append(f"detect.fpn_channels: must be a multiple of 32 (the head's GroupNorm has 32 groups), got {detect.fpn_channels}")
@@ -108,6 +109,28 @@ def detect_errors(task: str, detect: DetectConfig) -> list[str]:
     if not 4 <= d.demo.digit_size[0] <= d.demo.digit_size[1]:
         errors.append(f"detect.data.demo.digit_size: needs 4 <= smallest <= largest, got {list(d.demo.digit_size)}")
     return errors + (_coco_errors(d) if d.source == "coco" else [])
+
+
+def _unsupported(recipe: Any) -> list[str]:
+    """Keys that change a classification run but that task: detect would ignore: an error, not a silent no-op."""
+    errors = []
+    for path, cfg in (("teacher.train", recipe.teacher.train), ("distill", recipe.distill)):
+        if cfg.select_best:
+            errors.append(f"{path}.select_best: not with task: detect yet (the last epoch's weights are kept)")
+        if cfg.patience is not None:
+            errors.append(f"{path}.patience: early stopping is not there for task: detect yet")
+    d = recipe.distill
+    if d.qat.enabled:
+        errors.append("distill.qat.enabled: quantization-aware distillation is classification-only so far")
+    if d.loss_balance != "none":
+        errors.append("distill.loss_balance: only `none` with task: detect (the losses are weighted as given)")
+    if d.teacher_targets not in (None, "online"):
+        errors.append(f"distill.teacher_targets: task: detect runs the teacher on every batch (online), got {d.teacher_targets!r}")
+    if not d.temperature_schedule.is_default:
+        errors.append("distill.temperature_schedule: not read with task: detect (pred_kd takes its own temperature)")
+    if recipe.runtime.compile:
+        errors.append("runtime.compile: not with task: detect yet")
+    return errors
 
 
 def _coco_errors(d: DetectDataConfig) -> list[str]:

@@ -158,7 +158,7 @@ def semantic_errors(recipe: Recipe) -> list[str]:
         errors += _component_errors(losses, spec.kind, spec.kwargs(), path, path, arg_in_path=False)
         if recipe.task == "detect" and not losses.check_kwargs(spec.kind, spec.kwargs()):
             errors += level_problem(path, losses, spec.kind, spec.kwargs(), recipe.detect)
-    errors += detect_errors(recipe.task, recipe.detect)
+    errors += detect_errors(recipe)
     if all(spec.weight == 0 for spec in recipe.distill.losses):
         errors.append("distill.losses: at least one loss needs a weight > 0")
     errors += _schedule_errors(recipe)
