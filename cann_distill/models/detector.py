@@ -147,10 +147,12 @@ def decode(points: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def detections(out: dict[str, Any], cfg: DetectConfig, image_size: int, candidates: int = 1000) -> list[dict[str, torch.Tensor]]:
     """Per image {"boxes" [D, 4] in input pixels, "scores" [D], "labels" [D]}: score sqrt(class * centre-ness) as
-    torchvision's FCOS, the `candidates` best over `score_threshold`, clipped, class-wise NMS, `max_detections` kept."""
+    torchvision's FCOS, the `candidates` best over `score_threshold`, clipped, class-wise NMS, `max_detections` kept.
+    The level sizes come from `out["fpn"]`, or from `out["shapes"]` (an ONNX session's outputs have no pyramid)."""
     from torchvision.ops import batched_nms, clip_boxes_to_image
 
-    points, _ = locations([f.shape[-2:] for f in out["fpn"]], cfg.strides, out["cls"].device)
+    shapes = out["shapes"] if "shapes" in out else [f.shape[-2:] for f in out["fpn"]]
+    points, _ = locations(shapes, cfg.strides, out["cls"].device)
     boxes_all = decode(points, out["reg"].float())
     scores_all = torch.sqrt(torch.sigmoid(out["cls"].float()) * torch.sigmoid(out["ctr"].float())[..., None])
     k = out["cls"].shape[-1]

@@ -15,7 +15,8 @@ MODELS = (("teacher", "teacher"), ("distill", "student (distilled)"), ("baseline
 
 
 def model_rows(docs: dict[str, Optional[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """One row per model that has metrics: its role, arch, parameters and COCO metrics."""
+    """One row per model that has metrics: its role, arch, parameters, COCO metrics, and for the ONNX files of
+    validate their size and batch-1 median latency."""
     rows = []
     for key, label in MODELS:
         doc = docs.get(key)
@@ -27,6 +28,23 @@ def model_rows(docs: dict[str, Optional[dict[str, Any]]]) -> list[dict[str, Any]
                     "arch": doc.get("arch"),
                     "params": doc.get("params"),
                     **{m: doc["val"].get(m) for m in SHOWN},
+                }
+            )
+    v = docs.get("validate") or {}
+    params = (docs.get("distill") or {}).get("params")
+    for kind in ("fp32", "int8"):
+        metrics = (v.get("metrics") or {}).get(f"onnx_{kind}")
+        if isinstance(metrics, dict):
+            latency = ((v.get("latency_batch1") or {}).get(kind) or {}).get("median_ms")
+            rows.append(
+                {
+                    "model": f"student ONNX {kind.upper()}",
+                    "stage": "validate",
+                    "arch": v.get("arch"),
+                    "params": params,
+                    **{m: metrics.get(m) for m in SHOWN},
+                    "latency_ms": latency,
+                    "size_bytes": (v.get("size_bytes") or {}).get(kind),
                 }
             )
     return rows
@@ -61,11 +79,13 @@ def build_report(
 
 
 def terminal_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
-    """(model, mAP, AP50, AP small, params) for the terminal table."""
-    return [
-        (f"{r['model']} {r['arch']}", percent(r["mAP"]), percent(r["AP50"]), percent(r["AP_small"]), f"{(r['params'] or 0) / 1e6:.2f} M")
-        for r in report["models"]
-    ]
+    """(model, mAP, AP50, latency median, size) for the terminal table ('-' where a stage did not measure it)."""
+    out = []
+    for r in report["models"]:
+        ms = f"{r['latency_ms']:.3f} ms" if r.get("latency_ms") is not None else "-"
+        mb = f"{r['size_bytes'] / 1e6:.2f} MB" if r.get("size_bytes") is not None else "-"
+        out.append((f"{r['model']} {r['arch']}", percent(r["mAP"]), percent(r["AP50"]), ms, mb))
+    return out
 
 
 _CSS = (
@@ -89,8 +109,24 @@ def render_html(report: dict[str, Any]) -> str:
     parts.append(f"<h1>{e(report['title'])}</h1><p>Object detection; COCO box metrics (AP x 100) on the validation split.</p>")
     for p in report["problems"]:
         parts.append(f"<p class='problem'>{e(p['input'])}: {e(p['problem'])}</p>")
-    rows = [[r["model"], r["arch"], f"{(r['params'] or 0) / 1e6:.2f} M", *(percent(r[m]) for m in SHOWN)] for r in report["models"]]
-    parts.append(_table(["model", "arch", "params", *SHOWN], rows) if rows else "<p>No model has been evaluated yet.</p>")
+    rows = [
+        [
+            r["model"],
+            r["arch"],
+            f"{(r['params'] or 0) / 1e6:.2f} M",
+            *(percent(r[m]) for m in SHOWN),
+            *terminal_rows({"models": [r]})[0][3:],
+        ]
+        for r in report["models"]
+    ]
+    head = ["model", "arch", "params", *SHOWN, "latency median (batch 1)", "size"]
+    parts.append(_table(head, rows) if rows else "<p>No model has been evaluated yet.</p>")
+    v = report.get("validate") or {}
+    if v.get("int8_map_drop") is not None:
+        parts.append(
+            f"<p>INT8 vs FP32 ONNX: {100 * v['int8_map_drop']:+.1f} mAP points lost; latency ratio INT8 / FP32 "
+            f"{(v.get('latency_batch1') or {}).get('int8_over_fp32', float('nan')):.2f} ({e(str(v.get('provider')))}).</p>"
+        )
     g = report.get("gain")
     if g:
         parts.append(

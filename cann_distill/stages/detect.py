@@ -1,6 +1,6 @@
 """The stages of `task: detect` (docs/guides/detection.md): teacher, distill and baseline train detectors
-(`cann_distill.models.detector`) on COCO boxes and measure COCO mAP on the validation split; select and validate
-are off (critical-sample selection and INT8 export are classification-only so far). The report is in
+(`cann_distill.models.detector`) on COCO boxes and measure COCO mAP on the validation split; select is off
+(critical-sample selection is classification-only so far). validate is in `detect_validate`, the report in
 `detect_report`. They run under the same names, write the same files (`teacher/teacher.pt`, `distill/student.pt`,
 `*/metrics.json`) and follow the same stage contract as the classification stages.
 """
@@ -230,7 +230,7 @@ class DetectBaselineStage(Stage):
 
 
 class Off(Stage):
-    """A stage that `task: detect` does not have yet: its command says so and `run` passes over it."""
+    """A stage that `task: detect` does not have yet (select): its command says so and `run` passes over it."""
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -244,4 +244,3 @@ register_stage(DetectTeacherStage(), task="detect")
 register_stage(DetectDistillStage(), task="detect")
 register_stage(DetectBaselineStage(), task="detect")
 register_stage(Off("select"), task="detect")
-register_stage(Off("validate"), task="detect")

@@ -80,12 +80,19 @@ def fit_detector(
 
 @torch.no_grad()
 def predict_coco(
-    model: nn.Module, dataset: DetectionDataset, cfg: DetectConfig, batch_size: int, desc: str, runtime: Runtime = CPU
+    model: Callable[[torch.Tensor], dict[str, Any]],
+    dataset: DetectionDataset,
+    cfg: DetectConfig,
+    batch_size: int,
+    desc: str,
+    runtime: Runtime = CPU,
 ) -> list[dict[str, Any]]:
-    """COCO result entries (image_id, category_id, bbox [x, y, w, h] in the image's own pixels, score) for a split."""
+    """COCO result entries (image_id, category_id, bbox [x, y, w, h] in the image's own pixels, score) for a split;
+    `model` is the torch detector or anything that answers like it (an ONNX session, `quant.detect_int8`)."""
     from cann_distill.data.coco import detection_loader
 
-    model.eval()
+    if isinstance(model, nn.Module):
+        model.eval()
     results: list[dict[str, Any]] = []
     split = dataset.split
     batches = detection_loader(dataset, batch_size, train=False, seed=0)

@@ -1,4 +1,5 @@
-"""task: detect through the CLI: one epoch teacher -> distill -> baseline -> report on the demo set with tiny archs, then
+"""task: detect through the CLI: one epoch teacher -> distill -> baseline -> validate (INT8) -> report on the demo set with
+tiny archs, then
 what an unchanged rerun, the stages detection does not have yet, and bad COCO input do."""
 
 from __future__ import annotations
@@ -30,6 +31,12 @@ TINY = [
     "detect.data.demo.val_images=16",
     "--set",
     "data.batch_size=16",
+    "--set",
+    "validate.calibration.samples=16",
+    "--set",
+    "validate.latency.warmup=2",
+    "--set",
+    "validate.latency.runs=10",
 ]
 
 
@@ -42,7 +49,7 @@ def stages_of(result: Any) -> dict[str, dict[str, Any]]:
 def test_one_epoch_detection_run_through_the_cli(cli: Callable[..., Any], tmp_path: Path) -> None:
     run = tmp_path / "run"
     stages = stages_of(cli("run", RECIPE, "--run-dir", run, *TINY, "--json"))
-    assert list(stages) == ["teacher", "distill", "baseline", "report"]  # select and validate: not for detection yet
+    assert list(stages) == ["teacher", "distill", "baseline", "validate", "report"]  # select: not for detection yet
     assert all(s["status"] == "done" for s in stages.values())
     for name, arch in (("teacher", "test_resnet"), ("distill", "test_efficientnet"), ("baseline", "test_efficientnet")):
         summary = stages[name]["summary"]
@@ -51,14 +58,19 @@ def test_one_epoch_detection_run_through_the_cli(cli: Callable[..., Any], tmp_pa
         assert summary["data"]["train"]["images"] == 32 and summary["data"]["val"]["images"] == 16
     metrics = json.loads((run / "distill" / "metrics.json").read_text())
     assert {"det", "fgd", "pred_kd", "loss"} <= set(metrics["history"][0])  # every term trained and recorded
+    validation = json.loads((run / "validate" / "validation.json").read_text())
+    assert validation["metrics"]["onnx_fp32"] == pytest.approx(validation["metrics"]["torch_fp32"], abs=1e-3)  # same decoding
+    assert validation["size_bytes"]["int8"] < validation["size_bytes"]["fp32"]
+    assert (run / "validate" / "student_int8.onnx").is_file() and validation["latency_batch1"]["int8"]["median_ms"] > 0
     report = json.loads((run / "report" / "report.json").read_text())
-    assert [m["stage"] for m in report["models"]] == ["teacher", "distill", "baseline"] and report["task"] == "detect"
+    assert [m["stage"] for m in report["models"]] == ["teacher", "distill", "baseline", "validate", "validate"]
+    assert report["task"] == "detect" and report["models"][-1]["model"] == "student ONNX INT8"
     assert report["gain"]["mAP_points"] == pytest.approx(100 * (report["gain"]["distill"] - report["gain"]["baseline"]))
     html = (run / "report" / "report.html").read_text()
     assert "test_efficientnet" in html and "<script" not in html
     again = stages_of(cli("run", RECIPE, "--run-dir", run, *TINY, "--json"))
     assert all(s["status"] == "skipped" for s in again.values())  # up to date: nothing retrained
-    off = cli("validate", RECIPE, "--run-dir", run, *TINY, "--json")
+    off = cli("select", RECIPE, "--run-dir", run, *TINY, "--json")
     assert off.exit_code == 0 and json.loads(off.stdout)["stages"][0]["message"] == "off in this recipe"
     said = cli("select", RECIPE, "--run-dir", run, *TINY)
     assert said.exit_code == 0 and "off: task: detect has no select stage yet" in said.stdout + said.stderr

@@ -43,7 +43,7 @@ def test_a_detection_recipe_routes_to_the_detection_stages(write_recipe) -> None
     for name in STAGES:
         routed = stage_for(name, recipe)
         assert routed is not STAGES[name] and routed.name == name
-    assert not stage_for("select", recipe).enabled(recipe) and not stage_for("validate", recipe).enabled(recipe)
+    assert not stage_for("select", recipe).enabled(recipe) and stage_for("validate", recipe).enabled(recipe)
 
 
 @pytest.mark.parametrize(
