@@ -171,12 +171,8 @@ def _box(ann: dict[str, Any], width: int, height: int) -> tuple[Optional[str], O
     return None, [x1, y1, x2 - x1, y2 - y1], clipped
 
 
-def read_coco(annotations: Path, images_dir: Path, on_bad: OnBad, name: str) -> DetectionSet:
-    """One split from a COCO instances file and the folder its `file_name`s are relative to (see the module doc)."""
-    data = read_json(annotations)
-    check = _Checker(annotations, on_bad)
-    cat_ids, classes, notes = categories_of(data, annotations)
-    index = {cid: i for i, cid in enumerate(cat_ids)}
+def _usable_images(data: dict[str, Any], images_dir: Path, check: _Checker) -> dict[int, tuple[dict[str, Any], Path]]:
+    """id -> (entry, file) of every image entry that can be used; the others go to `check`."""
     entries: dict[int, tuple[dict[str, Any], Path]] = {}
     for entry in data["images"]:
         problem, path = _image_problem(entry, images_dir)
@@ -187,56 +183,68 @@ def read_coco(annotations: Path, images_dir: Path, on_bad: OnBad, name: str) -> 
             check.bad(f"image {preview(entry.get('id') if isinstance(entry, dict) else entry)}", problem or "unusable", "bad_images")
             continue
         entries[iid] = (entry, path)
-    dropped_images = {_int(e.get("id")) for e in data["images"] if isinstance(e, dict)} - set(entries)
+    return entries
+
+
+def _checked_annotation(
+    ann: Any, entries: dict[int, tuple[dict[str, Any], Path]], index: dict[int, int], check: _Checker
+) -> Optional[dict[str, Any]]:
+    """The annotation as COCOeval will read it (box clipped, area filled in), or None when it cannot be used."""
+    iid = _int(ann.get("image_id")) if isinstance(ann, dict) else None
+    what = f"annotation {preview(ann.get('id') if isinstance(ann, dict) else ann)} (image {preview(iid)})"
+    if not isinstance(ann, dict) or iid not in entries:
+        check.bad(what, "refers to no image in the file", "bad_annotations")
+        return None
+    entry = entries[iid][0]
+    cid = _int(ann.get("category_id"))
+    if cid not in index:
+        check.bad(what, f"unknown category_id {preview(ann.get('category_id'))}", "bad_annotations")
+        return None
+    problem, bbox, clipped = _box(ann, entry["width"], entry["height"])
+    if problem is not None or bbox is None:
+        check.bad(what, problem or "bad box", "bad_annotations")
+        return None
+    crowd = ann.get("iscrowd", 0) in (1, True)
+    check.counts["clipped"] += clipped
+    check.counts["crowd"] += crowd
+    area = ann.get("area")
+    if not (isinstance(area, (int, float)) and not isinstance(area, bool) and math.isfinite(area) and area > 0):
+        area = None
+    return {
+        "image_id": iid,
+        "category_id": cid,
+        "bbox": bbox,
+        "area": float(area) if area is not None else bbox[2] * bbox[3],  # COCOeval's size ranges read the area
+        "iscrowd": int(crowd),
+    }
+
+
+def read_coco(annotations: Path, images_dir: Path, on_bad: OnBad, name: str) -> DetectionSet:
+    """One split from a COCO instances file and the folder its `file_name`s are relative to (see the module doc)."""
+    data = read_json(annotations)
+    check = _Checker(annotations, on_bad)
+    cat_ids, classes, notes = categories_of(data, annotations)
+    index = {cid: i for i, cid in enumerate(cat_ids)}
+    entries = _usable_images(data, images_dir, check)
+    dropped = {_int(e.get("id")) for e in data["images"] if isinstance(e, dict)} - set(entries)
     boxes: dict[int, list[list[float]]] = {iid: [] for iid in entries}
     labels: dict[int, list[int]] = {iid: [] for iid in entries}
     gt_anns: list[dict[str, Any]] = []
     for ann in data["annotations"]:
-        iid = _int(ann.get("image_id")) if isinstance(ann, dict) else None
-        what = f"annotation {preview(ann.get('id') if isinstance(ann, dict) else ann)} (image {preview(iid)})"
-        if iid is not None and iid in dropped_images:
+        if isinstance(ann, dict) and _int(ann.get("image_id")) in dropped - {None}:
             check.counts["annotations_of_skipped_images"] += 1
             continue
-        if not isinstance(ann, dict) or iid not in entries:
-            check.bad(what, "refers to no image in the file", "bad_annotations")
+        gt = _checked_annotation(ann, entries, index, check)
+        if gt is None:
             continue
-        entry = entries[iid][0]
-        cid = _int(ann.get("category_id"))
-        if cid not in index:
-            check.bad(what, f"unknown category_id {preview(ann.get('category_id'))}", "bad_annotations")
-            continue
-        problem, bbox, clipped = _box(ann, entry["width"], entry["height"])
-        if problem is not None or bbox is None:
-            check.bad(what, problem or "bad box", "bad_annotations")
-            continue
-        crowd = ann.get("iscrowd", 0) in (1, True)
-        check.counts["clipped"] += clipped
-        check.counts["crowd"] += crowd
-        area = ann.get("area")
-        area = float(area) if isinstance(area, (int, float)) and not isinstance(area, bool) and math.isfinite(area) and area > 0 else None
-        gt_anns.append(
-            {
-                "id": len(gt_anns) + 1,
-                "image_id": iid,
-                "category_id": cid,
-                "bbox": bbox,
-                "area": area if area is not None else bbox[2] * bbox[3],
-                "iscrowd": int(crowd),
-            }
-        )
-        if not crowd:
-            boxes[iid].append([bbox[0], bbox[1], bbox[0] + bbox[2], bbox[1] + bbox[3]])
-            labels[iid].append(index[cid])
+        gt_anns.append({"id": len(gt_anns) + 1, **gt})  # renumbered: COCOeval keys annotations by a unique id
+        if not gt["iscrowd"]:
+            x, y, w, h = gt["bbox"]
+            boxes[gt["image_id"]].append([x, y, x + w, y + h])
+            labels[gt["image_id"]].append(index[gt["category_id"]])
     images = [
-        DetImage(
-            iid,
-            path,
-            entry["width"],
-            entry["height"],
-            np.asarray(boxes[iid], dtype=np.float32).reshape(-1, 4),
-            np.asarray(labels[iid], dtype=np.int64),
-        )
-        for iid, (entry, path) in entries.items()
+        DetImage(iid, path, e["width"], e["height"], np.asarray(boxes[iid], np.float32).reshape(-1, 4), np.asarray(labels[iid], np.int64))
+        for iid, (e, path) in entries.items()
     ]
     counts = {
         "images": len(images),
@@ -244,12 +252,12 @@ def read_coco(annotations: Path, images_dir: Path, on_bad: OnBad, name: str) -> 
         "without_annotations": sum(1 for im in images if len(im.labels) == 0),
         **{k: v for k, v in sorted(check.counts.items()) if v},
     }
-    gt = {
+    gt_dict = {
         "images": [{"id": iid, "width": e["width"], "height": e["height"], "file_name": e["file_name"]} for iid, (e, _) in entries.items()],
         "annotations": gt_anns,
         "categories": [{"id": cid, "name": n} for cid, n in zip(cat_ids, classes)],
     }
-    return DetectionSet(name, images, classes, cat_ids, gt, counts, notes)
+    return DetectionSet(name, images, classes, cat_ids, gt_dict, counts, notes)
 
 
 def check_same_categories(train: DetectionSet, val: DetectionSet) -> None:
