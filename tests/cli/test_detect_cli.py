@@ -123,3 +123,9 @@ def test_bad_boxes_stop_or_are_skipped_and_counted_as_the_recipe_says(cli: Calla
     assert summary["category_ids"] == [3, 7] and summary["notes"] == [
         "category ids 3, 7 are not contiguous: mapped in id order to classes 0..1"
     ]
+
+
+def test_fit_student_refuses_a_detection_recipe_with_one_line(cli: Callable[..., Any], tmp_path: Path) -> None:
+    result = cli("fit-student", RECIPE, "--run-dir", tmp_path / "fit")
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines()[-1] == "Error: fit-student measures classifiers; task: detect recipes are not supported yet"
