@@ -17,7 +17,7 @@ from cann_distill.reporting.guard import strict_failure
 from cann_distill.runtime import distributed
 from cann_distill.runtime.devices import Runtime, channels_last_for, resolve_device
 from cann_distill.runtime.terminal import ui
-from cann_distill.stages import STAGE_ORDER, STAGES, Stage, StageResult, is_current, run_stage
+from cann_distill.stages import STAGE_ORDER, STAGES, Stage, StageResult, is_current, run_stage, stage_for
 from cann_distill.store.rundir import RunDir
 
 
@@ -50,7 +50,9 @@ def run_stages(
 
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe, overrides)
-    check_recipe(recipe)  # what the teacher-target source cannot give the losses: exit 2 before any work
+    if recipe.task == "classify":
+        check_recipe(recipe)  # what the teacher-target source cannot give the losses: exit 2 before any work
+    budget_check = budget_check and recipe.task == "classify"  # task: detect has no INT8 budget check yet
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise UsageError(f"unknown stage(s) {', '.join(unknown)} (known: {', '.join(STAGE_ORDER)})")
@@ -79,9 +81,10 @@ def run_stages(
 
         forced = distributed.lead(prepare)
         for name in stages:
-            if len(stages) > 1 and not STAGES[name].enabled(recipe):
+            stage = stage_for(name, recipe)  # the task's own stage (task: detect)
+            if len(stages) > 1 and not stage.enabled(recipe):
                 continue  # off in this recipe (e.g. baseline without report.baseline): only its own command reports that
-            results.append(_run_one(STAGES[name], recipe, run, name in forced, runtime))
+            results.append(_run_one(stage, recipe, run, name in forced, runtime))
     return results
 
 
@@ -136,7 +139,7 @@ def recover_manifest(run: RunDir, recipe: Recipe, stages: Sequence[str], repair:
     problem = run.manifest_problem()
     kept = run.verified_records(STAGE_ORDER)
     with run.provisional(kept):
-        rerun = [s for s in stages if STAGES[s].enabled(recipe) and not is_current(STAGES[s], recipe, run)]
+        rerun = [s for s in stages if stage_for(s, recipe).enabled(recipe) and not is_current(STAGES[s], recipe, run)]
     rebuilt = (
         f"{', '.join(kept)} from {'its' if len(kept) == 1 else 'their'} verified artifacts" if kept else "no stage (none could be verified)"
     )

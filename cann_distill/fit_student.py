@@ -394,6 +394,8 @@ def fit_student(
     run_root: Optional[Path] = None,
 ) -> dict[str, Any]:
     """Measure the candidates, check the budgets, write fit_student.json (and RECIPE.fit.yaml when one fits)."""
+    if recipe.task != "classify":
+        raise UsageError(f"fit-student measures classifiers; task: {recipe.task} recipes are not supported yet")
     names = candidates_for(recipe.student.arch, candidates)
     target = target or recipe.validate_.target
     profile = hardware_profile(target)

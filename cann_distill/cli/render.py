@@ -38,13 +38,14 @@ def print_results(results: list) -> None:
                 f"latency ×{s['int8_over_fp32']:.2f} vs FP32"
             ),
             "report": lambda: s.get("title", ""),
-        }.get(r.stage, lambda: "")()
+        }.get(r.stage if "key" not in s else "", lambda: s.get("key", ""))()  # a stage of task: detect says it itself
         table.add_row(r.stage, r.status, f"{r.seconds:.1f}", key)
     ui.console.print(table)
     for r in results:
         if r.stage == "report":
             t = Table(title=f"report: {r.summary.get('title')}", title_justify="left")
-            for col in ("model", f"top-1 ({r.summary.get('split', 'val')})", "latency median (b=1)", "latency p99", "size"):
+            top1 = f"top-1 ({r.summary.get('split', 'val')})"
+            for col in r.summary.get("columns") or ("model", top1, "latency median (b=1)", "latency p99", "size"):
                 t.add_column(col)
             for row in r.summary.get("rows", []):
                 t.add_row(*row)

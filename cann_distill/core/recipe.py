@@ -13,6 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from cann_distill.core.errors import RecipeError, preview
+from cann_distill.core.recipe_detect import DetectConfig
 from cann_distill.core.registries import DEVICE_PATTERN
 from cann_distill.core.registry import suggest
 from cann_distill.core.safeyaml import (
@@ -440,6 +441,11 @@ class ReportConfig(Strict):
 
 class Recipe(Strict):
     name: Optional[Text] = None
+    task: Literal["classify", "detect"] = Field(
+        "classify",
+        description="classify: one label per image (the data section); detect: boxes and classes, COCO JSON or the packaged "
+        "demo set (the detect section, docs/guides/detection.md)",
+    )
     seed: Seed = Field(0, description="seeds every random generator (0 to 2**32 - 1)")
     run_dir: Optional[Text] = Field(None, description="default: runs/<name>")
     data: DataConfig = Field(default_factory=DataConfig)
@@ -449,6 +455,7 @@ class Recipe(Strict):
     distill: DistillConfig = Field(default_factory=DistillConfig)
     validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
     report: ReportConfig = Field(default_factory=ReportConfig)
+    detect: DetectConfig = Field(default_factory=DetectConfig, description="read with task: detect only")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)

@@ -33,7 +33,8 @@ from cann_distill.core.recipe import (
     selection_policy,
     timm_archs,
 )
-from cann_distill.core.registries import LOSSES, SCHEDULES, SELECTORS
+from cann_distill.core.recipe_detect import detect_errors, level_problem
+from cann_distill.core.registries import DETECTION_LOSSES, LOSSES, SCHEDULES, SELECTORS
 from cann_distill.core.registry import suggest
 from cann_distill.core.safeyaml import (
     MAX_DEPTH,
@@ -153,12 +154,16 @@ def semantic_errors(recipe: Recipe) -> list[str]:
                 errors.append(f"{section}.std: every value must be > 0")
     errors += _select_errors(recipe)
     errors += _qat_errors(recipe)
+    losses = DETECTION_LOSSES if recipe.task == "detect" else LOSSES
     for i, spec in enumerate(recipe.distill.losses):
         path = f"distill.losses[{i}]"
-        if spec.kind not in LOSSES:
-            errors.append(f"{path}.kind: {LOSSES.unknown_message(spec.kind)}{suggest(spec.kind, LOSSES.names())}")
+        if spec.kind not in losses:
+            errors.append(f"{path}.kind: {losses.unknown_message(spec.kind)}{suggest(spec.kind, losses.names())}")
             continue
-        errors += _component_errors(LOSSES, spec.kind, spec.kwargs(), path, path, arg_in_path=False)
+        errors += _component_errors(losses, spec.kind, spec.kwargs(), path, path, arg_in_path=False)
+        if recipe.task == "detect" and not losses.check_kwargs(spec.kind, spec.kwargs()):
+            errors += level_problem(path, losses, spec.kind, spec.kwargs(), recipe.detect)
+    errors += detect_errors(recipe)
     if all(spec.weight == 0 for spec in recipe.distill.losses):
         errors.append("distill.losses: at least one loss needs a weight > 0")
     errors += _schedule_errors(recipe)

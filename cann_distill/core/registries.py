@@ -15,5 +15,6 @@ from cann_distill.core.registry import Registry
 LOSSES: Registry[Any] = Registry("loss", provider="cann_distill.teaching.losses")
 SELECTORS: Registry[Any] = Registry("selector", provider="cann_distill.selection")
 SCHEDULES: Registry[Any] = Registry("temperature schedule", provider="cann_distill.teaching.temperature")
+DETECTION_LOSSES: Registry[Any] = Registry("detection loss", provider="cann_distill.teaching.losses.detection")  # task: detect
 
 DEVICE_PATTERN = r"^(auto|cpu|cuda|npu)(:\d+)?$"

@@ -6,7 +6,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 from cann_distill.core.errors import MissingInputError, StageError
 from cann_distill.core.files import sha256_file, sha256_json
@@ -57,6 +57,7 @@ class Stage:
     ignore: tuple[str, ...] = ()  # "section.key" paths that cannot change this stage's outputs
     all_ranks: bool = False  # under torchrun: every rank runs it (rank 0 writes); otherwise rank 0 alone
     optional: tuple[str, ...] = ()  # artifacts used when available; why one is not lands in Context.missing
+    off_summary: dict[str, Any] = {}  # the summary its command reports when `enabled` is false
 
     def enabled(self, recipe: Recipe) -> bool:
         """False: the recipe turns this stage off; the runner skips it and writes nothing."""
@@ -101,7 +102,7 @@ def compute_inputs(stage: Stage, recipe: Recipe, run: RunDir) -> tuple[dict[str,
     hashes: dict[str, str] = {}
     for rel in stage.needs_for(recipe):
         upstream = rel.split("/", 1)[0]
-        if not is_current(STAGES[upstream], recipe, run):
+        if not is_current(stage_for(upstream, recipe), recipe, run):
             rec = run.record(upstream)
             why = "has not run" if rec is None else "is out of date for this recipe"
             raise MissingInputError(
@@ -138,7 +139,7 @@ def _optional_input(stage: Stage, recipe: Recipe, run: RunDir, rel: str) -> tupl
     The file itself must be there and hash right; a stage made stale by a changed recipe or a
     damaged sibling output is used as it is, and the caller is told.
     """
-    upstream = STAGES[rel.split("/", 1)[0]]
+    upstream = stage_for(rel.split("/", 1)[0], recipe)
     if not upstream.enabled(recipe):
         raise MissingInputError(f"the '{upstream.name}' stage is off in this recipe")
     path, digest = run.require(upstream.name, rel, stage.name)
@@ -167,6 +168,7 @@ class Freshness:
 
 def freshness(stage: Stage, recipe: Recipe, run: RunDir) -> Freshness:
     """The runner's skip decision: a record whose fingerprint matches the inputs now, with its outputs intact."""
+    stage = stage_for(stage, recipe)
     rec = run.record(stage.name)
     if rec is None:
         return Freshness(None, None, "not run")
@@ -203,8 +205,9 @@ def plan_stage(stage: Stage, recipe: Recipe, run: RunDir, force: bool = False) -
 
 def run_stage(stage: Stage, recipe: Recipe, run: RunDir, force: bool = False, runtime: Runtime = CPU) -> StageResult:
     """Run one stage (the caller holds the run-dir lock; under torchrun rank 0 does and decides for every rank)."""
+    stage = stage_for(stage, recipe)
     if not stage.enabled(recipe):
-        return StageResult(stage.name, "skipped", str(run.root), {}, {}, 0.0, "off in this recipe")
+        return StageResult(stage.name, "skipped", str(run.root), {}, dict(stage.off_summary), 0.0, "off in this recipe")
     plan = distributed.lead(lambda: plan_stage(stage, recipe, run, force))
     inputs, artifacts, fingerprint, rec = plan.inputs, plan.artifacts, plan.fingerprint, plan.current
     if rec is not None:
@@ -254,8 +257,23 @@ def run_stage(stage: Stage, recipe: Recipe, run: RunDir, force: bool = False, ru
 
 
 STAGES: dict[str, Stage] = {}
+TASK_STAGES: dict[tuple[str, str], Stage] = {}
+"""(task, name) -> the stage doing `name`'s job for recipes of another task than classify (`register_stage(..., task=)`)."""
 
 
-def register_stage(stage: Stage) -> Stage:
-    STAGES[stage.name] = stage
+def register_stage(stage: Stage, task: str = "classify") -> Stage:
+    """A stage for `task` (recipe key `task`); a classify stage is also the one every other task falls back on."""
+    if task == "classify":
+        STAGES[stage.name] = stage
+    else:
+        TASK_STAGES[(task, stage.name)] = stage
     return stage
+
+
+def stage_for(stage: Union[str, Stage], recipe: Recipe) -> Stage:
+    """The stage that does this stage's job for the recipe's task: its own for `task: detect`, else the one given."""
+    name = stage if isinstance(stage, str) else stage.name
+    found = TASK_STAGES.get((recipe.task, name))
+    if found is not None:
+        return found
+    return STAGES[name] if isinstance(stage, str) else stage
