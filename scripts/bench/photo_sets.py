@@ -118,7 +118,13 @@ def hard_digits(root: Path) -> dict[str, object]:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return dict(module.write_hard_digits(root))
+    info = dict(module.write_hard_digits(root))
+    for png in sorted(root.glob("*/*/*.png")):  # RGB, so torchvision's ImageFolder and cann-distill read the same pixels
+        with Image.open(png) as im:
+            rgb = im.convert("RGB") if im.mode != "RGB" else None
+        if rgb is not None:
+            rgb.save(png)
+    return info
 
 
 def main(argv: list[str] | None = None) -> int:
