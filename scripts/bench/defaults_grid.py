@@ -37,6 +37,10 @@ ARMS: dict[str, tuple[str, list[str]]] = {  # name: (stage, overrides)
     "subset_mix": ("distill", [*SUBSET, "select.policy=mix"]),
     "subset_auto": ("distill", [*SUBSET, "select.policy=auto"]),
     "random": ("distill", [*SUBSET, "select.strategy=random", "select.refresh_every=null"]),
+    # the KD weighting at the default budget (warmup on): CE 0.1 + KD 0.9, KD alone, T = 2
+    "kd9": ("distill", [*WARM, "distill.losses[0].weight=0.1", "distill.losses[1].weight=0.9"]),
+    "kdonly": ("distill", [*WARM, "distill.losses[0].weight=0.0", "distill.losses[1].weight=1.0"]),
+    "t2": ("distill", [*WARM, "distill.losses[1].temperature=2.0"]),
 }
 
 

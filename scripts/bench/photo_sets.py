@@ -9,6 +9,8 @@ Sets (licences: see each package's /usr/share/doc/<package>/copyright; nothing h
             CC BY 4.0 / CC BY-SA 3.0-4.0 / CC0
   nature20  mate-backgrounds' nature photos (12, GPL-2+) + 8 photos of plasma-workspace-wallpapers
             (LGPL / CC BY-SA): 20 classes
+  digits_hard  not photos: scikit-learn's digits at 32 px, shifted, noised, occluded, 20% of the
+            training labels flipped (scripts/bench_critical.py's write_hard_digits); needs no --debs
 
 The packages are unpacked, not installed: `apt-get download PKG && dpkg-deb -x PKG.deb DIR`.
 
@@ -19,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -72,7 +75,7 @@ SETS: dict[str, list[str]] = {
     ],
 }
 SPLITS = {"train": 240, "val": 80, "test": 80}
-LONG_SIDE = 512  # photos are first reduced to this long side, so a crop spans 24-100 % of a 102-px band
+LONG_SIDE = {"ubuntu15": 512, "nature20": 512}  # photos are first reduced to this long side (512: a crop spans 24-100 % of a 102-px band)
 
 
 def load_photo(path: Path, long_side: int) -> Image.Image:
@@ -89,10 +92,10 @@ def find(debs: Path, rel: str) -> Path:
     raise SystemExit(f"error: {path} not found (unpack the package with dpkg-deb -x){'; near: ' + matches[0].name if matches else ''}")
 
 
-def build(name: str, debs: Path, out: Path, size: int, seed: int) -> dict[str, object]:
+def build(name: str, debs: Path, out: Path, size: int, seed: int, long_side: int) -> dict[str, object]:
     paths = [find(debs, rel) for rel in SETS[name]]
     names = [class_name(p) if "plasma" not in rel else rel.split("/")[4] for p, rel in zip(paths, SETS[name])]
-    photos = [load_photo(p, LONG_SIDE) for p in paths]
+    photos = [load_photo(p, long_side) for p in paths]
     dest = out / name
     counts = {}
     for split, per_class in SPLITS.items():
@@ -102,8 +105,25 @@ def build(name: str, debs: Path, out: Path, size: int, seed: int) -> dict[str, o
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(pix).save(folder / f"{i:05d}.png")
         counts[split] = int(len(crops.targets))
-    info = {"set": name, "classes": names, "sources": SETS[name], "size": size, "seed": seed, "long_side": LONG_SIDE, "counts": counts}
+    info = {"set": name, "classes": names, "sources": SETS[name], "size": size, "seed": seed, "long_side": long_side, "counts": counts}
     (dest / "set.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def hard_digits(root: Path) -> dict[str, object]:
+    """digits_hard, written by the critical-samples benchmark's own builder (one definition of the set)."""
+    scripts = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(scripts))  # bench_critical imports its neighbour bench_common
+    spec = importlib.util.spec_from_file_location("bench_critical", scripts / "bench_critical.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    info = dict(module.write_hard_digits(root))
+    for png in sorted(root.glob("*/*/*.png")):  # RGB, so torchvision's ImageFolder and cann-distill read the same pixels
+        with Image.open(png) as im:
+            rgb = im.convert("RGB") if im.mode != "RGB" else None
+        if rgb is not None:
+            rgb.save(png)
     return info
 
 
@@ -111,19 +131,26 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[-1]
     )
-    ap.add_argument("--debs", type=Path, required=True, help="folder the Debian packages were unpacked into (one sub-folder each)")
+    ap.add_argument("--debs", type=Path, default=None, help="folder the Debian packages were unpacked into (one sub-folder each)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--sets", default=",".join(SETS), help="comma-separated (default %(default)s)")
     ap.add_argument("--size", type=int, default=32, help="crop size in px (default %(default)s)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--long-side", type=int, help="reduce each photo to this long side first (default: the set's, see LONG_SIDE)")
     args = ap.parse_args(argv)
     for name in args.sets.split(","):
-        if name not in SETS:
+        if name not in SETS and name != "digits_hard":
             ap.error(f"unknown set {name!r} (known: {', '.join(SETS)})")
+        if name == "digits_hard":
+            info = hard_digits(args.out / name)
+            print(f"{name}: {info['train']}/{info['val']}/{info['test']} images -> {args.out / name}", file=sys.stderr)
+            continue
         if (args.out / name / "set.json").exists():
             print(f"{name}: already built in {args.out / name}", file=sys.stderr)
             continue
-        info = build(name, args.debs, args.out, args.size, args.seed)
+        if args.debs is None:
+            ap.error(f"{name} needs --debs")
+        info = build(name, args.debs, args.out, args.size, args.seed, args.long_side or LONG_SIDE[name])
         print(f"{name}: {len(info['classes'])} classes, {info['counts']} -> {args.out / name}", file=sys.stderr)
     return 0
 
