@@ -16,7 +16,7 @@ TINY: dict[str, Any] = {
     "teacher": {"arch": "test_resnet", "train": {"epochs": 4, "lr": 0.05}},
     "student": {"arch": "test_efficientnet"},
     "select": {"strategy": "margin", "top_k_ratio": 0.35},
-    "distill": {"epochs": 3, "lr": 0.05},
+    "distill": {"epochs": 3, "lr": 0.05, "critical": {"mode": "weight"}},  # the weighting machinery is on in the tiny runs
     "validate": {"calibration": {"samples": 32}, "latency": {"warmup": 2, "runs": 10}},
 }
 

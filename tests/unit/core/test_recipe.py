@@ -205,7 +205,7 @@ def test_selection_policy_keys_are_checked(write_recipe) -> None:
 
     default = load_recipe(path)
     assert default.select.policy is None and default.select.refresh_every == "auto"
-    assert (refresh_epochs(default), selection_policy(default)) == (None, "mix")  # critical.mode: weight
+    assert (refresh_epochs(default), selection_policy(default)) == (None, "mix")  # the recipe sets critical.mode: weight
     subset = load_recipe(path, ["distill.critical.mode=subset"])
     assert (refresh_epochs(subset), selection_policy(subset)) == (None, "random")
     hard = load_recipe(path, ["distill.critical.mode=subset", "select.policy=hard"])
