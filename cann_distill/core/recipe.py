@@ -36,6 +36,12 @@ def _plain_text(value: str) -> str:
     return value
 
 
+def _unset(value: Any) -> bool:
+    """A key added after a section's fingerprint was fixed is left out of every dump while unset, so recipes that do
+    not use it keep their stage fingerprints (and their up-to-date runs)."""
+    return value is None
+
+
 Text = Annotated[str, AfterValidator(_plain_text)]  # names and paths: no NUL or control characters, bounded length
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what numpy, torch and scikit-learn all accept
 
@@ -146,6 +152,21 @@ class TeacherConfig(ModelConfig):
     std: Optional[list[float]] = Field(None, description="input std the teacher expects; default data.std")
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=10))
     train_when_checkpoint: bool = Field(False, description="fine-tune even when a checkpoint is given")
+
+
+class TeacherSpec(TeacherConfig):
+    """One entry of `teachers:`: a teacher section plus its share of the distillation targets."""
+
+    arch: str = Field(description="timm architecture (required)")
+    weight: float = Field(
+        1.0,
+        ge=0,
+        description="its share of the targets, normalised over the teachers (distill.ensemble); 0: trained and reported, not taught",
+    )
+
+    def section(self) -> TeacherConfig:
+        """The teacher section this entry stands for (what `teacher:` holds when it is the first)."""
+        return TeacherConfig.model_validate(self.model_dump(exclude={"weight"}))
 
 
 class StudentConfig(ModelConfig):
@@ -340,6 +361,13 @@ class DistillConfig(TrainConfig):
     )
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     qat: QatConfig = Field(default_factory=QatConfig)
+    ensemble: Optional[Literal["mean", "per_teacher", "confidence"]] = Field(
+        None,
+        exclude_if=_unset,
+        description="with `teachers:`, how their outputs become the targets: mean = the weighted mean of their softened "
+        "probabilities (Hinton et al. 2015); per_teacher = one term per teacher, weighted; confidence = per sample the teacher "
+        "with the highest weight x probability of the label (top-1 probability on unlabelled images). Default: mean",
+    )
 
 
 class CalibrationConfig(Strict):
@@ -447,6 +475,13 @@ class Recipe(Strict):
     validate_: ValidateConfig = Field(default_factory=ValidateConfig, alias="validate")
     report: ReportConfig = Field(default_factory=ReportConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    teachers: Optional[list[TeacherSpec]] = Field(
+        None,
+        min_length=2,
+        exclude_if=_unset,
+        description="several teachers instead of one (docs/guides/modes.md): each trained and evaluated by the teacher stage, "
+        "their outputs combined by distill.ensemble; the first also fills `teacher:` (what validate and the report compare with)",
+    )
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -577,6 +612,20 @@ def timm_archs() -> frozenset[str]:
 
 
 # ----------------------------------------------------------------------------- derived values
+
+
+def teacher_specs(recipe: Recipe) -> list[TeacherSpec]:
+    """The recipe's teachers: `teachers:`, or `teacher:` as the only one (weight 1)."""
+    if recipe.teachers:
+        return list(recipe.teachers)
+    return [TeacherSpec.model_validate({**recipe.teacher.model_dump(), "weight": 1.0})]
+
+
+def ensemble_rule(recipe: Recipe) -> Optional[str]:
+    """distill.ensemble resolved: None with one teacher, else as given (default mean)."""
+    if not recipe.teachers:
+        return None
+    return recipe.distill.ensemble or "mean"
 
 
 def curriculum_epochs(recipe: Recipe) -> int:

@@ -26,6 +26,7 @@ from cann_distill.core.recipe import (
     DataConfig,
     ModelConfig,
     Recipe,
+    TeacherConfig,
     default_recipe_path,
     format_loc,
     hardware_profile,
@@ -135,9 +136,11 @@ def semantic_errors(recipe: Recipe) -> list[str]:
             errors.append(f"{role}.checkpoint: file not found: {cfg.checkpoint}")
     errors += _data_errors(recipe)
     channels = recipe.data.channels or (1 if recipe.data.source == "digits" else 3)
-    for section in ("data", "teacher"):
+    sections: list[tuple[str, Any]] = [("data", recipe.data), ("teacher", recipe.teacher)]
+    sections += [(f"teachers[{i}]", t) for i, t in enumerate(recipe.teachers or [])]
+    for section, cfg in sections:
         for key in ("mean", "std"):
-            value = getattr(getattr(recipe, section), key)
+            value = getattr(cfg, key)
             if value is None:
                 continue
             if len(value) != channels:
@@ -146,6 +149,7 @@ def semantic_errors(recipe: Recipe) -> list[str]:
                 errors.append(f"{section}.{key}: every value must be finite")
             elif key == "std" and any(v <= 0 for v in value):
                 errors.append(f"{section}.std: every value must be > 0")
+    errors += _teachers_errors(recipe)
     errors += _select_errors(recipe)
     errors += _qat_errors(recipe)
     for i, spec in enumerate(recipe.distill.losses):
@@ -170,6 +174,95 @@ def semantic_errors(recipe: Recipe) -> list[str]:
     except RecipeError as exc:
         errors.append(f"validate.target: {exc}")
     return errors
+
+
+def adopt_first_teacher(recipe: Recipe) -> list[str]:
+    """With `teachers:`, the first fills `teacher:` (validate and the report compare the student with it); a `teacher:`
+    section that says something else is an error. The resolved recipe holds both, and reads back the same."""
+    if not recipe.teachers:
+        return []
+    first = recipe.teachers[0].section()
+    if recipe.teacher not in (TeacherConfig(), first):
+        return ["teacher: set either teacher or teachers (the first of teachers fills teacher), not both"]
+    recipe.teacher = first
+    return []
+
+
+def _teachers_errors(recipe: Recipe) -> list[str]:
+    """Several teachers: archs, checkpoints, weights, what the ensemble can combine, one input size."""
+    if not recipe.teachers:
+        return ["distill.ensemble: only read with several teachers (teachers:)"] if recipe.distill.ensemble is not None else []
+    errors: list[str] = []
+    archs = timm_archs()
+    for i, t in enumerate(recipe.teachers):
+        if t.arch not in archs:
+            errors.append(f"teachers[{i}].arch: unknown timm architecture {preview(t.arch)}{suggest(t.arch, sorted(archs))}")
+        if t.checkpoint and not Path(t.checkpoint).is_file():
+            errors.append(f"teachers[{i}].checkpoint: file not found: {t.checkpoint}")
+    if all(t.weight == 0 for t in recipe.teachers):
+        errors.append("teachers: every weight is 0; at least one teacher needs a weight > 0")
+    rule = recipe.distill.ensemble or "mean"
+    for i, spec in enumerate(recipe.distill.losses):
+        if spec.kind not in LOSSES or LOSSES.check_kwargs(spec.kind, spec.kwargs()):
+            continue  # reported with the losses
+        try:
+            loss = LOSSES.build(spec.kind, **spec.kwargs())
+        except (ValueError, TypeError):
+            continue
+        if any(k.startswith("teacher.") and k != "teacher.logits" for k in loss.requires) or loss.channel_weights:
+            errors.append(
+                f"distill.losses[{i}] ({spec.kind}): reads teacher features, which several teachers do not combine; use logit losses (kd, dkd)"
+            )
+        elif "teacher.logits" in loss.requires and loss.teacher_logits == "raw" and rule == "mean":
+            errors.append(
+                f"distill.losses[{i}] ({spec.kind}): compares raw teacher logits, which distill.ensemble: mean does not make; "
+                "use per_teacher or confidence"
+            )
+    if recipe.data.image_size is None and recipe.data.source == "imagefolder":
+        sizes = {i: _pretrained_size(t.arch) for i, t in enumerate(recipe.teachers) if t.pretrained and t.arch in archs}
+        if len(set(sizes.values())) > 1:
+            seen = ", ".join(f"teachers[{i}] {recipe.teachers[i].arch} {size} px" for i, size in sizes.items())
+            errors.append(
+                f"teachers: the pretrained teachers expect different input sizes ({seen}); set data.image_size to the size all of them see"
+            )
+    return errors
+
+
+def _pretrained_size(arch: str) -> int:
+    import timm
+    from timm.data import resolve_data_config
+
+    cfg = timm.models.get_pretrained_cfg(arch)
+    return int(resolve_data_config({}, pretrained_cfg=cfg.to_dict() if cfg is not None else {})["input_size"][-1])
+
+
+def fill_teacher_inputs(recipe: Recipe) -> None:
+    """Several teachers: a pretrained teacher whose mean/std the recipe leaves open expects its pretrained statistics,
+    so it gets them (distill re-normalises its inputs and says so); the first teacher refills `teacher:`."""
+    if not recipe.teachers:
+        return
+    channels = recipe.data.channels or 1
+    filled = []
+    for t in recipe.teachers:
+        if t.pretrained and (t.mean is None or t.std is None):
+            mean, std = _pretrained_stats(t.arch, channels)
+            t = t.model_copy(update={"mean": t.mean or mean, "std": t.std or std})
+        filled.append(t)
+    recipe.teachers = filled
+    recipe.teacher = filled[0].section()
+
+
+def _pretrained_stats(arch: str, channels: int) -> tuple[list[float], list[float]]:
+    """mean/std of an arch's pretrained_cfg, one channel's mean for grayscale data (as `fill_data_defaults` does)."""
+    import timm
+    from timm.data import resolve_data_config
+
+    cfg = timm.models.get_pretrained_cfg(arch)
+    resolved = resolve_data_config({}, pretrained_cfg=cfg.to_dict() if cfg is not None else {})
+    mean, std = list(resolved["mean"]), list(resolved["std"])
+    if channels == 1 and len(mean) != 1:
+        mean, std = [sum(mean) / len(mean)], [sum(std) / len(std)]
+    return mean, std
 
 
 def class_folders(folder: Path) -> list[str]:
@@ -422,10 +515,11 @@ def resolve(data: dict[str, Any], source: str = "recipe", name: Optional[str] = 
         errors += [(loc, msg) for loc, msg in schema_errors(exc) if not any(b == loc or b.startswith((loc + ".", loc + "[")) for b in bad)]
     if errors or recipe is None:
         raise RecipeError(render_errors(source, errors, doc))
-    semantic = semantic_errors(recipe)
+    semantic = adopt_first_teacher(recipe) or semantic_errors(recipe)
     if semantic:
         raise RecipeError(render_errors(source, [_path_and_message(e) for e in semantic], doc))
     fill_data_defaults(recipe)
+    fill_teacher_inputs(recipe)
     if recipe.name is None:
         try:
             recipe.name = name or "recipe"

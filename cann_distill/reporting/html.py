@@ -15,6 +15,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from cann_distill.reporting.modes import modes_section
+
 MODELS = ("teacher", "baseline", "student")
 COLORS = {"teacher": "#4c72b0", "baseline": "#8c8c8c", "student": "#dd8452", "fp32": "#4c72b0", "int8": "#c44e52"}
 NOT_LOSSES = {
@@ -307,7 +309,7 @@ def budget_section(r: dict[str, Any], v: Visuals) -> str:
     return out + "".join(f"<p class=note>{esc(n)}</p>" for n in notes)
 
 
-SECTIONS: list[tuple[str, str, Callable[[dict[str, Any], Visuals], str]]] = [
+SECTIONS: list[tuple[str, str, Callable[[dict[str, Any], Visuals], Optional[str]]]] = [
     ("accuracy", "Accuracy", accuracy_section),
     ("curves", "Training curves", curves_section),
     ("per-class", "Per-class accuracy and confusion", per_class_section),
@@ -316,6 +318,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any], Visuals], str]]] = [
     ("int8-gap", "Per-layer INT8 gap", gap_section),
     ("latency", "Latency FP32 vs INT8", latency_section),
     ("budgets", "Budget verdicts and feedback", budget_section),
+    ("modes", "Distillation mode", modes_section),  # None (left out) for one teacher, labelled data, one student
 ]
 
 CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1150px;color:#222;padding:0 1em}
@@ -346,6 +349,8 @@ def render(report: dict[str, Any], visuals: Optional[Visuals] = None) -> str:
             body = fn(report, v)
         except Exception as exc:  # one broken section must not cost the rest of the report
             body = f"<p class=missing>could not render this section: {esc(type(exc).__name__)}: {esc(str(exc)[:200])}</p>"
+        if body is None:
+            continue
         parts.append(f"<section id={anchor}><h2>{esc(title)}</h2>{body}</section>")
     parts.append("</body></html>\n")
     return "\n".join(parts)

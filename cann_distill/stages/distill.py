@@ -31,7 +31,7 @@ import torch
 
 from cann_distill.core.errors import ArtifactError
 from cann_distill.core.paths import resolve_cache_dir
-from cann_distill.core.recipe import DistillConfig, LossSpec, Recipe, curriculum_epochs, refresh_epochs
+from cann_distill.core.recipe import DistillConfig, LossSpec, Recipe, curriculum_epochs, ensemble_rule, refresh_epochs
 from cann_distill.data.loading import Split, Splits, load_splits, loader
 from cann_distill.data.transforms import channels_of, make_mixup
 from cann_distill.models.build import build_model, checkpoint_weights_fingerprint, count_params, save_checkpoint, teacher_input
@@ -40,16 +40,19 @@ from cann_distill.runtime import distributed
 from cann_distill.runtime.terminal import ui
 from cann_distill.selection.remining import Refresher, training_cost
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
-from cann_distill.stages.select import INDEX, INDEX_FIELDS, LOGITS, SUMMARY, teacher_output_parts
+from cann_distill.stages.select import INDEX, INDEX_FIELDS, LOGITS, SUMMARY, teacher_logits, teacher_output_parts
 from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT
-from cann_distill.stages.teacher import headline
+from cann_distill.stages.teacher import extra_teachers, headline, teacher_checkpoint
 from cann_distill.store.cache import OutputCache
 from cann_distill.store.rundir import RunDir
 from cann_distill.teaching.distiller import Distiller, Term
+from cann_distill.teaching.ensemble import TeacherEnsemble
 from cann_distill.teaching.losses.feature import channel_weights_key
 from cann_distill.teaching.replay import ReplayStore
 from cann_distill.teaching.targets import (
     CachedTargets,
+    EnsembleTargets,
+    ModelTargets,
     OnlineTargets,
     ReplayTargets,
     TeacherTargets,
@@ -58,6 +61,7 @@ from cann_distill.teaching.targets import (
     resolve_mode,
     why_online,
 )
+from cann_distill.teaching.teachers import evaluate_teachers, renormalized, teacher_model
 from cann_distill.teaching.temperature import SCHEDULES, temperature_at
 from cann_distill.training.live import EpochLog
 from cann_distill.training.loop import Batch, Checkpointing, History, SubsetSampler, accuracy, fit, predict, seed_everything
@@ -163,9 +167,9 @@ def read_cached_logits(path: Path, train: Split) -> torch.Tensor:
     return logits
 
 
-def open_replay(recipe: Recipe, summary_path: Path, summary: dict[str, Any], train: Split) -> ReplayTargets:
-    """The replayed targets select stored (its summary names the cache entry)."""
-    entry = summary.get("replay")
+def open_replay(recipe: Recipe, summary_path: Path, summary: dict[str, Any], train: Split, k: Optional[int] = None) -> ReplayTargets:
+    """The replayed targets select stored (its summary names the cache entry; `k`: teacher k's of several)."""
+    entry = summary.get("replay") if k is None else ((summary.get("teachers") or [{}] * (k + 1))[k] or {}).get("replay")
     if not isinstance(entry, dict) or "key" not in entry:
         raise ArtifactError(f"{summary_path}: select stored no replay draws; rerun `cann-distill select --force`")
     n_classes = len(train.classes)
@@ -188,6 +192,8 @@ def build_distiller(ctx: Context, train: Split, online: bool) -> Distiller:
     n_classes, in_chans = len(train.classes), channels_of(r.data)
     seed_everything(r.seed)
     student = build_model(r.student, n_classes, in_chans, role="student", classes=train.classes)
+    rule = ensemble_rule(r)
+    online = online and rule is None  # several teachers run in their own target sources (`several_targets`)
     teacher = build_model(r.teacher, n_classes, in_chans, checkpoint=ctx.artifacts[TEACHER_CKPT], classes=train.classes) if online else None
     sample = torch.stack([train.fetch(i) for i in range(min(2, len(train)))])
     return Distiller(
@@ -200,20 +206,52 @@ def build_distiller(ctx: Context, train: Split, online: bool) -> Distiller:
         teacher_input=teacher_input(r.data, r.teacher) if online else None,
         balance=r.distill.loss_balance,
         force_teacher=online,
+        ensemble=TeacherEnsemble(rule, [t.weight for t in r.teachers or ()]) if rule is not None else None,
     )
 
 
 def build_targets(ctx: Context, mode: str, distiller: Distiller, inputs: DistillInputs) -> TeacherTargets:
     """The recipe's teacher-target source, on the training device."""
     check_recipe(ctx.recipe, len(inputs.train.classes))
-    if mode == "online":
-        targets: TeacherTargets = OnlineTargets(distiller)
+    if ctx.recipe.teachers:
+        targets: TeacherTargets = several_targets(ctx, mode, inputs)
+    elif mode == "online":
+        targets = OnlineTargets(distiller)
     elif mode == "cached":
         targets = CachedTargets(read_cached_logits(ctx.artifacts[LOGITS], inputs.train), inputs.splits.augmented)
     else:
         targets = open_replay(ctx.recipe, ctx.artifacts[SUMMARY], inputs.select_summary, inputs.train)
     targets.prepare(ctx.runtime)
     return targets
+
+
+def several_targets(ctx: Context, mode: str, inputs: DistillInputs) -> EnsembleTargets:
+    """One target source per teacher, all of the recipe's mode: each teacher's checkpoint run online, its logits
+    from select, or its replayed views."""
+    r, train = ctx.recipe, inputs.train
+    sources: list[TeacherTargets] = []
+    for k, spec in enumerate(r.teachers or ()):
+        if mode == "online":
+            model = teacher_model(r, spec, ctx.artifacts[teacher_checkpoint(k)], train.classes, channels_of(r.data))
+            sources.append(ModelTargets(model))
+        elif mode == "cached":
+            sources.append(CachedTargets(read_cached_logits(ctx.artifacts[teacher_logits(k)], train), inputs.splits.augmented))
+        else:
+            sources.append(open_replay(r, ctx.artifacts[SUMMARY], inputs.select_summary, train, k))
+    for k, flag in enumerate(renormalized(r)):
+        if flag:
+            ui.info(f"[dim]distill: teachers[{k}] ({r.teachers[k].arch}) gets its inputs re-normalised to its own mean/std[/dim]")  # type: ignore[index]
+    return EnsembleTargets(sources)
+
+
+def several_teachers_summary(ctx: Context, inputs: DistillInputs, student: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Each teacher's accuracy and agreement with the distilled student, for metrics.json and the report."""
+    r, train = ctx.recipe, inputs.train
+    models = [
+        teacher_model(r, spec, ctx.artifacts[teacher_checkpoint(k)], train.classes, channels_of(r.data))
+        for k, spec in enumerate(r.teachers or ())
+    ]
+    return evaluate_teachers(r, models, inputs.splits, student, ctx.runtime)
 
 
 # ----------------------------------------------------------------------------- policy
@@ -347,6 +385,10 @@ class DistillStage(Stage):
     sections = ("data", "student", "distill", "seed")
     needs = (LOGITS, INDEX, SUMMARY, TEACHER_CKPT)
 
+    def needs_for(self, recipe: Recipe) -> tuple[str, ...]:
+        several = tuple(teacher_logits(k) for k in range(len(recipe.teachers or ())))
+        return self.needs + extra_teachers(recipe) + several
+
     def extra_inputs(self, recipe: Recipe) -> dict[str, Any]:
         qat = {}
         if recipe.distill.qat.enabled:  # QAD starts from validate's PTQ, whose scheme this CPU decides
@@ -360,11 +402,15 @@ class DistillStage(Stage):
                 },
                 "cpu": cpu_features(),
             }
-        return {
+        inputs: dict[str, Any] = {
             **qat,
             "checkpoint": _checkpoint_hashes(recipe)["student"],
             "teacher_input": {"arch": recipe.teacher.arch, "mean": recipe.teacher.mean, "std": recipe.teacher.std},
         }
+        if recipe.teachers:  # several teachers: how each sees its inputs and counts, and how they are combined
+            inputs["teachers"] = [{"arch": t.arch, "mean": t.mean, "std": t.std, "weight": t.weight} for t in recipe.teachers]
+            inputs["ensemble"] = ensemble_rule(recipe)
+        return inputs
 
     def execute(self, ctx: Context) -> dict[str, Any]:
         r, cfg, rt = ctx.recipe, ctx.recipe.distill, ctx.runtime
@@ -438,8 +484,11 @@ class DistillStage(Stage):
         """Evaluate and save the student; write metrics.json; the summary for the manifest."""
         r, cfg, rt, student = ctx.recipe, ctx.recipe.distill, ctx.runtime, distiller.student
         train, val, test = inputs.train, inputs.splits.val, inputs.splits.test
-        val_acc = accuracy(predict(student, val, desc="student eval", runtime=rt), val.targets)
-        test_acc = accuracy(predict(student, test, desc="student test", runtime=rt), test.targets) if test is not None else None
+        logits = {
+            s.name: predict(student, s, desc=f"student {'eval' if s is val else s.name}", runtime=rt) for s in (val, test) if s is not None
+        }
+        val_acc = accuracy(logits["val"], val.targets)
+        test_acc = accuracy(logits["test"], test.targets) if test is not None else None
         save_checkpoint(ctx.out / "student.pt", student, r.student.arch, len(train.classes), channels_of(r.data), classes=train.classes)
         mixes = r.data.augment.mixes  # mixing needs augmentation on
         summary = {
@@ -481,6 +530,8 @@ class DistillStage(Stage):
             ),
             "refresh": {"every": refresh.every, "by": r.select.refresh_by, "records": refresh.records} if refresh else None,
         }
+        if r.teachers:  # several teachers: each one's accuracy and agreement with the student, and the rule's record
+            summary.update(several_teachers_summary(ctx, inputs, logits), ensemble=distiller.ensemble.describe())  # type: ignore[union-attr]
         if history.resumed_from:
             summary["resumed_from"] = history.resumed_from
         (ctx.out / "metrics.json").write_text(json.dumps({**summary, "history": history}, indent=2))

@@ -22,6 +22,7 @@ from cann_distill.data.transforms import channels_of
 from cann_distill.models.build import build_model, teacher_input, with_teacher_input
 from cann_distill.reporting import html as report_html
 from cann_distill.reporting.guard import STRICT_FAILS, distillation_verdict
+from cann_distill.reporting.modes import modes_report
 from cann_distill.reporting.schema import SCHEMA_ID, SCHEMA_VERSION
 from cann_distill.reporting.transfer import SHOWN, Tapped, logits_of, tap_features, transfer_metrics
 from cann_distill.runtime.terminal import ui
@@ -165,6 +166,7 @@ class ReportStage(Stage):
                 "headline_split": splits.headline.name,
             },
             **inputs.docs,
+            **({"modes": modes} if (modes := modes_report(inputs.docs.get("teacher"), inputs.docs.get("distill"))) else {}),
             "knowledge": knowledge,
             "distillation": verdict,
             "problems": inputs.problems,

@@ -32,6 +32,8 @@ from cann_distill.core.recipe import LossSpec
 from cann_distill.models.connectors import build_connector
 from cann_distill.models.taps import FeatureTapper, tap_error
 from cann_distill.runtime import distributed
+from cann_distill.teaching.ensemble import KEY as TEACHERS_KEY
+from cann_distill.teaching.ensemble import TeacherEnsemble
 from cann_distill.teaching.losses import LOSSES, Loss
 from cann_distill.teaching.losses.feature import channel_sensitivity
 
@@ -120,7 +122,9 @@ class Distiller:
         teacher_input: Optional[nn.Module] = None,
         balance: str = "none",
         force_teacher: bool = False,
+        ensemble: Optional[TeacherEnsemble] = None,
     ) -> None:
+        self.ensemble = ensemble  # several teachers: how their outputs become `teacher.logits` (cann_distill.teaching.ensemble)
         kinds = [s.kind for s in specs]
         self.terms = [
             Term(i, s.kind if kinds.count(s.kind) == 1 else f"{s.kind}[{i}]", s.kind, s.weight, LOSSES.build(s.kind, **s.kwargs()))
@@ -257,7 +261,7 @@ class Distiller:
         # DDP's gradient average is the one-process weighted mean exactly (not a mean of per-slice means)
         denom = distributed.weight_share(sample_weight) if sample_weight is not None else None
         for term in self.terms:
-            per_sample = term.loss(self._term_outputs(term, outputs, connected)).float()
+            per_sample = self._term_value(term, self._term_outputs(term, outputs, connected)).float()
             value = per_sample.mean() if denom is None else (per_sample * sample_weight).sum() / denom
             values.append(value)
             parts[term.name] = value.item()
@@ -270,6 +274,12 @@ class Distiller:
         else:
             total = (weights * stacked).sum()
         return total, parts
+
+    def _term_value(self, term: Term, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """A term's per-sample loss; with several teachers the ensemble makes the `teacher.logits` it reads."""
+        if self.ensemble is not None and TEACHERS_KEY in outputs and "teacher.logits" in term.loss.requires:
+            return self.ensemble.term(term.loss, term.loss.temperature, outputs)
+        return term.loss(outputs)
 
     # ------------------------------------------------------------------ teacher channel sensitivity
 
