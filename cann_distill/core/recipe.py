@@ -106,6 +106,13 @@ class DataConfig(Strict):
     )
     max_samples: Optional[int] = Field(None, ge=20, description="digits: keep only this many samples (quick runs)")
     batch_size: int = Field(64, ge=1)
+    unlabeled: Optional[Text] = Field(
+        None,
+        exclude_if=_unset,
+        description="a folder of images without labels (any tree; folder names are ignored) that distill adds to the "
+        "training images: the teacher's soft outputs are their only targets, labelled images keep CE. The teacher trains "
+        "on the labelled images only; an image also in val/test (same content) is refused",
+    )
 
 
 class TrainConfig(Strict):

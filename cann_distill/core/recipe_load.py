@@ -30,6 +30,7 @@ from cann_distill.core.recipe import (
     default_recipe_path,
     format_loc,
     hardware_profile,
+    refresh_epochs,
     schema_errors,
     selection_policy,
     timm_archs,
@@ -150,6 +151,7 @@ def semantic_errors(recipe: Recipe) -> list[str]:
             elif key == "std" and any(v <= 0 for v in value):
                 errors.append(f"{section}.std: every value must be > 0")
     errors += _teachers_errors(recipe)
+    errors += _unlabeled_errors(recipe)
     errors += _select_errors(recipe)
     errors += _qat_errors(recipe)
     for i, spec in enumerate(recipe.distill.losses):
@@ -225,6 +227,26 @@ def _teachers_errors(recipe: Recipe) -> list[str]:
             errors.append(
                 f"teachers: the pretrained teachers expect different input sizes ({seen}); set data.image_size to the size all of them see"
             )
+    return errors
+
+
+def _unlabeled_errors(recipe: Recipe) -> list[str]:
+    """data.unlabeled: a folder, and nothing that needs a label of every training image (the folder's contents are
+    checked before any work, `cann_distill.data.unlabeled`)."""
+    folder = recipe.data.unlabeled
+    if folder is None:
+        return []
+    errors = []
+    if not Path(folder).is_dir():
+        errors.append(f"data.unlabeled: folder not found: {folder}")
+    strategy = recipe.select.strategy
+    if strategy in SELECTORS and SELECTORS.get(strategy).needs_labels:
+        free = ", ".join(n for n in SELECTORS.names() if not SELECTORS.get(n).needs_labels)
+        errors.append(f"select.strategy: '{strategy}' scores with labels, which unlabelled images do not have; use one of {free}")
+    if recipe.data.augment.mixes:
+        errors.append("data.augment: mixup/cutmix mixes labels, which unlabelled images do not have; set mixup_alpha and cutmix_alpha to 0")
+    if refresh_epochs(recipe) is not None:
+        errors.append("select.refresh_every: re-mining critical samples does not take unlabelled images (data.unlabeled); set it to null")
     return errors
 
 

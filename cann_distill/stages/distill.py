@@ -61,7 +61,7 @@ from cann_distill.teaching.targets import (
     resolve_mode,
     why_online,
 )
-from cann_distill.teaching.teachers import evaluate_teachers, renormalized, teacher_model
+from cann_distill.teaching.teachers import evaluate_teachers, renormalized, teacher_model, unlabelled_counts
 from cann_distill.teaching.temperature import SCHEDULES, temperature_at
 from cann_distill.training.live import EpochLog
 from cann_distill.training.loop import Batch, Checkpointing, History, SubsetSampler, accuracy, fit, predict, seed_everything
@@ -151,7 +151,7 @@ class DistillInputs:
 
 
 def read_inputs(ctx: Context) -> DistillInputs:
-    splits = load_splits(ctx.recipe.data)
+    splits = load_splits(ctx.recipe.data, unlabeled=True)
     return DistillInputs(
         splits,
         read_index(ctx.artifacts[INDEX], splits.train),
@@ -342,13 +342,15 @@ class CriticalPlan:
 class DistillStep:
     """One batch's fused loss: student outputs, the teacher's targets, labels and the epoch's temperatures, weighted per sample."""
 
-    def __init__(self, distiller: Distiller, sample_weight: torch.Tensor) -> None:
-        self.distiller, self.sample_weight = distiller, sample_weight
+    def __init__(self, distiller: Distiller, sample_weight: torch.Tensor, unlabelled: bool = False) -> None:
+        self.distiller, self.sample_weight, self.unlabelled = distiller, sample_weight, unlabelled
         self.temperature: Optional[torch.Tensor] = None  # [N] for the current epoch, None: the losses' own
 
     def __call__(self, model: torch.nn.Module, batch: Batch, teacher: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         x, y, idx = batch
         outputs = {**self.distiller.student_outputs(x), **teacher, "targets": y}
+        if self.unlabelled:  # data.unlabeled: label -1 marks the images without one
+            outputs["labelled"] = y >= 0
         if self.temperature is not None:
             outputs["temperature"] = self.temperature[idx]
         return self.distiller.loss(outputs, self.sample_weight[idx])
@@ -425,7 +427,7 @@ class DistillStage(Stage):
         if (message := temperature.replaced(cfg.losses)) is not None:
             ui.info(f"[dim]{message}[/dim]")
         critical = CriticalPlan(r, inputs.index)
-        step = DistillStep(distiller, rt.to(critical.sample_weight))
+        step = DistillStep(distiller, rt.to(critical.sample_weight), unlabelled=r.data.unlabeled is not None)
         refresh = (
             Refresher(
                 r,
@@ -530,6 +532,8 @@ class DistillStage(Stage):
             ),
             "refresh": {"every": refresh.every, "by": r.select.refresh_by, "records": refresh.records} if refresh else None,
         }
+        if r.data.unlabeled is not None:  # how many images of each kind distill trained on
+            summary["data"] = unlabelled_counts(train)
         if r.teachers:  # several teachers: each one's accuracy and agreement with the student, and the rule's record
             summary.update(several_teachers_summary(ctx, inputs, logits), ensemble=distiller.ensemble.describe())  # type: ignore[union-attr]
         if history.resumed_from:

@@ -108,7 +108,7 @@ def probe_logits(recipe: Recipe, train: Split, runtime: Runtime = CPU, history: 
     if cfg.epochs:
         fit(
             student,
-            train,
+            labelled_rows(train),
             cfg,
             cfg.batch_size or recipe.data.batch_size,
             ce_step,
@@ -120,6 +120,17 @@ def probe_logits(recipe: Recipe, train: Split, runtime: Runtime = CPU, history: 
     if history:  # the last epoch's logits were just recorded: the probe's final weights
         return history[-1]
     return predict(student, train, batch_size=recipe.select.batch_size, desc="student probe logits", runtime=runtime).astype(np.float32)
+
+
+def labelled_rows(train: Split) -> Split:
+    """The labelled part of a training split (unlabelled images of `data.unlabeled` follow the labelled ones)."""
+    n = int((train.targets >= 0).sum())
+    return train if n == len(train) else train.rows(0, n)
+
+
+def quota_classes(targets: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """The class each sample counts for in the per-class quotas: its label, else the teacher's top-1 class."""
+    return targets if bool((targets >= 0).all()) else np.where(targets >= 0, targets, logits.argmax(1))
 
 
 def view_transform(recipe: Recipe) -> Transform:
@@ -356,7 +367,7 @@ class SelectStage(Stage):
     def execute(self, ctx: Context) -> dict[str, Any]:
         r = ctx.recipe
         cfg = r.select
-        splits = load_splits(r.data)
+        splits = load_splits(r.data, unlabeled=True)
         train = splits.train
         n, n_classes = len(train), len(train.classes)
         replaying = resolve_mode(r) == "replay"
@@ -374,7 +385,7 @@ class SelectStage(Stage):
             raise StageError(f"select.strategy '{cfg.strategy}': {scores.shape} scores for {n} samples")
         if not np.all(np.isfinite(scores)):
             raise StageError(f"select.strategy '{cfg.strategy}': scores contain NaN or inf")
-        selection = pick_critical(scores, train.targets, r, train.classes, seed=r.seed)
+        selection = pick_critical(scores, quota_classes(train.targets, logits), r, train.classes, seed=r.seed)
         report_selection(selection)
         temps = index_temperatures(scores, cfg.temperature)
         _write_index(ctx.out / "index.csv", train, scores, selection.mask, temps)
@@ -412,7 +423,7 @@ class SelectStage(Stage):
             return every[0], each
         for k, logits in enumerate(every):
             np.save(ctx.out / Path(teacher_logits(k)).name, logits, allow_pickle=False)
-            each[k]["train_acc"] = accuracy(logits, train.targets)
+            each[k]["train_acc"] = labelled_accuracy(logits, train.targets)
         return combined_logits(every, [t.weight for t in teachers]), each
 
 
@@ -448,6 +459,12 @@ def _teacher_logits(
     )
 
 
+def labelled_accuracy(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Top-1 accuracy over the samples that have a label (all of them without `data.unlabeled`)."""
+    labelled = targets >= 0
+    return accuracy(logits, targets) if bool(labelled.all()) else accuracy(logits[labelled], targets[labelled])
+
+
 def _write_index(path: Path, train: Split, scores: np.ndarray, critical: np.ndarray, temps: np.ndarray) -> None:
     """index.csv: one row per training sample with its score, rank, criticality and temperature."""
     n = len(train)
@@ -481,6 +498,7 @@ def _summary(
         "num_critical": int(critical.sum()),
         "ratio": float(critical.mean()),
         "per_class_critical": {train.classes[c]: int(critical[train.targets == c].sum()) for c in range(n_classes)},
+        **({"num_unlabelled": int((train.targets < 0).sum())} if r.data.unlabeled is not None else {}),
         "selection": {
             **selection.describe(),
             "class_balanced": cfg.class_balanced,
@@ -491,7 +509,7 @@ def _summary(
         "refresh_by": cfg.refresh_by if refresh_epochs(r) is not None else None,
         "probe_epochs": probe_epochs(r) if (selector.needs_student or selector.needs_history) else None,
         "views": cfg.views if selector.needs_views else None,
-        "teacher_train_acc": accuracy(logits, train.targets),
+        "teacher_train_acc": labelled_accuracy(logits, train.targets),
         "score_mean": float(scores.mean()),
         "score_critical_min": float(scores[critical].min()),
         "temperature": {

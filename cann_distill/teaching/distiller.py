@@ -253,16 +253,26 @@ class Distiller:
         return {**outputs, term.student_key: connected[term.connector]}
 
     def loss(self, outputs: dict[str, torch.Tensor], sample_weight: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict[str, float]]:
-        """Fused loss and each term's (sample-weighted) mean, plus the balance weights when balancing."""
+        """Fused loss and each term's (sample-weighted) mean, plus the balance weights when balancing.
+
+        With `outputs["labelled"]` ([B] bool; unlabelled images have label -1), a term that reads `targets` is the
+        weighted mean over the labelled samples only; the others (teacher targets) cover every sample.
+        """
         connected: dict[str, torch.Tensor] = {}
         values = []
         parts: dict[str, float] = {}
         # weighted mean over the global batch: under torchrun each rank divides by the global weight sum / ranks, so
         # DDP's gradient average is the one-process weighted mean exactly (not a mean of per-slice means)
         denom = distributed.weight_share(sample_weight) if sample_weight is not None else None
+        labelled = outputs.get("labelled")  # [B] bool with unlabelled images (data.unlabeled): label-reading terms skip the rest
         for term in self.terms:
-            per_sample = self._term_value(term, self._term_outputs(term, outputs, connected)).float()
-            value = per_sample.mean() if denom is None else (per_sample * sample_weight).sum() / denom
+            term_outputs, weight, share = self._term_outputs(term, outputs, connected), sample_weight, denom
+            if labelled is not None and "targets" in term.loss.requires:
+                term_outputs = {**term_outputs, "targets": term_outputs["targets"].clamp_min(0)}  # -1: any class, weighed 0
+                weight = labelled.float() * (sample_weight if sample_weight is not None else 1.0)
+                share = distributed.weight_share(weight).clamp_min(torch.finfo(torch.float32).tiny)
+            per_sample = self._term_value(term, term_outputs).float()
+            value = per_sample.mean() if share is None else (per_sample * weight).sum() / share
             values.append(value)
             parts[term.name] = value.item()
         stacked = torch.stack(values)

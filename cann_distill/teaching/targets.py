@@ -24,6 +24,7 @@ features, else `cached`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -130,10 +131,23 @@ def recipe_errors(recipe: Recipe, num_classes: Optional[int] = None) -> list[str
 
 def check_recipe(recipe: Recipe, num_classes: Optional[int] = None) -> None:
     """Raise one RecipeError (exit 2) listing what the target source cannot do, and what the teachers' checkpoints
-    cannot give (several teachers), before any work."""
-    errors = recipe_errors(recipe, num_classes) + teacher_input_errors(recipe)
+    cannot give (several teachers), and an unlabelled folder that is empty or holds val/test images, before any work."""
+    errors = recipe_errors(recipe, num_classes) + teacher_input_errors(recipe) + unlabeled_errors(recipe)
     if errors:
         raise RecipeError("; ".join(errors))
+
+
+def unlabeled_errors(recipe: Recipe) -> list[str]:
+    """`data.unlabeled` holds no image, or images of val/test (`cann_distill.data.unlabeled`)."""
+    folder = recipe.data.unlabeled
+    if folder is None or not Path(folder).is_dir():
+        return []  # unset, or reported by the recipe check
+    from cann_distill.core.paths import default_cache_dir
+    from cann_distill.data.loading import held_out_keys
+    from cann_distill.data.unlabeled import input_errors
+
+    cache = default_cache_dir()
+    return input_errors(recipe.data, lambda: held_out_keys(recipe.data, cache), cache)
 
 
 # ----------------------------------------------------------------------------- math

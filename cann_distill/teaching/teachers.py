@@ -11,7 +11,8 @@ from torch import nn
 
 from cann_distill.core.recipe import Recipe, TeacherSpec
 from cann_distill.core.recipe_load import class_folders
-from cann_distill.data.loading import Splits
+from cann_distill.data.loading import Split, Splits
+from cann_distill.data.unlabeled import PREFIX as UNLABELED_PREFIX
 from cann_distill.models.build import build_model, read_checkpoint, teacher_input, with_teacher_input
 from cann_distill.runtime.devices import CPU, Runtime
 from cann_distill.teaching.ensemble import combined_logits
@@ -63,6 +64,13 @@ def evaluate_teachers(
         combined[f"{split.name}_acc"] = accuracy(mean, split.targets)
         combined[f"{split.name}_agreement"] = _agreement(mean, student[split.name])
     return {"teachers": teachers, "combined": combined}
+
+
+def unlabelled_counts(train: Split) -> dict[str, int]:
+    """Labelled and unlabelled training images (label -1, `data.unlabeled`), and unlabelled ones skipped as bad."""
+    labelled = int((train.targets >= 0).sum())
+    skipped = sum(1 for sid in train.skipped if sid.startswith(UNLABELED_PREFIX))
+    return {"labelled": labelled, "unlabelled": len(train) - labelled, "unlabelled_skipped": skipped}
 
 
 def checkpoint_classes(path: Path) -> Optional[list[str]]:
