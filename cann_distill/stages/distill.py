@@ -4,16 +4,11 @@ Teacher targets come from one source (`distill.teacher_targets`, `cann_distill.t
 cached logits, the teacher online on each batch (the only source of teacher feature taps), or the
 top-k labels select stored for replayed augmented views (no teacher forward here). `execute` reads
 the inputs (IO), builds the target source and the temperature / critical-sample plans (policy) and
-hands `DistillStep` (math) to the shared training loop. Connectors and loss-balance parameters train
+hands `DistillStep` (math, `cann_distill.teaching.steps`) to the shared training loop. Connectors and loss-balance parameters train
 with the student and are dropped at export: distill/student.pt holds the plain timm student. A resumable state is saved after every epoch and
 on Ctrl-C to <run_dir>/.distill.resume.pt (outside the staging folder); `--resume` continues it.
 
-Temperature, per epoch e of E (the choice when select.temperature.per_sample is off is deliberate:
-a recipe that asks for neither per-sample nor scheduled temperatures gets classic KD):
-
-- per-sample on:   T_i(e) = clip(T_i * schedule(e) / schedule(0), t_min, t_max), T_i from the index;
-- per-sample off, `distill.temperature_schedule` set (not the bare default): T(e) = schedule(e) for all;
-- per-sample off, default schedule: no temperature is fed; kd/dkd use their own `temperature`.
+Temperature and critical-sample plans: `cann_distill.teaching.plans`.
 """
 
 from __future__ import annotations
@@ -31,7 +26,7 @@ import torch
 
 from cann_distill.core.errors import ArtifactError
 from cann_distill.core.paths import resolve_cache_dir
-from cann_distill.core.recipe import DistillConfig, LossSpec, Recipe, curriculum_epochs, ensemble_rule, refresh_epochs
+from cann_distill.core.recipe import Recipe, ensemble_rule, refresh_epochs
 from cann_distill.data.loading import Split, Splits, load_splits, loader
 from cann_distill.data.transforms import channels_of, make_mixup
 from cann_distill.models.build import build_model, checkpoint_weights_fingerprint, count_params, save_checkpoint, teacher_input
@@ -45,10 +40,12 @@ from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT
 from cann_distill.stages.teacher import extra_teachers, headline, teacher_checkpoint
 from cann_distill.store.cache import OutputCache
 from cann_distill.store.rundir import RunDir
-from cann_distill.teaching.distiller import Distiller, Term
+from cann_distill.teaching.distiller import Distiller
 from cann_distill.teaching.ensemble import TeacherEnsemble
 from cann_distill.teaching.losses.feature import channel_weights_key
+from cann_distill.teaching.plans import CriticalIndex, CriticalPlan, TemperaturePlan
 from cann_distill.teaching.replay import ReplayStore
+from cann_distill.teaching.steps import DistillStep
 from cann_distill.teaching.targets import (
     CachedTargets,
     EnsembleTargets,
@@ -62,9 +59,8 @@ from cann_distill.teaching.targets import (
     why_online,
 )
 from cann_distill.teaching.teachers import evaluate_teachers, renormalized, teacher_model, unlabelled_counts
-from cann_distill.teaching.temperature import SCHEDULES, temperature_at
 from cann_distill.training.live import EpochLog
-from cann_distill.training.loop import Batch, Checkpointing, History, SubsetSampler, accuracy, fit, predict, seed_everything
+from cann_distill.training.loop import Checkpointing, History, accuracy, fit, predict, seed_everything
 
 CHECKPOINT = "distill/student.pt"
 METRICS = "distill/metrics.json"
@@ -85,12 +81,6 @@ def resuming(enabled: bool = True) -> Iterator[None]:
 
 def resume_path(run: RunDir) -> Path:
     return run.root / RESUME
-
-
-@dataclass
-class CriticalIndex:
-    critical: np.ndarray  # bool [N], split order
-    temperature: np.ndarray  # float [N], split order
 
 
 def read_index(path: Path, train: Split) -> CriticalIndex:
@@ -255,105 +245,6 @@ def several_teachers_summary(ctx: Context, inputs: DistillInputs, student: dict[
 
 
 # ----------------------------------------------------------------------------- policy
-
-
-class TemperaturePlan:
-    """The temperature the tempered losses (those that declare one) get in each epoch; see the module docstring."""
-
-    def __init__(
-        self, cfg: DistillConfig, terms: Sequence[Term], index_temperature: np.ndarray, select_temperature: dict[str, Any]
-    ) -> None:
-        self.spec, self.epochs = cfg.temperature_schedule, cfg.epochs
-        self.schedule = SCHEDULES.build(self.spec.kind, **self.spec.kwargs())
-        self.source = "per_sample" if select_temperature["per_sample"] else ("loss" if self.spec.is_default else "schedule")
-        self.index_temperature = index_temperature
-        self.bounds = (select_temperature["t_min"], select_temperature["t_max"])
-        tempered = [t for t in terms if t.loss.temperature is not None]
-        self.tempered = [t.name for t in tempered]
-        self.own = float(tempered[0].loss.temperature) if tempered else None  # type: ignore[arg-type]
-
-    def replaced(self, specs: Sequence[LossSpec]) -> Optional[str]:
-        """The message when the recipe sets a loss's temperature that a schedule or per-sample map replaces."""
-        overridden = [f"{s.kind}.temperature={s.kwargs()['temperature']}" for s in specs if "temperature" in s.kwargs()]
-        if self.source == "loss" or not overridden:
-            return None
-        by = {
-            "per_sample": "per-sample temperatures from select (select.temperature.per_sample=false keeps it)",
-            "schedule": f"the '{self.spec.kind}' temperature schedule",
-        }[self.source]
-        return f"distill: {', '.join(overridden)} replaced by {by}"
-
-    def at(self, epoch: int) -> Optional[np.ndarray]:
-        """Per-sample temperatures [N] for `epoch`, or None when the losses keep their own."""
-        if self.source == "per_sample":
-            return np.clip(temperature_at(self.schedule, epoch, self.epochs, self.index_temperature), *self.bounds)
-        if self.source == "schedule":
-            return np.full(len(self.index_temperature), temperature_at(self.schedule, epoch, self.epochs))
-        return None
-
-    def row(self, temps: Optional[np.ndarray], active: Sequence[int]) -> dict[str, float]:
-        if temps is not None:
-            t = temps[list(active)]
-            return {"temperature_mean": float(t.mean()), "temperature_min": float(t.min()), "temperature_max": float(t.max())}
-        if self.own is not None:
-            return {"temperature_mean": self.own, "temperature_min": self.own, "temperature_max": self.own}
-        return {}
-
-    def end_epoch(self, row: dict[str, float]) -> None:
-        if self.tempered:
-            self.schedule.update(sum(row[name] for name in self.tempered))
-
-    def describe(self) -> dict[str, Any]:
-        return {"source": self.source, "schedule": self.spec.kind, **self.spec.kwargs()}
-
-
-class CriticalPlan:
-    """Which samples each epoch trains on and how much each weighs (`distill.critical`)."""
-
-    def __init__(self, recipe: Recipe, index: CriticalIndex) -> None:
-        cfg = recipe.distill
-        self.mode = cfg.critical.mode
-        self.all = list(range(len(index.critical)))
-        self.critical = np.flatnonzero(index.critical).tolist()
-        self.warmup = curriculum_epochs(recipe) if self.mode == "curriculum" else (cfg.epochs if self.mode == "subset" else 0)
-        self.sampler = SubsetSampler(self.critical, seed=recipe.seed) if self.mode in ("subset", "curriculum") else None
-        self.weight = cfg.critical.weight
-        self.update(index.critical)
-
-    def update(self, mask: np.ndarray) -> None:
-        """A new critical set (select.refresh_every re-mined it)."""
-        self.critical = np.flatnonzero(mask).tolist()
-        self.sample_weight = torch.ones(len(self.all))
-        if self.mode == "weight":
-            self.sample_weight[torch.from_numpy(np.asarray(mask, dtype=bool))] = self.weight
-
-    def select(self, epoch: int) -> tuple[list[int], bool]:
-        """The samples of `epoch` (the sampler follows) and whether they are the critical ones only."""
-        critical_only = epoch < self.warmup
-        active = self.critical if critical_only else self.all
-        if self.sampler is not None:
-            self.sampler.indices = active
-        return active, critical_only
-
-
-# ----------------------------------------------------------------------------- math
-
-
-class DistillStep:
-    """One batch's fused loss: student outputs, the teacher's targets, labels and the epoch's temperatures, weighted per sample."""
-
-    def __init__(self, distiller: Distiller, sample_weight: torch.Tensor, unlabelled: bool = False) -> None:
-        self.distiller, self.sample_weight, self.unlabelled = distiller, sample_weight, unlabelled
-        self.temperature: Optional[torch.Tensor] = None  # [N] for the current epoch, None: the losses' own
-
-    def __call__(self, model: torch.nn.Module, batch: Batch, teacher: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        x, y, idx = batch
-        outputs = {**self.distiller.student_outputs(x), **teacher, "targets": y}
-        if self.unlabelled:  # data.unlabeled: label -1 marks the images without one
-            outputs["labelled"] = y >= 0
-        if self.temperature is not None:
-            outputs["temperature"] = self.temperature[idx]
-        return self.distiller.loss(outputs, self.sample_weight[idx])
 
 
 class Epochs:
