@@ -368,6 +368,19 @@ class DistillConfig(TrainConfig):
     )
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     qat: QatConfig = Field(default_factory=QatConfig)
+    mode: Optional[Literal["standard", "mutual"]] = Field(
+        None,
+        exclude_if=_unset,
+        description="mutual: the students of distill.peers train together, each also distilling from the others' outputs "
+        "(the dml loss; deep mutual learning, Zhang et al., CVPR 2018), with or without a teacher term; the peer best on val "
+        "is the exported student. Default: standard (one student)",
+    )
+    peers: Optional[list[ModelConfig]] = Field(
+        None,
+        exclude_if=_unset,
+        description="mode mutual: the students trained together (two or more); the first also fills `student:` "
+        "(the baseline's and the select probe's arch)",
+    )
     ensemble: Optional[Literal["mean", "per_teacher", "confidence"]] = Field(
         None,
         exclude_if=_unset,

@@ -26,6 +26,7 @@ from cann_distill.core.recipe import (
     DataConfig,
     ModelConfig,
     Recipe,
+    StudentConfig,
     TeacherConfig,
     default_recipe_path,
     format_loc,
@@ -129,7 +130,10 @@ def semantic_errors(recipe: Recipe) -> list[str]:
     """Checks that need the registries, timm or the file system."""
     errors: list[str] = []
     archs = timm_archs()
+    filled = {"teacher": bool(recipe.teachers), "student": bool(recipe.distill.peers)}  # checked as teachers[0] / peers[0]
     for role in ("teacher", "student"):
+        if filled[role]:
+            continue
         cfg: ModelConfig = getattr(recipe, role)
         if cfg.arch not in archs:
             errors.append(f"{role}.arch: unknown timm architecture {preview(cfg.arch)}{suggest(cfg.arch, sorted(archs))}")
@@ -152,6 +156,7 @@ def semantic_errors(recipe: Recipe) -> list[str]:
                 errors.append(f"{section}.std: every value must be > 0")
     errors += _teachers_errors(recipe)
     errors += _unlabeled_errors(recipe)
+    errors += _mutual_errors(recipe)
     errors += _select_errors(recipe)
     errors += _qat_errors(recipe)
     for i, spec in enumerate(recipe.distill.losses):
@@ -178,16 +183,24 @@ def semantic_errors(recipe: Recipe) -> list[str]:
     return errors
 
 
-def adopt_first_teacher(recipe: Recipe) -> list[str]:
-    """With `teachers:`, the first fills `teacher:` (validate and the report compare the student with it); a `teacher:`
-    section that says something else is an error. The resolved recipe holds both, and reads back the same."""
-    if not recipe.teachers:
-        return []
-    first = recipe.teachers[0].section()
-    if recipe.teacher not in (TeacherConfig(), first):
-        return ["teacher: set either teacher or teachers (the first of teachers fills teacher), not both"]
-    recipe.teacher = first
-    return []
+def adopt_firsts(recipe: Recipe) -> list[str]:
+    """With `teachers:`, the first fills `teacher:` (validate and the report compare the student with it); with
+    `distill.peers`, the first fills `student:`. A section that says something else is an error. The resolved recipe
+    holds both, and reads back the same."""
+    errors = []
+    if recipe.teachers:
+        first = recipe.teachers[0].section()
+        if recipe.teacher not in (TeacherConfig(), first):
+            errors.append("teacher: set either teacher or teachers (the first of teachers fills teacher), not both")
+        else:
+            recipe.teacher = first
+    if recipe.distill.peers:
+        peer = StudentConfig.model_validate(recipe.distill.peers[0].model_dump())
+        if recipe.student not in (StudentConfig(), peer):
+            errors.append("student: set either student or distill.peers (the first peer fills student), not both")
+        else:
+            recipe.student = peer
+    return errors
 
 
 def _teachers_errors(recipe: Recipe) -> list[str]:
@@ -247,6 +260,48 @@ def _unlabeled_errors(recipe: Recipe) -> list[str]:
         errors.append("data.augment: mixup/cutmix mixes labels, which unlabelled images do not have; set mixup_alpha and cutmix_alpha to 0")
     if refresh_epochs(recipe) is not None:
         errors.append("select.refresh_every: re-mining critical samples does not take unlabelled images (data.unlabeled); set it to null")
+    return errors
+
+
+def _mutual_errors(recipe: Recipe) -> list[str]:
+    """distill.mode: mutual: two or more peers, a dml term, and nothing that assumes one student or stored targets."""
+    d = recipe.distill
+    dml = [i for i, spec in enumerate(d.losses) if spec.kind == "dml"]
+    if d.mode != "mutual":
+        errors = ["distill.peers: only read with distill.mode: mutual"] if d.peers is not None else []
+        return errors + [f"distill.losses[{i}] (dml): learns from peers, which only distill.mode: mutual trains" for i in dml]
+    errors = []
+    if len(d.peers or ()) < 2:
+        errors.append(f"distill.peers: mutual learning trains two or more students together, got {len(d.peers or ())}")
+    archs = timm_archs()
+    for i, peer in enumerate(d.peers or ()):
+        if peer.arch not in archs:
+            errors.append(f"distill.peers[{i}].arch: unknown timm architecture {preview(peer.arch)}{suggest(peer.arch, sorted(archs))}")
+        if peer.checkpoint and not Path(peer.checkpoint).is_file():
+            errors.append(f"distill.peers[{i}].checkpoint: file not found: {peer.checkpoint}")
+    if not dml:
+        errors.append("distill.losses: mutual learning needs a dml term (the peers' KL to each other), e.g. [{kind: ce}, {kind: dml}]")
+    if d.teacher_targets == "replay":
+        errors.append(
+            "distill.teacher_targets: replay stores the teacher's labels of past views, while peers teach each other on the live batch; "
+            "use cached or online"
+        )
+    for i, spec in enumerate(d.losses):
+        if spec.kind in LOSSES and not LOSSES.check_kwargs(spec.kind, spec.kwargs()):
+            try:
+                feature = any(".feat." in k for k in LOSSES.build(spec.kind, **spec.kwargs()).requires)
+            except (ValueError, TypeError):
+                continue
+            if feature:
+                errors.append(f"distill.losses[{i}] ({spec.kind}): feature losses are not supported with distill.mode: mutual")
+    refused = {
+        "teachers": ("several teachers", bool(recipe.teachers)),
+        "distill.qat.enabled": ("quantization-aware distillation", d.qat.enabled),
+        "distill.select_best": ("the best epoch of one peer (the best peer is chosen on val after training)", d.select_best),
+        "distill.patience": ("early stopping on one peer's accuracy", d.patience is not None),
+        "select.refresh_every": ("re-mining from one student", refresh_epochs(recipe) is not None),
+    }
+    errors += [f"{key}: {what} is not supported with distill.mode: mutual" for key, (what, on) in refused.items() if on]
     return errors
 
 
@@ -537,7 +592,7 @@ def resolve(data: dict[str, Any], source: str = "recipe", name: Optional[str] = 
         errors += [(loc, msg) for loc, msg in schema_errors(exc) if not any(b == loc or b.startswith((loc + ".", loc + "[")) for b in bad)]
     if errors or recipe is None:
         raise RecipeError(render_errors(source, errors, doc))
-    semantic = adopt_first_teacher(recipe) or semantic_errors(recipe)
+    semantic = adopt_firsts(recipe) or semantic_errors(recipe)
     if semantic:
         raise RecipeError(render_errors(source, [_path_and_message(e) for e in semantic], doc))
     fill_data_defaults(recipe)

@@ -43,6 +43,7 @@ from cann_distill.store.rundir import RunDir
 from cann_distill.teaching.distiller import Distiller
 from cann_distill.teaching.ensemble import TeacherEnsemble
 from cann_distill.teaching.losses.feature import channel_weights_key
+from cann_distill.teaching.mutual import MutualStep, PeerModels, PeerStudents, evaluate_peers
 from cann_distill.teaching.plans import CriticalIndex, CriticalPlan, TemperaturePlan
 from cann_distill.teaching.replay import ReplayStore
 from cann_distill.teaching.steps import DistillStep
@@ -176,12 +177,14 @@ def open_replay(recipe: Recipe, summary_path: Path, summary: dict[str, Any], tra
     return ReplayTargets(draws, n_classes)
 
 
-def build_distiller(ctx: Context, train: Split, online: bool) -> Distiller:
-    """Student (seeded), the teacher when it runs here, taps and connectors: a bad tap fails before any training."""
+def build_distiller(ctx: Context, train: Split, online: bool, peer: Optional[int] = None) -> Distiller:
+    """Student (seeded), the teacher when it runs here, taps and connectors: a bad tap fails before any training.
+    `peer`: the i-th of `distill.peers` (mutual learning), seeded with seed + i."""
     r = ctx.recipe
     n_classes, in_chans = len(train.classes), channels_of(r.data)
-    seed_everything(r.seed)
-    student = build_model(r.student, n_classes, in_chans, role="student", classes=train.classes)
+    cfg = r.student if peer is None else r.distill.peers[peer]  # type: ignore[index]
+    seed_everything(r.seed + (peer or 0))
+    student = build_model(cfg, n_classes, in_chans, role="student" if not peer else f"distill.peers[{peer}]", classes=train.classes)
     rule = ensemble_rule(r)
     online = online and rule is None  # several teachers run in their own target sources (`several_targets`)
     teacher = build_model(r.teacher, n_classes, in_chans, checkpoint=ctx.artifacts[TEACHER_CKPT], classes=train.classes) if online else None
@@ -189,7 +192,7 @@ def build_distiller(ctx: Context, train: Split, online: bool) -> Distiller:
     return Distiller(
         r.distill.losses,
         student,
-        student_arch=r.student.arch,
+        student_arch=cfg.arch,
         sample=sample,
         teacher=teacher,
         teacher_arch=r.teacher.arch,
@@ -198,6 +201,21 @@ def build_distiller(ctx: Context, train: Split, online: bool) -> Distiller:
         force_teacher=online,
         ensemble=TeacherEnsemble(rule, [t.weight for t in r.teachers or ()]) if rule is not None else None,
     )
+
+
+def build_students(ctx: Context, train: Split, online: bool) -> list[Distiller]:
+    """The student's distiller, or with `distill.mode: mutual` one per peer (the first runs the teacher online)."""
+    peers = ctx.recipe.distill.peers if ctx.recipe.distill.mode == "mutual" else None
+    if not peers:
+        return [build_distiller(ctx, train, online)]
+    return [build_distiller(ctx, train, online and i == 0, peer=i) for i in range(len(peers))]
+
+
+def trained_modules(distillers: Sequence[Distiller]) -> tuple[torch.nn.Module, torch.nn.Module, tuple[str, ...]]:
+    """What fit trains, what it evaluates / averages / exports, and the parameter prefixes without weight decay."""
+    if len(distillers) == 1:
+        return distillers[0].model, distillers[0].student, ("balance.",)
+    return PeerModels(distillers), PeerStudents(distillers), tuple(f"peers.{i}.balance." for i in range(len(distillers)))
 
 
 def build_targets(ctx: Context, mode: str, distiller: Distiller, inputs: DistillInputs) -> TeacherTargets:
@@ -309,16 +327,21 @@ class DistillStage(Stage):
         r, cfg, rt = ctx.recipe, ctx.recipe.distill, ctx.runtime
         inputs = read_inputs(ctx)
         mode = resolve_mode(r)
-        distiller = build_distiller(ctx, inputs.train, online=mode == "online")
+        distillers = build_students(ctx, inputs.train, online=mode == "online")
+        distiller = distillers[0]
         targets = build_targets(ctx, mode, distiller, inputs)
         ui.info(f"[dim]distill: teacher targets: {mode} ({targets.describe()['teacher_view']})[/dim]")
         sensitivity = self._channel_sensitivity(ctx, distiller, inputs.train)
-        distiller.constants = {k: rt.to(v) for k, v in distiller.constants.items()}
+        for d in distillers:
+            d.constants = {k: rt.to(v) for k, v in d.constants.items()}
         temperature = TemperaturePlan(cfg, distiller.terms, inputs.index.temperature, inputs.select_temperature)
         if (message := temperature.replaced(cfg.losses)) is not None:
             ui.info(f"[dim]{message}[/dim]")
         critical = CriticalPlan(r, inputs.index)
-        step = DistillStep(distiller, rt.to(critical.sample_weight), unlabelled=r.data.unlabeled is not None)
+        unlabelled = r.data.unlabeled is not None
+        weight = rt.to(critical.sample_weight)
+        step = MutualStep(distillers, weight, unlabelled) if len(distillers) > 1 else DistillStep(distiller, weight, unlabelled)
+        model, deploy, no_decay = trained_modules(distillers)
         refresh = (
             Refresher(
                 r,
@@ -334,7 +357,7 @@ class DistillStage(Stage):
         epochs = Epochs(temperature, critical, step, ctx, refresh)
         resume = Checkpointing(resume_path(ctx.run), ctx.fingerprint, resume=_resume.get(), command="cann-distill distill RECIPE --resume")
         history = fit(
-            distiller.model,
+            model,
             inputs.train,
             cfg,
             cfg.batch_size or r.data.batch_size,
@@ -345,9 +368,9 @@ class DistillStage(Stage):
             sampler=critical.sampler,
             on_epoch_start=epochs.start,
             on_epoch_end=EpochLog(ctx.run.root, self.name, cfg.epochs, then=epochs.end),
-            deploy=distiller.student,
+            deploy=deploy,
             checkpoint=resume,
-            no_decay=("balance.",),
+            no_decay=no_decay,
             runtime=rt,
             transform=inputs.splits.train_transform,
             mix=make_mixup(r.data, len(inputs.train.classes)),
@@ -355,7 +378,17 @@ class DistillStage(Stage):
             period=targets.period,
         )
         qad = run_qad(ctx, distiller.student, inputs.splits, ctx.artifacts[TEACHER_CKPT], _resume.get()) if cfg.qat.enabled else None
-        summary = self._finish(ctx, distiller, inputs, history, targets, temperature, critical, sensitivity, refresh)
+        peers: dict[str, Any] = {}
+        if len(distillers) > 1:  # mutual learning: every peer evaluated and kept, the best on val exported
+            best, rows = evaluate_peers(distillers, [p.arch for p in cfg.peers or ()], inputs.splits, rt)
+            for row, d in zip(rows, distillers):
+                save_checkpoint(
+                    ctx.out / f"peer_{row['index']}.pt", d.student, row["arch"], *self._shape(r, inputs), classes=inputs.train.classes
+                )
+            distiller, peers = distillers[best], {"peers": rows, "best_peer": best}
+            ui.info(f"[dim]distill: peer {best} ({rows[best]['arch']}) is the best on val: the exported student[/dim]")
+        arch = (cfg.peers or [])[peers["best_peer"]].arch if peers else r.student.arch
+        summary = self._finish(ctx, distiller, inputs, history, targets, temperature, critical, sensitivity, refresh, arch, peers)
         if qad is not None:
             summary["qat"] = qad
         if distributed.is_main():  # the stage's outputs supersede it (kept until QAD is done, so --resume can reach it)
@@ -373,8 +406,10 @@ class DistillStage(Stage):
         critical: CriticalPlan,
         sensitivity: dict[str, str],
         refresh: Optional[Refresher] = None,
+        arch: Optional[str] = None,
+        extra: Optional[dict[str, Any]] = None,
     ) -> dict[str, Any]:
-        """Evaluate and save the student; write metrics.json; the summary for the manifest."""
+        """Evaluate and save the student (`arch`: the exported peer's, in mutual learning); write metrics.json; the summary."""
         r, cfg, rt, student = ctx.recipe, ctx.recipe.distill, ctx.runtime, distiller.student
         train, val, test = inputs.train, inputs.splits.val, inputs.splits.test
         logits = {
@@ -382,10 +417,11 @@ class DistillStage(Stage):
         }
         val_acc = accuracy(logits["val"], val.targets)
         test_acc = accuracy(logits["test"], test.targets) if test is not None else None
-        save_checkpoint(ctx.out / "student.pt", student, r.student.arch, len(train.classes), channels_of(r.data), classes=train.classes)
+        arch = arch or r.student.arch
+        save_checkpoint(ctx.out / "student.pt", student, arch, len(train.classes), channels_of(r.data), classes=train.classes)
         mixes = r.data.augment.mixes  # mixing needs augmentation on
         summary = {
-            "arch": r.student.arch,
+            "arch": arch,
             "params": count_params(student),
             "epochs": cfg.epochs,
             "val_acc": val_acc,
@@ -427,10 +463,15 @@ class DistillStage(Stage):
             summary["data"] = unlabelled_counts(train)
         if r.teachers:  # several teachers: each one's accuracy and agreement with the student, and the rule's record
             summary.update(several_teachers_summary(ctx, inputs, logits), ensemble=distiller.ensemble.describe())  # type: ignore[union-attr]
+        summary.update(extra or {})  # mutual learning: every peer and the one exported
         if history.resumed_from:
             summary["resumed_from"] = history.resumed_from
         (ctx.out / "metrics.json").write_text(json.dumps({**summary, "history": history}, indent=2))
         return summary
+
+    @staticmethod
+    def _shape(r: Recipe, inputs: DistillInputs) -> tuple[int, int]:
+        return len(inputs.train.classes), channels_of(r.data)
 
     def _channel_sensitivity(self, ctx: Context, distiller: Distiller, train: Split) -> dict[str, str]:
         """Teacher channel sensitivity for every tap a loss weighs channels of: computed once per teacher + data + tap, kept in select's cache."""

@@ -215,6 +215,8 @@ class Distiller:
             dry_out = {**dry, "targets": torch.zeros(sample.shape[0], dtype=torch.long)}
             if "teacher.logits" not in dry_out:
                 dry_out["teacher.logits"] = torch.zeros_like(dry_out["student.logits"])
+            if any("peers.logits" in t.loss.requires for t in self.terms):  # mutual learning: one other peer's logits
+                dry_out["peers.logits"] = torch.zeros_like(dry_out["student.logits"]).unsqueeze(0)
             for term in self.terms:
                 try:
                     term.loss(self._term_outputs(term, dry_out, {}))
