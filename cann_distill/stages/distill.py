@@ -14,20 +14,17 @@ Temperature and critical-sample plans: `cann_distill.teaching.plans`.
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 from contextvars import ContextVar
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
-from cann_distill.core.errors import ArtifactError
 from cann_distill.core.paths import resolve_cache_dir
 from cann_distill.core.recipe import Recipe, ensemble_rule, refresh_epochs
-from cann_distill.data.loading import Split, Splits, load_splits, loader
+from cann_distill.data.loading import Split, loader
 from cann_distill.data.transforms import channels_of, make_mixup
 from cann_distill.models.build import build_model, checkpoint_weights_fingerprint, count_params, save_checkpoint, teacher_input
 from cann_distill.quant.qad import run_phase as run_qad
@@ -35,7 +32,16 @@ from cann_distill.runtime import distributed
 from cann_distill.runtime.terminal import ui
 from cann_distill.selection.remining import Refresher, training_cost
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
-from cann_distill.stages.select import INDEX, INDEX_FIELDS, LOGITS, SUMMARY, teacher_logits, teacher_output_parts
+from cann_distill.stages.distill_inputs import (  # read_index, read_select_summary: this module's names before the split
+    DistillInputs,
+    open_replay,
+    read_cached_logits,
+    read_index,  # noqa: F401
+    read_inputs,
+    read_select_summary,  # noqa: F401
+    read_temperature_config,  # noqa: F401
+)
+from cann_distill.stages.select import INDEX, LOGITS, SUMMARY, teacher_logits, teacher_output_parts
 from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT
 from cann_distill.stages.teacher import extra_teachers, headline, teacher_checkpoint
 from cann_distill.store.cache import OutputCache
@@ -44,15 +50,13 @@ from cann_distill.teaching.distiller import Distiller
 from cann_distill.teaching.ensemble import TeacherEnsemble
 from cann_distill.teaching.losses.feature import channel_weights_key
 from cann_distill.teaching.mutual import MutualStep, PeerModels, PeerStudents, evaluate_peers
-from cann_distill.teaching.plans import CriticalIndex, CriticalPlan, TemperaturePlan
-from cann_distill.teaching.replay import ReplayStore
+from cann_distill.teaching.plans import CriticalPlan, TemperaturePlan
 from cann_distill.teaching.steps import DistillStep
 from cann_distill.teaching.targets import (
     CachedTargets,
     EnsembleTargets,
     ModelTargets,
     OnlineTargets,
-    ReplayTargets,
     TeacherTargets,
     check_recipe,
     describe_mixing,
@@ -82,99 +86,6 @@ def resuming(enabled: bool = True) -> Iterator[None]:
 
 def resume_path(run: RunDir) -> Path:
     return run.root / RESUME
-
-
-def read_index(path: Path, train: Split) -> CriticalIndex:
-    """Critical mask and temperatures in split order; the index must have been made for this very split."""
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != INDEX_FIELDS:
-            raise ArtifactError(
-                f"{path}: not a critical-sample index (columns {reader.fieldnames}, expected {list(INDEX_FIELDS)}); "
-                "rerun `cann-distill select --force`"
-            )
-        rows = list(reader)
-    ids = [row["id"] for row in rows]
-    if ids != train.ids:
-        raise ArtifactError(f"{path}: index was made for a different dataset than the recipe names; rerun `cann-distill select --force`")
-    try:
-        temperature = np.array([float(row["temperature"]) for row in rows])
-    except (TypeError, ValueError):
-        raise ArtifactError(f"{path}: temperature column is not numeric; rerun `cann-distill select --force`") from None
-    if not (np.all(np.isfinite(temperature)) and np.all(temperature > 0)):
-        raise ArtifactError(f"{path}: temperatures must be finite and > 0; rerun `cann-distill select --force`")
-    return CriticalIndex(np.array([row["critical"] == "1" for row in rows]), temperature)
-
-
-def read_select_summary(path: Path) -> dict[str, Any]:
-    try:
-        summary = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        summary = None
-    if not isinstance(summary, dict):
-        raise ArtifactError(f"{path}: not a select summary; rerun `cann-distill select --force`")
-    return summary
-
-
-def read_temperature_config(path: Path) -> dict[str, Any]:
-    """select.temperature as select recorded it in its summary."""
-    temp = read_select_summary(path).get("temperature")
-    if not isinstance(temp, dict) or not {"per_sample", "t_min", "t_max"} <= set(temp):
-        raise ArtifactError(f"{path}: no temperature settings in the select summary; rerun `cann-distill select --force`")
-    return temp
-
-
-# ----------------------------------------------------------------------------- IO
-
-
-@dataclass
-class DistillInputs:
-    """What distill reads: the data and select's artifacts."""
-
-    splits: Splits
-    index: CriticalIndex
-    select_temperature: dict[str, Any]  # select.temperature as select recorded it
-    select_summary: dict[str, Any]
-
-    @property
-    def train(self) -> Split:
-        return self.splits.train
-
-
-def read_inputs(ctx: Context) -> DistillInputs:
-    splits = load_splits(ctx.recipe.data, unlabeled=True)
-    return DistillInputs(
-        splits,
-        read_index(ctx.artifacts[INDEX], splits.train),
-        read_temperature_config(ctx.artifacts[SUMMARY]),
-        read_select_summary(ctx.artifacts[SUMMARY]),
-    )
-
-
-def read_cached_logits(path: Path, train: Split) -> torch.Tensor:
-    logits = torch.from_numpy(np.load(path, allow_pickle=False))
-    if logits.shape != (len(train), len(train.classes)):
-        raise ArtifactError(f"{path}: shape {tuple(logits.shape)} does not fit {len(train)} samples × {len(train.classes)} classes")
-    return logits
-
-
-def open_replay(recipe: Recipe, summary_path: Path, summary: dict[str, Any], train: Split, k: Optional[int] = None) -> ReplayTargets:
-    """The replayed targets select stored (its summary names the cache entry; `k`: teacher k's of several)."""
-    entry = summary.get("replay") if k is None else ((summary.get("teachers") or [{}] * (k + 1))[k] or {}).get("replay")
-    if not isinstance(entry, dict) or "key" not in entry:
-        raise ArtifactError(f"{summary_path}: select stored no replay draws; rerun `cann-distill select --force`")
-    n_classes = len(train.classes)
-    shape = tuple(entry.get("shape") or ())
-    if len(shape) != 3 or shape[1] != len(train):
-        raise ArtifactError(
-            f"{summary_path}: replay draws of shape {shape} do not fit {len(train)} samples; rerun `cann-distill select --force`"
-        )
-    draws, problem = ReplayStore(resolve_cache_dir(recipe.select.cache_dir)).open(entry["key"], shape, n_classes, verify=False)  # type: ignore[arg-type]
-    if draws is None:
-        raise ArtifactError(
-            f"replay draws named by {summary_path}: {problem or 'no longer in the cache'}; rerun `cann-distill select --force`"
-        )
-    return ReplayTargets(draws, n_classes)
 
 
 def build_distiller(ctx: Context, train: Split, online: bool, peer: Optional[int] = None) -> Distiller:
