@@ -381,6 +381,13 @@ class DistillConfig(TrainConfig):
         description="mode mutual: the students trained together (two or more); the first also fills `student:` "
         "(the baseline's and the select probe's arch)",
     )
+    chain: Optional[list[Text]] = Field(
+        None,
+        min_length=3,
+        exclude_if=_unset,
+        description="teacher-assistant chain (TAKD, Mirzadeh et al., AAAI 2020): [teacher arch, assistant arch, ..., student arch]; "
+        "distill runs one hop per pair, each hop's distilled model the next hop's teacher; every model smaller than the one before",
+    )
     ensemble: Optional[Literal["mean", "per_teacher", "confidence"]] = Field(
         None,
         exclude_if=_unset,

@@ -157,6 +157,7 @@ def semantic_errors(recipe: Recipe) -> list[str]:
     errors += _teachers_errors(recipe)
     errors += _unlabeled_errors(recipe)
     errors += _mutual_errors(recipe)
+    errors += _chain_errors(recipe)
     errors += _select_errors(recipe)
     errors += _qat_errors(recipe)
     for i, spec in enumerate(recipe.distill.losses):
@@ -302,6 +303,42 @@ def _mutual_errors(recipe: Recipe) -> list[str]:
         "select.refresh_every": ("re-mining from one student", refresh_epochs(recipe) is not None),
     }
     errors += [f"{key}: {what} is not supported with distill.mode: mutual" for key, (what, on) in refused.items() if on]
+    return errors
+
+
+def _chain_errors(recipe: Recipe) -> list[str]:
+    """distill.chain: teacher first, student last, known archs, and no option that assumes one hop (the chain's
+    shrinking is checked before any work, `cann_distill.teaching.teachers.chain_errors`)."""
+    d, chain = recipe.distill, recipe.distill.chain
+    if not chain:
+        return []
+    errors = []
+    if chain[0] != recipe.teacher.arch:
+        errors.append(f"distill.chain[0]: the chain starts at the teacher ({recipe.teacher.arch}), got {preview(chain[0])}")
+    if chain[-1] != recipe.student.arch:
+        errors.append(f"distill.chain[{len(chain) - 1}]: the chain ends at the student ({recipe.student.arch}), got {preview(chain[-1])}")
+    archs = timm_archs()
+    errors += [
+        f"distill.chain[{i}]: unknown timm architecture {preview(a)}{suggest(a, sorted(archs))}"
+        for i, a in enumerate(chain)
+        if a not in archs
+    ]
+    for i, spec in enumerate(d.losses):
+        if spec.kind in LOSSES and not LOSSES.check_kwargs(spec.kind, spec.kwargs()):
+            try:
+                feature = any(".feat." in k for k in LOSSES.build(spec.kind, **spec.kwargs()).requires)
+            except (ValueError, TypeError):
+                continue
+            if feature:
+                errors.append(f"distill.losses[{i}] ({spec.kind}): feature losses are not supported with distill.chain")
+    refused = {
+        "teachers": ("several teachers", bool(recipe.teachers)),
+        "distill.mode": ("mutual learning", d.mode == "mutual"),
+        "distill.teacher_targets": ("replay (the assistants' views are not stored)", d.teacher_targets == "replay"),
+        "distill.qat.enabled": ("quantization-aware distillation", d.qat.enabled),
+        "select.refresh_every": ("re-mining from the student", refresh_epochs(recipe) is not None),
+    }
+    errors += [f"{key}: {what} is not supported with distill.chain" for key, (what, on) in refused.items() if on]
     return errors
 
 

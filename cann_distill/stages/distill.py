@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 from contextvars import ContextVar
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from cann_distill.core.paths import resolve_cache_dir
-from cann_distill.core.recipe import Recipe, ensemble_rule, refresh_epochs
+from cann_distill.core.recipe import Recipe, StudentConfig, TeacherConfig, ensemble_rule, refresh_epochs
 from cann_distill.data.loading import Split, loader
 from cann_distill.data.transforms import channels_of, make_mixup
 from cann_distill.models.build import build_model, checkpoint_weights_fingerprint, count_params, save_checkpoint, teacher_input
@@ -88,6 +89,16 @@ def resume_path(run: RunDir) -> Path:
     return run.root / RESUME
 
 
+def hop_resume_path(run: RunDir, hop: int) -> Path:
+    """The resume state of hop `hop` of a teacher-assistant chain before its last (kept until the chain is done)."""
+    return run.root / f".distill.hop{hop}.resume.pt"
+
+
+def resume_pending(run: RunDir) -> bool:
+    """An interrupted distillation left a state `--resume` continues (a chain's hops included)."""
+    return resume_path(run).exists() or any(run.root.glob(".distill.hop*.resume.pt"))
+
+
 def build_distiller(ctx: Context, train: Split, online: bool, peer: Optional[int] = None) -> Distiller:
     """Student (seeded), the teacher when it runs here, taps and connectors: a bad tap fails before any training.
     `peer`: the i-th of `distill.peers` (mutual learning), seeded with seed + i."""
@@ -112,6 +123,11 @@ def build_distiller(ctx: Context, train: Split, online: bool, peer: Optional[int
         force_teacher=online,
         ensemble=TeacherEnsemble(rule, [t.weight for t in r.teachers or ()]) if rule is not None else None,
     )
+
+
+def load_student(ctx: Context, checkpoint: Path, n_classes: int) -> torch.nn.Module:
+    """A student distill saved (an assistant of a chain), as the next hop's teacher."""
+    return build_model(ctx.recipe.student, n_classes, channels_of(ctx.recipe.data), checkpoint=checkpoint)
 
 
 def build_students(ctx: Context, train: Split, online: bool) -> list[Distiller]:
@@ -235,8 +251,53 @@ class DistillStage(Stage):
         return inputs
 
     def execute(self, ctx: Context) -> dict[str, Any]:
+        if ctx.recipe.distill.chain:
+            return self._chain(ctx, read_inputs(ctx))
+        summary, resume = self._run(ctx, read_inputs(ctx), resume_path(ctx.run))
+        if distributed.is_main():  # the stage's outputs supersede it (kept until QAD is done, so --resume can reach it)
+            resume.unlink(missing_ok=True)
+        return summary
+
+    def _chain(self, ctx: Context, inputs: DistillInputs) -> dict[str, Any]:
+        """Teacher-assistant chain (TAKD): one distillation per hop, each hop's student the next hop's teacher; the
+        assistants' artifacts in distill/hop_<k>/, the last hop's (the student's) where one distillation puts them.
+        Each hop keeps its resume state until the chain is done, so `--resume` skips the hops already trained."""
+        r, archs = ctx.recipe, ctx.recipe.distill.chain or []
+        teacher, artifacts, hops, states = r.teacher, dict(ctx.artifacts), [], []
+        for k in range(1, len(archs)):
+            last = k == len(archs) - 1
+            out = ctx.out if last else ctx.out / f"hop_{k}"
+            out.mkdir(exist_ok=True)
+            student = r.student if last else StudentConfig(arch=archs[k])
+            hop = replace(
+                ctx,
+                recipe=r.model_copy(update={"teacher": teacher, "student": student}),
+                out=out,
+                artifacts=artifacts,
+                fingerprint=f"{ctx.fingerprint}:hop{k}",
+            )
+            ui.info(f"distill: hop {k}/{len(archs) - 1}: {teacher.arch} -> {student.arch}")
+            state = resume_path(ctx.run) if last else hop_resume_path(ctx.run, k)
+            summary, _ = self._run(hop, inputs, state)
+            states.append(state)
+            hops.append({"hop": k, "teacher": teacher.arch, "student": student.arch, "student_params": summary["params"]})
+            hops[-1].update({key: summary[key] for key in ("val_acc", "test_acc")})
+            teacher, artifacts = TeacherConfig(arch=student.arch), {**artifacts, TEACHER_CKPT: out / "student.pt"}
+            if not last and resolve_mode(r) == "cached":  # the assistant's logits on the training split, as select's
+                assistant = load_student(hop, out / "student.pt", len(inputs.train.classes))
+                logits = predict(assistant, inputs.train, desc=f"assistant {k} logits", runtime=hop.runtime)
+                np.save(out / "train_logits.npy", logits.astype(np.float32), allow_pickle=False)
+                artifacts[LOGITS] = out / "train_logits.npy"
+        metrics = json.loads((ctx.out / "metrics.json").read_text())
+        (ctx.out / "metrics.json").write_text(json.dumps({**metrics, "chain": hops}, indent=2))
+        if distributed.is_main():
+            for state in states:
+                state.unlink(missing_ok=True)
+        return {**summary, "chain": hops}
+
+    def _run(self, ctx: Context, inputs: DistillInputs, resume_file: Path) -> tuple[dict[str, Any], Path]:
+        """One distillation into ctx.out (its resume state at `resume_file`); its summary and that file."""
         r, cfg, rt = ctx.recipe, ctx.recipe.distill, ctx.runtime
-        inputs = read_inputs(ctx)
         mode = resolve_mode(r)
         distillers = build_students(ctx, inputs.train, online=mode == "online")
         distiller = distillers[0]
@@ -266,7 +327,7 @@ class DistillStage(Stage):
             else None
         )
         epochs = Epochs(temperature, critical, step, ctx, refresh)
-        resume = Checkpointing(resume_path(ctx.run), ctx.fingerprint, resume=_resume.get(), command="cann-distill distill RECIPE --resume")
+        resume = Checkpointing(resume_file, ctx.fingerprint, resume=_resume.get(), command="cann-distill distill RECIPE --resume")
         history = fit(
             model,
             inputs.train,
@@ -302,9 +363,7 @@ class DistillStage(Stage):
         summary = self._finish(ctx, distiller, inputs, history, targets, temperature, critical, sensitivity, refresh, arch, peers)
         if qad is not None:
             summary["qat"] = qad
-        if distributed.is_main():  # the stage's outputs supersede it (kept until QAD is done, so --resume can reach it)
-            resume.path.unlink(missing_ok=True)
-        return summary
+        return summary, resume.path
 
     def _finish(
         self,

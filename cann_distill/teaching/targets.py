@@ -41,7 +41,7 @@ from cann_distill.teaching.distiller import Distiller, teacher_feature_taps
 from cann_distill.teaching.ensemble import KEY as TEACHERS_KEY
 from cann_distill.teaching.losses import LOSSES
 from cann_distill.teaching.replay import ReplayDraws, index_dtype
-from cann_distill.teaching.teachers import teacher_input_errors
+from cann_distill.teaching.teachers import chain_errors, teacher_input_errors
 from cann_distill.training.loop import Batch
 
 MODES = ("cached", "online", "replay")
@@ -131,8 +131,9 @@ def recipe_errors(recipe: Recipe, num_classes: Optional[int] = None) -> list[str
 
 def check_recipe(recipe: Recipe, num_classes: Optional[int] = None) -> None:
     """Raise one RecipeError (exit 2) listing what the target source cannot do, and what the teachers' checkpoints
-    cannot give (several teachers), and an unlabelled folder that is empty or holds val/test images, before any work."""
-    errors = recipe_errors(recipe, num_classes) + teacher_input_errors(recipe) + unlabeled_errors(recipe)
+    cannot give (several teachers), an unlabelled folder that is empty or holds val/test images, and a teacher-assistant
+    chain that does not shrink, before any work."""
+    errors = recipe_errors(recipe, num_classes) + teacher_input_errors(recipe) + unlabeled_errors(recipe) + chain_errors(recipe)
     if errors:
         raise RecipeError("; ".join(errors))
 

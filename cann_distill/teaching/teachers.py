@@ -3,6 +3,7 @@ how each one did against the labels and the student (what report.json shows per 
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -98,6 +99,32 @@ def teacher_input_errors(recipe: Recipe, classes: Optional[Sequence[str]] = None
             f"{len(saved)} classes ({', '.join(saved[:4])}{', …' if len(saved) > 4 else ''}), the data has {len(expected)}"
         )
     return errors
+
+
+def chain_errors(recipe: Recipe) -> list[str]:
+    """A teacher-assistant chain whose hops do not shrink: each model must have fewer parameters than the one before
+    (TAKD's assistants bridge a gap; a hop that grows teaches nothing the previous model could not)."""
+    chain = recipe.distill.chain
+    if not chain:
+        return []
+    from cann_distill.data.loading import count_classes
+    from cann_distill.data.transforms import channels_of
+
+    params = _param_counts(tuple(chain), max(1, count_classes(recipe.data)), channels_of(recipe.data))
+    for k in range(1, len(chain)):
+        if params[k] >= params[k - 1]:
+            return [
+                f"distill.chain: hop {k} does not shrink: {chain[k - 1]} ({params[k - 1]:,} parameters) -> {chain[k]} "
+                f"({params[k]:,}); each model must be smaller than the one before it"
+            ]
+    return []
+
+
+@functools.lru_cache(maxsize=8)
+def _param_counts(archs: tuple[str, ...], classes: int, channels: int) -> list[int]:
+    from cann_distill.models.build import count_params, create_model
+
+    return [count_params(create_model(arch, classes, channels)) for arch in archs]
 
 
 def dataset_classes(recipe: Recipe) -> Optional[list[str]]:

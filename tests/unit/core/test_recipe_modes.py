@@ -15,7 +15,7 @@ from tests.conftest import TINY
 
 BASE = {k: v for k, v in TINY.items() if k != "teacher"}
 TWO = [{"arch": "test_resnet"}, {"arch": "test_efficientnet", "weight": 3.0}]
-NEW_KEYS = {"": {"teachers"}, "distill": {"ensemble", "mode", "peers"}, "data": {"unlabeled"}}
+NEW_KEYS = {"": {"teachers"}, "distill": {"ensemble", "mode", "peers", "chain"}, "data": {"unlabeled"}}
 
 
 def test_unset_mode_keys_are_left_out_of_every_dump() -> None:
