@@ -45,7 +45,7 @@ def run_stages(
     distill run on every rank, validate and report on rank 0 alone.
     """
     from cann_distill.quant.profiles import check_student_budget
-    from cann_distill.stages.distill import resume_path, resuming
+    from cann_distill.stages.distill import resume_pending, resuming
     from cann_distill.teaching.targets import check_recipe
 
     if not isinstance(recipe, Recipe):
@@ -61,7 +61,7 @@ def run_stages(
     forget_listings()
     run = run_dir_of(recipe, run_dir)
     results = []
-    if resume and "distill" in stages and resume_path(run).exists():
+    if resume and "distill" in stages and resume_pending(run):
         forced.add("distill")  # an interrupted --force run leaves the older, still valid outputs in place
     rt = recipe.runtime
     with distributed.session(runtime.device, rt.backend, rt.dist_timeout_s), contextlib.ExitStack() as held, resuming(resume):

@@ -37,6 +37,12 @@ def _plain_text(value: str) -> str:
     return value
 
 
+def _unset(value: Any) -> bool:
+    """A key added after a section's fingerprint was fixed is left out of every dump while unset, so recipes that do
+    not use it keep their stage fingerprints (and their up-to-date runs)."""
+    return value is None
+
+
 Text = Annotated[str, AfterValidator(_plain_text)]  # names and paths: no NUL or control characters, bounded length
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what numpy, torch and scikit-learn all accept
 
@@ -101,6 +107,13 @@ class DataConfig(Strict):
     )
     max_samples: Optional[int] = Field(None, ge=20, description="digits: keep only this many samples (quick runs)")
     batch_size: int = Field(64, ge=1)
+    unlabeled: Optional[Text] = Field(
+        None,
+        exclude_if=_unset,
+        description="a folder of images without labels (any tree; folder names are ignored) that distill adds to the "
+        "training images: the teacher's soft outputs are their only targets, labelled images keep CE. The teacher trains "
+        "on the labelled images only; an image also in val/test (same content) is refused",
+    )
 
 
 class TrainConfig(Strict):
@@ -147,6 +160,21 @@ class TeacherConfig(ModelConfig):
     std: Optional[list[float]] = Field(None, description="input std the teacher expects; default data.std")
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=10))
     train_when_checkpoint: bool = Field(False, description="fine-tune even when a checkpoint is given")
+
+
+class TeacherSpec(TeacherConfig):
+    """One entry of `teachers:`: a teacher section plus its share of the distillation targets."""
+
+    arch: str = Field(description="timm architecture (required)")
+    weight: float = Field(
+        1.0,
+        ge=0,
+        description="its share of the targets, normalised over the teachers (distill.ensemble); 0: trained and reported, not taught",
+    )
+
+    def section(self) -> TeacherConfig:
+        """The teacher section this entry stands for (what `teacher:` holds when it is the first)."""
+        return TeacherConfig.model_validate(self.model_dump(exclude={"weight"}))
 
 
 class StudentConfig(ModelConfig):
@@ -346,6 +374,33 @@ class DistillConfig(TrainConfig):
     )
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     qat: QatConfig = Field(default_factory=QatConfig)
+    mode: Optional[Literal["standard", "mutual"]] = Field(
+        None,
+        exclude_if=_unset,
+        description="mutual: the students of distill.peers train together, each also distilling from the others' outputs "
+        "(the dml loss; deep mutual learning, Zhang et al., CVPR 2018), with or without a teacher term; the peer best on val "
+        "is the exported student. Default: standard (one student)",
+    )
+    peers: Optional[list[ModelConfig]] = Field(
+        None,
+        exclude_if=_unset,
+        description="mode mutual: the students trained together (two or more); the first also fills `student:` "
+        "(the baseline's and the select probe's arch)",
+    )
+    chain: Optional[list[Text]] = Field(
+        None,
+        min_length=3,
+        exclude_if=_unset,
+        description="teacher-assistant chain (TAKD, Mirzadeh et al., AAAI 2020): [teacher arch, assistant arch, ..., student arch]; "
+        "distill runs one hop per pair, each hop's distilled model the next hop's teacher; every model smaller than the one before",
+    )
+    ensemble: Optional[Literal["mean", "per_teacher", "confidence"]] = Field(
+        None,
+        exclude_if=_unset,
+        description="with `teachers:`, how their outputs become the targets: mean = the weighted mean of their softened "
+        "probabilities (Hinton et al. 2015); per_teacher = one term per teacher, weighted; confidence = per sample the teacher "
+        "with the highest weight x probability of the label (top-1 probability on unlabelled images). Default: mean",
+    )
 
 
 class CalibrationConfig(Strict):
@@ -459,6 +514,13 @@ class Recipe(Strict):
     report: ReportConfig = Field(default_factory=ReportConfig)
     detect: DetectConfig = Field(default_factory=DetectConfig, description="read with task: detect only")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    teachers: Optional[list[TeacherSpec]] = Field(
+        None,
+        min_length=2,
+        exclude_if=_unset,
+        description="several teachers instead of one (docs/guides/modes.md): each trained and evaluated by the teacher stage, "
+        "their outputs combined by distill.ensemble; the first also fills `teacher:` (what validate and the report compare with)",
+    )
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -589,6 +651,20 @@ def timm_archs() -> frozenset[str]:
 
 
 # ----------------------------------------------------------------------------- derived values
+
+
+def teacher_specs(recipe: Recipe) -> list[TeacherSpec]:
+    """The recipe's teachers: `teachers:`, or `teacher:` as the only one (weight 1)."""
+    if recipe.teachers:
+        return list(recipe.teachers)
+    return [TeacherSpec.model_validate({**recipe.teacher.model_dump(), "weight": 1.0})]
+
+
+def ensemble_rule(recipe: Recipe) -> Optional[str]:
+    """distill.ensemble resolved: None with one teacher, else as given (default mean)."""
+    if not recipe.teachers:
+        return None
+    return recipe.distill.ensemble or "mean"
 
 
 def curriculum_epochs(recipe: Recipe) -> int:

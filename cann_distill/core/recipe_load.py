@@ -26,9 +26,12 @@ from cann_distill.core.recipe import (
     DataConfig,
     ModelConfig,
     Recipe,
+    StudentConfig,
+    TeacherConfig,
     default_recipe_path,
     format_loc,
     hardware_profile,
+    refresh_epochs,
     schema_errors,
     selection_policy,
     timm_archs,
@@ -133,7 +136,10 @@ def semantic_errors(recipe: Recipe) -> list[str]:
     """Checks that need the registries, timm or the file system."""
     errors: list[str] = []
     archs = timm_archs()
+    filled = {"teacher": bool(recipe.teachers), "student": bool(recipe.distill.peers)}  # checked as teachers[0] / peers[0]
     for role in ("teacher", "student"):
+        if filled[role]:
+            continue
         cfg: ModelConfig = getattr(recipe, role)
         if cfg.arch not in archs:
             errors.append(f"{role}.arch: unknown timm architecture {preview(cfg.arch)}{suggest(cfg.arch, sorted(archs))}")
@@ -141,9 +147,11 @@ def semantic_errors(recipe: Recipe) -> list[str]:
             errors.append(f"{role}.checkpoint: file not found: {cfg.checkpoint}")
     errors += _data_errors(recipe)
     channels = recipe.data.channels or (1 if recipe.data.source == "digits" else 3)
-    for section in ("data", "teacher"):
+    sections: list[tuple[str, Any]] = [("data", recipe.data), ("teacher", recipe.teacher)]
+    sections += [(f"teachers[{i}]", t) for i, t in enumerate(recipe.teachers or [])]
+    for section, cfg in sections:
         for key in ("mean", "std"):
-            value = getattr(getattr(recipe, section), key)
+            value = getattr(cfg, key)
             if value is None:
                 continue
             if len(value) != channels:
@@ -152,6 +160,10 @@ def semantic_errors(recipe: Recipe) -> list[str]:
                 errors.append(f"{section}.{key}: every value must be finite")
             elif key == "std" and any(v <= 0 for v in value):
                 errors.append(f"{section}.std: every value must be > 0")
+    errors += _teachers_errors(recipe)
+    errors += _unlabeled_errors(recipe)
+    errors += _mutual_errors(recipe)
+    errors += _chain_errors(recipe)
     errors += _select_errors(recipe)
     errors += _qat_errors(recipe)
     losses = DETECTION_LOSSES if recipe.task == "detect" else LOSSES
@@ -180,6 +192,201 @@ def semantic_errors(recipe: Recipe) -> list[str]:
     except RecipeError as exc:
         errors.append(f"validate.target: {exc}")
     return errors
+
+
+def adopt_firsts(recipe: Recipe) -> list[str]:
+    """With `teachers:`, the first fills `teacher:` (validate and the report compare the student with it); with
+    `distill.peers`, the first fills `student:`. A section that says something else is an error. The resolved recipe
+    holds both, and reads back the same."""
+    errors = []
+    if recipe.teachers:
+        first = recipe.teachers[0].section()
+        if recipe.teacher not in (TeacherConfig(), first):
+            errors.append("teacher: set either teacher or teachers (the first of teachers fills teacher), not both")
+        else:
+            recipe.teacher = first
+    if recipe.distill.peers:
+        peer = StudentConfig.model_validate(recipe.distill.peers[0].model_dump())
+        if recipe.student not in (StudentConfig(), peer):
+            errors.append("student: set either student or distill.peers (the first peer fills student), not both")
+        else:
+            recipe.student = peer
+    return errors
+
+
+def _teachers_errors(recipe: Recipe) -> list[str]:
+    """Several teachers: archs, checkpoints, weights, what the ensemble can combine, one input size."""
+    if not recipe.teachers:
+        return ["distill.ensemble: only read with several teachers (teachers:)"] if recipe.distill.ensemble is not None else []
+    errors: list[str] = []
+    archs = timm_archs()
+    for i, t in enumerate(recipe.teachers):
+        if t.arch not in archs:
+            errors.append(f"teachers[{i}].arch: unknown timm architecture {preview(t.arch)}{suggest(t.arch, sorted(archs))}")
+        if t.checkpoint and not Path(t.checkpoint).is_file():
+            errors.append(f"teachers[{i}].checkpoint: file not found: {t.checkpoint}")
+    if all(t.weight == 0 for t in recipe.teachers):
+        errors.append("teachers: every weight is 0; at least one teacher needs a weight > 0")
+    rule = recipe.distill.ensemble or "mean"
+    for i, spec in enumerate(recipe.distill.losses):
+        if spec.kind not in LOSSES or LOSSES.check_kwargs(spec.kind, spec.kwargs()):
+            continue  # reported with the losses
+        try:
+            loss = LOSSES.build(spec.kind, **spec.kwargs())
+        except (ValueError, TypeError):
+            continue
+        if any(k.startswith("teacher.") and k != "teacher.logits" for k in loss.requires) or loss.channel_weights:
+            errors.append(
+                f"distill.losses[{i}] ({spec.kind}): reads teacher features, which several teachers do not combine; use logit losses (kd, dkd)"
+            )
+        elif "teacher.logits" in loss.requires and loss.teacher_logits == "raw" and rule == "mean":
+            errors.append(
+                f"distill.losses[{i}] ({spec.kind}): compares raw teacher logits, which distill.ensemble: mean does not make; "
+                "use per_teacher or confidence"
+            )
+    if recipe.data.image_size is None and recipe.data.source == "imagefolder":
+        sizes = {i: _pretrained_size(t.arch) for i, t in enumerate(recipe.teachers) if t.pretrained and t.arch in archs}
+        if len(set(sizes.values())) > 1:
+            seen = ", ".join(f"teachers[{i}] {recipe.teachers[i].arch} {size} px" for i, size in sizes.items())
+            errors.append(
+                f"teachers: the pretrained teachers expect different input sizes ({seen}); set data.image_size to the size all of them see"
+            )
+    return errors
+
+
+def _unlabeled_errors(recipe: Recipe) -> list[str]:
+    """data.unlabeled: a folder, and nothing that needs a label of every training image (the folder's contents are
+    checked before any work, `cann_distill.data.unlabeled`)."""
+    folder = recipe.data.unlabeled
+    if folder is None:
+        return []
+    errors = []
+    if not Path(folder).is_dir():
+        errors.append(f"data.unlabeled: folder not found: {folder}")
+    strategy = recipe.select.strategy
+    if strategy in SELECTORS and SELECTORS.get(strategy).needs_labels:
+        free = ", ".join(n for n in SELECTORS.names() if not SELECTORS.get(n).needs_labels)
+        errors.append(f"select.strategy: '{strategy}' scores with labels, which unlabelled images do not have; use one of {free}")
+    if recipe.data.augment.mixes:
+        errors.append("data.augment: mixup/cutmix mixes labels, which unlabelled images do not have; set mixup_alpha and cutmix_alpha to 0")
+    if refresh_epochs(recipe) is not None:
+        errors.append("select.refresh_every: re-mining critical samples does not take unlabelled images (data.unlabeled); set it to null")
+    return errors
+
+
+def _mutual_errors(recipe: Recipe) -> list[str]:
+    """distill.mode: mutual: two or more peers, a dml term, and nothing that assumes one student or stored targets."""
+    d = recipe.distill
+    dml = [i for i, spec in enumerate(d.losses) if spec.kind == "dml"]
+    if d.mode != "mutual":
+        errors = ["distill.peers: only read with distill.mode: mutual"] if d.peers is not None else []
+        return errors + [f"distill.losses[{i}] (dml): learns from peers, which only distill.mode: mutual trains" for i in dml]
+    errors = []
+    if len(d.peers or ()) < 2:
+        errors.append(f"distill.peers: mutual learning trains two or more students together, got {len(d.peers or ())}")
+    archs = timm_archs()
+    for i, peer in enumerate(d.peers or ()):
+        if peer.arch not in archs:
+            errors.append(f"distill.peers[{i}].arch: unknown timm architecture {preview(peer.arch)}{suggest(peer.arch, sorted(archs))}")
+        if peer.checkpoint and not Path(peer.checkpoint).is_file():
+            errors.append(f"distill.peers[{i}].checkpoint: file not found: {peer.checkpoint}")
+    if not dml:
+        errors.append("distill.losses: mutual learning needs a dml term (the peers' KL to each other), e.g. [{kind: ce}, {kind: dml}]")
+    if d.teacher_targets == "replay":
+        errors.append(
+            "distill.teacher_targets: replay stores the teacher's labels of past views, while peers teach each other on the live batch; "
+            "use cached or online"
+        )
+    for i, spec in enumerate(d.losses):
+        if spec.kind in LOSSES and not LOSSES.check_kwargs(spec.kind, spec.kwargs()):
+            try:
+                feature = any(".feat." in k for k in LOSSES.build(spec.kind, **spec.kwargs()).requires)
+            except (ValueError, TypeError):
+                continue
+            if feature:
+                errors.append(f"distill.losses[{i}] ({spec.kind}): feature losses are not supported with distill.mode: mutual")
+    refused = {
+        "teachers": ("several teachers", bool(recipe.teachers)),
+        "distill.qat.enabled": ("quantization-aware distillation", d.qat.enabled),
+        "distill.select_best": ("the best epoch of one peer (the best peer is chosen on val after training)", d.select_best),
+        "distill.patience": ("early stopping on one peer's accuracy", d.patience is not None),
+        "select.refresh_every": ("re-mining from one student", refresh_epochs(recipe) is not None),
+    }
+    errors += [f"{key}: {what} is not supported with distill.mode: mutual" for key, (what, on) in refused.items() if on]
+    return errors
+
+
+def _chain_errors(recipe: Recipe) -> list[str]:
+    """distill.chain: teacher first, student last, known archs, and no option that assumes one hop (the chain's
+    shrinking is checked before any work, `cann_distill.teaching.teachers.chain_errors`)."""
+    d, chain = recipe.distill, recipe.distill.chain
+    if not chain:
+        return []
+    errors = []
+    if chain[0] != recipe.teacher.arch:
+        errors.append(f"distill.chain[0]: the chain starts at the teacher ({recipe.teacher.arch}), got {preview(chain[0])}")
+    if chain[-1] != recipe.student.arch:
+        errors.append(f"distill.chain[{len(chain) - 1}]: the chain ends at the student ({recipe.student.arch}), got {preview(chain[-1])}")
+    archs = timm_archs()
+    errors += [
+        f"distill.chain[{i}]: unknown timm architecture {preview(a)}{suggest(a, sorted(archs))}"
+        for i, a in enumerate(chain)
+        if a not in archs
+    ]
+    for i, spec in enumerate(d.losses):
+        if spec.kind in LOSSES and not LOSSES.check_kwargs(spec.kind, spec.kwargs()):
+            try:
+                feature = any(".feat." in k for k in LOSSES.build(spec.kind, **spec.kwargs()).requires)
+            except (ValueError, TypeError):
+                continue
+            if feature:
+                errors.append(f"distill.losses[{i}] ({spec.kind}): feature losses are not supported with distill.chain")
+    refused = {
+        "teachers": ("several teachers", bool(recipe.teachers)),
+        "distill.mode": ("mutual learning", d.mode == "mutual"),
+        "distill.teacher_targets": ("replay (the assistants' views are not stored)", d.teacher_targets == "replay"),
+        "distill.qat.enabled": ("quantization-aware distillation", d.qat.enabled),
+        "select.refresh_every": ("re-mining from the student", refresh_epochs(recipe) is not None),
+    }
+    errors += [f"{key}: {what} is not supported with distill.chain" for key, (what, on) in refused.items() if on]
+    return errors
+
+
+def _pretrained_size(arch: str) -> int:
+    import timm
+    from timm.data import resolve_data_config
+
+    cfg = timm.models.get_pretrained_cfg(arch)
+    return int(resolve_data_config({}, pretrained_cfg=cfg.to_dict() if cfg is not None else {})["input_size"][-1])
+
+
+def fill_teacher_inputs(recipe: Recipe) -> None:
+    """Several teachers: a pretrained teacher whose mean/std the recipe leaves open expects its pretrained statistics,
+    so it gets them (distill re-normalises its inputs and says so); the first teacher refills `teacher:`."""
+    if not recipe.teachers:
+        return
+    channels = recipe.data.channels or 1
+    filled = []
+    for t in recipe.teachers:
+        if t.pretrained and (t.mean is None or t.std is None):
+            mean, std = _pretrained_stats(t.arch, channels)
+            t = t.model_copy(update={"mean": t.mean or mean, "std": t.std or std})
+        filled.append(t)
+    recipe.teachers = filled
+    recipe.teacher = filled[0].section()
+
+
+def _pretrained_stats(arch: str, channels: int) -> tuple[list[float], list[float]]:
+    """mean/std of an arch's pretrained_cfg, one channel's mean for grayscale data (as `fill_data_defaults` does)."""
+    import timm
+    from timm.data import resolve_data_config
+
+    cfg = timm.models.get_pretrained_cfg(arch)
+    resolved = resolve_data_config({}, pretrained_cfg=cfg.to_dict() if cfg is not None else {})
+    mean, std = list(resolved["mean"]), list(resolved["std"])
+    if channels == 1 and len(mean) != 1:
+        mean, std = [sum(mean) / len(mean)], [sum(std) / len(std)]
+    return mean, std
 
 
 def class_folders(folder: Path) -> list[str]:
@@ -432,10 +639,11 @@ def resolve(data: dict[str, Any], source: str = "recipe", name: Optional[str] = 
         errors += [(loc, msg) for loc, msg in schema_errors(exc) if not any(b == loc or b.startswith((loc + ".", loc + "[")) for b in bad)]
     if errors or recipe is None:
         raise RecipeError(render_errors(source, errors, doc))
-    semantic = semantic_errors(recipe)
+    semantic = adopt_firsts(recipe) or semantic_errors(recipe)
     if semantic:
         raise RecipeError(render_errors(source, [_path_and_message(e) for e in semantic], doc))
     fill_data_defaults(recipe)
+    fill_teacher_inputs(recipe)
     if recipe.name is None:
         try:
             recipe.name = name or "recipe"

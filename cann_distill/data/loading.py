@@ -506,8 +506,9 @@ def count_classes(cfg: DataConfig) -> int:
     return len(class_folders(train)) if train.is_dir() else 0
 
 
-def load_splits(cfg: DataConfig) -> Splits:
-    """train / val (/ test) splits and the training transform for the recipe's data section."""
+def load_splits(cfg: DataConfig, unlabeled: bool = False) -> Splits:
+    """train / val (/ test) splits and the training transform for the recipe's data section; with `unlabeled`,
+    the images of `data.unlabeled` (if set) follow the labelled ones in train, labelled -1 (`cann_distill.data.unlabeled`)."""
     train_tf, eval_tf = build_transforms(cfg)
     in_memory = cfg.source in ("digits", "photos")
     workers = worker_count(cfg.num_workers, in_memory=in_memory)
@@ -518,7 +519,38 @@ def load_splits(cfg: DataConfig) -> Splits:
                 s.workers = workers
     else:
         train, val, test = _imagefolder(cfg, eval_tf, workers)
+    if unlabeled and cfg.unlabeled is not None:
+        train = _with_unlabeled(cfg, train, workers)
     return Splits(train, val, test, train_transform=train_tf)
+
+
+def _with_unlabeled(cfg: DataConfig, train: Split, workers: int) -> Split:
+    """`train` with the usable images of `data.unlabeled` appended (bad ones: `data.on_bad_image`)."""
+    from cann_distill.data.unlabeled import join
+
+    folder = Path(cfg.unlabeled or "")
+    entries = scan(folder)
+    bad = _bad_images(cfg, folder, entries)
+    rels = [e.rel for e in entries if e.rel not in bad]
+    if not rels:
+        raise StageError(f"data.unlabeled: no usable images in {folder} ({len(bad)} skipped as bad)")
+    per_process = cfg.cache_mb * 2**20 // (4 * (workers + 1))
+    images = FolderImages(folder, rels, pil_mode(cfg), min_side=int(cfg.image_size or 224), cache_bytes=per_process)
+    return join(train, images, rels, bad)
+
+
+def held_out_keys(cfg: DataConfig, cache_dir: Optional[Path]) -> list[tuple[str, str]]:
+    """(name, content key) of every val and test image: file sha256 for an image folder, pixel hash for in-memory
+    sources (`cann_distill.data.unlabeled` compares the unlabelled images with them)."""
+    from cann_distill.data.unlabeled import file_hashes, pixel_key
+
+    if cfg.source == "imagefolder":
+        root = Path(cfg.root or "")
+        entries = [e for e in scan(root) if e.rel.split("/", 1)[0] in ("val", "test")]
+        return [(str(root / rel), key) for rel, key in file_hashes(root, entries, cache_dir).items()]
+    splits = load_splits(cfg)
+    held = [s for s in (splits.val, splits.test) if s is not None]
+    return [(f"{s.name} image {s.ids[i]}", pixel_key(np.asarray(s.images(i)))) for s in held for i in range(len(s))]
 
 
 def data_fingerprint(cfg: DataConfig, ignore: frozenset[str] = frozenset()) -> str:
@@ -530,6 +562,10 @@ def data_fingerprint(cfg: DataConfig, ignore: frozenset[str] = frozenset()) -> s
     h = hashlib.sha256(cfg.model_dump_json(exclude=set(ignore) | SAMPLE_INVARIANT).encode())
     if cfg.source == "imagefolder" and cfg.root:
         for e in scan(Path(cfg.root)):
+            h.update(f"{e.rel}:{e.size}:{e.mtime_ns}\n".encode())
+    if cfg.unlabeled is not None and "unlabeled" not in ignore:  # its listing: an added or edited image is new data
+        h.update(b"unlabeled\n")
+        for e in scan(Path(cfg.unlabeled)):
             h.update(f"{e.rel}:{e.size}:{e.mtime_ns}\n".encode())
     if cfg.source == "photos":  # the photos' bytes: an edited or swapped photo is a new dataset
         from cann_distill.data.photos import photo_files, photos_dir

@@ -11,7 +11,7 @@ from torch import nn
 
 from cann_distill.core.errors import ArtifactError, StageError
 from cann_distill.core.files import atomic_path
-from cann_distill.core.recipe import DataConfig, ModelConfig, TeacherConfig, timm_archs
+from cann_distill.core.recipe import DataConfig, ModelConfig, Recipe, StudentConfig, TeacherConfig, timm_archs
 from cann_distill.core.registry import suggest
 from cann_distill.runtime import distributed
 
@@ -103,6 +103,21 @@ def build_model(
             check_classes(ckpt, classes, source)
         load_weights(model, ckpt, cfg.arch, source)
     return model
+
+
+def exported_student(recipe: Recipe, checkpoint: Path) -> StudentConfig:
+    """The student section distill's exported checkpoint loads with: the recipe's, or with `distill.mode: mutual` the
+    peer distill exported (the best on val, whose arch the checkpoint records)."""
+    if recipe.distill.mode != "mutual":
+        return recipe.student
+    arch = read_checkpoint(checkpoint).get("arch")
+    return recipe.student if not arch or arch == recipe.student.arch else StudentConfig(arch=arch)
+
+
+def exported_recipe(recipe: Recipe, checkpoint: Path) -> Recipe:
+    """The recipe with `student:` as `exported_student` reads it (the same object when nothing changes)."""
+    student = exported_student(recipe, checkpoint)
+    return recipe if student is recipe.student else recipe.model_copy(update={"student": student})
 
 
 def count_params(model: nn.Module) -> int:

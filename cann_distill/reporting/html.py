@@ -17,6 +17,7 @@ import yaml
 
 from cann_distill.reporting import charts
 from cann_distill.reporting.charts import inert, png
+from cann_distill.reporting.modes import modes_section
 from cann_distill.reporting.numbers import headline, number, shown
 
 Block = dict[str, Any]
@@ -375,7 +376,7 @@ def settings_section(r: dict[str, Any], v: Visuals) -> list[Block]:
     return [para("The resolved recipe this report was written for:"), pre(yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True))]
 
 
-SECTIONS: list[tuple[str, str, Callable[[dict[str, Any], Visuals], list[Block]]]] = [
+SECTIONS: list[tuple[str, str, Callable[[dict[str, Any], Visuals], Optional[list[Block]]]]] = [
     ("accuracy", "Accuracy", accuracy_section),
     ("curves", "Training curves", curves_section),
     ("per-class", "Per-class errors and confusion", per_class_section),
@@ -384,6 +385,7 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any], Visuals], list[Block]]]
     ("int8-gap", "Per-layer INT8 gap", gap_section),
     ("latency", "Latency FP32 vs INT8", latency_section),
     ("budgets", "Budget verdicts and feedback", budget_section),
+    ("modes", "Distillation mode", modes_section),  # None (left out) for one teacher, labelled data, one student
     ("settings", "Settings", settings_section),
 ]
 
@@ -412,6 +414,8 @@ def render(report: dict[str, Any], visuals: Optional[Visuals] = None) -> str:
                 blocks = build(report, v)
             except Exception as exc:  # one broken section must not cost the rest of the report
                 blocks = missing(f"could not render this section: {type(exc).__name__}: {str(exc)[:200]}")
+            if blocks is None:  # a section with nothing to say for this run (e.g. modes for one teacher)
+                continue
             sections.append({"anchor": anchor, "title": title, "blocks": blocks})
     counts = " / ".join(f"{data.get(f'num_{s}', '?')} {s}" for s in ("train", "val", "test"))
     meta = (

@@ -16,12 +16,14 @@ class Selector:
     else it reads, and the select stage computes only that and passes it as a keyword:
     `needs_views` → `view_logits` [V, N, C], the teacher on V augmented views of every sample;
     `needs_history` → `student_history` [E, N, C], a short student probe's logits after each epoch.
+    `needs_labels`: the score reads the labels (`targets`), so it cannot score unlabelled images (`data.unlabeled`).
     """
 
     name: str = ""
     needs_student: bool = False
     needs_views: bool = False
     needs_history: bool = False
+    needs_labels: bool = False
     min_probe_epochs: int = 0  # the probe epochs the score needs to mean anything
     default_probe_epochs: int = 0  # select.probe_epochs when the recipe leaves it open
 

@@ -40,6 +40,7 @@ def mean_error_l2(history: np.ndarray, targets: np.ndarray) -> np.ndarray:
 class ViewLoss(Selector):
     """score = mean over V augmented views of −log p_teacher(y | view): the teacher's loss on what the student will see."""
 
+    needs_labels = True
     needs_views = True
 
     def score(
@@ -65,6 +66,7 @@ class ViewMargin(Selector):
     0 = certain and right on every view, 1 = certain and wrong.
     """
 
+    needs_labels = True
     needs_views = True
 
     def score(
@@ -93,6 +95,7 @@ class EL2N(Selector):
     the paper averages over seeds, this averages over the probe's epochs (`select.probe_epochs`).
     """
 
+    needs_labels = True
     needs_history = True
     min_probe_epochs = 1
     default_probe_epochs = 2
@@ -120,6 +123,7 @@ class Forgetting(Selector):
     orders them without crossing an integer.
     """
 
+    needs_labels = True
     needs_history = True
     min_probe_epochs = 2
     default_probe_epochs = 3

@@ -69,6 +69,8 @@ class Entropy(Selector):
 class TeacherLoss(Selector):
     """score = -log p_teacher(y): teacher cross-entropy against the label (also flags label noise)."""
 
+    needs_labels = True
+
     def score(
         self,
         logits: np.ndarray,
@@ -158,6 +160,7 @@ class ReducibleLoss(Selector):
     choosing it (the student, pulled to the wrong label by CE, disagrees with the teacher there).
     """
 
+    needs_labels = True
     needs_student = True
 
     def score(

@@ -4,35 +4,28 @@ Teacher targets come from one source (`distill.teacher_targets`, `cann_distill.t
 cached logits, the teacher online on each batch (the only source of teacher feature taps), or the
 top-k labels select stored for replayed augmented views (no teacher forward here). `execute` reads
 the inputs (IO), builds the target source and the temperature / critical-sample plans (policy) and
-hands `DistillStep` (math) to the shared training loop. Connectors and loss-balance parameters train
+hands `DistillStep` (math, `cann_distill.teaching.steps`) to the shared training loop. Connectors and loss-balance parameters train
 with the student and are dropped at export: distill/student.pt holds the plain timm student. A resumable state is saved after every epoch and
 on Ctrl-C to <run_dir>/.distill.resume.pt (outside the staging folder); `--resume` continues it.
 
-Temperature, per epoch e of E (the choice when select.temperature.per_sample is off is deliberate:
-a recipe that asks for neither per-sample nor scheduled temperatures gets classic KD):
-
-- per-sample on:   T_i(e) = clip(T_i * schedule(e) / schedule(0), t_min, t_max), T_i from the index;
-- per-sample off, `distill.temperature_schedule` set (not the bare default): T(e) = schedule(e) for all;
-- per-sample off, default schedule: no temperature is fed; kd/dkd use their own `temperature`.
+Temperature and critical-sample plans: `cann_distill.teaching.plans`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
-from cann_distill.core.errors import ArtifactError
 from cann_distill.core.paths import resolve_cache_dir
-from cann_distill.core.recipe import DistillConfig, LossSpec, Recipe, curriculum_epochs, refresh_epochs
-from cann_distill.data.loading import Split, Splits, load_splits, loader
+from cann_distill.core.recipe import Recipe, StudentConfig, TeacherConfig, ensemble_rule, refresh_epochs
+from cann_distill.data.loading import Split, loader
 from cann_distill.data.transforms import channels_of, make_mixup
 from cann_distill.models.build import build_model, checkpoint_weights_fingerprint, count_params, save_checkpoint, teacher_input
 from cann_distill.quant import qad
@@ -41,27 +34,40 @@ from cann_distill.runtime import distributed
 from cann_distill.runtime.terminal import ui
 from cann_distill.selection.remining import Refresher, training_cost
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
-from cann_distill.stages.select import INDEX, INDEX_FIELDS, LOGITS, SUMMARY, teacher_output_parts
+from cann_distill.stages.distill_inputs import (  # read_index, read_select_summary: this module's names before the split
+    DistillInputs,
+    open_replay,
+    read_cached_logits,
+    read_index,  # noqa: F401
+    read_inputs,
+    read_select_summary,  # noqa: F401
+    read_temperature_config,  # noqa: F401
+)
+from cann_distill.stages.select import INDEX, LOGITS, SUMMARY, teacher_logits, teacher_output_parts
 from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT
-from cann_distill.stages.teacher import headline
+from cann_distill.stages.teacher import extra_teachers, headline, teacher_checkpoint
 from cann_distill.store.cache import OutputCache
 from cann_distill.store.rundir import RunDir
-from cann_distill.teaching.distiller import Distiller, Term
+from cann_distill.teaching.distiller import Distiller
+from cann_distill.teaching.ensemble import TeacherEnsemble
 from cann_distill.teaching.losses.feature import channel_weights_key
-from cann_distill.teaching.replay import ReplayStore
+from cann_distill.teaching.mutual import MutualStep, PeerModels, PeerStudents, evaluate_peers
+from cann_distill.teaching.plans import CriticalPlan, TemperaturePlan
+from cann_distill.teaching.steps import DistillStep
 from cann_distill.teaching.targets import (
     CachedTargets,
+    EnsembleTargets,
+    ModelTargets,
     OnlineTargets,
-    ReplayTargets,
     TeacherTargets,
     check_recipe,
     describe_mixing,
     resolve_mode,
     why_online,
 )
-from cann_distill.teaching.temperature import SCHEDULES, temperature_at
+from cann_distill.teaching.teachers import evaluate_teachers, renormalized, teacher_model, unlabelled_counts
 from cann_distill.training.live import EpochLog
-from cann_distill.training.loop import Batch, Checkpointing, History, SubsetSampler, accuracy, fit, predict, seed_everything
+from cann_distill.training.loop import Checkpointing, History, accuracy, fit, predict, seed_everything
 
 CHECKPOINT = "distill/student.pt"
 METRICS = "distill/metrics.json"
@@ -84,131 +90,69 @@ def resume_path(run: RunDir) -> Path:
     return run.root / RESUME
 
 
-@dataclass
-class CriticalIndex:
-    critical: np.ndarray  # bool [N], split order
-    temperature: np.ndarray  # float [N], split order
+def hop_resume_path(run: RunDir, hop: int) -> Path:
+    """The resume state of hop `hop` of a teacher-assistant chain before its last (kept until the chain is done)."""
+    return run.root / f".distill.hop{hop}.resume.pt"
 
 
-def read_index(path: Path, train: Split) -> CriticalIndex:
-    """Critical mask and temperatures in split order; the index must have been made for this very split."""
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if tuple(reader.fieldnames or ()) != INDEX_FIELDS:
-            raise ArtifactError(
-                f"{path}: not a critical-sample index (columns {reader.fieldnames}, expected {list(INDEX_FIELDS)}); "
-                "rerun `cann-distill select --force`"
-            )
-        rows = list(reader)
-    ids = [row["id"] for row in rows]
-    if ids != train.ids:
-        raise ArtifactError(f"{path}: index was made for a different dataset than the recipe names; rerun `cann-distill select --force`")
-    try:
-        temperature = np.array([float(row["temperature"]) for row in rows])
-    except (TypeError, ValueError):
-        raise ArtifactError(f"{path}: temperature column is not numeric; rerun `cann-distill select --force`") from None
-    if not (np.all(np.isfinite(temperature)) and np.all(temperature > 0)):
-        raise ArtifactError(f"{path}: temperatures must be finite and > 0; rerun `cann-distill select --force`")
-    return CriticalIndex(np.array([row["critical"] == "1" for row in rows]), temperature)
+def resume_pending(run: RunDir) -> bool:
+    """An interrupted distillation left a state `--resume` continues (a chain's hops included)."""
+    return resume_path(run).exists() or any(run.root.glob(".distill.hop*.resume.pt"))
 
 
-def read_select_summary(path: Path) -> dict[str, Any]:
-    try:
-        summary = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        summary = None
-    if not isinstance(summary, dict):
-        raise ArtifactError(f"{path}: not a select summary; rerun `cann-distill select --force`")
-    return summary
-
-
-def read_temperature_config(path: Path) -> dict[str, Any]:
-    """select.temperature as select recorded it in its summary."""
-    temp = read_select_summary(path).get("temperature")
-    if not isinstance(temp, dict) or not {"per_sample", "t_min", "t_max"} <= set(temp):
-        raise ArtifactError(f"{path}: no temperature settings in the select summary; rerun `cann-distill select --force`")
-    return temp
-
-
-# ----------------------------------------------------------------------------- IO
-
-
-@dataclass
-class DistillInputs:
-    """What distill reads: the data and select's artifacts."""
-
-    splits: Splits
-    index: CriticalIndex
-    select_temperature: dict[str, Any]  # select.temperature as select recorded it
-    select_summary: dict[str, Any]
-
-    @property
-    def train(self) -> Split:
-        return self.splits.train
-
-
-def read_inputs(ctx: Context) -> DistillInputs:
-    splits = load_splits(ctx.recipe.data)
-    return DistillInputs(
-        splits,
-        read_index(ctx.artifacts[INDEX], splits.train),
-        read_temperature_config(ctx.artifacts[SUMMARY]),
-        read_select_summary(ctx.artifacts[SUMMARY]),
-    )
-
-
-def read_cached_logits(path: Path, train: Split) -> torch.Tensor:
-    logits = torch.from_numpy(np.load(path, allow_pickle=False))
-    if logits.shape != (len(train), len(train.classes)):
-        raise ArtifactError(f"{path}: shape {tuple(logits.shape)} does not fit {len(train)} samples × {len(train.classes)} classes")
-    return logits
-
-
-def open_replay(recipe: Recipe, summary_path: Path, summary: dict[str, Any], train: Split) -> ReplayTargets:
-    """The replayed targets select stored (its summary names the cache entry)."""
-    entry = summary.get("replay")
-    if not isinstance(entry, dict) or "key" not in entry:
-        raise ArtifactError(f"{summary_path}: select stored no replay draws; rerun `cann-distill select --force`")
-    n_classes = len(train.classes)
-    shape = tuple(entry.get("shape") or ())
-    if len(shape) != 3 or shape[1] != len(train):
-        raise ArtifactError(
-            f"{summary_path}: replay draws of shape {shape} do not fit {len(train)} samples; rerun `cann-distill select --force`"
-        )
-    draws, problem = ReplayStore(resolve_cache_dir(recipe.select.cache_dir)).open(entry["key"], shape, n_classes, verify=False)  # type: ignore[arg-type]
-    if draws is None:
-        raise ArtifactError(
-            f"replay draws named by {summary_path}: {problem or 'no longer in the cache'}; rerun `cann-distill select --force`"
-        )
-    return ReplayTargets(draws, n_classes)
-
-
-def build_distiller(ctx: Context, train: Split, online: bool) -> Distiller:
-    """Student (seeded), the teacher when it runs here, taps and connectors: a bad tap fails before any training."""
+def build_distiller(ctx: Context, train: Split, online: bool, peer: Optional[int] = None) -> Distiller:
+    """Student (seeded), the teacher when it runs here, taps and connectors: a bad tap fails before any training.
+    `peer`: the i-th of `distill.peers` (mutual learning), seeded with seed + i."""
     r = ctx.recipe
     n_classes, in_chans = len(train.classes), channels_of(r.data)
-    seed_everything(r.seed)
-    student = build_model(r.student, n_classes, in_chans, role="student", classes=train.classes)
+    cfg = r.student if peer is None else r.distill.peers[peer]  # type: ignore[index]
+    seed_everything(r.seed + (peer or 0))
+    student = build_model(cfg, n_classes, in_chans, role="student" if not peer else f"distill.peers[{peer}]", classes=train.classes)
+    rule = ensemble_rule(r)
+    online = online and rule is None  # several teachers run in their own target sources (`several_targets`)
     teacher = build_model(r.teacher, n_classes, in_chans, checkpoint=ctx.artifacts[TEACHER_CKPT], classes=train.classes) if online else None
     sample = torch.stack([train.fetch(i) for i in range(min(2, len(train)))])
     return Distiller(
         r.distill.losses,
         student,
-        student_arch=r.student.arch,
+        student_arch=cfg.arch,
         sample=sample,
         teacher=teacher,
         teacher_arch=r.teacher.arch,
         teacher_input=teacher_input(r.data, r.teacher) if online else None,
         balance=r.distill.loss_balance,
         force_teacher=online,
+        ensemble=TeacherEnsemble(rule, [t.weight for t in r.teachers or ()]) if rule is not None else None,
     )
+
+
+def load_student(ctx: Context, checkpoint: Path, n_classes: int) -> torch.nn.Module:
+    """A student distill saved (an assistant of a chain), as the next hop's teacher."""
+    return build_model(ctx.recipe.student, n_classes, channels_of(ctx.recipe.data), checkpoint=checkpoint)
+
+
+def build_students(ctx: Context, train: Split, online: bool) -> list[Distiller]:
+    """The student's distiller, or with `distill.mode: mutual` one per peer (the first runs the teacher online)."""
+    peers = ctx.recipe.distill.peers if ctx.recipe.distill.mode == "mutual" else None
+    if not peers:
+        return [build_distiller(ctx, train, online)]
+    return [build_distiller(ctx, train, online and i == 0, peer=i) for i in range(len(peers))]
+
+
+def trained_modules(distillers: Sequence[Distiller]) -> tuple[torch.nn.Module, torch.nn.Module, tuple[str, ...]]:
+    """What fit trains, what it evaluates / averages / exports, and the parameter prefixes without weight decay."""
+    if len(distillers) == 1:
+        return distillers[0].model, distillers[0].student, ("balance.",)
+    return PeerModels(distillers), PeerStudents(distillers), tuple(f"peers.{i}.balance." for i in range(len(distillers)))
 
 
 def build_targets(ctx: Context, mode: str, distiller: Distiller, inputs: DistillInputs) -> TeacherTargets:
     """The recipe's teacher-target source, on the training device."""
     check_recipe(ctx.recipe, len(inputs.train.classes))
-    if mode == "online":
-        targets: TeacherTargets = OnlineTargets(distiller)
+    if ctx.recipe.teachers:
+        targets: TeacherTargets = several_targets(ctx, mode, inputs)
+    elif mode == "online":
+        targets = OnlineTargets(distiller)
     elif mode == "cached":
         targets = CachedTargets(read_cached_logits(ctx.artifacts[LOGITS], inputs.train), inputs.splits.augmented)
     else:
@@ -217,104 +161,36 @@ def build_targets(ctx: Context, mode: str, distiller: Distiller, inputs: Distill
     return targets
 
 
+def several_targets(ctx: Context, mode: str, inputs: DistillInputs) -> EnsembleTargets:
+    """One target source per teacher, all of the recipe's mode: each teacher's checkpoint run online, its logits
+    from select, or its replayed views."""
+    r, train = ctx.recipe, inputs.train
+    sources: list[TeacherTargets] = []
+    for k, spec in enumerate(r.teachers or ()):
+        if mode == "online":
+            model = teacher_model(r, spec, ctx.artifacts[teacher_checkpoint(k)], train.classes, channels_of(r.data))
+            sources.append(ModelTargets(model))
+        elif mode == "cached":
+            sources.append(CachedTargets(read_cached_logits(ctx.artifacts[teacher_logits(k)], train), inputs.splits.augmented))
+        else:
+            sources.append(open_replay(r, ctx.artifacts[SUMMARY], inputs.select_summary, train, k))
+    for k, flag in enumerate(renormalized(r)):
+        if flag:
+            ui.info(f"[dim]distill: teachers[{k}] ({r.teachers[k].arch}) gets its inputs re-normalised to its own mean/std[/dim]")  # type: ignore[index]
+    return EnsembleTargets(sources)
+
+
+def several_teachers_summary(ctx: Context, inputs: DistillInputs, student: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Each teacher's accuracy and agreement with the distilled student, for metrics.json and the report."""
+    r, train = ctx.recipe, inputs.train
+    models = [
+        teacher_model(r, spec, ctx.artifacts[teacher_checkpoint(k)], train.classes, channels_of(r.data))
+        for k, spec in enumerate(r.teachers or ())
+    ]
+    return evaluate_teachers(r, models, inputs.splits, student, ctx.runtime)
+
+
 # ----------------------------------------------------------------------------- policy
-
-
-class TemperaturePlan:
-    """The temperature the tempered losses (those that declare one) get in each epoch; see the module docstring."""
-
-    def __init__(
-        self, cfg: DistillConfig, terms: Sequence[Term], index_temperature: np.ndarray, select_temperature: dict[str, Any]
-    ) -> None:
-        self.spec, self.epochs = cfg.temperature_schedule, cfg.epochs
-        self.schedule = SCHEDULES.build(self.spec.kind, **self.spec.kwargs())
-        self.source = "per_sample" if select_temperature["per_sample"] else ("loss" if self.spec.is_default else "schedule")
-        self.index_temperature = index_temperature
-        self.bounds = (select_temperature["t_min"], select_temperature["t_max"])
-        tempered = [t for t in terms if t.loss.temperature is not None]
-        self.tempered = [t.name for t in tempered]
-        self.own = float(tempered[0].loss.temperature) if tempered else None  # type: ignore[arg-type]
-
-    def replaced(self, specs: Sequence[LossSpec]) -> Optional[str]:
-        """The message when the recipe sets a loss's temperature that a schedule or per-sample map replaces."""
-        overridden = [f"{s.kind}.temperature={s.kwargs()['temperature']}" for s in specs if "temperature" in s.kwargs()]
-        if self.source == "loss" or not overridden:
-            return None
-        by = {
-            "per_sample": "per-sample temperatures from select (select.temperature.per_sample=false keeps it)",
-            "schedule": f"the '{self.spec.kind}' temperature schedule",
-        }[self.source]
-        return f"distill: {', '.join(overridden)} replaced by {by}"
-
-    def at(self, epoch: int) -> Optional[np.ndarray]:
-        """Per-sample temperatures [N] for `epoch`, or None when the losses keep their own."""
-        if self.source == "per_sample":
-            return np.clip(temperature_at(self.schedule, epoch, self.epochs, self.index_temperature), *self.bounds)
-        if self.source == "schedule":
-            return np.full(len(self.index_temperature), temperature_at(self.schedule, epoch, self.epochs))
-        return None
-
-    def row(self, temps: Optional[np.ndarray], active: Sequence[int]) -> dict[str, float]:
-        if temps is not None:
-            t = temps[list(active)]
-            return {"temperature_mean": float(t.mean()), "temperature_min": float(t.min()), "temperature_max": float(t.max())}
-        if self.own is not None:
-            return {"temperature_mean": self.own, "temperature_min": self.own, "temperature_max": self.own}
-        return {}
-
-    def end_epoch(self, row: dict[str, float]) -> None:
-        if self.tempered:
-            self.schedule.update(sum(row[name] for name in self.tempered))
-
-    def describe(self) -> dict[str, Any]:
-        return {"source": self.source, "schedule": self.spec.kind, **self.spec.kwargs()}
-
-
-class CriticalPlan:
-    """Which samples each epoch trains on and how much each weighs (`distill.critical`)."""
-
-    def __init__(self, recipe: Recipe, index: CriticalIndex) -> None:
-        cfg = recipe.distill
-        self.mode = cfg.critical.mode
-        self.all = list(range(len(index.critical)))
-        self.critical = np.flatnonzero(index.critical).tolist()
-        self.warmup = curriculum_epochs(recipe) if self.mode == "curriculum" else (cfg.epochs if self.mode == "subset" else 0)
-        self.sampler = SubsetSampler(self.critical, seed=recipe.seed) if self.mode in ("subset", "curriculum") else None
-        self.weight = cfg.critical.weight
-        self.update(index.critical)
-
-    def update(self, mask: np.ndarray) -> None:
-        """A new critical set (select.refresh_every re-mined it)."""
-        self.critical = np.flatnonzero(mask).tolist()
-        self.sample_weight = torch.ones(len(self.all))
-        if self.mode == "weight":
-            self.sample_weight[torch.from_numpy(np.asarray(mask, dtype=bool))] = self.weight
-
-    def select(self, epoch: int) -> tuple[list[int], bool]:
-        """The samples of `epoch` (the sampler follows) and whether they are the critical ones only."""
-        critical_only = epoch < self.warmup
-        active = self.critical if critical_only else self.all
-        if self.sampler is not None:
-            self.sampler.indices = active
-        return active, critical_only
-
-
-# ----------------------------------------------------------------------------- math
-
-
-class DistillStep:
-    """One batch's fused loss: student outputs, the teacher's targets, labels and the epoch's temperatures, weighted per sample."""
-
-    def __init__(self, distiller: Distiller, sample_weight: torch.Tensor) -> None:
-        self.distiller, self.sample_weight = distiller, sample_weight
-        self.temperature: Optional[torch.Tensor] = None  # [N] for the current epoch, None: the losses' own
-
-    def __call__(self, model: torch.nn.Module, batch: Batch, teacher: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-        x, y, idx = batch
-        outputs = {**self.distiller.student_outputs(x), **teacher, "targets": y}
-        if self.temperature is not None:
-            outputs["temperature"] = self.temperature[idx]
-        return self.distiller.loss(outputs, self.sample_weight[idx])
 
 
 class Epochs:
@@ -348,6 +224,10 @@ class DistillStage(Stage):
     sections = ("data", "student", "distill", "seed")
     needs = (LOGITS, INDEX, SUMMARY, TEACHER_CKPT)
 
+    def needs_for(self, recipe: Recipe) -> tuple[str, ...]:
+        several = tuple(teacher_logits(k) for k in range(len(recipe.teachers or ())))
+        return self.needs + extra_teachers(recipe) + several
+
     def extra_inputs(self, recipe: Recipe) -> dict[str, Any]:
         qat = {}
         if recipe.distill.qat.enabled:  # QAD starts from validate's PTQ, whose scheme this CPU decides
@@ -362,26 +242,80 @@ class DistillStage(Stage):
                 "cpu": cpu_features(),
                 "qad_version": qad.VERSION,
             }
-        return {
+        inputs: dict[str, Any] = {
             **qat,
             "checkpoint": _checkpoint_hashes(recipe)["student"],
             "teacher_input": {"arch": recipe.teacher.arch, "mean": recipe.teacher.mean, "std": recipe.teacher.std},
         }
+        if recipe.teachers:  # several teachers: how each sees its inputs and counts, and how they are combined
+            inputs["teachers"] = [{"arch": t.arch, "mean": t.mean, "std": t.std, "weight": t.weight} for t in recipe.teachers]
+            inputs["ensemble"] = ensemble_rule(recipe)
+        return inputs
 
     def execute(self, ctx: Context) -> dict[str, Any]:
+        if ctx.recipe.distill.chain:
+            return self._chain(ctx, read_inputs(ctx))
+        summary, resume = self._run(ctx, read_inputs(ctx), resume_path(ctx.run))
+        if distributed.is_main():  # the stage's outputs supersede it (kept until QAD is done, so --resume can reach it)
+            resume.unlink(missing_ok=True)
+        return summary
+
+    def _chain(self, ctx: Context, inputs: DistillInputs) -> dict[str, Any]:
+        """Teacher-assistant chain (TAKD): one distillation per hop, each hop's student the next hop's teacher; the
+        assistants' artifacts in distill/hop_<k>/, the last hop's (the student's) where one distillation puts them.
+        Each hop keeps its resume state until the chain is done, so `--resume` skips the hops already trained."""
+        r, archs = ctx.recipe, ctx.recipe.distill.chain or []
+        teacher, artifacts, hops, states = r.teacher, dict(ctx.artifacts), [], []
+        for k in range(1, len(archs)):
+            last = k == len(archs) - 1
+            out = ctx.out if last else ctx.out / f"hop_{k}"
+            out.mkdir(exist_ok=True)
+            student = r.student if last else StudentConfig(arch=archs[k])
+            hop = replace(
+                ctx,
+                recipe=r.model_copy(update={"teacher": teacher, "student": student}),
+                out=out,
+                artifacts=artifacts,
+                fingerprint=f"{ctx.fingerprint}:hop{k}",
+            )
+            ui.info(f"distill: hop {k}/{len(archs) - 1}: {teacher.arch} -> {student.arch}")
+            state = resume_path(ctx.run) if last else hop_resume_path(ctx.run, k)
+            summary, _ = self._run(hop, inputs, state)
+            states.append(state)
+            hops.append({"hop": k, "teacher": teacher.arch, "student": student.arch, "student_params": summary["params"]})
+            hops[-1].update({key: summary[key] for key in ("val_acc", "test_acc")})
+            teacher, artifacts = TeacherConfig(arch=student.arch), {**artifacts, TEACHER_CKPT: out / "student.pt"}
+            if not last and resolve_mode(r) == "cached":  # the assistant's logits on the training split, as select's
+                assistant = load_student(hop, out / "student.pt", len(inputs.train.classes))
+                logits = predict(assistant, inputs.train, desc=f"assistant {k} logits", runtime=hop.runtime)
+                np.save(out / "train_logits.npy", logits.astype(np.float32), allow_pickle=False)
+                artifacts[LOGITS] = out / "train_logits.npy"
+        metrics = json.loads((ctx.out / "metrics.json").read_text())
+        (ctx.out / "metrics.json").write_text(json.dumps({**metrics, "chain": hops}, indent=2))
+        if distributed.is_main():
+            for state in states:
+                state.unlink(missing_ok=True)
+        return {**summary, "chain": hops}
+
+    def _run(self, ctx: Context, inputs: DistillInputs, resume_file: Path) -> tuple[dict[str, Any], Path]:
+        """One distillation into ctx.out (its resume state at `resume_file`); its summary and that file."""
         r, cfg, rt = ctx.recipe, ctx.recipe.distill, ctx.runtime
-        inputs = read_inputs(ctx)
         mode = resolve_mode(r)
-        distiller = build_distiller(ctx, inputs.train, online=mode == "online")
+        distillers = build_students(ctx, inputs.train, online=mode == "online")
+        distiller = distillers[0]
         targets = build_targets(ctx, mode, distiller, inputs)
         ui.info(f"[dim]distill: teacher targets: {mode} ({targets.describe()['teacher_view']})[/dim]")
         sensitivity = self._channel_sensitivity(ctx, distiller, inputs.train)
-        distiller.constants = {k: rt.to(v) for k, v in distiller.constants.items()}
+        for d in distillers:
+            d.constants = {k: rt.to(v) for k, v in d.constants.items()}
         temperature = TemperaturePlan(cfg, distiller.terms, inputs.index.temperature, inputs.select_temperature)
         if (message := temperature.replaced(cfg.losses)) is not None:
             ui.info(f"[dim]{message}[/dim]")
         critical = CriticalPlan(r, inputs.index)
-        step = DistillStep(distiller, rt.to(critical.sample_weight))
+        unlabelled = r.data.unlabeled is not None
+        weight = rt.to(critical.sample_weight)
+        step = MutualStep(distillers, weight, unlabelled) if len(distillers) > 1 else DistillStep(distiller, weight, unlabelled)
+        model, deploy, no_decay = trained_modules(distillers)
         refresh = (
             Refresher(
                 r,
@@ -395,9 +329,9 @@ class DistillStage(Stage):
             else None
         )
         epochs = Epochs(temperature, critical, step, ctx, refresh)
-        resume = Checkpointing(resume_path(ctx.run), ctx.fingerprint, resume=_resume.get(), command="cann-distill distill RECIPE --resume")
+        resume = Checkpointing(resume_file, ctx.fingerprint, resume=_resume.get(), command="cann-distill distill RECIPE --resume")
         history = fit(
-            distiller.model,
+            model,
             inputs.train,
             cfg,
             cfg.batch_size or r.data.batch_size,
@@ -408,9 +342,9 @@ class DistillStage(Stage):
             sampler=critical.sampler,
             on_epoch_start=epochs.start,
             on_epoch_end=EpochLog(ctx.run.root, self.name, cfg.epochs, then=epochs.end),
-            deploy=distiller.student,
+            deploy=deploy,
             checkpoint=resume,
-            no_decay=("balance.",),
+            no_decay=no_decay,
             runtime=rt,
             transform=inputs.splits.train_transform,
             mix=make_mixup(r.data, len(inputs.train.classes)),
@@ -418,12 +352,20 @@ class DistillStage(Stage):
             period=targets.period,
         )
         qad = run_qad(ctx, distiller.student, inputs.splits, ctx.artifacts[TEACHER_CKPT], _resume.get()) if cfg.qat.enabled else None
-        summary = self._finish(ctx, distiller, inputs, history, targets, temperature, critical, sensitivity, refresh)
+        peers: dict[str, Any] = {}
+        if len(distillers) > 1:  # mutual learning: every peer evaluated and kept, the best on val exported
+            best, rows = evaluate_peers(distillers, [p.arch for p in cfg.peers or ()], inputs.splits, rt)
+            for row, d in zip(rows, distillers):
+                save_checkpoint(
+                    ctx.out / f"peer_{row['index']}.pt", d.student, row["arch"], *self._shape(r, inputs), classes=inputs.train.classes
+                )
+            distiller, peers = distillers[best], {"peers": rows, "best_peer": best}
+            ui.info(f"[dim]distill: peer {best} ({rows[best]['arch']}) is the best on val: the exported student[/dim]")
+        arch = (cfg.peers or [])[peers["best_peer"]].arch if peers else r.student.arch
+        summary = self._finish(ctx, distiller, inputs, history, targets, temperature, critical, sensitivity, refresh, arch, peers)
         if qad is not None:
             summary["qat"] = qad
-        if distributed.is_main():  # the stage's outputs supersede it (kept until QAD is done, so --resume can reach it)
-            resume.path.unlink(missing_ok=True)
-        return summary
+        return summary, resume.path
 
     def _finish(
         self,
@@ -436,16 +378,22 @@ class DistillStage(Stage):
         critical: CriticalPlan,
         sensitivity: dict[str, str],
         refresh: Optional[Refresher] = None,
+        arch: Optional[str] = None,
+        extra: Optional[dict[str, Any]] = None,
     ) -> dict[str, Any]:
-        """Evaluate and save the student; write metrics.json; the summary for the manifest."""
+        """Evaluate and save the student (`arch`: the exported peer's, in mutual learning); write metrics.json; the summary."""
         r, cfg, rt, student = ctx.recipe, ctx.recipe.distill, ctx.runtime, distiller.student
         train, val, test = inputs.train, inputs.splits.val, inputs.splits.test
-        val_acc = accuracy(predict(student, val, desc="student eval", runtime=rt), val.targets)
-        test_acc = accuracy(predict(student, test, desc="student test", runtime=rt), test.targets) if test is not None else None
-        save_checkpoint(ctx.out / "student.pt", student, r.student.arch, len(train.classes), channels_of(r.data), classes=train.classes)
+        logits = {
+            s.name: predict(student, s, desc=f"student {'eval' if s is val else s.name}", runtime=rt) for s in (val, test) if s is not None
+        }
+        val_acc = accuracy(logits["val"], val.targets)
+        test_acc = accuracy(logits["test"], test.targets) if test is not None else None
+        arch = arch or r.student.arch
+        save_checkpoint(ctx.out / "student.pt", student, arch, len(train.classes), channels_of(r.data), classes=train.classes)
         mixes = r.data.augment.mixes  # mixing needs augmentation on
         summary = {
-            "arch": r.student.arch,
+            "arch": arch,
             "params": count_params(student),
             "epochs": cfg.epochs,
             "val_acc": val_acc,
@@ -483,10 +431,19 @@ class DistillStage(Stage):
             ),
             "refresh": {"every": refresh.every, "by": r.select.refresh_by, "records": refresh.records} if refresh else None,
         }
+        if r.data.unlabeled is not None:  # how many images of each kind distill trained on
+            summary["data"] = unlabelled_counts(train)
+        if r.teachers:  # several teachers: each one's accuracy and agreement with the student, and the rule's record
+            summary.update(several_teachers_summary(ctx, inputs, logits), ensemble=distiller.ensemble.describe())  # type: ignore[union-attr]
+        summary.update(extra or {})  # mutual learning: every peer and the one exported
         if history.resumed_from:
             summary["resumed_from"] = history.resumed_from
         (ctx.out / "metrics.json").write_text(json.dumps({**summary, "history": history}, indent=2))
         return summary
+
+    @staticmethod
+    def _shape(r: Recipe, inputs: DistillInputs) -> tuple[int, int]:
+        return len(inputs.train.classes), channels_of(r.data)
 
     def _channel_sensitivity(self, ctx: Context, distiller: Distiller, train: Split) -> dict[str, str]:
         """Teacher channel sensitivity for every tap a loss weighs channels of: computed once per teacher + data + tap, kept in select's cache."""

@@ -19,9 +19,10 @@ import numpy as np
 from cann_distill.core.errors import MissingInputError
 from cann_distill.data.loading import Splits, data_fingerprint, load_splits
 from cann_distill.data.transforms import channels_of
-from cann_distill.models.build import build_model, teacher_input, with_teacher_input
+from cann_distill.models.build import build_model, exported_student, teacher_input, with_teacher_input
 from cann_distill.reporting import html as report_html
 from cann_distill.reporting.guard import STRICT_FAILS, distillation_verdict
+from cann_distill.reporting.modes import modes_report
 from cann_distill.reporting.schema import SCHEMA_ID, SCHEMA_VERSION
 from cann_distill.reporting.transfer import SHOWN, Tapped, logits_of, pick_shown, tap_features, transfer_metrics
 from cann_distill.runtime.terminal import ui
@@ -183,6 +184,7 @@ class ReportStage(Stage):
                 "headline_split": splits.headline.name,
             },
             **inputs.docs,
+            **({"modes": modes} if (modes := modes_report(inputs.docs.get("teacher"), inputs.docs.get("distill"))) else {}),
             "knowledge": knowledge,
             "distillation": verdict,
             "problems": inputs.problems,
@@ -213,7 +215,8 @@ class ReportStage(Stage):
             return None, visuals
         split, classes, in_chans = splits.headline, splits.train.classes, channels_of(r.data)
         teacher = build_model(r.teacher, len(classes), in_chans, checkpoint=inputs.paths[TEACHER_CKPT], classes=classes)
-        student = build_model(r.student, len(classes), in_chans, checkpoint=inputs.paths[STUDENT_CKPT], classes=classes)
+        exported = exported_student(r, inputs.paths[STUDENT_CKPT])  # mutual learning: the best peer
+        student = build_model(exported, len(classes), in_chans, checkpoint=inputs.paths[STUDENT_CKPT], classes=classes)
         models = {"teacher": with_teacher_input(teacher, r.data, r.teacher), "student": student}
         if BASELINE_CKPT in inputs.paths:
             models["baseline"] = build_model(r.student, len(classes), in_chans, checkpoint=inputs.paths[BASELINE_CKPT], classes=classes)
@@ -233,7 +236,7 @@ class ReportStage(Stage):
             r.teacher.arch,
             teacher_input(r.data, r.teacher),
             student,
-            r.student.arch,
+            exported.arch,
             split,
             r.report.samples,
             [int(i) for i in shown],

@@ -7,7 +7,7 @@ import csv
 import functools
 import hashlib
 import json
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -21,9 +21,11 @@ from cann_distill.core.recipe import (
     AugmentConfig,
     Recipe,
     SelectTemperatureConfig,
+    TeacherConfig,
     TrainConfig,
     refresh_epochs,
     selection_policy,
+    teacher_specs,
 )
 from cann_distill.data.loading import Split, Splits, count_classes, data_fingerprint, draw_loader, load_splits
 from cann_distill.data.transforms import Transform, build_transforms, channels_of, norm_stats
@@ -36,7 +38,9 @@ from cann_distill.selection.pick import pick_critical, report_selection
 from cann_distill.selection.policy import Selection
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
 from cann_distill.stages.teacher import CHECKPOINT as TEACHER_CKPT
+from cann_distill.stages.teacher import extra_teachers, teacher_checkpoint
 from cann_distill.store.cache import CacheStatus, OutputCache, cache_key
+from cann_distill.teaching.ensemble import combined_logits
 from cann_distill.teaching.replay import ReplayStore, index_dtype
 from cann_distill.teaching.targets import ReplaySpec, check_recipe, label_draws, replay_spec, resolve_mode
 from cann_distill.teaching.temperature import per_sample_temperature
@@ -104,7 +108,7 @@ def probe_logits(recipe: Recipe, train: Split, runtime: Runtime = CPU, history: 
     if cfg.epochs:
         fit(
             student,
-            train,
+            labelled_rows(train),
             cfg,
             cfg.batch_size or recipe.data.batch_size,
             ce_step,
@@ -116,6 +120,17 @@ def probe_logits(recipe: Recipe, train: Split, runtime: Runtime = CPU, history: 
     if history:  # the last epoch's logits were just recorded: the probe's final weights
         return history[-1]
     return predict(student, train, batch_size=recipe.select.batch_size, desc="student probe logits", runtime=runtime).astype(np.float32)
+
+
+def labelled_rows(train: Split) -> Split:
+    """The labelled part of a training split (unlabelled images of `data.unlabeled` follow the labelled ones)."""
+    n = int((train.targets >= 0).sum())
+    return train if n == len(train) else train.rows(0, n)
+
+
+def quota_classes(targets: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """The class each sample counts for in the per-class quotas: its label, else the teacher's top-1 class."""
+    return targets if bool((targets >= 0).all()) else np.where(targets >= 0, targets, logits.argmax(1))
 
 
 def view_transform(recipe: Recipe) -> Transform:
@@ -150,18 +165,22 @@ def view_logits(
     return torch.cat(out).numpy().reshape(views, len(train), -1)
 
 
-def teacher_output_parts(recipe: Recipe, train: Split, teacher_weights: str, outputs: str, **extra: Any) -> dict[str, Any]:
+def teacher_output_parts(
+    recipe: Recipe, train: Split, teacher_weights: str, outputs: str, teacher: Optional[TeacherConfig] = None, **extra: Any
+) -> dict[str, Any]:
     """What a teacher output over the training split is computed from (logits here, channel sensitivity in distill).
 
     Arch, weights, the teacher's input normalisation, samples and preprocessing (not the batch
     size), plus `extra` (e.g. the tap). The cache keys entries by it and checks it on every hit.
+    `teacher`: one of several teachers (default: the recipe's teacher), so each has entries of its own.
     """
     mean, std = norm_stats(recipe.data)
+    cfg = teacher or recipe.teacher
     return {
         "outputs": outputs,
-        "arch": recipe.teacher.arch,
+        "arch": cfg.arch,
         "weights": teacher_weights,
-        "teacher_input": {"mean": recipe.teacher.mean or mean, "std": recipe.teacher.std or std},
+        "teacher_input": {"mean": cfg.mean or mean, "std": cfg.std or std},
         "data": data_fingerprint(recipe.data, ignore=frozenset({"batch_size", "augment"})),
         "ids": hashlib.sha256("\n".join(train.ids).encode()).hexdigest(),
         **extra,
@@ -187,26 +206,61 @@ def replay_inputs(recipe: Recipe, num_classes: int) -> dict[str, Any]:
     }
 
 
-def teacher_loader(recipe: Recipe, train: Split, checkpoint: Path) -> Callable[[], torch.nn.Module]:
+def teacher_loader(
+    recipe: Recipe, train: Split, checkpoint: Path, teacher: Optional[TeacherConfig] = None
+) -> Callable[[], torch.nn.Module]:
     """The teacher from its checkpoint (input adapter included), built at the first call and shared by every
     pass select makes with it (logits, spot check, augmented views, replay draws)."""
+    cfg = teacher or recipe.teacher
     return functools.cache(
         lambda: with_teacher_input(
-            build_model(recipe.teacher, len(train.classes), channels_of(recipe.data), checkpoint=checkpoint, classes=train.classes),
+            build_model(cfg, len(train.classes), channels_of(recipe.data), checkpoint=checkpoint, classes=train.classes),
             recipe.data,
-            recipe.teacher,
+            cfg,
         )
     )
 
 
+@dataclass
+class TeacherRef:
+    """One teacher as select uses it: its section, weights fingerprint, lazy model and ensemble weight."""
+
+    cfg: TeacherConfig
+    weights: str
+    load: Callable[[], torch.nn.Module]
+    weight: float = 1.0
+
+
+def teacher_refs(ctx: Context, train: Split, cache_root: Path) -> list[TeacherRef]:
+    """The recipe's teachers (one, or every entry of `teachers:`) from the teacher stage's checkpoints."""
+    r = ctx.recipe
+    refs = []
+    for k, spec in enumerate(teacher_specs(r)):
+        rel = teacher_checkpoint(k)
+        path = ctx.artifacts[rel]
+        cfg = r.teacher if not r.teachers else spec.section()
+        weights = checkpoint_weights_fingerprint(cache_root, path, ctx.hashes.get(rel) or sha256_file(path))
+        refs.append(TeacherRef(cfg, weights, teacher_loader(r, train, path, cfg), spec.weight))
+    return refs
+
+
 def make_replay(
-    recipe: Recipe, splits: Splits, teacher: Callable[[], torch.nn.Module], weights: str, runtime: Runtime
+    recipe: Recipe,
+    splits: Splits,
+    teacher: Callable[[], torch.nn.Module],
+    weights: str,
+    runtime: Runtime,
+    cfg: Optional[TeacherConfig] = None,
 ) -> tuple[dict[str, Any], CacheStatus]:
-    """The teacher's top-k labels of K views per training sample, from the shared cache or computed into it."""
+    """The teacher's top-k labels of K views per training sample, from the shared cache or computed into it
+    (`cfg`: which of several teachers; each has an entry of its own)."""
     train = splits.train
     n_classes = len(train.classes)
     spec: ReplaySpec = replay_spec(recipe, n_classes)
-    key = cache_key(teacher_output_parts(recipe, train, weights, "replay", classes=train.classes, **replay_inputs(recipe, n_classes)))
+    arch = (cfg or recipe.teacher).arch
+    key = cache_key(
+        teacher_output_parts(recipe, train, weights, "replay", teacher=cfg, classes=train.classes, **replay_inputs(recipe, n_classes))
+    )
     shape = (spec.draws, len(train), spec.top_k)
 
     def label(values: Optional[np.ndarray], indices: Optional[np.ndarray]) -> None:
@@ -235,7 +289,7 @@ def make_replay(
             shape,
             n_classes,
             fill,
-            info={"outputs": "replay", "arch": recipe.teacher.arch, "samples": len(train), "draws": spec.draws, "top_k": spec.top_k},
+            info={"outputs": "replay", "arch": arch, "samples": len(train), "draws": spec.draws, "top_k": spec.top_k},
         )
 
     # rank 0 alone opens and writes the entry; on a miss the other ranks label their shards and send them to it
@@ -246,10 +300,11 @@ def make_replay(
 
 
 def score_inputs(
-    r: Recipe, selector: Selector, train: Split, cache: OutputCache, weights: str, teacher: Callable[[], torch.nn.Module], runtime: Runtime
+    r: Recipe, selector: Selector, train: Split, cache: OutputCache, teachers: Sequence[TeacherRef], runtime: Runtime
 ) -> tuple[Optional[np.ndarray], dict[str, Any], Optional[CacheStatus]]:
     """What the strategy declared it reads beyond the teacher's logits: the student probe (final logits and,
-    for training-dynamics scores, its per-epoch history) and the teacher's logits on augmented views (cached)."""
+    for training-dynamics scores, its per-epoch history) and the teacher's logits on augmented views (cached;
+    several teachers: each one's, combined as their logits are)."""
     cfg, n, n_classes = r.select, len(train), len(train.classes)
     evidence: dict[str, Any] = {}
     history: Optional[list[np.ndarray]] = [] if selector.needs_history else None
@@ -260,12 +315,22 @@ def score_inputs(
         evidence["student_history"] = np.stack(history) if history else student_logits[None]  # type: ignore[index]
     status: Optional[CacheStatus] = None
     if selector.needs_views:
+        views = []
+        for ref in teachers:
 
-        def compute() -> np.ndarray:
-            return view_logits(teacher(), train, view_transform(r), cfg.views, r.seed, cfg.batch_size, runtime)
+            def compute(load: Callable[[], torch.nn.Module] = ref.load) -> np.ndarray:
+                return view_logits(load(), train, view_transform(r), cfg.views, r.seed, cfg.batch_size, runtime)
 
-        parts = teacher_output_parts(r, train, weights, "view_logits", classes=train.classes, **view_inputs(r))
-        evidence["view_logits"], status = cache.shared(parts, (cfg.views, n, n_classes), compute)  # rank 0 reads and writes
+            parts = teacher_output_parts(
+                r, train, ref.weights, "view_logits", teacher=ref.cfg if r.teachers else None, classes=train.classes, **view_inputs(r)
+            )
+            arr, status = cache.shared(parts, (cfg.views, n, n_classes), compute)  # rank 0 reads and writes
+            views.append(np.asarray(arr))
+        evidence["view_logits"] = (
+            views[0]
+            if len(views) == 1
+            else np.stack([combined_logits([v[d] for v in views], [t.weight for t in teachers]) for d in range(cfg.views)])
+        )
     return student_logits, evidence, status
 
 
@@ -292,48 +357,80 @@ class SelectStage(Stage):
             inputs["replay"] = replay_inputs(recipe, count_classes(recipe.data))
         # the defaults follow distill.critical.mode (not a section of this stage)
         inputs["selection"] = {"policy": selection_policy(recipe), "refresh_every": refresh_epochs(recipe)}
+        if recipe.teachers:  # several teachers: how each sees its inputs and how much it counts
+            inputs["teachers"] = [{"arch": t.arch, "mean": t.mean, "std": t.std, "weight": t.weight} for t in recipe.teachers]
         return inputs
+
+    def needs_for(self, recipe: Recipe) -> tuple[str, ...]:
+        return self.needs + extra_teachers(recipe)
 
     def execute(self, ctx: Context) -> dict[str, Any]:
         r = ctx.recipe
         cfg = r.select
-        splits = load_splits(r.data)
+        splits = load_splits(r.data, unlabeled=True)
         train = splits.train
         n, n_classes = len(train), len(train.classes)
         replaying = resolve_mode(r) == "replay"
         if replaying:
             check_recipe(r, n_classes)
-        teacher_path = ctx.artifacts[TEACHER_CKPT]
         cache = OutputCache(resolve_cache_dir(cfg.cache_dir))
-        file_sha = ctx.hashes.get(TEACHER_CKPT) or sha256_file(teacher_path)
-        weights = checkpoint_weights_fingerprint(cache.root, teacher_path, file_sha)
-        parts = teacher_output_parts(r, train, weights, "logits", classes=train.classes)
-        teacher = teacher_loader(r, train, teacher_path)
-        logits, cache_status = _teacher_logits(ctx, train, cache, parts, teacher)
+        teachers = teacher_refs(ctx, train, cache.root)
+        logits, each = self._logits(ctx, train, cache, teachers)
         np.save(ctx.out / "teacher_logits.npy", logits, allow_pickle=False)
 
         selector = SELECTORS.build(cfg.strategy, **cfg.strategy_args)
-        student_logits, evidence, views_status = score_inputs(r, selector, train, cache, weights, teacher, ctx.runtime)
+        student_logits, evidence, views_status = score_inputs(r, selector, train, cache, teachers, ctx.runtime)
         scores = np.asarray(selector.score(logits, train.targets, seed=r.seed, student_logits=student_logits, **evidence), dtype=np.float64)
         if scores.shape != (n,):
             raise StageError(f"select.strategy '{cfg.strategy}': {scores.shape} scores for {n} samples")
         if not np.all(np.isfinite(scores)):
             raise StageError(f"select.strategy '{cfg.strategy}': scores contain NaN or inf")
-        selection = pick_critical(scores, train.targets, r, train.classes, seed=r.seed)
+        selection = pick_critical(scores, quota_classes(train.targets, logits), r, train.classes, seed=r.seed)
         report_selection(selection)
         temps = index_temperatures(scores, cfg.temperature)
         _write_index(ctx.out / "index.csv", train, scores, selection.mask, temps)
-        summary = _summary(r, selector, train, logits, scores, selection, temps, cache_key(parts))
-        statuses: dict[str, Any] = {"cache": cache_status}
+        summary = _summary(r, selector, train, logits, scores, selection, temps, each[0]["cache_key"])
+        statuses: dict[str, Any] = {"cache": each[0]["cache"]}
         if views_status is not None:
             statuses["views_cache"] = views_status
         if replaying:  # replay draws: sharded across ranks under torchrun, written by rank 0
-            summary["replay"], statuses["replay_cache"] = make_replay(r, splits, teacher, weights, ctx.runtime)
+            for k, ref in enumerate(teachers):
+                each[k]["replay"], each[k]["replay_cache"] = make_replay(
+                    r, splits, ref.load, ref.weights, ctx.runtime, ref.cfg if r.teachers else None
+                )
+            summary["replay"], statuses["replay_cache"] = each[0]["replay"], each[0]["replay_cache"]
+        if r.teachers:  # per teacher: what it labelled (summary.json) and how the cache served it (manifest)
+            summary["teachers"] = [{k: v for k, v in t.items() if not k.endswith("cache")} for t in each]
+            statuses["teacher_caches"] = [{k: v for k, v in t.items() if k.endswith("cache")} for t in each]
         hists = {"score_histogram": histogram(scores), "temperature_histogram": histogram(temps)}
         # summary.json holds only what the recipe and data determine, so an identical rerun leaves distill up to date
         (ctx.out / "summary.json").write_text(json.dumps({**summary, **hists}, indent=2))
         cached = ["logits", *(["views"] if views_status is not None else []), *(["replay"] if replaying else [])]
         return {**summary, **statuses, "cached": cached, "cache_dir": str(cache.dir)}
+
+    def _logits(
+        self, ctx: Context, train: Split, cache: OutputCache, teachers: Sequence[TeacherRef]
+    ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """The teacher's logits on the training split; several teachers: each one's (saved as teacher_logits_<k>.npy,
+        what cached distill targets read) and their weighted mean distribution as log-probabilities (what scores read)."""
+        r = ctx.recipe
+        every, each = [], []
+        for k, ref in enumerate(teachers):
+            parts = teacher_output_parts(r, train, ref.weights, "logits", teacher=ref.cfg if r.teachers else None, classes=train.classes)
+            logits, status = _teacher_logits(ctx, train, cache, parts, ref.load)
+            every.append(logits)
+            each.append({"index": k, "arch": ref.cfg.arch, "weight": ref.weight, "cache_key": cache_key(parts), "cache": status})
+        if not r.teachers:
+            return every[0], each
+        for k, logits in enumerate(every):
+            np.save(ctx.out / Path(teacher_logits(k)).name, logits, allow_pickle=False)
+            each[k]["train_acc"] = labelled_accuracy(logits, train.targets)
+        return combined_logits(every, [t.weight for t in teachers]), each
+
+
+def teacher_logits(k: int) -> str:
+    """Teacher k's logits over the training split, with several teachers."""
+    return f"select/teacher_logits_{k}.npy"
 
 
 def _teacher_logits(
@@ -358,6 +455,12 @@ def _teacher_logits(
 
     # under torchrun rank 0 alone reads and writes the cache; on a miss every rank labels its shard
     return cache.shared(parts, (len(train), len(train.classes)), lambda: teacher_forward(sharded=True), spot_check=spot_check)
+
+
+def labelled_accuracy(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Top-1 accuracy over the samples that have a label (all of them without `data.unlabeled`)."""
+    labelled = targets >= 0
+    return accuracy(logits, targets) if bool(labelled.all()) else accuracy(logits[labelled], targets[labelled])
 
 
 def _write_index(path: Path, train: Split, scores: np.ndarray, critical: np.ndarray, temps: np.ndarray) -> None:
@@ -393,6 +496,7 @@ def _summary(
         "num_critical": int(critical.sum()),
         "ratio": float(critical.mean()),
         "per_class_critical": {train.classes[c]: int(critical[train.targets == c].sum()) for c in range(n_classes)},
+        **({"num_unlabelled": int((train.targets < 0).sum())} if r.data.unlabeled is not None else {}),
         "selection": {
             **selection.describe(),
             "class_balanced": cfg.class_balanced,
@@ -403,7 +507,7 @@ def _summary(
         "refresh_by": cfg.refresh_by if refresh_epochs(r) is not None else None,
         "probe_epochs": probe_epochs(r) if (selector.needs_student or selector.needs_history) else None,
         "views": cfg.views if selector.needs_views else None,
-        "teacher_train_acc": accuracy(logits, train.targets),
+        "teacher_train_acc": labelled_accuracy(logits, train.targets),
         "score_mean": float(scores.mean()),
         "score_critical_min": float(scores[critical].min()),
         "temperature": {

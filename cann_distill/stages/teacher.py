@@ -1,11 +1,18 @@
-"""teacher: load (checkpoint / pretrained) and/or train the teacher on the training split."""
+"""teacher: load (checkpoint / pretrained) and/or train the teacher on the training split.
+
+With several teachers (`teachers:`), each is loaded / trained and evaluated in turn with its own artifacts:
+the first writes `teacher/teacher.pt` and `teacher/metrics.json` as a single teacher does (what validate and
+the report compare the student with), teacher k >= 1 `teacher/teacher_<k>.pt` and `teacher/metrics_<k>.json`;
+teacher k is seeded with seed + k, so two teachers of one arch are not the same network.
+"""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
-from cann_distill.core.recipe import Recipe
+from cann_distill.core.recipe import Recipe, TeacherConfig
 from cann_distill.data.loading import Splits, data_fingerprint, load_splits
 from cann_distill.data.transforms import channels_of, make_mixup
 from cann_distill.models.build import build_model, count_params, save_checkpoint, with_teacher_input
@@ -28,27 +35,65 @@ CHECKPOINT = "teacher/teacher.pt"
 METRICS = "teacher/metrics.json"
 
 
+def teacher_checkpoint(k: int) -> str:
+    """Teacher k's checkpoint artifact (k = 0: the one a single teacher writes)."""
+    return CHECKPOINT if k == 0 else f"teacher/teacher_{k}.pt"
+
+
+def teacher_metrics(k: int) -> str:
+    return METRICS if k == 0 else f"teacher/metrics_{k}.json"
+
+
+def extra_teachers(recipe: Recipe) -> tuple[str, ...]:
+    """The checkpoints of teachers 1.. (none with one teacher): what a stage that reads every teacher adds to its needs."""
+    return tuple(teacher_checkpoint(k) for k in range(1, len(recipe.teachers or ())))
+
+
 class TeacherStage(Stage):
     name = "teacher"
     version = 4
     all_ranks = True  # under torchrun: DDP training / a sharded teacher pass (cann_distill.runtime.distributed)
     sections = ("data", "teacher", "seed")
+    ignore = ("data.unlabeled",)  # teachers learn from labelled images only
 
     def extra_inputs(self, recipe: Recipe) -> dict[str, Any]:
-        return {"data": data_fingerprint(recipe.data), "checkpoint": _checkpoint_hashes(recipe)["teacher"]}
+        inputs: dict[str, Any] = {
+            "data": data_fingerprint(recipe.data, ignore=frozenset({"unlabeled"})),
+            "checkpoint": _checkpoint_hashes(recipe)["teacher"],
+        }
+        if recipe.teachers:  # several teachers: every one's section and checkpoint
+            inputs["teachers"] = [
+                {**t.model_dump(mode="json", exclude={"weight"}), "checkpoint_sha256": _file_hash(t.checkpoint)} for t in recipe.teachers
+            ]
+        return inputs
 
     def execute(self, ctx: Context) -> dict[str, Any]:
         r = ctx.recipe
-        cfg = r.teacher
         splits = load_splits(r.data)
-        train, val, rt = splits.train, splits.val, ctx.runtime
+        if not r.teachers:
+            return self._one(ctx, splits, r.teacher, 0)
+        summaries = [self._one(ctx, splits, t.section(), k) for k, t in enumerate(r.teachers)]
+        teachers = [
+            {"index": k, "weight": t.weight, **{key: s[key] for key in ("arch", "source", "epochs", "params", "val_acc", "test_acc")}}
+            for k, (t, s) in enumerate(zip(r.teachers, summaries))
+        ]
+        first = json.loads((ctx.out / "metrics.json").read_text())
+        (ctx.out / "metrics.json").write_text(json.dumps({**first, "teachers": teachers}, indent=2))
+        return {**summaries[0], "teachers": teachers}
+
+    def _one(self, ctx: Context, splits: Splits, cfg: TeacherConfig, k: int) -> dict[str, Any]:
+        """Load and/or train teacher k, evaluate it, write its checkpoint and metrics; its summary."""
+        r, rt = ctx.recipe, ctx.runtime
+        train, val = splits.train, splits.val
         in_chans = channels_of(r.data)
-        seed_everything(r.seed)  # the initial weights too
-        model = build_model(cfg, len(train.classes), in_chans, role="teacher", classes=train.classes)
+        seed = r.seed + k
+        seed_everything(seed)  # the initial weights too
+        model = build_model(cfg, len(train.classes), in_chans, role="teacher" if k == 0 else f"teachers[{k}]", classes=train.classes)
         epochs = cfg.train.epochs if (cfg.checkpoint is None or cfg.train_when_checkpoint) else 0
         source = "checkpoint" if cfg.checkpoint else ("pretrained" if cfg.pretrained else "scratch")
         history: list[Any] = []
         net = with_teacher_input(model, r.data, cfg)  # a pretrained teacher sees inputs normalised its own way
+        label = "teacher" if k == 0 else f"teacher {k}"
         if epochs:
             tcfg = cfg.train.model_copy(update={"epochs": epochs})
             history = fit(
@@ -57,18 +102,19 @@ class TeacherStage(Stage):
                 tcfg,
                 tcfg.batch_size or r.data.batch_size,
                 ce_step,
-                r.seed,
-                "teacher train",
+                seed,
+                f"{label} train",
                 val=val,
                 runtime=rt,
                 transform=splits.train_transform,
                 mix=make_mixup(r.data, len(train.classes)),
-                on_epoch_end=EpochLog(ctx.run.root, self.name, epochs),
+                on_epoch_end=EpochLog(ctx.run.root, self.name if k == 0 else f"{self.name}_{k}", epochs),
             )
-        val_acc = accuracy(predict(net, val, desc="teacher eval", runtime=rt), val.targets)
+        val_acc = accuracy(predict(net, val, desc=f"{label} eval", runtime=rt), val.targets)
         test = splits.test
-        test_acc = accuracy(predict(net, test, desc="teacher test", runtime=rt), test.targets) if test is not None else None
-        save_checkpoint(ctx.out / "teacher.pt", model, cfg.arch, len(train.classes), in_chans, classes=train.classes)
+        test_acc = accuracy(predict(net, test, desc=f"{label} test", runtime=rt), test.targets) if test is not None else None
+        out = ctx.out / Path(teacher_checkpoint(k)).name
+        save_checkpoint(out, model, cfg.arch, len(train.classes), in_chans, classes=train.classes)
         summary = {
             "arch": cfg.arch,
             "source": source,
@@ -85,8 +131,14 @@ class TeacherStage(Stage):
             "runtime": rt.describe(),
             "stopped_early": getattr(history, "stopped_early", None),
         }
-        (ctx.out / "metrics.json").write_text(json.dumps({**summary, "history": history}, indent=2))
+        (ctx.out / Path(teacher_metrics(k)).name).write_text(json.dumps({**summary, "history": history}, indent=2))
         return summary
+
+
+def _file_hash(path: str | None) -> str | None:
+    from cann_distill.core.files import sha256_file
+
+    return sha256_file(Path(path)) if path and Path(path).is_file() else None
 
 
 register_stage(TeacherStage())

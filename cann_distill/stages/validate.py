@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -18,7 +18,7 @@ from cann_distill.core.files import sha256_file
 from cann_distill.core.recipe import HardwareProfile, Recipe, ValidateConfig, hardware_profile, load_hardware_profile
 from cann_distill.data.loading import Split, Splits, load_splits, loader
 from cann_distill.data.transforms import channels_of
-from cann_distill.models.build import build_model, count_params, with_teacher_input
+from cann_distill.models.build import build_model, count_params, exported_recipe, with_teacher_input
 from cann_distill.quant import latency as timing
 from cann_distill.quant import ort as q
 from cann_distill.quant import qad
@@ -459,6 +459,7 @@ class ValidateStage(Stage):
         return extra
 
     def execute(self, ctx: Context) -> dict[str, Any]:
+        ctx = replace(ctx, recipe=exported_recipe(ctx.recipe, ctx.artifacts[STUDENT_CKPT]))  # mutual learning: the best peer
         job = _Job.prepare(ctx)
         fp32, int8 = ctx.out / "student_fp32.onnx", ctx.out / "student_int8.onnx"
         export_onnx(job.student, fp32, job.in_chans, ctx.recipe.data.image_size, job.cfg.opset)

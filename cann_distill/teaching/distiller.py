@@ -32,6 +32,8 @@ from cann_distill.core.recipe import LossSpec
 from cann_distill.models.connectors import build_connector
 from cann_distill.models.taps import FeatureTapper, tap_error
 from cann_distill.runtime import distributed
+from cann_distill.teaching.ensemble import KEY as TEACHERS_KEY
+from cann_distill.teaching.ensemble import TeacherEnsemble
 from cann_distill.teaching.losses import LOSSES, Loss, rank_rows
 from cann_distill.teaching.losses.feature import channel_sensitivity
 
@@ -120,7 +122,9 @@ class Distiller:
         teacher_input: Optional[nn.Module] = None,
         balance: str = "none",
         force_teacher: bool = False,
+        ensemble: Optional[TeacherEnsemble] = None,
     ) -> None:
+        self.ensemble = ensemble  # several teachers: how their outputs become `teacher.logits` (cann_distill.teaching.ensemble)
         kinds = [s.kind for s in specs]
         self.terms = [
             Term(i, s.kind if kinds.count(s.kind) == 1 else f"{s.kind}[{i}]", s.kind, s.weight, LOSSES.build(s.kind, **s.kwargs()))
@@ -211,6 +215,8 @@ class Distiller:
             dry_out = {**dry, "targets": torch.zeros(sample.shape[0], dtype=torch.long)}
             if "teacher.logits" not in dry_out:
                 dry_out["teacher.logits"] = torch.zeros_like(dry_out["student.logits"])
+            if any("peers.logits" in t.loss.requires for t in self.terms):  # mutual learning: one other peer's logits
+                dry_out["peers.logits"] = torch.zeros_like(dry_out["student.logits"]).unsqueeze(0)
             for term in self.terms:
                 try:
                     term.loss(self._term_outputs(term, dry_out, {}))
@@ -245,16 +251,26 @@ class Distiller:
         return {**outputs, term.student_key: connected[term.connector]}
 
     def loss(self, outputs: dict[str, torch.Tensor], sample_weight: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict[str, float]]:
-        """Fused loss and each term's (sample-weighted) mean, plus the balance weights when balancing."""
+        """Fused loss and each term's (sample-weighted) mean, plus the balance weights when balancing.
+
+        With `outputs["labelled"]` ([B] bool; unlabelled images have label -1), a term that reads `targets` is the
+        weighted mean over the labelled samples only; the others (teacher targets) cover every sample.
+        """
         connected: dict[str, torch.Tensor] = {}
         values = []
         parts: dict[str, float] = {}
         # weighted mean over the global batch: under torchrun each rank divides by the global weight sum / ranks, so
         # DDP's gradient average is the one-process weighted mean exactly (not a mean of per-slice means)
         denom = distributed.weight_share(sample_weight) if sample_weight is not None else None
+        labelled = outputs.get("labelled")  # [B] bool with unlabelled images (data.unlabeled): label-reading terms skip the rest
         for term in self.terms:
-            per_sample = rank_rows(term.loss, self._term_outputs(term, outputs, connected)).float()
-            value = per_sample.mean() if denom is None else (per_sample * sample_weight).sum() / denom
+            term_outputs, weight, share = self._term_outputs(term, outputs, connected), sample_weight, denom
+            if labelled is not None and "targets" in term.loss.requires:
+                term_outputs = {**term_outputs, "targets": term_outputs["targets"].clamp_min(0)}  # -1: any class, weighed 0
+                weight = labelled.float() * (sample_weight if sample_weight is not None else 1.0)
+                share = distributed.weight_share(weight).clamp_min(torch.finfo(torch.float32).tiny)
+            per_sample = self._term_value(term, term_outputs).float()
+            value = per_sample.mean() if share is None else (per_sample * weight).sum() / share
             values.append(value)
             parts[term.name] = value.item()
         stacked = torch.stack(values)
@@ -266,6 +282,12 @@ class Distiller:
         else:
             total = (weights * stacked).sum()
         return total, parts
+
+    def _term_value(self, term: Term, outputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """A term's per-sample loss; with several teachers the ensemble makes the `teacher.logits` it reads."""
+        if self.ensemble is not None and TEACHERS_KEY in outputs and "teacher.logits" in term.loss.requires:
+            return self.ensemble.term(term.loss, term.loss.temperature, outputs)
+        return rank_rows(term.loss, outputs)  # a relational loss reads the global batch under torchrun
 
     # ------------------------------------------------------------------ teacher channel sensitivity
 

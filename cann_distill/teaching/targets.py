@@ -24,6 +24,7 @@ features, else `cached`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -37,8 +38,10 @@ from cann_distill.data.transforms import Transform, mix_distributions
 from cann_distill.runtime import distributed
 from cann_distill.runtime.devices import CPU, Runtime
 from cann_distill.teaching.distiller import Distiller, teacher_feature_taps
+from cann_distill.teaching.ensemble import KEY as TEACHERS_KEY
 from cann_distill.teaching.losses import LOSSES
 from cann_distill.teaching.replay import ReplayDraws, index_dtype
+from cann_distill.teaching.teachers import chain_errors, teacher_input_errors
 from cann_distill.training.loop import Batch
 
 MODES = ("cached", "online", "replay")
@@ -127,10 +130,25 @@ def recipe_errors(recipe: Recipe, num_classes: Optional[int] = None) -> list[str
 
 
 def check_recipe(recipe: Recipe, num_classes: Optional[int] = None) -> None:
-    """Raise one RecipeError (exit 2) listing what the target source cannot do, before any work."""
-    errors = recipe_errors(recipe, num_classes)
+    """Raise one RecipeError (exit 2) listing what the target source cannot do, and what the teachers' checkpoints
+    cannot give (several teachers), an unlabelled folder that is empty or holds val/test images, and a teacher-assistant
+    chain that does not shrink, before any work."""
+    errors = recipe_errors(recipe, num_classes) + teacher_input_errors(recipe) + unlabeled_errors(recipe) + chain_errors(recipe)
     if errors:
         raise RecipeError("; ".join(errors))
+
+
+def unlabeled_errors(recipe: Recipe) -> list[str]:
+    """`data.unlabeled` holds no image, or images of val/test (`cann_distill.data.unlabeled`)."""
+    folder = recipe.data.unlabeled
+    if folder is None or not Path(folder).is_dir():
+        return []  # unset, or reported by the recipe check
+    from cann_distill.core.paths import default_cache_dir
+    from cann_distill.data.loading import held_out_keys
+    from cann_distill.data.unlabeled import input_errors
+
+    cache = default_cache_dir()
+    return input_errors(recipe.data, lambda: held_out_keys(recipe.data, cache), cache)
 
 
 # ----------------------------------------------------------------------------- math
@@ -267,6 +285,64 @@ class ReplayTargets(TeacherTargets):
                 f"{self.num_classes - top} classes (FKD), as log-probabilities: T applies to them"
             ),
         }
+
+
+class ModelTargets(TeacherTargets):
+    """One of several teachers run online: its logits on the student's batch (eval mode, no grad, the training's
+    autocast), through its own input re-normalisation (the model given includes it)."""
+
+    mode = "online"
+    runs_teacher = True
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.forwards = 0
+
+    def prepare(self, runtime: Runtime) -> None:
+        runtime.model(self.model).eval()
+
+    def for_batch(self, batch: Batch, epoch: int, lam: Optional[float] = None) -> Outputs:
+        self.forwards += 1
+        with torch.no_grad():
+            return {"teacher.logits": self.model(batch[0])}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "source": "online",
+            "teacher_view": "the student's batch, after mixup/cutmix (eval mode, no grad, the training's autocast)",
+            "views_differ": False,
+            "teacher_forwards": self.forwards,
+        }
+
+
+class EnsembleTargets(TeacherTargets):
+    """Several teachers, one source each (all of the recipe's mode): every teacher's `teacher.logits` stacked as
+    `teachers.logits` [K, B, C] for the ensemble (`cann_distill.teaching.ensemble`) to combine per loss."""
+
+    def __init__(self, sources: list[TeacherTargets]) -> None:
+        self.sources = sources
+        self.mode = sources[0].mode
+        self.runs_teacher = sources[0].runs_teacher
+        self.period = sources[0].period
+
+    def prepare(self, runtime: Runtime) -> None:
+        for source in self.sources:
+            source.prepare(runtime)
+
+    def for_batch(self, batch: Batch, epoch: int, lam: Optional[float] = None) -> Outputs:
+        each = [source.for_batch(batch, epoch, lam)["teacher.logits"] for source in self.sources]
+        return {TEACHERS_KEY: torch.stack([t.float() for t in each])}
+
+    def describe(self) -> dict[str, Any]:
+        each = [source.describe() for source in self.sources]
+        out = {k: v for k, v in each[0].items() if k not in ("cache_key", "teacher_forwards")}
+        if self.runs_teacher:
+            out["teacher_forwards"] = sum(int(d.get("teacher_forwards", 0)) for d in each)
+        if self.mode == "replay":
+            out["cache_keys"] = [d["cache_key"] for d in each]
+        return out
 
 
 def describe_mixing(targets: TeacherTargets, mixes: bool) -> Optional[str]:

@@ -117,3 +117,31 @@ class DecoupledKD(Loss):
         log_qt = (zt_nt - lse_t_nt.unsqueeze(1)).masked_fill(target, 0.0)
         nckd = (log_qt.exp().masked_fill(target, 0.0) * (log_qt - log_qs)).sum(1)
         return (self.alpha * tckd + self.beta * nckd) * temp.squeeze(1) ** 2
+
+
+@LOSSES.register("dml")
+class MutualKL(Loss):
+    """Zhang, Xiang, Hospedales & Lu, "Deep Mutual Learning" (CVPR 2018).
+
+    The mean over the other peers j of KL(softmax(z_j / T) ‖ softmax(s / T)) * T², with `peers.logits` [P - 1, B, C]
+    the other peers' logits on the batch (detached by the stage: `distill.mode: mutual`). T = 1 is the paper's; a
+    per-sample or scheduled temperature (`outputs["temperature"]`, [B]) overrides it, as in `kd`.
+    """
+
+    requires = ("student.logits", "peers.logits")
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        if not temperature > 0:
+            raise ValueError("temperature must be > 0")
+        self.temperature = temperature
+
+    def __call__(self, outputs: Outputs) -> torch.Tensor:
+        s = outputs["student.logits"]
+        peers = outputs["peers.logits"].to(s.dtype)
+        if peers.dim() != 3 or peers.shape[1:] != s.shape:
+            raise ValueError(f"dml needs 'peers.logits' [P, B, C] for 'student.logits' {tuple(s.shape)}, got {tuple(peers.shape)}")
+        temp = _temperature(outputs, self.temperature, s)
+        log_p_s = F.log_softmax(s / temp, dim=1)
+        log_p_j = F.log_softmax(peers / temp.unsqueeze(0), dim=2)
+        kl = (log_p_j.exp() * (log_p_j - log_p_s.unsqueeze(0))).sum(2).mean(0)
+        return kl * temp.squeeze(1) ** 2

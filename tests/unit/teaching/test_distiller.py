@@ -23,6 +23,7 @@ TAP_KWARGS: dict[str, dict[str, Any]] = {
     "attn_mse": {"student": "1", "teacher": "1"},
     "sp": {"student": "4", "teacher": "4"},
     "rkd": {},
+    "dml": {},
 }
 
 
@@ -69,6 +70,8 @@ def test_one_distill_step_with_every_registered_loss(kind: str) -> None:
     if not d.runs_teacher:  # the stage's fast path: select's cached teacher logits
         with torch.no_grad():
             out["teacher.logits"] = models()[1](x)
+    if kind == "dml":  # mutual learning: another peer's logits, detached
+        out["peers.logits"] = torch.randn(1, *out["student.logits"].shape)
     assert not any(v.requires_grad for k, v in out.items() if k.startswith("teacher."))
     opt = torch.optim.SGD(d.model.parameters(), lr=0.1)
     total, parts = d.loss(out, torch.tensor([1.0, 2.0, 1.0, 1.0]))

@@ -299,6 +299,7 @@ MINIMAL_KWARGS: dict[str, dict[str, Any]] = {
     "attn_mse": {"student": "a", "teacher": "a"},
     "sp": {"student": "a", "teacher": "a"},
     "rkd": {},
+    "dml": {},
 }
 OPTIONAL_KEYS = {"temperature", "teacher.chw.a"}
 
@@ -334,7 +335,13 @@ def test_one_step_with_every_registered_loss(name: str) -> None:
     b = 4
     student = {"student.logits": torch.randn(b, 10, requires_grad=True), "student.feat.a": torch.randn(b, 6, 3, 3, requires_grad=True)}
     outputs = Recording(
-        {**student, "teacher.logits": torch.randn(b, 10), "teacher.feat.a": torch.randn(b, 6, 3, 3), "targets": torch.randint(0, 10, (b,))}
+        {
+            **student,
+            "teacher.logits": torch.randn(b, 10),
+            "teacher.feat.a": torch.randn(b, 6, 3, 3),
+            "targets": torch.randint(0, 10, (b,)),
+            "peers.logits": torch.randn(2, b, 10),
+        }
     )
     assert set(loss.requires) <= set(outputs)
     value = loss(outputs)
