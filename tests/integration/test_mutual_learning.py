@@ -71,7 +71,7 @@ def test_peers_train_together_and_the_best_on_val_is_exported(cli, write_recipe,
     run_ok(cli, "report", recipe)
     report = json.loads((run / "report" / "report.json").read_text())
     assert report["modes"]["mutual"]["best_peer"] == 1 and report["modes"]["mutual"]["exported"] == "test_resnet"
-    assert "<section id=modes>" in (run / "report" / "report.html").read_text()
+    assert '<section id="modes">' in (run / "report" / "report.html").read_text()
 
 
 @pytest.mark.parametrize(
