@@ -341,7 +341,10 @@ def _notes(run: _OnnxRun, lat: dict[str, Any]) -> list[str]:
     if (shaky := timing.unstable_note(lat)) is not None:
         notes.append(shaky)
     if run.feedback["triggered"]:
-        drop = f"INT8 drop {100 * run.metrics['val']['accuracy']['int8_drop']:.2f} pt on val"
+        value = run.metrics["val"]["accuracy"]["int8_drop"]
+        drop = f"INT8 drop {100 * value:.2f} pt on val"
+        if value <= run.feedback["threshold"]:  # triggered by a layer's gap, not by the accuracy drop
+            drop = f"a layer's INT8 gap beyond feedback.max_layer_gap_db ({drop}, within its budget)"
         notes.append(
             f"{drop}: see feedback.suggestions; `cann-distill validate RECIPE --apply-feedback` writes a patched recipe"
             if run.feedback["apply"]
