@@ -41,6 +41,9 @@ def main() -> int:
     cfg = spec["cann"]
     run_dir = out.parent / f"{out.stem}.run"
     recipe = load_recipe(Path(cfg["recipe"]), [*cfg["overrides"], f"seed={spec['seed']}", f"select.cache_dir={run_dir / 'cache'}"])
+    data_path = ac.DECODE if recipe.data.cache_mb == 0 else f"decoded-pixel cache ({recipe.data.cache_mb} MiB)"
+    if spec.get("data_path") not in (None, data_path):
+        raise SystemExit(f"the spec asks for data path {spec['data_path']!r}; the recipe gives {data_path!r}")
     results = {r.stage: r for r in run_stages(recipe, ["teacher", "select", "distill"], run_dir=run_dir, force=True)}
     distill = results["distill"].summary
     targets = distill.get("teacher_targets") or distill.get("teacher", {}).get("logits")
@@ -64,6 +67,8 @@ def main() -> int:
         augmented=distill.get("augmented"),
         teacher_mode="eval" if targets == "online" else "no teacher forward",
         overrides=cfg["overrides"],
+        data_path=data_path,
+        data_cache_mb=recipe.data.cache_mb,
         transform_repr=repr(train_tf or eval_tf),
         versions=ac.versions("torch", "torchvision", "timm", "cann-distill"),
     )
