@@ -23,7 +23,7 @@ def main() -> int:
     import cann_distill.training.loop as cd_train
     from cann_distill.api import run_stages
     from cann_distill.core.recipe_load import load_recipe
-    from cann_distill.data.transforms import build_transforms
+    from cann_distill.data.transforms import build_transforms, pixel_norm
     from cann_distill.runtime.terminal import ui
 
     timers: list[ac.TimedLoader] = []
@@ -52,6 +52,7 @@ def main() -> int:
         steps = spec["epochs"] * spec["steps_per_epoch"]
         epochs = [{"seconds": results["distill"].seconds, "samples": steps * spec["batch_size"], "steps": steps}]
     train_tf, eval_tf = build_transforms(recipe.data)
+    norm = pixel_norm(recipe.data)
     ac.write_result(
         out,
         spec,
@@ -70,6 +71,7 @@ def main() -> int:
         data_path=data_path,
         data_cache_mb=recipe.data.cache_mb,
         transform_repr=repr(train_tf or eval_tf),
+        batch_norm={"mean": list(norm.mean), "std": list(norm.std)},  # applied per batch after a uint8 transform
         versions=ac.versions("torch", "torchvision", "timm", "cann-distill"),
     )
     return 0

@@ -6,6 +6,7 @@ so `python scripts/bench/bench.py --render --out RUN.json --docs docs/benchmarks
 
 from __future__ import annotations
 
+import re
 import statistics
 from pathlib import Path
 from typing import Any, Optional
@@ -80,13 +81,41 @@ def amortised_rate(run: dict[str, Any]) -> float:
     return sum(e["samples"] for e in run["epochs"]) / end_to_end_seconds(run)
 
 
+_NORMALIZE = re.compile(r"\n\s*Normalize\(mean=tensor\(\[([^\]]*)\]\), std=tensor\(\[([^\]]*)\]\)\)")
+
+
+def _rounded(values: Any) -> tuple[float, ...]:
+    return tuple(round(float(v), 4) for v in values)
+
+
+def canonical_transform(run: dict[str, Any]) -> Optional[str]:
+    """A run's training transform in a form that compares across arms (None: not recorded).
+
+    cann-distill's transform stops at uint8 pixels (timm's `MaybePILToTensor`) and normalises per batch with the
+    same operations as ToTensor + Normalize (its result's `batch_norm`), and runs colour jitter as
+    `FastColorJitter`, bit-identical to torchvision's `ColorJitter` with the same RNG draws. So the normalisation
+    is compared as numbers and those two names as their torchvision / timm equivalents; every other step as written.
+    """
+    text = run.get("transform_repr")
+    if text is None:
+        return None
+    norm = None
+    if (m := _NORMALIZE.search(text)) is not None:
+        norm = (_rounded(m.group(1).split(",")), _rounded(m.group(2).split(",")))
+        text = text[: m.start()] + text[m.end() :]
+    elif run.get("batch_norm") and "MaybePILToTensor()" in text:
+        norm = (_rounded(run["batch_norm"]["mean"]), _rounded(run["batch_norm"]["std"]))
+    text = text.replace("FastColorJitter(", "ColorJitter(").replace("MaybePILToTensor()", "MaybeToTensor()")
+    return f"{text}, normalised with (mean, std) {norm}"
+
+
 def transforms_identical(runs: list[dict[str, Any]]) -> Optional[bool]:
     """Whether the finished augmented runs built one training transform (None: none recorded one).
 
     Runs that trained without augmentation (an older cann-distill's cached arm) are left out: their rows say so.
     """
     reprs = {
-        r.get("transform_repr")
+        canonical_transform(r)
         for r in _done(runs)
         if r.get("augmented", True) is not False and "data.augment.enabled=false" not in r.get("overrides", [])
     }
