@@ -23,7 +23,7 @@ def main() -> int:
     import cann_distill.training.loop as cd_train
     from cann_distill.api import run_stages
     from cann_distill.core.recipe_load import load_recipe
-    from cann_distill.data.transforms import build_transforms
+    from cann_distill.data.transforms import build_transforms, pixel_norm
     from cann_distill.runtime.terminal import ui
 
     timers: list[ac.TimedLoader] = []
@@ -41,6 +41,9 @@ def main() -> int:
     cfg = spec["cann"]
     run_dir = out.parent / f"{out.stem}.run"
     recipe = load_recipe(Path(cfg["recipe"]), [*cfg["overrides"], f"seed={spec['seed']}", f"select.cache_dir={run_dir / 'cache'}"])
+    data_path = ac.DECODE if recipe.data.cache_mb == 0 else f"decoded-pixel cache ({recipe.data.cache_mb} MiB)"
+    if spec.get("data_path") not in (None, data_path):
+        raise SystemExit(f"the spec asks for data path {spec['data_path']!r}; the recipe gives {data_path!r}")
     results = {r.stage: r for r in run_stages(recipe, ["teacher", "select", "distill"], run_dir=run_dir, force=True)}
     distill = results["distill"].summary
     targets = distill.get("teacher_targets") or distill.get("teacher", {}).get("logits")
@@ -49,6 +52,7 @@ def main() -> int:
         steps = spec["epochs"] * spec["steps_per_epoch"]
         epochs = [{"seconds": results["distill"].seconds, "samples": steps * spec["batch_size"], "steps": steps}]
     train_tf, eval_tf = build_transforms(recipe.data)
+    norm = pixel_norm(recipe.data)
     ac.write_result(
         out,
         spec,
@@ -64,7 +68,10 @@ def main() -> int:
         augmented=distill.get("augmented"),
         teacher_mode="eval" if targets == "online" else "no teacher forward",
         overrides=cfg["overrides"],
+        data_path=data_path,
+        data_cache_mb=recipe.data.cache_mb,
         transform_repr=repr(train_tf or eval_tf),
+        batch_norm={"mean": list(norm.mean), "std": list(norm.std)},  # applied per batch after a uint8 transform
         versions=ac.versions("torch", "torchvision", "timm", "cann-distill"),
     )
     return 0

@@ -22,6 +22,9 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 import torch
 
+DECODE = "decode"
+"""The data path that reads and decodes every image file every epoch (what ImageFolder does; `bench.SPEED_DATA_PATH`)."""
+
 
 def parse_args(description: str) -> tuple[dict[str, Any], Path]:
     ap = argparse.ArgumentParser(description=description)

@@ -89,6 +89,7 @@ def main() -> int:
         augmented=spec["augment"],
         teacher_mode="eval" if forward else ("no teacher" if not use_kd else "no teacher forward"),
         transform_repr=repr(train_tf),
+        data_path=ac.DECODE,  # torchvision's ImageFolder opens and decodes every file every epoch
         versions=ac.versions("torch", "torchvision", "timm"),
     )
     return 0

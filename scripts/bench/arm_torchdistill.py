@@ -219,6 +219,7 @@ def main() -> int:
         teacher_mode="/".join(sorted(teacher_modes)),
         config=config_text,
         transform_repr=repr(dataset_dict["digits/train"].transform),
+        data_path=ac.DECODE,  # torchvision's ImageFolder opens and decodes every file every epoch
         versions=ac.versions("torch", "torchvision", "timm", "torchdistill"),
     )
     return 0

@@ -24,7 +24,8 @@ warmup and [ce, kd] loss; all use linear warmup per step then cosine decay per s
 Parts:
   speed     training-loop samples/s, untrained teachers (resnet50, resnet18) at each --speed-sizes, arms interleaved
             (A B C D E, B C D E A, ...) for --repeats; medians, spreads and ratios within the run;
-            cann-distill's one-time select cost reported separately and amortised
+            every arm decodes the PNGs every epoch (cann-distill with data.cache_mb: 0) and has its first
+            epoch left out as warm-up; cann-distill's one-time select cost reported separately and amortised
   accuracy  the recipe's teacher trained once by cann-distill's teacher stage and given to every arm;
             test top-1 mean ± std over --seeds, transfer efficiency (arm − student) / (teacher − student)
 
@@ -80,6 +81,8 @@ PEER_SETUP = (
     "python3 -m venv /work/benchenv && /work/benchenv/bin/pip install torch==2.14.1 torchvision==0.29.1 "
     "&& /work/benchenv/bin/pip install torchdistill timm"
 )
+SPEED_DATA_PATH = "decode"  # settings.speed.data_path: every speed arm reads and decodes the PNG files every epoch
+SPEED_WARMUP_EPOCHS = 1  # left out of every arm's timing (bench_report.loop_rate)
 QUICK = {"max_samples": 400, "speed_epochs": 2, "repeats": 1, "seeds": 1, "epochs": 2, "teacher_epochs": 2}
 
 
@@ -134,7 +137,12 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     ap.add_argument(
         "--speed-sizes", default=None, help="comma-separated image sizes (px) the speed part runs at (default: the recipe's image size)"
     )
-    ap.add_argument("--speed-epochs", type=int, default=None, help="epochs per timed run, the first is warm-up (default 3)")
+    ap.add_argument(
+        "--speed-epochs",
+        type=int,
+        default=None,
+        help="epochs per speed run, the first left out of every arm's timing as warm-up; at least 2 (default 4: 1 warm-up + 3 timed)",
+    )
     ap.add_argument("--repeats", type=int, default=None, help="interleaved repeats of the speed arms (default 3)")
     ap.add_argument("--seeds", type=int, default=None, help="accuracy seeds: recipe seed, +1, ... (default 3)")
     ap.add_argument(
@@ -173,7 +181,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         ap.error(f"--speed-sizes takes whole numbers of pixels, e.g. 32,96 (got {args.speed_sizes!r})")
     if any(px < 8 for px in args.speed_sizes):
         ap.error("--speed-sizes: every size must be at least 8 px")
-    defaults = {"speed_epochs": 3, "repeats": 3, "seeds": 3}
+    if args.speed_epochs is not None and args.speed_epochs < 1 + SPEED_WARMUP_EPOCHS:
+        ap.error(f"--speed-epochs must be at least {1 + SPEED_WARMUP_EPOCHS} (the first epoch is warm-up; got {args.speed_epochs})")
+    defaults = {"speed_epochs": 4, "repeats": 3, "seeds": 3}
     for key in ("speed_epochs", "repeats", "seeds", "epochs", "teacher_epochs"):
         if getattr(args, key) is None:
             setattr(args, key, QUICK[key] if args.quick else defaults.get(key))
@@ -419,7 +429,8 @@ def settings_from_recipe(
             "teachers": [t.strip() for t in args.speed_teachers.split(",") if t.strip()],
             "epochs": args.speed_epochs,
             "repeats": args.repeats,
-            "warmup_epochs": 1 if args.speed_epochs > 1 else 0,
+            "warmup_epochs": SPEED_WARMUP_EPOCHS,
+            "data_path": SPEED_DATA_PATH,
         },
         "accuracy": {
             "teacher": recipe.teacher.arch,
@@ -649,6 +660,41 @@ def base_spec(st: dict[str, Any], teacher: str, ckpt: Path, epochs: int, seed: i
     }
 
 
+def data_path_settings(part: str, arm: str) -> tuple[dict[str, Any], list[str]]:
+    """(spec keys, cann-distill recipe overrides) that give `arm` the part's data path.
+
+    Speed: every arm reads and decodes the PNG files every epoch, as a plain loop does: the plain loop and
+    torchdistill through torchvision's ImageFolder (no cache), cann-distill with its decoded-pixel cache off
+    (`data.cache_mb=0`). The accuracy part keeps cann-distill's cache (it changes no sample).
+    """
+    if part != "speed":
+        return {}, []
+    return {"data_path": SPEED_DATA_PATH}, (["data.cache_mb=0"] if arm in CANN_ARMS else [])
+
+
+def arm_spec(
+    part: str,
+    arm: str,
+    plan: dict[str, Any],
+    st: dict[str, Any],
+    teacher: str,
+    ckpt: Path,
+    epochs: int,
+    seed: int,
+    recipe_path: Path,
+) -> dict[str, Any]:
+    """What one run of `arm` is given: the shared settings, the part's data path and, for cann-distill, its recipe overrides."""
+    arm_epochs = epochs * plan.get("epochs_factor", 1)
+    keys, data_overrides = data_path_settings(part, arm)
+    spec = {**base_spec(st, teacher, ckpt, arm_epochs, seed, augment=True, evaluate=part == "accuracy"), **keys, **plan.get("spec", {})}
+    if arm in CANN_ARMS:
+        spec["cann"] = {
+            "recipe": str(recipe_path),
+            "overrides": cann_overrides(st, teacher, ckpt, arm_epochs) + data_overrides + plan["overrides"],
+        }
+    return spec
+
+
 def interleaved(arms: list[str], rounds: int) -> list[tuple[int, list[str]]]:
     """A B C, B C A, C A B, ...: every arm runs once per round, its position rotating."""
     return [(r, arms[r % len(arms) :] + arms[: r % len(arms)]) for r in range(rounds)] if arms else []
@@ -679,15 +725,9 @@ def run_part(
     for rnd, order in interleaved(runnable, len(seeds)):
         seed = seeds[rnd]
         for pos, arm in enumerate(order):
-            arm_epochs = epochs * plan[arm].get("epochs_factor", 1)
-            spec = {**base_spec(st, teacher, ckpt, arm_epochs, seed, augment=True, evaluate=evaluate), **plan[arm].get("spec", {})}
-            if arm in CANN_ARMS:
-                spec["cann"] = {
-                    "recipe": str(recipe_path),
-                    "overrides": cann_overrides(st, teacher, ckpt, arm_epochs) + plan[arm]["overrides"],
-                }
+            spec = arm_spec(part, arm, plan[arm], st, teacher, ckpt, epochs, seed, recipe_path)
             out = work / f"round{rnd}" / f"{arm}.json"
-            res = {**run_arm(arm, plan[arm], spec, out, args), "repeat": rnd, "position": pos}
+            res = untimed_as_failed(part, {**run_arm(arm, plan[arm], spec, out, args), "repeat": rnd, "position": pos})
             runs.append(res)
             save()
             if res["status"] == "done":
@@ -701,6 +741,18 @@ def run_part(
             else:
                 print(f"[{label} round {rnd + 1}/{len(seeds)}] {arm}: {res['status']}: {res.get('error', '')}", flush=True)
     return runs
+
+
+def untimed_as_failed(part: str, res: dict[str, Any]) -> dict[str, Any]:
+    """A finished speed run whose loop timer saw no epoch after the warm-up one cannot be timed: recorded as failed."""
+    seen = len(res.get("epochs") or [])
+    if part != "speed" or res.get("status") != "done" or seen > SPEED_WARMUP_EPOCHS:
+        return res
+    return {
+        **res,
+        "status": "failed",
+        "error": f"the loop timer saw {seen} epoch(s); timing leaves out {SPEED_WARMUP_EPOCHS} warm-up epoch and needs one more",
+    }
 
 
 def train_accuracy_teacher(recipe_path: Path, st: dict[str, Any], work: Path, args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
@@ -731,15 +783,11 @@ def train_accuracy_teacher(recipe_path: Path, st: dict[str, Any], work: Path, ar
 
 
 def transforms_identical(data: dict[str, Any]) -> bool:
-    reprs = {
-        r["transform_repr"]
-        for part in ([*data.get("speed", {}).values()] + [data.get("accuracy") or {}])
-        for r in part.get("runs", [])
-        if r.get("status") == "done"
-        and r.get("augmented", True) is not False
-        and "data.augment.enabled=false" not in r.get("overrides", [])
-    }
-    return len(reprs) == 1
+    """Within each part (each speed teacher and size, the accuracy part) every augmented arm built the same training transform."""
+    parts = [*data.get("speed", {}).values(), data.get("accuracy") or {}]
+    return all(bench_report.transforms_identical(part.get("runs", [])) is not False for part in parts) and any(
+        bench_report.transforms_identical(part.get("runs", [])) for part in parts
+    )
 
 
 def differences(plan: dict[str, dict[str, Any]], cann_only: Optional[list[str]] = None) -> list[str]:

@@ -6,6 +6,7 @@ so `python scripts/bench/bench.py --render --out RUN.json --docs docs/benchmarks
 
 from __future__ import annotations
 
+import re
 import statistics
 from pathlib import Path
 from typing import Any, Optional
@@ -17,15 +18,42 @@ HEADLINE = ("default", "patient")  # the cann-distill arms "where cann-distill l
 # targets: replay's training samples/s over each baseline, per teacher
 SPEED_TARGETS = {"resnet50": 2.5, "resnet18": 2.0}
 ACCURACY_TOLERANCE_PT = 0.5
+WARMUP_EPOCHS = 1  # every arm's first epoch is left out of its loop rate
+PER_STUDENT = {  # the headline's comparable arms: what each is compared as
+    "plain": "baseline: teacher forward on every augmented batch",
+    "torchdistill": "baseline: teacher forward on every augmented batch",
+    "online": "same work per step as the baselines (teacher forward on every augmented batch)",
+    "replay": "cost per extra student once select's stored draws exist (no teacher forward)",
+    "cached": "cost per extra student once select's logits exist (no teacher forward; un-augmented targets)",
+}
+DATA_PATHS = {
+    "decode": "every arm reads and decodes the PNG files every epoch (cann-distill with `data.cache_mb: 0`, its "
+    "decoded-pixel cache off; the plain loop and torchdistill through torchvision `ImageFolder`, which has none)",
+}
+NOT_RECORDED = (
+    "not recorded (a run made before the data path was fixed: the cann-distill arms may have kept decoded pixels in "
+    "memory, `data.cache_mb`, while the others decoded every epoch)"
+)
 
 
 # ----------------------------------------------------------------------------- per run
 
 
+def timed_epochs(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The epochs a run's rate comes from: all but the first (warm-up), the same rule for every arm."""
+    epochs = run.get("epochs") or []
+    if len(epochs) <= WARMUP_EPOCHS:
+        raise ValueError(f"{run.get('arm', 'a run')}: {len(epochs)} epoch(s) timed; the rate needs a warm-up epoch and one more")
+    return epochs[WARMUP_EPOCHS:]
+
+
+def timeable(run: dict[str, Any]) -> bool:
+    return len(run.get("epochs") or []) > WARMUP_EPOCHS
+
+
 def loop_rate(run: dict[str, Any]) -> float:
-    """Samples/s of the training loop; the first epoch is warm-up and left out when there are more."""
-    epochs = run["epochs"]
-    timed = epochs[1:] if len(epochs) > 1 else epochs
+    """Samples/s of the training loop over the epochs after the warm-up one (`timed_epochs`)."""
+    timed = timed_epochs(run)
     return sum(e["samples"] for e in timed) / sum(e["seconds"] for e in timed)
 
 
@@ -34,13 +62,81 @@ def one_time_seconds(run: dict[str, Any]) -> float:
     return float(run.get("stages", {}).get("select", {}).get("seconds", 0.0))
 
 
+def student_seconds(run: dict[str, Any]) -> float:
+    """Seconds to train one more student for the run's epochs at the steady loop rate (warm-up epoch at that rate
+    too), with what select made already there: for replay and cached, the cost per extra student."""
+    return sum(e["samples"] for e in run["epochs"]) / loop_rate(run)
+
+
+def end_to_end_seconds(run: dict[str, Any]) -> float:
+    """One student from nothing: `student_seconds` plus the one-time select stage (the teacher's labelling)."""
+    return student_seconds(run) + one_time_seconds(run)
+
+
 def amortised_rate(run: dict[str, Any]) -> float:
     """Samples/s at the loop's steady rate with the one-time cost spread over the run's epochs.
 
     Not projected to other epoch counts: replay's one-time cost grows with its number of draws.
     """
-    samples = sum(e["samples"] for e in run["epochs"])
-    return samples / (samples / loop_rate(run) + one_time_seconds(run))
+    return sum(e["samples"] for e in run["epochs"]) / end_to_end_seconds(run)
+
+
+_NORMALIZE = re.compile(r"\n\s*Normalize\(mean=tensor\(\[([^\]]*)\]\), std=tensor\(\[([^\]]*)\]\)\)")
+
+
+def _rounded(values: Any) -> tuple[float, ...]:
+    return tuple(round(float(v), 4) for v in values)
+
+
+def canonical_transform(run: dict[str, Any]) -> Optional[str]:
+    """A run's training transform in a form that compares across arms (None: not recorded).
+
+    cann-distill's transform stops at uint8 pixels (timm's `MaybePILToTensor`) and normalises per batch with the
+    same operations as ToTensor + Normalize (its result's `batch_norm`), and runs colour jitter as
+    `FastColorJitter`, bit-identical to torchvision's `ColorJitter` with the same RNG draws. So the normalisation
+    is compared as numbers and those two names as their torchvision / timm equivalents; every other step as written.
+    """
+    text = run.get("transform_repr")
+    if text is None:
+        return None
+    norm = None
+    if (m := _NORMALIZE.search(text)) is not None:
+        norm = (_rounded(m.group(1).split(",")), _rounded(m.group(2).split(",")))
+        text = text[: m.start()] + text[m.end() :]
+    elif run.get("batch_norm") and "MaybePILToTensor()" in text:
+        norm = (_rounded(run["batch_norm"]["mean"]), _rounded(run["batch_norm"]["std"]))
+    text = text.replace("FastColorJitter(", "ColorJitter(").replace("MaybePILToTensor()", "MaybeToTensor()")
+    return f"{text}, normalised with (mean, std) {norm}"
+
+
+def transforms_identical(runs: list[dict[str, Any]]) -> Optional[bool]:
+    """Whether the finished augmented runs built one training transform (None: none recorded one).
+
+    Runs that trained without augmentation (an older cann-distill's cached arm) are left out: their rows say so.
+    """
+    reprs = {
+        canonical_transform(r)
+        for r in _done(runs)
+        if r.get("augmented", True) is not False and "data.augment.enabled=false" not in r.get("overrides", [])
+    }
+    reprs.discard(None)
+    return None if not reprs else len(reprs) == 1
+
+
+def data_paths(runs: list[dict[str, Any]]) -> list[str]:
+    """The data paths the finished runs report ("not recorded" for runs that predate the field)."""
+    return sorted({str(r.get("data_path") or "not recorded") for r in _done(runs)})
+
+
+def speed_check(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Whether the arms of one speed part may be compared: one training transform and one data path in all of them."""
+    same_tf, paths = transforms_identical(runs), data_paths(runs)
+    why = []
+    if same_tf is False:
+        why.append("the arms built different training transforms")
+    if len(paths) > 1:
+        why.append(f"the arms read their data differently ({', '.join(paths)})")
+    return {"transforms_identical": same_tf, "data_paths": paths, "comparable": not why, "why": "; ".join(why)}
 
 
 def _spread(values: list[float]) -> dict[str, Any]:
@@ -73,20 +169,21 @@ def _why_not(runs: list[dict[str, Any]]) -> Optional[str]:
 
 def summarize(data: dict[str, Any]) -> dict[str, Any]:
     """Medians, spreads, ratios within the invocation, mean ± std over seeds and the targets."""
-    out: dict[str, Any] = {"speed": {}, "accuracy": {}, "criteria": []}
+    out: dict[str, Any] = {"speed": {}, "speed_checks": {}, "accuracy": {}, "criteria": []}
     for key, part in data.get("speed", {}).items():
         teacher = part.get("teacher", key)  # keys are "<teacher>" or "<teacher> @ <px> px"
         by_arm: dict[str, Any] = {}
         runs = part["runs"]
+        check = out["speed_checks"][key] = speed_check(runs)
         for arm in _arms(runs):
             arm_runs = [r for r in runs if r["arm"] == arm]
-            ok = _done(arm_runs)
+            ok = [r for r in _done(arm_runs) if timeable(r)]
             if not ok:
-                by_arm[arm] = {"status": _why_not(arm_runs)}
+                by_arm[arm] = {"status": _why_not(arm_runs) or f"not timed: fewer than {WARMUP_EPOCHS + 1} epochs per run"}
                 continue
             by_arm[arm] = {"status": "done", **_rates(ok)}
         for arm, s in by_arm.items():
-            if s["status"] != "done":
+            if s["status"] != "done" or not check["comparable"]:
                 continue
             for base in BASELINES:
                 b = by_arm.get(base, {})
@@ -104,7 +201,7 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
         target = SPEED_TARGETS.get(teacher)
         if target is not None:
             for base in BASELINES:
-                out["criteria"].append(_speed_criterion(by_arm, key, base, target))
+                out["criteria"].append(_speed_criterion(by_arm, key, base, target, check))
 
     acc = data.get("accuracy") or {}
     if acc.get("runs"):
@@ -182,11 +279,19 @@ def _where_cann_loses(acc: dict[str, Any], labels: dict[str, str]) -> list[str]:
 
 
 def _rates(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Loop samples/s, one-time seconds and amortised samples/s over finished runs, with what they trained on."""
+    """Loop samples/s, one-time seconds, amortised samples/s and seconds per student over the finished runs that can
+    be timed (None when none can), with what they trained on."""
+    timed = [r for r in runs if timeable(r)]
+
+    def spread(f: Any) -> Optional[dict[str, Any]]:
+        return _spread([f(r) for r in timed]) if timed else None
+
     return {
-        "loop": _spread([loop_rate(r) for r in runs]),
-        "one_time_seconds": _spread([one_time_seconds(r) for r in runs]),
-        "amortised": _spread([amortised_rate(r) for r in runs]),
+        "loop": spread(loop_rate),
+        "one_time_seconds": spread(one_time_seconds),
+        "amortised": spread(amortised_rate),
+        "student_seconds": spread(student_seconds),
+        "end_to_end_seconds": spread(end_to_end_seconds),
         "teacher_targets": _targets(runs),
         "notes": sorted({n for r in runs for n in r.get("notes", [])}),
     }
@@ -212,8 +317,10 @@ def _criterion(what: str, value: Optional[float], target: str, passed: Optional[
     }
 
 
-def _speed_criterion(by_arm: dict[str, Any], teacher: str, base: str, target: float) -> dict[str, Any]:
+def _speed_criterion(by_arm: dict[str, Any], teacher: str, base: str, target: float, check: dict[str, Any]) -> dict[str, Any]:
     what = f"replay samples/s ÷ {base}, teacher {teacher}"
+    if not check["comparable"]:
+        return _criterion(what, None, f"≥ {target:g}×", None, f"not comparable: {check['why']}")
     missing = [a for a in ("replay", base) if by_arm.get(a, {}).get("status") != "done"]
     if missing:
         return _criterion(
@@ -297,9 +404,92 @@ def _te_cell(te: Optional[dict[str, Any]]) -> str:
     return "–" if not te else f"{te['mean']:.2f} ± {te['std']:.2f}"
 
 
+def _median(s: dict[str, Any], key: str) -> Optional[float]:
+    spread = s.get(key)
+    return None if spread is None else spread["median"]
+
+
 def _one_time_cells(s: dict[str, Any]) -> list[str]:
-    one_time = s["one_time_seconds"]["median"]
-    return [_num(one_time, 2) if one_time else "–", _num(s["amortised"]["median"])]
+    one_time = _median(s, "one_time_seconds")
+    return [_num(one_time, 2) if one_time else "–", _num(_median(s, "amortised"))]
+
+
+def _times(base: Optional[float], arm: Optional[float]) -> str:
+    """How many times faster `arm` is than `base` (seconds, lower is faster)."""
+    return "–" if base is None or arm is None or arm <= 0 else f"{base / arm:.2f}×"
+
+
+def _headline_rows(key: str, by_arm: dict[str, Any], check: dict[str, Any], arms_info: dict[str, Any]) -> list[list[str]]:
+    """The headline rows of one speed part: the baselines, online (same work per step) and replay / cached (cost per
+    extra student, with one student end to end beside it), or one row saying why the arms are not comparable."""
+    if not check["comparable"]:
+        return [[key, "**not comparable**", check["why"] + "; no ratio reported (see the JSON)"] + ["–"] * 7]
+    done = {a: s for a, s in by_arm.items() if s.get("status") == "done"}
+    base = {b: (_median(done[b], "student_seconds"), _median(done[b], "end_to_end_seconds")) for b in BASELINES if b in done}
+    rows = []
+    for arm, what in PER_STUDENT.items():
+        if arm not in by_arm:
+            continue
+        label = arms_info.get(arm, {}).get("label", arm)
+        if arm not in done:
+            rows.append([key, label, by_arm[arm]["status"]] + ["–"] * 7)
+            continue
+        s = done[arm]
+        per, e2e = _median(s, "student_seconds"), _median(s, "end_to_end_seconds")
+        rows.append(
+            [
+                key,
+                label,
+                what,
+                _num(_median(s, "loop")),
+                _num(per),
+                *[_times(base.get(b, (None, None))[0], per) if arm not in BASELINES else "–" for b in BASELINES],
+                _num(e2e),
+                *[_times(base.get(b, (None, None))[1], e2e) if arm not in BASELINES else "–" for b in BASELINES],
+            ]
+        )
+    return rows
+
+
+def _headline(s: dict[str, Any], data: dict[str, Any]) -> list[str]:
+    """The speed part's headline: what is comparable, and how."""
+    sp = data.get("settings", {}).get("speed", {})
+    epochs = sp.get("epochs")
+    rows = [row for key, by_arm in s["speed"].items() for row in _headline_rows(key, by_arm, s["speed_checks"][key], data.get("arms", {}))]
+    return (
+        [
+            "### Headline: what is comparable",
+            "",
+            "`online` does the same work per step as the plain loop and torchdistill (a teacher forward on every "
+            "augmented batch), so its time is compared with theirs directly. `replay` and `cached` skip the teacher "
+            "forward once select has stored the teacher's outputs: their *seconds per student* is the cost of every "
+            "extra student trained from those outputs, and *one student end to end* adds select's labelling (the "
+            f"one-time stage) for the first. Seconds are for the run's {epochs} epoch(s) at each arm's steady loop rate; "
+            "× is the baseline's seconds ÷ the arm's (higher: faster).",
+            "",
+        ]
+        + _table(
+            [
+                "teacher",
+                "arm",
+                "compared as",
+                "samples/s (median)",
+                f"seconds per student ({epochs} epochs)",
+                "× plain",
+                "× torchdistill",
+                "one student end to end (s, select included)",
+                "× plain",
+                "× torchdistill",
+            ],
+            rows,
+        )
+        + [""]
+    )
+
+
+def _data_path_text(st: dict[str, Any]) -> str:
+    path = st.get("speed", {}).get("data_path")
+    return NOT_RECORDED if path is None else DATA_PATHS.get(path, str(path))
 
 
 def _data_line(d: dict[str, Any], st: dict[str, Any]) -> str:
@@ -391,7 +581,7 @@ def render(data: dict[str, Any]) -> str:
     lines += [_data_line(d, st)]
     lines += [
         f"- **Transforms**: timm `create_transform`, training `{st.get('transforms', {}).get('train')}`, evaluation "
-        f"`{st.get('transforms', {}).get('eval')}`. The transform each arm built was compared: "
+        f"`{st.get('transforms', {}).get('eval')}`. The transform each arm built was compared within each part: "
         f"{'identical in every arm' if data.get('transforms_identical') else 'NOT identical (see the JSON)'}.",
         f"- **Training**: batch {st.get('batch_size')} (last partial batch dropped), {st.get('optimizer_text')}, "
         f"loss {st.get('loss_text')}, {st.get('threads')} torch threads, {st.get('workers')} DataLoader worker(s) "
@@ -407,18 +597,23 @@ def render(data: dict[str, Any]) -> str:
             "## Speed",
             "",
             f"Training-loop samples/s (data loading, teacher, student, backward, step; evaluation excluded), "
-            f"{sp.get('epochs')} epoch(s) per run with the first left out as warm-up, arms interleaved with the order "
+            f"{sp.get('epochs')} epoch(s) per run with the first left out as warm-up in every arm, arms interleaved with the order "
             f"rotated each repeat, {sp.get('repeats')} repeat(s). Teachers untrained (timing only). Ratios are of medians "
             "from this one invocation (range: per-repeat ratios). *One-time* is cann-distill's select stage (teacher pass "
             "over the training split; for `replay` also the stored augmentation draws), paid once per run; *amortised* "
             f"spreads it over the run's {sp.get('epochs')} epoch(s) at the steady loop rate (the accuracy part "
             "reports it over its longer runs).",
             "",
+            f"**Data path**: {_data_path_text(st)}.",
+            "",
         ]
+        lines += _headline(s, data)
         for key, by_arm in s["speed"].items():
             part = data["speed"][key]
             px = part.get("image_size", st.get("data", {}).get("image_size"))
             lines += [f"### teacher `{part.get('teacher', key)}` → student `{st.get('student')}`, {px} px", ""]
+            if not (check := s["speed_checks"][key])["comparable"]:
+                lines += [f"**Not comparable**: {check['why']}; no ratio is reported.", ""]
             lines += _table(
                 [
                     "arm",
@@ -466,7 +661,7 @@ def render(data: dict[str, Any]) -> str:
                     ", ".join(f"{x:.2f}" for x in ta["values"]),
                     _te_cell(r.get("te")),
                     "; ".join(r["teacher_targets"]),
-                    _num(r["loop"]["median"]),
+                    _num(_median(r, "loop")),
                     *_one_time_cells(r),
                 ]
             )
