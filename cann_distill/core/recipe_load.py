@@ -297,14 +297,7 @@ def _mutual_errors(recipe: Recipe) -> list[str]:
             "distill.teacher_targets: replay stores the teacher's labels of past views, while peers teach each other on the live batch; "
             "use cached or online"
         )
-    for i, spec in enumerate(d.losses):
-        if spec.kind in LOSSES and not LOSSES.check_kwargs(spec.kind, spec.kwargs()):
-            try:
-                feature = any(".feat." in k for k in LOSSES.build(spec.kind, **spec.kwargs()).requires)
-            except (ValueError, TypeError):
-                continue
-            if feature:
-                errors.append(f"distill.losses[{i}] ({spec.kind}): feature losses are not supported with distill.mode: mutual")
+    errors += feature_loss_errors(recipe, "distill.mode: mutual")
     refused = {
         "teachers": ("several teachers", bool(recipe.teachers)),
         "distill.qat.enabled": ("quantization-aware distillation", d.qat.enabled),
@@ -313,6 +306,20 @@ def _mutual_errors(recipe: Recipe) -> list[str]:
         "select.refresh_every": ("re-mining from one student", refresh_epochs(recipe) is not None),
     }
     errors += [f"{key}: {what} is not supported with distill.mode: mutual" for key, (what, on) in refused.items() if on]
+    return errors
+
+
+def feature_loss_errors(recipe: Recipe, mode: str) -> list[str]:
+    """One line per feature loss in distill.losses (a loss reading tapped features), which `mode` cannot feed."""
+    errors = []
+    for i, spec in enumerate(recipe.distill.losses):
+        if spec.kind in LOSSES and not LOSSES.check_kwargs(spec.kind, spec.kwargs()):
+            try:
+                feature = any(".feat." in k for k in LOSSES.build(spec.kind, **spec.kwargs()).requires)
+            except (ValueError, TypeError):
+                continue
+            if feature:
+                errors.append(f"distill.losses[{i}] ({spec.kind}): feature losses are not supported with {mode}")
     return errors
 
 
@@ -333,14 +340,7 @@ def _chain_errors(recipe: Recipe) -> list[str]:
         for i, a in enumerate(chain)
         if a not in archs
     ]
-    for i, spec in enumerate(d.losses):
-        if spec.kind in LOSSES and not LOSSES.check_kwargs(spec.kind, spec.kwargs()):
-            try:
-                feature = any(".feat." in k for k in LOSSES.build(spec.kind, **spec.kwargs()).requires)
-            except (ValueError, TypeError):
-                continue
-            if feature:
-                errors.append(f"distill.losses[{i}] ({spec.kind}): feature losses are not supported with distill.chain")
+    errors += feature_loss_errors(recipe, "distill.chain")
     refused = {
         "teachers": ("several teachers", bool(recipe.teachers)),
         "distill.mode": ("mutual learning", d.mode == "mutual"),

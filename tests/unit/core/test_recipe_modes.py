@@ -76,3 +76,17 @@ def test_bad_teachers_are_recipe_errors(write_recipe, changes, message) -> None:
     with pytest.raises(RecipeError) as exc:
         load_recipe(write_recipe(BASE, **changes))
     assert message in str(exc.value) and "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("distill", "mode"),
+    [
+        ({"mode": "mutual", "peers": [{"arch": "test_efficientnet"}, {"arch": "test_nfnet"}]}, "distill.mode: mutual"),
+        ({"chain": ["test_resnet", "test_nfnet", "test_efficientnet"]}, "distill.chain"),
+    ],
+)
+def test_feature_losses_are_refused_where_a_mode_cannot_feed_them(write_recipe, distill, mode) -> None:
+    losses = [{"kind": "ce", "weight": 0.5}, {"kind": "fitnet", "weight": 0.3, "student": "1", "teacher": "1"}]
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(write_recipe(TINY, distill={**TINY["distill"], **distill, "losses": losses}))
+    assert f"distill.losses[1] (fitnet): feature losses are not supported with {mode}" in str(exc.value)
