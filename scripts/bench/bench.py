@@ -33,8 +33,8 @@ Data: a `digits` recipe is exported once to an ImageFolder tree; an `imagefolder
 its data.root as it is (classes from the tree, image size, mean, std, crop and interpolation as
 cann-distill resolves them). --resume keeps every arm result already saved for the same spec.
 The torchdistill arm needs a separate environment (--peer-python), made with:
-  python3 -m venv /work/benchenv && /work/benchenv/bin/pip install torch==2.14.1 torchvision==0.29.1 \
-    && /work/benchenv/bin/pip install torchdistill timm
+  python3 -m venv .benchenv && .benchenv/bin/pip install torch==2.14.1 torchvision==0.29.1 \
+    && .benchenv/bin/pip install torchdistill timm
 
 `distill.teacher_targets=<mode>` is passed only when the installed cann-distill has that key; an
 older one gets its own behaviour (online: augmentation on; cached: `data.augment.enabled=false`)
@@ -76,10 +76,10 @@ ACCURACY_DEFAULT = ("student", "plain", "torchdistill", "default", "patient")
 SPEED_ONLY = ("ceiling",)
 CANN_ARMS = ("online", "cached", "replay", "default", "patient")
 NO_CRITICAL = ("online", "cached", "replay")  # these compare teacher targets alone: critical-sample weighting off
-DEFAULT_PEER = "/work/benchenv/bin/python"
+DEFAULT_PEER = str(REPO / ".benchenv" / "bin" / "python")  # the benchmark environment, beside the checkout
 PEER_SETUP = (
-    "python3 -m venv /work/benchenv && /work/benchenv/bin/pip install torch==2.14.1 torchvision==0.29.1 "
-    "&& /work/benchenv/bin/pip install torchdistill timm"
+    "python3 -m venv .benchenv && .benchenv/bin/pip install torch==2.14.1 torchvision==0.29.1 "
+    "&& .benchenv/bin/pip install torchdistill timm"
 )
 SPEED_DATA_PATH = "decode"  # settings.speed.data_path: every speed arm reads and decodes the PNG files every epoch
 SPEED_WARMUP_EPOCHS = 1  # left out of every arm's timing (bench_report.loop_rate)
@@ -225,7 +225,7 @@ def git_commit() -> str:
         dirty = subprocess.run(
             ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
         ).stdout.strip()
-        return head + (" + uncommitted changes" if dirty else "")
+        return head + (" (not clean)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "?"
 
