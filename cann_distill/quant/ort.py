@@ -16,6 +16,7 @@ import numpy as np
 
 from cann_distill.core.errors import RecipeError, StageError
 from cann_distill.quant.export import INPUT
+from cann_distill.runtime.environment import cpuinfo
 from cann_distill.runtime.terminal import ui
 
 
@@ -26,21 +27,14 @@ def cpu_features() -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=1)
 def _cpu_features() -> dict[str, Any]:
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags") or line.startswith("Features"):
-                flags.update(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
+    flags = cpuinfo()["flags"]  # /proc/cpuinfo, read by the one parser `cann-distill env` uses too
     machine = platform.machine().lower()
     return {
         "machine": machine,
         "x86": machine in ("x86_64", "amd64", "i686"),
-        "avx2": "avx2" in flags,
-        "avx512": "avx512f" in flags,
-        "vnni": bool({"avx512_vnni", "avx_vnni"} & flags),
+        "avx2": flags.get("avx2", False),
+        "avx512": flags.get("avx512f", False),
+        "vnni": flags.get("avx512_vnni", False) or flags.get("avx_vnni", False),
     }
 
 
