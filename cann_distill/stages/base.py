@@ -216,37 +216,18 @@ def run_stage(stage: Stage, recipe: Recipe, run: RunDir, force: bool = False, ru
     ui.info(f"[bold cyan]{stage.name}[/bold cyan]: running")
     started = time.time()
     t0 = time.perf_counter()
+
+    def context(out: Path) -> Context:  # the stage's view of the job, writing into `out`
+        missing, stale = dict(inputs.get("missing", {})), dict(inputs.get("stale", {}))
+        return Context(recipe, run, out, artifacts, dict(inputs["artifacts"]), fingerprint, runtime, missing, stale)
+
     if not distributed.is_main():  # a follower: same work, outputs thrown away; rank 0 writes them
         with tempfile.TemporaryDirectory(prefix=f"cann-distill-rank{distributed.rank()}-") as tmp:
-            summary = stage.execute(
-                Context(
-                    recipe,
-                    run,
-                    Path(tmp),
-                    artifacts,
-                    dict(inputs["artifacts"]),
-                    fingerprint,
-                    runtime,
-                    dict(inputs.get("missing", {})),
-                    dict(inputs.get("stale", {})),
-                )
-            )
+            summary = stage.execute(context(Path(tmp)))
         distributed.barrier()  # until rank 0 has recorded the stage
         return StageResult(stage.name, "done", str(run.root), {}, summary, time.perf_counter() - t0, "rank 0 wrote the outputs")
     with run.staging(stage.name) as out:
-        summary = stage.execute(
-            Context(
-                recipe,
-                run,
-                out,
-                artifacts,
-                dict(inputs["artifacts"]),
-                fingerprint,
-                runtime,
-                dict(inputs.get("missing", {})),
-                dict(inputs.get("stale", {})),
-            )
-        )
+        summary = stage.execute(context(out))
         outputs = {f"{stage.name}/{p.relative_to(out).as_posix()}": sha256_file(p) for p in sorted(out.rglob("*")) if p.is_file()}
         run.forget(stage.name)  # the old record must not vouch for the folder being replaced
     seconds = time.perf_counter() - t0
