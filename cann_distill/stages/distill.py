@@ -276,7 +276,9 @@ class DistillStage(Stage):
                 recipe=r.model_copy(update={"teacher": teacher, "student": student}),
                 out=out,
                 artifacts=artifacts,
-                fingerprint=f"{ctx.fingerprint}:hop{k}",
+                # the last hop's state is the stage's own (`.distill.resume.pt`, checked against the stage's fingerprint
+                # like any distill's); an assistant's carries its hop
+                fingerprint=ctx.fingerprint if last else f"{ctx.fingerprint}:hop{k}",
             )
             ui.info(f"distill: hop {k}/{len(archs) - 1}: {teacher.arch} -> {student.arch}")
             state = resume_path(ctx.run) if last else hop_resume_path(ctx.run, k)

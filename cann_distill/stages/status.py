@@ -158,8 +158,6 @@ def resume_problem(recipe: Recipe, run: RunDir) -> Optional[str]:
         return None
     try:
         fingerprint = plan_stage(STAGES["distill"], recipe, run).fingerprint  # what the runner will hand distill
-        if recipe.distill.chain:  # a chain's last hop saves this file under its own fingerprint (stages/distill.py `_chain`)
-            fingerprint = f"{fingerprint}:hop{len(recipe.distill.chain) - 1}"
     except MissingInputError:  # teacher or select must rerun first: their new outputs change distill's inputs
         fingerprint = ""
     try:
