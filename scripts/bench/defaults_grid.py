@@ -41,6 +41,9 @@ ARMS: dict[str, tuple[str, list[str]]] = {  # name: (stage, overrides)
     "kd9": ("distill", [*WARM, "distill.losses[0].weight=0.1", "distill.losses[1].weight=0.9"]),
     "kdonly": ("distill", [*WARM, "distill.losses[0].weight=0.0", "distill.losses[1].weight=1.0"]),
     "t2": ("distill", [*WARM, "distill.losses[1].temperature=2.0"]),
+    # twice the epochs with replayed views (10 labelled views per image), and the baseline at the same epochs
+    "replay30": ("distill", [*WARM, "distill.teacher_targets=replay", "distill.epochs=30"]),
+    "base30": ("baseline", [*WARM, "distill.epochs=30"]),
 }
 
 
