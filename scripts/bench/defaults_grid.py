@@ -44,6 +44,9 @@ ARMS: dict[str, tuple[str, list[str]]] = {  # name: (stage, overrides)
     # twice the epochs with replayed views (10 labelled views per image), and the baseline at the same epochs
     "replay30": ("distill", [*WARM, "distill.teacher_targets=replay", "distill.epochs=30"]),
     "base30": ("baseline", [*WARM, "distill.epochs=30"]),
+    # training augmentation off (the evaluation transform for training images too), distilled and baseline
+    "noaug": ("distill", [*WARM, "data.augment.enabled=false"]),
+    "base_noaug": ("baseline", [*WARM, "data.augment.enabled=false"]),
 }
 
 

@@ -9,6 +9,8 @@ Sets (licences: see each package's /usr/share/doc/<package>/copyright; nothing h
             CC BY 4.0 / CC BY-SA 3.0-4.0 / CC0
   nature20  mate-backgrounds' nature photos (12, GPL-2+) + 8 photos of plasma-workspace-wallpapers
             (LGPL / CC BY-SA): 20 classes
+  nature40  nature20's photos, each cut into a left and a right half, one class per half: 40 classes
+            where two classes share a photo's colours, so telling them apart takes the scene's structure
   digits_hard  not photos: scikit-learn's digits at 32 px, shifted, noised, occluded, 20% of the
             training labels flipped (scripts/bench_critical.py's write_hard_digits); needs no --debs
 
@@ -74,14 +76,32 @@ SETS: dict[str, list[str]] = {
         for n in ("BytheWater", "ColorfulCups", "DarkestHour", "EveningGlow", "FallenLeaf", "Kite", "OneStandsOut", "Path")
     ],
 }
-SPLITS = {"train": 240, "val": 80, "test": 80}
-LONG_SIDE = {"ubuntu15": 512, "nature20": 512}  # photos are first reduced to this long side (512: a crop spans 24-100 % of a 102-px band)
+SETS["nature40"] = SETS["nature20"]
+HALVED = {"nature40"}  # sets whose photos are cut into a left and a right half, one class each
+SPLITS = {"train": 240, "val": 80, "test": 80}  # crops per class
+SPLITS_OF = {"nature40": {"train": 120, "val": 40, "test": 60}}  # twice the classes, about the same number of images
+LONG_SIDE = {
+    "ubuntu15": 512,
+    "nature20": 512,
+    "nature40": 768,
+}  # photos are first reduced to this long side (512: a crop spans 24-100 % of a 102-px band)
 
 
 def load_photo(path: Path, long_side: int) -> Image.Image:
     im = Image.open(path).convert("RGB")
     scale = long_side / max(im.size)
     return im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.LANCZOS)
+
+
+def halves(photos: list[Image.Image], names: list[str]) -> tuple[list[Image.Image], list[str]]:
+    """Each photo as two classes: its left half and its right half."""
+    out: list[Image.Image] = []
+    out_names: list[str] = []
+    for im, name in zip(photos, names):
+        w = im.width // 2
+        out += [im.crop((0, 0, w, im.height)), im.crop((w, 0, 2 * w, im.height))]
+        out_names += [f"{name}_left", f"{name}_right"]
+    return out, out_names
 
 
 def find(debs: Path, rel: str) -> Path:
@@ -96,9 +116,11 @@ def build(name: str, debs: Path, out: Path, size: int, seed: int, long_side: int
     paths = [find(debs, rel) for rel in SETS[name]]
     names = [class_name(p) if "plasma" not in rel else rel.split("/")[4] for p, rel in zip(paths, SETS[name])]
     photos = [load_photo(p, long_side) for p in paths]
+    if name in HALVED:
+        photos, names = halves(photos, names)
     dest = out / name
     counts = {}
-    for split, per_class in SPLITS.items():
+    for split, per_class in SPLITS_OF.get(name, SPLITS).items():
         crops = crop_set(photos, split, per_class, size, seed)
         for i, (pix, target) in enumerate(zip(crops.pixels, crops.targets)):
             folder = dest / split / names[int(target)]
