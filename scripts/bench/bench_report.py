@@ -544,7 +544,7 @@ def render(data: dict[str, Any]) -> str:
     ]
     commit = str(v.get("cann-distill commit", "?"))
     clean = (
-        f"commit `{commit}`"
+        f"commit `{commit}`, clean (the working tree matched the commit)"
         if "uncommitted" not in commit and "not clean" not in commit  # "uncommitted": how older JSONs marked it
         else f"commit `{commit.split()[0]}`, **not clean** (the working tree differed from the commit)"
     )
