@@ -130,13 +130,13 @@ class Built:
 def build(arch: str, setup: Setup, work: Path) -> tuple[dict[str, Any], Optional[Built]]:
     """One candidate exported and quantized by validate's code (`Quantizer`), sessions open: (row, built), or a row
     saying why it could not be built (None: the search goes on without it)."""
-    from cann_distill.models.build import count_params, create_model
-    from cann_distill.stages.validate import Quantizer, flops
+    from cann_distill.models.build import count_flops, count_params, create_model
+    from cann_distill.stages.validate import Quantizer
 
     model = create_model(arch, setup.classes, setup.in_chans).eval()
     row: dict[str, Any] = {"arch": arch, "params": count_params(model)}
     try:
-        row["flops"] = flops(model, setup.in_chans, setup.image_size)
+        row["flops"] = count_flops(model, setup.in_chans, setup.image_size)
     except Exception as exc:  # FLOP counting is informative only
         row["flops"] = None
         log.warning("%s: FLOPs not counted (%s)", arch, str(exc).splitlines()[0][:120])
