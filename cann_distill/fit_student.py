@@ -33,6 +33,7 @@ from cann_distill.core.registry import suggest
 from cann_distill.quant import ort as q
 from cann_distill.quant.export import export_onnx
 from cann_distill.quant.profiles import basis, effective_validate, limits, misses
+from cann_distill.reporting import fit as teacher_fit
 from cann_distill.runtime.terminal import ui
 from cann_distill.store.cache import KeyedEntries
 from cann_distill.store.rundir import library_versions
@@ -130,13 +131,13 @@ class Built:
 def build(arch: str, setup: Setup, work: Path) -> tuple[dict[str, Any], Optional[Built]]:
     """One candidate exported and quantized by validate's code (`Quantizer`), sessions open: (row, built), or a row
     saying why it could not be built (None: the search goes on without it)."""
-    from cann_distill.models.build import count_params, create_model
-    from cann_distill.stages.validate import Quantizer, flops
+    from cann_distill.models.build import count_flops, count_params, create_model
+    from cann_distill.stages.validate import Quantizer
 
     model = create_model(arch, setup.classes, setup.in_chans).eval()
     row: dict[str, Any] = {"arch": arch, "params": count_params(model)}
     try:
-        row["flops"] = flops(model, setup.in_chans, setup.image_size)
+        row["flops"] = count_flops(model, setup.in_chans, setup.image_size)
     except Exception as exc:  # FLOP counting is informative only
         row["flops"] = None
         log.warning("%s: FLOPs not counted (%s)", arch, str(exc).splitlines()[0][:120])
@@ -328,6 +329,76 @@ def describe_miss(miss: dict[str, Any]) -> str:
     return f"{miss['arch']}: {'; '.join(parts)}"
 
 
+# ----------------------------------------------------------------------------- teacher fit
+
+
+FIT_JSON = "fit/fit_student.json"  # under the run dir: where `fit-student` writes and `check` reads its measurements
+
+
+def recorded_teacher_acc(run_root: Path, arch: str) -> Optional[float]:
+    """The teacher stage's recorded val top-1 in the run dir, when it is there and for this arch (else None)."""
+    from cann_distill.stages.teacher import METRICS
+
+    try:
+        doc = json.loads((run_root / METRICS).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc.get("val_acc") if isinstance(doc, dict) and doc.get("arch") == arch else None
+
+
+def recorded_probe_acc(run_root: Path, arch: str) -> Optional[float]:
+    """The val top-1 of `fit-student --probe-epochs` for `arch`, when that run dir has one (else None)."""
+    try:
+        doc = json.loads((run_root / FIT_JSON).read_text())
+        rows = [r for r in doc["candidates"] if r.get("arch") == arch]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return next((r["probe"]["val_acc"] for r in rows if isinstance(r.get("probe"), dict) and "val_acc" in r["probe"]), None)
+
+
+def model_setting(recipe: Recipe) -> tuple[int, int, int]:
+    """(classes, channels, image size) to build models with, without loading an image."""
+    from cann_distill.data.loading import count_classes
+    from cann_distill.data.transforms import channels_of
+
+    return max(1, count_classes(recipe.data)), channels_of(recipe.data), int(recipe.data.image_size or 224)
+
+
+def recipe_fit(recipe: Recipe, run_root: Path) -> Optional[dict[str, Any]]:
+    """`check`'s fit: the recipe's teacher and student built untrained (parameters, FLOPs) and, where the run dir
+    has both, the teacher's recorded val top-1 against fit-student's probe of this student. None for detection."""
+    from cann_distill.models.build import capacity
+
+    if recipe.task != "classify":
+        return None
+    setting = model_setting(recipe)
+    gap = teacher_fit.capacity_gap(
+        capacity(recipe.teacher.arch, *setting), capacity(recipe.student.arch, *setting), latency_note="not timed before validate"
+    )
+    return teacher_fit.pretraining_fit(
+        gap, recorded_teacher_acc(run_root, recipe.teacher.arch), recorded_probe_acc(run_root, recipe.student.arch)
+    )
+
+
+def candidate_fit(recipe: Recipe, setup: Setup, rows: list[dict[str, Any]], run_root: Path) -> dict[str, Any]:
+    """Each candidate's capacity gap to the teacher and, for a probed one, the teacher's val top-1 against its probe
+    (in place, `row["teacher_fit"]`); the teacher's size and recorded accuracy and the advice lines (returned)."""
+    from cann_distill.models.build import capacity
+
+    teacher = capacity(recipe.teacher.arch, setup.classes, setup.in_chans, setup.image_size)
+    teacher_acc = recorded_teacher_acc(run_root, recipe.teacher.arch)
+    advice = []
+    for row in rows:
+        gap = teacher_fit.capacity_gap(teacher, row)
+        row["teacher_fit"] = {k: gap[k] for k in ("params_ratio", "flops_ratio", "large")}
+        probe = teacher_fit.teacher_vs_probe(teacher_acc, (row.get("probe") or {}).get("val_acc"), row["arch"])
+        if probe is not None:
+            row["teacher_fit"]["teacher_vs_probe"] = probe
+            if "line" in probe:
+                advice.append({"kind": "teacher_near_probe", "arch": row["arch"], "line": probe["line"]})
+    return {"teacher": {**teacher, "val_acc": teacher_acc}, "threshold": teacher_fit.GAP_RATIO, "advice": advice}
+
+
 # ----------------------------------------------------------------------------- the command
 
 
@@ -409,6 +480,7 @@ def fit_student(
             r["probe"] = probes[r["arch"]]
             if "val_acc" in r["probe"]:  # the short probe's val top-1 per INT8 millisecond (median latency)
                 r["probe"]["val_acc_per_ms"] = r["probe"]["val_acc"] / r["int8"]["median_ms"]
+    fit = candidate_fit(recipe, setup, rows, run_root or out_dir.parent)
     budget_limits = limits(recipe.validate_.budgets, profile.budgets.model_dump())
     judge(rows, budget_limits)
     best = pick(rows)
@@ -432,6 +504,7 @@ def fit_student(
         "probe_epochs": probe_epochs,
         "picked": best["arch"] if best else None,
         "closest_miss": None if best else closest_miss(rows),
+        "teacher_fit": fit,
         "outputs": {},
     }
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -28,7 +28,7 @@ from cann_distill.cli.app import (
     load_cli_recipe,
     recipe_flags,
 )
-from cann_distill.cli.render import inert, render_env, render_list, render_note, render_status
+from cann_distill.cli.render import inert, render_env, render_list, render_note, render_status, render_teacher_fit
 from cann_distill.runtime.terminal import ui
 
 
@@ -36,7 +36,9 @@ from cann_distill.runtime.terminal import ui
     "check",
     INSPECT,
     "Check a recipe without running anything and print it resolved (every key, defaults filled in, flags and --set "
-    "applied) as YAML on stdout; exit 2 with every problem on one line.",
+    "applied) as YAML on stdout; exit 2 with every problem on one line. Also prints the teacher–student capacity gap "
+    "(parameters, FLOPs; both built untrained) and warns when the run dir's teacher is not clearly better than "
+    "fit-student's probe of the student.",
     "cann-distill check resnet10t_from_resnet18_digits --set distill.epochs=2",
 )
 def check_cmd(
@@ -56,9 +58,11 @@ def check_cmd(
 
     def go() -> dict:
         from cann_distill.api import run_dir_of
+        from cann_distill.fit_student import recipe_fit
 
         r, found = load_cli_recipe(recipe, set_, flags)
-        return {"recipe": str(found.path), "name": r.name, "run_dir": str(run_dir_of(r).root), "resolved": r.to_dict()}
+        run = run_dir_of(r).root
+        return {"recipe": str(found.path), "name": r.name, "run_dir": str(run), "resolved": r.to_dict(), "fit": recipe_fit(r, run)}
 
     def print_yaml(result: dict) -> None:  # the result itself: printed with --quiet too
         import yaml
@@ -68,6 +72,7 @@ def check_cmd(
     def render(result: dict) -> None:
         print_yaml(result)
         render_note(f"ok: {inert(result['recipe'], 200)} is a valid recipe (run dir: {inert(result['run_dir'], 200)})")
+        render_teacher_fit(result["fit"])
 
     invoke(go, as_json, quiet, debug, render=render, after=print_yaml if quiet and not as_json else None)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -80,6 +81,7 @@ def render_fit(result: dict) -> None:
         "INT8 p99",
         "INT8/FP32",
         "INT8 MB",
+        "gap to teacher",
         *(("probe val", "val/ms") if probed else ()),
         "fits",
     ):
@@ -90,10 +92,10 @@ def render_fit(result: dict) -> None:
             "[bold green]picked[/bold green]" if r["arch"] == result["picked"] else ("[green]yes[/green]" if r["fits"] else "[red]no[/red]")
         )
         flops = "" if r.get("flops") is None else f"{r['flops'] / 1e6:.1f}"
+        gap = gap_cell(r.get("teacher_fit"))
         if r["status"] != "ok":
-            t.add_row(
-                r["arch"], f"{r['params'] / 1e6:.2f}", flops, "", "", "", "", "", *(("", "") if probed else ()), f"[red]{r['status']}[/red]"
-            )
+            blank = ("",) * 5  # nothing timed
+            t.add_row(r["arch"], f"{r['params'] / 1e6:.2f}", flops, *blank, gap, *(("", "") if probed else ()), f"[red]{r['status']}[/red]")
             notes.append(f"{r['arch']}: {r['status']}: {cut(r['error'], 200)}")
             continue
         note = [f"{m['budget']} {m['value']:.4g} > {m['limit']:.4g} (+{100 * m['excess']:.0f}%)" for m in r["misses"]]
@@ -110,6 +112,7 @@ def render_fit(result: dict) -> None:
             f"{r['int8']['p99_ms']:.3f}" if r["int8"].get("p99_ms") is not None else f"max {r['int8'].get('max_ms', float('nan')):.3f}",
             f"{r['int8_over_fp32']:.2f}×" + ("" if r["comparison"]["significant"] else "~"),
             f"{r['size_bytes']['int8'] / 1e6:.2f}",
+            gap,
             *(_probe_cells(r) if probed else ()),
             mark,
         )
@@ -124,7 +127,53 @@ def render_fit(result: dict) -> None:
         ui.console.print(f"picked {result['picked']}: wrote {result['outputs']['recipe']}", highlight=False)
     elif result["closest_miss"]:
         ui.console.print(f"closest miss: {describe_miss(result['closest_miss'])}", highlight=False)
+    render_candidate_fit(result.get("teacher_fit") or {})
     ui.console.print(f"measurements: {result['outputs']['json']}", highlight=False)
+
+
+def render_candidate_fit(fit: dict) -> None:
+    """fit-student's teacher (what the `gap to teacher` column divides by) and its warnings about the probes."""
+    if not fit:
+        return
+    teacher = fit["teacher"]
+    acc = f", val top-1 {100 * teacher['val_acc']:.2f}% (teacher/metrics.json)" if teacher.get("val_acc") is not None else ""
+    ui.console.print(
+        Text(
+            f"gap to teacher {teacher['arch']} ({teacher['params'] / 1e6:.2f} M params{acc}): teacher/candidate parameters "
+            f"and FLOPs; ! = {fit['threshold']:g}× or more (a teacher-assistant chain may help if transfer efficiency is low)"
+        ),
+        highlight=False,
+    )
+    for advice in fit.get("advice") or []:
+        ui.warn(escape(inert(advice["line"], 400)))
+
+
+def gap_cell(fit: dict | None) -> str:
+    """Teacher/candidate parameter and FLOP ratios, `!` when the gap is large (reporting/fit.py: GAP_RATIO)."""
+    if not fit:
+        return ""
+    ratio = lambda r: "?" if r is None else f"{r:.1f}×"  # noqa: E731
+    return f"{ratio(fit['params_ratio'])} / {ratio(fit['flops_ratio'])}" + (" !" if fit["large"] else "")
+
+
+def render_teacher_fit(fit: dict | None) -> None:
+    """`check`'s capacity gap and its advice (reporting/fit.py)."""
+    if not fit:
+        return
+    from cann_distill.reporting.fit import gap_line
+
+    ui.console.print(Text(inert(gap_line(fit["capacity"]), 400)), highlight=False)
+    probe = fit.get("teacher_vs_probe")
+    if probe and probe["status"] == "leads":
+        ui.console.print(
+            Text(
+                f"teacher val top-1 {100 * probe['teacher_val_acc']:.2f}% leads the student's probe "
+                f"{100 * probe['probe_val_acc']:.2f}% by {100 * probe['lead']:+.2f} pt"
+            ),
+            highlight=False,
+        )
+    for advice in fit.get("advice") or []:
+        ui.warn(escape(inert(advice["line"], 400)))  # a chain's [a, b, c] is text, not rich markup
 
 
 def render_status(result: dict) -> None:

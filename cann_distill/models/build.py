@@ -124,6 +124,30 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def count_flops(model: nn.Module, in_chans: int, size: int) -> int:
+    """Forward FLOPs at batch 1 (torch's FlopCounterMode: 2 per multiply-accumulate)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, in_chans, size, size))
+    return int(counter.get_total_flops())
+
+
+def capacity(arch: str, num_classes: int, in_chans: int, image_size: int, with_flops: bool = True) -> dict[str, Any]:
+    """An architecture's size, built untrained (pretrained=False: nothing is downloaded): its parameters and its
+    batch-1 forward FLOPs at `image_size`; `flops` is None, with `flops_error`, where torch cannot count them (or
+    `with_flops` is false)."""
+    model = create_model(arch, num_classes, in_chans).eval()
+    out: dict[str, Any] = {"arch": arch, "params": count_params(model), "flops": None}
+    if not with_flops:
+        return out
+    try:
+        out["flops"] = count_flops(model, in_chans, image_size)
+    except Exception as exc:  # FLOPs are informative only: parameters still give the gap
+        out["flops_error"] = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    return out
+
+
 class Renormalize(nn.Module):
     """Map inputs normalised with the student's (data's) mean/std onto the teacher's.
 

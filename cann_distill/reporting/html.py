@@ -17,6 +17,7 @@ import yaml
 
 from cann_distill.reporting import charts
 from cann_distill.reporting.charts import inert, png
+from cann_distill.reporting.fit import fit_section
 from cann_distill.reporting.modes import modes_section
 from cann_distill.reporting.numbers import headline, number, shown
 
@@ -378,6 +379,7 @@ def settings_section(r: dict[str, Any], v: Visuals) -> list[Block]:
 
 SECTIONS: list[tuple[str, str, Callable[[dict[str, Any], Visuals], Optional[list[Block]]]]] = [
     ("accuracy", "Accuracy", accuracy_section),
+    ("fit", "Is this teacher a good fit?", fit_section),  # None (left out) for a report.json written without it
     ("curves", "Training curves", curves_section),
     ("per-class", "Per-class errors and confusion", per_class_section),
     ("heatmaps", "Knowledge heatmaps", heatmap_section),

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+from rich.markup import escape
 
 from cann_distill.core.errors import MissingInputError
 from cann_distill.data.loading import Splits, data_fingerprint, load_splits
 from cann_distill.data.transforms import channels_of
-from cann_distill.models.build import build_model, exported_student, teacher_input, with_teacher_input
+from cann_distill.models.build import build_model, capacity, exported_student, teacher_input, with_teacher_input
+from cann_distill.reporting import fit as teacher_fit
 from cann_distill.reporting import html as report_html
 from cann_distill.reporting.guard import STRICT_FAILS, distillation_verdict
 from cann_distill.reporting.modes import modes_report
@@ -139,9 +141,39 @@ def read_scores(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     return ([r["id"] for r in rows_], np.array([float(r["score"]) for r in rows_]), np.array([r["critical"] == "1" for r in rows_]))
 
 
+LATENCY_NOTE = "not measured: validate times the student's ONNX models, not the teacher"
+
+
+def measure_fit(
+    recipe: Any, docs: dict[str, Optional[dict[str, Any]]], knowledge: Optional[dict[str, Any]], classes: int
+) -> dict[str, Any]:
+    """report.json's `fit`: teacher and student built untrained to count parameters and FLOPs (the student distill
+    exported: with mutual learning the best peer), the policy in `reporting/fit.py`; the assistant's short list is
+    built only when a chain is suggested."""
+    in_chans, size = channels_of(recipe.data), int(recipe.data.image_size or 224)
+    student_arch = (docs.get("distill") or {}).get("arch") or recipe.student.arch
+    gap = teacher_fit.capacity_gap(
+        capacity(recipe.teacher.arch, classes, in_chans, size), capacity(student_arch, classes, in_chans, size), latency_note=LATENCY_NOTE
+    )
+    chained = bool((docs.get("distill") or {}).get("chain"))
+    assistant, params = None, None
+    te = teacher_fit.meaningful_te(knowledge)
+    if teacher_fit.wants_assistant(gap, te, chained):
+        candidates = teacher_fit.assistant_candidates(recipe.teacher.arch, student_arch)
+        counts = {}
+        for arch in candidates:
+            try:
+                counts[arch] = capacity(arch, classes, in_chans, size, with_flops=False)["params"]
+            except Exception as exc:  # a candidate that cannot be built here is not suggested; the report goes on
+                ui.warn(escape(f"report: fit: assistant candidate {arch} not counted ({str(exc)[:120]})"))
+        assistant = teacher_fit.pick_assistant(gap, counts)
+        params = counts.get(assistant) if assistant else None
+    return teacher_fit.report_fit(gap, knowledge, chained, assistant, params)
+
+
 class ReportStage(Stage):
     name = "report"
-    version = 4  # 4: critical samples from the teacher alone; the INT8 row names what ships
+    version = 5  # 4: critical samples from the teacher alone; the INT8 row names what ships; 5: the fit section
     sections = ("report", "data", "teacher", "student", "select", "seed")
     optional = (
         TEACHER_METRICS,
@@ -166,6 +198,7 @@ class ReportStage(Stage):
             )
         splits = load_splits(r.data)
         knowledge, visuals = self._knowledge(ctx, inputs, splits)
+        fit = measure_fit(r, inputs.docs, knowledge, len(splits.train.classes))
         manifest = ctx.run.read_manifest()
         verdict = distillation_verdict(knowledge)
         report = {
@@ -187,6 +220,7 @@ class ReportStage(Stage):
             **({"modes": modes} if (modes := modes_report(inputs.docs.get("teacher"), inputs.docs.get("distill"))) else {}),
             "knowledge": knowledge,
             "distillation": verdict,
+            "fit": fit,
             "problems": inputs.problems,
             "stages": {
                 name: {"seconds": rec["seconds"], "outputs": rec["outputs"], "versions": rec["versions"]}
@@ -196,6 +230,10 @@ class ReportStage(Stage):
         for p in inputs.problems:
             ui.warn(f"report: {p['input']}: {p['problem']}; rendering the rest")
         (ui.warn if verdict["status"] in STRICT_FAILS else ui.info)(f"report: {verdict['line']}")
+        ui.info(escape(f"report: {teacher_fit.gap_line(fit['capacity'])}"))
+        for advice in fit["advice"]:
+            if advice["kind"] != "weak_teacher":  # the verdict line above already says it on the terminal
+                ui.warn(escape(f"report: fit: {advice['line']}"))  # the chain's [a, b, c] is text, not rich markup
         (ctx.out / "report.json").write_text(json.dumps(report, indent=2))
         (ctx.out / "report.html").write_text(report_html.render(report, visuals), encoding="utf-8")
         return self._summary(report)

@@ -11,14 +11,13 @@ from typing import Any, Optional
 
 import numpy as np
 import onnx
-import torch
 from torch import nn
 
 from cann_distill.core.files import sha256_file
 from cann_distill.core.recipe import HardwareProfile, Recipe, ValidateConfig, hardware_profile, load_hardware_profile
 from cann_distill.data.loading import Split, Splits, load_splits, loader
 from cann_distill.data.transforms import channels_of
-from cann_distill.models.build import build_model, count_params, exported_recipe, with_teacher_input
+from cann_distill.models.build import build_model, count_flops, count_params, exported_recipe, with_teacher_input
 from cann_distill.quant import latency as timing
 from cann_distill.quant import ort as q
 from cann_distill.quant import qad
@@ -61,15 +60,6 @@ def topk(logits: np.ndarray, targets: np.ndarray, k: int) -> float:
 
 def agree(a: np.ndarray, b: np.ndarray) -> float:
     return float((a.argmax(1) == b.argmax(1)).mean())
-
-
-def flops(model: torch.nn.Module, in_chans: int, size: int) -> int:
-    """Forward FLOPs at batch 1 (torch's FlopCounterMode: 2 per multiply-accumulate)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(torch.zeros(1, in_chans, size, size))
-    return int(counter.get_total_flops())
 
 
 def apply_changes(cfg: ValidateConfig, changes: dict[str, Any]) -> ValidateConfig:
@@ -402,7 +392,7 @@ def _result(job: _Job, run: _OnnxRun, lat: dict[str, Any], fp32: Path, int8: Pat
         "num_val": len(splits.val),
         "num_test": len(splits.test) if splits.test is not None else 0,
         "params": params,
-        "flops": flops(job.student, job.in_chans, r.data.image_size),
+        "flops": count_flops(job.student, job.in_chans, r.data.image_size),
         "accuracy": {**metrics[head]["accuracy"], "split": head},
         "top5": metrics[head]["top5"],
         "agreement": metrics[head]["agreement"],

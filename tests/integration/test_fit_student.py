@@ -38,6 +38,9 @@ def test_a_tight_budget_picks_the_smallest_candidate_and_the_cache_is_hit(cli, w
     assert rows[SMALL]["params"] < 200_000 < rows[LARGE]["params"]
     assert rows[SMALL]["int8"]["median_ms"] > 0 and rows[SMALL]["size_bytes"]["int8"] > 0 and rows[SMALL]["flops"] > 0
     assert out["basis"]["kind"] in ("measured", "estimated") and not any(r["cached"] for r in rows.values())
+    teacher = out["teacher_fit"]["teacher"]  # the recipe's teacher is test_resnet: the LARGE candidate is its twin
+    assert teacher["arch"] == LARGE and rows[LARGE]["teacher_fit"]["params_ratio"] == 1.0
+    assert rows[SMALL]["teacher_fit"]["params_ratio"] == pytest.approx(teacher["params"] / rows[SMALL]["params"])
     fitted = yaml.safe_load(Path(out["outputs"]["recipe"]).read_text())
     assert fitted["student"]["arch"] == SMALL and fitted["teacher"]["arch"] == "test_resnet"
     assert Path(out["outputs"]["json"]).name == "fit_student.json"
@@ -59,6 +62,7 @@ def test_an_impossible_budget_exits_1_with_the_closest_miss(cli, write_recipe) -
     assert result.exit_code == 1
     [err] = errors_of(result)
     assert f"closest miss {SMALL}: params_m 0.1" in err and "> 0.01" in err and "(+9" in err  # +913%
+    assert "gap to teacher test_resnet" in " ".join(result.stderr.split())  # the table's gap column is explained
     assert not recipe.with_name("tiny.fit.yaml").exists()
     saved = json.loads((recipe.parent / "run" / "fit" / "fit_student.json").read_text())
     assert saved["picked"] is None and saved["closest_miss"]["arch"] == SMALL
