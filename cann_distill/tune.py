@@ -37,6 +37,7 @@ from cann_distill.store.rundir import RunDir
 
 INSTALL = "pip install 'cann-distill[tune]'"
 STARTUP_TRIALS = 5  # the median pruner stops nothing until this many trials are complete (Optuna's default)
+_STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running", "WAITING": "waiting"}  # as listed
 _STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -235,7 +236,7 @@ def search_study(search: Search, study: Any, total: int, timeout: Optional[float
         return
 
     def report(study: Any, trial: Any) -> None:
-        value = f"val top-1 {trial.value:.4f}" if trial.value is not None else trial.state.name.lower()
+        value = f"val top-1 {trial.value:.4f}" if trial.value is not None else _STATES.get(trial.state.name, "")
         best = f" (best: trial {study.best_trial.number}, {study.best_value:.4f})" if _has_complete(study) else ""
         ui.info(f"tune: trial {trial.number}: {value}{best}")
 
@@ -260,7 +261,7 @@ def trial_rows(search: Search, study: Any) -> list[dict[str, Any]]:
         rows.append(
             {
                 "number": t.number,
-                "state": t.state.name.lower(),
+                "state": _STATES.get(t.state.name, t.state.name.lower()),
                 "params": dict(t.params),
                 "value": t.value,
                 "val_acc": t.user_attrs.get("val_acc"),
@@ -306,7 +307,7 @@ def best_recipe_text(search: Search, best: Any) -> str:
     return head + yaml.safe_dump(data, sort_keys=False)
 
 
-def test_top1(row: dict[str, Any]) -> dict[str, Any]:
+def best_test_top1(row: dict[str, Any]) -> dict[str, Any]:
     """The best trial's student on the test split, read from its distill metrics (asked for after the search only)."""
     try:
         metrics = json.loads((Path(row["run_dir"]) / "distill" / "metrics.json").read_text())
@@ -348,7 +349,7 @@ def write_results(search: Search, study: Any, report_test: bool = False) -> dict
         "run_dir": row["run_dir"],
     }
     if report_test:
-        result["test"] = test_top1(row)
+        result["test"] = best_test_top1(row)
     return result
 
 

@@ -107,6 +107,16 @@ def test_a_small_study_writes_its_files_and_a_rerun_continues_it(cli, write_reci
     )
 
 
+def test_a_failing_trial_is_listed_with_its_error_and_no_completed_trial_is_exit_1(cli, write_recipe, tmp_path: Path) -> None:
+    recipe = write_recipe(SMALL, tune={"distill.lr": {"low": 1.0e6, "high": 1.0e9, "log": True}})  # the loss overflows
+    result = cli("tune", recipe, "--trials", "1")
+    assert result.exit_code == 1
+    assert "Error: tune: no trial completed (1 failed); see " in one_line_error(result)
+    (trial,) = json.loads((tmp_path / "run" / "tune" / "trials.json").read_text())["trials"]
+    assert trial["state"] == "failed" and "distill: loss is " in trial["error"] and trial["value"] is None
+    assert not (tmp_path / "run" / "tune" / "best.yaml").exists()
+
+
 class AlwaysPrune(optuna.pruners.BasePruner):
     """The pruner's verdict fixed: every trial is stopped after its first epoch."""
 
