@@ -17,7 +17,7 @@ from cann_distill.reporting.guard import strict_failure
 from cann_distill.runtime import distributed
 from cann_distill.runtime.devices import Runtime, channels_last_for, resolve_device
 from cann_distill.runtime.terminal import ui
-from cann_distill.stages import STAGE_ORDER, STAGES, Stage, StageResult, is_current, run_stage, stage_for
+from cann_distill.stages import STAGE_ORDER, STAGES, Observe, Stage, StageResult, is_current, run_stage, stage_for
 from cann_distill.store.rundir import RunDir
 
 
@@ -33,6 +33,7 @@ def run_stages(
     overrides: Optional[list[str]] = None,
     resume: bool = False,
     budget_check: bool = True,
+    observe: Observe = Observe(),
 ) -> list[StageResult]:
     """Run `stages` in order, skipping those whose inputs have not changed.
 
@@ -42,7 +43,8 @@ def run_stages(
     that cannot meet the target's parameter/size budget stops the run before any stage trains.
 
     Under torchrun (`cann_distill.runtime.distributed`) rank 0 holds the lock and decides; teacher, select and
-    distill run on every rank, validate and report on rank 0 alone.
+    distill run on every rank, validate and report on rank 0 alone. `observe` is handed to every stage (an epoch
+    hook, the trackers' naming: `stages.base.Observe`).
     """
     from cann_distill.quant.profiles import check_student_budget
     from cann_distill.stages.distill import resume_pending, resuming
@@ -84,19 +86,19 @@ def run_stages(
             stage = stage_for(name, recipe)  # the task's own stage (task: detect)
             if len(stages) > 1 and not stage.enabled(recipe):
                 continue  # off in this recipe (e.g. baseline without report.baseline): only its own command reports that
-            results.append(_run_one(stage, recipe, run, name in forced, runtime))
+            results.append(_run_one(stage, recipe, run, name in forced, runtime, observe))
     return results
 
 
-def _run_one(stage: Stage, recipe: Recipe, run: RunDir, force: bool, runtime: Runtime) -> StageResult:
+def _run_one(stage: Stage, recipe: Recipe, run: RunDir, force: bool, runtime: Runtime, observe: Observe = Observe()) -> StageResult:
     """`run_stage`; under torchrun a stage that does not shard its work runs on rank 0 alone."""
     if not distributed.active() or stage.all_ranks:
-        return run_stage(stage, recipe, run, force=force, runtime=runtime)
+        return run_stage(stage, recipe, run, force=force, runtime=runtime, observe=observe)
     if not distributed.is_main():
         return StageResult(stage.name, "skipped", str(run.root), {}, {}, 0.0, "runs on rank 0 only under torchrun")
     ui.info(f"[dim]{stage.name}: runs on rank 0 only under torchrun (the other {distributed.world() - 1} process(es) have finished)[/dim]")
     with distributed.alone():
-        return run_stage(stage, recipe, run, force=force, runtime=runtime)
+        return run_stage(stage, recipe, run, force=force, runtime=runtime, observe=observe)
 
 
 def training_batch_sizes(recipe: Recipe, stages: Sequence[str]) -> dict[str, int]:

@@ -4,7 +4,7 @@
 `inspection` and `tools`; what they print for people in `render`. Nothing imported here imports torch.
 """
 
-from cann_distill.cli import inspection, pipeline, tools  # noqa: F401  (register the commands, in help order)
+from cann_distill.cli import inspection, pipeline, tools, tune  # noqa: F401  (register the commands, in help order)
 from cann_distill.cli.app import app, main
 
 __all__ = ["app", "main"]

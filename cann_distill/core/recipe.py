@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, 
 
 from cann_distill.core.errors import RecipeError, preview
 from cann_distill.core.recipe_detect import DetectConfig
+from cann_distill.core.recipe_tune import TuneConfig
 from cann_distill.core.registries import DEVICE_PATTERN
 from cann_distill.core.registry import suggest
 from cann_distill.core.safeyaml import (
@@ -494,6 +495,13 @@ class ReportConfig(Strict):
         "as the baseline that transfer efficiency, error reduction and DQI compare against",
     )
     samples: int = Field(256, ge=8, le=4096, description="headline-split images the report's CKA and attention heatmaps use")
+    trackers: list[Literal["tensorboard", "mlflow"]] = Field(
+        default_factory=list,
+        exclude_if=lambda v: not v,
+        description="experiment trackers every distill run (and every tune trial) logs to: the recipe as parameters, "
+        "each epoch's history as metrics. tensorboard: <run_dir>/tensorboard/<stage or trial>; mlflow: MLFLOW_TRACKING_URI, "
+        "else a local store in <run_dir>/mlruns. Needs the package (pip install 'cann-distill[trackers]')",
+    )
 
 
 class Recipe(Strict):
@@ -520,6 +528,13 @@ class Recipe(Strict):
         exclude_if=_unset,
         description="several teachers instead of one (docs/guides/modes.md): each trained and evaluated by the teacher stage, "
         "their outputs combined by distill.ensemble; the first also fills `teacher:` (what validate and the report compare with)",
+    )
+    tune: Optional[TuneConfig] = Field(
+        None,
+        exclude_if=_unset,
+        description="the search space of `cann-distill tune` (docs/guides/tune.md): recipe key paths (as --set writes them) "
+        "mapped to {low, high} ranges (optional log, step) or {choices: [...]}, plus trials, metric, pruner and sampler. "
+        "Read by tune alone; no stage's fingerprint includes it",
     )
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)

@@ -12,6 +12,7 @@ no `"3"` → 3).
 from __future__ import annotations
 
 import copy
+import importlib.util
 import inspect
 import json
 import math
@@ -37,6 +38,7 @@ from cann_distill.core.recipe import (
     timm_archs,
 )
 from cann_distill.core.recipe_detect import detect_errors, level_problem
+from cann_distill.core.recipe_tune import TuneConfig
 from cann_distill.core.registries import DETECTION_LOSSES, LOSSES, SCHEDULES, SELECTORS
 from cann_distill.core.registry import suggest
 from cann_distill.core.safeyaml import (
@@ -179,6 +181,11 @@ def semantic_errors(recipe: Recipe) -> list[str]:
     if all(spec.weight == 0 for spec in recipe.distill.losses):
         errors.append("distill.losses: at least one loss needs a weight > 0")
     errors += _schedule_errors(recipe)
+    errors += [
+        f"report.trackers: {name} is not installed (pip install {name}, or pip install 'cann-distill[trackers]')"
+        for name in dict.fromkeys(recipe.report.trackers)
+        if importlib.util.find_spec(name) is None
+    ]
     if recipe.validate_.provider is not None:
         import onnxruntime as ort
 
@@ -623,11 +630,8 @@ def _path_and_message(error: str) -> tuple[str, str]:
     return (path, msg) if sep and " " not in path else ("", error)
 
 
-def resolve(data: dict[str, Any], source: str = "recipe", name: Optional[str] = None, doc: Optional[Document] = None) -> Recipe:
-    """Validate raw recipe data; raise one RecipeError listing every problem with its key path.
-
-    `doc` (the file's Document) lets each problem name the line it was written on.
-    """
+def _schema_problems(data: dict[str, Any]) -> tuple[Optional[Recipe], list[tuple[str, str]]]:
+    """The recipe when raw data passes the value walk and the schema, else None; the problems (path, message)."""
     errors = value_errors(data)
     try:
         # strict, as JSON: `true` is no int, "3" no number, 2.0 no int, while a list fills a tuple field
@@ -637,11 +641,85 @@ def resolve(data: dict[str, Any], source: str = "recipe", name: Optional[str] = 
         # a value the walk above already refused is not reported again by the schema
         bad = [path for path, _ in errors]
         errors += [(loc, msg) for loc, msg in schema_errors(exc) if not any(b == loc or b.startswith((loc + ".", loc + "[")) for b in bad)]
+    return (recipe if not errors else None), errors
+
+
+def _semantic_problems(recipe: Recipe) -> list[tuple[str, str]]:
+    return [_path_and_message(e) for e in adopt_firsts(recipe) or semantic_errors(recipe)]
+
+
+def tune_errors(data: dict[str, Any], tune: TuneConfig) -> list[tuple[str, str]]:
+    """Each `tune:` key must be a key of this recipe that trials can change, and its range or choices values that
+    the recipe's own checks accept there (both ends of a range, every choice, applied as `--set` would)."""
+    base = {k: v for k, v in data.items() if k != "tune"}
+    errors: list[tuple[str, str]] = []
+    for key, spec in tune.space().items():
+        at = format_loc(("tune", key))
+        try:
+            path = format_loc(tuple(split_key(key)))
+        except UsageError as exc:
+            errors.append((at, f"not a recipe key ({str(exc).partition(': ')[2]})"))
+            continue
+        if path.split(".")[0].split("[")[0] not in TUNABLE:
+            errors.append((at, f"trials run teacher, select and distill, which {path} does not change (tunable: {', '.join(TUNABLE)})"))
+            continue
+        for value in spec.samples():
+            problem = _tune_value_problem(base, key, path, value)
+            if problem is not None:
+                errors.append((at, problem))
+                break
+    if data.get("task", "classify") != "classify":
+        errors.append(("tune", "tune searches classify recipes; task: detect has no tune yet"))
+    return errors
+
+
+TUNABLE = ("seed", "data", "teacher", "teachers", "student", "select", "distill", "runtime")
+"""The recipe sections a tune trial's stages (teacher, select, distill) read."""
+
+
+def _tune_value_problem(base: dict[str, Any], key: str, path: str, value: Any) -> Optional[str]:
+    """Why `value` at `key` makes the recipe invalid, None when it fits."""
+    try:
+        patched = apply_overrides(base, [f"{key}={json.dumps(value)}"])
+    except UsageError as exc:
+        return f"not a recipe key ({str(exc).partition(': ')[2]}){suggest(path, flat_keys(base))}"
+    recipe, problems = _schema_problems(patched)
+    if any(p == path and m == "unknown key" for p, m in problems):
+        return f"not a recipe key{suggest(path, flat_keys(base))}"
+    if recipe is not None:
+        problems = _semantic_problems(recipe)
+    if not problems:
+        return None
+    where, msg = problems[0]
+    return f"{preview(value)} does not fit {path}: {where + ': ' if where and where != path else ''}{msg}"
+
+
+def flat_keys(data: Any, prefix: str = "") -> list[str]:
+    """Every key path of raw recipe data, as `--set` writes it (`distill.losses[1].temperature`)."""
+    if isinstance(data, dict):
+        out = []
+        for k, v in data.items():
+            path = f"{prefix}.{k}" if prefix else str(k)
+            out += [path, *flat_keys(v, path)]
+        return out
+    if isinstance(data, list):
+        return [p for i, v in enumerate(data) for p in (f"{prefix}[{i}]", *flat_keys(v, f"{prefix}[{i}]"))]
+    return []
+
+
+def resolve(data: dict[str, Any], source: str = "recipe", name: Optional[str] = None, doc: Optional[Document] = None) -> Recipe:
+    """Validate raw recipe data; raise one RecipeError listing every problem with its key path.
+
+    `doc` (the file's Document) lets each problem name the line it was written on.
+    """
+    recipe, errors = _schema_problems(data)
     if errors or recipe is None:
         raise RecipeError(render_errors(source, errors, doc))
-    semantic = adopt_firsts(recipe) or semantic_errors(recipe)
+    semantic = _semantic_problems(recipe)
+    if not semantic and recipe.tune is not None:
+        semantic = tune_errors(data, recipe.tune)
     if semantic:
-        raise RecipeError(render_errors(source, [_path_and_message(e) for e in semantic], doc))
+        raise RecipeError(render_errors(source, semantic, doc))
     fill_data_defaults(recipe)
     fill_teacher_inputs(recipe)
     if recipe.name is None:
@@ -659,14 +737,20 @@ def merge_defaults(defaults: Any, data: Any) -> Any:
     return data
 
 
+def recipe_data(path: Union[str, Path, None] = None, overrides: Optional[list[str]] = None) -> tuple[dict[str, Any], Document, Path]:
+    """A recipe's raw data before the checks: the file over the schema defaults, the overrides applied; its Document
+    and path. `load_recipe` resolves it; `tune` applies each trial's values to it first."""
+    path = Path(path) if path is not None else default_recipe_path()
+    doc = read_document(path)
+    data = merge_defaults(Recipe().to_dict(), doc.data)
+    return apply_overrides(data, list(overrides or []), doc.positions), doc, path
+
+
 def load_recipe(path: Union[str, Path, None] = None, overrides: Optional[list[str]] = None) -> Recipe:
     """Load, override and validate a recipe. `None` loads the packaged default recipe.
 
     Overrides apply on top of the schema defaults, so `--set distill.losses[1].temperature=2`
     works on a recipe that relies on the default loss list.
     """
-    path = Path(path) if path is not None else default_recipe_path()
-    doc = read_document(path)
-    data = merge_defaults(Recipe().to_dict(), doc.data)
-    data = apply_overrides(data, list(overrides or []), doc.positions)
+    data, doc, path = recipe_data(path, overrides)
     return resolve(data, source=str(path), name=path.stem, doc=doc)

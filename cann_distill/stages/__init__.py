@@ -4,7 +4,7 @@ from __future__ import annotations
 
 # importing a stage module registers its stages (detect, detect_report: those of task: detect)
 from cann_distill.stages import baseline, detect, detect_report, detect_validate, distill, report, select, teacher, validate  # noqa: F401,E401
-from cann_distill.stages.base import STAGES, Context, Stage, StageResult, is_current, run_stage, stage_for
+from cann_distill.stages.base import STAGES, Context, Observe, Stage, StageResult, is_current, run_stage, stage_for
 from cann_distill.store.rundir import STAGE_ORDER
 
-__all__ = ["STAGE_ORDER", "STAGES", "Context", "Stage", "StageResult", "is_current", "run_stage", "stage_for"]
+__all__ = ["STAGE_ORDER", "STAGES", "Context", "Observe", "Stage", "StageResult", "is_current", "run_stage", "stage_for"]

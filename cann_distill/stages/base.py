@@ -6,7 +6,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Callable, Literal, Optional, Union
 
 from cann_distill.core.errors import MissingInputError, StageError
 from cann_distill.core.files import sha256_file, sha256_json
@@ -32,6 +32,18 @@ class StageResult:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Observe:
+    """Who watches a training stage's epochs beside the stage itself (`cann-distill tune`'s trial), and under which
+    name the recipe's experiment trackers (report.trackers) record the run. None of it is part of a fingerprint."""
+
+    on_epoch_end: Optional[Callable[[int, dict[str, float]], None]] = None
+    """Called after each training epoch with its history row (`val_acc` among them); an exception it raises stops
+    the stage, which then writes nothing (the runner's staging folder is discarded)."""
+    tracker_root: Optional[Path] = None  # where report.trackers write (default: the run dir)
+    tracker_run: Optional[str] = None  # the trackers' name for this run (default: the stage's name)
+
+
 @dataclass
 class Context:
     """What a stage gets: the recipe, the run dir and the upstream artifacts it declared."""
@@ -45,6 +57,7 @@ class Context:
     runtime: Runtime = CPU  # the device torch work runs on (not part of the fingerprint)
     missing: dict[str, str] = field(default_factory=dict)  # optional artifact -> why it is not available
     stale: dict[str, str] = field(default_factory=dict)  # optional artifact used although its stage is not current
+    observe: Observe = Observe()  # the epoch hook and tracker naming the caller passed to the runner
 
 
 class Stage:
@@ -203,7 +216,9 @@ def plan_stage(stage: Stage, recipe: Recipe, run: RunDir, force: bool = False) -
     return Plan(inputs, artifacts, fingerprint, current)
 
 
-def run_stage(stage: Stage, recipe: Recipe, run: RunDir, force: bool = False, runtime: Runtime = CPU) -> StageResult:
+def run_stage(
+    stage: Stage, recipe: Recipe, run: RunDir, force: bool = False, runtime: Runtime = CPU, observe: Observe = Observe()
+) -> StageResult:
     """Run one stage (the caller holds the run-dir lock; under torchrun rank 0 does and decides for every rank)."""
     stage = stage_for(stage, recipe)
     if not stage.enabled(recipe):
@@ -219,7 +234,7 @@ def run_stage(stage: Stage, recipe: Recipe, run: RunDir, force: bool = False, ru
 
     def context(out: Path) -> Context:  # the stage's view of the job, writing into `out`
         missing, stale = dict(inputs.get("missing", {})), dict(inputs.get("stale", {}))
-        return Context(recipe, run, out, artifacts, dict(inputs["artifacts"]), fingerprint, runtime, missing, stale)
+        return Context(recipe, run, out, artifacts, dict(inputs["artifacts"]), fingerprint, runtime, missing, stale, observe)
 
     if not distributed.is_main():  # a follower: same work, outputs thrown away; rank 0 writes them
         with tempfile.TemporaryDirectory(prefix=f"cann-distill-rank{distributed.rank()}-") as tmp:

@@ -33,6 +33,7 @@ class DetectReportStage(Stage):
     name = "report"
     version = 1
     sections = ("report", "detect", "teacher", "student", "seed")
+    ignore = ("report.trackers",)  # where distill's epochs were also logged does not change the report
     optional = (TEACHER_METRICS, DISTILL_METRICS, BASELINE_METRICS, VALIDATION)
 
     def extra_inputs(self, recipe: Any) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from cann_distill.data.transforms import channels_of, make_mixup
 from cann_distill.models.build import build_model, checkpoint_weights_fingerprint, count_params, save_checkpoint, teacher_input
 from cann_distill.quant import qad
 from cann_distill.quant.qad import run_phase as run_qad
+from cann_distill.reporting.trackers import Trackers, flatten
 from cann_distill.runtime import distributed
 from cann_distill.runtime.terminal import ui
 from cann_distill.selection.remining import Refresher, training_cost
@@ -67,7 +68,7 @@ from cann_distill.teaching.targets import (
 )
 from cann_distill.teaching.teachers import evaluate_teachers, renormalized, teacher_model, unlabelled_counts
 from cann_distill.training.live import EpochLog
-from cann_distill.training.loop import Checkpointing, History, accuracy, fit, predict, seed_everything
+from cann_distill.training.loop import Checkpointing, History, accuracy, chain_hooks, fit, predict, seed_everything
 
 CHECKPOINT = "distill/student.pt"
 METRICS = "distill/metrics.json"
@@ -282,7 +283,7 @@ class DistillStage(Stage):
             )
             ui.info(f"distill: hop {k}/{len(archs) - 1}: {teacher.arch} -> {student.arch}")
             state = resume_path(ctx.run) if last else hop_resume_path(ctx.run, k)
-            summary, _ = self._run(hop, inputs, state)
+            summary, _ = self._run(hop, inputs, state, "" if last else f"_hop{k}")
             states.append(state)
             hops.append({"hop": k, "teacher": teacher.arch, "student": student.arch, "student_params": summary["params"]})
             hops[-1].update({key: summary[key] for key in ("val_acc", "test_acc")})
@@ -299,8 +300,9 @@ class DistillStage(Stage):
                 state.unlink(missing_ok=True)
         return {**summary, "chain": hops}
 
-    def _run(self, ctx: Context, inputs: DistillInputs, resume_file: Path) -> tuple[dict[str, Any], Path]:
-        """One distillation into ctx.out (its resume state at `resume_file`); its summary and that file."""
+    def _run(self, ctx: Context, inputs: DistillInputs, resume_file: Path, hop: str = "") -> tuple[dict[str, Any], Path]:
+        """One distillation into ctx.out (its resume state at `resume_file`; `hop` names a chain's assistant hop for
+        the trackers); its summary and that file."""
         r, cfg, rt = ctx.recipe, ctx.recipe.distill, ctx.runtime
         mode = resolve_mode(r)
         distillers = build_students(ctx, inputs.train, online=mode == "online")
@@ -332,27 +334,30 @@ class DistillStage(Stage):
         )
         epochs = Epochs(temperature, critical, step, ctx, refresh)
         resume = Checkpointing(resume_file, ctx.fingerprint, resume=_resume.get(), command="cann-distill distill RECIPE --resume")
-        history = fit(
-            model,
-            inputs.train,
-            cfg,
-            cfg.batch_size or r.data.batch_size,
-            step,
-            r.seed,
-            "distill",
-            val=inputs.splits.val,
-            sampler=critical.sampler,
-            on_epoch_start=epochs.start,
-            on_epoch_end=EpochLog(ctx.run.root, self.name, cfg.epochs, then=epochs.end),
-            deploy=deploy,
-            checkpoint=resume,
-            no_decay=no_decay,
-            runtime=rt,
-            transform=inputs.splits.train_transform,
-            mix=make_mixup(r.data, len(inputs.train.classes)),
-            teacher=targets,
-            period=targets.period,
-        )
+        with trackers_for(ctx, self.name, hop) as trackers:
+            history = fit(
+                model,
+                inputs.train,
+                cfg,
+                cfg.batch_size or r.data.batch_size,
+                step,
+                r.seed,
+                "distill",
+                val=inputs.splits.val,
+                sampler=critical.sampler,
+                on_epoch_start=epochs.start,
+                on_epoch_end=EpochLog(
+                    ctx.run.root, self.name, cfg.epochs, then=chain_hooks(epochs.end, trackers, ctx.observe.on_epoch_end)
+                ),
+                deploy=deploy,
+                checkpoint=resume,
+                no_decay=no_decay,
+                runtime=rt,
+                transform=inputs.splits.train_transform,
+                mix=make_mixup(r.data, len(inputs.train.classes)),
+                teacher=targets,
+                period=targets.period,
+            )
         qad = run_qad(ctx, distiller.student, inputs.splits, ctx.artifacts[TEACHER_CKPT], _resume.get()) if cfg.qat.enabled else None
         peers: dict[str, Any] = {}
         if len(distillers) > 1:  # mutual learning: every peer evaluated and kept, the best on val exported
@@ -468,6 +473,14 @@ class DistillStage(Stage):
             )
             distiller.constants[channel_weights_key(tap)] = torch.from_numpy(np.asarray(arr, dtype=np.float32))
         return status
+
+
+def trackers_for(ctx: Context, stage: str, hop: str = "") -> Trackers:
+    """The recipe's experiment trackers for one training run (rank 0 alone logs), named as the caller asked
+    (`Observe`: a tune trial's name and its parent run dir) or after the stage."""
+    names = ctx.recipe.report.trackers if distributed.is_main() else []
+    root, run = ctx.observe.tracker_root or ctx.run.root, (ctx.observe.tracker_run or stage) + hop
+    return Trackers(names, root, run, ctx.recipe.name or "recipe", flatten(ctx.recipe.to_dict()) if names else {})
 
 
 def throughput(history: Sequence[dict[str, float]]) -> dict[str, float]:

@@ -175,6 +175,7 @@ class ReportStage(Stage):
     name = "report"
     version = 5  # 4: critical samples from the teacher alone; the INT8 row names what ships; 5: the fit section
     sections = ("report", "data", "teacher", "student", "select", "seed")
+    ignore = ("report.trackers",)  # where distill's epochs were also logged does not change the report
     optional = (
         TEACHER_METRICS,
         SELECT_SUMMARY,

@@ -251,6 +251,26 @@ class RunDir:
             raise ArtifactError(f"{p}: hash does not match the manifest (modified or corrupt): rerun `cann-distill {stage} --force`")
         return p, digest
 
+    def adopt(self, other: "RunDir", stage: str) -> bool:
+        """Take `other`'s finished `stage`: its files (hard-linked, copied where a link is refused) and its record, so
+        a run dir made for a variant of a recipe (a tune trial) starts from the same upstream stages. Nothing happens
+        when `other` has no intact record of it or this run dir already holds the same outputs; False then."""
+        rec = other.record(stage)
+        mine = self.record(stage)
+        if rec is None or not other.outputs_intact(rec) or (mine is not None and mine.outputs == rec.outputs and self.outputs_intact(mine)):
+            return False
+        with self.staging(stage) as out:
+            for rel in rec.outputs:
+                target = out / PurePosixPath(rel).relative_to(stage)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(other.path(rel), target)
+                except OSError:
+                    shutil.copy2(other.path(rel), target)
+            self.forget(stage)
+        self.write_record(stage, rec)
+        return True
+
     # ----------------------------------------------------------------- staging
     @contextlib.contextmanager
     def staging(self, stage: str) -> Iterator[Path]:

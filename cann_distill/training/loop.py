@@ -43,7 +43,31 @@ EpochEnd = Callable[[int, dict[str, float]], None]
 """Called after epoch `e` with its finished history row. It must depend only on the rows it is
 given: on resume it is replayed over the restored history to rebuild its state."""
 
-__all__ = ["Batch", "Checkpointing", "EpochEnd", "History", "SubsetSampler", "accuracy", "ce_step", "evaluate", "fit", "predict"]
+__all__ = [
+    "Batch",
+    "Checkpointing",
+    "EpochEnd",
+    "History",
+    "SubsetSampler",
+    "accuracy",
+    "ce_step",
+    "chain_hooks",
+    "evaluate",
+    "fit",
+    "predict",
+]
+
+
+def chain_hooks(*hooks: Optional[EpochEnd]) -> EpochEnd:
+    """One epoch-end hook calling `hooks` in order (None skipped): a stage's own bookkeeping first, then observers
+    (experiment trackers, a tune trial). An exception from one stops the rest and the training (fit re-raises it)."""
+    present = [h for h in hooks if h is not None]
+
+    def call(epoch: int, row: dict[str, float]) -> None:
+        for hook in present:
+            hook(epoch, row)
+
+    return call
 
 
 def ce_step(model: nn.Module, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:

@@ -131,6 +131,11 @@ def _sections(schema: dict[str, Any], defaults: dict[str, Any], root: str = "", 
                 if nested[1] == "object" and "anyOf" not in node:
                     shown_default = ""  # a section's default is its keys' defaults, listed in its own table
             rows.append(f"| `{key}` | {_type(node, defs, full)} | {shown_default} | {_cell(node.get('description', ''))} |")
+        extra = model.get("additionalProperties")
+        if isinstance(extra, dict) and (nested := _section_of(extra, defs)) is not None:  # any key, each a section (tune:)
+            full = ".".join([*([root] if root else []), *path, "<key>"])
+            children.append((nested[0], [*path, "<key>"]))
+            rows.append(f"| any other key | {_type(extra, defs, full)} |  | {_cell(nested[0].get('description', ''))} |")
         heading = f"{level} `{title}` {{#{_anchor(title)}}}" if title else f"{level} Top level"
         out.extend([heading, ""])
         if path and model.get("description"):

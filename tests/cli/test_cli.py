@@ -16,6 +16,7 @@ COMMANDS = [
     "validate",
     "report",
     "run",
+    "tune",
     "check",
     "status",
     "list",
