@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import yaml
+from bench import git_commit, machine_info, project_versions  # the accuracy benchmark's records of machine and versions
 
 STUDENT_CE = [{"kind": "ce", "weight": 1.0}]
 
@@ -176,13 +177,33 @@ def run_arm(args: argparse.Namespace, arm: str, seed: int) -> dict[str, Any]:
     return row
 
 
+def read_rows(path: Path) -> dict[str, Any]:
+    """The metas (one per invocation) and the last row of every run name in a results file."""
+    metas: list[dict[str, Any]] = []
+    rows: dict[str, dict[str, Any]] = {}
+    for line in path.read_text().splitlines() if path.exists() else []:
+        if line.strip():
+            item = json.loads(line)
+            if "meta" in item:
+                metas.append(item["meta"])
+            else:
+                rows[item["name"]] = item
+    return {"metas": metas, "rows": list(rows.values())}
+
+
+def render(data: dict[str, Any], source: Path) -> str:
+    from modes_report import page  # noqa: PLC0415 (the page's layout, kept apart from running the arms)
+
+    return page(data, source)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[-1]
     )
-    ap.add_argument("--recipe", required=True)
+    ap.add_argument("--recipe", default=None, help="the recipe every arm starts from (needed to run arms)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="applied to every arm (dotted keys)")
-    ap.add_argument("--teacher", required=True, help="the trained teacher checkpoint")
+    ap.add_argument("--teacher", default=None, help="the trained teacher checkpoint (needed to run arms)")
     ap.add_argument("--extra-teachers", default="", help="comma-separated checkpoints of further teachers (same arch, other seeds)")
     ap.add_argument("--assistant", default="resnet10t", help="the chain arm's assistant arch (default %(default)s)")
     ap.add_argument("--tuned-temperature", type=float, default=None, help="the tuned arm's KD temperature (chosen on val by `tune`)")
@@ -191,8 +212,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--out", type=Path, required=True, help="JSON lines, appended to; names already there are skipped")
     ap.add_argument("--work-dir", type=Path, default=None, help="run dirs and logs (default: next to --out)")
+    ap.add_argument("--render", type=Path, default=None, metavar="PAGE.md", help="only write the page from --out's results")
     ap.add_argument("--dry-run", action="store_true", help="write and check every arm's recipe (cann-distill check), train nothing")
     args = ap.parse_args(argv)
+    if args.render:
+        args.render.write_text(render(read_rows(args.out), args.out))
+        print(f"wrote {args.render}", file=sys.stderr)
+        return 0
+    if args.recipe is None or args.teacher is None:
+        ap.error("running arms needs --recipe and --teacher")
     args.extra_teachers = [p for p in args.extra_teachers.split(",") if p]
     arms = [a for a in args.arms.split(",") if a]
     if bad := [a for a in arms if a not in ARMS]:
@@ -204,12 +232,17 @@ def main(argv: list[str] | None = None) -> int:
     if {"kd10", "base10"} & set(arms):
         root = next(kv.partition("=")[2] for kv in args.overrides if kv.startswith("data.root="))
         args.few_root, args.few_unlabeled = few_label_tree(Path(root), args.work / "few_labels", args.label_share, seed=0)
-    done = {json.loads(line)["name"] for line in args.out.read_text().splitlines() if line.strip()} if args.out.exists() else set()
+    done = {row["name"] for row in read_rows(args.out)["rows"]}
+    if not args.dry_run:
+        meta = {"command": " ".join(["python", *sys.argv]), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine_info()}
+        meta["versions"] = project_versions()
+        with args.out.open("a") as f:
+            f.write(json.dumps({"meta": meta}) + "\n")
     for seed in (int(s) for s in args.seeds.split(",")):
         for arm in arms:
             if f"s{seed}_{arm}" in done:
                 continue
-            row = run_arm(args, arm, seed)
+            row = {**run_arm(args, arm, seed), "commit": git_commit()}
             if args.dry_run:
                 print(json.dumps(row), file=sys.stderr)
                 continue
