@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import git_commit, machine_info, project_versions  # the accuracy benchmark's records of machine and versions
+
 DEFAULT_RECIPE = "resnet10t_from_resnet18_detect_demo"  # the packaged recipe, by name
 
 
@@ -84,7 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.work = (args.work_dir or args.out.with_suffix("")).resolve()
     args.work.mkdir(parents=True, exist_ok=True)
-    done = {json.loads(line)["seed"] for line in args.out.read_text().splitlines() if line.strip()} if args.out.exists() else set()
+    lines = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()] if args.out.exists() else []
+    done = {item["seed"] for item in lines if "seed" in item and "error" not in item}
+    meta = {"command": " ".join(["python", *sys.argv]), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine_info()}
+    with args.out.open("a") as f:
+        f.write(json.dumps({"meta": {**meta, "versions": project_versions()}}) + "\n")
     teacher_run = args.work / "teacher"
     started = time.perf_counter()
     if cli(args, "teacher", teacher_run, [], args.work / "teacher.log") != 0:
@@ -98,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed in (int(s) for s in args.seeds.split(",")):
         if seed in done:
             continue
-        row = run_seed(args, teacher, seed)
+        row = {**run_seed(args, teacher, seed), "commit": git_commit()}
         with args.out.open("a") as f:
             f.write(json.dumps(row) + "\n")
         shown = (
