@@ -21,7 +21,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Sequence
 
 import numpy as np
 import torch
@@ -301,11 +301,14 @@ class DetectionDataset(torch.utils.data.Dataset):
         im = self.split.images[i]
         return self.size / im.width, self.size / im.height
 
+    def input_boxes(self, i: int) -> torch.Tensor:
+        """Image i's boxes [M, 4] in input pixels (scaled with the resize to `size`), without decoding the image."""
+        sx, sy = self.scale(i)
+        return torch.from_numpy(self.split.images[i].boxes) * torch.tensor([sx, sy, sx, sy])
+
     def __getitem__(self, i: int) -> Sample:
         x = torch.from_numpy(self.pixels(i)).permute(2, 0, 1).float().div_(255)
-        sx, sy = self.scale(i)
-        boxes = torch.from_numpy(self.split.images[i].boxes) * torch.tensor([sx, sy, sx, sy])
-        return (x - self.mean) / self.std, boxes, torch.from_numpy(self.split.images[i].labels), i
+        return (x - self.mean) / self.std, self.input_boxes(i), torch.from_numpy(self.split.images[i].labels), i
 
 
 def collate(samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -319,13 +322,18 @@ def collate(samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return torch.stack([s[0] for s in samples]), boxes, labels, torch.tensor([s[3] for s in samples])
 
 
-def detection_loader(dataset: DetectionDataset, batch_size: int, train: bool, seed: int, workers: int = 0) -> torch.utils.data.DataLoader:
-    """Shuffled (seeded) for training, in order for evaluation."""
+def detection_loader(
+    dataset: DetectionDataset, batch_size: int, train: bool, seed: int, workers: int = 0, indices: Optional[Sequence[int]] = None
+) -> torch.utils.data.DataLoader:
+    """Shuffled (seeded) for training, in order for evaluation; `indices`: training on these images only (subset)."""
+    generator = torch.Generator().manual_seed(seed) if train else None
+    sampler = torch.utils.data.SubsetRandomSampler(list(indices), generator=generator) if indices is not None else None
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=train,
-        generator=torch.Generator().manual_seed(seed) if train else None,
+        shuffle=train and sampler is None,
+        sampler=sampler,
+        generator=generator if sampler is None else None,
         collate_fn=collate,
         num_workers=workers,
         drop_last=False,

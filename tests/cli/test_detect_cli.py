@@ -1,9 +1,9 @@
-"""task: detect through the CLI: one epoch teacher -> distill -> baseline -> validate (INT8) -> report on the demo set with
-tiny archs, then
-what an unchanged rerun, the stages detection does not have yet, and bad COCO input do."""
+"""task: detect through the CLI: one epoch teacher -> select -> distill -> baseline -> validate (INT8) -> report on the demo
+set with tiny archs, then what an unchanged rerun, select's critical images in distill, and bad COCO input do."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -49,7 +49,7 @@ def stages_of(result: Any) -> dict[str, dict[str, Any]]:
 def test_one_epoch_detection_run_through_the_cli(cli: Callable[..., Any], tmp_path: Path) -> None:
     run = tmp_path / "run"
     stages = stages_of(cli("run", RECIPE, "--run-dir", run, *TINY, "--json"))
-    assert list(stages) == ["teacher", "distill", "baseline", "validate", "report"]  # select: not for detection yet
+    assert list(stages) == ["teacher", "select", "distill", "baseline", "validate", "report"]
     assert all(s["status"] == "done" for s in stages.values())
     for name, arch in (("teacher", "test_resnet"), ("distill", "test_efficientnet"), ("baseline", "test_efficientnet")):
         summary = stages[name]["summary"]
@@ -70,10 +70,34 @@ def test_one_epoch_detection_run_through_the_cli(cli: Callable[..., Any], tmp_pa
     assert "test_efficientnet" in html and "<script" not in html
     again = stages_of(cli("run", RECIPE, "--run-dir", run, *TINY, "--json"))
     assert all(s["status"] == "skipped" for s in again.values())  # up to date: nothing retrained
-    off = cli("select", RECIPE, "--run-dir", run, *TINY, "--json")
-    assert off.exit_code == 0 and json.loads(off.stdout)["stages"][0]["message"] == "off in this recipe"
-    said = cli("select", RECIPE, "--run-dir", run, *TINY)
-    assert said.exit_code == 0 and "off: task: detect has no select stage yet" in said.stdout + said.stderr
+
+
+def read_index(run: Path) -> list[dict[str, str]]:
+    with open(run / "select" / "index.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_select_scores_images_and_distill_weighs_or_trains_on_the_critical_ones(cli: Callable[..., Any], tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    weight = ["--set", "distill.critical.mode=weight", "--set", "select.top_k_ratio=0.25"]
+    stages = stages_of(cli("run", RECIPE, "--run-dir", run, *TINY, *weight, "--to", "distill", "--json"))
+    assert list(stages) == ["teacher", "select", "distill"]
+    rows = read_index(run)
+    assert len(rows) == 32 and sum(r["critical"] == "1" for r in rows) == stages["select"]["summary"]["num_critical"] == 8
+    critical = [float(r["score"]) for r in rows if r["critical"] == "1"]
+    others = [float(r["score"]) for r in rows if r["critical"] == "0" and r["target"] != "-1"]
+    assert stages["select"]["summary"]["strategy"] == "small_objects" and min(critical) > 0 and max(others) > 0
+    sizes = stages["select"]["summary"]["teacher_outputs"]
+    assert sizes["cached"] is False and sizes["bytes_per_image"]["fpn"] == (16 * 16 + 8 * 8 + 4 * 4) * 64 * 4  # 3 levels, 64 ch
+    distill = stages["distill"]["summary"]
+    assert distill["critical_mode"] == "weight" and distill["critical_weight"] == 2.0 and distill["num_critical"] == 8
+    history = json.loads((run / "distill" / "metrics.json").read_text())["history"]
+    assert history[0]["images"] == 32  # weight: every image, the critical ones count twice
+    subset = ["--set", "distill.critical.mode=subset", "--set", "select.top_k_ratio=0.25"]
+    stages = stages_of(cli("distill", RECIPE, "--run-dir", run, *TINY, *subset, "--json"))
+    assert stages["distill"]["summary"]["critical_mode"] == "subset"
+    assert json.loads((run / "distill" / "metrics.json").read_text())["history"][0]["images"] == 8  # only the critical ones
+    assert [r["critical"] for r in read_index(run)] == [r["critical"] for r in rows]  # policy hard in both modes: the same images
 
 
 def coco_run(tmp_path: Path, write_recipe: Callable[..., Path], annotations: str | dict[str, Any], on_bad: str = "error") -> Path:
