@@ -62,6 +62,15 @@ def test_one_epoch_detection_run_through_the_cli(cli: Callable[..., Any], tmp_pa
     assert validation["metrics"]["onnx_fp32"] == pytest.approx(validation["metrics"]["torch_fp32"], abs=1e-3)  # same decoding
     assert validation["size_bytes"]["int8"] < validation["size_bytes"]["fp32"]
     assert (run / "validate" / "student_int8.onnx").is_file() and validation["latency_batch1"]["int8"]["median_ms"] > 0
+    m32, m8 = validation["metrics"]["onnx_fp32"]["mAP"], validation["metrics"]["onnx_int8"]["mAP"]
+    assert validation["int8_map_drop"] == pytest.approx(m32 - m8)
+    worst = validation["layer_gap"]["worst"]
+    assert worst and all(isinstance(row[k], float) for row in worst for k in ("sqnr_db", "gap_db", "cosine"))
+    assert [row["gap_db"] for row in worst] == sorted((row["gap_db"] for row in worst), reverse=True)
+    assert validation["feedback"]["metric"] == "mAP" and "apply" in validation["feedback"]
+    assert {g["budget"] for g in validation["gate"]} >= {"size_mb", "params_m", "max_accuracy_drop"}  # the cpu profile's budgets
+    drop = next(g for g in validation["gate"] if g["budget"] == "max_accuracy_drop")
+    assert drop["value"] == pytest.approx(validation["int8_map_drop"])  # with task: detect, the mAP drop
     report = json.loads((run / "report" / "report.json").read_text())
     assert [m["stage"] for m in report["models"]] == ["teacher", "distill", "baseline", "validate", "validate"]
     assert report["task"] == "detect" and report["models"][-1]["model"] == "student ONNX INT8"
@@ -70,6 +79,14 @@ def test_one_epoch_detection_run_through_the_cli(cli: Callable[..., Any], tmp_pa
     assert "test_efficientnet" in html and "<script" not in html
     again = stages_of(cli("run", RECIPE, "--run-dir", run, *TINY, "--json"))
     assert all(s["status"] == "skipped" for s in again.values())  # up to date: nothing retrained
+    head = ["--set", "detect.int8_head=float", "--set", "validate.feedback.search=false", "--set", "validate.budgets.size_mb=0.001"]
+    strict = cli("run", RECIPE, "--run-dir", run, *TINY, *head, "--strict", "--json")
+    assert strict.exit_code == 1 and "deployment gate failed: size_mb" in strict.stderr.strip().splitlines()[-1]
+    headless = json.loads((run / "validate" / "validation.json").read_text())
+    assert headless["int8_head"] == "float" and headless["nodes_in_float"] > 0  # the head's nodes, kept in float
+    assert headless["size_bytes"]["int8"] > validation["size_bytes"]["int8"]  # float head weights take 4 bytes each
+    status = json.loads(cli("status", RECIPE, "--run-dir", run, *TINY, *head, "--json").stdout)
+    assert {s["stage"]: s["state"] for s in status["stages"]}["distill"] == "up to date"  # the head setting retrains nothing
 
 
 def read_index(run: Path) -> list[dict[str, str]]:
