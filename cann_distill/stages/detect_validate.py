@@ -19,6 +19,7 @@ from cann_distill.core.recipe import HardwareProfile, Recipe, ValidateConfig, ha
 from cann_distill.models.detector import Detector, count_params, load_detector
 from cann_distill.quant import latency as timing
 from cann_distill.quant import ort as q
+from cann_distill.quant.deploy_meta import detect_metadata, stamp_onnx
 from cann_distill.quant.detect_feedback import HEAD_KEY, head_nodes, suggest_detect_fixes
 from cann_distill.quant.detect_int8 import SessionDetector, export_detector
 from cann_distill.quant.feedback import gate, not_measured, split_changes
@@ -221,7 +222,7 @@ def document(job: Job, done: Measured, lat: dict[str, Any]) -> dict[str, Any]:
 
 class DetectValidateStage(Stage):
     name = "validate"
-    version = 2  # 2: per-layer gap, feedback, gate, throughput, detect.int8_head
+    version = 2  # 2: per-layer gap, feedback, gate, throughput, detect.int8_head; classes and decoding in the ONNX metadata
     sections = ("detect", "student", "validate", "seed")
     needs = (STUDENT_CKPT,)
 
@@ -236,6 +237,7 @@ class DetectValidateStage(Stage):
         job = Job(ctx)
         with tempfile.TemporaryDirectory(prefix="cann-distill-detect-int8-") as work:
             done = job.measure(Path(work))
+        stamp_onnx([job.fp32, job.int8], detect_metadata(job.data.classes, ctx.recipe.detect, job.shapes))  # for `predict`
         lat = timing.interleaved(
             done.sessions, job.calib[:1], job.cfg.latency.warmup, job.cfg.latency.runs, job.cfg.latency.rounds, batch=job.hw.batch
         )

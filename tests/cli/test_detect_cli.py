@@ -71,6 +71,9 @@ def test_one_epoch_detection_run_through_the_cli(cli: Callable[..., Any], tmp_pa
     assert {g["budget"] for g in validation["gate"]} >= {"size_mb", "params_m", "max_accuracy_drop"}  # the cpu profile's budgets
     drop = next(g for g in validation["gate"] if g["budget"] == "max_accuracy_drop")
     assert drop["value"] == pytest.approx(validation["int8_map_drop"])  # with task: detect, the mAP drop
+    Image.new("RGB", (80, 60), (200, 120, 40)).save(tmp_path / "photo.jpg")
+    boxes = cli("predict", run / "validate" / "student_int8.onnx", tmp_path / "photo.jpg", "--min-score", "0", "--json")
+    assert boxes.exit_code == 0 and json.loads(boxes.stdout)["predictions"][0]["size"] == [80, 60]  # validate stamped the decoding
     report = json.loads((run / "report" / "report.json").read_text())
     assert [m["stage"] for m in report["models"]] == ["teacher", "distill", "baseline", "validate", "validate"]
     assert report["task"] == "detect" and report["models"][-1]["model"] == "student ONNX INT8"
