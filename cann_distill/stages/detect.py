@@ -24,6 +24,7 @@ from cann_distill.reporting.detection_metrics import coco_metrics, cocoeval_modu
 from cann_distill.runtime.devices import Runtime, worker_count
 from cann_distill.runtime.terminal import ui
 from cann_distill.stages.base import Context, Stage, _checkpoint_hashes, register_stage
+from cann_distill.stages.baseline import training_budget
 from cann_distill.stages.distill_inputs import read_index_of
 from cann_distill.stages.select import INDEX as SELECT_INDEX
 from cann_distill.stages.select import SUMMARY as SELECT_SUMMARY
@@ -255,7 +256,8 @@ class DetectDistillStage(Stage):
 
 
 class DetectBaselineStage(Stage):
-    """The student trained on the ground truth alone (distill's `det` loss, budget and seed), when `report.baseline`."""
+    """The student trained on the ground truth alone (distill's `det` loss, budget and seed), when `report.baseline`;
+    with `distill.critical.mode: subset`, for the epochs that give it distill's number of optimizer steps."""
 
     name = "baseline"
     version = 1
@@ -266,7 +268,7 @@ class DetectBaselineStage(Stage):
         return recipe.report.baseline
 
     def extra_inputs(self, recipe: Recipe) -> dict[str, Any]:
-        budget = TrainConfig.model_validate({k: getattr(recipe.distill, k) for k in TrainConfig.model_fields})
+        budget = training_budget(recipe)
         return {
             **data_inputs(recipe),
             "checkpoint": _checkpoint_hashes(recipe)["student"],
@@ -279,7 +281,7 @@ class DetectBaselineStage(Stage):
         data = Data(r)
         seed_everything(r.seed)  # as distill does before building its student: the same initial weights
         student = build(r.student, data, r, "student")
-        cfg = TrainConfig.model_validate({k: getattr(r.distill, k) for k in TrainConfig.model_fields})
+        cfg = training_budget(r)  # distill's optimizer steps: fewer epochs when distill trains on a subset
         history = train(student, Objective(gt_specs(r)), None, data, cfg, ctx, "baseline")
         metrics = evaluate(student, data, r, ctx.runtime, "baseline eval")
         save_detector(ctx.out / "student.pt", student, data.classes, data.train_set.category_ids, r.detect)

@@ -130,3 +130,14 @@ def test_a_coco_source_names_missing_files(write_recipe, tmp_path: Path) -> None
     msg = str(exc.value)
     assert "detect.data.train_annotations: file not found" in msg and "detect.data.val_images: required" in msg
     assert "detect.data.val_annotations: file not found: v.json" in msg
+
+
+def test_the_detection_baseline_gets_distills_optimizer_steps_when_distill_trains_on_a_subset(write_recipe) -> None:
+    subset = {**DETECT["distill"], "epochs": 12, "critical": {"mode": "subset"}}
+    recipe = load_recipe(write_recipe(DETECT, distill=subset, select={"top_k_ratio": 0.25}, report={"baseline": True}))
+    assert stage_for("baseline", recipe).extra_inputs(recipe)["train"]["epochs"] == 3  # 12 epochs on a quarter of the images
+    weighted = load_recipe(write_recipe(DETECT, distill={**subset, "critical": {"mode": "weight"}}, report={"baseline": True}))
+    assert stage_for("baseline", weighted).extra_inputs(weighted)["train"]["epochs"] == 12
+    assert stage_for("distill", weighted).needs_for(weighted)[-2:] == ("select/index.csv", "select/summary.json")
+    plain = load_recipe(write_recipe(DETECT))
+    assert stage_for("distill", plain).needs_for(plain) == ("teacher/teacher.pt",)  # mode none: distill does not wait for select
