@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cann_distill.core.errors import StageError
 from cann_distill.core.paths import resolve_cache_dir
 from cann_distill.core.recipe import LossSpec, ModelConfig, Recipe, TrainConfig
 from cann_distill.data.coco import DetectionDataset, detection_fingerprint, detection_loader, load_detection
@@ -115,6 +116,11 @@ class Critical:
     def read(cls, recipe: Recipe, index: Path, ids: Sequence[str]) -> "Critical":
         mask = read_index_of(index, ids).critical
         indices = np.flatnonzero(mask).tolist()
+        if not indices:
+            raise StageError(
+                f"{index}: select marked no training image critical (with select.class_balanced, images without boxes "
+                "count for no class); set select.class_balanced: false or distill.critical.mode: none"
+            )
         weights = None
         if recipe.distill.critical.mode == "weight":
             weights = torch.ones(len(mask))
