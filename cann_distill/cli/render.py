@@ -202,6 +202,9 @@ def render_list(result: dict) -> None:
 
 
 def render_predict(result: dict) -> None:
+    if result.get("task") == "detect":
+        render_boxes(result)
+        return
     for pred in result["predictions"]:
         t = Table(title=Text(inert(pred["image"], 200)), title_justify="left")
         for col in ("rank", "class", "index", "probability"):
@@ -209,6 +212,21 @@ def render_predict(result: dict) -> None:
         for g in pred["top"]:
             t.add_row(str(g["rank"]), Text(inert(g["name"], 80)), str(g["index"]), f"{100 * g['probability']:.2f}%")
         ui.console.print(t)
+
+
+def render_boxes(result: dict) -> None:
+    """A detector's boxes per image: class, score and corners in the image's pixels (and where the drawing went)."""
+    for pred in result["predictions"]:
+        w, h = pred["size"]
+        title = f"{inert(pred['image'], 200)} ({w}x{h}): {len(pred['boxes'])} box(es) scored >= {result['min_score']:g}"
+        t = Table(title=Text(title), title_justify="left")
+        for col in ("class", "score", "x1", "y1", "x2", "y2"):
+            t.add_column(col)
+        for b in pred["boxes"]:
+            t.add_row(Text(inert(b["class"], 80)), f"{b['score']:.3f}", *(f"{v:.1f}" for v in b["box"]))
+        ui.console.print(t)
+        if pred.get("drawn"):
+            ui.console.print(Text(f"drawn: {inert(pred['drawn'], 200)}"), highlight=False)
 
 
 def render_env(info: dict) -> None:

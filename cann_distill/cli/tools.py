@@ -72,20 +72,30 @@ def init_cmd(
     "predict",
     TOOLS,
     "Classify images with an exported model (validate's student_fp32.onnx or student_int8.onnx): the top-k classes by "
-    "name, each image decoded and preprocessed as evaluation did (size, mean/std, interpolation, crop: the model's metadata).",
-    "cann-distill predict runs/resnet10t_from_resnet18_digits/validate/student_int8.onnx seven.png --top-k 3",
+    "name, each image decoded and preprocessed as evaluation did (size, mean/std, interpolation, crop: the model's metadata). "
+    "A detector (task: detect): its boxes per image (class, score, x1 y1 x2 y2 in the image's pixels); --out DIR writes "
+    "each image with its boxes drawn.",
+    "cann-distill predict runs/resnet10t_from_resnet18_detect_demo/validate/student_int8.onnx street.jpg --out drawn/",
 )
 def predict_cmd(
     model: Annotated[Path, typer.Argument(help="An ONNX model exported by `cann-distill validate`.", metavar="MODEL", show_default=False)],
     images: Annotated[List[Path], typer.Argument(help="Image files (any size; PNG, JPEG, ...).", metavar="IMAGE", show_default=False)],
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Classes shown per image.", min=1, metavar="K")] = 5,
+    out: Annotated[
+        Optional[Path],
+        typer.Option("--out", help="Detection models: write each image with its boxes drawn into DIR (<name>.png).", metavar="DIR"),
+    ] = None,
+    min_score: Annotated[
+        Optional[float],
+        typer.Option("--min-score", help="Detection models: boxes scored below this are not shown or drawn (default 0.3).", metavar="S"),
+    ] = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     from cann_distill.quant.predict import predict
 
-    invoke(lambda: predict(model, images, top_k), as_json, quiet, debug, render=render_predict)
+    invoke(lambda: predict(model, images, top_k, out, min_score), as_json, quiet, debug, render=render_predict)
 
 
 @command(

@@ -704,6 +704,8 @@ def refresh_epochs(recipe: Recipe) -> Optional[int]:
     """select.refresh_every resolved: N, or for `auto` 1 with distill.critical.mode: subset, a score-based
     select.policy and more than one epoch (a random subset is not re-drawn), else None."""
     every = recipe.select.refresh_every
+    if every == "auto" and recipe.task == "detect":  # re-mining is classification-only: auto means never there
+        return None
     if every == "auto":
         scored = selection_policy(recipe) != "random"
         return 1 if recipe.distill.critical.mode == "subset" and scored and recipe.distill.epochs > 1 else None
@@ -712,7 +714,11 @@ def refresh_epochs(recipe: Recipe) -> Optional[int]:
 
 def selection_policy(recipe: Recipe) -> str:
     """select.policy resolved: as given, else `random` for a subset (no score-based policy beat a random subset of
-    the same size on photos: docs/defaults.md) and `mix` for the weighted samples of mode weight."""
+    the same size on photos: docs/defaults.md) and `mix` for the weighted samples of mode weight. With task: detect
+    the default is `hard` in both modes: those measurements are of classifiers, none was repeated for detectors, so
+    the plain rule (keep the highest scores) holds until one is (docs/guides/detection.md)."""
     if recipe.select.policy is not None:
         return recipe.select.policy
+    if recipe.task == "detect":
+        return "hard"
     return "random" if recipe.distill.critical.mode == "subset" else "mix"

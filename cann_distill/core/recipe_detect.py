@@ -82,6 +82,11 @@ class DetectConfig(_Section):
     score_threshold: float = Field(0.05, ge=0, lt=1, description="detections scored below this are dropped before NMS")
     nms_iou: float = Field(0.6, gt=0, le=1, description="IoU above which the lower-scored of two same-class detections is dropped")
     max_detections: int = Field(100, ge=1, le=1000, description="detections kept per image (COCO's AP reads at most 100)")
+    int8_head: Literal["int8", "float"] = Field(
+        "int8",
+        description="validate: float keeps the FCOS head's nodes out of the INT8 model (the backbone and the pyramid are "
+        "quantized); what it changes in mAP, size and latency is measured in validate/validation.json",
+    )
     mean: list[float] = Field(default_factory=lambda: list(IMAGENET_MEAN), min_length=3, max_length=3, description="input mean (RGB)")
     std: list[float] = Field(default_factory=lambda: list(IMAGENET_STD), min_length=3, max_length=3, description="input std (RGB)")
 
@@ -130,6 +135,12 @@ def _unsupported(recipe: Any) -> list[str]:
         errors.append("distill.temperature_schedule: not read with task: detect (pred_kd takes its own temperature)")
     if recipe.runtime.compile:
         errors.append("runtime.compile: not with task: detect yet")
+    if d.critical.mode == "curriculum":
+        errors.append("distill.critical.mode: curriculum is not there for task: detect yet (weight and subset are)")
+    if recipe.select.refresh_every not in (None, "auto"):
+        errors.append("select.refresh_every: re-mining the critical images is not there for task: detect yet; use null")
+    if recipe.select.temperature.per_sample:
+        errors.append("select.temperature.per_sample: not read with task: detect (pred_kd takes its own temperature)")
     return errors
 
 

@@ -39,7 +39,7 @@ from cann_distill.core.recipe import (
 )
 from cann_distill.core.recipe_detect import detect_errors, level_problem
 from cann_distill.core.recipe_tune import TuneConfig
-from cann_distill.core.registries import DETECTION_LOSSES, LOSSES, SCHEDULES, SELECTORS
+from cann_distill.core.registries import DETECTION_LOSSES, DETECTION_SELECTORS, LOSSES, SCHEDULES, SELECTORS
 from cann_distill.core.registry import suggest
 from cann_distill.core.safeyaml import (
     MAX_DEPTH,
@@ -544,13 +544,19 @@ def _component_errors(registry: Any, name: str, kwargs: dict[str, Any], path: st
     return []
 
 
+def selectors_of(recipe: Recipe) -> Any:
+    """The registry `select.strategy` names from: the detection selectors with task: detect, else the classification ones."""
+    return DETECTION_SELECTORS if recipe.task == "detect" else SELECTORS
+
+
 def _select_errors(recipe: Recipe) -> list[str]:
     sel = recipe.select
     errors: list[str] = []
-    if sel.strategy not in SELECTORS:
-        errors.append(f"select.strategy: {SELECTORS.unknown_message(sel.strategy)}{suggest(sel.strategy, SELECTORS.names())}")
+    selectors = selectors_of(recipe)
+    if sel.strategy not in selectors:
+        errors.append(f"select.strategy: {selectors.unknown_message(sel.strategy)}{suggest(sel.strategy, selectors.names())}")
     else:
-        errors += _component_errors(SELECTORS, sel.strategy, sel.strategy_args, "select.strategy_args", "select.strategy_args")
+        errors += _component_errors(selectors, sel.strategy, sel.strategy_args, "select.strategy_args", "select.strategy_args")
     errors += _policy_errors(recipe)
     t = sel.temperature
     if t.t_min > t.t_max:
@@ -601,8 +607,8 @@ def _policy_errors(recipe: Recipe) -> list[str]:
             )
         if recipe.distill.critical.mode == "none":
             errors.append("select.refresh_every: distill.critical.mode is none, so there are no critical samples to re-mine")
-    if sel.strategy in SELECTORS:
-        need = SELECTORS.get(sel.strategy).min_probe_epochs
+    if sel.strategy in selectors_of(recipe):
+        need = selectors_of(recipe).get(sel.strategy).min_probe_epochs
         if sel.probe_epochs is not None and sel.probe_epochs < need:
             errors.append(
                 f"select.probe_epochs: strategy '{sel.strategy}' scores a student probe's training and needs >= {need} "
@@ -730,6 +736,31 @@ def resolve(data: dict[str, Any], source: str = "recipe", name: Optional[str] = 
     return recipe
 
 
+DETECT_STRATEGY = "small_objects"
+"""select.strategy's default with task: detect (label-based, so select needs neither the teacher nor a probe)."""
+
+
+def task_defaults(task: Any) -> dict[str, Any]:
+    """The schema's defaults as data, with the keys whose default depends on `task` filled in for it."""
+    defaults = Recipe().to_dict()
+    if task == "detect":
+        defaults["select"]["strategy"] = DETECT_STRATEGY
+    return defaults
+
+
+def _task_of(data: Any, overrides: list[str]) -> Any:
+    """`task` as the recipe and its `--set task=...` overrides (the last wins) give it, before the defaults are merged."""
+    task = data.get("task") if isinstance(data, dict) else None
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if sep and key.strip() == "task":
+            try:
+                task = load_value(raw, "--set task")
+            except YAMLSyntaxError:
+                task = raw
+    return task
+
+
 def merge_defaults(defaults: Any, data: Any) -> Any:
     """Recipe values over schema defaults (mappings merge, everything else replaces)."""
     if isinstance(defaults, dict) and isinstance(data, dict):
@@ -742,7 +773,7 @@ def recipe_data(path: Union[str, Path, None] = None, overrides: Optional[list[st
     and path. `load_recipe` resolves it; `tune` applies each trial's values to it first."""
     path = Path(path) if path is not None else default_recipe_path()
     doc = read_document(path)
-    data = merge_defaults(Recipe().to_dict(), doc.data)
+    data = merge_defaults(task_defaults(_task_of(doc.data, list(overrides or []))), doc.data)
     return apply_overrides(data, list(overrides or []), doc.positions), doc, path
 
 

@@ -16,5 +16,6 @@ LOSSES: Registry[Any] = Registry("loss", provider="cann_distill.teaching.losses"
 SELECTORS: Registry[Any] = Registry("selector", provider="cann_distill.selection")
 SCHEDULES: Registry[Any] = Registry("temperature schedule", provider="cann_distill.teaching.temperature")
 DETECTION_LOSSES: Registry[Any] = Registry("detection loss", provider="cann_distill.teaching.losses.detection")  # task: detect
+DETECTION_SELECTORS: Registry[Any] = Registry("detection selector", provider="cann_distill.selection.detection")  # task: detect
 
 DEVICE_PATTERN = r"^(auto|cpu|cuda|npu)(:\d+)?$"

@@ -5,7 +5,9 @@ naming the file, the entry and why; `skip` drops the entry and counts it by reas
 
 - a file that is not JSON, or JSON without `images`, `annotations` and `categories` lists: always an error;
 - an image entry whose file is missing, unreadable, outside the images folder, or whose size differs from its
-  `width`/`height`: the image is bad (skipped with its annotations);
+  `width`/`height` (the size once its EXIF orientation is applied, as it is decoded; a JSON that gives the stored
+  size of a rotated photo is said so): the image is bad (skipped with its annotations);
+- boxes that look like [x1, y1, x2, y2] in a file of [x, y, width, height] (`xyxy_suspects`): always an error;
 - a box with zero or negative width or height, wholly outside its image, or of an unknown category or image:
   the annotation is bad. A box partly outside is clipped to the image and counted (`clipped`);
 - `iscrowd: 1` regions: not trained on, kept for evaluation, where COCOeval ignores detections that fall in
@@ -21,7 +23,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Sequence
 
 import numpy as np
 import torch
@@ -124,12 +126,13 @@ def categories_of(data: dict[str, Any], source: Path) -> tuple[list[int], list[s
     return ids, [names[i] for i in ids], notes
 
 
-def oriented_size(path: Path) -> tuple[int, int]:
-    """(width, height) of the decoded image (EXIF rotation applied, as open_image does), from the header only."""
+def oriented_size(path: Path) -> tuple[tuple[int, int], Optional[int]]:
+    """((width, height) of the decoded image, its EXIF orientation or None), from the header only: the size with the
+    rotation applied, as open_image's ImageOps.exif_transpose applies it."""
     with Image.open(path) as img:
         w, h = img.size
         orientation = img.getexif().get(0x0112)
-    return (h, w) if orientation in _ROTATED else (w, h)
+    return ((h, w) if orientation in _ROTATED else (w, h)), orientation
 
 
 def _image_problem(entry: Any, images_dir: Path) -> tuple[Optional[str], Optional[Path]]:
@@ -146,10 +149,15 @@ def _image_problem(entry: Any, images_dir: Path) -> tuple[Optional[str], Optiona
     if not path.is_file():
         return f"file not found: {cut(str(path), 100)}", None
     try:
-        size = oriented_size(path)
+        size, orientation = oriented_size(path)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         return f"cannot read {rel} ({cut(str(exc), 60)})", None
     if size != (w, h):
+        if orientation in _ROTATED and size == (h, w):
+            return (
+                f"{rel} is {size[0]}x{size[1]} once its EXIF orientation ({orientation}: rotated) is applied, as it is decoded; "
+                f"the JSON says {w}x{h}, the size as stored, so its boxes would land rotated (annotate the rotated image)"
+            ), None
         return f"{rel} is {size[0]}x{size[1]}, the JSON says {w}x{h}", None
     return None, path
 
@@ -169,6 +177,50 @@ def _box(ann: dict[str, Any], width: int, height: int) -> tuple[Optional[str], O
         return f"box {preview(raw)} lies outside the {width}x{height} image", None, False
     clipped = (x1, y1, x2, y2) != (x, y, x + w, y + h)
     return None, [x1, y1, x2 - x1, y2 - y1], clipped
+
+
+XYXY_MIN_BOXES = 3
+XYXY_MIN_SHARE = 0.1
+"""A file's boxes "look like xyxy" when at least this many, and this share, of them run past their image read as
+[x, y, width, height] but fit it read as [x1, y1, x2, y2], while (nearly) all of them fit that way."""
+
+
+def xyxy_suspects(boxes: list[tuple[list[float], int, int]], tolerance: float = 1.0) -> tuple[int, int]:
+    """(boxes that look like [x1, y1, x2, y2], boxes that fit that reading) among (bbox, image width, image height).
+
+    A box looks like xyxy when, read as COCO's [x, y, width, height], it runs past its image by more than `tolerance`
+    px, while read as corners it lies inside the image with x2 > x1 and y2 > y1.
+    """
+    fits = looks = 0
+    for (a, b, c, d), width, height in boxes:
+        as_corners = a < c <= width + tolerance and b < d <= height + tolerance
+        fits += as_corners
+        looks += as_corners and (a + c > width + tolerance or b + d > height + tolerance)
+    return looks, fits
+
+
+def _check_box_format(data: dict[str, Any], entries: dict[int, tuple[dict[str, Any], Path]], source: Path) -> None:
+    """Stop when the file's boxes look like [x1, y1, x2, y2] (always an error: skipping or clipping them would train
+    on wrong boxes)."""
+    boxes = []
+    for ann in data["annotations"]:
+        iid = _int(ann.get("image_id")) if isinstance(ann, dict) else None
+        raw = ann.get("bbox") if isinstance(ann, dict) else None
+        if (
+            iid in entries
+            and isinstance(raw, list)
+            and len(raw) == 4
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw)
+        ):
+            if all(math.isfinite(v) for v in raw):
+                boxes.append(([float(v) for v in raw], entries[iid][0]["width"], entries[iid][0]["height"]))
+    looks, fits = xyxy_suspects(boxes)
+    if looks >= XYXY_MIN_BOXES and looks >= XYXY_MIN_SHARE * len(boxes) and fits >= 0.9 * len(boxes):
+        raise StageError(
+            f"{cut(str(source), 120)}: {looks} of {len(boxes)} boxes run past their image read as [x, y, width, height] but fit "
+            "it read as [x1, y1, x2, y2]: the boxes look like xyxy; COCO's bbox is [x, y, width, height] "
+            "(width = x2 - x1, height = y2 - y1)"
+        )
 
 
 def _usable_images(data: dict[str, Any], images_dir: Path, check: _Checker) -> dict[int, tuple[dict[str, Any], Path]]:
@@ -226,6 +278,7 @@ def read_coco(annotations: Path, images_dir: Path, on_bad: OnBad, name: str) -> 
     cat_ids, classes, notes = categories_of(data, annotations)
     index = {cid: i for i, cid in enumerate(cat_ids)}
     entries = _usable_images(data, images_dir, check)
+    _check_box_format(data, entries, annotations)
     dropped = {_int(e.get("id")) for e in data["images"] if isinstance(e, dict)} - set(entries)
     boxes: dict[int, list[list[float]]] = {iid: [] for iid in entries}
     labels: dict[int, list[int]] = {iid: [] for iid in entries}
@@ -301,11 +354,14 @@ class DetectionDataset(torch.utils.data.Dataset):
         im = self.split.images[i]
         return self.size / im.width, self.size / im.height
 
+    def input_boxes(self, i: int) -> torch.Tensor:
+        """Image i's boxes [M, 4] in input pixels (scaled with the resize to `size`), without decoding the image."""
+        sx, sy = self.scale(i)
+        return torch.from_numpy(self.split.images[i].boxes) * torch.tensor([sx, sy, sx, sy])
+
     def __getitem__(self, i: int) -> Sample:
         x = torch.from_numpy(self.pixels(i)).permute(2, 0, 1).float().div_(255)
-        sx, sy = self.scale(i)
-        boxes = torch.from_numpy(self.split.images[i].boxes) * torch.tensor([sx, sy, sx, sy])
-        return (x - self.mean) / self.std, boxes, torch.from_numpy(self.split.images[i].labels), i
+        return (x - self.mean) / self.std, self.input_boxes(i), torch.from_numpy(self.split.images[i].labels), i
 
 
 def collate(samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -319,13 +375,18 @@ def collate(samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return torch.stack([s[0] for s in samples]), boxes, labels, torch.tensor([s[3] for s in samples])
 
 
-def detection_loader(dataset: DetectionDataset, batch_size: int, train: bool, seed: int, workers: int = 0) -> torch.utils.data.DataLoader:
-    """Shuffled (seeded) for training, in order for evaluation."""
+def detection_loader(
+    dataset: DetectionDataset, batch_size: int, train: bool, seed: int, workers: int = 0, indices: Optional[Sequence[int]] = None
+) -> torch.utils.data.DataLoader:
+    """Shuffled (seeded) for training, in order for evaluation; `indices`: training on these images only (subset)."""
+    generator = torch.Generator().manual_seed(seed) if train else None
+    sampler = torch.utils.data.SubsetRandomSampler(list(indices), generator=generator) if indices is not None else None
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=train,
-        generator=torch.Generator().manual_seed(seed) if train else None,
+        shuffle=train and sampler is None,
+        sampler=sampler,
+        generator=generator if sampler is None else None,
         collate_fn=collate,
         num_workers=workers,
         drop_last=False,

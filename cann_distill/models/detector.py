@@ -169,6 +169,18 @@ def detections(out: dict[str, Any], cfg: DetectConfig, image_size: int, candidat
     return result
 
 
+@torch.no_grad()
+def output_bytes(model: nn.Module, image_size: int) -> dict[str, int]:
+    """Bytes one image's outputs take as float32: the pyramid levels (what `fgd` reads) and the head's maps (class
+    logits, box distances, centre-ness: what `pred_kd` reads), measured on one forward pass of a blank image. What a
+    cache of the teacher's outputs would have to store per training image."""
+    model.eval()
+    out = model(torch.zeros(1, 3, image_size, image_size, device=next(model.parameters()).device))
+    fpn = sum(f[0].numel() for f in out["fpn"]) * 4
+    head = sum(out[k][0].numel() for k in ("cls", "reg", "ctr")) * 4
+    return {"fpn": int(fpn), "head": int(head), "total": int(fpn + head)}
+
+
 def save_detector(path: Path, model: Detector, classes: list[str], category_ids: list[int], cfg: DetectConfig) -> None:
     save_checkpoint(
         path,
@@ -207,6 +219,7 @@ __all__ = [
     "detections",
     "load_detector",
     "locations",
+    "output_bytes",
     "save_detector",
     "scale_ranges",
 ]

@@ -11,7 +11,8 @@ gain is not a fix. Fixes are chosen on val; the test split, when there is one, i
 
 A change's key is relative to the recipe's `validate` section unless it starts with a prefix in
 `OUTSIDE_VALIDATE` (the QAD fix sets `distill.qat.enabled` / `distill.qat.epochs` and every other
-`distill.qat` key its measured trial ran with, so the patched recipe runs the QAD phase that was measured).
+`distill.qat` key its measured trial ran with, so the patched recipe runs the QAD phase that was measured;
+detection's head fix sets `detect.int8_head`, `quant.detect_feedback`).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def helps(measured: dict[str, Any]) -> bool:
     return bool(measured.get("paired", {}).get("verdict") == "better")
 
 
-OUTSIDE_VALIDATE = ("distill.",)  # change keys with these prefixes are recipe paths, not validate-section paths
+OUTSIDE_VALIDATE = ("distill.", "detect.")  # change keys with these prefixes are recipe paths, not validate-section paths
 QAD_PREFIX = "distill.qat."
 QAD_ENABLED, QAD_EPOCHS = f"{QAD_PREFIX}enabled", f"{QAD_PREFIX}epochs"
 

@@ -1,12 +1,12 @@
 """`cann-distill predict`: an exported model (FP32 or INT8 ONNX) on image files, preprocessed exactly as
 evaluation preprocessed them (the same decoding, timm eval transform and normalisation, read from the model's
-metadata), with the top-k classes by name."""
+metadata), with the top-k classes by name; a detector's boxes (`quant.detect_predict`)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -67,11 +67,24 @@ def top_k(probs: np.ndarray, classes: Sequence[str], k: int) -> list[list[Guess]
     return [[Guess(r + 1, int(i), classes[int(i)], float(row[i])) for r, i in enumerate(idx)] for row, idx in zip(probs, order)]
 
 
-def predict(model: Path, images: Sequence[Path], k: int = 5) -> dict[str, Any]:
-    """Top-k guesses per image; the model's output width must match its class list."""
+def predict(
+    model: Path, images: Sequence[Path], k: int = 5, out_dir: Optional[Path] = None, min_score: Optional[float] = None
+) -> dict[str, Any]:
+    """Top-k guesses per image; the model's output width must match its class list. A detector (its metadata says
+    so): the boxes per image (`quant.detect_predict`), drawn into `out_dir` when given."""
     if k < 1:
         raise UsageError(f"--top-k must be at least 1, got {k}")
     sess, info = open_model(model)
+    if info.detect is not None:
+        from cann_distill.quant.detect_int8 import OUTPUTS
+        from cann_distill.quant.detect_predict import predict_boxes
+
+        names = [o.name for o in sess.get_outputs()]
+        if names != list(OUTPUTS):
+            raise UsageError(f"{model}: its metadata describes a detector, but its outputs are {names}, not {list(OUTPUTS)}")
+        return predict_boxes(model, sess, info, images, out_dir, min_score)
+    if out_dir is not None or min_score is not None:
+        raise UsageError(f"--out and --min-score are for detection models; {model} is a classifier (it has no box metadata)")
     x = image_batch(images, info)
     input_name = sess.get_inputs()[0].name
     logits = np.concatenate([sess.run(None, {input_name: x[i : i + 1]})[0] for i in range(len(x))])

@@ -7,7 +7,7 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -25,6 +25,11 @@ from cann_distill.teaching.targets import ReplayTargets
 
 def read_index(path: Path, train: Split) -> CriticalIndex:
     """Critical mask and temperatures in split order; the index must have been made for this very split."""
+    return read_index_of(path, train.ids)
+
+
+def read_index_of(path: Path, split_ids: Sequence[str]) -> CriticalIndex:
+    """`read_index` for the sample ids of any training split (a detection set's image ids too)."""
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         if tuple(reader.fieldnames or ()) != INDEX_FIELDS:
@@ -34,7 +39,7 @@ def read_index(path: Path, train: Split) -> CriticalIndex:
             )
         rows = list(reader)
     ids = [row["id"] for row in rows]
-    if ids != train.ids:
+    if ids != list(split_ids):
         raise ArtifactError(f"{path}: index was made for a different dataset than the recipe names; rerun `cann-distill select --force`")
     try:
         temperature = np.array([float(row["temperature"]) for row in rows])

@@ -27,6 +27,7 @@ from cann_distill.core.recipe import (
     selection_policy,
     teacher_specs,
 )
+from cann_distill.core.recipe_load import selectors_of
 from cann_distill.data.loading import Split, Splits, count_classes, data_fingerprint, draw_loader, load_splits
 from cann_distill.data.transforms import Transform, build_transforms, channels_of, norm_stats
 from cann_distill.models.build import build_model, checkpoint_weights_fingerprint, with_teacher_input
@@ -67,10 +68,10 @@ def histogram(values: np.ndarray, bins: int = HIST_BINS) -> dict[str, list[float
 
 def probe_epochs(recipe: Recipe) -> int:
     """select.probe_epochs, or the strategy's default when the recipe leaves it open."""
-    cfg = recipe.select
+    cfg, selectors = recipe.select, selectors_of(recipe)
     if cfg.probe_epochs is not None:
         return cfg.probe_epochs
-    return SELECTORS.get(cfg.strategy).default_probe_epochs if cfg.strategy in SELECTORS else 0
+    return selectors.get(cfg.strategy).default_probe_epochs if cfg.strategy in selectors else 0
 
 
 def probe_config(recipe: Recipe) -> TrainConfig:
@@ -388,7 +389,7 @@ class SelectStage(Stage):
         selection = pick_critical(scores, quota_classes(train.targets, logits), r, train.classes, seed=r.seed)
         report_selection(selection)
         temps = index_temperatures(scores, cfg.temperature)
-        _write_index(ctx.out / "index.csv", train, scores, selection.mask, temps)
+        write_index(ctx.out / "index.csv", train.ids, train.targets, scores, selection.mask, temps)
         summary = _summary(r, selector, train, logits, scores, selection, temps, each[0]["cache_key"])
         statuses: dict[str, Any] = {"cache": each[0]["cache"]}
         if views_status is not None:
@@ -463,17 +464,17 @@ def labelled_accuracy(logits: np.ndarray, targets: np.ndarray) -> float:
     return accuracy(logits, targets) if bool(labelled.all()) else accuracy(logits[labelled], targets[labelled])
 
 
-def _write_index(path: Path, train: Split, scores: np.ndarray, critical: np.ndarray, temps: np.ndarray) -> None:
-    """index.csv: one row per training sample with its score, rank, criticality and temperature."""
-    n = len(train)
+def write_index(path: Path, ids: Sequence[str], targets: np.ndarray, scores: np.ndarray, critical: np.ndarray, temps: np.ndarray) -> None:
+    """index.csv: one row per training sample (split order) with its score, rank, criticality and temperature."""
+    n = len(ids)
     order = np.argsort(-scores, kind="stable")
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(1, n + 1)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(INDEX_FIELDS)
-        for i, sid in enumerate(train.ids):
-            w.writerow([sid, int(train.targets[i]), f"{scores[i]:.6g}", int(rank[i]), int(critical[i]), f"{temps[i]:.6g}"])
+        for i, sid in enumerate(ids):
+            w.writerow([sid, int(targets[i]), f"{scores[i]:.6g}", int(rank[i]), int(critical[i]), f"{temps[i]:.6g}"])
 
 
 def _summary(

@@ -35,7 +35,11 @@ def ground_truth(batch: DetBatch, out: dict[str, Any], cfg: DetectConfig) -> dic
 
 
 class Objective:
-    """The recipe's weighted detection losses: sum of weight * batch mean, and each term's value for the history."""
+    """The recipe's weighted detection losses: sum of weight * batch mean, and each term's value for the history.
+
+    With per-image weights (`distill.critical.mode: weight`), each term's batch mean is the weighted mean
+    sum(w_i * l_i) / sum(w_i), as classification's distiller weighs its samples: a critical image counts w times.
+    """
 
     def __init__(self, specs: Sequence[LossSpec]) -> None:
         self.specs = list(specs)
@@ -68,11 +72,13 @@ class Objective:
                 if loss.learnable:
                     loss(outputs)
 
-    def __call__(self, outputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(self, outputs: dict[str, torch.Tensor], weight: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """The weighted sum of the terms over a batch; `weight` [B]: each image's weight (None: all 1)."""
         total: Optional[torch.Tensor] = None
         parts: dict[str, float] = {}
         for spec, name, loss in zip(self.specs, self.names, self.losses):
-            value = loss(outputs).mean()
+            per_image = loss(outputs)
+            value = per_image.mean() if weight is None else (per_image * weight.to(per_image.dtype)).sum() / weight.sum()
             parts[name] = float(value.detach())
             total = spec.weight * value if total is None else total + spec.weight * value
         assert total is not None

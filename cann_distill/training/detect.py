@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Optional
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -67,7 +68,7 @@ def fit_detector(
             seen += bs
             for k, v in {"loss": float(loss.detach()), **parts}.items():
                 sums[k] = sums.get(k, 0.0) + v * bs
-        row = {"epoch": epoch + 1, "lr": lr, **{k: v / max(seen, 1) for k, v in sums.items()}}
+        row = {"epoch": epoch + 1, "lr": lr, "images": seen, **{k: v / max(seen, 1) for k, v in sums.items()}}
         row["seconds"] = time.perf_counter() - started
         history.append(row)
         if on_epoch_end is not None:
@@ -79,6 +80,29 @@ def fit_detector(
 
 
 @torch.no_grad()
+def predict_boxes(
+    model: Callable[[torch.Tensor], dict[str, Any]],
+    dataset: DetectionDataset,
+    cfg: DetectConfig,
+    batch_size: int,
+    desc: str,
+    runtime: Runtime = CPU,
+) -> list[dict[str, np.ndarray]]:
+    """Per image of a split, in split order: {"boxes" [D, 4] x1 y1 x2 y2 in input pixels, "scores" [D], "labels" [D]}, the
+    post-NMS detections evaluation makes; `model` is the torch detector or anything that answers like it (an ONNX
+    session, `quant.detect_int8`)."""
+    from cann_distill.data.coco import detection_loader
+
+    if isinstance(model, nn.Module):
+        model.eval()
+    found: list[dict[str, np.ndarray]] = [{} for _ in range(len(dataset))]
+    batches = detection_loader(dataset, batch_size, train=False, seed=0)
+    for images, _, _, index in ui.track(batches, desc, total=len(batches)):
+        for i, det in zip(index.tolist(), detections(model(images.to(runtime.device)), cfg, dataset.size)):
+            found[i] = {k: det[k].cpu().numpy() for k in ("boxes", "scores", "labels")}
+    return found
+
+
 def predict_coco(
     model: Callable[[torch.Tensor], dict[str, Any]],
     dataset: DetectionDataset,
@@ -87,26 +111,20 @@ def predict_coco(
     desc: str,
     runtime: Runtime = CPU,
 ) -> list[dict[str, Any]]:
-    """COCO result entries (image_id, category_id, bbox [x, y, w, h] in the image's own pixels, score) for a split;
-    `model` is the torch detector or anything that answers like it (an ONNX session, `quant.detect_int8`)."""
-    from cann_distill.data.coco import detection_loader
-
-    if isinstance(model, nn.Module):
-        model.eval()
+    """COCO result entries (image_id, category_id, bbox [x, y, w, h] in the image's own pixels, score) for a split
+    (`predict_boxes`, scaled back from the input size)."""
     results: list[dict[str, Any]] = []
     split = dataset.split
-    batches = detection_loader(dataset, batch_size, train=False, seed=0)
-    for images, _, _, index in ui.track(batches, desc, total=len(batches)):
-        for i, det in zip(index.tolist(), detections(model(images.to(runtime.device)), cfg, dataset.size)):
-            sx, sy = dataset.scale(i)
-            image = split.images[i]
-            for (x1, y1, x2, y2), score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):
-                results.append(
-                    {
-                        "image_id": image.id,
-                        "category_id": split.category_ids[label],
-                        "bbox": [x1 / sx, y1 / sy, (x2 - x1) / sx, (y2 - y1) / sy],
-                        "score": score,
-                    }
-                )
+    for i, det in enumerate(predict_boxes(model, dataset, cfg, batch_size, desc, runtime)):
+        sx, sy = dataset.scale(i)
+        image = split.images[i]
+        for (x1, y1, x2, y2), score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):
+            results.append(
+                {
+                    "image_id": image.id,
+                    "category_id": split.category_ids[label],
+                    "bbox": [x1 / sx, y1 / sy, (x2 - x1) / sx, (y2 - y1) / sy],
+                    "score": score,
+                }
+            )
     return results

@@ -163,7 +163,7 @@ def _section_of(node: dict[str, Any], defs: dict[str, Any]) -> Optional[tuple[di
 
 def _registered() -> list[str]:
     """The names a recipe's `kind` / `strategy` keys accept, with their arguments and papers."""
-    from cann_distill.core.registries import DETECTION_LOSSES, LOSSES, SCHEDULES, SELECTORS
+    from cann_distill.core.registries import DETECTION_LOSSES, DETECTION_SELECTORS, LOSSES, SCHEDULES, SELECTORS
 
     out: list[str] = ["## Registered components", ""]
     out += [
@@ -176,6 +176,7 @@ def _registered() -> list[str]:
         (SELECTORS, "select.strategy"),
         (SCHEDULES, "distill.temperature_schedule.kind"),
         (DETECTION_LOSSES, "distill.losses[].kind with task: detect"),
+        (DETECTION_SELECTORS, "select.strategy with task: detect"),
     ):
         out += [f"### `{key}`", "", "| name | arguments | what it is |", "|---|---|---|"]
         for name in registry.names():

@@ -154,3 +154,10 @@ def test_damaged_metadata_is_one_line_exit_2(cli, models, tmp_path: Path, props:
     rgb().save(tmp_path / "a.png")
     result = cli("predict", model, tmp_path / "a.png")
     assert result.exit_code == 2 and expected in one_error(result)
+
+
+def test_box_options_on_a_classifier_are_one_line(cli, models, tmp_path: Path) -> None:
+    rgb().save(tmp_path / "a.png")
+    result = cli("predict", models["stamped"], tmp_path / "a.png", "--out", tmp_path / "drawn")
+    assert result.exit_code == 2 and "--out and --min-score are for detection models" in one_error(result)
+    assert not (tmp_path / "drawn").exists()

@@ -1,9 +1,9 @@
-"""task: detect through the CLI: one epoch teacher -> distill -> baseline -> validate (INT8) -> report on the demo set with
-tiny archs, then
-what an unchanged rerun, the stages detection does not have yet, and bad COCO input do."""
+"""task: detect through the CLI: one epoch teacher -> select -> distill -> baseline -> validate (INT8) -> report on the demo
+set with tiny archs, then what an unchanged rerun, select's critical images in distill, and bad COCO input do."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -49,7 +49,7 @@ def stages_of(result: Any) -> dict[str, dict[str, Any]]:
 def test_one_epoch_detection_run_through_the_cli(cli: Callable[..., Any], tmp_path: Path) -> None:
     run = tmp_path / "run"
     stages = stages_of(cli("run", RECIPE, "--run-dir", run, *TINY, "--json"))
-    assert list(stages) == ["teacher", "distill", "baseline", "validate", "report"]  # select: not for detection yet
+    assert list(stages) == ["teacher", "select", "distill", "baseline", "validate", "report"]
     assert all(s["status"] == "done" for s in stages.values())
     for name, arch in (("teacher", "test_resnet"), ("distill", "test_efficientnet"), ("baseline", "test_efficientnet")):
         summary = stages[name]["summary"]
@@ -62,6 +62,18 @@ def test_one_epoch_detection_run_through_the_cli(cli: Callable[..., Any], tmp_pa
     assert validation["metrics"]["onnx_fp32"] == pytest.approx(validation["metrics"]["torch_fp32"], abs=1e-3)  # same decoding
     assert validation["size_bytes"]["int8"] < validation["size_bytes"]["fp32"]
     assert (run / "validate" / "student_int8.onnx").is_file() and validation["latency_batch1"]["int8"]["median_ms"] > 0
+    m32, m8 = validation["metrics"]["onnx_fp32"]["mAP"], validation["metrics"]["onnx_int8"]["mAP"]
+    assert validation["int8_map_drop"] == pytest.approx(m32 - m8)
+    worst = validation["layer_gap"]["worst"]
+    assert worst and all(isinstance(row[k], float) for row in worst for k in ("sqnr_db", "gap_db", "cosine"))
+    assert [row["gap_db"] for row in worst] == sorted((row["gap_db"] for row in worst), reverse=True)
+    assert validation["feedback"]["metric"] == "mAP" and "apply" in validation["feedback"]
+    assert {g["budget"] for g in validation["gate"]} >= {"size_mb", "params_m", "max_accuracy_drop"}  # the cpu profile's budgets
+    drop = next(g for g in validation["gate"] if g["budget"] == "max_accuracy_drop")
+    assert drop["value"] == pytest.approx(validation["int8_map_drop"])  # with task: detect, the mAP drop
+    Image.new("RGB", (80, 60), (200, 120, 40)).save(tmp_path / "photo.jpg")
+    boxes = cli("predict", run / "validate" / "student_int8.onnx", tmp_path / "photo.jpg", "--min-score", "0", "--json")
+    assert boxes.exit_code == 0 and json.loads(boxes.stdout)["predictions"][0]["size"] == [80, 60]  # validate stamped the decoding
     report = json.loads((run / "report" / "report.json").read_text())
     assert [m["stage"] for m in report["models"]] == ["teacher", "distill", "baseline", "validate", "validate"]
     assert report["task"] == "detect" and report["models"][-1]["model"] == "student ONNX INT8"
@@ -70,10 +82,42 @@ def test_one_epoch_detection_run_through_the_cli(cli: Callable[..., Any], tmp_pa
     assert "test_efficientnet" in html and "<script" not in html
     again = stages_of(cli("run", RECIPE, "--run-dir", run, *TINY, "--json"))
     assert all(s["status"] == "skipped" for s in again.values())  # up to date: nothing retrained
-    off = cli("select", RECIPE, "--run-dir", run, *TINY, "--json")
-    assert off.exit_code == 0 and json.loads(off.stdout)["stages"][0]["message"] == "off in this recipe"
-    said = cli("select", RECIPE, "--run-dir", run, *TINY)
-    assert said.exit_code == 0 and "off: task: detect has no select stage yet" in said.stdout + said.stderr
+    head = ["--set", "detect.int8_head=float", "--set", "validate.feedback.search=false", "--set", "validate.budgets.size_mb=0.001"]
+    strict = cli("run", RECIPE, "--run-dir", run, *TINY, *head, "--strict", "--json")
+    assert strict.exit_code == 1 and "deployment gate failed: size_mb" in strict.stderr.strip().splitlines()[-1]
+    headless = json.loads((run / "validate" / "validation.json").read_text())
+    assert headless["int8_head"] == "float" and headless["nodes_in_float"] > 0  # the head's nodes, kept in float
+    assert headless["size_bytes"]["int8"] > validation["size_bytes"]["int8"]  # float head weights take 4 bytes each
+    status = json.loads(cli("status", RECIPE, "--run-dir", run, *TINY, *head, "--json").stdout)
+    assert {s["stage"]: s["state"] for s in status["stages"]}["distill"] == "up to date"  # the head setting retrains nothing
+
+
+def read_index(run: Path) -> list[dict[str, str]]:
+    with open(run / "select" / "index.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_select_scores_images_and_distill_weighs_or_trains_on_the_critical_ones(cli: Callable[..., Any], tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    weight = ["--set", "distill.critical.mode=weight", "--set", "select.top_k_ratio=0.25"]
+    stages = stages_of(cli("run", RECIPE, "--run-dir", run, *TINY, *weight, "--to", "distill", "--json"))
+    assert list(stages) == ["teacher", "select", "distill"]
+    rows = read_index(run)
+    assert len(rows) == 32 and sum(r["critical"] == "1" for r in rows) == stages["select"]["summary"]["num_critical"] == 8
+    critical = [float(r["score"]) for r in rows if r["critical"] == "1"]
+    others = [float(r["score"]) for r in rows if r["critical"] == "0" and r["target"] != "-1"]
+    assert stages["select"]["summary"]["strategy"] == "small_objects" and min(critical) > 0 and max(others) > 0
+    sizes = stages["select"]["summary"]["teacher_outputs"]
+    assert sizes["cached"] is False and sizes["bytes_per_image"]["fpn"] == (16 * 16 + 8 * 8 + 4 * 4) * 64 * 4  # 3 levels, 64 ch
+    distill = stages["distill"]["summary"]
+    assert distill["critical_mode"] == "weight" and distill["critical_weight"] == 2.0 and distill["num_critical"] == 8
+    history = json.loads((run / "distill" / "metrics.json").read_text())["history"]
+    assert history[0]["images"] == 32  # weight: every image, the critical ones count twice
+    subset = ["--set", "distill.critical.mode=subset", "--set", "select.top_k_ratio=0.25"]
+    stages = stages_of(cli("distill", RECIPE, "--run-dir", run, *TINY, *subset, "--json"))
+    assert stages["distill"]["summary"]["critical_mode"] == "subset"
+    assert json.loads((run / "distill" / "metrics.json").read_text())["history"][0]["images"] == 8  # only the critical ones
+    assert [r["critical"] for r in read_index(run)] == [r["critical"] for r in rows]  # policy hard in both modes: the same images
 
 
 def coco_run(tmp_path: Path, write_recipe: Callable[..., Path], annotations: str | dict[str, Any], on_bad: str = "error") -> Path:

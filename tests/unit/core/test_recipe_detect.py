@@ -43,7 +43,20 @@ def test_a_detection_recipe_routes_to_the_detection_stages(write_recipe) -> None
     for name in STAGES:
         routed = stage_for(name, recipe)
         assert routed is not STAGES[name] and routed.name == name
-    assert not stage_for("select", recipe).enabled(recipe) and stage_for("validate", recipe).enabled(recipe)
+    assert stage_for("select", recipe).enabled(recipe) and stage_for("validate", recipe).enabled(recipe)
+
+
+def test_select_defaults_follow_the_task(write_recipe) -> None:
+    from cann_distill.core.recipe import refresh_epochs, selection_policy
+
+    detect = load_recipe(write_recipe(DETECT, distill={**DETECT["distill"], "critical": {"mode": "subset"}}))
+    assert detect.select.strategy == "small_objects"  # label-based: select needs neither the teacher nor a probe
+    assert selection_policy(detect) == "hard" and refresh_epochs(detect) is None
+    chosen = load_recipe(write_recipe(DETECT, select={"strategy": "box_disagreement", "probe_epochs": 1}))
+    assert chosen.select.strategy == "box_disagreement"
+    plain = {k: v for k, v in DETECT.items() if k not in ("task", "detect", "distill")}
+    assert load_recipe(write_recipe(plain)).select.strategy == "margin"  # classification keeps its default
+    assert load_recipe(write_recipe(plain), ["task=detect", "distill.losses=[{kind: det}]"]).select.strategy == "small_objects"
 
 
 @pytest.mark.parametrize(
@@ -72,6 +85,18 @@ def test_a_detection_recipe_routes_to_the_detection_stages(write_recipe) -> None
         ({"distill": {"select_best": True}}, r"distill\.select_best: not with task: detect yet"),
         ({"distill": {"qat": {"enabled": True}}}, r"distill\.qat\.enabled: quantization-aware distillation is classification-only"),
         ({"distill": {"teacher_targets": "cached"}}, r"distill\.teacher_targets: task: detect runs the teacher on every batch"),
+        (
+            {"select": {"strategy": "margin"}},
+            r"select\.strategy: unknown detection selector 'margin' \(known: box_disagreement, small_objects\)",
+        ),
+        (
+            {"select": {"strategy": "box_disagreement", "probe_epochs": 0}},
+            r"select\.probe_epochs: strategy 'box_disagreement' .* needs >= 1",
+        ),
+        ({"select": {"strategy_args": {"by": "share"}}}, r"select\.strategy_args\.by: must be 'count' or 'fraction'"),
+        ({"distill": {"critical": {"mode": "curriculum"}}}, r"distill\.critical\.mode: curriculum is not there for task: detect yet"),
+        ({"select": {"refresh_every": 2}}, r"select\.refresh_every: re-mining the critical images is not there for task: detect yet"),
+        ({"select": {"temperature": {"per_sample": True}}}, r"select\.temperature\.per_sample: not read with task: detect"),
     ],
     ids=[
         "classification-loss",
@@ -85,6 +110,12 @@ def test_a_detection_recipe_routes_to_the_detection_stages(write_recipe) -> None
         "select-best",
         "qat",
         "cached-targets",
+        "classification-selector",
+        "probe-epochs",
+        "selector-argument",
+        "curriculum",
+        "refresh",
+        "per-sample-temperature",
     ],
 )
 def test_detection_recipe_problems_are_recipe_errors_with_their_key(write_recipe, update: dict[str, Any], message: str) -> None:
@@ -99,3 +130,14 @@ def test_a_coco_source_names_missing_files(write_recipe, tmp_path: Path) -> None
     msg = str(exc.value)
     assert "detect.data.train_annotations: file not found" in msg and "detect.data.val_images: required" in msg
     assert "detect.data.val_annotations: file not found: v.json" in msg
+
+
+def test_the_detection_baseline_gets_distills_optimizer_steps_when_distill_trains_on_a_subset(write_recipe) -> None:
+    subset = {**DETECT["distill"], "epochs": 12, "critical": {"mode": "subset"}}
+    recipe = load_recipe(write_recipe(DETECT, distill=subset, select={"top_k_ratio": 0.25}, report={"baseline": True}))
+    assert stage_for("baseline", recipe).extra_inputs(recipe)["train"]["epochs"] == 3  # 12 epochs on a quarter of the images
+    weighted = load_recipe(write_recipe(DETECT, distill={**subset, "critical": {"mode": "weight"}}, report={"baseline": True}))
+    assert stage_for("baseline", weighted).extra_inputs(weighted)["train"]["epochs"] == 12
+    assert stage_for("distill", weighted).needs_for(weighted)[-2:] == ("select/index.csv", "select/summary.json")
+    plain = load_recipe(write_recipe(DETECT))
+    assert stage_for("distill", plain).needs_for(plain) == ("teacher/teacher.pt",)  # mode none: distill does not wait for select

@@ -183,3 +183,40 @@ def test_train_and_val_must_share_their_categories(tmp_path: Path) -> None:
     )
     with pytest.raises(StageError, match=r"the val split's category ids \[1, 3\] differ from the train split's \[1, 2\]"):
         load_detection(cfg, tmp_path)
+
+
+def test_boxes_that_look_like_xyxy_stop_whatever_on_bad_says(tmp_path: Path) -> None:
+    corners = [[20, 5, 35, 20], [25, 10, 38, 28], [15, 12, 30, 25], [2, 2, 10, 10]]  # x1 y1 x2 y2 in a 40x30 image
+    path = coco(tmp_path, [ann(i + 1, box) for i, box in enumerate(corners)])
+    for on_bad in ("error", "skip"):
+        with pytest.raises(StageError, match=r"3 of 4 boxes run past their image read as \[x, y, width, height\]") as exc:
+            read_coco(path, tmp_path / "images", on_bad, "train")  # type: ignore[arg-type]
+        assert "the boxes look like xyxy" in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_a_few_boxes_partly_outside_do_not_look_like_xyxy(tmp_path: Path) -> None:
+    boxes = [[30, 20, 15, 15], [1, 1, 5, 5], [20, 5, 25, 10], [3, 3, 10, 10]]  # two run past the 40x30 image as xywh
+    split = read_coco(coco(tmp_path, [ann(i + 1, b) for i, b in enumerate(boxes)]), tmp_path / "images", "error", "train")
+    assert split.counts["clipped"] == 2 and split.counts["boxes"] == 4  # [20, 5, 25, 10] fits as corners too: one is not many
+
+
+def rotated_jpeg(folder: Path, name: str) -> None:
+    """A 40x30 JPEG as stored whose EXIF orientation 6 (rotate 90° clockwise) makes it 30x40 as decoded."""
+    folder.mkdir(parents=True, exist_ok=True)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(folder / name, exif=exif)
+
+
+def test_an_exif_rotated_image_is_sized_as_decoded_and_a_stored_size_is_said(tmp_path: Path) -> None:
+    folder = tmp_path / "images"
+    rotated_jpeg(folder, "r.jpg")
+    good = coco(tmp_path, [ann(1, [2, 2, 20, 30])], images=[{"id": 1, "file_name": "r.jpg", "width": 30, "height": 40}])
+    split = read_coco(good, folder, "error", "train")
+    assert (split.images[0].width, split.images[0].height) == (30, 40)
+    assert DetectionDataset(split, 16, [0.5] * 3, [0.25] * 3).pixels(0).shape == (16, 16, 3)
+    stored = coco(tmp_path, [ann(1, [2, 2, 20, 20])], images=[{"id": 1, "file_name": "r.jpg", "width": 40, "height": 30}])
+    with pytest.raises(StageError, match=r"r\.jpg is 30x40 once its EXIF orientation \(6: rotated\) is applied") as exc:
+        read_coco(stored, folder, "error", "train")
+    assert "the JSON says 40x30, the size as stored, so its boxes would land rotated" in str(exc.value)
+    assert read_coco(stored, folder, "skip", "train").counts["bad_images"] == 1

@@ -203,3 +203,20 @@ def test_the_objective_builds_learnable_losses_once_and_weights_the_terms() -> N
     assert total.item() == pytest.approx(2.0 * parts["pred_kd[0]"] + parts["fgd"] + 0.5 * parts["pred_kd[1]"], rel=1e-5)
     with pytest.raises(Exception, match=r"'fgd' reads student\.fpn\.0, which the detector does not give"):
         Objective([LossSpec(kind="fgd", levels=1)]).prepare({"student.cls": torch.zeros(1)})
+
+
+def test_per_image_weights_make_each_term_a_weighted_mean() -> None:
+    from cann_distill.core.recipe import LossSpec
+
+    torch.manual_seed(0)
+    out = {"student.cls": torch.randn(3, 5, 2), "teacher.cls": torch.randn(3, 5, 2)}
+    per_image = DETECTION_LOSSES.build("pred_kd")(out)
+    objective = Objective([LossSpec(kind="pred_kd", weight=0.5)])
+    plain, _ = objective(out)
+    assert plain.item() == pytest.approx(0.5 * per_image.mean().item(), rel=1e-6)
+    weights = torch.tensor([2.0, 1.0, 1.0])  # image 0 critical (distill.critical.weight 2)
+    total, parts = objective(out, weights)
+    expected = (2 * per_image[0] + per_image[1] + per_image[2]).item() / 4
+    assert parts["pred_kd"] == pytest.approx(expected, rel=1e-6) and total.item() == pytest.approx(0.5 * expected, rel=1e-6)
+    ones, _ = objective(out, torch.ones(3))
+    assert ones.item() == pytest.approx(plain.item(), rel=1e-6)  # weight 1 everywhere: the plain mean
