@@ -83,7 +83,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run (default %(default)s)")
     ap.add_argument("--out", type=Path, required=True, help="JSON lines, appended to; seeds already there are skipped")
     ap.add_argument("--work-dir", type=Path, default=None, help="run dirs and logs (default: next to --out)")
+    ap.add_argument("--render", type=Path, default=None, metavar="PAGE.md", help="only write the page from --out's results")
     args = ap.parse_args(argv)
+    if args.render:
+        from detect_report import page, read  # noqa: PLC0415 (the page's layout, kept apart from running)
+
+        args.render.write_text(page(read(args.out), args.out))
+        print(f"wrote {args.render}", file=sys.stderr)
+        return 0
     args.work = (args.work_dir or args.out.with_suffix("")).resolve()
     args.work.mkdir(parents=True, exist_ok=True)
     lines = [json.loads(line) for line in args.out.read_text().splitlines() if line.strip()] if args.out.exists() else []
