@@ -20,6 +20,7 @@ Example (the set built by photo_sets.py; teachers trained by `cann-distill teach
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -98,24 +99,32 @@ ARMS: dict[str, tuple[str, Callable[[dict[str, Any], argparse.Namespace], None]]
 
 
 def few_label_tree(root: Path, out: Path, share: float, seed: int) -> tuple[Path, Path]:
-    """`share` of each training class kept labelled (symlinks, val and test whole); the rest in an unlabelled tree."""
+    """`share` of each training class kept labelled (symlinks, val and test whole); the rest in an unlabelled tree,
+    less any file whose bytes equal a val or test file's (a flat patch of a photo can give identical crops in
+    disjoint bands; cann-distill refuses unlabelled images that leak the held-out splits)."""
     labelled, unlabelled = out / "labelled", out / "unlabelled"
     if (out / "done").exists():
         return labelled, unlabelled
     shutil.rmtree(out, ignore_errors=True)
+    held_out = {hashlib.sha256(f.read_bytes()).hexdigest() for split in ("val", "test") for f in (root / split).rglob("*") if f.is_file()}
     rng = random.Random(seed)
+    labelled.mkdir(parents=True, exist_ok=True)
     for split in ("val", "test"):
-        (labelled).mkdir(parents=True, exist_ok=True)
         (labelled / split).symlink_to((root / split).resolve(), target_is_directory=True)
+    dropped = 0
     for cls in sorted(p for p in (root / "train").iterdir() if p.is_dir()):
         files = sorted(cls.iterdir())
         rng.shuffle(files)
         keep = max(1, round(share * len(files)))
         for i, f in enumerate(files):
+            if i >= keep and hashlib.sha256(f.read_bytes()).hexdigest() in held_out:
+                dropped += 1
+                continue
             dest = (labelled / "train" / cls.name) if i < keep else (unlabelled / cls.name)
             dest.mkdir(parents=True, exist_ok=True)
             (dest / f.name).symlink_to(f.resolve())
-    (out / "done").write_text("")
+    (out / "done").write_text(json.dumps({"dropped_from_unlabelled_as_held_out_copies": dropped}))
+    print(f"few labels: {dropped} training file(s) equal to a val/test file left out of the unlabelled tree", file=sys.stderr)
     return labelled, unlabelled
 
 
@@ -231,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     args.work.mkdir(parents=True, exist_ok=True)
     if {"kd10", "base10"} & set(arms):
         root = next(kv.partition("=")[2] for kv in args.overrides if kv.startswith("data.root="))
-        args.few_root, args.few_unlabeled = few_label_tree(Path(root), args.work / "few_labels", args.label_share, seed=0)
+        args.few_root, args.few_unlabeled = few_label_tree(Path(root), args.work / "few_labels_clean", args.label_share, seed=0)
     done = {row["name"] for row in read_rows(args.out)["rows"]}
     if not args.dry_run:
         meta = {"command": " ".join(["python", *sys.argv]), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine_info()}
