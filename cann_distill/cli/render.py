@@ -51,6 +51,8 @@ def print_results(results: list) -> None:
             for row in r.summary.get("rows", []):
                 t.add_row(*row)
             ui.console.print(t)
+            for line in r.summary.get("lines") or ():  # task: detect: transfer efficiency per metric
+                ui.console.print(Text(line), highlight=False)
             ui.console.print(f"report: {Path(r.run_dir) / 'report' / 'report.html'} (+ report.json)", highlight=False)
 
 

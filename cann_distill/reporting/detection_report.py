@@ -1,6 +1,6 @@
 """The report of a `task: detect` run: COCO metrics of teacher, distilled student and baseline side by side, what the
-data held, and the distilled student's gain over its baseline. report.json plus one self-contained report.html
-(inline CSS, no script; every value escaped)."""
+data held, the distilled student's gain over its baseline and its transfer efficiency (`detection_transfer`).
+report.json plus one self-contained report.html (inline CSS, no script; every value escaped)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import html
 from typing import Any, Optional
 
 from cann_distill.reporting.detection_metrics import SHOWN, percent
+from cann_distill.reporting.detection_transfer import METRICS as TE_METRICS
+from cann_distill.reporting.detection_transfer import te_note, te_shown, transfer_efficiencies
 
 SCHEMA = "cann-distill detection report"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: transfer efficiency, the data fingerprint, the pictures
 MODELS = (("teacher", "teacher"), ("distill", "student (distilled)"), ("baseline", "student (ground truth only)"))
 
 
@@ -59,10 +61,23 @@ def gain(docs: dict[str, Optional[dict[str, Any]]]) -> Optional[dict[str, Any]]:
     return {"mAP_points": 100 * (d["map"] - b["map"]), "distill": d["map"], "baseline": b["map"]}
 
 
+def _val(doc: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    v = (doc or {}).get("val")
+    return v if isinstance(v, dict) else None
+
+
 def build_report(
-    title: str, docs: dict[str, Optional[dict[str, Any]]], problems: list[dict[str, str]], recipe: dict[str, Any]
+    title: str,
+    docs: dict[str, Optional[dict[str, Any]]],
+    problems: list[dict[str, str]],
+    recipe: dict[str, Any],
+    fingerprint: Optional[str] = None,
+    pictures: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
+    """report.json; `fingerprint`: the data's (what `report --compare` checks before naming a winner); `pictures`:
+    what the detections figure shows (`detection_pictures.describe`), or why there is none."""
     data = next((d for d in (docs.get("teacher"), docs.get("distill"), docs.get("baseline")) if d), {}) or {}
+    te = transfer_efficiencies(_val(docs.get("teacher")), _val(docs.get("baseline")), _val(docs.get("distill")))
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
@@ -71,11 +86,36 @@ def build_report(
         "split": "val",
         "models": model_rows(docs),
         "gain": gain(docs),
-        "data": {k: data.get(k) for k in ("num_train", "num_val", "classes", "category_ids", "data", "notes")},
+        "transfer_efficiency": te,
+        "pictures": pictures,
+        "data": {
+            **{k: data.get(k) for k in ("num_train", "num_val", "classes", "category_ids", "data", "notes")},
+            "fingerprint": fingerprint,
+        },
         **{k: ({kk: vv for kk, vv in v.items() if kk != "history"} if v else None) for k, v in docs.items()},
         "problems": problems,
         "recipe": recipe,
     }
+
+
+def terminal_lines(report: dict[str, Any]) -> list[str]:
+    """The lines under the terminal table: transfer efficiency per metric, each with its number or why not."""
+    te = report.get("transfer_efficiency") or {}
+    out = []
+    for m in TE_METRICS:
+        why = (te.get(m) or {}).get("reason")
+        out.append(f"transfer efficiency ({m}): {te_shown(te.get(m))}" + (f" ({why})" if why else ""))
+    return out
+
+
+def te_rows(report: dict[str, Any]) -> list[list[str]]:
+    """metric, teacher, baseline, distilled, TE, note: the report.html table."""
+    te = report.get("transfer_efficiency") or {}
+    rows = []
+    for m in TE_METRICS:
+        t = te.get(m) or {}
+        rows.append([m, *(percent(t.get(k)) for k in ("teacher", "baseline", "distilled")), te_shown(t), te_note(t)])
+    return rows
 
 
 def terminal_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
@@ -133,6 +173,14 @@ def render_html(report: dict[str, Any]) -> str:
             f"<p>Distilled student vs its ground-truth-only baseline: {g['mAP_points']:+.1f} mAP points "
             "(one run and one seed: no noise estimate, so a small difference says nothing).</p>"
         )
+    if report.get("transfer_efficiency"):
+        parts.append("<h2>Transfer efficiency</h2>")
+        parts.append(
+            "<p>TE = (distilled − baseline) / (teacher − baseline), AP x 100 on the validation split: the share of the "
+            "teacher's lead over the ground-truth-only baseline that distillation gave the student (1: all of it, 0: none, "
+            "below 0: the student fell behind its baseline).</p>"
+        )
+        parts.append(_table(["metric", "teacher", "baseline", "distilled", "TE", "note"], te_rows(report)))
     data = report.get("data") or {}
     counts = data.get("data") or {}
     if counts:

@@ -6,7 +6,7 @@ import json
 from typing import Any, Optional
 
 from cann_distill.core.errors import MissingInputError
-from cann_distill.reporting.detection_report import build_report, render_html, terminal_rows
+from cann_distill.reporting.detection_report import build_report, render_html, terminal_lines, terminal_rows
 from cann_distill.runtime.terminal import ui
 from cann_distill.stages.base import Context, Stage, register_stage
 from cann_distill.stages.detect import BASELINE_METRICS, DISTILL_METRICS, TEACHER_METRICS
@@ -31,7 +31,7 @@ def read_doc(ctx: Context, rel: str, problems: list[dict[str, str]]) -> Optional
 
 class DetectReportStage(Stage):
     name = "report"
-    version = 1
+    version = 2  # 2: transfer efficiency
     sections = ("report", "detect", "teacher", "student", "seed")
     ignore = ("report.trackers",)  # where distill's epochs were also logged does not change the report
     optional = (TEACHER_METRICS, DISTILL_METRICS, BASELINE_METRICS, VALIDATION)
@@ -61,7 +61,9 @@ class DetectReportStage(Stage):
             "metric": "mAP",
             "columns": ["model", "mAP (val)", "AP50", "latency median (b=1)", "size"],
             "rows": terminal_rows(report),
+            "lines": terminal_lines(report),
             "gain_map_points": g["mAP_points"] if g else None,
+            "transfer_efficiency": {m: te.get("value") for m, te in report["transfer_efficiency"].items()},
             "key": report["title"],
             "problems": [f"{p['input']}: {p['problem']}" for p in problems],
         }
