@@ -48,8 +48,12 @@ def transfer_efficiency(
     out: dict[str, Any] = {"metric": metric, "value": None, **values, "lead_points": None, "min_lead_points": 100 * min_lead}
     absent = [who for who, v in values.items() if v is None or not math.isfinite(v)]
     if absent:
-        what = "no baseline (report.baseline is false, or the baseline stage has not run)" if absent == ["baseline"] else None
-        out.update(status="unknown", reason=what or f"no {metric} for the {' and the '.join(absent)} (not run, or no ground truth of that size)")
+        who = [{"distilled": "distilled student"}.get(a, a) for a in absent]
+        named = who[0] if len(who) == 1 else f"{', '.join(who[:-1])} and {who[-1]}"
+        why = f"no {metric} for the {named} (not run, or no ground truth of that size)"
+        if absent == ["baseline"]:
+            why = "no baseline (report.baseline is false, or the baseline stage has not run)"
+        out.update(status="unknown", reason=why)
         return out
     assert teacher is not None and baseline is not None and distilled is not None
     lead = teacher - baseline
@@ -72,7 +76,9 @@ def transfer_efficiency(
     return out
 
 
-def transfer_efficiencies(teacher: Optional[dict[str, Any]], baseline: Optional[dict[str, Any]], distilled: Optional[dict[str, Any]]) -> dict[str, Any]:
+def transfer_efficiencies(
+    teacher: Optional[dict[str, Any]], baseline: Optional[dict[str, Any]], distilled: Optional[dict[str, Any]]
+) -> dict[str, Any]:
     """TE per metric of `METRICS` from the three models' COCO metrics on val (each a dict metric -> AP, or None)."""
     t, b, d = teacher or {}, baseline or {}, distilled or {}
     return {m: transfer_efficiency(m, t.get(m), b.get(m), d.get(m)) for m in METRICS}

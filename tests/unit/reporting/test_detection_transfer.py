@@ -49,7 +49,10 @@ def test_missing_numbers_give_no_te_and_say_which() -> None:
     assert no_base["status"] == "unknown" and "no baseline" in no_base["reason"] and te_shown(no_base) == "-"
     no_small = transfer_efficiencies({"mAP": 0.4, "AP_small": None}, {"mAP": 0.3, "AP_small": None}, {"mAP": 0.35, "AP_small": None})
     assert no_small["mAP"]["value"] == pytest.approx(0.5)
-    assert no_small["AP_small"]["value"] is None and "no AP_small for the teacher and the baseline and the distilled" in no_small["AP_small"]["reason"]
+    assert (
+        no_small["AP_small"]["value"] is None
+        and "no AP_small for the teacher, baseline and distilled student" in no_small["AP_small"]["reason"]
+    )
     assert set(no_small) == {"mAP", "AP50", "AP_small"}
 
 
