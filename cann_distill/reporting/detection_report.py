@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 from typing import Any, Optional
 
+from cann_distill.reporting.charts import data_uri
 from cann_distill.reporting.detection_metrics import SHOWN, percent
 from cann_distill.reporting.detection_transfer import METRICS as TE_METRICS
 from cann_distill.reporting.detection_transfer import te_note, te_shown, transfer_efficiencies
@@ -131,7 +132,7 @@ def terminal_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str, str]
 _CSS = (
     "body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;margin:1em 0}"
     "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}th:first-child,td:first-child{text-align:left}"
-    ".problem{color:#a00}"
+    ".problem{color:#a00}img{max-width:100%}figcaption{color:#444;font-size:13px;max-width:80ch}"
 )
 
 
@@ -143,7 +144,24 @@ def _table(head: list[str], rows: list[list[Any]]) -> str:
     return out + "</table>"
 
 
-def render_html(report: dict[str, Any]) -> str:
+def pictures_html(report: dict[str, Any], png: Optional[bytes]) -> str:
+    """The detections figure inlined as a data: URI (the page stays one self-contained file), with its caption; or
+    why there is none."""
+    e = html.escape
+    p = report.get("pictures") or {}
+    if png is None:
+        return f"<p class='problem'>{e(str(p.get('reason') or 'no detections figure'))}</p>"
+    file = e(str(p.get("file") or ""))
+    caption = (
+        f"Each column one val image: its ground truth on top, then each model's detections scored at least "
+        f"{p.get('min_score')} (evaluation's own decoding and NMS), labelled with class and score. Picked: {p.get('rule')}. "
+        f"Also written as {file} beside this page."
+    )
+    return f"<figure><img alt='detections on val images' src='{data_uri(png)}'><figcaption>{e(caption)}</figcaption></figure>"
+
+
+def render_html(report: dict[str, Any], png: Optional[bytes] = None) -> str:
+    """report.html; `png`: the detections figure's bytes (report/detections.png), inlined."""
     e = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(report['title'])}</title><style>{_CSS}</style></head><body>"]
     parts.append(f"<h1>{e(report['title'])}</h1><p>Object detection; COCO box metrics (AP x 100) on the validation split.</p>")
@@ -181,6 +199,8 @@ def render_html(report: dict[str, Any]) -> str:
             "below 0: the student fell behind its baseline).</p>"
         )
         parts.append(_table(["metric", "teacher", "baseline", "distilled", "TE", "note"], te_rows(report)))
+    if report.get("pictures") is not None:
+        parts.append("<h2>Detections</h2>" + pictures_html(report, png))
     data = report.get("data") or {}
     counts = data.get("data") or {}
     if counts:
