@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 from typing import Any, Optional
 
+from cann_distill.core.errors import ArtifactError
 from cann_distill.reporting.charts import data_uri
 from cann_distill.reporting.detection_metrics import SHOWN, percent
 from cann_distill.reporting.detection_transfer import METRICS as TE_METRICS
@@ -15,6 +16,16 @@ from cann_distill.reporting.detection_transfer import te_note, te_shown, transfe
 SCHEMA = "cann-distill detection report"
 SCHEMA_VERSION = 2  # 2: transfer efficiency, the data fingerprint, the pictures
 MODELS = (("teacher", "teacher"), ("distill", "student (distilled)"), ("baseline", "student (ground truth only)"))
+
+
+def check_detection_version(report: dict[str, Any], where: Any) -> dict[str, Any]:
+    """A detection report this version reads; ArtifactError naming the version otherwise."""
+    if report.get("schema_version") != SCHEMA_VERSION:
+        raise ArtifactError(
+            f"{where}: detection report version {str(report.get('schema_version'))[:20]} is unknown; this cann-distill reads "
+            f"version {SCHEMA_VERSION}: rerun `cann-distill report RECIPE --force`"
+        )
+    return report
 
 
 def model_rows(docs: dict[str, Optional[dict[str, Any]]]) -> list[dict[str, Any]]:

@@ -75,3 +75,22 @@ def test_without_a_baseline_the_figure_has_no_baseline_row_and_te_says_why(cli: 
     report = report_of(cli, run, "--set", "report.baseline=false", "--force")
     assert report["pictures"]["file"] is None and "teacher/teacher.pt not available" in report["pictures"]["reason"]
     assert not (run / "report" / "detections.png").exists()
+
+
+def test_report_compare_puts_two_detection_runs_side_by_side(cli: Callable[..., Any], trained: Path, tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(trained, a)
+    shutil.copytree(trained, b)
+    report_of(cli, a)
+    report_of(cli, b, "--set", "report.title=other")  # the same models, another report: not the same file
+    result = cli("report", "--compare", a, b, "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert [r["name"] for r in out["runs"]] == ["a", "b"] and out["warnings"] == []
+    rows = {r["metric"]: r for r in out["rows"]}
+    assert {"teacher mAP on val", "student mAP (torch) on val", "student AP50 (torch) on val", "student AP_small (torch) on val"} <= set(rows)
+    student = rows["student mAP (torch) on val"]
+    assert student["comparable"] and student["winner"] is None and student["display"][0] == student["display"][1]  # equal: no winner
+    assert rows["INT8 mAP drop on val"]["display"] == ["–", "–"]  # validate has not run
+    table = cli("report", "--compare", a, b)
+    assert table.exit_code == 0 and "student mAP (torch) on val" in " ".join(table.stderr.split())
