@@ -88,7 +88,8 @@ def test_report_compare_puts_two_detection_runs_side_by_side(cli: Callable[..., 
     out = json.loads(result.stdout)
     assert [r["name"] for r in out["runs"]] == ["a", "b"] and out["warnings"] == []
     rows = {r["metric"]: r for r in out["rows"]}
-    assert {"teacher mAP on val", "student mAP (torch) on val", "student AP50 (torch) on val", "student AP_small (torch) on val"} <= set(rows)
+    named = ("teacher mAP", "student mAP (torch)", "student AP50 (torch)", "student AP_small (torch)", "transfer efficiency (mAP)")
+    assert {f"{n} on val" for n in named} <= set(rows)
     student = rows["student mAP (torch) on val"]
     assert student["comparable"] and student["winner"] is None and student["display"][0] == student["display"][1]  # equal: no winner
     assert rows["INT8 mAP drop on val"]["display"] == ["–", "–"]  # validate has not run
