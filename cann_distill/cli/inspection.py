@@ -129,7 +129,7 @@ def status_cmd(
     "list",
     INSPECT,
     "List what a recipe can name, each with its one-line description and arguments: recipes (packaged), losses, "
-    "selectors, schedules (temperature), profiles (hardware), archs (timm). PATTERN: a substring, or a glob such as 'resnet1*'.",
+    "selectors (classification and detection, with their task), schedules (temperature), profiles (hardware), archs (timm). PATTERN: a substring, or a glob such as 'resnet1*'.",
     "cann-distill list losses kd",
 )
 def list_cmd(

@@ -51,6 +51,8 @@ def print_results(results: list) -> None:
             for row in r.summary.get("rows", []):
                 t.add_row(*row)
             ui.console.print(t)
+            for line in r.summary.get("lines") or ():  # task: detect: transfer efficiency per metric
+                ui.console.print(Text(line), highlight=False)
             ui.console.print(f"report: {Path(r.run_dir) / 'report' / 'report.html'} (+ report.json)", highlight=False)
 
 
@@ -193,10 +195,17 @@ def render_status(result: dict) -> None:
 
 def render_list(result: dict) -> None:
     t = Table(title=f"{result['kind']}" + (f" matching {inert(result['pattern'], 40)}" if result["pattern"] else ""), title_justify="left")
-    for col in ("name", "description", "arguments" if result["kind"] in ("losses", "selectors", "schedules") else "details"):
+    tasks = any("task" in e for e in result["entries"])  # selectors: classification's and detection's
+    for col in (
+        "name",
+        *(("task",) if tasks else ()),
+        "description",
+        "arguments" if result["kind"] in ("losses", "selectors", "schedules") else "details",
+    ):
         t.add_column(col, overflow="fold")
     for e in result["entries"]:
-        t.add_row(Text(e["name"], style="bold"), Text(e["description"]), Text(e["arguments"]))
+        task = (Text(e.get("task", "")),) if tasks else ()
+        t.add_row(Text(e["name"], style="bold"), *task, Text(e["description"]), Text(e["arguments"]))
     ui.console.print(t)
     ui.console.print(f"{len(result['entries'])} {result['kind']}", highlight=False)
 

@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional
 from cann_distill.core.errors import UsageError, cut, preview
 from cann_distill.core.recipe import hardware_profile, hardware_profiles
 from cann_distill.core.recipe_find import packaged_recipes
-from cann_distill.core.registries import LOSSES, SCHEDULES, SELECTORS
+from cann_distill.core.registries import DETECTION_SELECTORS, LOSSES, SCHEDULES, SELECTORS
 from cann_distill.core.registry import Registry, suggest
 from cann_distill.core.safeyaml import load_document
 
@@ -23,9 +23,10 @@ class Entry:
     name: str
     description: str
     arguments: str  # how a recipe passes it: keyword arguments, or what the entry sets
+    task: Optional[str] = None  # selectors: the recipe `task` it works under (classify / detect)
 
     def to_dict(self) -> dict[str, str]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 def first_sentence(text: str) -> str:
@@ -52,8 +53,16 @@ def signature_text(obj: Any) -> str:
     return ", ".join(parts) or "none"
 
 
-def _components(registry: Registry[Any]) -> list[Entry]:
-    return [Entry(n, first_sentence(inspect.getdoc(registry.get(n)) or ""), signature_text(registry.get(n))) for n in registry.names()]
+def _components(registry: Registry[Any], task: Optional[str] = None) -> list[Entry]:
+    return [
+        Entry(n, first_sentence(inspect.getdoc(registry.get(n)) or ""), signature_text(registry.get(n)), task) for n in registry.names()
+    ]
+
+
+def _selectors() -> list[Entry]:
+    """Both selector registries, each entry marked with the task it scores for: a recipe's `select.strategy` names
+    one of the classification selectors, or with `task: detect` one of the detection selectors."""
+    return _components(SELECTORS, "classify") + _components(DETECTION_SELECTORS, "detect")
 
 
 def _leading_comment(text: str) -> str:
@@ -112,7 +121,7 @@ def _archs(pattern: Optional[str]) -> list[Entry]:
 LISTS: dict[str, Callable[[], list[Entry]]] = {
     "recipes": _recipes,
     "losses": lambda: _components(LOSSES),
-    "selectors": lambda: _components(SELECTORS),
+    "selectors": _selectors,
     "schedules": lambda: _components(SCHEDULES),
     "profiles": _profiles,
 }

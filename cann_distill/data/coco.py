@@ -23,7 +23,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Iterable, Literal, Optional, Sequence
 
 import numpy as np
 import torch
@@ -378,9 +378,12 @@ def collate(samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor, torch.Te
 def detection_loader(
     dataset: DetectionDataset, batch_size: int, train: bool, seed: int, workers: int = 0, indices: Optional[Sequence[int]] = None
 ) -> torch.utils.data.DataLoader:
-    """Shuffled (seeded) for training, in order for evaluation; `indices`: training on these images only (subset)."""
+    """Shuffled (seeded) for training, in order for evaluation; `indices`: these images only (training: a subset,
+    shuffled; evaluation: in the order given)."""
     generator = torch.Generator().manual_seed(seed) if train else None
-    sampler = torch.utils.data.SubsetRandomSampler(list(indices), generator=generator) if indices is not None else None
+    sampler: Optional[Iterable[int]] = None
+    if indices is not None:
+        sampler = torch.utils.data.SubsetRandomSampler(list(indices), generator=generator) if train else list(indices)
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,

@@ -55,12 +55,22 @@ def figure(w: float, h: float) -> Any:
     return Figure(figsize=(w, h), layout="constrained")
 
 
-def png(fig: Any) -> str:
-    """The figure as a data: URI (the report is one self-contained file)."""
+def png_bytes(fig: Any) -> bytes:
+    """The figure as PNG bytes, at the report's 100 dpi."""
     buf = io.BytesIO()
     with plain_text():
         fig.savefig(buf, format="png", dpi=100)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return buf.getvalue()
+
+
+def data_uri(png: bytes) -> str:
+    """PNG bytes as a data: URI (the report is one self-contained file)."""
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def png(fig: Any) -> str:
+    """The figure as a data: URI."""
+    return data_uri(png_bytes(fig))
 
 
 def as_image(chw: np.ndarray) -> np.ndarray:
@@ -276,4 +286,58 @@ def latency_histogram(lat: dict[str, Any]) -> Any:
         ax.set(ylabel="batch-1 latency (ms)", xlabel="quantile")
     ax.set_title(f"Batch-1 latency of the ONNX student, {threads} thread(s)", fontsize=10)
     ax.legend(fontsize=7)
+    return fig
+
+
+# ----------------------------------------------------------------------------- detection
+
+DETECTION_COLORS = {"truth": "#2ca02c", "teacher": COLORS["teacher"], "distill": COLORS["student"], "baseline": "#8172b3"}
+MAX_BOXES_DRAWN = 15  # per panel, the highest-scoring
+
+
+def _draw_boxes(ax: Any, boxes: np.ndarray, labels: np.ndarray, scores: Optional[np.ndarray], classes: Sequence[str], color: str) -> None:
+    from matplotlib.patches import Rectangle
+
+    for j, ((x1, y1, x2, y2), c) in enumerate(zip(boxes.tolist(), labels.tolist())):
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=1.2))
+        name = label(classes[c] if 0 <= c < len(classes) else c, 12)
+        text = name if scores is None else f"{name} {scores[j]:.2f}"
+        ax.text(x1, y1, text, fontsize=6, color="white", va="bottom", ha="left", bbox={"facecolor": color, "edgecolor": "none", "pad": 0.5})
+
+
+def detection_grid(pictures: Sequence[Any], roles: Sequence[tuple[str, str]], classes: Sequence[str], min_score: float, split: str) -> Any:
+    """One column per image: its ground truth on top, then each model's detections scored at least `min_score`
+    (at most `MAX_BOXES_DRAWN`, the highest first), each box labelled with its class and score."""
+    split = label(split)
+    rows = [("truth", "ground truth"), *[(r, name) for r, name in roles if pictures and r in pictures[0].found]]
+    k = len(pictures)
+    fig = figure(max(2.0 * k + 0.6, 5), 2.1 * len(rows) + 0.6)
+    axes = fig.subplots(len(rows), k, squeeze=False)
+    for j, p in enumerate(pictures):
+        h, w = p.pixels.shape[:2]
+        for i, (role, name) in enumerate(rows):
+            ax = axes[i, j]
+            ax.imshow(p.pixels, extent=(0, w, h, 0), interpolation="nearest" if w < 128 else "antialiased")  # small inputs: their pixels
+            ax.set_xlim(0, w), ax.set_ylim(h, 0)
+            if role == "truth":
+                _draw_boxes(ax, p.truth.boxes, p.truth.labels, None, classes, DETECTION_COLORS["truth"])
+                why = "they disagree most" if p.picked == "disagreement" else "a first val image"
+                ax.set_title(
+                    f"val #{p.index} (image id {p.image_id}): {why}\nteacher–student disagreement {p.disagreement:.2f}", fontsize=7
+                )
+            else:
+                b = p.found[role].above(min_score)
+                n = len(b.boxes)
+                _draw_boxes(
+                    ax, b.boxes[:MAX_BOXES_DRAWN], b.labels[:MAX_BOXES_DRAWN], b.scores[:MAX_BOXES_DRAWN], classes, DETECTION_COLORS[role]
+                )
+                ax.set_title(
+                    f"{n} box{'es' if n != 1 else ''}" + (f" ({MAX_BOXES_DRAWN} drawn)" if n > MAX_BOXES_DRAWN else ""), fontsize=7
+                )
+            ax.set_xticks([]), ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_edgecolor(DETECTION_COLORS[role])
+            if j == 0:
+                ax.set_ylabel(name, fontsize=8, color=DETECTION_COLORS[role])
+    fig.suptitle(f"Detections on {split} images (boxes scored ≥ {min_score:g}; class and score on each box)", fontsize=10)
     return fig

@@ -4,7 +4,9 @@ Accuracies, TE and DQI are the ones report.html and the dashboard show (`numbers
 headline split of each run, TE "not meaningful" when its teacher's lead is within the noise. A row
 names no winner when its runs are not comparable: accuracies on different data or splits, latency
 and time measured on different machines, provider or thread count. One unit per quantity: top-1 in
-%, the INT8 drop in points (pt), latency in ms, size in MB.
+%, the INT8 drop in points (pt), latency in ms, size in MB. Detection runs (`task: detect`) are
+compared with each other on their own rows (COCO AP x 100 on val, the same rules); a detection run
+and a classification run are not compared.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from cann_distill.core.errors import UsageError
+from cann_distill.reporting.detection_report import SCHEMA as DETECTION_SCHEMA
+from cann_distill.reporting.detection_report import check_detection_version
 from cann_distill.reporting.numbers import headline, number
-from cann_distill.reporting.schema import read_report
+from cann_distill.reporting.schema import check_version, load_json
 
 Getter = Callable[[dict[str, Any]], Optional[float]]
 
@@ -34,7 +38,7 @@ def _headline(key: str) -> Getter:
     return lambda report: headline(report)[key]
 
 
-PCT, PT, NUM, MS, MB, INT, SEC = "pct", "pt", "num", "ms", "mb", "int", "sec"
+PCT, PT, NUM, MS, MB, INT, SEC, AP, RATIO = "pct", "pt", "num", "ms", "mb", "int", "sec", "ap", "ratio"
 DATA, MACHINE = "data", "machine"  # what must match for a row's runs to be comparable
 # (metric, getter, better, format, what must match)
 ROWS: list[tuple[str, Getter, str, str, Optional[str]]] = [
@@ -54,6 +58,38 @@ ROWS: list[tuple[str, Getter, str, str, Optional[str]]] = [
     ("student params", _get("distill", "params"), "lower", INT, None),
     ("distill time", _get("stages", "distill", "seconds"), "lower", SEC, MACHINE),
 ]
+# task: detect: COCO metrics of the torch models and the INT8 ONNX on val (AP x 100), validate's measurements
+DETECTION_ROWS: list[tuple[str, Getter, str, str, Optional[str]]] = [
+    ("teacher mAP", _get("teacher", "val", "mAP"), "higher", AP, DATA),
+    ("baseline mAP (ground truth only)", _get("baseline", "val", "mAP"), "higher", AP, DATA),
+    ("student mAP (torch)", _get("distill", "val", "mAP"), "higher", AP, DATA),
+    ("student AP50 (torch)", _get("distill", "val", "AP50"), "higher", AP, DATA),
+    ("student AP_small (torch)", _get("distill", "val", "AP_small"), "higher", AP, DATA),
+    ("student INT8 mAP", _get("validate", "metrics", "onnx_int8", "mAP"), "higher", AP, DATA),
+    ("INT8 mAP drop", _get("validate", "int8_map_drop"), "lower", PT, DATA),
+    ("transfer efficiency (mAP)", _get("transfer_efficiency", "mAP", "value"), "higher", NUM, DATA),
+    ("INT8 latency median (b=1)", _get("validate", "latency_batch1", "int8", "median_ms"), "lower", MS, MACHINE),
+    ("INT8 / FP32 latency", _get("validate", "latency_batch1", "int8_over_fp32"), "lower", RATIO, MACHINE),
+    ("INT8 size", _get("validate", "size_bytes", "int8"), "lower", MB, None),
+    ("student params", _get("distill", "params"), "lower", INT, None),
+]
+
+
+def is_detection(report: dict[str, Any]) -> bool:
+    return report.get("schema") == DETECTION_SCHEMA
+
+
+def read_any_report(path: Path) -> dict[str, Any]:
+    """A classification report.json or a detection one, of a version this cann-distill reads."""
+    data = load_json(path)
+    if isinstance(data, dict) and is_detection(data):
+        return check_detection_version(data, path)
+    return check_version(data, path)
+
+
+def split_of(report: dict[str, Any]) -> Any:
+    """The split a report's accuracies are measured on: the headline split, or val for a detection report."""
+    return report.get("split") if is_detection(report) else headline(report)["split"]
 
 
 def fmt(value: Optional[float], kind: str) -> str:
@@ -67,11 +103,16 @@ def fmt(value: Optional[float], kind: str) -> str:
         MB: f"{value / 1e6:.2f} MB",
         INT: f"{int(value):,}",
         SEC: f"{value:.1f} s",
+        AP: f"{100 * value:.1f}",
+        RATIO: f"{value:.2f}×",
     }[kind]
 
 
 def display(report: dict[str, Any], metric: str, value: Optional[float], kind: str) -> str:
     """The value as shown; TE and DQI say "not meaningful" where the teacher's lead is within the noise (as report.html)."""
+    if value is None and is_detection(report) and metric == "transfer efficiency (mAP)":
+        te = (report.get("transfer_efficiency") or {}).get("mAP") or {}
+        return "not meaningful" if te.get("status") == "not_meaningful" else fmt(value, kind)
     if value is None and metric in ("transfer efficiency", "DQI") and headline(report)["verdict"] == "undefined":
         return "not meaningful"
     return fmt(value, kind)
@@ -95,7 +136,7 @@ def report_path(target: Path) -> Path:
 
 def data_key(report: dict[str, Any]) -> tuple[Any, Any]:
     """What accuracies depend on besides the model: the data (fingerprint) and the split they were measured on."""
-    return (report.get("data") or {}).get("fingerprint"), headline(report)["split"]
+    return (report.get("data") or {}).get("fingerprint"), split_of(report)
 
 
 def machine_key(report: dict[str, Any]) -> str:
@@ -151,13 +192,20 @@ def compare(targets: Sequence[Path]) -> dict[str, Any]:
     the row's runs are not comparable, see `comparable` and `why`)."""
     if len(targets) < 2:
         raise UsageError("--compare needs at least two run dirs (or report.json files)")
-    reports = [read_report(report_path(t)) for t in targets]
+    reports = [read_any_report(report_path(t)) for t in targets]
     names = run_names(targets)
-    splits = [headline(r)["split"] for r in reports]
+    detect = [is_detection(r) for r in reports]
+    if len(set(detect)) > 1:
+        which = ", ".join(n for n, d in zip(names, detect) if d)
+        raise UsageError(
+            f"--compare: {which} {'is' if sum(detect) == 1 else 'are'} task: detect, the others are not: "
+            "detection and classification runs have no numbers in common"
+        )
+    splits = [split_of(r) for r in reports]
     same = {DATA: len({data_key(r) for r in reports}) == 1, MACHINE: len({machine_key(r) for r in reports}) == 1}
     why = {DATA: "different data or splits", MACHINE: "different machines, providers or thread counts"}
     rows = []
-    for metric, get, better, kind, needs in ROWS:
+    for metric, get, better, kind, needs in DETECTION_ROWS if detect[0] else ROWS:
         values = [get(r) for r in reports]
         comparable = needs is None or same[needs]
         label = f"{metric} on {splits[0]}" if needs == DATA and len(set(splits)) == 1 else metric

@@ -1,17 +1,31 @@
 """The report of a `task: detect` run: COCO metrics of teacher, distilled student and baseline side by side, what the
-data held, and the distilled student's gain over its baseline. report.json plus one self-contained report.html
-(inline CSS, no script; every value escaped)."""
+data held, the distilled student's gain over its baseline and its transfer efficiency (`detection_transfer`).
+report.json plus one self-contained report.html (inline CSS, no script; every value escaped)."""
 
 from __future__ import annotations
 
 import html
 from typing import Any, Optional
 
+from cann_distill.core.errors import ArtifactError
+from cann_distill.reporting.charts import data_uri
 from cann_distill.reporting.detection_metrics import SHOWN, percent
+from cann_distill.reporting.detection_transfer import METRICS as TE_METRICS
+from cann_distill.reporting.detection_transfer import te_note, te_shown, transfer_efficiencies
 
 SCHEMA = "cann-distill detection report"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: transfer efficiency, the data fingerprint, the pictures
 MODELS = (("teacher", "teacher"), ("distill", "student (distilled)"), ("baseline", "student (ground truth only)"))
+
+
+def check_detection_version(report: dict[str, Any], where: Any) -> dict[str, Any]:
+    """A detection report this version reads; ArtifactError naming the version otherwise."""
+    if report.get("schema_version") != SCHEMA_VERSION:
+        raise ArtifactError(
+            f"{where}: detection report version {str(report.get('schema_version'))[:20]} is unknown; this cann-distill reads "
+            f"version {SCHEMA_VERSION}: rerun `cann-distill report RECIPE --force`"
+        )
+    return report
 
 
 def model_rows(docs: dict[str, Optional[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -59,10 +73,23 @@ def gain(docs: dict[str, Optional[dict[str, Any]]]) -> Optional[dict[str, Any]]:
     return {"mAP_points": 100 * (d["map"] - b["map"]), "distill": d["map"], "baseline": b["map"]}
 
 
+def _val(doc: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    v = (doc or {}).get("val")
+    return v if isinstance(v, dict) else None
+
+
 def build_report(
-    title: str, docs: dict[str, Optional[dict[str, Any]]], problems: list[dict[str, str]], recipe: dict[str, Any]
+    title: str,
+    docs: dict[str, Optional[dict[str, Any]]],
+    problems: list[dict[str, str]],
+    recipe: dict[str, Any],
+    fingerprint: Optional[str] = None,
+    pictures: Optional[dict[str, Any]] = None,
 ) -> dict[str, Any]:
+    """report.json; `fingerprint`: the data's (what `report --compare` checks before naming a winner); `pictures`:
+    what the detections figure shows (`detection_pictures.describe`), or why there is none."""
     data = next((d for d in (docs.get("teacher"), docs.get("distill"), docs.get("baseline")) if d), {}) or {}
+    te = transfer_efficiencies(_val(docs.get("teacher")), _val(docs.get("baseline")), _val(docs.get("distill")))
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
@@ -71,11 +98,36 @@ def build_report(
         "split": "val",
         "models": model_rows(docs),
         "gain": gain(docs),
-        "data": {k: data.get(k) for k in ("num_train", "num_val", "classes", "category_ids", "data", "notes")},
+        "transfer_efficiency": te,
+        "pictures": pictures,
+        "data": {
+            **{k: data.get(k) for k in ("num_train", "num_val", "classes", "category_ids", "data", "notes")},
+            "fingerprint": fingerprint,
+        },
         **{k: ({kk: vv for kk, vv in v.items() if kk != "history"} if v else None) for k, v in docs.items()},
         "problems": problems,
         "recipe": recipe,
     }
+
+
+def terminal_lines(report: dict[str, Any]) -> list[str]:
+    """The lines under the terminal table: transfer efficiency per metric, each with its number or why not."""
+    te = report.get("transfer_efficiency") or {}
+    out = []
+    for m in TE_METRICS:
+        why = (te.get(m) or {}).get("reason")
+        out.append(f"transfer efficiency ({m}): {te_shown(te.get(m))}" + (f" ({why})" if why else ""))
+    return out
+
+
+def te_rows(report: dict[str, Any]) -> list[list[str]]:
+    """metric, teacher, baseline, distilled, TE, note: the report.html table."""
+    te = report.get("transfer_efficiency") or {}
+    rows = []
+    for m in TE_METRICS:
+        t = te.get(m) or {}
+        rows.append([m, *(percent(t.get(k)) for k in ("teacher", "baseline", "distilled")), te_shown(t), te_note(t)])
+    return rows
 
 
 def terminal_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
@@ -91,7 +143,7 @@ def terminal_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str, str]
 _CSS = (
     "body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;margin:1em 0}"
     "td,th{border:1px solid #ccc;padding:.3em .6em;text-align:right}th:first-child,td:first-child{text-align:left}"
-    ".problem{color:#a00}"
+    ".problem{color:#a00}img{max-width:100%}figcaption{color:#444;font-size:13px;max-width:80ch}"
 )
 
 
@@ -103,7 +155,24 @@ def _table(head: list[str], rows: list[list[Any]]) -> str:
     return out + "</table>"
 
 
-def render_html(report: dict[str, Any]) -> str:
+def pictures_html(report: dict[str, Any], png: Optional[bytes]) -> str:
+    """The detections figure inlined as a data: URI (the page stays one self-contained file), with its caption; or
+    why there is none."""
+    e = html.escape
+    p = report.get("pictures") or {}
+    if png is None:
+        return f"<p class='problem'>{e(str(p.get('reason') or 'no detections figure'))}</p>"
+    file = e(str(p.get("file") or ""))
+    caption = (
+        f"Each column one val image: its ground truth on top, then each model's detections scored at least "
+        f"{p.get('min_score')} (evaluation's own decoding and NMS), labelled with class and score. Picked: {p.get('rule')}. "
+        f"Also written as {file} beside this page."
+    )
+    return f"<figure><img alt='detections on val images' src='{data_uri(png)}'><figcaption>{e(caption)}</figcaption></figure>"
+
+
+def render_html(report: dict[str, Any], png: Optional[bytes] = None) -> str:
+    """report.html; `png`: the detections figure's bytes (report/detections.png), inlined."""
     e = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(report['title'])}</title><style>{_CSS}</style></head><body>"]
     parts.append(f"<h1>{e(report['title'])}</h1><p>Object detection; COCO box metrics (AP x 100) on the validation split.</p>")
@@ -133,6 +202,16 @@ def render_html(report: dict[str, Any]) -> str:
             f"<p>Distilled student vs its ground-truth-only baseline: {g['mAP_points']:+.1f} mAP points "
             "(one run and one seed: no noise estimate, so a small difference says nothing).</p>"
         )
+    if report.get("transfer_efficiency"):
+        parts.append("<h2>Transfer efficiency</h2>")
+        parts.append(
+            "<p>TE = (distilled − baseline) / (teacher − baseline), AP x 100 on the validation split: the share of the "
+            "teacher's lead over the ground-truth-only baseline that distillation gave the student (1: all of it, 0: none, "
+            "below 0: the student fell behind its baseline).</p>"
+        )
+        parts.append(_table(["metric", "teacher", "baseline", "distilled", "TE", "note"], te_rows(report)))
+    if report.get("pictures") is not None:
+        parts.append("<h2>Detections</h2>" + pictures_html(report, png))
     data = report.get("data") or {}
     counts = data.get("data") or {}
     if counts:

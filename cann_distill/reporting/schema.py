@@ -40,11 +40,15 @@ def check_version(report: Any, where: Path | str) -> dict[str, Any]:
     return report
 
 
-def read_report(path: Path) -> dict[str, Any]:
+def load_json(path: Path) -> Any:
+    """report.json's content, unchecked; one line when it is missing or unreadable."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ArtifactError(f"{path} is missing: run `cann-distill report RECIPE` for that run first") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtifactError(f"{path}: unreadable ({type(exc).__name__})") from None
-    return check_version(data, path)
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    return check_version(load_json(path), path)

@@ -217,12 +217,13 @@ def document(job: Job, done: Measured, lat: dict[str, Any]) -> dict[str, Any]:
         "notes": notes(done, lat) + [f"budget {u['budget']} not checked: {u['why']}" for u in unchecked],
         "provider": job.provider,
         "threads": job.threads,
+        "cpu": q.cpu_features(),  # with provider and threads: whether two runs' latencies can be compared
     }
 
 
 class DetectValidateStage(Stage):
     name = "validate"
-    version = 2  # 2: per-layer gap, feedback, gate, throughput, detect.int8_head; classes and decoding in the ONNX metadata
+    version = 3  # 2: per-layer gap, feedback, gate, throughput, detect.int8_head; classes and decoding in the ONNX metadata; 3: cpu
     sections = ("detect", "student", "validate", "seed")
     needs = (STUDENT_CKPT,)
 

@@ -7,7 +7,7 @@ Not here yet (docs/guides/detection.md): augmentation, best-epoch selection, ear
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -87,20 +87,21 @@ def predict_boxes(
     batch_size: int,
     desc: str,
     runtime: Runtime = CPU,
+    indices: Optional[Sequence[int]] = None,
 ) -> list[dict[str, np.ndarray]]:
-    """Per image of a split, in split order: {"boxes" [D, 4] x1 y1 x2 y2 in input pixels, "scores" [D], "labels" [D]}, the
-    post-NMS detections evaluation makes; `model` is the torch detector or anything that answers like it (an ONNX
-    session, `quant.detect_int8`)."""
+    """Per image of a split, in split order: {"boxes" [D, 4] x1 y1 x2 y2 in input pixels, "scores" [D] (highest first),
+    "labels" [D]}, the post-NMS detections evaluation makes; `model` is the torch detector or anything that answers like
+    it (an ONNX session, `quant.detect_int8`). `indices`: these images only, in their order."""
     from cann_distill.data.coco import detection_loader
 
     if isinstance(model, nn.Module):
         model.eval()
     found: list[dict[str, np.ndarray]] = [{} for _ in range(len(dataset))]
-    batches = detection_loader(dataset, batch_size, train=False, seed=0)
+    batches = detection_loader(dataset, batch_size, train=False, seed=0, indices=indices)
     for images, _, _, index in ui.track(batches, desc, total=len(batches)):
         for i, det in zip(index.tolist(), detections(model(images.to(runtime.device)), cfg, dataset.size)):
             found[i] = {k: det[k].cpu().numpy() for k in ("boxes", "scores", "labels")}
-    return found
+    return found if indices is None else [found[i] for i in indices]
 
 
 def predict_coco(

@@ -9,7 +9,7 @@ import timm
 
 from cann_distill.core.recipe import hardware_profiles
 from cann_distill.core.recipe_find import packaged_recipes
-from cann_distill.core.registries import LOSSES, SCHEDULES, SELECTORS
+from cann_distill.core.registries import DETECTION_SELECTORS, LOSSES, SCHEDULES, SELECTORS
 
 
 def listed(cli, *args: str) -> list[dict]:
@@ -22,7 +22,7 @@ def listed(cli, *args: str) -> list[dict]:
     ("kind", "names"),
     [
         ("losses", lambda: LOSSES.names()),
-        ("selectors", lambda: SELECTORS.names()),
+        ("selectors", lambda: SELECTORS.names() + DETECTION_SELECTORS.names()),
         ("schedules", lambda: SCHEDULES.names()),
         ("profiles", lambda: list(hardware_profiles())),
         ("recipes", lambda: list(packaged_recipes())),
@@ -58,3 +58,13 @@ def test_table_output_and_unknown_lists(cli) -> None:
     assert "fitnet" in text and "FitNets" in text and "1 losses" in text
     bad = cli("list", "loss")
     assert bad.exit_code == 2 and "unknown list 'loss' (did you mean: losses?)" in bad.stderr
+
+
+def test_selectors_are_marked_with_the_task_they_score_for(cli) -> None:
+    tasks = {e["name"]: e["task"] for e in listed(cli, "selectors")}
+    assert tasks["small_objects"] == tasks["box_disagreement"] == "detect"
+    assert tasks["margin"] == "classify" and set(tasks.values()) == {"classify", "detect"}
+    assert "task" not in listed(cli, "losses", "kd")[0]  # only selectors say it
+    result = cli("list", "selectors", "box")
+    text = " ".join(result.stderr.split())
+    assert result.exit_code == 0 and "box_disagreement" in text and "detect" in text and "1 selectors" in text

@@ -62,6 +62,7 @@ def test_one_epoch_detection_run_through_the_cli(cli: Callable[..., Any], tmp_pa
     assert validation["metrics"]["onnx_fp32"] == pytest.approx(validation["metrics"]["torch_fp32"], abs=1e-3)  # same decoding
     assert validation["size_bytes"]["int8"] < validation["size_bytes"]["fp32"]
     assert (run / "validate" / "student_int8.onnx").is_file() and validation["latency_batch1"]["int8"]["median_ms"] > 0
+    assert validation["cpu"]["machine"] and validation["threads"] == validation["latency_batch1"]["threads"]  # what compare checks
     m32, m8 = validation["metrics"]["onnx_fp32"]["mAP"], validation["metrics"]["onnx_int8"]["mAP"]
     assert validation["int8_map_drop"] == pytest.approx(m32 - m8)
     worst = validation["layer_gap"]["worst"]
@@ -80,6 +81,7 @@ def test_one_epoch_detection_run_through_the_cli(cli: Callable[..., Any], tmp_pa
     assert report["gain"]["mAP_points"] == pytest.approx(100 * (report["gain"]["distill"] - report["gain"]["baseline"]))
     html = (run / "report" / "report.html").read_text()
     assert "test_efficientnet" in html and "<script" not in html
+    assert report["pictures"]["file"] == "detections.png" and (run / "report" / "detections.png").is_file()
     again = stages_of(cli("run", RECIPE, "--run-dir", run, *TINY, "--json"))
     assert all(s["status"] == "skipped" for s in again.values())  # up to date: nothing retrained
     head = ["--set", "detect.int8_head=float", "--set", "validate.feedback.search=false", "--set", "validate.budgets.size_mb=0.001"]
