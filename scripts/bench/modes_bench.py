@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     if {"kd10", "base10"} & set(arms):
         root = next(kv.partition("=")[2] for kv in args.overrides if kv.startswith("data.root="))
         args.few_root, args.few_unlabeled = few_label_tree(Path(root), args.work / "few_labels_clean", args.label_share, seed=0)
-    done = {row["name"] for row in read_rows(args.out)["rows"]}
+    done = {row["name"] for row in read_rows(args.out)["rows"] if "error" not in row}  # failed runs are run again
     if not args.dry_run:
         meta = {"command": " ".join(["python", *sys.argv]), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine_info()}
         meta["versions"] = project_versions()
