@@ -117,12 +117,22 @@ def prepare(
 # ----------------------------------------------------------------------------- the study
 
 
+def pruner_warmup_epochs(asked: Optional[int], epochs: int) -> int:
+    """Epochs every trial runs before the pruner may stop it: as asked, else a quarter of the epochs, rounded up."""
+    return asked if asked is not None else -(-epochs // 4)
+
+
 def open_study(search: Search) -> Any:
     """The study in <run_dir>/tune/study.db (created, or loaded to continue); refused when it was made for another recipe."""
     optuna = require_optuna()
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # trials are reported here, one line each
     search.folder.mkdir(parents=True, exist_ok=True)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS) if search.tune.pruner == "median" else optuna.pruners.NopPruner()
+    if search.tune.pruner == "median":
+        # Optuna prunes from the step equal to n_warmup_steps on; steps are epochs counted from 1
+        warmup = pruner_warmup_epochs(search.tune.pruner_warmup_epochs, search.recipe.distill.epochs)
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=STARTUP_TRIALS, n_warmup_steps=warmup + 1)
+    else:
+        pruner = optuna.pruners.NopPruner()
     study = optuna.create_study(
         study_name=search.study_name, storage=search.storage, direction="maximize", pruner=pruner, load_if_exists=True
     )

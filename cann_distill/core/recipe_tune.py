@@ -1,6 +1,6 @@
 """The `tune` section of a recipe: the search space of `cann-distill tune` (docs/guides/tune.md).
 
-Every key of the section but the options (`trials`, `metric`, `pruner`, `sampler`) is a recipe key path, written as
+Every key of the section but the options (`trials`, `metric`, `pruner`, `pruner_warmup_epochs`, `sampler`) is a recipe key path, written as
 `--set` takes it (`distill.lr`, `distill.losses[1].temperature`), mapped to a range (`{low, high}`, int or float by
 the type of low and high, optional `log` and `step`) or to `{choices: [...]}`. The section is read by `tune` alone:
 no stage fingerprints it, so adding it leaves every run dir up to date. Whether each key is a key of the recipe and
@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 Choice = Union[bool, int, float, str, None]  # what optuna's categorical distribution takes
 Number = Union[int, float]
 
-OPTIONS = ("trials", "metric", "pruner", "sampler")
+OPTIONS = ("trials", "metric", "pruner", "pruner_warmup_epochs", "sampler")
 """The section's own keys; every other key names a recipe key to search."""
 
 
@@ -85,6 +85,12 @@ class TuneConfig(BaseModel):
     )
     pruner: Literal["median", "none"] = Field(
         "median", description="median: stop a trial whose val top-1 after an epoch is below the median of earlier trials' at that epoch"
+    )
+    pruner_warmup_epochs: Optional[int] = Field(
+        None,
+        ge=0,
+        description="epochs every trial runs before the median pruner may stop it; default: a quarter of distill.epochs, "
+        "rounded up (the first epochs' val top-1, under the lr warmup, says little about the last)",
     )
     sampler: Literal["tpe", "random"] = Field("tpe", description="tpe (Optuna's TPESampler) or random; seeded with the recipe's seed")
 

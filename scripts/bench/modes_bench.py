@@ -187,7 +187,8 @@ def run_arm(args: argparse.Namespace, arm: str, seed: int) -> dict[str, Any]:
 
 
 def read_rows(path: Path) -> dict[str, Any]:
-    """The metas (one per invocation) and the last row of every run name in a results file."""
+    """The metas (one per invocation) and the last row of every run name in a results file; a failed row never
+    replaces a finished one (two invocations can race on the same name, and the later one may have failed)."""
     metas: list[dict[str, Any]] = []
     rows: dict[str, dict[str, Any]] = {}
     for line in path.read_text().splitlines() if path.exists() else []:
@@ -195,7 +196,7 @@ def read_rows(path: Path) -> dict[str, Any]:
             item = json.loads(line)
             if "meta" in item:
                 metas.append(item["meta"])
-            else:
+            elif "error" not in item or "error" in rows.get(item["name"], {"error": ""}):
                 rows[item["name"]] = item
     return {"metas": metas, "rows": list(rows.values())}
 

@@ -95,3 +95,35 @@ def test_a_study_is_tied_to_its_recipe(write_recipe, tmp_path: Path) -> None:
     assert other.study_name == search.study_name == "tiny"  # the recipe's name
     with pytest.raises(UsageError, match=r"was made with another recipe \(recipe.distill.epochs: 3 → 5\)"):
         open_study(other)
+
+
+def _prunes_at(study: Any, epochs: int) -> list[int]:
+    """The epochs at which a trial far below five finished ones would be stopped."""
+    for _ in range(5):
+        done = study.ask()
+        for step in range(1, epochs + 1):
+            done.report(0.9, step)
+        study.tell(done, 0.9)
+    low = study.ask()
+    stops = []
+    for step in range(1, epochs + 1):
+        low.report(0.1, step)
+        if low.should_prune():
+            stops.append(step)
+    return stops
+
+
+@pytest.mark.parametrize(("epochs", "asked", "first"), [(3, None, 2), (8, None, 3), (9, None, 4), (8, 0, 1), (8, 5, 6)])
+def test_no_trial_is_stopped_before_its_warmup_epochs(write_recipe, tmp_path: Path, epochs: int, asked: Any, first: int) -> None:
+    tune: dict[str, Any] = {"distill.lr": SPACE["distill.lr"], "trials": 9}
+    if asked is not None:
+        tune["pruner_warmup_epochs"] = asked
+    changed: Any = {**TINY, "distill": {**TINY["distill"], "epochs": epochs}}
+    search, _ = prepare(write_recipe(changed, tune=tune), run_dir=tmp_path / "run")
+    stops = _prunes_at(open_study(search), epochs)
+    assert stops[0] == first and stops == list(range(first, epochs + 1))
+
+
+def test_a_negative_pruner_warmup_is_a_recipe_error(write_recipe) -> None:
+    with pytest.raises(Exception, match="pruner_warmup_epochs"):
+        prepare(write_recipe(tune={"distill.lr": SPACE["distill.lr"], "pruner_warmup_epochs": -1}))
