@@ -105,7 +105,8 @@ def test_report_html_renders_in_chromium(runs: Path) -> None:
         b.open((runs / "runs" / "tiny" / "report" / "report.html").as_uri())
         images = b.images()
         assert len(images) >= 9 and all(i["ok"] and i["src"].startswith("data:image/png;base64") for i in images), images
-        assert b.js("document.querySelectorAll('section').length") == 9
+        assert b.js("document.querySelectorAll('section').length") == 10  # every section but modes (one teacher)
+        assert b.js("document.querySelectorAll('section#fit').length") == 1
         assert b.js("document.querySelectorAll('.missing').length") == 0
         assert b.errors == []
 
