@@ -196,7 +196,10 @@ def read_rows(path: Path) -> dict[str, Any]:
             item = json.loads(line)
             if "meta" in item:
                 metas.append(item["meta"])
-            elif "error" not in item or "error" in rows.get(item["name"], {"error": ""}):
+            else:
+                earlier = rows.get(item["name"])
+                if "error" in item and earlier is not None and "error" not in earlier:
+                    continue  # a finished run stands
                 rows[item["name"]] = item
     return {"metas": metas, "rows": list(rows.values())}
 

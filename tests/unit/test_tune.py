@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from cann_distill.core.errors import UsageError
+from cann_distill.core.errors import RecipeError, UsageError
 from cann_distill.core.recipe_load import load_recipe
 from tests.conftest import TINY
 
@@ -125,5 +125,5 @@ def test_no_trial_is_stopped_before_its_warmup_epochs(write_recipe, tmp_path: Pa
 
 
 def test_a_negative_pruner_warmup_is_a_recipe_error(write_recipe) -> None:
-    with pytest.raises(Exception, match="pruner_warmup_epochs"):
+    with pytest.raises(RecipeError, match="tune.pruner_warmup_epochs: Input should be greater than or equal to 0"):
         prepare(write_recipe(tune={"distill.lr": SPACE["distill.lr"], "pruner_warmup_epochs": -1}))
