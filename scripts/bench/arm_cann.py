@@ -16,6 +16,21 @@ from typing import Any
 import arm_common as ac
 
 
+def test_fields(checkpoint: Path, root: Path, eval_tf: Any, norm: Any) -> dict[str, Any]:
+    """The distilled student's per-image test predictions, in the ImageFolder order the other arms use (the
+    report pairs them); its top-1 is kept as `test_acc_imagefolder` beside the distill stage's own `test_acc`."""
+    import timm
+    import torch
+    from torch.utils.data import DataLoader
+    from torchvision.datasets import ImageFolder
+
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model = timm.create_model(saved["arch"], num_classes=saved["num_classes"], in_chans=saved["in_chans"])
+    model.load_state_dict(saved["state_dict"])
+    fields = ac.test_fields(*ac.predictions(model, DataLoader(ImageFolder(str(root / "test"), eval_tf), batch_size=256), norm))
+    return {"test_acc_imagefolder": fields.pop("test_acc"), **fields}
+
+
 def main() -> int:
     spec, out = ac.parse_args(__doc__.splitlines()[0])
     started = time.perf_counter()
@@ -53,6 +68,7 @@ def main() -> int:
         epochs = [{"seconds": results["distill"].seconds, "samples": steps * spec["batch_size"], "steps": steps}]
     train_tf, eval_tf = build_transforms(recipe.data)
     norm = pixel_norm(recipe.data)
+    tested = test_fields(run_dir / "distill" / "student.pt", Path(spec["data_root"]), eval_tf, norm) if spec["evaluate"] else {}
     ac.write_result(
         out,
         spec,
@@ -62,6 +78,7 @@ def main() -> int:
         distill_seconds=results["distill"].seconds,
         stages={name: {"seconds": r.seconds, "status": r.status} for name, r in results.items()},
         test_acc=distill.get("test_acc") if spec["evaluate"] else None,
+        **tested,
         val_acc=distill.get("val_acc"),
         teacher_targets=targets,
         teacher_summary=distill.get("teacher"),

@@ -148,15 +148,29 @@ def make_optimizer(params: Any, opt: dict[str, Any]) -> torch.optim.Optimizer:
 
 
 @torch.no_grad()
-def accuracy(model: torch.nn.Module, loader: Any) -> float:
-    """Top-1 over a loader of (images, targets, ...) batches, in eval mode."""
+def predictions(model: torch.nn.Module, loader: Any, norm: Any = None) -> tuple[list[int], list[int]]:
+    """(top-1 class, target) per image of a loader of (images, targets, ...) batches in its order, in eval mode;
+    `norm` (e.g. cann-distill's per-batch `PixelNorm`) runs on each image batch first."""
     model.eval()
-    correct = total = 0
+    pred: list[int] = []
+    target: list[int] = []
     for batch in loader:
         x, y = batch[0], batch[1]
-        correct += int((model(x).argmax(1) == y).sum())
-        total += int(y.shape[0])
-    return correct / max(total, 1)
+        pred += model(norm(x) if norm is not None else x).argmax(1).tolist()
+        target += [int(v) for v in y]
+    return pred, target
+
+
+def accuracy(model: torch.nn.Module, loader: Any) -> float:
+    """Top-1 over a loader of (images, targets, ...) batches, in eval mode."""
+    pred, target = predictions(model, loader)
+    return sum(p == t for p, t in zip(pred, target)) / max(len(target), 1)
+
+
+def test_fields(pred: list[int], target: list[int]) -> dict[str, Any]:
+    """The result fields for the test split: top-1, and the per-image predictions (ImageFolder order:
+    sorted classes, sorted files) that the report pairs across arms with the exact McNemar test."""
+    return {"test_acc": sum(p == t for p, t in zip(pred, target)) / max(len(target), 1), "test_pred": pred, "test_target": target}
 
 
 def write_result(out: Path, spec: dict[str, Any], started: float, **fields: Any) -> None:

@@ -75,16 +75,15 @@ def main() -> int:
             opt.step()
             sched.step()
 
-    test_acc = None
+    tested = {"test_acc": None}
     if spec["evaluate"]:
-        test = DataLoader(ImageFolder(str(root / "test"), eval_tf), batch_size=256)
-        test_acc = ac.accuracy(student, test)
+        tested = ac.test_fields(*ac.predictions(student, DataLoader(ImageFolder(str(root / "test"), eval_tf), batch_size=256)))
     ac.write_result(
         out,
         spec,
         started,
         epochs=loader.epochs,
-        test_acc=test_acc,
+        **tested,
         teacher_targets="online" if forward else ("none (CE only)" if not use_kd else "none (skipped)"),
         augmented=spec["augment"],
         teacher_mode="eval" if forward else ("no teacher" if not use_kd else "no teacher forward"),

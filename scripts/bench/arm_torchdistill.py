@@ -201,19 +201,19 @@ def main() -> int:
                 raise ValueError(f"The training loop was broken due to loss = {loss}")
         box.post_epoch_process()
 
-    test_acc = None
+    tested: dict = {"test_acc": None}
     if spec["evaluate"]:
         test_loader = build_data_loader(
             dataset_dict[config["test"]["test_data_loader"]["dataset_id"]], config["test"]["test_data_loader"], False
         )
-        test_acc = ac.accuracy(student_model, test_loader)
+        tested = ac.test_fields(*ac.predictions(student_model, test_loader))
     box.clean_modules()
     ac.write_result(
         out,
         spec,
         started,
         epochs=timed.epochs,
-        test_acc=test_acc,
+        **tested,
         teacher_targets="online",
         augmented=spec["augment"],
         teacher_mode="/".join(sorted(teacher_modes)),

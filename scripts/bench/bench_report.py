@@ -48,7 +48,9 @@ def timed_epochs(run: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def timeable(run: dict[str, Any]) -> bool:
-    return len(run.get("epochs") or []) > WARMUP_EPOCHS
+    """A warm-up epoch and at least one more that trained on something (a split smaller than one batch trains on none)."""
+    epochs = run.get("epochs") or []
+    return len(epochs) > WARMUP_EPOCHS and sum(e["samples"] for e in epochs[WARMUP_EPOCHS:]) > 0
 
 
 def loop_rate(run: dict[str, Any]) -> float:
@@ -220,7 +222,40 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
         out["per_seed"] = _per_seed(acc["runs"])
         _transfer_efficiency(out["accuracy"], out["per_seed"], out["teacher_test_acc"])
         out["losses"] = _where_cann_loses(out["accuracy"], {a: i.get("label", a) for a, i in data.get("arms", {}).items()})
+        out["paired"] = paired_by_seed(acc["runs"])
     return out
+
+
+def _comparisons(arms: list[str]) -> list[tuple[str, str]]:
+    """(A, B) pairs the page tests per seed: every arm against the student alone, and cann-distill's
+    headline arms against each peer."""
+    pairs = [(a, "student") for a in arms if a != "student" and "student" in arms]
+    pairs += [(c, peer) for c in HEADLINE if c in arms for peer in arms if peer not in CANN_ARMS and peer != "student"]
+    return pairs
+
+
+def paired_by_seed(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The exact McNemar test (`cann_distill.reporting.measures.paired_difference`, the rule the report and
+    `--strict` use) of arm A against arm B per seed, on the same test images. Runs without per-image
+    predictions (made before they were recorded) or whose targets do not line up are left out."""
+    import numpy as np
+
+    from cann_distill.reporting.measures import paired_difference
+
+    by_seed: dict[int, dict[str, dict[str, Any]]] = {}
+    for r in _done(runs):
+        if r.get("test_pred") is not None and r.get("test_target") is not None:
+            by_seed.setdefault(int(r["seed"]), {})[r["arm"]] = r
+    rows = []
+    for seed, arms in sorted(by_seed.items()):
+        for a, b in _comparisons([x for x in ARM_ORDER if x in arms]):
+            ra, rb = arms[a], arms[b]
+            if ra["test_target"] != rb["test_target"]:
+                rows.append({"seed": seed, "a": a, "b": b, "verdict": "not paired", "reason": "the test images are in a different order"})
+                continue
+            p = paired_difference(np.array(ra["test_target"]), np.array(ra["test_pred"]), np.array(rb["test_pred"]))
+            rows.append({"seed": seed, "a": a, "b": b, **p})
+    return rows
 
 
 def _per_seed(runs: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
@@ -360,6 +395,44 @@ def _accuracy_criteria(acc: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------- markdown
+
+
+def _paired_lines(rows: list[dict[str, Any]], arms_info: dict[str, Any]) -> list[str]:
+    """The per-seed paired tests as a table, one row per (A, B) pair, one column per seed."""
+    if not rows:
+        return [
+            "### Paired per seed",
+            "",
+            "Not available: these runs did not record per-image test predictions.",
+            "",
+        ]
+
+    def label(arm: str) -> str:
+        return str(arms_info.get(arm, {}).get("label", arm))
+
+    seeds = sorted({r["seed"] for r in rows})
+    pairs = list(dict.fromkeys((r["a"], r["b"]) for r in rows))
+    cells = {(r["seed"], r["a"], r["b"]): r for r in rows}
+
+    def cell(r: Optional[dict[str, Any]]) -> str:
+        if r is None:
+            return "–"
+        if r["verdict"] == "not paired":
+            return "not paired"
+        return f"{100 * r['difference']:+.2f} pt, p={r['p_value']:.2g} ({r['verdict']})"
+
+    table = [[f"{label(a)} vs {label(b)}"] + [cell(cells.get((seed, a, b))) for seed in seeds] for a, b in pairs]
+    return (
+        [
+            "### Paired per seed",
+            "",
+            "A − B in test top-1 on the same test images, per seed, with the exact McNemar test (the rule cann-distill's "
+            "report and `--strict` use): `better` / `worse` when p < 0.05, `tie` within the noise.",
+            "",
+        ]
+        + _table(["A vs B"] + [f"seed {seed}" for seed in seeds], table)
+        + [""]
+    )
 
 
 def _num(x: Optional[float], digits: int = 1) -> str:
@@ -705,6 +778,7 @@ def render(data: dict[str, Any]) -> str:
         ]
         lines += ["### Per seed", "", "Test top-1 (%) and TE of each arm, by seed.", ""]
         lines += _table(["seed"] + [arms_info.get(a, {}).get("label", a) for a in arms], seed_rows) + [""]
+        lines += _paired_lines(s.get("paired", []), arms_info)
         lines += [
             "### Where cann-distill loses",
             "",

@@ -241,3 +241,48 @@ def test_the_page_shows_no_machine_path_for_the_interpreter() -> None:
         bench_report._portable("/home/me/.venv/bin/python3 scripts/bench/bench.py --seeds 3") == "python scripts/bench/bench.py --seeds 3"
     )
     assert bench_report._portable(".venv/bin/python scripts/bench/bench.py") == ".venv/bin/python scripts/bench/bench.py"
+
+
+def with_predictions(run: dict[str, Any], target: list[int], right: int, start: int = 0) -> dict[str, Any]:
+    """`run` with per-image test predictions: images start..start+right-1 correct, the rest off by one class."""
+    pred = [t if start <= i < start + right else (t + 1) % 3 for i, t in enumerate(target)]
+    return {**run, "test_pred": pred, "test_target": target, "test_acc": right / len(target)}
+
+
+def test_paired_rows_are_the_exact_mcnemar_test_per_seed(photo_data: dict[str, Any]) -> None:
+    target = [i % 3 for i in range(200)]
+    right = {"student": 100, "plain": 160, "torchdistill": 150, "default": 104, "patient": 170}
+    runs = photo_data["accuracy"]["runs"]
+    photo_data["accuracy"]["runs"] = [with_predictions(r, target, right[r["arm"]], 10 if r["arm"] == "default" else 0) for r in runs]
+    rows = bench_report.summarize(photo_data)["paired"]
+    first = next(r for r in rows if (r["seed"], r["a"], r["b"]) == (0, "default", "student"))
+    # default right on images 10..113, the student on 0..99: 14 against 10 discordant images, p = P(|X - 12| >= 2), X ~ B(24, 1/2)
+    assert (first["a_only"], first["b_only"], first["verdict"]) == (14, 10, "tie")
+    assert first["p_value"] == pytest.approx(0.5413, abs=1e-4)
+    plain = next(r for r in rows if (r["seed"], r["a"], r["b"]) == (2, "default", "plain"))
+    assert (plain["b_only"], plain["verdict"]) == (56, "worse")
+    pairs = {(r["a"], r["b"]) for r in rows}
+    assert ("student", "student") not in pairs and ("default", "torchdistill") in pairs and ("patient", "plain") in pairs
+    page = bench_report.render(photo_data)
+    assert row(page, "cann-distill default vs student alone (CE)", "### Paired per seed")[1:] == ["+2.00 pt, p=0.54 (tie)"] * 3
+    assert row(page, "plain PyTorch KD vs student alone (CE)", "### Paired per seed")[1].endswith("(better)")
+
+
+def test_runs_without_predictions_or_with_other_images_are_not_paired(photo_data: dict[str, Any]) -> None:
+    page = bench_report.render(photo_data)
+    assert "Not available: these runs did not record per-image test predictions." in page
+    target = [i % 3 for i in range(50)]
+    runs = [with_predictions(r, target, 40) for r in photo_data["accuracy"]["runs"]]
+    runs[0] = {**runs[0], "test_target": list(reversed(target))}  # student, seed 0: images in another order
+    photo_data["accuracy"]["runs"] = runs
+    rows = bench_report.summarize(photo_data)["paired"]
+    assert next(r for r in rows if (r["seed"], r["a"], r["b"]) == (0, "plain", "student"))["verdict"] == "not paired"
+    assert next(r for r in rows if (r["seed"], r["a"], r["b"]) == (1, "plain", "student"))["verdict"] == "too_few"
+
+
+def test_a_run_that_trained_on_no_batch_is_not_timed(data: dict[str, Any]) -> None:
+    run = acc_run("online", 0, 0.5)
+    run["epochs"] = [{"seconds": 0.01, "samples": 0, "steps": 0}] * 2  # fewer images than one batch, drop_last
+    data["accuracy"]["runs"] = [run]
+    online = bench_report.summarize(data)["accuracy"]["online"]
+    assert online["test_acc"]["mean"] == 50.0 and online["loop"] is None
