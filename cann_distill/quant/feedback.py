@@ -64,6 +64,25 @@ class Baseline:
         }
 
 
+OUTLIER_RATIO = 10.0  # one channel's range this many times the median channel's: per-tensor INT8 starves the rest
+
+
+def outlier_note(gap_rows: list[dict[str, Any]], top: int = 3, ratio: float = OUTLIER_RATIO) -> Optional[str]:
+    """A line naming an outlier activation channel at one of the `top` worst layers (`gap.channel_outlier`), or None."""
+    for row in gap_rows[:top]:
+        r = row.get("outlier_ratio")
+        if r is not None and r >= ratio:
+            where = row.get("module") or row.get("node") or row.get("tensor")
+            return (
+                f"{where}: channel {row['outlier_channel']} of its output spans {r:.0f}× the median channel's range, so "
+                f"per-tensor INT8 activations leave the other channels about {256 / r:.0f} of 256 levels "
+                f"({row['sqnr_db']:.0f} dB SQNR there). The float training grew that channel; recalibrating (percentile, "
+                "entropy) clips it and loses what it carries. QAD (`distill.qat.enabled: true`) trains around it, and "
+                "another seed often does not grow it"
+            )
+    return None
+
+
 def helps(measured: dict[str, Any]) -> bool:
     """A fix helps when its INT8 model beats the shipped one on val beyond the noise (the paired test says `better`)."""
     return bool(measured.get("paired", {}).get("verdict") == "better")

@@ -88,6 +88,21 @@ def channel_sqnr(ref: np.ndarray, test: np.ndarray, lo: float = -20.0, hi: float
     return float(np.clip(np.nan_to_num(db, nan=hi, posinf=hi, neginf=lo), lo, hi).mean())
 
 
+def channel_outlier(ref: np.ndarray) -> tuple[float, int]:
+    """(largest channel's |max| over the median channel's, that channel) for an activation [N, C, ...].
+
+    Per-tensor INT8 activations share one scale across channels: with one channel 25× the others'
+    range, the others get about 256 / 25 ≈ 10 levels, whatever the calibration. 1.0 for a tensor
+    without a channel axis or without a non-zero channel.
+    """
+    if ref.ndim < 2 or ref.shape[1] < 2:
+        return 1.0, 0
+    peak = np.abs(np.moveaxis(ref, 1, 0).reshape(ref.shape[1], -1)).max(axis=1)
+    median = float(np.median(peak[peak > 0])) if (peak > 0).any() else 0.0
+    top = int(np.argmax(peak))
+    return (float(peak[top]) / median if median > 0 else 1.0), top
+
+
 def layer_gap(fp32: Path, int8: Path, images: np.ndarray, work: Path, input_cap_db: float = 60.0) -> list[dict[str, Any]]:
     """One row per activation tensor found in both models, worst first.
 
@@ -95,7 +110,8 @@ def layer_gap(fp32: Path, int8: Path, images: np.ndarray, work: Path, input_cap_
     names line up. `sqnr_db` compares the float model's activation with the INT8 model's (mean
     per-channel SQNR, see `channel_sqnr`): the error accumulated up to this layer. `gap_db` is how much SQNR this layer loses relative to
     its (measured) inputs, i.e. the error the layer itself adds; rows are ranked by it. The
-    network input counts as `input_cap_db`.
+    network input counts as `input_cap_db`. `outlier_ratio` / `outlier_channel`: `channel_outlier` of
+    the float activation.
     """
     import onnx
     from onnxruntime.quantization.qdq_loss_debug import create_activation_matching
@@ -108,10 +124,11 @@ def layer_gap(fp32: Path, int8: Path, images: np.ndarray, work: Path, input_cap_
     producers = {out: n for n in graph.node for out in n.output}
     sqnr: dict[str, float] = {}
     cos: dict[str, float] = {}
+    outlier: dict[str, tuple[float, int]] = {}
     for tensor, m in match.items():
         if "float" in m and m.get("post_qdq") is not None and tensor in producers:
             ref, got = np.concatenate(m["float"]), np.concatenate(m["post_qdq"])
-            sqnr[tensor], cos[tensor] = channel_sqnr(ref, got), _cosine(ref, got)
+            sqnr[tensor], cos[tensor], outlier[tensor] = channel_sqnr(ref, got), _cosine(ref, got), channel_outlier(ref)
     graph_inputs = {i.name for i in graph.input}
     for tensor, m in match.items():  # input quantization noise seeds the chain
         if tensor in graph_inputs and m.get("pre_qdq") is not None and m.get("post_qdq") is not None:
@@ -144,6 +161,8 @@ def layer_gap(fp32: Path, int8: Path, images: np.ndarray, work: Path, input_cap_
                 "input_sqnr_db": before,
                 "gap_db": before - min(value, input_cap_db),
                 "cosine": cos[tensor],
+                "outlier_ratio": outlier[tensor][0],
+                "outlier_channel": outlier[tensor][1],
             }
         )
     rows.sort(key=lambda r: -r["gap_db"])

@@ -24,7 +24,17 @@ from cann_distill.quant import qad
 from cann_distill.quant.calibration import calibration_images, stack
 from cann_distill.quant.deploy_meta import deploy_metadata, stamp_onnx
 from cann_distill.quant.export import export_onnx
-from cann_distill.quant.feedback import QAD_ENABLED, Baseline, gate, not_measured, qat_config, set_dotted, split_changes, suggest_fixes
+from cann_distill.quant.feedback import (
+    QAD_ENABLED,
+    Baseline,
+    gate,
+    not_measured,
+    outlier_note,
+    qat_config,
+    set_dotted,
+    split_changes,
+    suggest_fixes,
+)
 from cann_distill.quant.gap import layer_gap
 from cann_distill.quant.profiles import basis, effective_validate
 from cann_distill.runtime.terminal import ui
@@ -340,6 +350,8 @@ def _notes(run: _OnnxRun, lat: dict[str, Any]) -> list[str]:
             if run.feedback["apply"]
             else f"{drop}: no measured fix helped (feedback.suggestions lists what was tried); nothing to apply"
         )
+        if (outlier := outlier_note(run.gap_rows)) is not None:
+            notes.append(outlier)
     return notes
 
 
