@@ -31,7 +31,11 @@ def commit() -> str:
 def row_of(name: str, mode: str, seed: int, validation: dict[str, Any], seconds: float, made_at: str) -> dict[str, Any]:
     """The JSON line for one finished run: top-1 per split and model, the worst layer of the gap."""
     by = validation["by_split"]
-    acc = {f"{split}_{model}": round(by[split]["accuracy"][key], 4) for split in by for model, key in (("fp32", "onnx_fp32"), ("int8", "onnx_int8"))}
+    acc = {
+        f"{split}_{model}": round(by[split]["accuracy"][key], 4)
+        for split in by
+        for model, key in (("fp32", "onnx_fp32"), ("int8", "onnx_int8"))
+    }
     worst = (validation.get("layer_gap") or {}).get("worst") or [{}]
     w = worst[0]
     return {
