@@ -30,6 +30,7 @@ def _enter(rank: int, world: int, store: str, worker: Callable[..., Any], args: 
     distributed._group = distributed.Group(rank, world, rank, "gloo", torch.device("cpu"), TIMEOUT_S)
     try:
         worker(rank, world, *args)
+        dist.barrier()  # leave together: a rank that tears gloo down while a peer still works can abort at exit
     finally:
         distributed._group = None
         dist.destroy_process_group()

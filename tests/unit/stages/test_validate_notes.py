@@ -14,6 +14,7 @@ def run_with(drop: float, threshold: float = 0.01, apply: bool = False) -> Simpl
         float_ops={},
         metrics={"val": {"accuracy": {"int8_drop": drop}}},
         feedback={"triggered": True, "threshold": threshold, "apply": {"x": 1} if apply else {}},
+        gap_rows=[],
     )
 
 
@@ -32,3 +33,18 @@ def test_no_trigger_no_note() -> None:
     run = run_with(0.0)
     run.feedback["triggered"] = False
     assert _notes(run, STEADY) == []
+
+
+def test_an_outlier_channel_at_a_worst_layer_adds_its_own_note() -> None:
+    run = run_with(0.025)
+    run.gap_rows = [{"module": "conv_stem", "sqnr_db": 17.2, "outlier_ratio": 19.0, "outlier_channel": 8}]
+    drop, outlier = _notes(run, STEADY)
+    assert drop.startswith("INT8 drop 2.50 pt on val")
+    assert outlier.startswith("conv_stem: channel 8 of its output spans 19× the median channel's range")
+    assert "about 13 of 256 levels (17 dB SQNR there)" in outlier
+
+
+def test_a_channel_within_the_ratio_adds_no_note() -> None:
+    run = run_with(0.025)
+    run.gap_rows = [{"module": "conv_stem", "sqnr_db": 30.0, "outlier_ratio": 4.0, "outlier_channel": 8}]
+    assert len(_notes(run, STEADY)) == 1
