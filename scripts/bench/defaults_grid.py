@@ -44,6 +44,25 @@ ARMS: dict[str, tuple[str, list[str]]] = {  # name: (stage, overrides)
     # twice the epochs with replayed views (10 labelled views per image), and the baseline at the same epochs
     "replay30": ("distill", [*WARM, "distill.teacher_targets=replay", "distill.epochs=30"]),
     "base30": ("baseline", [*WARM, "distill.epochs=30"]),
+    # at the 30-epoch default: EMA weights with the best validation epoch, and decoupled KD (Zhao et al., CVPR 2022)
+    "ema_best": ("distill", [*WARM, "distill.ema_decay=0.998", "distill.select_best=true"]),
+    "dkd8": ("distill", [*WARM, "distill.losses[1].kind=dkd", "distill.losses[1].beta=8.0"]),
+    "dkd2": ("distill", [*WARM, "distill.losses[1].kind=dkd", "distill.losses[1].beta=2.0"]),
+    # logit standardization (Sun et al., CVPR 2024): the paper's T = 2, CE 0.1 + KD 9; and at the default weights
+    "ls": (
+        "distill",
+        [
+            *WARM,
+            "distill.losses[1].standardize=true",
+            "distill.losses[1].temperature=2.0",
+            "distill.losses[0].weight=0.1",
+            "distill.losses[1].weight=9.0",
+        ],
+    ),
+    "ls_w1": ("distill", [*WARM, "distill.losses[1].standardize=true", "distill.losses[1].temperature=2.0"]),
+    # DIST (Huang et al., NeurIPS 2022): ImageNet's T = 1, beta = gamma = 1, CE 1 : DIST 2; CIFAR's T = 4, beta = gamma = 2
+    "dist1": ("distill", [*WARM, "distill.losses[1].kind=dist", "distill.losses[1].temperature=1.0", "distill.losses[1].weight=1.0"]),
+    "dist4": ("distill", [*WARM, "distill.losses[1].kind=dist", "distill.losses[1].beta=2.0", "distill.losses[1].gamma=2.0"]),
     # training augmentation off (the evaluation transform for training images too), distilled and baseline
     "noaug": ("distill", [*WARM, "data.augment.enabled=false"]),
     "base_noaug": ("baseline", [*WARM, "data.augment.enabled=false"]),

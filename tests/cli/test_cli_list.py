@@ -37,7 +37,7 @@ def test_each_list_holds_the_registry(cli, kind: str, names) -> None:
 def test_components_show_their_first_doc_line_and_keyword_arguments(cli) -> None:
     kd = {e["name"]: e for e in listed(cli, "losses")}["kd"]
     assert kd["description"].startswith("Hinton et al.")
-    assert kd["arguments"] == "temperature: float = 4.0"
+    assert kd["arguments"] == "temperature: float = 4.0, standardize: bool = False"
     linear = {e["name"]: e for e in listed(cli, "schedules")}["linear"]
     assert linear["arguments"] == "start: float, end: float"
 

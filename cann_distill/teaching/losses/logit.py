@@ -16,6 +16,11 @@ def _temperature(outputs: Outputs, default: float, like: torch.Tensor) -> torch.
     return temp.to(like.dtype).reshape(-1, 1)
 
 
+def standardized(logits: torch.Tensor) -> torch.Tensor:
+    """Per-sample z-scores over the classes (dim 1): (z - mean) / (std + 1e-7), std unbiased, as Sun et al.'s code."""
+    return (logits - logits.mean(dim=1, keepdim=True)) / (logits.std(dim=1, keepdim=True) + 1e-7)
+
+
 @LOSSES.register("ce")
 class CrossEntropy(Loss):
     """Cross-entropy of the student against the labels (optional label smoothing).
@@ -44,8 +49,14 @@ class HintonKD(Loss):
     KL(softmax(t/T) || softmax(s/T)) * T^2, so the gradient scale does not shrink with T.
     A per-sample temperature (`outputs["temperature"]`, shape [B]) overrides the fixed one.
 
+    `standardize: true` is logit standardization (Sun et al., "Logit Standardization in Knowledge
+    Distillation", CVPR 2024): each sample's student and teacher logits are z-scored over the classes
+    (mean 0, standard deviation 1, as the authors' code: unbiased std + 1e-7) before the division by T, so
+    the student matches the teacher's ranking of the classes rather than its logit range; the paper pairs
+    it with T = 2 and a KD weight of 9 against CE 0.1.
+
     `teacher.logits` may be log-probabilities: T then applies to them, softmax(log p / T), which for a
-    full distribution is exactly softmax(t / T). Replayed targets (`distill.teacher_targets: replay`,
+    full distribution is exactly softmax(t / T) (and, standardized, exactly the standardized logits). Replayed targets (`distill.teacher_targets: replay`,
     FKD, Shen & Xing, ECCV 2022) arrive so: the teacher's top-k probabilities of the view with the
     remaining mass spread uniformly over the other classes, as FKD does (`cann_distill.teaching.targets`).
     """
@@ -53,14 +64,19 @@ class HintonKD(Loss):
     requires = ("student.logits", "teacher.logits")
     teacher_logits = "distribution"
 
-    def __init__(self, temperature: float = 4.0) -> None:
+    def __init__(self, temperature: float = 4.0, standardize: bool = False) -> None:
         if not temperature > 0:
             raise ValueError("temperature must be > 0")
+        if not isinstance(standardize, bool):
+            raise ValueError("standardize must be true or false")
         self.temperature = temperature
+        self.standardize = standardize
 
     def __call__(self, outputs: Outputs) -> torch.Tensor:
         s = outputs["student.logits"]
         t = outputs["teacher.logits"].to(s.dtype)
+        if self.standardize:
+            s, t = standardized(s), standardized(t)
         temp = _temperature(outputs, self.temperature, s)
         log_p_s = F.log_softmax(s / temp, dim=1)
         log_p_t = F.log_softmax(t / temp, dim=1)
@@ -117,6 +133,50 @@ class DecoupledKD(Loss):
         log_qt = (zt_nt - lse_t_nt.unsqueeze(1)).masked_fill(target, 0.0)
         nckd = (log_qt.exp().masked_fill(target, 0.0) * (log_qt - log_qs)).sum(1)
         return (self.alpha * tckd + self.beta * nckd) * temp.squeeze(1) ** 2
+
+
+def _pearson(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Row-wise Pearson correlation of [N, M] matrices, as DIST's code (cosine of the centred rows + eps)."""
+    a, b = a - a.mean(dim=1, keepdim=True), b - b.mean(dim=1, keepdim=True)
+    return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
+
+
+@LOSSES.register("dist")
+class DIST(Loss):
+    """Huang, You, Wang, Qian & Xu, "Knowledge Distillation from A Stronger Teacher" (DIST, NeurIPS 2022).
+
+    Matches relations instead of probabilities: with p = softmax(z / T), the inter-class term is
+    1 - pearson(p_s[i], p_t[i]) per sample (the teacher's ranking of the classes for each image), the
+    intra-class term 1 - pearson(p_s[:, c], p_t[:, c]) averaged over the classes (how the batch's images rank
+    for each class); the loss is T^2 * (beta * inter + gamma * intra). Sample i gets its inter term plus the
+    batch's intra term, so the batch mean is the authors' loss (`relational`: under torchrun it reads the
+    global batch). The paper's ImageNet setting is T = 1, beta = gamma = 1; CIFAR's T = 4, beta = gamma = 2.
+    """
+
+    requires = ("student.logits", "teacher.logits")
+    teacher_logits = "distribution"
+    relational = True
+
+    def __init__(self, beta: float = 1.0, gamma: float = 1.0, temperature: float = 1.0) -> None:
+        if not temperature > 0:
+            raise ValueError("temperature must be > 0")
+        if beta < 0 or gamma < 0:
+            raise ValueError("beta and gamma must be >= 0")
+        self.beta, self.gamma, self.temperature = beta, gamma, temperature
+
+    def __call__(self, outputs: Outputs) -> torch.Tensor:
+        s = outputs["student.logits"]
+        t = outputs["teacher.logits"].to(s.dtype)
+        if s.shape != t.shape or s.dim() != 2 or s.shape[1] < 2:
+            raise ValueError(
+                f"dist needs 'student.logits' and 'teacher.logits' of the same shape [B, C >= 2], got {tuple(s.shape)} and {tuple(t.shape)}"
+            )
+        temp = _temperature(outputs, self.temperature, s)
+        p_s, p_t = F.softmax(s / temp, dim=1), F.softmax(t / temp, dim=1)
+        t2 = temp.squeeze(1) ** 2
+        inter = 1 - _pearson(p_s, p_t)
+        intra = (1 - _pearson(p_s.T, p_t.T)).mean() if s.shape[0] > 1 else s.new_zeros(())
+        return t2 * (self.beta * inter + self.gamma * intra)
 
 
 @LOSSES.register("dml")

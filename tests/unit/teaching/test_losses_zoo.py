@@ -80,6 +80,71 @@ def test_dkd_is_zero_for_equal_logits_and_rejects_mismatched_shapes() -> None:
         LOSSES.build("dkd", temperature=0.0)
 
 
+# ---------------------------------------------------------------- dist, and kd with standardized logits
+
+
+def _pearson(a: list[float], b: list[float]) -> float:
+    ma, mb = sum(a) / len(a), sum(b) / len(b)
+    num = sum((x - ma) * (y - mb) for x, y in zip(a, b))
+    return num / (math.sqrt(sum((x - ma) ** 2 for x in a)) * math.sqrt(sum((y - mb) ** 2 for y in b)))
+
+
+def _dist_by_hand(s: list[list[float]], t: list[list[float]], beta: float, gamma: float, T: float) -> list[float]:
+    ps = [_softmax([v / T for v in row]) for row in s]
+    pt = [_softmax([v / T for v in row]) for row in t]
+    classes = range(len(s[0]))
+    intra = sum(1 - _pearson([r[c] for r in ps], [r[c] for r in pt]) for c in classes) / len(s[0])
+    return [T * T * (beta * (1 - _pearson(a, b)) + gamma * intra) for a, b in zip(ps, pt)]
+
+
+def test_dist_matches_hand_computed_value_and_its_batch_mean_is_the_papers_loss() -> None:
+    s = [[2.0, 1.0, 0.0, -1.0], [0.5, -0.5, 1.5, 0.0], [1.0, 1.0, -2.0, 0.3]]
+    t = [[1.0, 2.0, 0.5, 0.0], [0.0, 0.2, 2.5, -1.0], [2.0, 0.1, -1.0, 0.4]]
+    out = {"student.logits": torch.tensor(s), "teacher.logits": torch.tensor(t)}
+    for beta, gamma, T in [(1.0, 1.0, 1.0), (2.0, 2.0, 4.0), (1.0, 0.0, 2.0)]:
+        got = LOSSES.build("dist", beta=beta, gamma=gamma, temperature=T)(out)
+        assert got.shape == (3,)
+        for g, want in zip(got.tolist(), _dist_by_hand(s, t, beta, gamma, T)):
+            assert g == pytest.approx(want, rel=1e-5)
+    # teacher log-probabilities (replayed targets) give the same loss: only softmax(t / T) is read
+    logp = torch.log_softmax(torch.tensor(t), dim=1)
+    torch.testing.assert_close(LOSSES.build("dist")({**out, "teacher.logits": logp}), LOSSES.build("dist")(out), rtol=1e-5, atol=1e-6)
+
+
+def test_dist_is_zero_for_equal_logits_is_relational_and_rejects_bad_input() -> None:
+    x = torch.randn(6, 5)
+    dist = LOSSES.build("dist", beta=1.0, gamma=1.0, temperature=4.0)
+    assert dist.relational and dist.teacher_logits == "distribution"
+    assert dist({"student.logits": x, "teacher.logits": x}).abs().max().item() < 1e-4  # float32 rounding, times T^2 = 16
+    with pytest.raises(ValueError, match=r"dist needs .*\(6, 5\).*\(6, 4\)"):
+        dist({"student.logits": x, "teacher.logits": x[:, :4]})
+    with pytest.raises(ValueError, match="temperature"):
+        LOSSES.build("dist", temperature=0.0)
+    with pytest.raises(ValueError, match="beta and gamma"):
+        LOSSES.build("dist", gamma=-1.0)
+
+
+def test_kd_standardize_z_scores_both_logits_before_the_temperature() -> None:
+    # Sun et al. (CVPR 2024): KD on (z - mean) / std per sample; a shift or scale of either logit vector changes nothing
+    s, t, T = [2.0, 1.0, 0.0, -1.0], [1.0, 4.0, 0.5, 0.0], 2.0
+
+    def z(v: list[float]) -> list[float]:
+        m = sum(v) / len(v)
+        sd = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))  # unbiased, as the authors' torch.std
+        return [(x - m) / (sd + 1e-7) for x in v]
+
+    want = _kl(_softmax([v / T for v in z(t)]), _softmax([v / T for v in z(s)])) * T * T
+    kd = LOSSES.build("kd", temperature=T, standardize=True)
+    got = kd({"student.logits": torch.tensor([s]), "teacher.logits": torch.tensor([t])})
+    assert got.item() == pytest.approx(want, rel=1e-5)
+    moved = kd({"student.logits": torch.tensor([s]) * 3 + 5, "teacher.logits": torch.log_softmax(torch.tensor([t]) * 0.5, dim=1)})
+    assert moved.item() == pytest.approx(want, rel=1e-4)
+    plain = LOSSES.build("kd", temperature=T)({"student.logits": torch.tensor([s]), "teacher.logits": torch.tensor([t])})
+    assert abs(plain.item() - want) > 1e-3  # off by default
+    with pytest.raises(ValueError, match="standardize"):
+        LOSSES.build("kd", standardize="yes")
+
+
 # ---------------------------------------------------------------- feature losses
 
 
