@@ -70,7 +70,7 @@ import bench_report
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-ARMS = ("student", "plain", "ceiling", "torchdistill", "online", "cached", "replay", "default", "patient")
+ARMS = ("student", "plain", "ceiling", "torchdistill", "online", "cached", "replay", "default", "patient", "plain_long")
 SPEED_DEFAULT = ("plain", "ceiling", "torchdistill", "online", "cached", "replay")
 ACCURACY_DEFAULT = ("student", "plain", "torchdistill", "default", "patient")
 SPEED_ONLY = ("ceiling",)
@@ -106,6 +106,13 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         f"{','.join(SPEED_DEFAULT)}; accuracy {','.join(ACCURACY_DEFAULT)})",
     )
     ap.add_argument("--patient-factor", type=int, default=5, help="the patient arm's epochs ÷ the others' (default %(default)s)")
+    ap.add_argument(
+        "--plain-long-factor",
+        type=float,
+        default=2.2,
+        help="the plain_long arm's epochs ÷ the others' (rounded; default %(default)s: the patient arm's wall time over the "
+        "plain arm's, measured on the photo sets)",
+    )
     ap.add_argument(
         "--resume",
         action="store_true",
@@ -173,6 +180,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         ap.error(f"unknown part(s) {', '.join(bad)} (known: speed, accuracy)")
     if args.patient_factor < 1:
         ap.error("--patient-factor must be at least 1")
+    if not args.plain_long_factor >= 1:
+        ap.error("--plain-long-factor must be at least 1")
     if bad := [a for a in args.arms if a not in ARMS]:
         ap.error(f"unknown arm(s) {', '.join(bad)} (known: {', '.join(ARMS)})")
     try:
@@ -303,9 +312,14 @@ def check_recipe(recipe: Any, recipe_path: Path) -> None:
     """Refuse, in one line, a recipe whose training the other arms cannot reproduce."""
     d, dist = recipe.data, recipe.distill
     kinds = [(s.kind, s.kwargs()) for s in dist.losses]
-    if [k for k, _ in kinds] != ["ce", "kd"] or kinds[0][1].get("label_smoothing", 0):
+    if (
+        [k for k, _ in kinds] not in (["ce", "kd"], ["ce", "dkd"])
+        or kinds[0][1].get("label_smoothing", 0)
+        or kinds[1][1].get("standardize")
+    ):
         raise SystemExit(
-            f"{recipe_path}: the benchmark needs distill.losses [ce, kd] without label smoothing (got {', '.join(k for k, _ in kinds)})"
+            f"{recipe_path}: the benchmark needs distill.losses [ce, kd] or [ce, dkd], without label smoothing or standardized "
+            f"logits (got {', '.join(k for k, _ in kinds)})"
         )
     if dist.optimizer not in ("sgd", "adamw"):
         raise SystemExit(f"{recipe_path}: the benchmark runs distill.optimizer sgd or adamw (got {dist.optimizer})")
@@ -318,7 +332,12 @@ def check_recipe(recipe: Any, recipe_path: Path) -> None:
 def cann_only_settings(recipe: Any) -> list[str]:
     """Recipe settings that the cann-distill arms apply and the plain and torchdistill arms do not reproduce."""
     dist = recipe.distill
+    term = dist.losses[1] if len(dist.losses) > 1 else None
     found = [
+        f"distill.losses[1] dkd (alpha {term.kwargs().get('alpha', 1.0)}, beta {term.kwargs().get('beta', 8.0)}): the plain and "
+        "torchdistill arms run Hinton KD with the same weight and temperature"
+        if term is not None and term.kind == "dkd"
+        else "",
         f"distill.ema_decay {dist.ema_decay}" if dist.ema_decay else "",
         "distill.select_best true (the best validation epoch's weights)" if dist.select_best else "",
         f"distill.amp {dist.amp}" if dist.amp != "none" else "",
@@ -493,6 +512,15 @@ def arm_plan(args: argparse.Namespace, peer: dict[str, Any], modes: Optional[lis
             "python": sys.executable,
             "script": "arm_plain.py",
             "text": "a short Hinton-KD loop written here (`arm_plain.py`): teacher in eval mode under no_grad on every batch.",
+        },
+        "plain_long": {
+            "label": "plain PyTorch KD, patient's time",
+            "python": sys.executable,
+            "script": "arm_plain.py",
+            "epochs_factor": args.plain_long_factor,
+            "budget": "patient",
+            "text": f"the plain Hinton-KD loop for {args.plain_long_factor:g}× the epochs (rounded), about the patient arm's "
+            "wall time: plain KD given the time cann-distill's patient schedule takes.",
         },
         "ceiling": {
             "label": "plain loop, no teacher forward",
@@ -684,7 +712,7 @@ def arm_spec(
     recipe_path: Path,
 ) -> dict[str, Any]:
     """What one run of `arm` is given: the shared settings, the part's data path and, for cann-distill, its recipe overrides."""
-    arm_epochs = epochs * plan.get("epochs_factor", 1)
+    arm_epochs = int(round(epochs * plan.get("epochs_factor", 1)))
     keys, data_overrides = data_path_settings(part, arm)
     spec = {**base_spec(st, teacher, ckpt, arm_epochs, seed, augment=True, evaluate=part == "accuracy"), **keys, **plan.get("spec", {})}
     if arm in CANN_ARMS:
@@ -852,6 +880,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     st = settings_from_recipe(recipe, recipe_path, args, data_root, sizes, classes)
     st["data"]["max_samples"] = data_cfg.max_samples if recipe.data.source == "digits" else None
     st["patient_factor"] = args.patient_factor
+    st["plain_long_factor"] = args.plain_long_factor
     st["recipe_overrides"] = list(args.set)
     peer = peer_status(args.peer_python)
     modes = teacher_target_modes()

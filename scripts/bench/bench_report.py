@@ -11,10 +11,18 @@ import statistics
 from pathlib import Path
 from typing import Any, Optional
 
-ARM_ORDER = ("student", "plain", "ceiling", "torchdistill", "online", "cached", "replay", "default", "patient")
+ARM_ORDER = ("student", "plain", "ceiling", "torchdistill", "online", "cached", "replay", "default", "patient", "plain_long")
 BASELINES = ("plain", "torchdistill")
 CANN_ARMS = ("online", "cached", "replay", "default", "patient")
 HEADLINE = ("default", "patient")  # the cann-distill arms "where cann-distill loses" is about
+LONG_PEERS = ("plain_long",)  # peers given the patient arm's time: compared with the patient arm only
+
+
+def _same_budget(cann: str, peer: str) -> bool:
+    """Whether cann-distill arm `cann` and peer `peer` are compared: a long peer only with the patient arm."""
+    return peer not in LONG_PEERS or cann == "patient"
+
+
 # targets: replay's training samples/s over each baseline, per teacher
 SPEED_TARGETS = {"resnet50": 2.5, "resnet18": 2.0}
 ACCURACY_TOLERANCE_PT = 0.5
@@ -230,7 +238,9 @@ def _comparisons(arms: list[str]) -> list[tuple[str, str]]:
     """(A, B) pairs the page tests per seed: every arm against the student alone, and cann-distill's
     headline arms against each peer."""
     pairs = [(a, "student") for a in arms if a != "student" and "student" in arms]
-    pairs += [(c, peer) for c in HEADLINE if c in arms for peer in arms if peer not in CANN_ARMS and peer != "student"]
+    pairs += [
+        (c, peer) for c in HEADLINE if c in arms for peer in arms if peer not in CANN_ARMS and peer != "student" and _same_budget(c, peer)
+    ]
     return pairs
 
 
@@ -301,7 +311,7 @@ def _where_cann_loses(acc: dict[str, Any], labels: dict[str, str]) -> list[str]:
         if c.get("status") != "done":
             continue
         for arm, a in acc.items():
-            if arm in CANN_ARMS or a.get("status") != "done":
+            if arm in CANN_ARMS or a.get("status") != "done" or not _same_budget(cann, arm):
                 continue
             lead = a["test_acc"]["mean"] - c["test_acc"]["mean"]
             spread = max(a["test_acc"]["std"], c["test_acc"]["std"])
@@ -713,6 +723,11 @@ def render(data: dict[str, Any]) -> str:
             + (
                 f" ({st['patient_factor'] * a.get('epochs', 0)} for the patient arm)"
                 if "patient" in s["accuracy"] and st.get("patient_factor")
+                else ""
+            )
+            + (
+                f" ({int(round(st['plain_long_factor'] * a.get('epochs', 0)))} for plain KD given the patient arm's time)"
+                if "plain_long" in s["accuracy"] and st.get("plain_long_factor")
                 else ""
             )
             + f", augmentation on (unless the teacher-targets column says otherwise), seeds "

@@ -222,7 +222,26 @@ def test_settings_refuse_a_third_loss_in_one_line(bench_mod: Any) -> None:
     with pytest.raises(SystemExit) as err:
         bench_mod.check_recipe(recipe, path)
     msg = str(err.value)
-    assert "\n" not in msg and "[ce, kd]" in msg and "got ce, kd, dkd" in msg
+    assert "\n" not in msg and "[ce, kd] or [ce, dkd]" in msg and "got ce, kd, dkd" in msg
+
+
+def test_a_dkd_recipe_gives_the_peers_hinton_kd_at_its_weight_and_temperature(bench_mod: Any, tmp_path: Path) -> None:
+    from cann_distill.core.recipe import resource_dir
+    from cann_distill.core.recipe_load import load_recipe
+
+    path = resource_dir("recipes") / "mobilenetv3_small_050_from_resnet18_digits.yaml"
+    recipe = load_recipe(path, ["distill.losses=[{kind: ce, weight: 0.4}, {kind: dkd, weight: 0.6, beta: 2.0, temperature: 3.0}]"])
+    st = bench_mod.settings_from_recipe(
+        recipe, path, bench_mod.parse_args(["--seeds", "1"]), tmp_path, {"train": 640, "val": 200, "test": 200}
+    )
+    assert st["loss"] == {"ce_weight": 0.4, "kd_weight": 0.6, "temperature": 3.0}
+    named = [x for x in bench_mod.cann_only_settings(recipe) if x.startswith("distill.losses[1] dkd")]
+    assert named == [
+        "distill.losses[1] dkd (alpha 1.0, beta 2.0): the plain and torchdistill arms run Hinton KD with the same weight and temperature"
+    ]
+    standardized = load_recipe(path, ["distill.losses[1].standardize=true"])
+    with pytest.raises(SystemExit, match="standardized"):
+        bench_mod.check_recipe(standardized, path)
 
 
 def test_the_shared_schedule_warms_up_per_step_then_decays() -> None:
@@ -286,3 +305,17 @@ def test_a_run_that_trained_on_no_batch_is_not_timed(data: dict[str, Any]) -> No
     data["accuracy"]["runs"] = [run]
     online = bench_report.summarize(data)["accuracy"]["online"]
     assert online["test_acc"]["mean"] == 50.0 and online["loop"] is None
+
+
+def test_plain_kd_given_the_patient_arms_time_is_compared_with_the_patient_arm_only() -> None:
+    arms = ["student", "plain", "default", "patient", "plain_long"]
+    pairs = bench_report._comparisons(arms)
+    assert ("patient", "plain_long") in pairs and ("plain_long", "student") in pairs
+    assert ("default", "plain_long") not in pairs and ("default", "plain") in pairs
+
+    def arm(mean: float) -> dict[str, Any]:
+        return {"status": "done", "test_acc": {"mean": mean, "std": 0.5, "n": 3}}
+
+    acc = {"student": arm(50.0), "plain": arm(54.0), "default": arm(54.0), "patient": arm(56.0), "plain_long": arm(58.0)}
+    lines = bench_report._where_cann_loses(acc, {"plain_long": "plain long"})
+    assert lines == ["plain long beats cann-distill patient by 2.00 pt test top-1 (mean over 3 seed(s); spread 0.50 pt)"]
