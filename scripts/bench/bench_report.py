@@ -234,6 +234,18 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _kept_line(runs: list[dict[str, Any]], arms_info: dict[str, Any]) -> str:
+    """Which runs an earlier invocation made (`--resume` kept them: same spec), so the page never passes them off as new."""
+    kept: dict[str, list[int]] = {}
+    for r in runs:
+        if r.get("resumed") and r.get("status") == "done":
+            kept.setdefault(r["arm"], []).append(int(r["seed"]))
+    if not kept:
+        return ""
+    parts = [f"{arms_info.get(a, {}).get('label', a)} (seeds {', '.join(map(str, sorted(seeds)))})" for a, seeds in kept.items()]
+    return " Kept from an earlier invocation with the same spec (`--resume`), not rerun by this one: " + "; ".join(parts) + "."
+
+
 def _comparisons(arms: list[str]) -> list[tuple[str, str]]:
     """(A, B) pairs the page tests per seed: every arm against the student alone, and cann-distill's
     headline arms against each peer."""
@@ -770,7 +782,8 @@ def render(data: dict[str, Any]) -> str:
             f"Teacher test top-1: {_num(s.get('teacher_test_acc'), 2)}%. **TE** (transfer efficiency) per seed = (arm − "
             "student) / (teacher − student), with the student arm of the same seed: 0 is no better than the student trained "
             "alone, 1 reaches the teacher; mean ± sample std over seeds."
-            + ("" if "student" in s["accuracy"] else " No student arm in this run, so no TE."),
+            + ("" if "student" in s["accuracy"] else " No student arm in this run, so no TE.")
+            + _kept_line((data.get("accuracy") or {}).get("runs", []), arms_info),
             "",
         ]
         arms = list(s["accuracy"])

@@ -319,3 +319,14 @@ def test_plain_kd_given_the_patient_arms_time_is_compared_with_the_patient_arm_o
     acc = {"student": arm(50.0), "plain": arm(54.0), "default": arm(54.0), "patient": arm(56.0), "plain_long": arm(58.0)}
     lines = bench_report._where_cann_loses(acc, {"plain_long": "plain long"})
     assert lines == ["plain long beats cann-distill patient by 2.00 pt test top-1 (mean over 3 seed(s); spread 0.50 pt)"]
+
+
+def test_the_page_names_the_runs_an_earlier_invocation_made() -> None:
+    runs = [
+        {"arm": "plain", "seed": 1, "status": "done", "resumed": True},
+        {"arm": "plain", "seed": 0, "status": "done", "resumed": True},
+        {"arm": "patient", "seed": 0, "status": "done"},
+    ]
+    line = bench_report._kept_line(runs, {"plain": {"label": "plain PyTorch KD"}})
+    assert line.endswith("not rerun by this one: plain PyTorch KD (seeds 0, 1).")
+    assert bench_report._kept_line(runs[2:], {}) == ""
