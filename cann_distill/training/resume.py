@@ -132,6 +132,7 @@ class Resume:
         update.opt.load_state_dict(restored["optimizer"])
         if update.ema is not None and restored.get("ema") is not None:
             update.ema.module.load_state_dict(restored["ema"])
+            update.ema.updates = int(restored.get("ema_updates") or 0)
         if update.scaler is not None and restored.get("scaler"):
             update.scaler.load_state_dict(restored["scaler"])
         best = None
@@ -199,6 +200,7 @@ class Resume:
             "model": model_state,
             "optimizer": update.opt.state_dict(),
             "ema": state_copy(update.ema.module) if update.ema else None,
+            "ema_updates": update.ema.updates if update.ema else 0,
             "scaler": update.scaler.state_dict() if update.scaler is not None else None,
             "best": {"val_acc": best[0], "epoch": best[1], "state": best[2]} if best else None,
             "history": [dict(r) for r in history[: at.epoch]],

@@ -279,3 +279,19 @@ def test_default_warmup_is_one_epoch_or_a_quarter_of_a_short_run() -> None:
     assert TrainConfig(epochs=2).warmup() == 0.5
     assert TrainConfig(epochs=10, warmup_epochs=0).warmup() == 0.0
     assert TrainConfig(epochs=10, warmup_epochs=2.5).warmup() == 2.5
+
+
+def test_ema_decay_warms_up_so_the_initial_batchnorm_statistics_leave_the_average() -> None:
+    from cann_distill.training.update import EmaWeights
+
+    bn = torch.nn.BatchNorm1d(4)
+    ema = EmaWeights(bn, 0.998)
+    assert ema.current_decay() == pytest.approx(0.1)
+    bn.running_var.fill_(1e-3)  # a channel whose variance fell far below the initial 1
+    for _ in range(2250):  # a 30-epoch run of 75 steps
+        ema.update(bn)
+    assert ema.updates == 2250 and ema.current_decay() == pytest.approx(2251 / 2260)  # still warming: 0.998 from update 4,491
+    # warmed up: the initial variance's share is gone; a fixed 0.998 would keep 0.998**2250 = 1.1% of it (12x too high)
+    assert ema.module.running_var.max().item() == pytest.approx(1e-3, rel=1e-3)
+    fixed = 0.998**2250 * 1.0 + (1 - 0.998**2250) * 1e-3
+    assert fixed > 10 * 1e-3
