@@ -16,6 +16,17 @@ def _temperature(outputs: Outputs, default: float, like: torch.Tensor) -> torch.
     return temp.to(like.dtype).reshape(-1, 1)
 
 
+def _logit_pair(outputs: Outputs, loss: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Student and teacher logits [B, C >= 2] of the same shape (teacher cast to the student's dtype), else a one-line error."""
+    s = outputs["student.logits"]
+    t = outputs["teacher.logits"].to(s.dtype)
+    if s.shape != t.shape or s.dim() != 2 or s.shape[1] < 2:
+        raise ValueError(
+            f"{loss} needs 'student.logits' and 'teacher.logits' of the same shape [B, C >= 2], got {tuple(s.shape)} and {tuple(t.shape)}"
+        )
+    return s, t
+
+
 def standardized(logits: torch.Tensor) -> torch.Tensor:
     """Per-sample z-scores over the classes (dim 1): (z - mean) / (std + 1e-7), std unbiased, as Sun et al.'s code."""
     return (logits - logits.mean(dim=1, keepdim=True)) / (logits.std(dim=1, keepdim=True) + 1e-7)
@@ -112,12 +123,7 @@ class DecoupledKD(Loss):
         self.requires = ("student.logits", "teacher.logits", "targets")
 
     def __call__(self, outputs: Outputs) -> torch.Tensor:
-        s = outputs["student.logits"]
-        t = outputs["teacher.logits"].to(s.dtype)
-        if s.shape != t.shape or s.dim() != 2 or s.shape[1] < 2:
-            raise ValueError(
-                f"dkd needs 'student.logits' and 'teacher.logits' of the same shape [B, C >= 2], got {tuple(s.shape)} and {tuple(t.shape)}"
-            )
+        s, t = _logit_pair(outputs, "dkd")
         temp = _temperature(outputs, self.temperature, s)
         target = F.one_hot(outputs["targets"].long(), s.shape[1]).bool()
         zs, zt = s / temp, t / temp
@@ -165,12 +171,7 @@ class DIST(Loss):
         self.beta, self.gamma, self.temperature = beta, gamma, temperature
 
     def __call__(self, outputs: Outputs) -> torch.Tensor:
-        s = outputs["student.logits"]
-        t = outputs["teacher.logits"].to(s.dtype)
-        if s.shape != t.shape or s.dim() != 2 or s.shape[1] < 2:
-            raise ValueError(
-                f"dist needs 'student.logits' and 'teacher.logits' of the same shape [B, C >= 2], got {tuple(s.shape)} and {tuple(t.shape)}"
-            )
+        s, t = _logit_pair(outputs, "dist")
         temp = _temperature(outputs, self.temperature, s)
         p_s, p_t = F.softmax(s / temp, dim=1), F.softmax(t / temp, dim=1)
         t2 = temp.squeeze(1) ** 2

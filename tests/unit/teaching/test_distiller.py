@@ -17,6 +17,7 @@ TAP_KWARGS: dict[str, dict[str, Any]] = {
     "ce": {},
     "kd": {"temperature": 2.0},
     "dkd": {},
+    "dist": {},
     "fitnet": {"student": "2", "teacher": "2"},  # 32x2x2 -> 48x2x2: a connector
     "cw_mse": {"student": "2", "teacher": "2"},
     "at": {"student": "1", "teacher": "1"},

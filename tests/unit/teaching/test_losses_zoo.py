@@ -358,6 +358,7 @@ MINIMAL_KWARGS: dict[str, dict[str, Any]] = {
     "ce": {},
     "kd": {},
     "dkd": {},
+    "dist": {},
     "fitnet": {"student": "a", "teacher": "a"},
     "cw_mse": {"student": "a", "teacher": "a"},
     "at": {"student": "a", "teacher": "a"},
