@@ -7,7 +7,7 @@
 # e.g.:  bash scripts/bench/defaults_grid_gpu.sh photos.tar.xz out 490 3,4,5,6,7,8 warm1,ls,ema_best,dkd2,dkd8,ls_w1
 PHOTOS=$1; OUTD=$2; DEADLINE=$3; SEEDS=$4; ARMS=$5; PY=${6:-python3}
 START=$(date +%s)
-W=/tmp/gg; rm -rf $W; mkdir -p $W/ps $W/g
+W=${TMPDIR:-/tmp}/defaults_grid_gpu; rm -rf $W; mkdir -p $W/ps $W/g
 tar xJf "$PHOTOS" -C $W/ps || exit 3
 R=scripts/bench/recipes/mobilenetv3_small_050_from_resnet18_photos.yaml
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONUNBUFFERED=1
