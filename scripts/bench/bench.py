@@ -517,8 +517,7 @@ def arm_plan(args: argparse.Namespace, peer: dict[str, Any], modes: Optional[lis
             "label": "plain PyTorch KD, patient's time",
             "python": sys.executable,
             "script": "arm_plain.py",
-            "epochs_factor": args.plain_long_factor,
-            "budget": "patient",
+            "epochs_factor": args.plain_long_factor,  # compared with the patient arm only: bench_report.LONG_PEERS
             "text": f"the plain Hinton-KD loop for {args.plain_long_factor:g}× the epochs (rounded), about the patient arm's "
             "wall time: plain KD given the time cann-distill's patient schedule takes.",
         },
