@@ -280,6 +280,32 @@ def paired_by_seed(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def pooled_over_seeds(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Each (A, B) pair's per-seed paired tests pooled into one exact McNemar test: the images only A gets
+    right and those only B gets right, summed over seeds (each seed's test set is the same images, scored by
+    that seed's two models). It asks whether A and B differ over all the runs together, beyond the test
+    images' noise; the spread between seeds is what the mean ± std columns show."""
+    from cann_distill.reporting.measures import PAIRED_ALPHA, binomial_two_sided_p
+
+    sums: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:
+        if r.get("verdict") == "not paired":
+            continue
+        s = sums.setdefault((r["a"], r["b"]), {"a_only": 0, "b_only": 0, "n": 0, "seeds": 0})
+        s["a_only"] += r["a_only"]
+        s["b_only"] += r["b_only"]
+        s["n"] += r["n"]
+        s["seeds"] += 1
+    for s in sums.values():
+        s["difference"] = (s["a_only"] - s["b_only"]) / s["n"] if s["n"] else 0.0
+        s["p_value"] = binomial_two_sided_p(s["a_only"], s["a_only"] + s["b_only"])
+        if s["p_value"] < PAIRED_ALPHA:
+            s["verdict"] = "better" if s["a_only"] > s["b_only"] else "worse"
+        else:
+            s["verdict"] = "tie"
+    return sums
+
+
 def _per_seed(runs: list[dict[str, Any]]) -> dict[int, dict[str, float]]:
     """Test top-1 (%) per seed and arm, finished runs only."""
     table: dict[int, dict[str, float]] = {}
@@ -443,16 +469,27 @@ def _paired_lines(rows: list[dict[str, Any]], arms_info: dict[str, Any]) -> list
             return "not paired"
         return f"{100 * r['difference']:+.2f} pt, p={r['p_value']:.2g} ({r['verdict']})"
 
-    table = [[f"{label(a)} vs {label(b)}"] + [cell(cells.get((seed, a, b))) for seed in seeds] for a, b in pairs]
+    pooled = pooled_over_seeds(rows) if len(seeds) > 1 else {}
+    table = [
+        [f"{label(a)} vs {label(b)}"] + [cell(cells.get((seed, a, b))) for seed in seeds] + ([cell(pooled.get((a, b)))] if pooled else [])
+        for a, b in pairs
+    ]
+    pooled_text = (
+        " The last column pools the seeds: the images only A gets right and those only B gets right, summed over "
+        "seeds, in one exact McNemar test (whether A and B differ over all the runs together; the spread between "
+        "seeds is in the mean ± std above)."
+        if pooled
+        else ""
+    )
     return (
         [
             "### Paired per seed",
             "",
             "A − B in test top-1 on the same test images, per seed, with the exact McNemar test (the rule cann-distill's "
-            "report and `--strict` use): `better` / `worse` when p < 0.05, `tie` within the noise.",
+            "report and `--strict` use): `better` / `worse` when p < 0.05, `tie` within the noise." + pooled_text,
             "",
         ]
-        + _table(["A vs B"] + [f"seed {seed}" for seed in seeds], table)
+        + _table(["A vs B"] + [f"seed {seed}" for seed in seeds] + (["all seeds (pooled)"] if pooled else []), table)
         + [""]
     )
 

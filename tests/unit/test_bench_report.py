@@ -283,8 +283,27 @@ def test_paired_rows_are_the_exact_mcnemar_test_per_seed(photo_data: dict[str, A
     pairs = {(r["a"], r["b"]) for r in rows}
     assert ("student", "student") not in pairs and ("default", "torchdistill") in pairs and ("patient", "plain") in pairs
     page = bench_report.render(photo_data)
-    assert row(page, "cann-distill default vs student alone (CE)", "### Paired per seed")[1:] == ["+2.00 pt, p=0.54 (tie)"] * 3
+    assert row(page, "cann-distill default vs student alone (CE)", "### Paired per seed")[1:4] == ["+2.00 pt, p=0.54 (tie)"] * 3
     assert row(page, "plain PyTorch KD vs student alone (CE)", "### Paired per seed")[1].endswith("(better)")
+
+
+def test_the_pooled_column_sums_each_seeds_discordant_images_into_one_mcnemar_test(photo_data: dict[str, Any]) -> None:
+    import math
+
+    target = [i % 3 for i in range(200)]
+    right = {"student": 100, "plain": 160, "torchdistill": 150, "default": 104, "patient": 170}
+    runs = photo_data["accuracy"]["runs"]
+    photo_data["accuracy"]["runs"] = [with_predictions(r, target, right[r["arm"]], 10 if r["arm"] == "default" else 0) for r in runs]
+    pooled = bench_report.pooled_over_seeds(bench_report.summarize(photo_data)["paired"])
+    got = pooled[("default", "student")]
+    # 14 against 10 discordant images in each of 3 seeds: 42 against 30 of 600, two-sided exact binomial
+    assert (got["a_only"], got["b_only"], got["n"], got["seeds"]) == (42, 30, 600, 3)
+    tail = sum(math.comb(72, k) for k in range(31)) / 2**72
+    assert got["p_value"] == pytest.approx(2 * tail, rel=1e-9) and got["verdict"] == "tie"
+    assert pooled[("default", "plain")]["verdict"] == "worse"  # 3 × 56 images only plain gets right
+    page = bench_report.render(photo_data)
+    assert "all seeds (pooled)" in page
+    assert row(page, "cann-distill default vs student alone (CE)", "### Paired per seed")[4] == f"+2.00 pt, p={2 * tail:.2g} (tie)"
 
 
 def test_runs_without_predictions_or_with_other_images_are_not_paired(photo_data: dict[str, Any]) -> None:
