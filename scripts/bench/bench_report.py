@@ -229,8 +229,8 @@ def summarize(data: dict[str, Any]) -> dict[str, Any]:
         out["teacher_test_acc"] = None if teacher is None else 100 * teacher
         out["per_seed"] = _per_seed(acc["runs"])
         _transfer_efficiency(out["accuracy"], out["per_seed"], out["teacher_test_acc"])
-        out["losses"] = _where_cann_loses(out["accuracy"], {a: i.get("label", a) for a, i in data.get("arms", {}).items()})
         out["paired"] = paired_by_seed(acc["runs"])
+        out["losses"] = _where_cann_loses(out["accuracy"], {a: i.get("label", a) for a, i in data.get("arms", {}).items()}, out["paired"])
     return out
 
 
@@ -338,11 +338,13 @@ def _transfer_efficiency(acc: dict[str, Any], per_seed: dict[int, dict[str, floa
             a["te"] = _mean_std(values)
 
 
-def _where_cann_loses(acc: dict[str, Any], labels: dict[str, str]) -> list[str]:
-    """One line per arm that beats cann-distill's default or patient arm by more than the seeds' spread.
-
-    The spread is the larger of the two arms' sample std over seeds (0 with one seed: then any lead counts).
-    """
+def _where_cann_loses(acc: dict[str, Any], labels: dict[str, str], paired: Optional[list[dict[str, Any]]] = None) -> list[str]:
+    """One line per arm whose mean test top-1 is above cann-distill's default or patient arm: by more than the
+    seeds' spread (the larger of the two arms' sample std over seeds; 0 with one seed, then any lead counts) or
+    inside it, with what the paired tests (`paired_by_seed` rows) say: pooled over seeds, and the seeds where
+    cann-distill is worse."""
+    rows = paired or []
+    pooled = pooled_over_seeds(rows)
     lines = []
     for cann in HEADLINE:
         c = acc.get(cann, {})
@@ -352,12 +354,21 @@ def _where_cann_loses(acc: dict[str, Any], labels: dict[str, str]) -> list[str]:
             if arm in CANN_ARMS or a.get("status") != "done" or not _same_budget(cann, arm):
                 continue
             lead = a["test_acc"]["mean"] - c["test_acc"]["mean"]
+            if lead <= 0:
+                continue
             spread = max(a["test_acc"]["std"], c["test_acc"]["std"])
-            if lead > spread:
-                lines.append(
-                    f"{labels.get(arm, arm)} beats {labels.get(cann, 'cann-distill ' + cann)} by {lead:.2f} pt test top-1 (mean over {a['test_acc']['n']} "
-                    f"seed(s); spread {spread:.2f} pt)"
-                )
+            who, whom = labels.get(arm, arm), labels.get(cann, "cann-distill " + cann)
+            line = (
+                f"{who} beats {whom} by {lead:.2f} pt test top-1 (mean over {a['test_acc']['n']} seed(s); spread {spread:.2f} pt)"
+                if lead > spread
+                else f"{who} is above {whom} by {lead:.2f} pt on the mean, inside the seeds' spread ({spread:.2f} pt)"
+            )
+            if (both := pooled.get((cann, arm))) is not None and both["seeds"] > 1:
+                line += f"; pooled paired test over {both['seeds']} seeds: {both['verdict']} (p={both['p_value']:.2g})"
+            worse = [r["seed"] for r in rows if (r["a"], r["b"]) == (cann, arm) and r.get("verdict") == "worse"]
+            if worse:
+                line += f"; {whom} is worse by the paired test in seed(s) {', '.join(map(str, worse))}"
+            lines.append(line)
     return lines
 
 
@@ -847,9 +858,9 @@ def render(data: dict[str, Any]) -> str:
         lines += [
             "### Where cann-distill loses",
             "",
-            "Generated from the numbers above: every arm that is not cann-distill whose mean test top-1 beats cann-distill's "
-            "`default` or `patient` arm by more than the seeds' spread (the larger of the two arms' std; with one seed, any "
-            "lead).",
+            "Generated from the numbers above: every arm that is not cann-distill whose mean test top-1 is above cann-distill's "
+            "`default` or `patient` arm given the same budget, against the seeds' spread (the larger of the two arms' std; "
+            "with one seed, any lead counts as beyond it) and with the paired tests of the table above.",
             "",
         ]
         headline = [a for a in ("default", "patient") if s["accuracy"].get(a, {}).get("status") == "done"]
@@ -857,7 +868,7 @@ def render(data: dict[str, Any]) -> str:
             lines += ["- Not measured: neither cann-distill default nor patient finished in this run.", ""]
         else:
             lines += [f"- {ln}" for ln in s.get("losses", [])] or [
-                f"- No arm beats {' or '.join(arms_info.get(a, {}).get('label', a) for a in headline)} by more than the spread."
+                f"- No arm is above {' or '.join(arms_info.get(a, {}).get('label', a) for a in headline)} on the mean."
             ]
             lines += [""]
 

@@ -188,7 +188,25 @@ def test_where_cann_distill_loses_names_arms_beyond_the_spread(photo_data: dict[
     ]
     photo_data["accuracy"]["runs"] = [r for r in photo_data["accuracy"]["runs"] if r["arm"] != "default"]
     page = bench_report.render(photo_data)
-    assert "- No arm beats cann-distill patient by more than the spread." in page
+    assert "- No arm is above cann-distill patient on the mean." in page
+
+
+def test_a_lead_inside_the_spread_is_named_with_the_paired_tests() -> None:
+    def arm(mean: float, std: float) -> dict[str, Any]:
+        return {"status": "done", "test_acc": {"mean": mean, "std": std, "n": 3}}
+
+    def paired(seed: int, a_only: int, b_only: int, verdict: str) -> dict[str, Any]:
+        return {"seed": seed, "a": "default", "b": "plain", "a_only": a_only, "b_only": b_only, "n": 1000, "verdict": verdict}
+
+    acc = {"student": arm(50.0, 1.0), "plain": arm(54.5, 1.0), "torchdistill": arm(53.0, 1.0), "default": arm(54.0, 1.0)}
+    rows = [paired(0, 30, 40, "tie"), paired(1, 45, 40, "tie"), paired(2, 20, 40, "worse")]
+    lines = bench_report._where_cann_loses(acc, {"plain": "plain KD", "default": "cann-distill default"}, rows)
+    # pooled: 95 against 120 discordant images; torchdistill is below the default, so it has no line
+    assert len(lines) == 1 and lines[0].startswith(
+        "plain KD is above cann-distill default by 0.50 pt on the mean, inside the seeds' spread (1.00 pt)"
+    )
+    assert "pooled paired test over 3 seeds: tie (p=0.1)" in lines[0]
+    assert lines[0].endswith("cann-distill default is worse by the paired test in seed(s) 2")
 
 
 @pytest.fixture
