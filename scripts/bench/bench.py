@@ -239,9 +239,21 @@ def git_commit() -> str:
         return "?"
 
 
+def set_stamp(data_root: Path) -> dict[str, Any]:
+    """The digest of the tree's files and the Pillow that wrote them, from the set.json that
+    `photo_sets.py` leaves in a set it built (nothing for other trees)."""
+    try:
+        info = json.loads((Path(data_root) / "set.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return (
+        {"files_sha256": info["sha256"], "built_with_pillow": info.get("pillow")} if isinstance(info, dict) and info.get("sha256") else {}
+    )
+
+
 def project_versions() -> dict[str, Any]:
     return {
-        **arm_common.versions("torch", "torchvision", "timm", "numpy", "onnxruntime", "cann-distill"),
+        **arm_common.versions("torch", "torchvision", "timm", "numpy", "pillow", "onnxruntime", "cann-distill"),
         "cann-distill commit": git_commit(),
     }
 
@@ -433,6 +445,7 @@ def settings_from_recipe(
             "classes": len(classes),
             "class_names": classes,
             "channels": 3,
+            **set_stamp(data_root),
         },
         "transforms": {"train": train_tf, "eval": {**common, "is_training": False, "crop_pct": crop_pct}},
         "batch_size": batch,

@@ -640,9 +640,15 @@ def _data_line(d: dict[str, Any], st: dict[str, Any]) -> str:
     sz = d.get("sizes", {})
     reads = "every arm reads and decodes those files (cann-distill `data.source: imagefolder`, the others torchvision `ImageFolder`)."
     if d.get("source") == "imagefolder":
+        stamp = (
+            f" The files' sha256 is `{d['files_sha256'][:16]}…` (written with Pillow {d.get('built_with_pillow') or '?'}; "
+            "a set rebuilt with another Pillow can hold other pixels)."
+            if d.get("files_sha256")
+            else ""
+        )
         return (
             f"- **Data**: the ImageFolder tree `{d.get('root')}` read as it is ({d.get('classes')} classes; train "
-            f"{sz.get('train')}, val {sz.get('val')}, test {sz.get('test')} images) at {d.get('image_size')} px; " + reads
+            f"{sz.get('train')}, val {sz.get('val')}, test {sz.get('test')} images) at {d.get('image_size')} px; " + reads + stamp
         )
     other_sizes = [p for p in st.get("speed", {}).get("sizes", []) if p != d.get("image_size")]
     return (

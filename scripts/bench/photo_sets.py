@@ -23,11 +23,13 @@ Example:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import sys
 from pathlib import Path
 
+import PIL
 from PIL import Image
 
 from cann_distill.data.photos import class_name, crop_set
@@ -104,6 +106,24 @@ def halves(photos: list[Image.Image], names: list[str]) -> tuple[list[Image.Imag
     return out, out_names
 
 
+def tree_digest(root: Path) -> str:
+    """sha256 over every PNG under `root` (relative path and bytes, in sorted order): two trees with the same
+    digest hold the same pixels. The crops depend on the Pillow that decoded and resized the photos, so a set
+    rebuilt with another Pillow can differ; the digest and the Pillow version go into set.json."""
+    h = hashlib.sha256()
+    for png in sorted(root.rglob("*.png")):
+        h.update(png.relative_to(root).as_posix().encode() + b"\0")
+        h.update(png.read_bytes())
+    return h.hexdigest()
+
+
+def stamp(root: Path, info: dict[str, object]) -> dict[str, object]:
+    """set.json: what the set is, with the digest of its files and the Pillow that wrote them."""
+    info = {**info, "sha256": tree_digest(root), "pillow": PIL.__version__}
+    (root / "set.json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
 def find(debs: Path, rel: str) -> Path:
     path = debs / rel
     if path.exists():
@@ -128,8 +148,7 @@ def build(name: str, debs: Path, out: Path, size: int, seed: int, long_side: int
             Image.fromarray(pix).save(folder / f"{i:05d}.png")
         counts[split] = int(len(crops.targets))
     info = {"set": name, "classes": names, "sources": SETS[name], "size": size, "seed": seed, "long_side": long_side, "counts": counts}
-    (dest / "set.json").write_text(json.dumps(info, indent=2) + "\n")
-    return info
+    return stamp(dest, info)
 
 
 def hard_digits(root: Path) -> dict[str, object]:
@@ -146,7 +165,7 @@ def hard_digits(root: Path) -> dict[str, object]:
             rgb = im.convert("RGB") if im.mode != "RGB" else None
         if rgb is not None:
             rgb.save(png)
-    return info
+    return stamp(root, {"set": "digits_hard", **info})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -367,3 +367,25 @@ def test_the_page_names_the_runs_an_earlier_invocation_made() -> None:
     line = bench_report._kept_line(runs, {"plain": {"label": "plain PyTorch KD"}})
     assert line.endswith("not rerun by this one: plain PyTorch KD (seeds 0, 1).")
     assert bench_report._kept_line(runs[2:], {}) == ""
+
+
+def test_a_built_set_carries_the_digest_of_its_pixels_and_the_page_names_it(tmp_path: Path, bench_mod: Any) -> None:
+    import numpy as np
+    import photo_sets
+    from PIL import Image
+
+    root = tmp_path / "set"
+    for split, cls, value in [("train", "a", 10), ("train", "b", 20), ("test", "a", 30)]:
+        (root / split / cls).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((4, 4, 3), value, np.uint8)).save(root / split / cls / "00000.png")
+    info = photo_sets.stamp(root, {"set": "tiny"})
+    first = info["sha256"]
+    assert first == photo_sets.tree_digest(root) and len(first) == 64
+    pixels = np.full((4, 4, 3), 30, np.uint8)
+    pixels[0, 0, 0] = 31  # one channel of one pixel
+    Image.fromarray(pixels).save(root / "test" / "a" / "00000.png")
+    assert photo_sets.tree_digest(root) != first
+    assert bench_mod.set_stamp(root) == {"files_sha256": first, "built_with_pillow": info["pillow"]}  # set.json, as written
+    assert bench_mod.set_stamp(tmp_path) == {}  # a tree without set.json
+    line = bench_report._data_line({"source": "imagefolder", "root": "sets/tiny", "classes": 2, **bench_mod.set_stamp(root)}, {})
+    assert f"sha256 is `{first[:16]}…` (written with Pillow {info['pillow']};" in line
