@@ -70,7 +70,7 @@ import bench_report
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-ARMS = ("student", "plain", "ceiling", "torchdistill", "online", "cached", "replay", "default", "patient", "plain_long")
+ARMS = ("student", "plain", "ceiling", "torchdistill", "online", "cached", "replay", "default", "patient", "plain_long", "td_long")
 SPEED_DEFAULT = ("plain", "ceiling", "torchdistill", "online", "cached", "replay")
 ACCURACY_DEFAULT = ("student", "plain", "torchdistill", "default", "patient")
 SPEED_ONLY = ("ceiling",)
@@ -550,6 +550,13 @@ def arm_plan(args: argparse.Namespace, peer: dict[str, Any], modes: Optional[lis
             "text": "torchdistill's `DistillationBox` with its own YAML config (below), driven as its "
             "`examples/torchvision/image_classification.py` drives it, in the separate benchmark environment.",
         },
+        "td_long": {
+            "label": "torchdistill KD, patient's time",
+            "python": peer["python"],
+            "script": "arm_torchdistill.py",
+            "epochs_factor": args.plain_long_factor,  # compared with the patient arm only: bench_report.LONG_PEERS
+            "text": f"the torchdistill arm for {args.plain_long_factor:g}× the epochs (rounded), as plain KD given the patient arm's time.",
+        },
     }
     texts = {
         "default": "the recipe exactly as written (its `distill.critical`, its `teacher_targets` or the default)",
@@ -597,7 +604,7 @@ def arm_plan(args: argparse.Namespace, peer: dict[str, Any], modes: Optional[lis
             entry["overrides"] = ["distill.critical.mode=none", *entry["overrides"]]
         plan[mode] = entry
     if not peer["available"]:
-        plan["torchdistill"]["skipped"] = peer["reason"]
+        plan["torchdistill"]["skipped"] = plan["td_long"]["skipped"] = peer["reason"]
     return {a: plan[a] for a in args.arms}
 
 
@@ -766,7 +773,8 @@ def run_part(
         seed = seeds[rnd]
         for pos, arm in enumerate(order):
             spec = arm_spec(part, arm, plan[arm], st, teacher, ckpt, epochs, seed, recipe_path)
-            out = work / f"round{rnd}" / f"{arm}.json"
+            # accuracy runs are kept per seed, so invocations of other seeds can share the work dir (and --resume)
+            out = work / (f"seed{seed}" if evaluate else f"round{rnd}") / f"{arm}.json"
             res = untimed_as_failed(part, {**run_arm(arm, plan[arm], spec, out, args), "repeat": rnd, "position": pos})
             runs.append(res)
             save()
@@ -938,7 +946,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 r.get("config")
                 for part in [*data["speed"].values(), data["accuracy"] or {}]
                 for r in part.get("runs", [])
-                if r.get("arm") == "torchdistill" and r.get("config")
+                if r.get("arm") in ("torchdistill", "td_long") and r.get("config")
             ),
             None,
         )

@@ -11,11 +11,23 @@ import statistics
 from pathlib import Path
 from typing import Any, Optional
 
-ARM_ORDER = ("student", "plain", "ceiling", "torchdistill", "online", "cached", "replay", "default", "patient", "plain_long")
+ARM_ORDER = (
+    "student",
+    "plain",
+    "ceiling",
+    "torchdistill",
+    "online",
+    "cached",
+    "replay",
+    "default",
+    "patient",
+    "plain_long",
+    "td_long",
+)
 BASELINES = ("plain", "torchdistill")
 CANN_ARMS = ("online", "cached", "replay", "default", "patient")
 HEADLINE = ("default", "patient")  # the cann-distill arms "where cann-distill loses" is about
-LONG_PEERS = ("plain_long",)  # peers given the patient arm's time: compared with the patient arm only
+LONG_PEERS = ("plain_long", "td_long")  # peers given the patient arm's time: compared with the patient arm only
 
 
 def _same_budget(cann: str, peer: str) -> bool:
@@ -792,8 +804,8 @@ def render(data: dict[str, Any]) -> str:
                 else ""
             )
             + (
-                f" ({int(round(st['plain_long_factor'] * a.get('epochs', 0)))} for plain KD given the patient arm's time)"
-                if "plain_long" in s["accuracy"] and st.get("plain_long_factor")
+                f" ({int(round(st['plain_long_factor'] * a.get('epochs', 0)))} for the peers given the patient arm's time)"
+                if any(p in s["accuracy"] for p in LONG_PEERS) and st.get("plain_long_factor")
                 else ""
             )
             + f", augmentation on (unless the teacher-targets column says otherwise), seeds "

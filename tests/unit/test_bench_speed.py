@@ -97,6 +97,25 @@ def test_every_speed_arm_decodes_every_epoch(speed_setup: tuple[dict[str, Any], 
     assert "data_path" not in online and "data.cache_mb=0" not in online["cann"]["overrides"]  # accuracy keeps the cache
 
 
+def test_the_peers_given_the_patient_arms_time_run_the_factor_of_the_epochs(
+    speed_setup: tuple[dict[str, Any], dict[str, Any], Path], tmp_path: Path
+) -> None:
+    st, plan, path = speed_setup
+    for arm, peer in (("plain_long", "plain"), ("td_long", "torchdistill")):
+        spec = bench.arm_spec("accuracy", arm, plan[arm], st, "resnet18", tmp_path / "t.pt", 30, 0, path)
+        same = bench.arm_spec("accuracy", peer, plan[peer], st, "resnet18", tmp_path / "t.pt", 30, 0, path)
+        assert spec["epochs"] == 66 and same["epochs"] == 30  # the default factor 2.2, rounded
+        assert plan[arm]["script"] == plan[peer]["script"] and plan[arm]["python"] == plan[peer]["python"]
+        assert {k: v for k, v in spec.items() if k != "epochs"} == {k: v for k, v in same.items() if k != "epochs"}
+    args = bench.parse_args(["--parts", "accuracy", "--arms", "torchdistill,td_long"])
+    blocked = bench.arm_plan(args, {"python": "nowhere", "available": False, "reason": "no torchdistill"}, ["online"])
+    assert blocked["td_long"]["skipped"] == blocked["torchdistill"]["skipped"] == "no torchdistill"
+    import bench_report
+
+    pairs = bench_report._comparisons(["student", "torchdistill", "default", "patient", "td_long"])
+    assert ("patient", "td_long") in pairs and ("default", "td_long") not in pairs and ("default", "torchdistill") in pairs
+
+
 def test_cache_mb_zero_keeps_no_decoded_pixels(tmp_path: Path) -> None:
     from PIL import Image
 
