@@ -17,6 +17,9 @@ Arms (each run is a fresh process started from here, so no arm inherits another'
   default       arm_cann.py: cann-distill with the recipe exactly as written (its distill.critical, its
                 teacher_targets default); online/cached/replay switch critical-sample weighting off
   patient       arm_cann.py: cann-distill, teacher_targets replay, --patient-factor × the epochs
+  plain_long    arm_plain.py for --plain-long-factor × the epochs: plain KD given the patient arm's time
+  td_long       arm_torchdistill.py for --plain-long-factor × the epochs: torchdistill given that time
+                (both compared with the patient arm only)
 
 Every arm shares the recipe's data, transforms, batch, optimizer (sgd or adamw), lr, weight decay,
 warmup and [ce, kd] loss; all use linear warmup per step then cosine decay per step.
@@ -32,6 +35,8 @@ Parts:
 Data: a `digits` recipe is exported once to an ImageFolder tree; an `imagefolder` recipe is read from
 its data.root as it is (classes from the tree, image size, mean, std, crop and interpolation as
 cann-distill resolves them). --resume keeps every arm result already saved for the same spec.
+Accuracy runs are kept per seed (seedN/ in the work dir): invocations of different seeds (--first-seed)
+can share one --work-dir side by side, and a last --resume invocation over all the seeds writes one page.
 The torchdistill arm needs a separate environment (--peer-python), made with:
   python3 -m venv .benchenv && .benchenv/bin/pip install torch==2.14.1 torchvision==0.29.1 \
     && .benchenv/bin/pip install torchdistill timm
@@ -110,8 +115,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
         "--plain-long-factor",
         type=float,
         default=2.2,
-        help="the plain_long arm's epochs ÷ the others' (rounded; default %(default)s: the patient arm's wall time over the "
-        "plain arm's, measured on the photo sets)",
+        help="the plain_long and td_long arms' epochs ÷ the others' (rounded; default %(default)s: the patient arm's wall "
+        "time over the plain arm's, measured on the photo sets)",
     )
     ap.add_argument(
         "--resume",
