@@ -69,9 +69,13 @@ def paired_difference(y: np.ndarray, a_pred: np.ndarray, b_pred: np.ndarray, alp
     differ that even a one-sided split could not reach p < alpha: the split is too small to tell).
     """
     y, a, b = np.asarray(y), np.asarray(a_pred), np.asarray(b_pred)
-    n = int(len(y))
     a_ok, b_ok = a == y, b == y
-    a_only, b_only = int((a_ok & ~b_ok).sum()), int((~a_ok & b_ok).sum())
+    return paired_counts(int((a_ok & ~b_ok).sum()), int((~a_ok & b_ok).sum()), int(len(y)), alpha)
+
+
+def paired_counts(a_only: int, b_only: int, n: int, alpha: float = PAIRED_ALPHA) -> dict[str, Any]:
+    """`paired_difference` from its counts: of `n` images, `a_only` that only A gets right and `b_only` that
+    only B gets right (also for counts summed over several pairs of models scored on the same images)."""
     discordant = a_only + b_only
     diff = (a_only - b_only) / n if n else 0.0
     var = max((discordant / n - diff**2) / n, 0.0) if n else 0.0

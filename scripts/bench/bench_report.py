@@ -293,29 +293,19 @@ def paired_by_seed(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def pooled_over_seeds(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
-    """Each (A, B) pair's per-seed paired tests pooled into one exact McNemar test: the images only A gets
-    right and those only B gets right, summed over seeds (each seed's test set is the same images, scored by
-    that seed's two models). It asks whether A and B differ over all the runs together, beyond the test
-    images' noise; the spread between seeds is what the mean ± std columns show."""
-    from cann_distill.reporting.measures import PAIRED_ALPHA, binomial_two_sided_p
+    """Each (A, B) pair's per-seed paired tests pooled into one exact McNemar test
+    (`cann_distill.reporting.measures.paired_counts`): the images only A gets right and those only B gets
+    right, summed over seeds (each seed's test set is the same images, scored by that seed's two models). It
+    asks whether A and B differ over all the runs together, beyond the test images' noise; the spread between
+    seeds is what the mean ± std columns show."""
+    from cann_distill.reporting.measures import paired_counts
 
-    sums: dict[tuple[str, str], dict[str, Any]] = {}
+    sums: dict[tuple[str, str], list[int]] = {}
     for r in rows:
-        if r.get("verdict") == "not paired":
-            continue
-        s = sums.setdefault((r["a"], r["b"]), {"a_only": 0, "b_only": 0, "n": 0, "seeds": 0})
-        s["a_only"] += r["a_only"]
-        s["b_only"] += r["b_only"]
-        s["n"] += r["n"]
-        s["seeds"] += 1
-    for s in sums.values():
-        s["difference"] = (s["a_only"] - s["b_only"]) / s["n"] if s["n"] else 0.0
-        s["p_value"] = binomial_two_sided_p(s["a_only"], s["a_only"] + s["b_only"])
-        if s["p_value"] < PAIRED_ALPHA:
-            s["verdict"] = "better" if s["a_only"] > s["b_only"] else "worse"
-        else:
-            s["verdict"] = "tie"
-    return sums
+        if r.get("verdict") != "not paired":
+            a_only, b_only, n, seeds = sums.setdefault((r["a"], r["b"]), [0, 0, 0, 0])
+            sums[(r["a"], r["b"])] = [a_only + r["a_only"], b_only + r["b_only"], n + r["n"], seeds + 1]
+    return {pair: {**paired_counts(a_only, b_only, n), "seeds": seeds} for pair, (a_only, b_only, n, seeds) in sums.items()}
 
 
 def _per_seed(runs: list[dict[str, Any]]) -> dict[int, dict[str, float]]:

@@ -389,3 +389,14 @@ def test_a_built_set_carries_the_digest_of_its_pixels_and_the_page_names_it(tmp_
     assert bench_mod.set_stamp(tmp_path) == {}  # a tree without set.json
     line = bench_report._data_line({"source": "imagefolder", "root": "sets/tiny", "classes": 2, **bench_mod.set_stamp(root)}, {})
     assert f"sha256 is `{first[:16]}…` (written with Pillow {info['pillow']};" in line
+
+
+def test_the_pooled_test_follows_the_per_seed_rule_when_too_few_images_differ() -> None:
+    def paired(seed: int, a_only: int, b_only: int) -> dict[str, Any]:
+        return {"seed": seed, "a": "default", "b": "plain", "a_only": a_only, "b_only": b_only, "n": 100, "verdict": "too_few"}
+
+    pooled = bench_report.pooled_over_seeds([paired(0, 1, 0), paired(1, 2, 0)])[("default", "plain")]
+    # 3 against 0 discordant images: even all on one side gives p = 0.25, so the test cannot tell
+    assert (pooled["a_only"], pooled["b_only"], pooled["n"], pooled["seeds"]) == (3, 0, 200, 2)
+    assert pooled["verdict"] == "too_few" and pooled["p_value"] == pytest.approx(0.25)
+    assert bench_report.pooled_over_seeds([paired(0, 6, 0)])[("default", "plain")]["verdict"] == "better"  # p = 0.03125
