@@ -531,14 +531,6 @@ def arm_plan(args: argparse.Namespace, peer: dict[str, Any], modes: Optional[lis
             "script": "arm_plain.py",
             "text": "a short Hinton-KD loop written here (`arm_plain.py`): teacher in eval mode under no_grad on every batch.",
         },
-        "plain_long": {
-            "label": "plain PyTorch KD, patient's time",
-            "python": sys.executable,
-            "script": "arm_plain.py",
-            "epochs_factor": args.plain_long_factor,  # compared with the patient arm only: bench_report.LONG_PEERS
-            "text": f"the plain Hinton-KD loop for {args.plain_long_factor:g}× the epochs (rounded), about the patient arm's "
-            "wall time: plain KD given the time cann-distill's patient schedule takes.",
-        },
         "ceiling": {
             "label": "plain loop, no teacher forward",
             "python": sys.executable,
@@ -555,14 +547,20 @@ def arm_plan(args: argparse.Namespace, peer: dict[str, Any], modes: Optional[lis
             "text": "torchdistill's `DistillationBox` with its own YAML config (below), driven as its "
             "`examples/torchvision/image_classification.py` drives it, in the separate benchmark environment.",
         },
-        "td_long": {
-            "label": "torchdistill KD, patient's time",
-            "python": peer["python"],
-            "script": "arm_torchdistill.py",
-            "epochs_factor": args.plain_long_factor,  # compared with the patient arm only: bench_report.LONG_PEERS
-            "text": f"the torchdistill arm for {args.plain_long_factor:g}× the epochs (rounded), as plain KD given the patient arm's time.",
-        },
     }
+    long_texts = {  # peers given the patient arm's time: compared with the patient arm only (bench_report.LONG_PEERS)
+        "plain_long": (
+            "plain",
+            f"the plain Hinton-KD loop for {args.plain_long_factor:g}× the epochs (rounded), about the "
+            "patient arm's wall time: plain KD given the time cann-distill's patient schedule takes.",
+        ),
+        "td_long": (
+            "torchdistill",
+            f"the torchdistill arm for {args.plain_long_factor:g}× the epochs (rounded), as plain KD given the patient arm's time.",
+        ),
+    }
+    for arm, (base, text) in long_texts.items():
+        plan[arm] = {**plan[base], "label": f"{plan[base]['label']}, patient's time", "epochs_factor": args.plain_long_factor, "text": text}
     texts = {
         "default": "the recipe exactly as written (its `distill.critical`, its `teacher_targets` or the default)",
         "patient": f"stored teacher draws replayed (`distill.teacher_targets: replay`) for {args.patient_factor}× the epochs "
