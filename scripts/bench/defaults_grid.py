@@ -63,6 +63,13 @@ ARMS: dict[str, tuple[str, list[str]]] = {  # name: (stage, overrides)
     # DIST (Huang et al., NeurIPS 2022): ImageNet's T = 1, beta = gamma = 1, CE 1 : DIST 2; CIFAR's T = 4, beta = gamma = 2
     "dist1": ("distill", [*WARM, "distill.losses[1].kind=dist", "distill.losses[1].temperature=1.0", "distill.losses[1].weight=1.0"]),
     "dist4": ("distill", [*WARM, "distill.losses[1].kind=dist", "distill.losses[1].beta=2.0", "distill.losses[1].gamma=2.0"]),
+    # at the 30-epoch default: mixup on the student's batch with the teacher labelling the mixed images (online),
+    # KD alone at mixup alpha 1 ("function matching", Beyer et al., CVPR 2022) and the default weights at alpha 0.2;
+    # and the learning rate doubled
+    "fm": ("distill", [*WARM, "data.augment.mixup_alpha=1.0", "distill.losses[0].weight=0.0", "distill.losses[1].weight=1.0"]),
+    "mix02": ("distill", [*WARM, "data.augment.mixup_alpha=0.2"]),
+    "lr01": ("distill", [*WARM, "distill.lr=0.1"]),
+    "base_lr01": ("baseline", [*WARM, "distill.lr=0.1"]),
     # training augmentation off (the evaluation transform for training images too), distilled and baseline
     "noaug": ("distill", [*WARM, "data.augment.enabled=false"]),
     "base_noaug": ("baseline", [*WARM, "data.augment.enabled=false"]),

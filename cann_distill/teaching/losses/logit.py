@@ -84,8 +84,7 @@ class HintonKD(Loss):
         self.standardize = standardize
 
     def __call__(self, outputs: Outputs) -> torch.Tensor:
-        s = outputs["student.logits"]
-        t = outputs["teacher.logits"].to(s.dtype)
+        s, t = _logit_pair(outputs, "kd")
         if self.standardize:
             s, t = standardized(s), standardized(t)
         temp = _temperature(outputs, self.temperature, s)

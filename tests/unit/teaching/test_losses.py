@@ -36,6 +36,15 @@ def test_kd_is_zero_when_student_equals_teacher_and_uses_per_sample_temperature(
     assert per[1].item() == pytest.approx(fixed3[1].item(), rel=1e-5)
 
 
+def test_kd_rejects_logits_of_different_shapes_instead_of_broadcasting() -> None:
+    kd = LOSSES.build("kd", temperature=4.0)
+    s = torch.randn(4, 10)
+    with pytest.raises(ValueError, match=r"kd needs .* got \(4, 10\) and \(4, 1\)"):
+        kd({"student.logits": s, "teacher.logits": torch.randn(4, 1)})  # would broadcast to a finite, wrong loss
+    with pytest.raises(ValueError, match="same shape"):
+        kd({"student.logits": s, "teacher.logits": torch.randn(4, 16)})
+
+
 def test_ce_per_sample_and_label_smoothing() -> None:
     logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
     y = torch.tensor([0, 0])
