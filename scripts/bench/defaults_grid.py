@@ -70,6 +70,10 @@ ARMS: dict[str, tuple[str, list[str]]] = {  # name: (stage, overrides)
     "mix02": ("distill", [*WARM, "data.augment.mixup_alpha=0.2"]),
     "lr01": ("distill", [*WARM, "distill.lr=0.1"]),
     "base_lr01": ("baseline", [*WARM, "distill.lr=0.1"]),
+    # the default's time spent on replayed targets instead: twice the epochs (10 labelled views per image), and the
+    # baseline at the same 60 epochs
+    "replay60": ("distill", [*WARM, "distill.teacher_targets=replay", "distill.epochs=60"]),
+    "base60": ("baseline", [*WARM, "distill.epochs=60"]),
     # training augmentation off (the evaluation transform for training images too), distilled and baseline
     "noaug": ("distill", [*WARM, "data.augment.enabled=false"]),
     "base_noaug": ("baseline", [*WARM, "data.augment.enabled=false"]),
