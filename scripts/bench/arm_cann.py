@@ -1,5 +1,6 @@
 """cann-distill through its library entry points (`load_recipe`, `run_stages`): teacher (loads the
-shared checkpoint), select (the one-time teacher pass, and for `replay` the stored draws), distill.
+shared checkpoint), select (the one-time teacher pass, and for `replay` the stored draws), distill, or
+with `"stage": "baseline"` in the spec the CE-only baseline stage instead of distill.
 
 The training loop is timed by wrapping the training DataLoader that `cann_distill.training.loop.fit`
 builds (the same `TimedLoader` the other arms use); the package itself is not changed. Should a
@@ -59,23 +60,26 @@ def main() -> int:
     data_path = ac.DECODE if recipe.data.cache_mb == 0 else f"decoded-pixel cache ({recipe.data.cache_mb} MiB)"
     if spec.get("data_path") not in (None, data_path):
         raise SystemExit(f"the spec asks for data path {spec['data_path']!r}; the recipe gives {data_path!r}")
-    results = {r.stage: r for r in run_stages(recipe, ["teacher", "select", "distill"], run_dir=run_dir, force=True)}
-    distill = results["distill"].summary
-    targets = distill.get("teacher_targets") or distill.get("teacher", {}).get("logits")
+    stage = spec.get("stage", "distill")
+    if stage not in ("distill", "baseline"):
+        raise SystemExit(f"the spec's stage must be distill or baseline, got {stage!r}")
+    results = {r.stage: r for r in run_stages(recipe, ["teacher", "select", stage], run_dir=run_dir, force=True)}
+    distill = results[stage].summary
+    targets = (distill.get("teacher_targets") or distill.get("teacher", {}).get("logits")) if stage == "distill" else "none (labels only)"
     epochs = timers[-1].epochs if timers else []
     if not epochs:  # the whole stage as one pass: setup and evaluation included, so it is slower than the loop
         steps = spec["epochs"] * spec["steps_per_epoch"]
-        epochs = [{"seconds": results["distill"].seconds, "samples": steps * spec["batch_size"], "steps": steps}]
+        epochs = [{"seconds": results[stage].seconds, "samples": steps * spec["batch_size"], "steps": steps}]
     train_tf, eval_tf = build_transforms(recipe.data)
     norm = pixel_norm(recipe.data)
-    tested = test_fields(run_dir / "distill" / "student.pt", Path(spec["data_root"]), eval_tf, norm) if spec["evaluate"] else {}
+    tested = test_fields(run_dir / stage / "student.pt", Path(spec["data_root"]), eval_tf, norm) if spec["evaluate"] else {}
     ac.write_result(
         out,
         spec,
         started,
         epochs=epochs,
-        loop_timer="training DataLoader pass" if timers else "distill stage wall time (the loop was not reached by the timer)",
-        distill_seconds=results["distill"].seconds,
+        loop_timer="training DataLoader pass" if timers else f"{stage} stage wall time (the loop was not reached by the timer)",
+        distill_seconds=results[stage].seconds,
         stages={name: {"seconds": r.seconds, "status": r.status} for name, r in results.items()},
         test_acc=distill.get("test_acc") if spec["evaluate"] else None,
         **tested,
@@ -84,6 +88,7 @@ def main() -> int:
         teacher_summary=distill.get("teacher"),
         augmented=distill.get("augmented"),
         teacher_mode="eval" if targets == "online" else "no teacher forward",
+        stage=stage,
         overrides=cfg["overrides"],
         data_path=data_path,
         data_cache_mb=recipe.data.cache_mb,

@@ -6,6 +6,8 @@ Arms (each run is a fresh process started from here, so no arm inherits another'
 
   student       arm_plain.py with the KD term off: the student alone (CE only), the reference for
                 transfer efficiency
+  baseline      arm_cann.py: cann-distill's own CE-only baseline stage (`cann-distill baseline`), the
+                reference its report computes transfer efficiency against; TE is shown against both
   plain         arm_plain.py: a short Hinton-KD loop that runs the teacher on every batch
   ceiling       arm_plain.py with the teacher forward skipped (speed only): what dropping the
                 teacher alone buys the plain loop
@@ -75,11 +77,25 @@ import bench_report
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-ARMS = ("student", "plain", "ceiling", "torchdistill", "online", "cached", "replay", "default", "patient", "plain_long", "td_long")
+ARMS = (
+    "student",
+    "baseline",
+    "plain",
+    "ceiling",
+    "torchdistill",
+    "online",
+    "cached",
+    "replay",
+    "default",
+    "patient",
+    "plain_long",
+    "td_long",
+)
 SPEED_DEFAULT = ("plain", "ceiling", "torchdistill", "online", "cached", "replay")
 ACCURACY_DEFAULT = ("student", "plain", "torchdistill", "default", "patient")
 SPEED_ONLY = ("ceiling",)
 CANN_ARMS = ("online", "cached", "replay", "default", "patient")
+CANN_SCRIPT_ARMS = (*CANN_ARMS, "baseline")  # the arms arm_cann.py runs: they get the recipe and its overrides
 NO_CRITICAL = ("online", "cached", "replay")  # these compare teacher targets alone: critical-sample weighting off
 DEFAULT_PEER = str(REPO / ".benchenv" / "bin" / "python")  # the benchmark environment, beside the checkout
 PEER_SETUP = (
@@ -606,6 +622,17 @@ def arm_plan(args: argparse.Namespace, peer: dict[str, Any], modes: Optional[lis
         if mode in NO_CRITICAL:
             entry["overrides"] = ["distill.critical.mode=none", *entry["overrides"]]
         plan[mode] = entry
+    plan["baseline"] = {
+        "label": "cann-distill baseline (CE only)",
+        "python": sys.executable,
+        "script": "arm_cann.py",
+        "spec": {"stage": "baseline"},
+        "overrides": [],
+        "notes": [],
+        "text": "cann-distill's own CE-only baseline stage (`cann-distill baseline`) on the recipe exactly as written: the "
+        "student trained on the labels alone (CE, weight 1) by cann-distill's loop, with the distill stage's optimizer, "
+        "schedule, epochs and augmentation; the reference `cann-distill report` computes transfer efficiency against.",
+    }
     if not peer["available"]:
         plan["torchdistill"]["skipped"] = plan["td_long"]["skipped"] = peer["reason"]
     return {a: plan[a] for a in args.arms}
@@ -719,7 +746,7 @@ def data_path_settings(part: str, arm: str) -> tuple[dict[str, Any], list[str]]:
     """
     if part != "speed":
         return {}, []
-    return {"data_path": SPEED_DATA_PATH}, (["data.cache_mb=0"] if arm in CANN_ARMS else [])
+    return {"data_path": SPEED_DATA_PATH}, (["data.cache_mb=0"] if arm in CANN_SCRIPT_ARMS else [])
 
 
 def arm_spec(
@@ -737,7 +764,7 @@ def arm_spec(
     arm_epochs = int(round(epochs * plan.get("epochs_factor", 1)))
     keys, data_overrides = data_path_settings(part, arm)
     spec = {**base_spec(st, teacher, ckpt, arm_epochs, seed, augment=True, evaluate=part == "accuracy"), **keys, **plan.get("spec", {})}
-    if arm in CANN_ARMS:
+    if arm in CANN_SCRIPT_ARMS:
         spec["cann"] = {
             "recipe": str(recipe_path),
             "overrides": cann_overrides(st, teacher, ckpt, arm_epochs) + data_overrides + plan["overrides"],

@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 ARM_ORDER = (
     "student",
+    "baseline",
     "plain",
     "ceiling",
     "torchdistill",
@@ -28,6 +29,7 @@ BASELINES = ("plain", "torchdistill")
 CANN_ARMS = ("online", "cached", "replay", "default", "patient")
 HEADLINE = ("default", "patient")  # the cann-distill arms "where cann-distill loses" is about
 LONG_PEERS = ("plain_long", "td_long")  # peers given the patient arm's time: compared with the patient arm only
+REFERENCES = ("student", "baseline")  # trained on the labels alone: the plain loop's student, cann-distill's baseline stage
 
 
 def _same_budget(cann: str, peer: str) -> bool:
@@ -259,12 +261,11 @@ def _kept_line(runs: list[dict[str, Any]], arms_info: dict[str, Any]) -> str:
 
 
 def _comparisons(arms: list[str]) -> list[tuple[str, str]]:
-    """(A, B) pairs the page tests per seed: every arm against the student alone, and cann-distill's
-    headline arms against each peer."""
+    """(A, B) pairs the page tests per seed: every arm against the student alone, cann-distill's headline arms
+    against its own CE-only baseline, and the headline arms against each peer."""
     pairs = [(a, "student") for a in arms if a != "student" and "student" in arms]
-    pairs += [
-        (c, peer) for c in HEADLINE if c in arms for peer in arms if peer not in CANN_ARMS and peer != "student" and _same_budget(c, peer)
-    ]
+    pairs += [(c, "baseline") for c in HEADLINE if c in arms and "baseline" in arms]
+    pairs += [(c, peer) for c in HEADLINE if c in arms for peer in arms if peer not in (*CANN_ARMS, *REFERENCES) and _same_budget(c, peer)]
     return pairs
 
 
@@ -323,21 +324,21 @@ def transfer_efficiency(arm: float, student: float, teacher: float) -> Optional[
 
 
 def _transfer_efficiency(acc: dict[str, Any], per_seed: dict[int, dict[str, float]], teacher: Optional[float]) -> None:
-    """Each arm's TE per seed (against the student arm of the same seed and the one teacher), mean ± std over seeds."""
+    """Each arm's TE per seed against the student arm of the same seed and the one teacher (`te`), and against
+    cann-distill's baseline arm of the same seed (`te_vs_baseline`) when the run has one; mean ± std over seeds."""
     if teacher is None:
         return
     for arm, a in acc.items():
         if a.get("status") != "done":
             continue
-        te = {
-            seed: transfer_efficiency(row[arm], row["student"], teacher)
-            for seed, row in per_seed.items()
-            if arm in row and "student" in row
-        }
-        a["te_per_seed"] = te
-        values = [v for v in te.values() if v is not None]
-        if values:
-            a["te"] = _mean_std(values)
+        for ref, key in (("student", "te"), ("baseline", "te_vs_baseline")):
+            if ref not in acc:
+                continue
+            te = {seed: transfer_efficiency(row[arm], row[ref], teacher) for seed, row in per_seed.items() if arm in row and ref in row}
+            a[f"{key}_per_seed"] = te
+            values = [v for v in te.values() if v is not None]
+            if values:
+                a[key] = _mean_std(values)
 
 
 def _where_cann_loses(acc: dict[str, Any], labels: dict[str, str], paired: Optional[list[dict[str, Any]]] = None) -> list[str]:
@@ -804,10 +805,11 @@ def render(data: dict[str, Any]) -> str:
             "",
         ]
         rows = []
+        with_baseline = s["accuracy"].get("baseline", {}).get("status") == "done"
         for arm, r in s["accuracy"].items():
             label = arms_info.get(arm, {}).get("label", arm)
             if r["status"] != "done":
-                rows.append([label, r["status"]] + ["–"] * 6)
+                rows.append([label, r["status"]] + ["–"] * (7 if with_baseline else 6))
                 continue
             ta = r["test_acc"]
             rows.append(
@@ -816,6 +818,7 @@ def render(data: dict[str, Any]) -> str:
                     f"{ta['mean']:.2f} ± {ta['std']:.2f}%",
                     ", ".join(f"{x:.2f}" for x in ta["values"]),
                     _te_cell(r.get("te")),
+                    *([_te_cell(r.get("te_vs_baseline"))] if with_baseline else []),
                     "; ".join(r["teacher_targets"]),
                     _num(_median(r, "loop")),
                     *_one_time_cells(r),
@@ -827,6 +830,7 @@ def render(data: dict[str, Any]) -> str:
                 "test top-1 (mean ± std)",
                 "per seed (%)",
                 "TE (mean ± std)",
+                *(["TE vs cann-distill's baseline"] if with_baseline else []),
                 "teacher targets",
                 "loop samples/s (median)",
                 "one-time (s)",
@@ -839,6 +843,12 @@ def render(data: dict[str, Any]) -> str:
             "student) / (teacher − student), with the student arm of the same seed: 0 is no better than the student trained "
             "alone, 1 reaches the teacher; mean ± sample std over seeds."
             + ("" if "student" in s["accuracy"] else " No student arm in this run, so no TE.")
+            + (
+                " **TE vs cann-distill's baseline** uses cann-distill's own CE-only baseline stage of the same seed in place of "
+                "the student arm: the reference `cann-distill report` and `--strict` use."
+                if with_baseline
+                else ""
+            )
             + _kept_line((data.get("accuracy") or {}).get("runs", []), arms_info),
             "",
         ]
@@ -851,6 +861,11 @@ def render(data: dict[str, Any]) -> str:
                     + (
                         f" (TE {te:.2f})"
                         if (te := s["accuracy"][a].get("te_per_seed", {}).get(seed)) is not None and a != "student"
+                        else ""
+                    )
+                    + (
+                        f" (vs baseline {tb:.2f})"
+                        if (tb := s["accuracy"][a].get("te_vs_baseline_per_seed", {}).get(seed)) is not None and a not in REFERENCES
                         else ""
                     )
                 )
@@ -866,7 +881,8 @@ def render(data: dict[str, Any]) -> str:
         lines += [
             "### Where cann-distill loses",
             "",
-            "Generated from the numbers above: every arm that is not cann-distill whose mean test top-1 is above cann-distill's "
+            "Generated from the numbers above: every arm that is not a cann-distill distillation arm (the peers, and "
+            "cann-distill's own CE-only baseline when the run has it) whose mean test top-1 is above cann-distill's "
             "`default` or `patient` arm given the same budget, against the seeds' spread (the larger of the two arms' std; "
             "with one seed, any lead counts as beyond it) and with the paired tests of the table above.",
             "",

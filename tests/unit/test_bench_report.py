@@ -191,6 +191,32 @@ def test_where_cann_distill_loses_names_arms_beyond_the_spread(photo_data: dict[
     assert "- No arm is above cann-distill patient on the mean." in page
 
 
+def test_cann_distills_own_baseline_gives_a_second_te_and_is_named_where_it_leads(photo_data: dict[str, Any]) -> None:
+    photo_data["arms"]["baseline"] = {"label": "cann-distill baseline (CE only)"}
+    photo_data["accuracy"]["runs"] += [acc_run("baseline", s, a) for s, a in enumerate((0.76, 0.77, 0.78))]
+    s = bench_report.summarize(photo_data)["accuracy"]
+    # default 75/76/77 against the baseline 76/77/78, teacher 90: (75-76)/14, (76-77)/13, (77-78)/12
+    assert s["default"]["te_vs_baseline"]["values"] == pytest.approx([-1 / 14, -1 / 13, -1 / 12])
+    assert s["default"]["te"]["values"] == pytest.approx([5 / 20, 4 / 18, 3 / 16])  # against the plain student, unchanged
+    page = bench_report.render(photo_data)
+    cells = row(page, "cann-distill default", "## Accuracy")
+    assert cells[4] == f"{s['default']['te_vs_baseline']['mean']:.2f} ± {s['default']['te_vs_baseline']['std']:.2f}"
+    assert "TE vs cann-distill's baseline" in page
+    # seed 2's row: student, baseline, plain, torchdistill, default
+    assert row(page, "2", "### Per seed")[5] == "77.00 (TE 0.19) (vs baseline -0.08)"
+    section = page[page.index("### Where cann-distill loses") :]
+    assert (
+        "- cann-distill baseline (CE only) is above cann-distill default by 1.00 pt on the mean, inside the seeds' spread (1.00 pt)"
+        in section
+    )
+    pairs = bench_report._comparisons(["student", "baseline", "plain", "default", "patient"])
+    assert ("default", "baseline") in pairs and ("patient", "baseline") in pairs and ("baseline", "student") in pairs
+    assert ("baseline", "plain") not in pairs and ("plain", "baseline") not in pairs  # a reference, not a peer
+    del photo_data["arms"]["baseline"]
+    photo_data["accuracy"]["runs"] = [r for r in photo_data["accuracy"]["runs"] if r["arm"] != "baseline"]
+    assert "TE vs cann-distill's baseline" not in bench_report.render(photo_data)
+
+
 def test_a_lead_inside_the_spread_is_named_with_the_paired_tests() -> None:
     def arm(mean: float, std: float) -> dict[str, Any]:
         return {"status": "done", "test_acc": {"mean": mean, "std": std, "n": 3}}

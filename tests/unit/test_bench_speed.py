@@ -84,7 +84,7 @@ def test_every_speed_arm_decodes_every_epoch(speed_setup: tuple[dict[str, Any], 
     for arm in plan:
         spec = bench.arm_spec("speed", arm, plan[arm], st, "resnet18", tmp_path / "t.pt", 4, 0, path)
         assert spec["data_path"] == "decode", arm
-        if arm in bench.CANN_ARMS:
+        if arm in bench.CANN_SCRIPT_ARMS:
             overrides = spec["cann"]["overrides"]
             assert "data.cache_mb=0" in overrides, arm
             # after the user's --set data.cache_mb=512, so it wins: the decoded-pixel cache is off
@@ -114,6 +114,17 @@ def test_the_peers_given_the_patient_arms_time_run_the_factor_of_the_epochs(
 
     pairs = bench_report._comparisons(["student", "torchdistill", "default", "patient", "td_long"])
     assert ("patient", "td_long") in pairs and ("default", "td_long") not in pairs and ("default", "torchdistill") in pairs
+
+
+def test_the_baseline_arm_runs_cann_distills_baseline_stage_on_the_default_arms_recipe(
+    speed_setup: tuple[dict[str, Any], dict[str, Any], Path], tmp_path: Path
+) -> None:
+    st, plan, path = speed_setup
+    base = bench.arm_spec("accuracy", "baseline", plan["baseline"], st, "resnet18", tmp_path / "t.pt", 30, 0, path)
+    default = bench.arm_spec("accuracy", "default", plan["default"], st, "resnet18", tmp_path / "t.pt", 30, 0, path)
+    assert plan["baseline"]["script"] == plan["default"]["script"] == "arm_cann.py"
+    assert base.pop("stage") == "baseline" and "stage" not in default  # arm_cann.py runs distill unless told otherwise
+    assert base == default  # same recipe, overrides, epochs, seed and data: only the stage differs
 
 
 def test_cache_mb_zero_keeps_no_decoded_pixels(tmp_path: Path) -> None:
