@@ -77,20 +77,7 @@ import bench_report
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-ARMS = (
-    "student",
-    "baseline",
-    "plain",
-    "ceiling",
-    "torchdistill",
-    "online",
-    "cached",
-    "replay",
-    "default",
-    "patient",
-    "plain_long",
-    "td_long",
-)
+ARMS = bench_report.ARM_ORDER  # every arm, in the order the pages list them
 SPEED_DEFAULT = ("plain", "ceiling", "torchdistill", "online", "cached", "replay")
 ACCURACY_DEFAULT = ("student", "plain", "torchdistill", "default", "patient")
 SPEED_ONLY = ("ceiling",)
