@@ -81,7 +81,7 @@ ARMS = bench_report.ARM_ORDER  # every arm, in the order the pages list them
 SPEED_DEFAULT = ("plain", "ceiling", "torchdistill", "online", "cached", "replay")
 ACCURACY_DEFAULT = ("student", "plain", "torchdistill", "default", "patient")
 SPEED_ONLY = ("ceiling",)
-CANN_ARMS = ("online", "cached", "replay", "default", "patient")
+CANN_ARMS = bench_report.CANN_ARMS
 CANN_SCRIPT_ARMS = (*CANN_ARMS, "baseline")  # the arms arm_cann.py runs: they get the recipe and its overrides
 NO_CRITICAL = ("online", "cached", "replay")  # these compare teacher targets alone: critical-sample weighting off
 DEFAULT_PEER = str(REPO / ".benchenv" / "bin" / "python")  # the benchmark environment, beside the checkout
@@ -609,13 +609,10 @@ def arm_plan(args: argparse.Namespace, peer: dict[str, Any], modes: Optional[lis
         if mode in NO_CRITICAL:
             entry["overrides"] = ["distill.critical.mode=none", *entry["overrides"]]
         plan[mode] = entry
-    plan["baseline"] = {
+    plan["baseline"] = {  # the default arm's entry (interpreter, script, overrides) with the baseline stage
+        **plan["default"],
         "label": "cann-distill baseline (CE only)",
-        "python": sys.executable,
-        "script": "arm_cann.py",
         "spec": {"stage": "baseline"},
-        "overrides": [],
-        "notes": [],
         "text": "cann-distill's own CE-only baseline stage (`cann-distill baseline`) on the recipe exactly as written: the "
         "student trained on the labels alone (CE, weight 1) by cann-distill's loop, with the distill stage's optimizer, "
         "schedule, epochs and augmentation; the reference `cann-distill report` computes transfer efficiency against.",
