@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
@@ -18,6 +19,7 @@ from cann_distill.runtime import distributed
 from cann_distill.runtime.devices import Runtime, channels_last_for, resolve_device
 from cann_distill.runtime.terminal import ui
 from cann_distill.stages import STAGE_ORDER, STAGES, Observe, Stage, StageResult, is_current, run_stage, stage_for
+from cann_distill.stages.beside import Beside, start_beside
 from cann_distill.store.rundir import RunDir
 
 
@@ -34,6 +36,7 @@ def run_stages(
     resume: bool = False,
     budget_check: bool = True,
     observe: Observe = Observe(),
+    jobs: Optional[int] = None,
 ) -> list[StageResult]:
     """Run `stages` in order, skipping those whose inputs have not changed.
 
@@ -44,7 +47,8 @@ def run_stages(
 
     Under torchrun (`cann_distill.runtime.distributed`) rank 0 holds the lock and decides; teacher, select and
     distill run on every rank, validate and report on rank 0 alone. `observe` is handed to every stage (an epoch
-    hook, the trackers' naming: `stages.base.Observe`).
+    hook, the trackers' naming: `stages.base.Observe`). `jobs`: whether the CE-only baseline trains beside distill
+    in a second process (`beside_cores`).
     """
     from cann_distill.quant.profiles import check_student_budget
     from cann_distill.stages.distill import resume_pending, resuming
@@ -82,12 +86,41 @@ def run_stages(
             return forced
 
         forced = distributed.lead(prepare)
-        for name in stages:
-            stage = stage_for(name, recipe)  # the task's own stage (task: detect)
-            if len(stages) > 1 and not stage.enabled(recipe):
-                continue  # off in this recipe (e.g. baseline without report.baseline): only its own command reports that
-            results.append(_run_one(stage, recipe, run, name in forced, runtime, observe))
+        cores = beside_cores(jobs, recipe, runtime, stages)
+        beside: Optional[Beside] = None
+        try:
+            for name in stages:
+                stage = stage_for(name, recipe)  # the task's own stage (task: detect)
+                if len(stages) > 1 and not stage.enabled(recipe):
+                    continue  # off in this recipe (e.g. baseline without report.baseline): only its own command reports that
+                if name == "distill" and cores and ("distill" in forced or not is_current(stage, recipe, run)):
+                    beside = start_beside(STAGES["baseline"], recipe, run, runtime, "baseline" in forced, cores)
+                if name == "baseline" and beside is not None:
+                    results.append(beside.finish())
+                    beside = None
+                    continue
+                results.append(_run_one(stage, recipe, run, name in forced, runtime, observe))
+        finally:
+            if beside is not None:  # a stage failed or was interrupted while the baseline trained beside it
+                beside.abort()
     return results
+
+
+def beside_cores(jobs: Optional[int], recipe: Recipe, runtime: Runtime, stages: Sequence[str]) -> int:
+    """The cores to split between distill and the CE-only baseline trained beside it; 0: one stage at a time.
+
+    `jobs` 1: one stage at a time; 2: the baseline beside distill; None (auto): 2 on a CPU with at least two cores,
+    where a small model gains little from a second thread (`stages.beside`), 1 on an accelerator, whose memory two
+    trainings would share. Never under torchrun, never for task: detect, and only when both stages are asked for."""
+    if jobs is not None and jobs not in (1, 2):
+        raise UsageError(f"--jobs must be 1 (one stage at a time) or 2 (the baseline beside distill), got {jobs}")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    wanted = jobs if jobs is not None else (2 if runtime.type == "cpu" and cores >= 2 else 1)
+    if wanted < 2 or distributed.active() or recipe.task != "classify" or not recipe.report.baseline:
+        return 0
+    if "distill" not in stages or "baseline" not in stages:
+        return 0
+    return cores
 
 
 def _run_one(stage: Stage, recipe: Recipe, run: RunDir, force: bool, runtime: Runtime, observe: Observe = Observe()) -> StageResult:

@@ -68,6 +68,7 @@ def run_stages_cli(
     budget_check: bool = True,
     packaged_ok: bool = True,
     found_at: Optional[dict[str, Any]] = None,
+    jobs: Optional[int] = None,
 ) -> Callable[[], list]:
     """The library call behind every pipeline command: load the recipe (file, packaged name, flags), check --resume, run.
 
@@ -88,7 +89,7 @@ def run_stages_cli(
             )
         if resume and "distill" in stages and (problem := resume_problem(r, run_dir_of(r, run_dir))) is not None:
             raise UsageError(problem)
-        return run_stages(r, stages, run_dir=run_dir, force=force, resume=resume, budget_check=budget_check)
+        return run_stages(r, stages, run_dir=run_dir, force=force, resume=resume, budget_check=budget_check, jobs=jobs)
 
     return go
 
@@ -161,6 +162,17 @@ def run_cmd(
     resume: ResumeOpt = False,
     strict: StrictOpt = False,
     no_budget_check: NoBudgetCheckOpt = False,
+    jobs: Annotated[
+        Optional[int],
+        typer.Option(
+            "--jobs",
+            "-j",
+            help="2: train the CE-only baseline in a second process beside distill, the two sharing the cores; "
+            "1: one stage at a time. Default: 2 on a CPU with at least two cores, 1 on a GPU or NPU.",
+            min=1,
+            max=2,
+        ),
+    ] = None,
     teacher: TeacherOpt = None,
     student: StudentOpt = None,
     data: DataOpt = None,
@@ -177,7 +189,7 @@ def run_cmd(
         from cann_distill.stages.status import stage_span
 
         stages = stage_span(first, last)
-        return run_stages_cli(recipe, stages, run_dir, set_, force, flags, device, provider, resume, not no_budget_check)()
+        return run_stages_cli(recipe, stages, run_dir, set_, force, flags, device, provider, resume, not no_budget_check, jobs=jobs)()
 
     invoke(go, as_json, quiet, debug, render=print_results, to_json=_stages_json, after=_validate_after(strict, None))
 

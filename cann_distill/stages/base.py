@@ -224,7 +224,7 @@ def run_stage(
     if not stage.enabled(recipe):
         return StageResult(stage.name, "skipped", str(run.root), {}, dict(stage.off_summary), 0.0, "off in this recipe")
     plan = distributed.lead(lambda: plan_stage(stage, recipe, run, force))
-    inputs, artifacts, fingerprint, rec = plan.inputs, plan.artifacts, plan.fingerprint, plan.current
+    rec = plan.current
     if rec is not None:
         ui.info(f"[dim]{stage.name}: up to date, skipped (--force reruns it)[/dim]")
         return StageResult(stage.name, "skipped", str(run.root), rec.outputs, rec.summary, 0.0, "up to date")
@@ -232,9 +232,8 @@ def run_stage(
     started = time.time()
     t0 = time.perf_counter()
 
-    def context(out: Path) -> Context:  # the stage's view of the job, writing into `out`
-        missing, stale = dict(inputs.get("missing", {})), dict(inputs.get("stale", {}))
-        return Context(recipe, run, out, artifacts, dict(inputs["artifacts"]), fingerprint, runtime, missing, stale, observe)
+    def context(out: Path) -> Context:
+        return stage_context(recipe, run, out, plan, runtime, observe)
 
     if not distributed.is_main():  # a follower: same work, outputs thrown away; rank 0 writes them
         with tempfile.TemporaryDirectory(prefix=f"cann-distill-rank{distributed.rank()}-") as tmp:
@@ -243,13 +242,33 @@ def run_stage(
         return StageResult(stage.name, "done", str(run.root), {}, summary, time.perf_counter() - t0, "rank 0 wrote the outputs")
     with run.staging(stage.name) as out:
         summary = stage.execute(context(out))
-        outputs = {f"{stage.name}/{p.relative_to(out).as_posix()}": sha256_file(p) for p in sorted(out.rglob("*")) if p.is_file()}
+        outputs = staged_outputs(stage.name, out)
         run.forget(stage.name)  # the old record must not vouch for the folder being replaced
     seconds = time.perf_counter() - t0
-    run.write_record(stage.name, StageRecord(fingerprint, inputs, outputs, started, seconds, library_versions(), summary))
+    result = record_stage(stage.name, run, plan, outputs, summary, started, seconds)
     distributed.barrier()  # the other ranks wait until the outputs and the record are in place
-    ui.info(f"[green]{stage.name}[/green]: done in {seconds:.1f}s")
-    return StageResult(stage.name, "done", str(run.root), outputs, summary, seconds)
+    return result
+
+
+def stage_context(recipe: Recipe, run: RunDir, out: Path, plan: Plan, runtime: Runtime = CPU, observe: Observe = Observe()) -> Context:
+    """The stage's view of the job as `plan` found it, writing into `out`."""
+    inputs = plan.inputs
+    missing, stale = dict(inputs.get("missing", {})), dict(inputs.get("stale", {}))
+    return Context(recipe, run, out, plan.artifacts, dict(inputs["artifacts"]), plan.fingerprint, runtime, missing, stale, observe)
+
+
+def staged_outputs(name: str, out: Path) -> dict[str, str]:
+    """Every file a stage wrote into its staging folder, as "stage/relative/path" -> sha256."""
+    return {f"{name}/{p.relative_to(out).as_posix()}": sha256_file(p) for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def record_stage(
+    name: str, run: RunDir, plan: Plan, outputs: dict[str, str], summary: dict[str, Any], started: float, seconds: float
+) -> StageResult:
+    """Write the manifest record of a stage whose outputs are in place, and say it is done."""
+    run.write_record(name, StageRecord(plan.fingerprint, plan.inputs, outputs, started, seconds, library_versions(), summary))
+    ui.info(f"[green]{name}[/green]: done in {seconds:.1f}s")
+    return StageResult(name, "done", str(run.root), outputs, summary, seconds)
 
 
 STAGES: dict[str, Stage] = {}

@@ -126,3 +126,9 @@ def test_inspect_lists_taps_as_table_and_json(cli) -> None:
     assert info["taps"][3] == {"tap": "3", "module": "layer3", "channels": 192, "stride": 16, "shape": [192, 1, 1]}
     result = cli("inspect", "resnet181")
     assert result.exit_code == 2 and "unknown timm architecture 'resnet181'" in one_line_error(result)
+
+
+def test_run_refuses_more_jobs_than_the_two_stages_it_can_overlap(cli, write_recipe) -> None:
+    result = cli("run", write_recipe(), "--jobs", "3")
+    assert result.exit_code == 2
+    assert "Invalid value for '--jobs'" in " ".join(result.output.split())
