@@ -86,7 +86,7 @@ def run_stages(
             return forced
 
         forced = distributed.lead(prepare)
-        cores = beside_cores(jobs, recipe, runtime, stages)
+        cores = beside_cores(jobs, recipe, stages)
         beside: Optional[Beside] = None
         try:
             for name in stages:
@@ -106,17 +106,19 @@ def run_stages(
     return results
 
 
-def beside_cores(jobs: Optional[int], recipe: Recipe, runtime: Runtime, stages: Sequence[str]) -> int:
+def beside_cores(jobs: Optional[int], recipe: Recipe, stages: Sequence[str]) -> int:
     """The cores to split between distill and the CE-only baseline trained beside it; 0: one stage at a time.
 
-    `jobs` 1: one stage at a time; 2: the baseline beside distill; None (auto): 2 on a CPU with at least two cores,
-    where a small model gains little from a second thread (`stages.beside`), 1 on an accelerator, whose memory two
-    trainings would share. Never under torchrun, never for task: detect, and only when both stages are asked for."""
+    `jobs` 2: the baseline beside distill; 1 or None: one stage at a time. Not the default: it is measured faster only
+    for small models on a 2-core CPU (`stages.beside`), where a second thread gains little; with more cores or a larger
+    model, halving distill's threads can cost more than the overlap gives, and on an accelerator the two trainings
+    would share its memory. Torch's results depend on its thread count, so it also gives other weights than one stage
+    at a time. Never on one core, under torchrun or for task: detect, and only when both stages are asked for."""
     if jobs is not None and jobs not in (1, 2):
         raise UsageError(f"--jobs must be 1 (one stage at a time) or 2 (the baseline beside distill), got {jobs}")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    wanted = jobs if jobs is not None else (2 if runtime.type == "cpu" and cores >= 2 else 1)
-    if wanted < 2 or distributed.active() or recipe.task != "classify" or not recipe.report.baseline:
+    wanted = jobs or 1
+    if wanted < 2 or cores < 2 or distributed.active() or recipe.task != "classify" or not recipe.report.baseline:
         return 0
     if "distill" not in stages or "baseline" not in stages:
         return 0

@@ -167,8 +167,8 @@ def run_cmd(
         typer.Option(
             "--jobs",
             "-j",
-            help="2: train the CE-only baseline in a second process beside distill, the two sharing the cores; "
-            "1: one stage at a time. Default: 2 on a CPU with at least two cores, 1 on a GPU or NPU.",
+            help="2: train the CE-only baseline in a second process beside distill, the two sharing the cores "
+            "(faster for small models on a 2-core CPU; other weights than one stage at a time). Default 1: one stage at a time.",
             min=1,
             max=2,
         ),

@@ -173,7 +173,7 @@ def measure_fit(
 
 class ReportStage(Stage):
     name = "report"
-    version = 5  # 4: critical samples from the teacher alone; the INT8 row names what ships; 5: the fit section
+    version = 6  # 4: critical samples from the teacher alone; the INT8 row names what ships; 5: the fit section; 6: the hurt line names the draw first
     sections = ("report", "data", "teacher", "student", "select", "seed")
     ignore = ("report.trackers",)  # where distill's epochs were also logged does not change the report
     optional = (
@@ -201,7 +201,7 @@ class ReportStage(Stage):
         knowledge, visuals = self._knowledge(ctx, inputs, splits)
         fit = measure_fit(r, inputs.docs, knowledge, len(splits.train.classes))
         manifest = ctx.run.read_manifest()
-        verdict = distillation_verdict(knowledge)
+        verdict = distillation_verdict(knowledge, r.distill.warmup())
         report = {
             "schema": SCHEMA_ID,
             "schema_version": SCHEMA_VERSION,

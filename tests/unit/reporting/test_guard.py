@@ -44,6 +44,16 @@ def test_verdict_follows_the_paired_test(student_right: int, status: str) -> Non
         assert "warmup" in v["line"] and "docs/defaults.md" in v["line"]
 
 
+def test_a_hurt_line_names_the_draw_first_and_a_missing_warmup_only_when_there_was_none() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    k = _knowledge(y, _preds(400, 390, rng, y), _preds(400, 200, rng, y), _preds(400, 280, rng, y))
+    warmed, cold = distillation_verdict(k, warmup_epochs=1.0)["line"], distillation_verdict(k, warmup_epochs=0.0)["line"]
+    assert "likely causes: one run is one draw" in warmed and "--set seed=1" in warmed
+    assert "no learning-rate warmup" not in warmed and "too few epochs" in warmed
+    assert "no learning-rate warmup (distill.warmup_epochs)" in cold
+
+
 def test_no_baseline_says_it_cannot_tell_and_does_not_gate() -> None:
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 100)

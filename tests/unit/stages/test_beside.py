@@ -14,7 +14,7 @@ from cann_distill.api import beside_cores, run_stages
 from cann_distill.core.errors import StageError, UsageError
 from cann_distill.core.recipe import Recipe
 from cann_distill.core.recipe_load import load_recipe
-from cann_distill.runtime.devices import CPU, Runtime
+from cann_distill.runtime.devices import CPU
 from cann_distill.stages.base import Observe
 from cann_distill.stages.beside import start_beside, thread_split
 from cann_distill.store.rundir import RunDir
@@ -29,19 +29,18 @@ def test_the_cores_are_halved_and_the_parent_keeps_the_odd_one(cores: int, split
     assert thread_split(cores) == split
 
 
-def test_the_baseline_goes_beside_distill_on_a_cpu_with_two_cores_and_only_there(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_baseline_goes_beside_distill_only_when_asked_and_where_it_can(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
-    recipe, gpu = Recipe(report={"baseline": True}), Runtime(torch.device("cuda"))
-    assert beside_cores(None, recipe, CPU, ALL) == 2
-    assert beside_cores(None, recipe, gpu, ALL) == 0  # an accelerator's memory would be shared: only when asked
-    assert beside_cores(2, recipe, gpu, ALL) == 2
-    assert beside_cores(1, recipe, CPU, ALL) == 0
-    assert beside_cores(None, Recipe(report={"baseline": False}), CPU, ALL) == 0
-    assert beside_cores(None, recipe, CPU, ["distill"]) == 0 and beside_cores(None, recipe, CPU, ["teacher", "baseline"]) == 0
+    recipe = Recipe(report={"baseline": True})
+    assert beside_cores(2, recipe, ALL) == 2
+    assert beside_cores(None, recipe, ALL) == 0 and beside_cores(1, recipe, ALL) == 0  # one stage at a time by default
+    assert beside_cores(2, Recipe(report={"baseline": False}), ALL) == 0
+    assert beside_cores(2, Recipe(task="detect", report={"baseline": True}), ALL) == 0
+    assert beside_cores(2, recipe, ["distill"]) == 0 and beside_cores(2, recipe, ["teacher", "baseline"]) == 0
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
-    assert beside_cores(None, recipe, CPU, ALL) == 0
+    assert beside_cores(2, recipe, ALL) == 0  # one core: nothing to share
     with pytest.raises(UsageError, match="--jobs must be 1 .* or 2"):
-        beside_cores(3, recipe, CPU, ALL)
+        beside_cores(3, recipe, ALL)
 
 
 def _tiny(tmp_path: Path, name: str) -> Recipe:
