@@ -48,7 +48,8 @@ def run_stages(
     Under torchrun (`cann_distill.runtime.distributed`) rank 0 holds the lock and decides; teacher, select and
     distill run on every rank, validate and report on rank 0 alone. `observe` is handed to every stage (an epoch
     hook, the trackers' naming: `stages.base.Observe`). `jobs`: whether the CE-only baseline trains beside distill
-    in a second process (`beside_cores`).
+    in a second process (`beside_cores`); it is started with multiprocessing's spawn, so a script calling this with
+    `jobs=2` needs the usual `if __name__ == "__main__":` guard.
     """
     from cann_distill.quant.profiles import check_student_budget
     from cann_distill.stages.distill import resume_pending, resuming

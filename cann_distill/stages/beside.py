@@ -105,7 +105,7 @@ def start_beside(stage: Stage, recipe: Recipe, run: RunDir, runtime: Runtime, fo
         target=_child,
         args=(stage, recipe, run.root, out, plan, runtime, theirs, send),
         name=f"cann-distill-{stage.name}",
-        daemon=True,
+        daemon=False,  # a daemonic process may not start DataLoader workers; `abort` stops it on any failure
     )
     threads = torch.get_num_threads()
     try:

@@ -43,8 +43,8 @@ def test_the_baseline_goes_beside_distill_only_when_asked_and_where_it_can(monke
         beside_cores(3, recipe, ALL)
 
 
-def _tiny(tmp_path: Path, name: str) -> Recipe:
-    raw = {**TINY, "run_dir": str(tmp_path / name)}
+def _tiny(tmp_path: Path, name: str, workers: int = 0) -> Recipe:
+    raw = {**TINY, "run_dir": str(tmp_path / name), "data": {**TINY["data"], "num_workers": workers}}
     raw["teacher"] = {**TINY["teacher"], "train": {"epochs": 1, "lr": 0.05}}
     raw["distill"] = {**TINY["distill"], "epochs": 1}
     raw["report"] = {"baseline": True}
@@ -54,7 +54,7 @@ def _tiny(tmp_path: Path, name: str) -> Recipe:
 
 
 def test_a_baseline_trained_beside_distill_is_recorded_as_one_trained_after_it(tmp_path: Path) -> None:
-    beside, in_order = _tiny(tmp_path, "beside"), _tiny(tmp_path, "in_order")
+    beside, in_order = _tiny(tmp_path, "beside", workers=1), _tiny(tmp_path, "in_order")  # the child starts a loader worker
     got = {r.stage: r for r in run_stages(beside, ALL, jobs=2)}
     ref = {r.stage: r for r in run_stages(in_order, ALL, jobs=1)}
     assert list(got) == ALL and got["baseline"].status == "done" and got["baseline"].seconds > 0
