@@ -2,8 +2,8 @@
 
 On a CPU, a small model's training step gains little from a second intra-op thread (the packaged photo recipe's
 baseline: 56 s with two threads, 58 s with one, on a 2-core machine), so two stages with one thread each finish
-sooner than the same two one after the other. `cann-distill run` uses this for the CE-only baseline, which needs
-nothing upstream, beside distill (`api.run_stages`, `jobs`). The thread counts are fixed for each stage's whole
+sooner than the same two one after the other. `cann-distill run --jobs 2` uses this for the CE-only baseline, which
+needs nothing upstream, beside distill (`api.run_stages`, `jobs`; not the default, see `api.beside_cores`). The thread counts are fixed for each stage's whole
 run (the parent takes its threads back only when the stage beside is recorded, not when it happens to end): torch's
 results depend on the thread count, and a count that changed mid-training with the timing of the other process would
 make a rerun of the same recipe on the same machine give other weights.
@@ -60,9 +60,9 @@ class Beside:
         raise its error."""
         while self.reply is None and self.process.is_alive():
             if self.conn.poll(0.2):
-                self.reply = self.conn.recv()
+                self.reply = self._receive()
         if self.reply is None and self.conn.poll():
-            self.reply = self.conn.recv()
+            self.reply = self._receive()
         self.process.join()
         self.conn.close()
         torch.set_num_threads(self.threads)
@@ -75,6 +75,14 @@ class Beside:
         self.run.forget(self.stage.name)  # the old record must not vouch for the folder being replaced
         self.staging.close()  # swaps the staging folder into place
         return record_stage(self.stage.name, self.run, self.plan, outputs, summary, self.started, seconds)
+
+    def _receive(self) -> Optional[tuple[str, Any, float]]:
+        """The child's reply; None when it ended without one (killed: its end of the pipe closed unwritten)."""
+        try:
+            reply: tuple[str, Any, float] = self.conn.recv()
+        except EOFError:
+            return None
+        return reply
 
     def abort(self) -> None:
         """Stop the child (if still running) and discard what it wrote."""

@@ -4,6 +4,8 @@ when either process fails, and the cores shared and given back."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -99,6 +101,19 @@ def test_aborting_stops_the_child_and_discards_its_folder(tmp_path: Path) -> Non
     assert time.perf_counter() - t0 < 15 and not started.process.is_alive()
     assert not list(run.root.glob(".*.staging")) and not (run.root / "baseline").exists()
     assert torch.get_num_threads() == threads
+
+
+def test_a_child_killed_without_a_reply_is_one_line_with_its_exit_code(tmp_path: Path) -> None:
+    run = RunDir(tmp_path / "run")
+    started = start_beside(Sleeps(), Recipe(), run, CPU, False, 2)
+    assert started is not None
+    deadline = time.time() + 60
+    while not list(run.root.glob(".baseline.*.staging/partial.pt")) and time.time() < deadline:
+        time.sleep(0.1)
+    os.kill(started.process.pid, signal.SIGKILL)  # as the kernel's OOM killer would
+    with pytest.raises(StageError, match=r"^baseline \(trained beside the other stages\): its process ended with exit code -9$"):
+        started.finish()
+    assert not list(run.root.glob(".*.staging")) and run.record("baseline") is None
 
 
 def test_distill_failing_stops_the_baseline_beside_it(tmp_path: Path) -> None:
