@@ -125,6 +125,10 @@ def test_the_baseline_arm_runs_cann_distills_baseline_stage_on_the_default_arms_
     assert plan["baseline"]["script"] == plan["default"]["script"] == "arm_cann.py"
     assert base.pop("stage") == "baseline" and "stage" not in default  # arm_cann.py runs distill unless told otherwise
     assert base == default  # same recipe, overrides, epochs, seed and data: only the stage differs
+    import arm_cann
+
+    assert arm_cann.stages_for("distill") == ["teacher", "select", "distill"]
+    assert arm_cann.stages_for("baseline") == ["baseline"]  # no teacher pass: no one-time cost on its page row
 
 
 def test_cache_mb_zero_keeps_no_decoded_pixels(tmp_path: Path) -> None:
