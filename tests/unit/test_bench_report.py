@@ -347,6 +347,7 @@ def test_the_pooled_column_sums_each_seeds_discordant_images_into_one_mcnemar_te
     assert pooled[("default", "plain")]["verdict"] == "worse"  # 3 × 56 images only plain gets right
     page = bench_report.render(photo_data)
     assert "all seeds (pooled)" in page
+    assert "It counts test images, not training runs" in " ".join(page.split())  # what a small pooled p does not say
     assert row(page, "cann-distill default vs student alone (CE)", "### Paired per seed")[4] == f"+2.00 pt, p={2 * tail:.2g} (tie)"
 
 
