@@ -73,3 +73,17 @@ def test_bad_photo_folders_are_one_line_errors(tmp_path: Path) -> None:
         load_recipe(None, overrides=["data.source=photos", f"data.root={tmp_path}"])
     with pytest.raises(RecipeError, match=r"data\.crops_per_class"):  # the packaged photos too, not only a folder
         load_recipe(None, overrides=["data.source=photos", "data.crops_per_class=[0, 2, 2]"])
+
+
+def test_the_predict_example_is_the_middle_of_sunsets_test_band() -> None:
+    """The quickstart's `predict` input: a crop the packaged recipe's test split could hold, not the whole photo."""
+    import cann_distill.datasets.examples as examples
+
+    example = Image.open(Path(examples.__file__).parent / "sunset_test_band.png").convert("RGB")
+    photo = Image.open(packaged_photos_dir() / "sunset.jpg").convert("RGB")
+    (test_band,) = BANDS["test"]
+    left, top, right, bottom = band_box(photo.width, photo.height, test_band)
+    side = min(right - left, bottom - top)
+    y = top + (bottom - top - side) // 2
+    assert example.size == (side, side)
+    assert np.array_equal(np.asarray(example), np.asarray(photo.crop((left, y, left + side, y + side))))
