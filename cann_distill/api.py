@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
@@ -16,7 +15,7 @@ from cann_distill.core.recipe_load import load_recipe, read_yaml
 from cann_distill.data.loading import forget_listings
 from cann_distill.reporting.guard import strict_failure
 from cann_distill.runtime import distributed
-from cann_distill.runtime.devices import Runtime, channels_last_for, resolve_device
+from cann_distill.runtime.devices import Runtime, channels_last_for, resolve_device, usable_cores
 from cann_distill.runtime.terminal import ui
 from cann_distill.stages import STAGE_ORDER, STAGES, Observe, Stage, StageResult, is_current, run_stage, stage_for
 from cann_distill.stages.beside import Beside, start_beside
@@ -117,13 +116,10 @@ def beside_cores(jobs: Optional[int], recipe: Recipe, stages: Sequence[str]) -> 
     at a time. Never on one core, under torchrun or for task: detect, and only when both stages are asked for."""
     if jobs is not None and jobs not in (1, 2):
         raise UsageError(f"--jobs must be 1 (one stage at a time) or 2 (the baseline beside distill), got {jobs}")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    wanted = jobs or 1
-    if wanted < 2 or cores < 2 or distributed.active() or recipe.task != "classify" or not recipe.report.baseline:
+    cores = usable_cores()
+    if jobs != 2 or cores < 2 or distributed.active() or recipe.task != "classify" or not recipe.report.baseline:
         return 0
-    if "distill" not in stages or "baseline" not in stages:
-        return 0
-    return cores
+    return cores if "distill" in stages and "baseline" in stages else 0
 
 
 def _run_one(stage: Stage, recipe: Recipe, run: RunDir, force: bool, runtime: Runtime, observe: Observe = Observe()) -> StageResult:

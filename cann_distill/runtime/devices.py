@@ -215,12 +215,17 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one, else every core)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def worker_count(requested: Optional[int], in_memory: bool = False) -> int:
     """DataLoader workers: the recipe's number capped at the cores there are; default cores − 1 (max 8).
 
     In-memory data without per-sample augmentation gains nothing from workers, so it defaults to 0.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     if requested is None:
         return 0 if in_memory else min(8, max(cores - 1, 0))
     if requested > cores:

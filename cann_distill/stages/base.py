@@ -232,16 +232,13 @@ def run_stage(
     started = time.time()
     t0 = time.perf_counter()
 
-    def context(out: Path) -> Context:
-        return stage_context(recipe, run, out, plan, runtime, observe)
-
     if not distributed.is_main():  # a follower: same work, outputs thrown away; rank 0 writes them
         with tempfile.TemporaryDirectory(prefix=f"cann-distill-rank{distributed.rank()}-") as tmp:
-            summary = stage.execute(context(Path(tmp)))
+            summary = stage.execute(stage_context(recipe, run, Path(tmp), plan, runtime, observe))
         distributed.barrier()  # until rank 0 has recorded the stage
         return StageResult(stage.name, "done", str(run.root), {}, summary, time.perf_counter() - t0, "rank 0 wrote the outputs")
     with run.staging(stage.name) as out:
-        summary = stage.execute(context(out))
+        summary = stage.execute(stage_context(recipe, run, out, plan, runtime, observe))
         outputs = staged_outputs(stage.name, out)
         run.forget(stage.name)  # the old record must not vouch for the folder being replaced
     seconds = time.perf_counter() - t0
