@@ -74,6 +74,10 @@ ARMS: dict[str, tuple[str, list[str]]] = {  # name: (stage, overrides)
     # baseline at the same 60 epochs
     "replay60": ("distill", [*WARM, "distill.teacher_targets=replay", "distill.epochs=60"]),
     "base60": ("baseline", [*WARM, "distill.epochs=60"]),
+    # the 60 epochs with the teacher on every augmented batch (the default's target source)
+    "online60": ("distill", [*WARM, "distill.epochs=60", "distill.teacher_targets=online"]),
+    # the earlier default (30 epochs, online targets), named so that it stays the same arm whatever the recipe says
+    "online30": ("distill", [*WARM, "distill.epochs=30", "distill.teacher_targets=online"]),
     # training augmentation off (the evaluation transform for training images too), distilled and baseline
     "noaug": ("distill", [*WARM, "data.augment.enabled=false"]),
     "base_noaug": ("baseline", [*WARM, "data.augment.enabled=false"]),
