@@ -13,7 +13,7 @@ def hurt_hint(warmup_epochs: Optional[float] = None) -> str:
     """What to try when the distilled student is below its baseline, given the run's warmup (None: not known).
 
     The first cause is the draw: one seed's CE-only baseline can land far from another's (the packaged photo
-    recipe's over seeds 0-2 and both `--jobs` values: 61.44-81.67% test, the distilled student 75.44-80.11%;
+    recipe's over seeds 0-2 and both `--jobs` values: 67.00-78.22% test, the distilled student 72.89-80.11%;
     docs/getting-started.md), so one run below its baseline is a reason to rerun with another seed first."""
     causes = [
         "one run is one draw: the CE-only baseline's accuracy moves with the seed more than the distilled student's, "
