@@ -25,6 +25,16 @@ def hurt_hint(warmup_epochs: Optional[float] = None) -> str:
     return f"likely causes: {'; '.join(causes)}; measured alternatives: docs/defaults.md"
 
 
+def no_gain_hint(teacher: Optional[float], baseline: Optional[float]) -> str:
+    """What bounds the gain when distillation made no difference: the teacher's lead over the baseline (accuracies in
+    [0, 1]; None when not known), and the two levers that moved it on the photo benchmarks (docs/defaults.md)."""
+    lead = "" if teacher is None or baseline is None else f" (here {100 * (teacher - baseline):.2f} pt)"
+    return (
+        f"what distillation can add is bounded by the teacher's lead over the baseline{lead}; on the photo benchmarks "
+        "a longer schedule (distill.epochs) and a teacher trained until it is clearly ahead raised it: docs/defaults.md"
+    )
+
+
 STRICT_FAILS = frozenset({"hurt", "undefined"})
 """Verdicts that fail `--strict`: distillation measurably hurt, or the teacher has no lead to transfer."""
 
@@ -69,7 +79,8 @@ def distillation_verdict(knowledge: Optional[dict[str, Any]], warmup_epochs: Opt
         return {"status": "helped", "line": f"distillation helped beyond the noise ({nums}, exact McNemar p={vs_base['p_value']:.2g})"}
     return {
         "status": "no_gain",
-        "line": f"distillation made no difference beyond the noise ({nums}, exact McNemar p={vs_base['p_value']:.2g})",
+        "line": f"distillation made no difference beyond the noise ({nums}, exact McNemar p={vs_base['p_value']:.2g}); "
+        f"{no_gain_hint(t, b)}",
     }
 
 

@@ -173,7 +173,7 @@ def measure_fit(
 
 class ReportStage(Stage):
     name = "report"
-    version = 6  # 4: critical samples from the teacher alone; the INT8 row names what ships; 5: the fit section; 6: the hurt line names the draw first
+    version = 7  # 4: critical samples from the teacher alone; the INT8 row names what ships; 5: the fit section; 6: the hurt line names the draw first; 7: the no-gain line names the teacher's lead
     sections = ("report", "data", "teacher", "student", "select", "seed")
     ignore = ("report.trackers",)  # where distill's epochs were also logged does not change the report
     optional = (

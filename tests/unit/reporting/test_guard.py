@@ -54,6 +54,17 @@ def test_a_hurt_line_names_the_draw_first_and_a_missing_warmup_only_when_there_w
     assert "no learning-rate warmup (distill.warmup_epochs)" in cold
 
 
+def test_a_no_gain_line_names_the_teachers_lead_over_the_baseline_in_points() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    k = _knowledge(y, _preds(400, 390, rng, y), _preds(400, 281, rng, y), _preds(400, 280, rng, y))
+    v = distillation_verdict(k)
+    assert v["status"] == "no_gain"
+    assert "teacher's lead over the baseline (here 27.50 pt)" in v["line"]  # 390/400 - 280/400
+    assert "distill.epochs" in v["line"] and "docs/defaults.md" in v["line"]
+    assert strict_failure(v) is None
+
+
 def test_no_baseline_says_it_cannot_tell_and_does_not_gate() -> None:
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 100)
